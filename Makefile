@@ -1,0 +1,51 @@
+# The one place each command of the project is written. README and .ci/run call these targets.
+GO       ?= go
+BIN      ?= bin/cohort
+PKG      := github.com/cohortlab/cohort
+# Packages with goroutines of their own run under the race detector too.
+RACE_DIRS := consensus coordinator transport
+RACE_PKGS  = $(shell for d in $(RACE_DIRS); do [ -d $$d ] && $(GO) list ./$$d/... 2>/dev/null; done)
+FUZZTIME ?= 20s
+BENCHTIME ?= 1x
+
+.PHONY: all build test race bench demo fuzz verify e2e figures clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/cohort
+
+## test: the whole suite (unit, property, golden, short simulations); under 10 minutes on 2 cores.
+test:
+	$(GO) vet ./...
+	$(GO) test -short -shuffle=on -timeout 9m ./...
+	@if [ -n "$(RACE_PKGS)" ]; then $(GO) test -race -short -shuffle=on -timeout 9m $(RACE_PKGS); fi
+
+## bench: every benchmark once (smoke); raise BENCHTIME for real figures, e.g. make bench BENCHTIME=2s
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem ./...
+
+## demo: the main job on embedded data, no setup needed.
+demo: build
+	./$(BIN) train --model mlp --mode diloco --workers 4 --inner-steps 25 --rounds 8 --partition dirichlet:0.5 --seed 1
+
+## fuzz: every fuzz target for FUZZTIME each.
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for t in $$($(GO) test -list '^Fuzz' $$pkg 2>/dev/null | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$t"; $(GO) test -run '^$$' -fuzz "^$$t$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
+## e2e: the slow end-to-end runs (real processes, long trainings).
+e2e: build
+	COHORT_E2E=1 $(GO) test -timeout 60m -run 'E2E' ./...
+
+## verify: formatting, vet and a tidy module.
+verify:
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1)
+	$(GO) vet ./...
+	$(GO) mod tidy -diff
+
+clean:
+	rm -rf bin
