@@ -1,0 +1,437 @@
+package transport
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/quic-go/quic-go"
+)
+
+// Defaults for the zero fields of Config.
+const (
+	DefaultHandshakeTimeout    = 10 * time.Second
+	DefaultIdleTimeout         = 60 * time.Second
+	DefaultKeepAlive           = 15 * time.Second
+	DefaultInitialStreamWindow = 1 << 20  // 1 MiB
+	DefaultMaxStreamWindow     = 16 << 20 // 16 MiB
+	DefaultInitialConnWindow   = 2 << 20  // 2 MiB
+	DefaultMaxConnWindow       = 32 << 20 // 32 MiB
+	DefaultMaxIncomingStreams  = 256
+	DefaultMaxPayload          = 64 << 20 // 64 MiB
+)
+
+// ErrConfig is wrapped by every Config.Validate error.
+var ErrConfig = errors.New("transport: invalid config")
+
+// Config configures an Endpoint. The zero value of every field except Identity means the
+// documented default.
+type Config struct {
+	// Identity is this node's key and certificate. Required.
+	Identity *Identity
+	// Allow decides whether a peer that proved its key may connect (server side) or be
+	// connected to (client side). A non-nil error refuses the handshake. Nil allows any
+	// node with a valid self-signed ed25519 certificate.
+	Allow func(NodeID) error
+	// HandshakeTimeout bounds the handshake. Zero means DefaultHandshakeTimeout (10 s).
+	HandshakeTimeout time.Duration
+	// IdleTimeout closes a connection after this long without any packet from the peer.
+	// Zero means DefaultIdleTimeout (60 s).
+	IdleTimeout time.Duration
+	// KeepAlive is the period of keep-alive packets. Zero means DefaultKeepAlive (15 s,
+	// capped by quic-go at half the idle timeout); negative disables keep-alives.
+	KeepAlive time.Duration
+	// InitialStreamWindow and MaxStreamWindow bound the per-stream receive window
+	// (auto-tuned in between). Zero means 1 MiB and 16 MiB.
+	InitialStreamWindow, MaxStreamWindow uint64
+	// InitialConnWindow and MaxConnWindow bound the per-connection receive window.
+	// Zero means 2 MiB and 32 MiB.
+	InitialConnWindow, MaxConnWindow uint64
+	// MaxIncomingStreams is the number of concurrent streams a peer may open.
+	// Zero means DefaultMaxIncomingStreams (256).
+	MaxIncomingStreams int64
+	// MaxPayload caps the payload of a message read by Call and Serve. Zero means
+	// DefaultMaxPayload (64 MiB).
+	MaxPayload int64
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	switch {
+	case c.Identity == nil:
+		return fmt.Errorf("%w: Identity is required", ErrConfig)
+	case c.HandshakeTimeout < 0:
+		return fmt.Errorf("%w: HandshakeTimeout %v is negative", ErrConfig, c.HandshakeTimeout)
+	case c.IdleTimeout < 0:
+		return fmt.Errorf("%w: IdleTimeout %v is negative", ErrConfig, c.IdleTimeout)
+	case c.MaxIncomingStreams < 0:
+		return fmt.Errorf("%w: MaxIncomingStreams %d is negative", ErrConfig, c.MaxIncomingStreams)
+	case c.MaxPayload < 0:
+		return fmt.Errorf("%w: MaxPayload %d is negative", ErrConfig, c.MaxPayload)
+	}
+	d := c.withDefaults()
+	if d.InitialStreamWindow > d.MaxStreamWindow {
+		return fmt.Errorf("%w: InitialStreamWindow %d exceeds MaxStreamWindow %d", ErrConfig, d.InitialStreamWindow, d.MaxStreamWindow)
+	}
+	if d.InitialConnWindow > d.MaxConnWindow {
+		return fmt.Errorf("%w: InitialConnWindow %d exceeds MaxConnWindow %d", ErrConfig, d.InitialConnWindow, d.MaxConnWindow)
+	}
+	return nil
+}
+
+func (c Config) withDefaults() Config {
+	if c.HandshakeTimeout == 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.KeepAlive == 0 {
+		c.KeepAlive = DefaultKeepAlive
+	}
+	if c.InitialStreamWindow == 0 {
+		c.InitialStreamWindow = DefaultInitialStreamWindow
+	}
+	if c.MaxStreamWindow == 0 {
+		c.MaxStreamWindow = max(DefaultMaxStreamWindow, c.InitialStreamWindow)
+	}
+	if c.InitialConnWindow == 0 {
+		c.InitialConnWindow = DefaultInitialConnWindow
+	}
+	if c.MaxConnWindow == 0 {
+		c.MaxConnWindow = max(DefaultMaxConnWindow, c.InitialConnWindow)
+	}
+	if c.MaxIncomingStreams == 0 {
+		c.MaxIncomingStreams = DefaultMaxIncomingStreams
+	}
+	if c.MaxPayload == 0 {
+		c.MaxPayload = DefaultMaxPayload
+	}
+	return c
+}
+
+func (c *Config) quicConfig() *quic.Config {
+	ka := c.KeepAlive
+	if ka < 0 {
+		ka = 0
+	}
+	return &quic.Config{
+		HandshakeIdleTimeout:           c.HandshakeTimeout,
+		MaxIdleTimeout:                 c.IdleTimeout,
+		KeepAlivePeriod:                ka,
+		InitialStreamReceiveWindow:     c.InitialStreamWindow,
+		MaxStreamReceiveWindow:         c.MaxStreamWindow,
+		InitialConnectionReceiveWindow: c.InitialConnWindow,
+		MaxConnectionReceiveWindow:     c.MaxConnWindow,
+		MaxIncomingStreams:             c.MaxIncomingStreams,
+		MaxIncomingUniStreams:          -1,
+	}
+}
+
+// ErrUnexpectedPeer is returned by DialNode when the peer's key is not the expected one.
+var ErrUnexpectedPeer = errors.New("transport: unexpected peer")
+
+// Endpoint is one UDP socket (or any net.PacketConn, e.g. a linkshape.Conn) that dials
+// QUIC connections and, after Listen, accepts them. Many connections share the socket,
+// so stripes dialled from one Endpoint share its (shaped) link.
+type Endpoint struct {
+	cfg      Config
+	tr       *quic.Transport
+	pc       net.PacketConn
+	ownsPC   bool
+	qcfg     *quic.Config
+	mu       sync.Mutex
+	ln       *quic.Listener
+	closeErr error
+	closed   bool
+}
+
+// NewEndpoint makes a dial-only endpoint on pc; call Listen to accept connections too.
+// The endpoint takes over pc: do not read from or write to it afterwards. Close does not
+// close pc (the caller owns it).
+func NewEndpoint(pc net.PacketConn, cfg Config) (*Endpoint, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := cfg.withDefaults()
+	return &Endpoint{cfg: c, pc: pc, tr: &quic.Transport{Conn: pc}, qcfg: c.quicConfig()}, nil
+}
+
+// Listen makes an endpoint on pc that accepts connections (and can dial).
+func Listen(pc net.PacketConn, cfg Config) (*Endpoint, error) {
+	e, err := NewEndpoint(pc, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.Listen(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// ListenAddr binds a UDP socket at addr (e.g. "127.0.0.1:0") and listens on it.
+// Close closes the socket.
+func ListenAddr(addr string, cfg Config) (*Endpoint, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pc, err := listenUDP(addr)
+	if err != nil {
+		return nil, err
+	}
+	e, err := Listen(pc, cfg)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	e.ownsPC = true
+	return e, nil
+}
+
+func listenUDP(addr string) (*net.UDPConn, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("transport: resolve %q: %w", addr, err)
+	}
+	pc, err := net.ListenUDP("udp", ua)
+	if err != nil {
+		return nil, fmt.Errorf("transport: listen %q: %w", addr, err)
+	}
+	return pc, nil
+}
+
+// Listen starts accepting connections. It may be called once.
+func (e *Endpoint) Listen() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.ln != nil {
+		return errors.New("transport: endpoint already listening")
+	}
+	ln, err := e.tr.Listen(serverTLS(&e.cfg), e.qcfg)
+	if err != nil {
+		return fmt.Errorf("transport: listen: %w", err)
+	}
+	e.ln = ln
+	return nil
+}
+
+// Addr is the local address of the socket.
+func (e *Endpoint) Addr() net.Addr { return e.pc.LocalAddr() }
+
+// Config returns the endpoint's configuration with defaults filled in.
+func (e *Endpoint) Config() Config { return e.cfg }
+
+// Accept waits for the next connection that completed the handshake (and passed Allow).
+func (e *Endpoint) Accept(ctx context.Context) (*Conn, error) {
+	e.mu.Lock()
+	ln := e.ln
+	e.mu.Unlock()
+	if ln == nil {
+		return nil, errors.New("transport: Accept on an endpoint that is not listening")
+	}
+	qc, err := ln.Accept(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("transport: accept: %w", err)
+	}
+	return newConn(qc, e.cfg.MaxPayload)
+}
+
+// Dial connects to a listening endpoint at addr ("host:port").
+func (e *Endpoint) Dial(ctx context.Context, addr string) (*Conn, error) {
+	ua, err := net.ResolveUDPAddr("udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("transport: resolve %q: %w", addr, err)
+	}
+	return e.DialAddr(ctx, ua)
+}
+
+// DialAddr connects to a listening endpoint at addr.
+func (e *Endpoint) DialAddr(ctx context.Context, addr net.Addr) (*Conn, error) {
+	qc, err := e.tr.Dial(ctx, addr, clientTLS(&e.cfg), e.qcfg)
+	if err != nil {
+		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
+	}
+	return newConn(qc, e.cfg.MaxPayload)
+}
+
+// DialNode connects to addr and checks that the peer is the node want.
+func (e *Endpoint) DialNode(ctx context.Context, addr string, want NodeID) (*Conn, error) {
+	c, err := e.Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	if c.Peer() != want {
+		c.CloseWithError(1, "unexpected peer")
+		return nil, fmt.Errorf("%w: %s is %s, want %s", ErrUnexpectedPeer, addr, c.Peer(), want)
+	}
+	return c, nil
+}
+
+// Close closes the listener and every connection of the endpoint, and the socket if the
+// endpoint opened it (ListenAddr, Dial).
+func (e *Endpoint) Close() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.closed {
+		return e.closeErr
+	}
+	e.closed = true
+	if e.ln != nil {
+		e.ln.Close()
+	}
+	e.closeErr = e.tr.Close()
+	if e.ownsPC {
+		if err := e.pc.Close(); err != nil && e.closeErr == nil {
+			e.closeErr = err
+		}
+	}
+	return e.closeErr
+}
+
+// Dial opens a fresh UDP socket, connects to addr and returns the connection. The socket
+// is closed when the connection closes (by either side).
+func Dial(ctx context.Context, addr string, cfg Config) (*Conn, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pc, err := listenUDP(":0")
+	if err != nil {
+		return nil, err
+	}
+	e, err := NewEndpoint(pc, cfg)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	e.ownsPC = true
+	c, err := e.Dial(ctx, addr)
+	if err != nil {
+		e.Close()
+		return nil, err
+	}
+	go func() {
+		<-c.qc.Context().Done()
+		e.Close()
+	}()
+	return c, nil
+}
+
+// Conn is an authenticated QUIC connection to a peer whose key was verified.
+type Conn struct {
+	qc         *quic.Conn
+	peer       NodeID
+	peerKey    ed25519.PublicKey
+	maxPayload int64
+}
+
+func newConn(qc *quic.Conn, maxPayload int64) (*Conn, error) {
+	st := qc.ConnectionState().TLS
+	if len(st.PeerCertificates) != 1 {
+		qc.CloseWithError(1, "no peer certificate")
+		return nil, ErrNoPeerCert
+	}
+	pub, ok := st.PeerCertificates[0].PublicKey.(ed25519.PublicKey)
+	if !ok {
+		qc.CloseWithError(1, "bad peer certificate")
+		return nil, ErrPeerCert
+	}
+	if st.NegotiatedProtocol != ALPN {
+		qc.CloseWithError(1, "bad ALPN")
+		return nil, fmt.Errorf("transport: peer negotiated ALPN %q, want %q", st.NegotiatedProtocol, ALPN)
+	}
+	return &Conn{qc: qc, peer: NodeIDFromPublicKey(pub), peerKey: pub, maxPayload: maxPayload}, nil
+}
+
+// Peer is the NodeID of the remote node.
+func (c *Conn) Peer() NodeID { return c.peer }
+
+// PeerKey is the remote node's public key (to verify its signatures).
+func (c *Conn) PeerKey() ed25519.PublicKey { return c.peerKey }
+
+// RemoteAddr is the peer's address.
+func (c *Conn) RemoteAddr() net.Addr { return c.qc.RemoteAddr() }
+
+// LocalAddr is the local address.
+func (c *Conn) LocalAddr() net.Addr { return c.qc.LocalAddr() }
+
+// Context is done when the connection is closed.
+func (c *Conn) Context() context.Context { return c.qc.Context() }
+
+// Close closes the connection with application error code 0.
+func (c *Conn) Close() error { return c.qc.CloseWithError(0, "") }
+
+// CloseWithError closes the connection, sending code and reason to the peer.
+func (c *Conn) CloseWithError(code uint64, reason string) error {
+	return c.qc.CloseWithError(quic.ApplicationErrorCode(code), reason)
+}
+
+// OpenStream opens a bidirectional stream, waiting while the peer's stream limit is reached.
+func (c *Conn) OpenStream(ctx context.Context) (*Stream, error) {
+	s, err := c.qc.OpenStreamSync(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("transport: open stream to %s: %w", c.peer, err)
+	}
+	return &Stream{s: s}, nil
+}
+
+// AcceptStream waits for the peer to open a stream.
+func (c *Conn) AcceptStream(ctx context.Context) (*Stream, error) {
+	s, err := c.qc.AcceptStream(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("transport: accept stream from %s: %w", c.peer, err)
+	}
+	return &Stream{s: s}, nil
+}
+
+// Stats are counters of one connection, from quic-go.
+type Stats struct {
+	SmoothedRTT      time.Duration
+	CongestionWindow uint64 // bytes
+	BytesSent        uint64 // QUIC bytes incl. retransmissions, excl. UDP/IP headers
+	BytesReceived    uint64
+	PacketsSent      uint64
+	PacketsLost      uint64
+	BytesLost        uint64
+}
+
+// Stats returns the connection's counters.
+func (c *Conn) Stats() Stats {
+	s := c.qc.ConnectionStats()
+	return Stats{
+		SmoothedRTT:      s.SmoothedRTT,
+		CongestionWindow: s.CongestionWindow,
+		BytesSent:        s.BytesSent,
+		BytesReceived:    s.BytesReceived,
+		PacketsSent:      s.PacketsSent,
+		PacketsLost:      s.PacketsLost,
+		BytesLost:        s.BytesLost,
+	}
+}
+
+// Stream is a bidirectional QUIC stream. Close ends the sending direction only; Abort
+// drops both directions.
+type Stream struct {
+	s *quic.Stream
+}
+
+// Read reads from the stream.
+func (s *Stream) Read(p []byte) (int, error) { return s.s.Read(p) }
+
+// Write writes to the stream.
+func (s *Stream) Write(p []byte) (int, error) { return s.s.Write(p) }
+
+// Close ends the sending direction (the peer reads io.EOF after the data).
+func (s *Stream) Close() error { return s.s.Close() }
+
+// Abort resets both directions with the application error code.
+func (s *Stream) Abort(code uint64) {
+	s.s.CancelWrite(quic.StreamErrorCode(code))
+	s.s.CancelRead(quic.StreamErrorCode(code))
+}
+
+// SetDeadline sets the read and write deadlines.
+func (s *Stream) SetDeadline(t time.Time) error { return s.s.SetDeadline(t) }
