@@ -1,0 +1,342 @@
+package nn
+
+import (
+	"fmt"
+	"math"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// CharLMConfig configures a CharLM. The zero value is a byte-level model (Vocab 256) with Context 64,
+// Embed 64, an MLP of width 128 (2×Embed), batch 32 sequences, seed 0.
+type CharLMConfig struct {
+	// Vocab is the number of distinct tokens; tokens are 0 ≤ t < Vocab. Zero means 256; otherwise ≥ 2.
+	Vocab int
+	// Context is the sequence length T of every sample. Zero means 64; otherwise ≥ 2.
+	Context int
+	// Embed is the model width D. Zero means 64; otherwise ≥ 2.
+	Embed int
+	// Hidden is the width of the block's MLP. Zero means 2×Embed; negative means no MLP.
+	Hidden int
+	// Batch is the number of sequences Grad expects. Zero means 32; otherwise ≥ 1.
+	Batch int
+	// Seed seeds the weight initialisation (PCG). Same Seed ⇒ bit-identical parameters.
+	Seed uint64
+	// EvalBatch is the number of sequences per Eval graph. Zero means Batch; otherwise ≥ 1.
+	EvalBatch int
+}
+
+func (c CharLMConfig) withDefaults() CharLMConfig {
+	if c.Vocab == 0 {
+		c.Vocab = 256
+	}
+	if c.Context == 0 {
+		c.Context = 64
+	}
+	if c.Embed == 0 {
+		c.Embed = 64
+	}
+	if c.Hidden == 0 {
+		c.Hidden = 2 * c.Embed
+	}
+	if c.Batch == 0 {
+		c.Batch = 32
+	}
+	if c.EvalBatch == 0 {
+		c.EvalBatch = c.Batch
+	}
+	return c
+}
+
+// Validate reports whether c (after defaults) describes a buildable model.
+func (c CharLMConfig) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.Vocab < 2:
+		return fmt.Errorf("%w: charlm Vocab %d, want ≥ 2", ErrConfig, c.Vocab)
+	case c.Context < 2:
+		return fmt.Errorf("%w: charlm Context %d, want ≥ 2", ErrConfig, c.Context)
+	case c.Embed < 2:
+		return fmt.Errorf("%w: charlm Embed %d, want ≥ 2", ErrConfig, c.Embed)
+	case c.Hidden == 1:
+		return fmt.Errorf("%w: charlm Hidden 1, want ≥ 2 or negative for no MLP", ErrConfig)
+	case c.Batch < 1:
+		return fmt.Errorf("%w: charlm Batch %d, want ≥ 1", ErrConfig, c.Batch)
+	case c.EvalBatch < 1:
+		return fmt.Errorf("%w: charlm EvalBatch %d, want ≥ 1", ErrConfig, c.EvalBatch)
+	}
+	return nil
+}
+
+// CharLM is a one-block causal transformer over characters (no LayerNorm):
+//
+//	x  = tok.emb[token] + pos.emb[position]                      [n·T, D]
+//	q, k, v = x·attn.wq, x·attn.wk, x·attn.wv
+//	a  = softmax(q·kᵀ/√D + mask) per sequence, mask = −1e9 above the diagonal (causal)
+//	h  = x + (a·v)·attn.wo + attn.bo
+//	h  = h + relu(h·mlp.w1 + mlp.b1)·mlp.w2 + mlp.b2             (if Hidden > 0)
+//	logits = h·out.w + out.b                                      [n·T, Vocab]
+//
+// The loss is the mean cross-entropy of the next token over all n·T positions; Eval's correct counts
+// positions whose arg-max is the target. Layout, in this order: "tok.emb" [V,D], "pos.emb" [T,D],
+// "attn.wq", "attn.wk", "attn.wv", "attn.wo" [D,D], "attn.bo" [D], then "mlp.w1" [D,H], "mlp.b1" [H],
+// "mlp.w2" [H,D], "mlp.b2" [D] if Hidden > 0, then "out.w" [D,V], "out.b" [V]. Embeddings are
+// U(−0.1, 0.1), projections Glorot-uniform, mlp.w1 He-uniform, biases zero. Not safe for concurrent
+// use.
+type CharLM struct {
+	cfg    CharLMConfig
+	layout Layout
+	flat   []float32
+
+	train *lmProgram
+	eval  map[int]*lmProgram // by number of sequences
+}
+
+// lmProgram is a compiled CharLM graph for n sequences with its bound input tensors.
+type lmProgram struct {
+	*program
+	n      int
+	tokens []int     // backing of the token ids [n·T]
+	onehot []float32 // backing of the one-hot targets [n·T, V] (training only)
+}
+
+var _ Model = (*CharLM)(nil)
+
+// NewCharLM builds a CharLM and initialises its parameters from cfg.Seed.
+func NewCharLM(cfg CharLMConfig) (*CharLM, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	m := &CharLM{cfg: cfg, eval: map[int]*lmProgram{}}
+	V, T, D, H := cfg.Vocab, cfg.Context, cfg.Embed, cfg.Hidden
+	var lb layoutBuilder
+	lb.add("tok.emb", V, D)
+	lb.add("pos.emb", T, D)
+	lb.add("attn.wq", D, D)
+	lb.add("attn.wk", D, D)
+	lb.add("attn.wv", D, D)
+	lb.add("attn.wo", D, D)
+	lb.add("attn.bo", D)
+	if H > 0 {
+		lb.add("mlp.w1", D, H)
+		lb.add("mlp.b1", H)
+		lb.add("mlp.w2", H, D)
+		lb.add("mlp.b2", D)
+	}
+	lb.add("out.w", D, V)
+	lb.add("out.b", V)
+	m.layout = lb.l
+	m.flat = make([]float32, lb.off)
+
+	r := initRand(cfg.Seed)
+	for _, t := range m.layout {
+		dst := m.flat[t.Offset : t.Offset+t.Size()]
+		switch t.Name {
+		case "tok.emb", "pos.emb":
+			fillUniform(r, dst, 0.1)
+		case "mlp.w1":
+			fillUniform(r, dst, heLimit(t.Shape[0]))
+		default:
+			if len(t.Shape) == 2 {
+				fillUniform(r, dst, glorotLimit(t.Shape[0], t.Shape[1]))
+			}
+		}
+	}
+	var err error
+	if m.train, err = m.build(cfg.Batch, true); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Name is like "charlm:v96-t64-d64-h128" (h0 when the block has no MLP).
+func (m *CharLM) Name() string {
+	return fmt.Sprintf("charlm:v%d-t%d-d%d-h%d", m.cfg.Vocab, m.cfg.Context, m.cfg.Embed, max(m.cfg.Hidden, 0))
+}
+
+// Config returns the configuration with defaults filled in.
+func (m *CharLM) Config() CharLMConfig { return m.cfg }
+
+// Layout is the parameter layout.
+func (m *CharLM) Layout() Layout { return m.layout }
+
+// Params is the live flat parameter vector.
+func (m *CharLM) Params() []float32 { return m.flat }
+
+// BatchSize is the number of sequences Grad expects; each holds Context tokens.
+func (m *CharLM) BatchSize() int { return m.cfg.Batch }
+
+// Context is the sequence length.
+func (m *CharLM) Context() int { return m.cfg.Context }
+
+// Vocab is the number of distinct tokens.
+func (m *CharLM) Vocab() int { return m.cfg.Vocab }
+
+func (m *CharLM) build(n int, training bool) (*lmProgram, error) {
+	p := &lmProgram{n: n}
+	err := buildSafely(func() error {
+		V, T, D, H := m.cfg.Vocab, m.cfg.Context, m.cfg.Embed, m.cfg.Hidden
+		N := n * T
+		g := G.NewGraph()
+		params := graphParams(g, m.layout, m.flat)
+
+		p.tokens = make([]int, N)
+		tok := G.NewVector(g, tensor.Int, G.WithShape(N), G.WithName("tokens"),
+			G.WithValue(tensor.New(tensor.WithShape(N), tensor.WithBacking(p.tokens))))
+		posIdx := make([]int, N)
+		for i := range posIdx {
+			posIdx[i] = i % T
+		}
+		pos := G.NewVector(g, tensor.Int, G.WithShape(N), G.WithName("positions"),
+			G.WithValue(tensor.New(tensor.WithShape(N), tensor.WithBacking(posIdx))))
+		maskVals := make([]float32, n*T*T)
+		for s := 0; s < n; s++ {
+			for i := 0; i < T; i++ {
+				for j := i + 1; j < T; j++ {
+					maskVals[(s*T+i)*T+j] = -1e9
+				}
+			}
+		}
+		mask := G.NewConstant(tensor.New(tensor.WithShape(n, T, T), tensor.WithBacking(maskVals)), G.WithName("causalmask"))
+
+		var err error
+		must := func(x *G.Node, e error) *G.Node {
+			if e != nil && err == nil {
+				err = e
+			}
+			return x
+		}
+		te := must(G.ByIndices(params["tok.emb"], tok, 0))
+		pe := must(G.ByIndices(params["pos.emb"], pos, 0))
+		if err != nil {
+			return err
+		}
+		x := must(G.Add(te, pe))
+		q := must(G.Reshape(must(G.Mul(x, params["attn.wq"])), tensor.Shape{n, T, D}))
+		k := must(G.Reshape(must(G.Mul(x, params["attn.wk"])), tensor.Shape{n, T, D}))
+		v := must(G.Reshape(must(G.Mul(x, params["attn.wv"])), tensor.Shape{n, T, D}))
+		if err != nil {
+			return err
+		}
+		scores := must(G.BatchedMatMul(q, k, false, true))
+		scaled := must(G.Mul(scores, G.NewConstant(float32(1/math.Sqrt(float64(D))))))
+		att := must(G.SoftMax(must(G.Add(scaled, mask)), 2))
+		ctx := must(G.Reshape(must(G.BatchedMatMul(att, v)), tensor.Shape{N, D}))
+		if err != nil {
+			return err
+		}
+		h := must(G.Add(x, must(dense(ctx, params["attn.wo"], params["attn.bo"]))))
+		if H > 0 {
+			f := must(G.Rectify(must(dense(h, params["mlp.w1"], params["mlp.b1"]))))
+			h = must(G.Add(h, must(dense(f, params["mlp.w2"], params["mlp.b2"]))))
+		}
+		logits := must(dense(h, params["out.w"], params["out.b"]))
+		logp := must(G.LogSoftMax(logits, 1))
+		if err != nil {
+			return err
+		}
+		if !training {
+			p.program, err = compile(g, nil, nil, logp)
+			return err
+		}
+		p.onehot = make([]float32, N*V)
+		oh := G.NewMatrix(g, tensor.Float32, G.WithShape(N, V), G.WithName("onehot"),
+			G.WithValue(tensor.New(tensor.WithShape(N, V), tensor.WithBacking(p.onehot))))
+		loss, err := crossEntropy(logp, oh, N)
+		if err != nil {
+			return err
+		}
+		p.program, err = compile(g, orderedParams(m.layout, params), loss, nil)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nn: building %s graph for %d sequences: %w", m.Name(), n, err)
+	}
+	return p, nil
+}
+
+// checkBatch validates b and returns its number of sequences.
+func (m *CharLM) checkBatch(b Batch) (int, error) {
+	T := m.cfg.Context
+	if b.X != nil {
+		return 0, fmt.Errorf("%w: charlm takes Tokens, not X", ErrBatch)
+	}
+	if len(b.Tokens)%T != 0 {
+		return 0, fmt.Errorf("%w: %d tokens is not a multiple of the context %d", ErrBatch, len(b.Tokens), T)
+	}
+	if len(b.Y) != len(b.Tokens) {
+		return 0, fmt.Errorf("%w: %d targets for %d tokens, want one target per token", ErrBatch, len(b.Y), len(b.Tokens))
+	}
+	if err := checkLabels(b.Tokens, m.cfg.Vocab, "token"); err != nil {
+		return 0, err
+	}
+	if err := checkLabels(b.Y, m.cfg.Vocab, "target"); err != nil {
+		return 0, err
+	}
+	return len(b.Tokens) / T, nil
+}
+
+// Grad writes dLoss/dθ for b (exactly BatchSize sequences of Context tokens, with one target per
+// token) into grad and returns the mean cross-entropy over all positions.
+func (m *CharLM) Grad(b Batch, grad []float32) (float32, error) {
+	n, err := m.checkBatch(b)
+	if err != nil {
+		return 0, err
+	}
+	if n != m.cfg.Batch {
+		return 0, fmt.Errorf("%w: %d sequences, want batch size %d", ErrBatch, n, m.cfg.Batch)
+	}
+	if len(grad) != len(m.flat) {
+		return 0, fmt.Errorf("%w: %d, want %d", ErrGrad, len(grad), len(m.flat))
+	}
+	p := m.train
+	copy(p.tokens, b.Tokens)
+	V := m.cfg.Vocab
+	clear(p.onehot)
+	for i, y := range b.Y {
+		p.onehot[i*V+y] = 1
+	}
+	if err := p.run(); err != nil {
+		return 0, err
+	}
+	if err := p.copyGrads(m.layout, grad); err != nil {
+		return 0, err
+	}
+	return scalarF32(p.loss)
+}
+
+// Eval returns the summed next-token cross-entropy, the number of positions whose arg-max equals the
+// target, and the number of positions, over any number of sequences. It runs forward-only graphs of
+// EvalBatch sequences (a final partial chunk gets its own cached graph) and touches neither
+// parameters nor gradients.
+func (m *CharLM) Eval(b Batch) (lossSum float64, correct, count int, err error) {
+	total, err := m.checkBatch(b)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	T, V := m.cfg.Context, m.cfg.Vocab
+	for start := 0; start < total; start += m.cfg.EvalBatch {
+		seqs := min(m.cfg.EvalBatch, total-start)
+		p, ok := m.eval[seqs]
+		if !ok {
+			if p, err = m.build(seqs, false); err != nil {
+				return 0, 0, 0, err
+			}
+			m.eval[seqs] = p
+		}
+		copy(p.tokens, b.Tokens[start*T:(start+seqs)*T])
+		if err := p.run(); err != nil {
+			return 0, 0, 0, err
+		}
+		logp, ok := p.logp.Data().([]float32)
+		if !ok {
+			return 0, 0, 0, fmt.Errorf("%w: log-probabilities have type %T", ErrGraph, p.logp.Data())
+		}
+		l, c := scoreRows(logp, V, b.Y[start*T:(start+seqs)*T], seqs*T)
+		lossSum += l
+		correct += c
+	}
+	return lossSum, correct, total * T, nil
+}

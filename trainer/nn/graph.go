@@ -1,0 +1,217 @@
+package nn
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand/v2"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// Sentinel errors. Errors returned by this package wrap one of them.
+var (
+	// ErrConfig reports an invalid model configuration.
+	ErrConfig = errors.New("nn: invalid config")
+	// ErrBatch reports a malformed batch: wrong lengths, labels or tokens out of range.
+	ErrBatch = errors.New("nn: invalid batch")
+	// ErrGrad reports a gradient buffer of the wrong length.
+	ErrGrad = errors.New("nn: gradient buffer has wrong length")
+	// ErrGraph reports a failure inside gorgonia (building or running a graph).
+	ErrGraph = errors.New("nn: graph failure")
+)
+
+// layoutBuilder assigns contiguous offsets to named tensors in the order they are added.
+type layoutBuilder struct {
+	l   Layout
+	off int
+}
+
+func (b *layoutBuilder) add(name string, shape ...int) {
+	t := Tensor{Name: name, Shape: append([]int(nil), shape...), Offset: b.off}
+	b.l = append(b.l, t)
+	b.off += t.Size()
+}
+
+// initRand is the seeded generator used for initialisation. PCG with both words derived from the
+// seed, so seeds 0 and 1 give unrelated streams.
+func initRand(seed uint64) *rand.Rand {
+	return rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))
+}
+
+// fillUniform fills dst with U(-limit, limit) drawn from r, in index order.
+func fillUniform(r *rand.Rand, dst []float32, limit float64) {
+	for i := range dst {
+		dst[i] = float32((2*r.Float64() - 1) * limit)
+	}
+}
+
+// heLimit is the He-uniform bound sqrt(6/fanIn), for weights followed by a ReLU.
+func heLimit(fanIn int) float64 { return math.Sqrt(6 / float64(fanIn)) }
+
+// glorotLimit is the Glorot-uniform bound sqrt(6/(fanIn+fanOut)).
+func glorotLimit(fanIn, fanOut int) float64 { return math.Sqrt(6 / float64(fanIn+fanOut)) }
+
+// graphParams creates one graph node per layout tensor, each a zero-copy view of flat.
+func graphParams(g *G.ExprGraph, layout Layout, flat []float32) map[string]*G.Node {
+	m := make(map[string]*G.Node, len(layout))
+	for _, t := range layout {
+		back := flat[t.Offset : t.Offset+t.Size() : t.Offset+t.Size()]
+		val := tensor.New(tensor.WithShape(t.Shape...), tensor.WithBacking(back))
+		m[t.Name] = G.NewTensor(g, tensor.Float32, len(t.Shape), G.WithShape(t.Shape...), G.WithName(t.Name), G.WithValue(val))
+	}
+	return m
+}
+
+// orderedParams returns the parameter nodes in layout order.
+func orderedParams(layout Layout, m map[string]*G.Node) G.Nodes {
+	ns := make(G.Nodes, len(layout))
+	for i, t := range layout {
+		ns[i] = m[t.Name]
+	}
+	return ns
+}
+
+// program is one compiled graph of a fixed batch size: either a training graph (loss and
+// gradients) or a forward-only evaluation graph (log-probabilities).
+type program struct {
+	g     *G.ExprGraph
+	vm    G.VM
+	grads G.Nodes // gradient nodes in layout order; nil for evaluation graphs
+	loss  G.Value // read target of the mean loss (training graphs)
+	logp  G.Value // read target of the log-probabilities [rows, classes] (evaluation graphs)
+}
+
+// run executes the program once. Inputs must already be written into the bound input tensors.
+// The machine is reset afterwards so that the next run starts from a clean state; gradient nodes
+// keep their values until the next run.
+func (p *program) run() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: panic: %v", ErrGraph, r)
+		}
+	}()
+	defer p.vm.Reset()
+	if err := p.vm.RunAll(); err != nil {
+		return fmt.Errorf("%w: %v", ErrGraph, err)
+	}
+	return nil
+}
+
+// copyGrads writes the gradient values into dst in layout order.
+func (p *program) copyGrads(layout Layout, dst []float32) error {
+	for i, t := range layout {
+		v := p.grads[i].Value()
+		if v == nil {
+			return fmt.Errorf("%w: no gradient value for %q", ErrGraph, t.Name)
+		}
+		src, ok := v.Data().([]float32)
+		if !ok || len(src) != t.Size() {
+			return fmt.Errorf("%w: gradient of %q has %T of length %d, want []float32 of %d", ErrGraph, t.Name, v.Data(), len(src), t.Size())
+		}
+		copy(dst[t.Offset:t.Offset+t.Size()], src)
+	}
+	return nil
+}
+
+// scalarF32 extracts a float32 from a scalar or single-element value.
+func scalarF32(v G.Value) (float32, error) {
+	if v == nil {
+		return 0, fmt.Errorf("%w: loss was not computed", ErrGraph)
+	}
+	switch d := v.Data().(type) {
+	case float32:
+		return d, nil
+	case []float32:
+		if len(d) == 1 {
+			return d[0], nil
+		}
+	}
+	return 0, fmt.Errorf("%w: loss has unexpected value %T", ErrGraph, v.Data())
+}
+
+// buildSafely runs a graph-building function, turning gorgonia panics into errors.
+func buildSafely(f func() error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%w: panic while building graph: %v", ErrGraph, r)
+		}
+	}()
+	return f()
+}
+
+// crossEntropy returns the mean negative log-likelihood of one-hot targets under log-probabilities
+// logp [rows, classes]: −Σ(logp ⊙ onehot)/rows.
+func crossEntropy(logp, onehot *G.Node, rows int) (*G.Node, error) {
+	prod, err := G.HadamardProd(logp, onehot)
+	if err != nil {
+		return nil, err
+	}
+	sum, err := G.Sum(prod)
+	if err != nil {
+		return nil, err
+	}
+	scale := G.NewConstant(float32(-1 / float64(rows)))
+	return G.Mul(sum, scale)
+}
+
+// dense applies x·w + b for x [rows, in], w [in, out], b [out].
+func dense(x, w, b *G.Node) (*G.Node, error) {
+	xw, err := G.Mul(x, w)
+	if err != nil {
+		return nil, err
+	}
+	if b == nil {
+		return xw, nil
+	}
+	return G.BroadcastAdd(xw, b, nil, []byte{0})
+}
+
+// compile finishes a graph: for training graphs it adds the gradient nodes of params with respect to
+// loss and reads loss; for evaluation graphs it reads logp. It then builds the tape machine.
+func compile(g *G.ExprGraph, params G.Nodes, loss, logp *G.Node) (*program, error) {
+	p := &program{g: g}
+	if loss != nil {
+		grads, err := G.Grad(loss, params...)
+		if err != nil {
+			return nil, err
+		}
+		p.grads = grads
+		G.Read(loss, &p.loss)
+	}
+	if logp != nil {
+		G.Read(logp, &p.logp)
+	}
+	p.vm = G.NewTapeMachine(g)
+	return p, nil
+}
+
+// scoreRows adds the negative log-likelihood of each row's target (in float64) and counts rows whose
+// arg-max equals the target, over the first rows rows of logp [*, classes].
+func scoreRows(logp []float32, classes int, targets []int, rows int) (lossSum float64, correct int) {
+	for r := 0; r < rows; r++ {
+		row := logp[r*classes : (r+1)*classes]
+		best := 0
+		for c := 1; c < classes; c++ {
+			if row[c] > row[best] {
+				best = c
+			}
+		}
+		if best == targets[r] {
+			correct++
+		}
+		lossSum -= float64(row[targets[r]])
+	}
+	return lossSum, correct
+}
+
+// checkLabels reports the first label outside [0, classes).
+func checkLabels(y []int, classes int, what string) error {
+	for i, v := range y {
+		if v < 0 || v >= classes {
+			return fmt.Errorf("%w: %s %d is %d, want 0 ≤ %s < %d", ErrBatch, what, i, v, what, classes)
+		}
+	}
+	return nil
+}
