@@ -1,0 +1,385 @@
+package consensus
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Version is the envelope and log-entry format version this code writes and accepts.
+const Version uint16 = 1
+
+// Limits on decoded commands. They bound the memory one command can make the state hold.
+const (
+	MaxCommandBytes = 1 << 20 // one encoded Command (log entry)
+	MaxNameLen      = 256     // names, model spec, dataset ref, codec, fixed-point strings
+	MaxHashLen      = 64      // model hashes, validation-set hash, data fingerprints
+	MaxListLen      = 4096    // contributors, participants, slices, weights in one command
+)
+
+// signingDomain prefixes the bytes a signature covers, so a command signature can never be
+// replayed as a signature over some other kind of message.
+const signingDomain = "cohort/consensus/command/v1\x00"
+
+// CommandType names the kind of a command; it selects the Body type.
+type CommandType uint8
+
+// Command types. Coordinator commands are issued (signed) by a coordinator node key registered in
+// the state; member commands by a registered member key (Register by the key it registers).
+const (
+	CmdAddCoordinator CommandType = 1 + iota // coordinator; self-signed for the very first one
+	CmdRegister                              // member, self-signed by the key it registers
+	CmdPropose                               // member
+	CmdVote                                  // member
+	CmdTally                                 // coordinator
+	CmdJoin                                  // member
+	CmdOpenRound                             // coordinator
+	CmdReceipt                               // member
+	CmdScoreCommit                           // coordinator
+	CmdCloseRound                            // coordinator
+	cmdEnd
+)
+
+var cmdNames = [...]string{"", "add-coordinator", "register", "propose", "vote", "tally", "join",
+	"open-round", "receipt", "score-commit", "close-round"}
+
+func (t CommandType) String() string {
+	if t > 0 && t < cmdEnd {
+		return cmdNames[t]
+	}
+	return fmt.Sprintf("command(%d)", uint8(t))
+}
+
+// coordinatorOnly reports whether t must be issued by a coordinator node key.
+func (t CommandType) coordinatorOnly() bool {
+	switch t {
+	case CmdAddCoordinator, CmdTally, CmdOpenRound, CmdScoreCommit, CmdCloseRound:
+		return true
+	}
+	return false
+}
+
+// IDOf returns the node/member ID of a public key: hex of the first 16 bytes of its SHA-256.
+func IDOf(pub ed25519.PublicKey) string {
+	h := sha256.Sum256(pub)
+	return hex.EncodeToString(h[:16])
+}
+
+// Envelope is the signed unit a client submits: the body bytes of one command plus who issued it
+// and its request ID. Sig is an ed25519 signature by the issuer over SigningBytes().
+//
+// (Issuer, RequestID) identifies the request: the state applies it at most once, and a retry of an
+// applied request returns the cached Result (see State.Apply for the dedupe window).
+type Envelope struct {
+	_msgpack  struct{} `msgpack:",as_array"`
+	Version   uint16
+	Type      CommandType
+	Issuer    string // IDOf(issuer's public key)
+	RequestID uint64 // unique per issuer; fresh requests should use increasing IDs
+	Body      []byte // msgpack of the Body type selected by Type
+	Sig       []byte // ed25519 signature over SigningBytes()
+}
+
+// SigningBytes returns the canonical bytes a signature covers: a domain prefix and the msgpack
+// array [Version, Type, Issuer, RequestID, Body] (the envelope minus its signature).
+func (e *Envelope) SigningBytes() []byte {
+	var buf bytes.Buffer
+	buf.WriteString(signingDomain)
+	enc := msgpack.NewEncoder(&buf)
+	// Writes to a bytes.Buffer cannot fail.
+	_ = enc.EncodeArrayLen(5)
+	_ = enc.EncodeUint16(e.Version)
+	_ = enc.EncodeUint8(uint8(e.Type))
+	_ = enc.EncodeString(e.Issuer)
+	_ = enc.EncodeUint64(e.RequestID)
+	_ = enc.EncodeBytes(e.Body)
+	return buf.Bytes()
+}
+
+// Verify checks the signature against pub and that the issuer is IDOf(pub).
+func (e *Envelope) Verify(pub ed25519.PublicKey) error {
+	if len(e.Sig) == 0 {
+		return errf(ErrUnsigned, "%s request %d from %s", e.Type, e.RequestID, e.Issuer)
+	}
+	if len(pub) != ed25519.PublicKeySize {
+		return errf(ErrBadSignature, "issuer %s has a %d-byte key", e.Issuer, len(pub))
+	}
+	if IDOf(pub) != e.Issuer {
+		return errf(ErrBadSignature, "issuer %s does not match key id %s", e.Issuer, IDOf(pub))
+	}
+	if len(e.Sig) != ed25519.SignatureSize || !ed25519.Verify(pub, e.SigningBytes(), e.Sig) {
+		return errf(ErrBadSignature, "%s request %d from %s", e.Type, e.RequestID, e.Issuer)
+	}
+	return nil
+}
+
+// Body is one command's payload. The concrete types are the *Body structs of this package.
+type Body interface {
+	Type() CommandType
+}
+
+// NewEnvelope encodes body and signs it with priv; the issuer is IDOf(priv.Public()).
+func NewEnvelope(priv ed25519.PrivateKey, requestID uint64, body Body) (Envelope, error) {
+	if len(priv) != ed25519.PrivateKeySize {
+		return Envelope{}, errf(ErrInvalid, "private key is %d bytes, want %d", len(priv), ed25519.PrivateKeySize)
+	}
+	b, err := msgpack.Marshal(body)
+	if err != nil {
+		return Envelope{}, fmt.Errorf("consensus: encode %s body: %w", body.Type(), err)
+	}
+	e := Envelope{Version: Version, Type: body.Type(), Issuer: IDOf(priv.Public().(ed25519.PublicKey)),
+		RequestID: requestID, Body: b}
+	e.Sig = ed25519.Sign(priv, e.SigningBytes())
+	return e, nil
+}
+
+// DecodeBody decodes the envelope's body into the Body type selected by its Type.
+func (e *Envelope) DecodeBody() (Body, error) {
+	var b Body
+	switch e.Type {
+	case CmdAddCoordinator:
+		b = &AddCoordinatorBody{}
+	case CmdRegister:
+		b = &RegisterBody{}
+	case CmdPropose:
+		b = &ProposeBody{}
+	case CmdVote:
+		b = &VoteBody{}
+	case CmdTally:
+		b = &TallyBody{}
+	case CmdJoin:
+		b = &JoinBody{}
+	case CmdOpenRound:
+		b = &OpenRoundBody{}
+	case CmdReceipt:
+		b = &ReceiptBody{}
+	case CmdScoreCommit:
+		b = &ScoreCommitBody{}
+	case CmdCloseRound:
+		b = &CloseRoundBody{}
+	default:
+		return nil, errf(ErrDecode, "unknown command type %d", uint8(e.Type))
+	}
+	if err := decodeExact(e.Body, b); err != nil {
+		return nil, errf(ErrDecode, "%s body: %v", e.Type, err)
+	}
+	return b, nil
+}
+
+// Command is one raft log entry: a client's signed envelope plus the leader's time stamp. The
+// stamp lies outside the signature because only the leader appends to the log; the state uses it
+// (made monotone) for every time it records or compares against a deadline.
+type Command struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Version  uint16
+	Time     int64 // unix milliseconds, stamped by the leader
+	Env      Envelope
+}
+
+// Marshal encodes the command as a log entry.
+func (c *Command) Marshal() ([]byte, error) {
+	c.Version = Version
+	b, err := msgpack.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("consensus: encode command: %w", err)
+	}
+	if len(b) > MaxCommandBytes {
+		return nil, errf(ErrInvalid, "command is %d bytes, limit %d", len(b), MaxCommandBytes)
+	}
+	return b, nil
+}
+
+// DecodeCommand decodes a log entry written by Command.Marshal and checks its versions. It never
+// panics; any malformed input yields an error wrapping ErrDecode or ErrVersion.
+func DecodeCommand(b []byte) (Command, error) {
+	var c Command
+	if len(b) > MaxCommandBytes {
+		return c, errf(ErrDecode, "command is %d bytes, limit %d", len(b), MaxCommandBytes)
+	}
+	if err := decodeExact(b, &c); err != nil {
+		return Command{}, errf(ErrDecode, "log entry: %v", err)
+	}
+	if c.Version != Version {
+		return Command{}, errf(ErrVersion, "log entry version %d", c.Version)
+	}
+	if c.Env.Version != Version {
+		return Command{}, errf(ErrVersion, "envelope version %d", c.Env.Version)
+	}
+	return c, nil
+}
+
+// decodeExact decodes one msgpack value and rejects trailing bytes.
+func decodeExact(b []byte, v any) error {
+	r := bytes.NewReader(b)
+	dec := msgpack.NewDecoder(r)
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if r.Len() != 0 {
+		return fmt.Errorf("%d trailing bytes", r.Len())
+	}
+	return nil
+}
+
+// AddCoordinatorBody registers a coordinator node key. The first one (while the state has no
+// coordinator) must be self-signed by that key; later ones must be signed by a registered
+// coordinator.
+type AddCoordinatorBody struct {
+	_msgpack  struct{} `msgpack:",as_array"`
+	PublicKey []byte
+	Name      string
+}
+
+// RegisterBody registers a member; it must be signed by the key it registers.
+type RegisterBody struct {
+	_msgpack     struct{} `msgpack:",as_array"`
+	PublicKey    []byte
+	Name         string
+	Contributors []string // contributor names this member speaks for; unique across members
+}
+
+// Hyperparams are the training settings of a proposal. Floats travel as decimal strings so the
+// state holds no floating point.
+type Hyperparams struct {
+	_msgpack      struct{} `msgpack:",as_array"`
+	InnerSteps    uint32   // H
+	Rounds        uint32   // outer rounds; > 0
+	Codec         string   // e.g. "topk:0.05+int8"
+	OuterLR       string   // e.g. "0.7"
+	OuterMomentum string   // e.g. "0.9"
+}
+
+// ProposeBody proposes a model. The voting deadline is the leader's stamp + VotingPeriodMs.
+type ProposeBody struct {
+	_msgpack       struct{} `msgpack:",as_array"`
+	Name           string
+	Model          string // model spec, e.g. "mlp:784-256-10"
+	Dataset        string
+	ValidationHash []byte
+	Params         Hyperparams
+	RewardPool     uint64
+	MinMembers     uint32 // members needed in the cohort before its first round opens
+	QuorumBP       uint32 // share of the eligible vote weight that must vote, basis points
+	ThresholdBP    uint32 // share of the cast weight that must vote yes, basis points
+	VotingPeriodMs int64  // > 0
+}
+
+// VoteBody casts the issuer's vote on a proposal before its deadline.
+type VoteBody struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Proposal uint64
+	Yes      bool
+}
+
+// TallyBody decides a proposal at or after its deadline.
+type TallyBody struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Proposal uint64
+}
+
+// ContributorData is one contributor's data as registered when joining a cohort.
+type ContributorData struct {
+	_msgpack    struct{} `msgpack:",as_array"`
+	Name        string
+	Fingerprint []byte
+	Samples     uint64
+	// DuplicateOf is set by the state (ignored in JoinBody): the earliest contributor in the
+	// cohort that registered the same fingerprint, or "".
+	DuplicateOf string
+}
+
+// JoinBody joins the issuer to a cohort with the data of contributors it speaks for.
+type JoinBody struct {
+	_msgpack     struct{} `msgpack:",as_array"`
+	Cohort       uint64
+	Contributors []ContributorData
+}
+
+// SliceAssignment gives the half-open range [Start, End) of the flat parameter vector to an
+// aggregator node.
+type SliceAssignment struct {
+	_msgpack   struct{} `msgpack:",as_array"`
+	Start, End uint64
+	Aggregator string
+}
+
+// OpenRoundBody opens round Number (= the cohort's current round + 1) of a cohort.
+type OpenRoundBody struct {
+	_msgpack     struct{} `msgpack:",as_array"`
+	Cohort       uint64
+	Number       uint32
+	Participants []string // member IDs, sorted, unique, all members of the cohort
+	Slices       []SliceAssignment
+	ModelHash    []byte // hash of θ_t every participant must start from
+	Seed         uint64 // leader-chosen seed for the round (projections, sampling)
+	Deadline     int64  // unix ms, after the leader's stamp
+}
+
+// ReceiptBody is a participant's signed report of its work in an open round.
+type ReceiptBody struct {
+	_msgpack       struct{} `msgpack:",as_array"`
+	Cohort         uint64
+	Round          uint32
+	SamplesUsed    uint64
+	BytesSent      uint64
+	ModelHashAfter []byte
+}
+
+// Weight is one contributor's integer weight in a ScoreCommit.
+type Weight struct {
+	_msgpack    struct{} `msgpack:",as_array"`
+	Contributor string
+	Weight      uint64
+}
+
+// ScoreCommitBody commits the integer data and compute weights of one round; the state pays the
+// round's budget out of the cohort's pool. It is idempotent per (cohort, round).
+type ScoreCommitBody struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Cohort   uint64
+	Round    uint32
+	Data     []Weight // sorted by contributor, unique
+	Compute  []Weight // sorted by contributor, unique
+}
+
+// CloseRoundBody closes an open round and records the new model hash θ_{t+1}.
+type CloseRoundBody struct {
+	_msgpack  struct{} `msgpack:",as_array"`
+	Cohort    uint64
+	Round     uint32
+	ModelHash []byte
+}
+
+// Type implements Body.
+func (*AddCoordinatorBody) Type() CommandType { return CmdAddCoordinator }
+
+// Type implements Body.
+func (*RegisterBody) Type() CommandType { return CmdRegister }
+
+// Type implements Body.
+func (*ProposeBody) Type() CommandType { return CmdPropose }
+
+// Type implements Body.
+func (*VoteBody) Type() CommandType { return CmdVote }
+
+// Type implements Body.
+func (*TallyBody) Type() CommandType { return CmdTally }
+
+// Type implements Body.
+func (*JoinBody) Type() CommandType { return CmdJoin }
+
+// Type implements Body.
+func (*OpenRoundBody) Type() CommandType { return CmdOpenRound }
+
+// Type implements Body.
+func (*ReceiptBody) Type() CommandType { return CmdReceipt }
+
+// Type implements Body.
+func (*ScoreCommitBody) Type() CommandType { return CmdScoreCommit }
+
+// Type implements Body.
+func (*CloseRoundBody) Type() CommandType { return CmdCloseRound }

@@ -1,0 +1,70 @@
+package consensus
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Sentinel errors. Every error returned by State.Apply and Node.Apply wraps one of these (test with
+// errors.Is); the wrapping message names the offending field or ID.
+var (
+	// ErrDecode: the command bytes (envelope, body or log entry) could not be decoded.
+	ErrDecode = errors.New("consensus: malformed command")
+	// ErrVersion: the envelope or snapshot carries a version this code does not know.
+	ErrVersion = errors.New("consensus: unsupported version")
+	// ErrInvalid: a command field is out of range, empty where required, unsorted or too long.
+	ErrInvalid = errors.New("consensus: invalid command")
+	// ErrUnsigned: the envelope carries no signature.
+	ErrUnsigned = errors.New("consensus: unsigned command")
+	// ErrBadSignature: the signature does not verify against the issuer's registered key.
+	ErrBadSignature = errors.New("consensus: bad signature")
+	// ErrUnknownIssuer: the issuer is neither a registered member nor a coordinator.
+	ErrUnknownIssuer = errors.New("consensus: unknown issuer")
+	// ErrForbidden: the issuer is known but may not issue this command (member vs coordinator).
+	ErrForbidden = errors.New("consensus: issuer not allowed to issue this command")
+	// ErrStaleRequest: the request ID is older than the dedupe window for its issuer, so the FSM
+	// cannot tell whether it was applied; the client must use a fresh request ID.
+	ErrStaleRequest = errors.New("consensus: request ID older than the dedupe window")
+	// ErrExists: the object (member, key, contributor name, vote, join, receipt, round) already exists.
+	ErrExists = errors.New("consensus: already exists")
+	// ErrNotFound: a referenced member, proposal, cohort, round or contributor does not exist.
+	ErrNotFound = errors.New("consensus: not found")
+	// ErrWrongStatus: the object is not in a status that allows the command (closed proposal,
+	// round not open, cohort finished, ...).
+	ErrWrongStatus = errors.New("consensus: wrong status")
+	// ErrDeadline: the command arrived after (vote, receipt) or before (tally) a deadline.
+	ErrDeadline = errors.New("consensus: deadline")
+	// ErrOverflow: integer amounts or weights would overflow 64 bits.
+	ErrOverflow = errors.New("consensus: integer overflow")
+	// ErrSnapshot: a snapshot is truncated, corrupt or fails its checksum.
+	ErrSnapshot = errors.New("consensus: bad snapshot")
+
+	// ErrNotLeader: Node.Apply was called on a node that is not the leader. The returned error is a
+	// *NotLeaderError carrying the leader's address when one is known.
+	ErrNotLeader = errors.New("consensus: not the leader")
+	// ErrShutdown: the node is shut down.
+	ErrShutdown = errors.New("consensus: node is shut down")
+	// ErrConfig: a Config field is invalid.
+	ErrConfig = errors.New("consensus: invalid config")
+)
+
+// NotLeaderError is returned by Node.Apply on a follower. It matches ErrNotLeader with errors.Is.
+type NotLeaderError struct {
+	// LeaderID and LeaderAddr name the current leader; both are empty when no leader is known.
+	LeaderID   string
+	LeaderAddr string
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.LeaderAddr == "" {
+		return "consensus: not the leader (no leader known)"
+	}
+	return fmt.Sprintf("consensus: not the leader (leader %s at %s)", e.LeaderID, e.LeaderAddr)
+}
+
+// Is reports whether target is ErrNotLeader.
+func (e *NotLeaderError) Is(target error) bool { return target == ErrNotLeader }
+
+func errf(sentinel error, format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{sentinel}, args...)...)
+}

@@ -1,0 +1,631 @@
+package consensus
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"math"
+	"math/bits"
+	"sort"
+)
+
+// DedupeWindow is how many applied request IDs the state remembers per issuer, with their Results.
+//
+// The dedupe table is bounded: per issuer it keeps the DedupeWindow highest applied request IDs
+// and a floor; IDs at or below the floor are rejected with ErrStaleRequest (the state can no longer
+// tell a retry from a new request). Only authenticated issuers get an entry, so the table holds at
+// most (members + coordinators) × DedupeWindow results. A client that keeps at most DedupeWindow
+// requests in flight and numbers new requests increasingly never sees ErrStaleRequest.
+const DedupeWindow = 256
+
+// Budget split of each round between data and compute, basis points.
+const (
+	DataShareBP    = 8000
+	ComputeShareBP = 2000
+)
+
+type roundKey struct {
+	cohort uint64
+	number uint32
+}
+
+type cachedResult struct {
+	_msgpack  struct{} `msgpack:",as_array"`
+	RequestID uint64
+	Result    Result
+}
+
+type dedupeWindow struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Issuer   string
+	Floor    uint64         // request IDs <= Floor are stale
+	Recent   []cachedResult // sorted by RequestID, at most DedupeWindow
+}
+
+// State is the replicated state machine: members, proposals, cohorts, rounds and the ledger.
+//
+// It is a plain value: Apply reads no clock, randomness or I/O, so every replica that applies the
+// same commands in the same order holds the same state (and the same Hash). State is not safe for
+// concurrent use; the raft adapter serialises access.
+type State struct {
+	clock        int64 // the latest leader stamp seen; stamps are made monotone
+	nextProposal uint64
+	nextCohort   uint64
+	minted       uint64 // sum of all reward pools ever proposed; bounds every ledger sum
+
+	coordinators map[string]*Coordinator
+	members      map[string]*Member
+	owners       map[string]string // contributor name -> member ID
+	proposals    map[uint64]*Proposal
+	cohorts      map[uint64]*Cohort
+	rounds       map[roundKey]*Round
+	balances     map[string]uint64
+	pools        map[uint64]*Pool
+	payouts      []Payout
+	dedupe       map[string]*dedupeWindow
+}
+
+// NewState returns an empty state.
+func NewState() *State {
+	return &State{
+		coordinators: map[string]*Coordinator{},
+		members:      map[string]*Member{},
+		owners:       map[string]string{},
+		proposals:    map[uint64]*Proposal{},
+		cohorts:      map[uint64]*Cohort{},
+		rounds:       map[roundKey]*Round{},
+		balances:     map[string]uint64{},
+		pools:        map[uint64]*Pool{},
+		dedupe:       map[string]*dedupeWindow{},
+	}
+}
+
+// Apply applies one command. It authenticates the envelope (ed25519 against the issuer's
+// registered key), applies a request ID at most once (a retry returns the cached Result with
+// Duplicate set), validates the body completely before changing anything, and returns the
+// command's Result. On error the state is unchanged. The leader's stamp cmd.Time is made monotone:
+// the effective time is max(every stamp seen so far).
+func (s *State) Apply(cmd Command) (Result, error) {
+	env := &cmd.Env
+	if env.Version != Version {
+		return Result{}, errf(ErrVersion, "envelope version %d", env.Version)
+	}
+	body, err := env.DecodeBody()
+	if err != nil {
+		return Result{}, err
+	}
+	if err := s.authenticate(env, body); err != nil {
+		return Result{}, err
+	}
+	w := s.dedupe[env.Issuer]
+	if w != nil {
+		if env.RequestID <= w.Floor {
+			return Result{}, errf(ErrStaleRequest, "request %d from %s (floor %d)", env.RequestID, env.Issuer, w.Floor)
+		}
+		i := sort.Search(len(w.Recent), func(i int) bool { return w.Recent[i].RequestID >= env.RequestID })
+		if i < len(w.Recent) && w.Recent[i].RequestID == env.RequestID {
+			r := w.Recent[i].Result
+			r.Duplicate = true
+			return r, nil
+		}
+	}
+	now := s.clock
+	if cmd.Time > now {
+		now = cmd.Time
+	}
+	var res Result
+	switch b := body.(type) {
+	case *AddCoordinatorBody:
+		res, err = s.addCoordinator(now, b)
+	case *RegisterBody:
+		res, err = s.register(now, b)
+	case *ProposeBody:
+		res, err = s.propose(now, env.Issuer, b)
+	case *VoteBody:
+		res, err = s.vote(now, env.Issuer, b)
+	case *TallyBody:
+		res, err = s.tally(now, b)
+	case *JoinBody:
+		res, err = s.join(now, env.Issuer, b)
+	case *OpenRoundBody:
+		res, err = s.openRound(now, b)
+	case *ReceiptBody:
+		res, err = s.receipt(now, env.Issuer, b)
+	case *ScoreCommitBody:
+		res, err = s.scoreCommit(b)
+	case *CloseRoundBody:
+		res, err = s.closeRound(now, b)
+	}
+	if err != nil {
+		return Result{}, err
+	}
+	res.Type = env.Type
+	s.clock = now
+	s.remember(env.Issuer, env.RequestID, res)
+	return res, nil
+}
+
+// authenticate finds the key the envelope must be signed with and verifies the signature.
+func (s *State) authenticate(env *Envelope, body Body) error {
+	var pub []byte
+	switch b := body.(type) {
+	case *RegisterBody:
+		pub = b.PublicKey // proof of possession of the key being registered
+	case *AddCoordinatorBody:
+		if len(s.coordinators) == 0 {
+			pub = b.PublicKey // the very first coordinator registers itself
+		}
+	}
+	if pub == nil {
+		if c, ok := s.coordinators[env.Issuer]; ok {
+			if !env.Type.coordinatorOnly() {
+				return errf(ErrForbidden, "coordinator %s cannot issue %s", env.Issuer, env.Type)
+			}
+			pub = c.PublicKey
+		} else if m, ok := s.members[env.Issuer]; ok {
+			if env.Type.coordinatorOnly() {
+				return errf(ErrForbidden, "member %s cannot issue %s", env.Issuer, env.Type)
+			}
+			pub = m.PublicKey
+		} else {
+			if len(env.Sig) == 0 {
+				return errf(ErrUnsigned, "%s request %d from unknown issuer %q", env.Type, env.RequestID, env.Issuer)
+			}
+			return errf(ErrUnknownIssuer, "%q (%s)", env.Issuer, env.Type)
+		}
+	}
+	return env.Verify(ed25519.PublicKey(pub))
+}
+
+func (s *State) remember(issuer string, id uint64, res Result) {
+	w := s.dedupe[issuer]
+	if w == nil {
+		w = &dedupeWindow{Issuer: issuer}
+		s.dedupe[issuer] = w
+	}
+	i := sort.Search(len(w.Recent), func(i int) bool { return w.Recent[i].RequestID >= id })
+	w.Recent = append(w.Recent, cachedResult{})
+	copy(w.Recent[i+1:], w.Recent[i:])
+	w.Recent[i] = cachedResult{RequestID: id, Result: res}
+	if len(w.Recent) > DedupeWindow {
+		w.Floor = w.Recent[0].RequestID
+		w.Recent = append(w.Recent[:0], w.Recent[1:]...)
+	}
+}
+
+// ---- validation helpers ----
+
+func checkName(field, v string, required bool) error {
+	if required && v == "" {
+		return errf(ErrInvalid, "%s is empty", field)
+	}
+	if len(v) > MaxNameLen {
+		return errf(ErrInvalid, "%s is %d bytes, limit %d", field, len(v), MaxNameLen)
+	}
+	return nil
+}
+
+func checkHash(field string, v []byte, required bool) error {
+	if required && len(v) == 0 {
+		return errf(ErrInvalid, "%s is empty", field)
+	}
+	if len(v) > MaxHashLen {
+		return errf(ErrInvalid, "%s is %d bytes, limit %d", field, len(v), MaxHashLen)
+	}
+	return nil
+}
+
+func checkList(field string, n int, required bool) error {
+	if required && n == 0 {
+		return errf(ErrInvalid, "%s is empty", field)
+	}
+	if n > MaxListLen {
+		return errf(ErrInvalid, "%s has %d entries, limit %d", field, n, MaxListLen)
+	}
+	return nil
+}
+
+// checkSortedUnique checks that names are non-empty, sorted and unique.
+func checkSortedUnique(field string, names []string) error {
+	for i, n := range names {
+		if err := checkName(field, n, true); err != nil {
+			return err
+		}
+		if i > 0 && names[i-1] >= n {
+			return errf(ErrInvalid, "%s not sorted and unique at %q", field, n)
+		}
+	}
+	return nil
+}
+
+func cloneBytes(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append([]byte{}, b...)
+}
+
+// ---- handlers: each validates everything before it mutates ----
+
+func (s *State) addCoordinator(now int64, b *AddCoordinatorBody) (Result, error) {
+	if len(b.PublicKey) != ed25519.PublicKeySize {
+		return Result{}, errf(ErrInvalid, "coordinator public key is %d bytes", len(b.PublicKey))
+	}
+	if err := checkName("coordinator name", b.Name, true); err != nil {
+		return Result{}, err
+	}
+	id := IDOf(b.PublicKey)
+	if _, ok := s.coordinators[id]; ok {
+		return Result{}, errf(ErrExists, "coordinator %s", id)
+	}
+	if _, ok := s.members[id]; ok {
+		return Result{}, errf(ErrExists, "key %s is registered as a member", id)
+	}
+	s.coordinators[id] = &Coordinator{ID: id, PublicKey: cloneBytes(b.PublicKey), Name: b.Name, AddedAt: now}
+	return Result{Member: id}, nil
+}
+
+func (s *State) register(now int64, b *RegisterBody) (Result, error) {
+	if len(b.PublicKey) != ed25519.PublicKeySize {
+		return Result{}, errf(ErrInvalid, "member public key is %d bytes", len(b.PublicKey))
+	}
+	if err := checkName("member name", b.Name, true); err != nil {
+		return Result{}, err
+	}
+	if err := checkList("contributors", len(b.Contributors), false); err != nil {
+		return Result{}, err
+	}
+	if err := checkSortedUnique("contributors", b.Contributors); err != nil {
+		return Result{}, err
+	}
+	id := IDOf(b.PublicKey)
+	if _, ok := s.members[id]; ok {
+		return Result{}, errf(ErrExists, "member %s", id)
+	}
+	if _, ok := s.coordinators[id]; ok {
+		return Result{}, errf(ErrExists, "key %s is registered as a coordinator", id)
+	}
+	for _, c := range b.Contributors {
+		if owner, ok := s.owners[c]; ok {
+			return Result{}, errf(ErrExists, "contributor %q is spoken for by member %s", c, owner)
+		}
+	}
+	s.members[id] = &Member{ID: id, PublicKey: cloneBytes(b.PublicKey), Name: b.Name,
+		Contributors: append([]string{}, b.Contributors...), RegisteredAt: now}
+	for _, c := range b.Contributors {
+		s.owners[c] = id
+	}
+	return Result{Member: id}, nil
+}
+
+func (s *State) propose(now int64, issuer string, b *ProposeBody) (Result, error) {
+	for _, f := range []struct {
+		field, v string
+		req      bool
+	}{{"name", b.Name, true}, {"model", b.Model, true}, {"dataset", b.Dataset, true},
+		{"codec", b.Params.Codec, false}, {"outer lr", b.Params.OuterLR, false},
+		{"outer momentum", b.Params.OuterMomentum, false}} {
+		if err := checkName(f.field, f.v, f.req); err != nil {
+			return Result{}, err
+		}
+	}
+	if err := checkHash("validation hash", b.ValidationHash, false); err != nil {
+		return Result{}, err
+	}
+	switch {
+	case b.Params.Rounds == 0:
+		return Result{}, errf(ErrInvalid, "rounds is 0")
+	case b.QuorumBP > 10000:
+		return Result{}, errf(ErrInvalid, "quorum %d bp > 10000", b.QuorumBP)
+	case b.ThresholdBP > 10000:
+		return Result{}, errf(ErrInvalid, "threshold %d bp > 10000", b.ThresholdBP)
+	case b.VotingPeriodMs <= 0:
+		return Result{}, errf(ErrInvalid, "voting period %d ms", b.VotingPeriodMs)
+	case b.VotingPeriodMs > math.MaxInt64-now:
+		return Result{}, errf(ErrOverflow, "voting period %d ms", b.VotingPeriodMs)
+	}
+	minted, carry := bits.Add64(s.minted, b.RewardPool, 0)
+	if carry != 0 {
+		return Result{}, errf(ErrOverflow, "reward pool %d: total of all pools exceeds 2^64-1", b.RewardPool)
+	}
+	s.minted = minted
+	s.nextProposal++
+	p := &Proposal{ID: s.nextProposal, Name: b.Name, Proposer: issuer, Model: b.Model, Dataset: b.Dataset,
+		ValidationHash: cloneBytes(b.ValidationHash), Params: b.Params, RewardPool: b.RewardPool,
+		MinMembers: b.MinMembers, QuorumBP: b.QuorumBP, ThresholdBP: b.ThresholdBP,
+		CreatedAt: now, Deadline: now + b.VotingPeriodMs, Status: ProposalOpen}
+	s.proposals[p.ID] = p
+	return Result{ID: p.ID, Status: string(p.Status)}, nil
+}
+
+// totalEarned is the sum of all balances (never overflows: bounded by minted).
+func (s *State) totalEarned() uint64 {
+	var t uint64
+	for _, v := range s.balances {
+		t += v
+	}
+	return t
+}
+
+// weightOf is a member's vote weight: the sum of its contributors' balances once anybody has
+// earned anything (contributor-weighted), one member one vote before that.
+func (s *State) weightOf(m *Member, earned uint64) uint64 {
+	if earned == 0 {
+		return 1
+	}
+	var w uint64
+	for _, c := range m.Contributors {
+		w += s.balances[c]
+	}
+	return w
+}
+
+func (s *State) vote(now int64, issuer string, b *VoteBody) (Result, error) {
+	p, ok := s.proposals[b.Proposal]
+	if !ok {
+		return Result{}, errf(ErrNotFound, "proposal %d", b.Proposal)
+	}
+	if p.Status != ProposalOpen {
+		return Result{}, errf(ErrWrongStatus, "proposal %d is %s", p.ID, p.Status)
+	}
+	if now >= p.Deadline {
+		return Result{}, errf(ErrDeadline, "vote on proposal %d at %d, deadline %d", p.ID, now, p.Deadline)
+	}
+	i := sort.Search(len(p.Votes), func(i int) bool { return p.Votes[i].Member >= issuer })
+	if i < len(p.Votes) && p.Votes[i].Member == issuer {
+		return Result{}, errf(ErrExists, "member %s already voted on proposal %d", issuer, p.ID)
+	}
+	v := Vote{Member: issuer, Yes: b.Yes, Weight: s.weightOf(s.members[issuer], s.totalEarned()), At: now}
+	p.Votes = append(p.Votes, Vote{})
+	copy(p.Votes[i+1:], p.Votes[i:])
+	p.Votes[i] = v
+	return Result{ID: p.ID, Status: string(p.Status)}, nil
+}
+
+// geq128 reports a*x >= b*y without overflow.
+func geq128(a, x, b, y uint64) bool {
+	h1, l1 := bits.Mul64(a, x)
+	h2, l2 := bits.Mul64(b, y)
+	return h1 > h2 || (h1 == h2 && l1 >= l2)
+}
+
+func (s *State) tally(now int64, b *TallyBody) (Result, error) {
+	p, ok := s.proposals[b.Proposal]
+	if !ok {
+		return Result{}, errf(ErrNotFound, "proposal %d", b.Proposal)
+	}
+	if p.Status != ProposalOpen {
+		return Result{}, errf(ErrWrongStatus, "proposal %d is already %s", p.ID, p.Status)
+	}
+	if now < p.Deadline {
+		return Result{}, errf(ErrDeadline, "tally of proposal %d at %d before its deadline %d", p.ID, now, p.Deadline)
+	}
+	earned := s.totalEarned()
+	var eligible, yes, no uint64
+	for _, m := range s.members {
+		eligible += s.weightOf(m, earned)
+	}
+	for i := range p.Votes {
+		v := &p.Votes[i]
+		v.Weight = s.weightOf(s.members[v.Member], earned)
+		if v.Yes {
+			yes += v.Weight
+		} else {
+			no += v.Weight
+		}
+	}
+	p.EligibleWeight, p.YesWeight, p.NoWeight = eligible, yes, no
+	voted := yes + no
+	switch {
+	case len(p.Votes) == 0:
+		p.Status = ProposalExpired
+	case voted > 0 && yes > 0 && geq128(voted, 10000, eligible, uint64(p.QuorumBP)) &&
+		geq128(yes, 10000, voted, uint64(p.ThresholdBP)):
+		p.Status = ProposalPassed
+	default:
+		p.Status = ProposalRejected
+	}
+	res := Result{ID: p.ID, Status: string(p.Status)}
+	if p.Status == ProposalPassed {
+		s.nextCohort++
+		c := &Cohort{ID: s.nextCohort, Proposal: p.ID, Status: CohortForming}
+		s.cohorts[c.ID] = c
+		s.pools[c.ID] = &Pool{Cohort: c.ID, Total: p.RewardPool, Rounds: p.Params.Rounds,
+			DataBP: DataShareBP, ComputeBP: ComputeShareBP}
+		p.Cohort = c.ID
+		res.Cohort = c.ID
+	}
+	return res, nil
+}
+
+func (s *State) join(now int64, issuer string, b *JoinBody) (Result, error) {
+	c, ok := s.cohorts[b.Cohort]
+	if !ok {
+		return Result{}, errf(ErrNotFound, "cohort %d", b.Cohort)
+	}
+	if c.Status == CohortDone {
+		return Result{}, errf(ErrWrongStatus, "cohort %d is %s", c.ID, c.Status)
+	}
+	for _, cm := range c.Members {
+		if cm.Member == issuer {
+			return Result{}, errf(ErrExists, "member %s already joined cohort %d", issuer, c.ID)
+		}
+	}
+	if err := checkList("join contributors", len(b.Contributors), true); err != nil {
+		return Result{}, err
+	}
+	names := make([]string, len(b.Contributors))
+	for i, cd := range b.Contributors {
+		names[i] = cd.Name
+		if s.owners[cd.Name] != issuer {
+			return Result{}, errf(ErrForbidden, "member %s does not speak for contributor %q", issuer, cd.Name)
+		}
+		if err := checkHash("fingerprint of "+cd.Name, cd.Fingerprint, true); err != nil {
+			return Result{}, err
+		}
+		if cd.Samples == 0 {
+			return Result{}, errf(ErrInvalid, "contributor %q has 0 samples", cd.Name)
+		}
+	}
+	if err := checkSortedUnique("join contributors", names); err != nil {
+		return Result{}, err
+	}
+	cm := CohortMember{Member: issuer, JoinedAt: now, Order: uint32(len(c.Members) + 1)}
+	for _, cd := range b.Contributors {
+		d := ContributorData{Name: cd.Name, Fingerprint: cloneBytes(cd.Fingerprint), Samples: cd.Samples}
+		d.DuplicateOf = firstWithFingerprint(c, cd.Fingerprint)
+		cm.Contributors = append(cm.Contributors, d)
+	}
+	c.Members = append(c.Members, cm)
+	return Result{ID: c.ID, Cohort: c.ID, Status: string(c.Status)}, nil
+}
+
+// firstWithFingerprint returns the earliest contributor in the cohort with that fingerprint.
+func firstWithFingerprint(c *Cohort, fp []byte) string {
+	for _, m := range c.Members {
+		for _, d := range m.Contributors {
+			if bytes.Equal(d.Fingerprint, fp) {
+				if d.DuplicateOf != "" {
+					return d.DuplicateOf
+				}
+				return d.Name
+			}
+		}
+	}
+	return ""
+}
+
+func (c *Cohort) member(id string) *CohortMember {
+	for i := range c.Members {
+		if c.Members[i].Member == id {
+			return &c.Members[i]
+		}
+	}
+	return nil
+}
+
+func (s *State) openRound(now int64, b *OpenRoundBody) (Result, error) {
+	c, ok := s.cohorts[b.Cohort]
+	if !ok {
+		return Result{}, errf(ErrNotFound, "cohort %d", b.Cohort)
+	}
+	p := s.proposals[c.Proposal]
+	if c.Status == CohortDone {
+		return Result{}, errf(ErrWrongStatus, "cohort %d is %s", c.ID, c.Status)
+	}
+	if b.Number != c.CurrentRound+1 {
+		return Result{}, errf(ErrInvalid, "cohort %d: open round %d, next is %d", c.ID, b.Number, c.CurrentRound+1)
+	}
+	var prev *Round
+	if c.CurrentRound > 0 {
+		prev = s.rounds[roundKey{c.ID, c.CurrentRound}]
+		if prev.Status != RoundClosed {
+			return Result{}, errf(ErrWrongStatus, "cohort %d: round %d is still open", c.ID, prev.Number)
+		}
+	}
+	if uint32(len(c.Members)) < p.MinMembers {
+		return Result{}, errf(ErrWrongStatus, "cohort %d has %d members, needs %d", c.ID, len(c.Members), p.MinMembers)
+	}
+	if err := checkList("participants", len(b.Participants), true); err != nil {
+		return Result{}, err
+	}
+	if err := checkSortedUnique("participants", b.Participants); err != nil {
+		return Result{}, err
+	}
+	for _, id := range b.Participants {
+		if c.member(id) == nil {
+			return Result{}, errf(ErrNotFound, "participant %s is not in cohort %d", id, c.ID)
+		}
+	}
+	if err := checkList("slices", len(b.Slices), true); err != nil {
+		return Result{}, err
+	}
+	var end uint64
+	for i, sl := range b.Slices {
+		if sl.Start != end || sl.End <= sl.Start {
+			return Result{}, errf(ErrInvalid, "slice %d [%d,%d) does not continue at %d", i, sl.Start, sl.End, end)
+		}
+		if _, ok := s.coordinators[sl.Aggregator]; !ok {
+			return Result{}, errf(ErrNotFound, "slice %d aggregator %q is not a coordinator", i, sl.Aggregator)
+		}
+		end = sl.End
+	}
+	if err := checkHash("model hash", b.ModelHash, true); err != nil {
+		return Result{}, err
+	}
+	if prev != nil && !bytes.Equal(prev.NewModelHash, b.ModelHash) {
+		return Result{}, errf(ErrInvalid, "cohort %d round %d: model hash %x differs from round %d result %x",
+			c.ID, b.Number, b.ModelHash, prev.Number, prev.NewModelHash)
+	}
+	if b.Deadline <= now {
+		return Result{}, errf(ErrDeadline, "round deadline %d is not after %d", b.Deadline, now)
+	}
+	r := &Round{Cohort: c.ID, Number: b.Number, Participants: append([]string{}, b.Participants...),
+		Slices: append([]SliceAssignment{}, b.Slices...), ModelHash: cloneBytes(b.ModelHash), Seed: b.Seed,
+		OpenedAt: now, Deadline: b.Deadline, Status: RoundOpen}
+	s.rounds[roundKey{c.ID, r.Number}] = r
+	c.CurrentRound = r.Number
+	c.Status = CohortRunning
+	return Result{ID: uint64(r.Number), Cohort: c.ID, Status: string(r.Status)}, nil
+}
+
+func (s *State) round(cohort uint64, n uint32) (*Round, error) {
+	if _, ok := s.cohorts[cohort]; !ok {
+		return nil, errf(ErrNotFound, "cohort %d", cohort)
+	}
+	r, ok := s.rounds[roundKey{cohort, n}]
+	if !ok {
+		return nil, errf(ErrNotFound, "cohort %d has no round %d", cohort, n)
+	}
+	return r, nil
+}
+
+func (s *State) receipt(now int64, issuer string, b *ReceiptBody) (Result, error) {
+	r, err := s.round(b.Cohort, b.Round)
+	if err != nil {
+		return Result{}, err
+	}
+	if r.Status != RoundOpen {
+		return Result{}, errf(ErrWrongStatus, "cohort %d round %d is %s", r.Cohort, r.Number, r.Status)
+	}
+	if now > r.Deadline {
+		return Result{}, errf(ErrDeadline, "receipt for cohort %d round %d at %d, deadline %d", r.Cohort, r.Number, now, r.Deadline)
+	}
+	if i := sort.SearchStrings(r.Participants, issuer); i == len(r.Participants) || r.Participants[i] != issuer {
+		return Result{}, errf(ErrForbidden, "member %s is not a participant of cohort %d round %d", issuer, r.Cohort, r.Number)
+	}
+	if err := checkHash("model hash after", b.ModelHashAfter, false); err != nil {
+		return Result{}, err
+	}
+	i := sort.Search(len(r.Receipts), func(i int) bool { return r.Receipts[i].Member >= issuer })
+	if i < len(r.Receipts) && r.Receipts[i].Member == issuer {
+		return Result{}, errf(ErrExists, "receipt from %s for cohort %d round %d", issuer, r.Cohort, r.Number)
+	}
+	rc := Receipt{Member: issuer, SamplesUsed: b.SamplesUsed, BytesSent: b.BytesSent,
+		ModelHashAfter: cloneBytes(b.ModelHashAfter), At: now}
+	r.Receipts = append(r.Receipts, Receipt{})
+	copy(r.Receipts[i+1:], r.Receipts[i:])
+	r.Receipts[i] = rc
+	return Result{ID: uint64(r.Number), Cohort: r.Cohort, Status: string(r.Status)}, nil
+}
+
+func (s *State) closeRound(now int64, b *CloseRoundBody) (Result, error) {
+	r, err := s.round(b.Cohort, b.Round)
+	if err != nil {
+		return Result{}, err
+	}
+	if r.Status != RoundOpen {
+		return Result{}, errf(ErrWrongStatus, "cohort %d round %d is %s", r.Cohort, r.Number, r.Status)
+	}
+	if err := checkHash("new model hash", b.ModelHash, true); err != nil {
+		return Result{}, err
+	}
+	c := s.cohorts[r.Cohort]
+	r.Status = RoundClosed
+	r.NewModelHash = cloneBytes(b.ModelHash)
+	r.ClosedAt = now
+	c.ModelHash = cloneBytes(b.ModelHash)
+	if r.Number >= s.proposals[c.Proposal].Params.Rounds {
+		c.Status = CohortDone
+	}
+	return Result{ID: uint64(r.Number), Cohort: c.ID, Status: string(c.Status)}, nil
+}

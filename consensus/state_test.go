@@ -1,0 +1,118 @@
+package consensus
+
+import (
+	"errors"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestDedupeWindowBound(t *testing.T) {
+	s := NewState()
+	mustApply(t, s, 1, "c1", 1, &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})
+	mustApply(t, s, 1, "alice", 1, &RegisterBody{PublicKey: testPub("alice"), Name: "alice"})
+	// Apply 2..DedupeWindow+10 in order; each creates a proposal.
+	last := uint64(DedupeWindow + 10)
+	for req := uint64(2); req <= last; req++ {
+		mustApply(t, s, 1, "alice", req, &ProposeBody{Name: "p", Model: "m", Dataset: "d",
+			Params: Hyperparams{Rounds: 1}, VotingPeriodMs: 10})
+	}
+	if got := len(s.dedupe[testID("alice")].Recent); got != DedupeWindow {
+		t.Fatalf("window holds %d results, want %d", got, DedupeWindow)
+	}
+	before := s.Hash()
+	// The oldest IDs fell out of the window: a retry is refused, not re-applied.
+	_, err := s.Apply(Command{Version: Version, Time: 2, Env: mustEnv(t, "alice", 5, &ProposeBody{Name: "p",
+		Model: "m", Dataset: "d", Params: Hyperparams{Rounds: 1}, VotingPeriodMs: 10})})
+	if !errors.Is(err, ErrStaleRequest) {
+		t.Fatalf("retry of evicted request: err = %v, want ErrStaleRequest", err)
+	}
+	// A retry inside the window returns the cached result.
+	res, err := s.Apply(Command{Version: Version, Time: 2, Env: mustEnv(t, "alice", last, &ProposeBody{Name: "p",
+		Model: "m", Dataset: "d", Params: Hyperparams{Rounds: 1}, VotingPeriodMs: 10})})
+	if err != nil || !res.Duplicate || res.ID != last-1 {
+		t.Fatalf("retry of request %d: res %+v err %v, want duplicate of proposal %d", last, res, err, last-1)
+	}
+	if s.Hash() != before {
+		t.Fatal("refused and duplicate requests changed the state")
+	}
+	if got := s.LastRequestID(testID("alice")); got != last {
+		t.Fatalf("LastRequestID = %d, want %d", got, last)
+	}
+	if len(s.Proposals()) != int(last-1) {
+		t.Fatalf("%d proposals, want %d", len(s.Proposals()), last-1)
+	}
+}
+
+func TestClockMonotone(t *testing.T) {
+	s := NewState()
+	mustApply(t, s, 100, "c1", 1, &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})
+	mustApply(t, s, 50, "alice", 1, &RegisterBody{PublicKey: testPub("alice"), Name: "alice"})
+	m, err := s.Member(testID("alice"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.RegisteredAt != 100 || s.Clock() != 100 {
+		t.Fatalf("a stamp going back in time was used: registered at %d, clock %d", m.RegisteredAt, s.Clock())
+	}
+}
+
+func TestApplyRejectsBadEnvelopes(t *testing.T) {
+	s := NewState()
+	env := mustEnv(t, "c1", 1, &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})
+	cases := []struct {
+		name string
+		mod  func(e *Envelope)
+		want error
+	}{
+		{"version", func(e *Envelope) { e.Version = 9 }, ErrVersion},
+		{"type", func(e *Envelope) { e.Type = 200 }, ErrDecode},
+		{"body", func(e *Envelope) { e.Body = []byte{0xc1} }, ErrDecode},
+		{"trailing", func(e *Envelope) { e.Body = append(append([]byte{}, e.Body...), 0) }, ErrDecode},
+		{"short sig", func(e *Envelope) { e.Sig = e.Sig[:10] }, ErrBadSignature},
+		{"issuer swapped", func(e *Envelope) { e.Issuer = testID("c2") }, ErrBadSignature},
+		{"request id changed", func(e *Envelope) { e.RequestID++ }, ErrBadSignature},
+		{"unsigned", func(e *Envelope) { e.Sig = nil }, ErrUnsigned},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			e := env
+			e.Sig = append([]byte{}, env.Sig...)
+			tc.mod(&e)
+			_, err := s.Apply(Command{Version: Version, Env: e})
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	if len(s.Coordinators()) != 0 {
+		t.Fatal("a rejected command changed the state")
+	}
+}
+
+// TestImports fences the package: consensus imports no other package of this module.
+func TestImports(t *testing.T) {
+	files, err := filepath.Glob("*.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		src, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		af, err := parser.ParseFile(token.NewFileSet(), f, src, parser.ImportsOnly)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range af.Imports {
+			if p := strings.Trim(imp.Path.Value, `"`); strings.HasPrefix(p, "github.com/cohortlab/cohort") ||
+				strings.Contains(p, "quic-go") || strings.Contains(p, "gorgonia") {
+				t.Errorf("%s imports %s; consensus must not", f, p)
+			}
+		}
+	}
+}
