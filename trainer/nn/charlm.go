@@ -82,7 +82,8 @@ func (c CharLMConfig) Validate() error {
 // positions whose arg-max is the target. Layout, in this order: "tok.emb" [V,D], "pos.emb" [T,D],
 // "attn.wq", "attn.wk", "attn.wv", "attn.wo" [D,D], "attn.bo" [D], then "mlp.w1" [D,H], "mlp.b1" [H],
 // "mlp.w2" [H,D], "mlp.b2" [D] if Hidden > 0, then "out.w" [D,V], "out.b" [V]. Embeddings are
-// U(−0.1, 0.1), projections Glorot-uniform, mlp.w1 He-uniform, biases zero. Not safe for concurrent
+// U(−0.1, 0.1), attention and mlp.w2 projections Glorot-uniform, mlp.w1 He-uniform, out.w
+// U(±1/√D), biases zero. Not safe for concurrent
 // use.
 type CharLM struct {
 	cfg    CharLMConfig
@@ -138,6 +139,8 @@ func NewCharLM(cfg CharLMConfig) (*CharLM, error) {
 			fillUniform(r, dst, 0.1)
 		case "mlp.w1":
 			fillUniform(r, dst, heLimit(t.Shape[0]))
+		case "out.w":
+			fillUniform(r, dst, outputLimit(t.Shape[0]))
 		default:
 			if len(t.Shape) == 2 {
 				fillUniform(r, dst, glorotLimit(t.Shape[0], t.Shape[1]))

@@ -50,6 +50,10 @@ func fillUniform(r *rand.Rand, dst []float32, limit float64) {
 // heLimit is the He-uniform bound sqrt(6/fanIn), for weights followed by a ReLU.
 func heLimit(fanIn int) float64 { return math.Sqrt(6 / float64(fanIn)) }
 
+// outputLimit is the bound 1/sqrt(fanIn) used for output layers (PyTorch's default for Linear):
+// small logits at initialisation, so the initial loss is close to ln(classes).
+func outputLimit(fanIn int) float64 { return 1 / math.Sqrt(float64(fanIn)) }
+
 // glorotLimit is the Glorot-uniform bound sqrt(6/(fanIn+fanOut)).
 func glorotLimit(fanIn, fanOut int) float64 { return math.Sqrt(6 / float64(fanIn+fanOut)) }
 

@@ -81,7 +81,8 @@ func ParseMLPName(name string) ([]int, error) {
 // MLP is a fully connected classifier: ReLU hidden layers, softmax cross-entropy loss.
 //
 // Layout: "fc0.w" [Sizes[0], Sizes[1]], "fc0.b" [Sizes[1]], "fc1.w", ... in forward order. Hidden
-// weights are He-uniform, the last layer Glorot-uniform, biases zero. Not safe for concurrent use.
+// weights are He-uniform U(±√(6/in)), the last layer U(±1/√in) (so the initial loss is close to
+// ln(classes) even for non-centred inputs such as pixel intensities), biases zero. Not safe for concurrent use.
 type MLP struct {
 	cfg    MLPConfig
 	layout Layout
@@ -119,10 +120,10 @@ func NewMLP(cfg MLPConfig) (*MLP, error) {
 	last := len(cfg.Sizes) - 2
 	for i := 0; i <= last; i++ {
 		w := m.layout[2*i]
-		in, out := cfg.Sizes[i], cfg.Sizes[i+1]
+		in := cfg.Sizes[i]
 		lim := heLimit(in)
 		if i == last {
-			lim = glorotLimit(in, out)
+			lim = outputLimit(in)
 		}
 		fillUniform(r, m.flat[w.Offset:w.Offset+w.Size()], lim)
 	}
