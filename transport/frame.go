@@ -1,0 +1,214 @@
+package transport
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+// Frame layout (all integers big-endian):
+//
+//	"CH" | version (1 byte, = 1) | header length (uint32) | header (msgpack) | payload
+//
+// The header is a msgpack map {t: type, i: request id, n: payload length, c: CRC32C of
+// the payload, e: error text (replies), b: application body (msgpack bin)}. The payload
+// follows as raw bytes: tensors are never encoded element by element.
+const (
+	frameMagic0, frameMagic1 = 'C', 'H'
+	frameVersion             = 1
+	framePrefixLen           = 7
+	// MaxHeaderSize caps the encoded msgpack header of a frame.
+	MaxHeaderSize = 64 << 10
+	// payloadStep is how much of a payload is allocated before the bytes arrive: a peer
+	// that announces a large payload and sends less costs at most this much extra memory.
+	payloadStep = 1 << 20
+)
+
+// Frame errors. ReadMessage wraps exactly one of them (or returns io.EOF at a clean end).
+var (
+	ErrBadMagic        = errors.New("transport: not a Cohort frame (bad magic or version)")
+	ErrHeaderTooLarge  = errors.New("transport: frame header too large")
+	ErrPayloadTooLarge = errors.New("transport: frame payload too large")
+	ErrTruncated       = errors.New("transport: truncated frame")
+	ErrChecksum        = errors.New("transport: payload checksum mismatch")
+	ErrMalformedHeader = errors.New("transport: malformed frame header")
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Header is the part of a message every receiver decodes before the payload.
+type Header struct {
+	// Type names the message, e.g. "round.upload". It selects the handler (see Mux).
+	Type string
+	// ID is a request id chosen by the caller; a reply carries the id of its request.
+	ID uint64
+	// Err, in a reply, is the handler's error text; Call turns it into a *RemoteError.
+	Err string
+	// Body is an application-defined msgpack document (see SetBody, DecodeBody).
+	Body []byte
+}
+
+// SetBody encodes v with msgpack into h.Body.
+func (h *Header) SetBody(v any) error {
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("transport: encode %s body: %w", h.Type, err)
+	}
+	h.Body = b
+	return nil
+}
+
+// DecodeBody decodes h.Body into v.
+func (h *Header) DecodeBody(v any) error {
+	if err := msgpack.Unmarshal(h.Body, v); err != nil {
+		return fmt.Errorf("transport: decode %s body: %w", h.Type, err)
+	}
+	return nil
+}
+
+// Message is a header and its raw payload.
+type Message struct {
+	Header
+	Payload []byte
+}
+
+type wireHeader struct {
+	Type string `msgpack:"t"`
+	ID   uint64 `msgpack:"i"`
+	Len  uint64 `msgpack:"n"`
+	CRC  uint32 `msgpack:"c"`
+	Err  string `msgpack:"e,omitempty"`
+	Body []byte `msgpack:"b,omitempty"`
+}
+
+// AppendFrameHeader appends the frame prefix and header for a payload to dst.
+func appendFrameHeader(dst []byte, h Header, payload []byte) ([]byte, error) {
+	wh := wireHeader{
+		Type: h.Type, ID: h.ID, Len: uint64(len(payload)),
+		CRC: crc32.Checksum(payload, castagnoli), Err: h.Err, Body: h.Body,
+	}
+	enc, err := msgpack.Marshal(&wh)
+	if err != nil {
+		return dst, fmt.Errorf("transport: encode header: %w", err)
+	}
+	if len(enc) > MaxHeaderSize {
+		return dst, fmt.Errorf("%w: %d bytes (type %q), limit %d", ErrHeaderTooLarge, len(enc), h.Type, MaxHeaderSize)
+	}
+	dst = append(dst, frameMagic0, frameMagic1, frameVersion)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(enc)))
+	return append(dst, enc...), nil
+}
+
+// WriteMessage writes one frame: the header, then the payload as raw bytes.
+func WriteMessage(w io.Writer, h Header, payload []byte) error {
+	buf, err := appendFrameHeader(make([]byte, 0, 128+len(h.Body)), h, payload)
+	if err != nil {
+		return err
+	}
+	// Small payloads go out in one write; large ones are not copied.
+	if len(payload) <= 4096 {
+		buf = append(buf, payload...)
+		payload = nil
+	}
+	if _, err := w.Write(buf); err != nil {
+		return fmt.Errorf("transport: write %s header: %w", h.Type, err)
+	}
+	if len(payload) > 0 {
+		if _, err := w.Write(payload); err != nil {
+			return fmt.Errorf("transport: write %s payload: %w", h.Type, err)
+		}
+	}
+	return nil
+}
+
+// ReadMessage reads one frame. maxPayload caps the payload (≤ 0 means DefaultMaxPayload);
+// the header is capped at MaxHeaderSize. At a clean end of stream (no byte of a new frame)
+// it returns io.EOF; otherwise errors wrap ErrBadMagic, ErrHeaderTooLarge,
+// ErrPayloadTooLarge, ErrTruncated, ErrChecksum, ErrMalformedHeader, or the reader's error.
+// Memory is allocated only for lengths already checked against the caps, and a payload
+// grows as its bytes arrive.
+func ReadMessage(r io.Reader, maxPayload int64) (Message, error) {
+	if maxPayload <= 0 {
+		maxPayload = DefaultMaxPayload
+	}
+	var prefix [framePrefixLen]byte
+	if _, err := io.ReadFull(r, prefix[:]); err != nil {
+		if err == io.EOF {
+			return Message{}, io.EOF
+		}
+		return Message{}, readErr("prefix", err)
+	}
+	if prefix[0] != frameMagic0 || prefix[1] != frameMagic1 || prefix[2] != frameVersion {
+		return Message{}, fmt.Errorf("%w: got % x", ErrBadMagic, prefix[:3])
+	}
+	hlen := binary.BigEndian.Uint32(prefix[3:])
+	if hlen > MaxHeaderSize {
+		return Message{}, fmt.Errorf("%w: %d bytes, limit %d", ErrHeaderTooLarge, hlen, MaxHeaderSize)
+	}
+	hbuf := make([]byte, hlen)
+	if _, err := io.ReadFull(r, hbuf); err != nil {
+		return Message{}, readErr("header", err)
+	}
+	wh, err := decodeWireHeader(hbuf)
+	if err != nil {
+		return Message{}, err
+	}
+	if wh.Len > uint64(maxPayload) {
+		return Message{}, fmt.Errorf("%w: %s payload of %d bytes, limit %d", ErrPayloadTooLarge, wh.Type, wh.Len, maxPayload)
+	}
+	payload, err := readPayload(r, int(wh.Len))
+	if err != nil {
+		return Message{}, readErr(wh.Type+" payload", err)
+	}
+	if got := crc32.Checksum(payload, castagnoli); got != wh.CRC {
+		return Message{}, fmt.Errorf("%w: %s payload CRC32C %08x, header says %08x", ErrChecksum, wh.Type, got, wh.CRC)
+	}
+	return Message{Header: Header{Type: wh.Type, ID: wh.ID, Err: wh.Err, Body: wh.Body}, Payload: payload}, nil
+}
+
+func decodeWireHeader(b []byte) (wireHeader, error) {
+	var wh wireHeader
+	br := bytes.NewReader(b)
+	if err := msgpack.NewDecoder(br).Decode(&wh); err != nil {
+		return wh, fmt.Errorf("%w: %v", ErrMalformedHeader, err)
+	}
+	if br.Len() != 0 {
+		return wh, fmt.Errorf("%w: trailing bytes after the header", ErrMalformedHeader)
+	}
+	return wh, nil
+}
+
+func readErr(what string, err error) error {
+	if err == io.EOF || err == io.ErrUnexpectedEOF {
+		return fmt.Errorf("%w: stream ended inside the %s", ErrTruncated, what)
+	}
+	return fmt.Errorf("transport: read frame %s: %w", what, err)
+}
+
+// readPayload reads exactly n bytes, growing the buffer by at most payloadStep ahead of
+// the bytes received.
+func readPayload(r io.Reader, n int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, payloadStep))
+	for len(buf) < n {
+		want := min(n-len(buf), payloadStep)
+		if cap(buf)-len(buf) < want {
+			nb := make([]byte, len(buf), min(n, max(2*cap(buf), len(buf)+want)))
+			copy(nb, buf)
+			buf = nb
+		}
+		k, err := io.ReadFull(r, buf[len(buf):len(buf)+want])
+		buf = buf[:len(buf)+k]
+		if err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, err
+		}
+	}
+	return buf, nil
+}

@@ -1,0 +1,283 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
+
+type testBody struct {
+	Round int    `msgpack:"round"`
+	Codec string `msgpack:"codec"`
+}
+
+func frameBytes(t testing.TB, h Header, payload []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := WriteMessage(&buf, h, payload); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func TestFrameRoundTrip(t *testing.T) {
+	big := make([]byte, 3*payloadStep+17) // crosses the incremental-allocation steps
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	h := Header{Type: "round.upload", ID: 42}
+	if err := h.SetBody(testBody{Round: 7, Codec: "topk:0.05+int8"}); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name    string
+		h       Header
+		payload []byte
+	}{
+		{"empty", Header{Type: "ping"}, nil},
+		{"small", h, []byte("hello")},
+		{"large", h, big},
+		{"error-reply", Header{Type: "x", ID: 1, Err: "boom"}, nil},
+	}
+	var stream bytes.Buffer
+	for _, tc := range cases {
+		data := frameBytes(t, tc.h, tc.payload)
+		stream.Write(data)
+		got, err := ReadMessage(bytes.NewReader(data), 0)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if got.Type != tc.h.Type || got.ID != tc.h.ID || got.Err != tc.h.Err ||
+			!bytes.Equal(got.Body, tc.h.Body) || !bytes.Equal(got.Payload, tc.payload) {
+			t.Fatalf("%s: round trip changed the message", tc.name)
+		}
+	}
+	var body testBody
+	if err := h.DecodeBody(&body); err != nil || body.Round != 7 || body.Codec != "topk:0.05+int8" {
+		t.Fatalf("body round trip: %+v, %v", body, err)
+	}
+	// Several frames on one stream, then a clean io.EOF.
+	r := bytes.NewReader(stream.Bytes())
+	for i := range cases {
+		if _, err := ReadMessage(r, 0); err != nil {
+			t.Fatalf("frame %d of stream: %v", i, err)
+		}
+	}
+	if _, err := ReadMessage(r, 0); err != io.EOF {
+		t.Fatalf("after the last frame: err = %v, want io.EOF", err)
+	}
+}
+
+func TestFrameErrors(t *testing.T) {
+	good := frameBytes(t, Header{Type: "t", ID: 1}, []byte("payload bytes"))
+	hdrLen := int(binary.BigEndian.Uint32(good[3:7]))
+	corruptPayload := append([]byte(nil), good...)
+	corruptPayload[len(corruptPayload)-1] ^= 0xff
+	badMagic := append([]byte(nil), good...)
+	badMagic[0] = 'X'
+	badVersion := append([]byte(nil), good...)
+	badVersion[2] = 9
+	hugeHeader := append([]byte(nil), good[:7]...)
+	binary.BigEndian.PutUint32(hugeHeader[3:], MaxHeaderSize+1)
+	hugeLen := append([]byte(nil), good[:3]...)
+	hugeLen = binary.BigEndian.AppendUint32(hugeLen, 0xffffffff)
+	garbageHeader := append([]byte(nil), good[:3]...)
+	garbageHeader = binary.BigEndian.AppendUint32(garbageHeader, 3)
+	garbageHeader = append(garbageHeader, 0xc1, 0xc1, 0xc1) // 0xc1 is never valid msgpack
+	// A header that announces a 1 TiB payload.
+	lying, err := msgpack.Marshal(&wireHeader{Type: "t", Len: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lyingFrame := append([]byte{'C', 'H', 1}, binary.BigEndian.AppendUint32(nil, uint32(len(lying)))...)
+	lyingFrame = append(lyingFrame, lying...)
+	trailing := append([]byte(nil), good[:3]...)
+	trailing = binary.BigEndian.AppendUint32(trailing, uint32(hdrLen+1))
+	trailing = append(trailing, good[7:7+hdrLen]...)
+	trailing = append(trailing, 0x00)
+
+	cases := []struct {
+		name string
+		data []byte
+		max  int64
+		want error
+	}{
+		{"truncated-prefix", good[:4], 0, ErrTruncated},
+		{"truncated-header", good[:7+hdrLen/2], 0, ErrTruncated},
+		{"truncated-payload", good[:len(good)-3], 0, ErrTruncated},
+		{"corrupt-payload", corruptPayload, 0, ErrChecksum},
+		{"bad-magic", badMagic, 0, ErrBadMagic},
+		{"bad-version", badVersion, 0, ErrBadMagic},
+		{"header-too-large", hugeHeader, 0, ErrHeaderTooLarge},
+		{"header-len-max-uint32", hugeLen, 0, ErrHeaderTooLarge},
+		{"garbage-header", garbageHeader, 0, ErrMalformedHeader},
+		{"trailing-header-bytes", trailing, 0, ErrMalformedHeader},
+		{"payload-over-cap", good, 5, ErrPayloadTooLarge},
+		{"payload-1TiB", lyingFrame, 1 << 50, ErrTruncated}, // allowed by the cap but never sent
+		{"payload-1TiB-default-cap", lyingFrame, 0, ErrPayloadTooLarge},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := ReadMessage(bytes.NewReader(tc.data), tc.max)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+	// An oversized header is refused on the writing side too.
+	err = WriteMessage(io.Discard, Header{Type: "t", Body: make([]byte, MaxHeaderSize)}, nil)
+	if !errors.Is(err, ErrHeaderTooLarge) {
+		t.Fatalf("WriteMessage with a huge body: err = %v", err)
+	}
+}
+
+// TestReadMessageLyingLengthAllocation checks that a frame announcing a huge payload and
+// then ending costs memory in proportion to what arrived, not what was announced.
+func TestReadMessageLyingLengthAllocation(t *testing.T) {
+	lying, err := msgpack.Marshal(&wireHeader{Type: "t", Len: 1 << 36})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := append([]byte{'C', 'H', 1}, binary.BigEndian.AppendUint32(nil, uint32(len(lying)))...)
+	frame = append(frame, lying...)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	_, err = ReadMessage(bytes.NewReader(frame), 1<<40)
+	runtime.ReadMemStats(&after)
+	if !errors.Is(err, ErrTruncated) {
+		t.Fatalf("err = %v, want ErrTruncated", err)
+	}
+	if allocs := after.TotalAlloc - before.TotalAlloc; allocs > 2*payloadStep {
+		t.Fatalf("reading a lying frame allocated %d bytes, want ≤ %d", allocs, 2*payloadStep)
+	}
+}
+
+func FuzzReadMessage(f *testing.F) {
+	h := Header{Type: "round.upload", ID: 9}
+	if err := h.SetBody(testBody{Round: 1, Codec: "q8"}); err != nil {
+		f.Fatal(err)
+	}
+	f.Add(frameBytes(f, h, []byte("payload")))
+	f.Add(frameBytes(f, Header{Type: "ping"}, nil))
+	f.Add(frameBytes(f, Header{Type: "e", ID: 3, Err: "boom"}, make([]byte, 100)))
+	f.Add([]byte("CH\x01\x00\x00\x00\x01\xc0"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := ReadMessage(bytes.NewReader(data), 1<<20)
+		if err != nil {
+			return
+		}
+		// Whatever decodes re-encodes and decodes to the same message.
+		again, err := ReadMessage(bytes.NewReader(frameBytes(t, m.Header, m.Payload)), 1<<20)
+		if err != nil {
+			t.Fatalf("re-encoded frame does not decode: %v", err)
+		}
+		if again.Type != m.Type || again.ID != m.ID || again.Err != m.Err ||
+			!bytes.Equal(again.Body, m.Body) || !bytes.Equal(again.Payload, m.Payload) {
+			t.Fatal("re-encoded frame decodes differently")
+		}
+	})
+}
+
+// rpcPair returns a client connection to a server endpoint serving h.
+func rpcPair(t *testing.T, h Handler, cfg Config) *Conn {
+	t.Helper()
+	srvCfg := cfg
+	srvCfg.Identity = testIdentity(t, 1)
+	srv, err := ListenAddr("127.0.0.1:0", srvCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { srv.Serve(ctx, h); close(done) }()
+	cliCfg := cfg
+	cliCfg.Identity = testIdentity(t, 2)
+	c, err := Dial(testCtx(t, 10*time.Second), srv.Addr().String(), cliCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c.Close()
+		cancel()
+		srv.Close()
+		<-done
+	})
+	return c
+}
+
+func TestCallServe(t *testing.T) {
+	client := testIdentity(t, 2).NodeID()
+	mux := NewMux()
+	mux.Handle("echo", func(ctx context.Context, peer NodeID, req Message) (Message, error) {
+		if peer != client {
+			return Message{}, fmt.Errorf("peer %s, want %s", peer, client)
+		}
+		return Message{Header: Header{Type: "echo.reply", Body: req.Body}, Payload: req.Payload}, nil
+	})
+	mux.Handle("fail", func(context.Context, NodeID, Message) (Message, error) {
+		return Message{}, errors.New("no such round")
+	})
+	mux.Handle("slow", func(ctx context.Context, _ NodeID, _ Message) (Message, error) {
+		<-ctx.Done()
+		return Message{}, ctx.Err()
+	})
+	c := rpcPair(t, mux.Serve, Config{MaxPayload: 1 << 20})
+	ctx := testCtx(t, 10*time.Second)
+
+	payload := bytes.Repeat([]byte("abc"), 100000)
+	req := Message{Header: Header{Type: "echo", ID: 77, Body: []byte{0x01}}, Payload: payload}
+	reply, err := Call(ctx, c, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply.ID != 77 || reply.Type != "echo.reply" || !bytes.Equal(reply.Payload, payload) || !bytes.Equal(reply.Body, []byte{1}) {
+		t.Fatalf("bad echo reply id=%d type=%q len=%d", reply.ID, reply.Type, len(reply.Payload))
+	}
+
+	_, err = Call(ctx, c, Message{Header: Header{Type: "fail", ID: 1}})
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Msg != "no such round" || re.Type != "fail" {
+		t.Fatalf("handler error: got %v", err)
+	}
+	_, err = Call(ctx, c, Message{Header: Header{Type: "nope", ID: 2}})
+	if !errors.As(err, &re) || !strings.Contains(re.Msg, "no handler") {
+		t.Fatalf("unknown type: got %v", err)
+	}
+	// The server refuses a request above its MaxPayload; the call fails instead of hanging.
+	_, err = Call(ctx, c, Message{Header: Header{Type: "echo", ID: 3}, Payload: make([]byte, 2<<20)})
+	if err == nil {
+		t.Fatal("oversized request succeeded")
+	}
+	// A cancelled call returns promptly with the context's error.
+	cctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	_, err = Call(cctx, c, Message{Header: Header{Type: "slow", ID: 4}})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("cancelled call: err = %v, want DeadlineExceeded", err)
+	}
+	// The connection still works afterwards.
+	if _, err := Call(ctx, c, Message{Header: Header{Type: "echo", ID: 5}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMuxDuplicatePanics(t *testing.T) {
+	m := NewMux()
+	h := func(context.Context, NodeID, Message) (Message, error) { return Message{}, nil }
+	m.Handle("a", h)
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "duplicate handler for type a") {
+			t.Fatalf("recover() = %v", r)
+		}
+	}()
+	m.Handle("a", h)
+}
