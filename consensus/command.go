@@ -164,7 +164,7 @@ func (e *Envelope) DecodeBody() (Body, error) {
 	default:
 		return nil, errf(ErrDecode, "unknown command type %d", uint8(e.Type))
 	}
-	if err := decodeExact(e.Body, b); err != nil {
+	if err := decodeExact(e.Body, b, MaxListLen); err != nil {
 		return nil, errf(ErrDecode, "%s body: %v", e.Type, err)
 	}
 	return b, nil
@@ -200,7 +200,7 @@ func DecodeCommand(b []byte) (Command, error) {
 	if len(b) > MaxCommandBytes {
 		return c, errf(ErrDecode, "command is %d bytes, limit %d", len(b), MaxCommandBytes)
 	}
-	if err := decodeExact(b, &c); err != nil {
+	if err := decodeExact(b, &c, MaxListLen); err != nil {
 		return Command{}, errf(ErrDecode, "log entry: %v", err)
 	}
 	if c.Version != Version {
@@ -212,8 +212,12 @@ func DecodeCommand(b []byte) (Command, error) {
 	return c, nil
 }
 
-// decodeExact decodes one msgpack value and rejects trailing bytes.
-func decodeExact(b []byte, v any) error {
+// decodeExact decodes one msgpack value and rejects trailing bytes. Arrays and maps may hold at
+// most maxLen elements (see checkShape).
+func decodeExact(b []byte, v any, maxLen int) error {
+	if err := checkShape(b, maxLen); err != nil {
+		return err
+	}
 	r := bytes.NewReader(b)
 	dec := msgpack.NewDecoder(r)
 	if err := dec.Decode(v); err != nil {

@@ -3,6 +3,8 @@ package consensus
 import (
 	"crypto/ed25519"
 	"crypto/sha256"
+	"fmt"
+	"sort"
 	"testing"
 )
 
@@ -34,4 +36,83 @@ func mustApply(t testing.TB, s *State, now int64, name string, req uint64, body 
 		t.Fatalf("%s %s req %d: %v", name, body.Type(), req, err)
 	}
 	return res
+}
+
+// scenario returns a valid, deterministic command sequence for seed: coordinators, members, a
+// proposal that passes, joins, and `rounds` rounds each with open, receipts, score and close. It is
+// checked by applying it to a scratch state.
+func scenario(t testing.TB, seed uint64, members int, rounds uint32) []Command {
+	t.Helper()
+	s := NewState()
+	now := int64(1_000_000 + seed)
+	req := map[string]uint64{}
+	var cmds []Command
+	add := func(name string, b Body) {
+		req[name]++
+		c := Command{Version: Version, Time: now, Env: mustEnv(t, name, req[name], b)}
+		if _, err := s.Apply(c); err != nil {
+			t.Fatalf("scenario %d: %s %s: %v", seed, name, b.Type(), err)
+		}
+		cmds = append(cmds, c)
+		now++
+	}
+	add("c1", &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})
+	add("c1", &AddCoordinatorBody{PublicKey: testPub("c2"), Name: "c2"})
+	var ids []string
+	for i := 0; i < members; i++ {
+		m := fmt.Sprintf("s%d-m%d", seed, i)
+		ids = append(ids, testID(m))
+		add(m, &RegisterBody{PublicKey: testPub(m), Name: m, Contributors: []string{m + "/a", m + "/b"}})
+	}
+	sort.Strings(ids)
+	m0 := fmt.Sprintf("s%d-m0", seed)
+	add(m0, &ProposeBody{Name: "p", Model: "mlp:784-256-10", Dataset: "fashion-mnist", ValidationHash: []byte("v"),
+		Params: Hyperparams{InnerSteps: 50, Rounds: rounds, Codec: "topk:0.05+int8", OuterLR: "0.7", OuterMomentum: "0.9"},
+		RewardPool: 1_000_000 + seed, MinMembers: 1, QuorumBP: 1000, ThresholdBP: 5000, VotingPeriodMs: 1000})
+	for i := 0; i < members; i++ {
+		add(fmt.Sprintf("s%d-m%d", seed, i), &VoteBody{Proposal: 1, Yes: i%3 != 2})
+	}
+	now += 1000
+	add("c1", &TallyBody{Proposal: 1})
+	for i := 0; i < members; i++ {
+		m := fmt.Sprintf("s%d-m%d", seed, i)
+		add(m, &JoinBody{Cohort: 1, Contributors: []ContributorData{
+			{Name: m + "/a", Fingerprint: []byte{byte(i), byte(seed)}, Samples: uint64(10 + i)},
+			{Name: m + "/b", Fingerprint: []byte{byte(i % 3)}, Samples: uint64(20 + i)}}})
+	}
+	hash := []byte("m0")
+	for r := uint32(1); r <= rounds; r++ {
+		add("c2", &OpenRoundBody{Cohort: 1, Number: r, Participants: ids,
+			Slices:    []SliceAssignment{{Start: 0, End: 100, Aggregator: testID("c1")}, {Start: 100, End: 200, Aggregator: testID("c2")}},
+			ModelHash: hash, Seed: seed*1000 + uint64(r), Deadline: now + 1000})
+		for i := 0; i < members; i++ {
+			add(fmt.Sprintf("s%d-m%d", seed, i), &ReceiptBody{Cohort: 1, Round: r, SamplesUsed: uint64(30 + i),
+				BytesSent: uint64(1000 * (i + 1)), ModelHashAfter: []byte("after")})
+		}
+		var data, compute []Weight
+		for i := 0; i < members; i++ {
+			m := fmt.Sprintf("s%d-m%d", seed, i)
+			data = append(data, Weight{Contributor: m + "/a", Weight: (seed*31 + uint64(i)*17 + uint64(r)) % 7})
+			compute = append(compute, Weight{Contributor: m + "/a", Weight: uint64(10 + i)},
+				Weight{Contributor: m + "/b", Weight: uint64(20 + i)})
+		}
+		sort.Slice(data, func(i, j int) bool { return data[i].Contributor < data[j].Contributor })
+		sort.Slice(compute, func(i, j int) bool { return compute[i].Contributor < compute[j].Contributor })
+		add("c1", &ScoreCommitBody{Cohort: 1, Round: r, Data: data, Compute: compute})
+		hash = []byte(fmt.Sprintf("m%d", r))
+		add("c1", &CloseRoundBody{Cohort: 1, Round: r, ModelHash: hash})
+	}
+	return cmds
+}
+
+// applyAll applies commands to a fresh state.
+func applyAll(t testing.TB, cmds []Command) *State {
+	t.Helper()
+	s := NewState()
+	for i, c := range cmds {
+		if _, err := s.Apply(c); err != nil {
+			t.Fatalf("command %d: %v", i, err)
+		}
+	}
+	return s
 }

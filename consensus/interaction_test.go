@@ -47,7 +47,7 @@ func (it *interaction) readable(s string) string {
 }
 
 func TestInteraction(t *testing.T) {
-	datadriven.Walk(t, "testdata", func(t *testing.T, path string) {
+	datadriven.Walk(t, "testdata/interaction", func(t *testing.T, path string) {
 		it := newInteraction()
 		datadriven.RunTest(t, path, func(t *testing.T, td *datadriven.TestData) string {
 			return it.readable(it.handle(t, td))

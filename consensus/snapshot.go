@@ -128,7 +128,7 @@ func UnmarshalSnapshot(b []byte) (*State, error) {
 		return nil, errf(ErrSnapshot, "checksum mismatch (truncated or corrupt)")
 	}
 	var d snapshotData
-	if err := decodeExact(body[len(snapshotMagic):], &d); err != nil {
+	if err := decodeExact(body[len(snapshotMagic):], &d, len(body)); err != nil {
 		return nil, errf(ErrSnapshot, "decode: %v", err)
 	}
 	return fromCanonical(&d)

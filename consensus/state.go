@@ -349,6 +349,9 @@ func (s *State) totalEarned() uint64 {
 // weightOf is a member's vote weight: the sum of its contributors' balances once anybody has
 // earned anything (contributor-weighted), one member one vote before that.
 func (s *State) weightOf(m *Member, earned uint64) uint64 {
+	if m == nil {
+		return 0 // only reachable from an inconsistent restored snapshot
+	}
 	if earned == 0 {
 		return 1
 	}
