@@ -11,8 +11,8 @@ package nn
 import "C"
 
 import (
-	G "gorgonia.org/gorgonia"
 	"gonum.org/v1/netlib/blas/netlib"
+	G "gorgonia.org/gorgonia"
 )
 
 // BLAS names the BLAS implementation this binary uses.
