@@ -67,7 +67,7 @@ func scenario(t testing.TB, seed uint64, members int, rounds uint32) []Command {
 	sort.Strings(ids)
 	m0 := fmt.Sprintf("s%d-m0", seed)
 	add(m0, &ProposeBody{Name: "p", Model: "mlp:784-256-10", Dataset: "fashion-mnist", ValidationHash: []byte("v"),
-		Params: Hyperparams{InnerSteps: 50, Rounds: rounds, Codec: "topk:0.05+int8", OuterLR: "0.7", OuterMomentum: "0.9"},
+		Params:     Hyperparams{InnerSteps: 50, Rounds: rounds, Codec: "topk:0.05+int8", OuterLR: "0.7", OuterMomentum: "0.9"},
 		RewardPool: 1_000_000 + seed, MinMembers: 1, QuorumBP: 1000, ThresholdBP: 5000, VotingPeriodMs: 1000})
 	for i := 0; i < members; i++ {
 		add(fmt.Sprintf("s%d-m%d", seed, i), &VoteBody{Proposal: 1, Yes: i%3 != 2})
