@@ -1,0 +1,125 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/cohortlab/cohort/trainer"
+)
+
+func trainCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "train",
+		Usage: "train in-process workers under the DiLoCo outer loop (or the data-parallel baseline)",
+		Description: `Runs K workers in one process, no network: each trains on its own shard of the data.
+   --mode diloco: H inner AdamW steps, then the averaged pseudo-gradient drives a Nesterov outer step.
+   --mode ddp: synchronous data parallel, gradients averaged every step (same total samples).
+
+   Example:
+     cohort train --model mlp --mode diloco --workers 8 --inner-steps 50 --rounds 20 --partition dirichlet:0.5 --seed 1`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "model", Value: "mlp", Usage: "model: mlp, mlp:784-256-10 (layer widths) or charlm", EnvVars: envVars("model")},
+			&cli.StringFlag{Name: "mode", Value: "diloco", Usage: "diloco or ddp", EnvVars: envVars("mode")},
+			&cli.IntFlag{Name: "workers", Value: 8, Usage: "number of workers K", EnvVars: envVars("workers")},
+			&cli.IntFlag{Name: "inner-steps", Value: 50, Usage: "inner steps H per round", EnvVars: envVars("inner_steps")},
+			&cli.IntFlag{Name: "rounds", Value: 20, Usage: "outer rounds", EnvVars: envVars("rounds")},
+			&cli.IntFlag{Name: "batch", Value: 0, Usage: "batch size per worker (0: the model's default)", EnvVars: envVars("batch")},
+			&cli.StringFlag{Name: "partition", Value: "iid", Usage: "iid, dirichlet:ALPHA (label skew) or natural (by speaker, charlm)", EnvVars: envVars("partition")},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for initialisation, partition and batches", EnvVars: envVars("seed")},
+			&cli.StringFlag{Name: "data", Usage: "Fashion-MNIST directory, or \"embedded\" (default: the system copy if installed, else the embedded subset)", EnvVars: envVars("data")},
+			&cli.Float64Flag{Name: "lr", Value: 1e-3, Usage: "inner AdamW learning rate", EnvVars: envVars("lr")},
+			&cli.Float64Flag{Name: "weight-decay", Value: 0, Usage: "inner AdamW decoupled weight decay", EnvVars: envVars("weight_decay")},
+			&cli.Float64Flag{Name: "outer-lr", Value: 0.7, Usage: "outer Nesterov learning rate η", EnvVars: envVars("outer_lr")},
+			&cli.Float64Flag{Name: "outer-momentum", Value: 0.9, Usage: "outer Nesterov momentum μ", EnvVars: envVars("outer_momentum")},
+			&cli.IntFlag{Name: "val-samples", Value: 0, Usage: "validation samples (0: the whole test split)", EnvVars: envVars("val_samples")},
+			&cli.BoolFlag{Name: "json", Usage: "print a JSON summary as the last line", EnvVars: envVars("json")},
+		},
+		Action: runTrain,
+	}
+}
+
+func runTrain(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("train: unexpected argument %q", c.Args().First())
+	}
+	spec := trainer.TaskSpec{
+		Model:      c.String("model"),
+		Workers:    c.Int("workers"),
+		Partition:  c.String("partition"),
+		Seed:       c.Uint64("seed"),
+		DataDir:    c.String("data"),
+		Batch:      c.Int("batch"),
+		ValSamples: c.Int("val-samples"),
+	}
+	task, info, err := trainer.BuildTask(spec)
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	out := c.App.Writer
+	jsonOut := c.Bool("json")
+	cfg := trainer.RunConfig{
+		Mode:       trainer.Mode(c.String("mode")),
+		InnerSteps: c.Int("inner-steps"),
+		Rounds:     c.Int("rounds"),
+		Seed:       spec.Seed,
+		Inner:      trainer.AdamWConfig{LR: float32(c.Float64("lr")), WeightDecay: float32(c.Float64("weight-decay"))},
+		Outer:      trainer.OuterConfig{LR: float32(c.Float64("outer-lr")), Momentum: float32(c.Float64("outer-momentum"))},
+	}
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	slog.Info("training", "model", spec.Model, "mode", cfg.Mode, "workers", spec.Workers, "data", info.Source,
+		"train_samples", info.TrainSamples, "val_samples", info.ValSamples, "partition", info.Partition, "seed", spec.Seed)
+	cfg.Progress = func(r trainer.RoundStats) {
+		eta := time.Duration(0)
+		if r.Round > 0 {
+			eta = r.Elapsed / time.Duration(r.Round) * time.Duration(r.Rounds-r.Round)
+		}
+		acc := ""
+		if task.Classifier {
+			acc = fmt.Sprintf("  val_acc %5.1f%%", 100*r.ValAccuracy)
+		} else {
+			acc = fmt.Sprintf("  next-char acc %5.1f%%", 100*r.ValAccuracy)
+		}
+		fmt.Fprintf(out, "round %3d/%d  train_loss %.4f  val_loss %.4f%s  sent/worker %s  elapsed %s  eta %s\n",
+			r.Round, r.Rounds, r.TrainLoss, r.ValLoss, acc, humanBytes(r.BytesPerWorker),
+			r.Elapsed.Round(time.Second), eta.Round(time.Second))
+	}
+	sum, err := trainer.Run(c.Context, task, cfg)
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	if jsonOut {
+		b, err := json.Marshal(sum)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(out, string(b))
+		return nil
+	}
+	fmt.Fprintf(out, "\n%s %s, %d workers, H=%d, %d rounds, %d params: val_loss %.4f",
+		sum.Mode, sum.Model, sum.Workers, sum.InnerSteps, sum.Rounds, sum.Parameters, sum.FinalValLoss)
+	if sum.FinalValAccuracy != nil {
+		fmt.Fprintf(out, ", val_acc %.2f%%", 100**sum.FinalValAccuracy)
+	}
+	fmt.Fprintf(out, ", sent %s per worker (%s), %.0f samples/s, %.1fs\n",
+		humanBytes(sum.BytesPerWorker), sum.Codec, sum.SamplesPerSecond, sum.WallSeconds)
+	return nil
+}
+
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,181 @@
+package trainer
+
+import (
+	"fmt"
+	"math"
+)
+
+// AdamWConfig configures the inner optimizer. The zero value of each field means the default shown.
+type AdamWConfig struct {
+	LR          float32 // learning rate; default 1e-3
+	Beta1       float32 // first-moment decay; default 0.9
+	Beta2       float32 // second-moment decay; default 0.999
+	Eps         float32 // denominator epsilon; default 1e-8
+	WeightDecay float32 // decoupled weight decay (AdamW); default 0 (set a value to enable)
+}
+
+func (c AdamWConfig) withDefaults() AdamWConfig {
+	if c.LR == 0 {
+		c.LR = 1e-3
+	}
+	if c.Beta1 == 0 {
+		c.Beta1 = 0.9
+	}
+	if c.Beta2 == 0 {
+		c.Beta2 = 0.999
+	}
+	if c.Eps == 0 {
+		c.Eps = 1e-8
+	}
+	return c
+}
+
+// Validate reports a configuration that cannot train.
+func (c AdamWConfig) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case !(c.LR > 0) || math.IsInf(float64(c.LR), 0):
+		return fmt.Errorf("adamw: learning rate %v must be positive and finite", c.LR)
+	case !(c.Beta1 > 0 && c.Beta1 < 1), !(c.Beta2 > 0 && c.Beta2 < 1):
+		return fmt.Errorf("adamw: betas (%v, %v) must lie in (0, 1)", c.Beta1, c.Beta2)
+	case !(c.Eps > 0):
+		return fmt.Errorf("adamw: eps %v must be positive", c.Eps)
+	case !(c.WeightDecay >= 0):
+		return fmt.Errorf("adamw: weight decay %v must be ≥ 0", c.WeightDecay)
+	}
+	return nil
+}
+
+// AdamW is Adam with decoupled weight decay (Loshchilov & Hutter), in place on a flat vector.
+//
+// Reference loop, for every i, with step count t starting at 1:
+//
+//	m[i] = β1·m[i] + (1−β1)·g[i]
+//	v[i] = β2·v[i] + (1−β2)·g[i]²
+//	θ[i] -= lr·( (m[i]/(1−β1ᵗ)) / (√(v[i]/(1−β2ᵗ)) + ε) + wd·θ[i] )
+//
+// Moments smaller than 1e-30 are flushed to zero: subnormal floats are slow on x86 and carry no
+// information at these scales. All arithmetic is float32 in a fixed order, so the same inputs give
+// bit-identical outputs.
+type AdamW struct {
+	cfg  AdamWConfig
+	m, v []float32
+	t    int
+}
+
+// NewAdamW returns an optimizer for n parameters.
+func NewAdamW(n int, cfg AdamWConfig) (*AdamW, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &AdamW{cfg: cfg.withDefaults(), m: make([]float32, n), v: make([]float32, n)}, nil
+}
+
+// Steps is the number of steps taken so far.
+func (o *AdamW) Steps() int { return o.t }
+
+// Step updates params in place from grad.
+func (o *AdamW) Step(params, grad []float32) {
+	if len(params) != len(o.m) || len(grad) != len(o.m) {
+		panic(fmt.Sprintf("trainer: AdamW.Step lengths params=%d grad=%d, want %d", len(params), len(grad), len(o.m)))
+	}
+	o.t++
+	c := o.cfg
+	bc1 := float32(1 - math.Pow(float64(c.Beta1), float64(o.t)))
+	bc2 := float32(1 - math.Pow(float64(c.Beta2), float64(o.t)))
+	b1, b2 := c.Beta1, c.Beta2
+	nb1, nb2 := 1-b1, 1-b2
+	lr, wd, eps := c.LR, c.WeightDecay, c.Eps
+	inv1 := 1 / bc1
+	inv2 := 1 / bc2
+	m, v := o.m[:len(params)], o.v[:len(params)]
+	grad = grad[:len(params)]
+	for i, g := range grad {
+		mi := b1*m[i] + nb1*g
+		vi := b2*v[i] + nb2*g*g
+		if mi < 1e-30 && mi > -1e-30 {
+			mi = 0
+		}
+		if vi < 1e-30 {
+			vi = 0
+		}
+		m[i], v[i] = mi, vi
+		mh := mi * inv1
+		vh := vi * inv2
+		p := params[i]
+		params[i] = p - lr*(mh/(float32(math.Sqrt(float64(vh)))+eps)+wd*p)
+	}
+}
+
+// State returns copies of the moment vectors and the step count (for checkpoints).
+func (o *AdamW) State() (m, v []float32, t int) {
+	return append([]float32(nil), o.m...), append([]float32(nil), o.v...), o.t
+}
+
+// OuterConfig configures the DiLoCo outer optimizer. Zero values mean the defaults shown.
+type OuterConfig struct {
+	LR       float32 // outer learning rate η; default 0.7
+	Momentum float32 // Nesterov momentum μ; default 0.9
+}
+
+func (c OuterConfig) withDefaults() OuterConfig {
+	if c.LR == 0 {
+		c.LR = 0.7
+	}
+	if c.Momentum == 0 {
+		c.Momentum = 0.9
+	}
+	return c
+}
+
+// Validate reports a configuration that cannot train.
+func (c OuterConfig) Validate() error {
+	c = c.withDefaults()
+	if !(c.LR > 0) || math.IsInf(float64(c.LR), 0) {
+		return fmt.Errorf("outer: learning rate %v must be positive and finite", c.LR)
+	}
+	if !(c.Momentum >= 0 && c.Momentum < 1) {
+		return fmt.Errorf("outer: momentum %v must lie in [0, 1)", c.Momentum)
+	}
+	return nil
+}
+
+// Nesterov is the DiLoCo outer optimizer: SGD with Nesterov momentum applied to the averaged
+// pseudo-gradient Δ.
+//
+// Reference loop, for every i:
+//
+//	v[i] = μ·v[i] + Δ[i]
+//	θ[i] -= η·(Δ[i] + μ·v[i])
+//
+// Every replica applying the same Δ to the same (θ, v) gets bit-identical results.
+type Nesterov struct {
+	cfg OuterConfig
+	v   []float32
+}
+
+// NewNesterov returns an outer optimizer for n parameters.
+func NewNesterov(n int, cfg OuterConfig) (*Nesterov, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &Nesterov{cfg: cfg.withDefaults(), v: make([]float32, n)}, nil
+}
+
+// Step applies the averaged pseudo-gradient delta to params in place.
+func (o *Nesterov) Step(params, delta []float32) {
+	if len(params) != len(o.v) || len(delta) != len(o.v) {
+		panic(fmt.Sprintf("trainer: Nesterov.Step lengths params=%d delta=%d, want %d", len(params), len(delta), len(o.v)))
+	}
+	mu, lr := o.cfg.Momentum, o.cfg.LR
+	v := o.v[:len(params)]
+	delta = delta[:len(params)]
+	for i, d := range delta {
+		vi := mu*v[i] + d
+		v[i] = vi
+		params[i] -= lr * (d + mu*vi)
+	}
+}
+
+// Momentum returns the live momentum buffer (a late joiner copies it together with θ).
+func (o *Nesterov) Momentum() []float32 { return o.v }

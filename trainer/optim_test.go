@@ -1,0 +1,130 @@
+package trainer
+
+import (
+	"math"
+	"testing"
+)
+
+func TestAdamWHandComputed(t *testing.T) {
+	o, err := NewAdamW(2, AdamWConfig{LR: 0.1, WeightDecay: 0.01})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := []float32{1, -2}
+	g := []float32{0.5, -1}
+	// Step 1: m̂ = g, v̂ = g², so the Adam direction is sign(g) (up to ε); decay adds wd·θ.
+	o.Step(p, g)
+	want := []float64{1 - 0.1*(1+0.01*1), -2 - 0.1*(-1+0.01*-2)}
+	assertClose(t, "step 1", p, want, 1e-6)
+	// Step 2 with the same gradient: bias correction keeps m̂ = g and v̂ = g² exactly.
+	prev := []float64{float64(p[0]), float64(p[1])}
+	o.Step(p, g)
+	want = []float64{prev[0] - 0.1*(1+0.01*prev[0]), prev[1] - 0.1*(-1+0.01*prev[1])}
+	assertClose(t, "step 2", p, want, 1e-6)
+	if o.Steps() != 2 {
+		t.Fatalf("Steps() = %d, want 2", o.Steps())
+	}
+}
+
+func TestAdamWGeneralStep(t *testing.T) {
+	// Different gradients per step, checked against a float64 reference of the documented loop.
+	cfg := AdamWConfig{LR: 0.01, Beta1: 0.8, Beta2: 0.95, Eps: 1e-6, WeightDecay: 0.1}
+	o, _ := NewAdamW(3, cfg)
+	p := []float32{0.3, -0.7, 2}
+	ref := []float64{0.3, -0.7, 2}
+	m := make([]float64, 3)
+	v := make([]float64, 3)
+	grads := [][]float32{{0.1, 0.2, -0.3}, {-0.5, 0.05, 0.4}, {0.2, -0.1, 0}}
+	for step, g := range grads {
+		o.Step(p, g)
+		tt := float64(step + 1)
+		for i := range ref {
+			gi := float64(g[i])
+			m[i] = 0.8*m[i] + 0.2*gi
+			v[i] = 0.95*v[i] + 0.05*gi*gi
+			mh := m[i] / (1 - math.Pow(0.8, tt))
+			vh := v[i] / (1 - math.Pow(0.95, tt))
+			ref[i] -= 0.01 * (mh/(math.Sqrt(vh)+1e-6) + 0.1*ref[i])
+		}
+		assertClose(t, "general", p, ref, 1e-6)
+	}
+}
+
+func TestNesterovHandComputed(t *testing.T) {
+	o, err := NewNesterov(1, OuterConfig{}) // defaults η = 0.7, μ = 0.9
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := []float32{1}
+	o.Step(p, []float32{0.1}) // v = 0.1; θ = 1 − 0.7·(0.1 + 0.09)
+	assertClose(t, "step 1", p, []float64{0.867}, 1e-6)
+	o.Step(p, []float32{0.1}) // v = 0.19; θ −= 0.7·(0.1 + 0.171)
+	assertClose(t, "step 2", p, []float64{0.867 - 0.7*0.271}, 1e-6)
+	if got := o.Momentum()[0]; math.Abs(float64(got)-0.19) > 1e-7 {
+		t.Fatalf("momentum = %v, want 0.19", got)
+	}
+}
+
+func TestNesterovWithUnitLRAndNoMomentumIsFedAvg(t *testing.T) {
+	// η = 1, μ → 0 makes the outer step θ − Δ = the average of the local models (FedAvg).
+	o, _ := NewNesterov(2, OuterConfig{LR: 1, Momentum: 1e-30})
+	theta := []float32{1, 2}
+	local := []float32{0.5, 2.5}
+	delta := []float32{theta[0] - local[0], theta[1] - local[1]}
+	o.Step(theta, delta)
+	assertClose(t, "fedavg", theta, []float64{0.5, 2.5}, 1e-7)
+}
+
+func TestOptimizerConfigValidation(t *testing.T) {
+	bad := []AdamWConfig{{LR: -1}, {Beta1: 1}, {Beta2: 1.5}, {Eps: -1}, {WeightDecay: -0.1}, {LR: float32(math.Inf(1))}}
+	for _, c := range bad {
+		if _, err := NewAdamW(1, c); err == nil {
+			t.Errorf("NewAdamW(%+v) accepted a bad config", c)
+		}
+	}
+	for _, c := range []OuterConfig{{LR: -0.1}, {Momentum: 1}, {Momentum: -0.5}} {
+		if _, err := NewNesterov(1, c); err == nil {
+			t.Errorf("NewNesterov(%+v) accepted a bad config", c)
+		}
+	}
+}
+
+func TestAverageWeightedFixedOrder(t *testing.T) {
+	xs := [][]float32{{1, 2}, {3, 4}, {5, 6}}
+	got, err := Average(nil, xs, []float64{1, 1, 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	assertClose(t, "average", got, []float64{(1 + 3 + 10) / 4.0, (2 + 4 + 12) / 4.0}, 1e-6)
+	again, _ := Average(nil, xs, []float64{1, 1, 2})
+	if ParamsHash(got) != ParamsHash(again) {
+		t.Fatal("Average is not bit-reproducible")
+	}
+	for _, tc := range []struct {
+		name string
+		xs   [][]float32
+		w    []float64
+	}{
+		{"empty", nil, nil},
+		{"weights", xs, []float64{1}},
+		{"ragged", [][]float32{{1}, {1, 2}}, []float64{1, 1}},
+		{"zero weight", xs, []float64{1, 0, 1}},
+		{"nan weight", xs, []float64{1, math.NaN(), 1}},
+	} {
+		if _, err := Average(nil, tc.xs, tc.w); err == nil {
+			t.Errorf("%s: no error", tc.name)
+		}
+	}
+}
+
+func assertClose(t *testing.T, what string, got []float32, want []float64, tol float64) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("%s: len %d, want %d", what, len(got), len(want))
+	}
+	for i := range got {
+		if d := math.Abs(float64(got[i]) - want[i]); d > tol*math.Max(1, math.Abs(want[i])) {
+			t.Fatalf("%s: [%d] = %.9g, want %.9g (|diff| %.3g)", what, i, got[i], want[i], d)
+		}
+	}
+}

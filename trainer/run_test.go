@@ -1,0 +1,178 @@
+package trainer
+
+import (
+	"context"
+	"math"
+	"strings"
+	"testing"
+)
+
+func smallMLPSpec(workers int, partition string) TaskSpec {
+	return TaskSpec{Model: "mlp:784-64-10", Workers: workers, Partition: partition, Seed: 7, Batch: 32, ValSamples: 500, DataDir: EmbeddedData}
+}
+
+func TestDiLoCoLearnsFashionMNIST(t *testing.T) {
+	task, info, err := BuildTask(smallMLPSpec(4, "dirichlet:0.5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.ShardSizes) != 4 || info.ValSamples != 500 {
+		t.Fatalf("info = %+v", info)
+	}
+	sum, err := Run(context.Background(), task, RunConfig{InnerSteps: 10, Rounds: 6, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, last := sum.History[0], sum.History[len(sum.History)-1]
+	if last.ValLoss >= first.ValLoss || *sum.FinalValAccuracy < 0.65 {
+		t.Fatalf("DiLoCo did not learn: val loss %.3f → %.3f, accuracy %.3f (chance 0.1)", first.ValLoss, last.ValLoss, *sum.FinalValAccuracy)
+	}
+	// fp32 DiLoCo sends one 4-byte value per parameter per round.
+	if want := int64(6 * 4 * sum.Parameters); sum.BytesPerWorker != want {
+		t.Fatalf("bytes per worker %d, want %d", sum.BytesPerWorker, want)
+	}
+	if sum.SamplesPerWorker != 6*10*32 {
+		t.Fatalf("samples per worker %d, want %d", sum.SamplesPerWorker, 6*10*32)
+	}
+}
+
+func TestDDPBaselineLearnsAndSendsEveryStep(t *testing.T) {
+	task, _, err := BuildTask(smallMLPSpec(2, "iid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum, err := Run(context.Background(), task, RunConfig{Mode: ModeDDP, InnerSteps: 10, Rounds: 4, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if *sum.FinalValAccuracy < 0.6 {
+		t.Fatalf("DDP accuracy %.3f", *sum.FinalValAccuracy)
+	}
+	if want := int64(4 * 10 * 4 * sum.Parameters); sum.BytesPerWorker != want {
+		t.Fatalf("DDP bytes per worker %d, want %d (4 bytes × params × steps)", sum.BytesPerWorker, want)
+	}
+}
+
+func TestRunIsDeterministic(t *testing.T) {
+	run := func() *Summary {
+		task, _, err := BuildTask(smallMLPSpec(3, "dirichlet:0.3"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum, err := Run(context.Background(), task, RunConfig{InnerSteps: 5, Rounds: 2, Seed: 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	a, b := run(), run()
+	if a.ModelHash != b.ModelHash || a.FinalValLoss != b.FinalValLoss {
+		t.Fatalf("same seed, different results: %s/%v vs %s/%v", a.ModelHash, a.FinalValLoss, b.ModelHash, b.FinalValLoss)
+	}
+}
+
+func TestReplicasApplyingSameOuterStepStayBitIdentical(t *testing.T) {
+	task, _, err := BuildTask(smallMLPSpec(2, "iid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ws []*Worker
+	for i := 0; i < 2; i++ {
+		m, err := task.NewModel(3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := NewWorker(m, task.Sources[i], WorkerConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, w)
+	}
+	if ParamsHash(ws[0].Global()) != ParamsHash(ws[1].Global()) {
+		t.Fatal("same seed gave different θ_0")
+	}
+	for round := 0; round < 3; round++ {
+		var ds [][]float32
+		for _, w := range ws {
+			if _, err := w.InnerSteps(4); err != nil {
+				t.Fatal(err)
+			}
+			ds = append(ds, w.PseudoGradient(nil))
+		}
+		if ParamsHash(ws[0].Model().Params()) == ParamsHash(ws[1].Model().Params()) {
+			t.Fatal("workers on different data produced identical local models")
+		}
+		agg, err := Average(nil, ds, []float64{1, 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range ws {
+			if err := w.OuterStep(agg); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if ParamsHash(ws[0].Global()) != ParamsHash(ws[1].Global()) {
+			t.Fatalf("round %d: replicas differ after the same outer step", round)
+		}
+		if ParamsHash(ws[0].Model().Params()) != ParamsHash(ws[0].Global()) {
+			t.Fatalf("round %d: local model not restarted from θ_{t+1}", round)
+		}
+	}
+	if err := ws[0].OuterStep(make([]float32, 3)); err == nil {
+		t.Fatal("OuterStep accepted an aggregate of the wrong size")
+	}
+}
+
+func TestCharLMLossFallsOnPlay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("char LM training takes ~10 s")
+	}
+	task, info, err := BuildTask(TaskSpec{Model: "charlm", Workers: 2, Partition: "natural", Seed: 1, Batch: 8, ValSamples: 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(info.ShardGroups) != 2 || len(info.ShardGroups[0]) == 0 {
+		t.Fatalf("natural partition groups = %v", info.ShardGroups)
+	}
+	sum, err := Run(context.Background(), task, RunConfig{InnerSteps: 15, Rounds: 3, Seed: 1, Inner: AdamWConfig{LR: 3e-3}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := task.NewModel(1)
+	init, _, n, err := m.Eval(task.Val)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, start := sum.FinalValLoss, init/float64(n); got > start-0.5 {
+		t.Fatalf("char LM val loss %.3f → %.3f: not learning", start, got)
+	}
+}
+
+func TestBuildTaskRejectsBadSpecs(t *testing.T) {
+	for _, tc := range []struct {
+		spec TaskSpec
+		want string
+	}{
+		{TaskSpec{Model: "resnet", Workers: 2}, "unknown model"},
+		{TaskSpec{Model: "mlp", Workers: 0}, "workers"},
+		{TaskSpec{Model: "mlp", DataDir: EmbeddedData, Workers: 2, Partition: "dirichlet:-1"}, "dirichlet"},
+		{TaskSpec{Model: "mlp", DataDir: EmbeddedData, Workers: 2, Partition: "zipf"}, "unknown kind"},
+		{TaskSpec{Model: "mlp", DataDir: EmbeddedData, Workers: 2, Partition: "natural"}, "natural"},
+		{TaskSpec{Model: "mlp:784-10-3", DataDir: EmbeddedData, Workers: 2}, "does not fit"},
+		{TaskSpec{Model: "charlm", Workers: 2, Partition: "dirichlet:0.5"}, "needs labels"},
+		{TaskSpec{Model: "mlp", Workers: 2, DataDir: "/nonexistent/dir"}, "nonexistent"},
+	} {
+		_, _, err := BuildTask(tc.spec)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("BuildTask(%+v) error = %v, want mention of %q", tc.spec, err, tc.want)
+		}
+	}
+}
+
+func TestRunConfigValidation(t *testing.T) {
+	for _, c := range []RunConfig{{Mode: "async"}, {InnerSteps: -1}, {Rounds: -2}, {Inner: AdamWConfig{LR: float32(math.NaN())}}} {
+		if err := c.Validate(); err == nil {
+			t.Errorf("Validate(%+v) = nil", c)
+		}
+	}
+}

@@ -1,0 +1,121 @@
+package trainer
+
+import (
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/cohortlab/cohort/datasets"
+	"github.com/cohortlab/cohort/trainer/nn"
+)
+
+// ImageSource draws classification batches from a shard of an image set: one seeded shuffle per
+// epoch, batches taken in order, wrapping into the next epoch.
+type ImageSource struct {
+	imgs  *datasets.Images
+	idx   []int
+	order []int
+	pos   int
+	rng   *rand.Rand
+}
+
+// NewImageSource returns a source over the samples idx of imgs.
+func NewImageSource(imgs *datasets.Images, idx []int, seed uint64) (*ImageSource, error) {
+	if len(idx) == 0 {
+		return nil, fmt.Errorf("image source: empty shard")
+	}
+	for _, i := range idx {
+		if i < 0 || i >= imgs.Len() {
+			return nil, fmt.Errorf("image source: sample %d out of range [0,%d)", i, imgs.Len())
+		}
+	}
+	s := &ImageSource{imgs: imgs, idx: idx, order: append([]int(nil), idx...), rng: rand.New(rand.NewPCG(seed, 0x636f686f7274))}
+	s.shuffle()
+	return s, nil
+}
+
+func (s *ImageSource) shuffle() {
+	s.rng.Shuffle(len(s.order), func(i, j int) { s.order[i], s.order[j] = s.order[j], s.order[i] })
+	s.pos = 0
+}
+
+// Len is the number of samples in the shard.
+func (s *ImageSource) Len() int { return len(s.idx) }
+
+// Next fills b with n samples.
+func (s *ImageSource) Next(b *nn.Batch, n int) {
+	pick := make([]int, n)
+	for i := range pick {
+		if s.pos == len(s.order) {
+			s.shuffle()
+		}
+		pick[i] = s.order[s.pos]
+		s.pos++
+	}
+	ImageBatch(b, s.imgs, pick)
+}
+
+// ImageBatch fills b with the samples idx of imgs: pixels scaled to [0,1], labels as ints.
+func ImageBatch(b *nn.Batch, imgs *datasets.Images, idx []int) {
+	f := imgs.Rows * imgs.Cols
+	b.X = growFloats(b.X, len(idx)*f)
+	if cap(b.Y) < len(idx) {
+		b.Y = make([]int, len(idx))
+	}
+	b.Y = b.Y[:len(idx)]
+	b.Tokens = b.Tokens[:0]
+	for k, i := range idx {
+		px := imgs.Pixels[i*f : (i+1)*f]
+		row := b.X[k*f : (k+1)*f]
+		for j, p := range px {
+			row[j] = float32(p) / 255
+		}
+		b.Y[k] = int(imgs.Labels[i])
+	}
+}
+
+// TextSource draws language-model batches from a token stream: windows of Context+1 tokens at
+// seeded uniformly random offsets; inputs are the first Context tokens, targets the next ones.
+type TextSource struct {
+	tokens  []int
+	context int
+	rng     *rand.Rand
+}
+
+// NewTextSource returns a source over tokens for a model with the given context length.
+func NewTextSource(tokens []int, context int, seed uint64) (*TextSource, error) {
+	if context <= 0 {
+		return nil, fmt.Errorf("text source: context %d must be positive", context)
+	}
+	if len(tokens) < context+1 {
+		return nil, fmt.Errorf("text source: shard has %d tokens, need at least %d", len(tokens), context+1)
+	}
+	return &TextSource{tokens: tokens, context: context, rng: rand.New(rand.NewPCG(seed, 0x636f686f7274))}, nil
+}
+
+// Len is the number of distinct windows in the shard.
+func (s *TextSource) Len() int { return len(s.tokens) - s.context }
+
+// Next fills b with n windows.
+func (s *TextSource) Next(b *nn.Batch, n int) {
+	starts := make([]int, n)
+	for i := range starts {
+		starts[i] = s.rng.IntN(len(s.tokens) - s.context)
+	}
+	TextBatch(b, s.tokens, s.context, starts)
+}
+
+// TextBatch fills b with the windows of tokens starting at starts.
+func TextBatch(b *nn.Batch, tokens []int, context int, starts []int) {
+	n := len(starts) * context
+	if cap(b.Tokens) < n {
+		b.Tokens = make([]int, n)
+	}
+	if cap(b.Y) < n {
+		b.Y = make([]int, n)
+	}
+	b.Tokens, b.Y, b.X = b.Tokens[:n], b.Y[:n], b.X[:0]
+	for k, st := range starts {
+		copy(b.Tokens[k*context:(k+1)*context], tokens[st:st+context])
+		copy(b.Y[k*context:(k+1)*context], tokens[st+1:st+1+context])
+	}
+}

@@ -1,0 +1,144 @@
+package trainer
+
+import (
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/cohortlab/cohort/datasets"
+	"github.com/cohortlab/cohort/trainer/nn"
+)
+
+// TaskSpec names a training task in the terms a user gives on the command line.
+type TaskSpec struct {
+	Model      string // "mlp", "mlp:784-256-10" or "charlm"
+	Workers    int    // number of shards
+	Partition  string // "iid", "dirichlet:ALPHA" or "natural"
+	Seed       uint64
+	DataDir    string // Fashion-MNIST directory; "" = system copy if installed, else embedded; "embedded" = embedded
+	Batch      int    // per-worker batch size; 0 = the model's default
+	ValSamples int    // cap on validation samples; 0 = all
+}
+
+// TaskInfo describes the data a task was built from.
+type TaskInfo struct {
+	Source       string // where the data came from
+	Partition    string
+	TrainSamples int
+	ValSamples   int
+	ShardSizes   []int
+	ShardGroups  [][]string // natural partition: the speakers of each shard
+}
+
+// BuildTask loads the data, partitions it among spec.Workers and returns the task.
+func BuildTask(spec TaskSpec) (Task, TaskInfo, error) {
+	if spec.Workers < 1 {
+		return Task{}, TaskInfo{}, fmt.Errorf("workers %d must be ≥ 1", spec.Workers)
+	}
+	if spec.Batch < 0 || spec.ValSamples < 0 {
+		return Task{}, TaskInfo{}, fmt.Errorf("batch %d and val-samples %d must be ≥ 0", spec.Batch, spec.ValSamples)
+	}
+	switch {
+	case spec.Model == "mlp" || strings.HasPrefix(spec.Model, "mlp:"):
+		return buildMLPTask(spec)
+	case spec.Model == "charlm" || strings.HasPrefix(spec.Model, "charlm:"):
+		return buildCharLMTask(spec)
+	}
+	return Task{}, TaskInfo{}, fmt.Errorf("unknown model %q (want mlp, mlp:784-256-10 or charlm)", spec.Model)
+}
+
+func buildMLPTask(spec TaskSpec) (Task, TaskInfo, error) {
+	var sizes []int
+	if spec.Model != "mlp" {
+		s, err := nn.ParseMLPName(spec.Model)
+		if err != nil {
+			return Task{}, TaskInfo{}, err
+		}
+		sizes = s
+	}
+	train, test, source, err := loadFashionMNIST(spec.DataDir)
+	if err != nil {
+		return Task{}, TaskInfo{}, err
+	}
+	if sizes != nil && (sizes[0] != train.Features() || sizes[len(sizes)-1] != train.Classes) {
+		return Task{}, TaskInfo{}, fmt.Errorf("model %s does not fit %s: %d features, %d classes", spec.Model, source, train.Features(), train.Classes)
+	}
+	parts, pname, err := partition(spec, datasets.Samples{Labels: train.IntLabels(), Classes: train.Classes})
+	if err != nil {
+		return Task{}, TaskInfo{}, err
+	}
+	info := TaskInfo{Source: source, Partition: pname, TrainSamples: train.Len()}
+	task := Task{Classifier: true, TokensPerSample: 1}
+	for i, p := range parts {
+		src, err := NewImageSource(train, p, spec.Seed*1000003+uint64(i)+1)
+		if err != nil {
+			return Task{}, TaskInfo{}, fmt.Errorf("worker %d: %w", i, err)
+		}
+		task.Sources = append(task.Sources, src)
+		info.ShardSizes = append(info.ShardSizes, len(p))
+	}
+	nval := test.Len()
+	if spec.ValSamples > 0 && spec.ValSamples < nval {
+		nval = spec.ValSamples
+	}
+	idx := make([]int, nval)
+	for i := range idx {
+		idx[i] = i
+	}
+	ImageBatch(&task.Val, test, idx)
+	info.ValSamples = nval
+	batch := spec.Batch
+	task.NewModel = func(seed uint64) (nn.Model, error) {
+		return nn.NewMLP(nn.MLPConfig{Sizes: sizes, Batch: batch, Seed: seed})
+	}
+	return task, info, nil
+}
+
+// partition splits the samples among spec.Workers shards by spec.Partition ("" means iid).
+func partition(spec TaskSpec, samples datasets.Samples) ([][]int, string, error) {
+	ps := spec.Partition
+	if ps == "" {
+		ps = "iid"
+	}
+	p, err := datasets.ParsePartition(ps)
+	if err != nil {
+		return nil, "", err
+	}
+	parts, err := p.Split(samples, spec.Workers, spec.Seed)
+	if err != nil {
+		return nil, "", err
+	}
+	return parts, p.String(), nil
+}
+
+// EmbeddedData is the DataDir value that selects the embedded Fashion-MNIST subset even when the
+// full set is installed.
+const EmbeddedData = "embedded"
+
+var fmnistCache struct {
+	sync.Mutex
+	m map[string][3]any
+}
+
+// loadFashionMNIST loads (once per process and directory) the Fashion-MNIST splits.
+func loadFashionMNIST(dir string) (train, test *datasets.Images, source string, err error) {
+	fmnistCache.Lock()
+	defer fmnistCache.Unlock()
+	if v, ok := fmnistCache.m[dir]; ok {
+		return v[0].(*datasets.Images), v[1].(*datasets.Images), v[2].(string), nil
+	}
+	if dir == EmbeddedData {
+		train, test, err = datasets.EmbeddedFashionMNIST()
+		source = "embedded Fashion-MNIST subset"
+	} else {
+		train, test, source, err = datasets.FashionMNIST(dir)
+	}
+	if err != nil {
+		return nil, nil, "", err
+	}
+	if fmnistCache.m == nil {
+		fmnistCache.m = map[string][3]any{}
+	}
+	fmnistCache.m[dir] = [3]any{train, test, source}
+	return train, test, source, nil
+}
