@@ -31,7 +31,7 @@ func newApp() *cli.App {
 			trainCommand(),
 		},
 		// One line, not the whole help text, for a mistyped flag.
-		OnUsageError: func(c *cli.Context, err error, isSub bool) error { return err },
+		OnUsageError:   func(c *cli.Context, err error, isSub bool) error { return err },
 		ExitErrHandler: func(*cli.Context, error) {},
 	}
 	for _, cmd := range app.Commands {
