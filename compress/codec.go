@@ -71,14 +71,15 @@ type Codec struct {
 	lrFactors, lrCovered int
 
 	// scratch
-	q      []int8
-	vals   []float32
-	mags   []uint32
-	tmp    []uint32
-	raw    []byte
-	zenc   *zstd.Encoder
-	zdec   *zstd.Decoder
-	zinput bytes.Reader
+	q       []int8
+	vals    []float32
+	candIdx []int32
+	candMag []uint32
+	tmp     []uint32
+	raw     []byte
+	zenc    *zstd.Encoder
+	zdec    *zstd.Decoder
+	zinput  bytes.Reader
 }
 
 // New returns a Codec for cfg after validating it.
@@ -141,8 +142,13 @@ func (c *Codec) encode(dst []byte, x []float32, seed uint64, warm *[][]float32) 
 	if n < c.cfg.Shape.Len() {
 		return dst, fmt.Errorf("%w: %d values, the Shape needs at least %d", ErrLength, n, c.cfg.Shape.Len())
 	}
-	if i := firstNonFinite(x); i >= 0 {
-		return dst, fmt.Errorf("%w: x[%d] = %v", ErrNonFinite, i, x[i])
+	// Dense quantization and top-k fold the finiteness check into their
+	// first pass; the other stages check here.
+	folded := c.set.Sparsifier == TopK || (c.set.Sparsifier == Dense && c.set.Format.quantized())
+	if !folded {
+		if err := checkFinite(x); err != nil {
+			return dst, err
+		}
 	}
 	start := len(dst)
 	dst = appendHeader(dst, c.name, n, c.shapeHash)
@@ -152,13 +158,21 @@ func (c *Codec) encode(dst []byte, x []float32, seed uint64, warm *[][]float32) 
 		out = c.raw[:0]
 	}
 	var err error
+	ok := true
 	switch c.set.Sparsifier {
 	case Dense:
-		out = encodeValues(out, x, &c.set, seed, &c.q)
+		if c.set.Format.quantized() {
+			out, ok = appendQuant(out, x, &c.set, seed, &c.q)
+		} else {
+			out = encodeValues(out, x, &c.set, seed, &c.q)
+		}
 	case TopK:
-		out = c.appendTopK(out, x, seed)
+		out, ok = c.appendTopK(out, x, seed)
 	case LowRank:
 		out, err = c.appendLowRank(out, x, seed, warm)
+	}
+	if !ok {
+		err = checkFinite(x)
 	}
 	if err != nil {
 		return dst[:start], err
@@ -169,6 +183,14 @@ func (c *Codec) encode(dst []byte, x []float32, seed uint64, warm *[][]float32) 
 	}
 	finishCRC(out[start:], crcOff)
 	return out, nil
+}
+
+// checkFinite returns an ErrNonFinite naming the first NaN or ±Inf of x.
+func checkFinite(x []float32) error {
+	if i := firstNonFinite(x); i >= 0 {
+		return fmt.Errorf("%w: x[%d] = %v", ErrNonFinite, i, x[i])
+	}
+	return nil
 }
 
 // firstNonFinite returns the index of the first NaN or ±Inf in x, or -1.

@@ -116,7 +116,7 @@ func matMul(P, M, Q []float32, rows, cols, r int) {
 		for j, m := range M[i*cols : (i+1)*cols] {
 			q := Q[j*r : (j+1)*r]
 			for c := range p {
-				p[c] += m * q[c]
+				p[c] += float32(m * q[c]) // explicit rounding: no FMA on any platform
 			}
 		}
 	}
@@ -132,7 +132,7 @@ func matTMul(Q, M, P []float32, rows, cols, r int) {
 		for j, m := range M[i*cols : (i+1)*cols] {
 			q := Q[j*r : (j+1)*r]
 			for c := range q {
-				q[c] += m * p[c]
+				q[c] += float32(m * p[c])
 			}
 		}
 	}
@@ -148,7 +148,7 @@ func orthonormalize(P []float32, rows, r int) {
 		var s float64
 		for i := range rows {
 			v := float64(P[i*r+c])
-			s += v * v
+			s += float64(v * v)
 		}
 		return math.Sqrt(s)
 	}
@@ -158,11 +158,11 @@ func orthonormalize(P []float32, rows, r int) {
 			for d := range c {
 				var dot float64
 				for i := range rows {
-					dot += float64(P[i*r+c]) * float64(P[i*r+d])
+					dot += float64(float64(P[i*r+c]) * float64(P[i*r+d]))
 				}
 				f := float32(dot)
 				for i := range rows {
-					P[i*r+c] -= f * P[i*r+d]
+					P[i*r+c] -= float32(f * P[i*r+d])
 				}
 			}
 		}
@@ -213,7 +213,7 @@ func (c *Codec) decodeLowRank(out []float32, payload []byte) error {
 				q := Q[j*g.r : (j+1)*g.r]
 				var sum float32
 				for c, pv := range p {
-					sum += pv * q[c]
+					sum += float32(pv * q[c])
 				}
 				row[j] = sum
 				bad = bad || math.Float32bits(sum)&0x7f800000 == 0x7f800000

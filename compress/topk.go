@@ -84,60 +84,114 @@ func (r *bitReader) read(width uint) uint64 {
 	return v
 }
 
-// appendTopK appends the top-k payload of x.
+// appendTopK appends the top-k payload of x. It returns ok = false if x
+// holds a NaN or ±Inf (the check is folded into the selection pass).
 //
 // Reference: per chunk, keep the k values of largest magnitude, ties broken
 // by smaller index: sort indices by (|x[i]| descending, i ascending), take
 // the first k, emit them in increasing index order.
-func (c *Codec) appendTopK(dst []byte, x []float32, seed uint64) []byte {
+func (c *Codec) appendTopK(dst []byte, x []float32, seed uint64) ([]byte, bool) {
 	s := &c.set
 	n, C := len(x), s.Chunk
 	K := topkCount(s, n)
 	w := uint(idxWidth(C))
+	start := len(dst)
 	dst, idx := grow(dst, (K*int(w)+7)/8)
 	bw := bitWriter{buf: idx}
 	vals := slices.Grow(c.vals[:0], K)
-	if cap(c.mags) < min(n, C) {
-		c.mags = make([]uint32, min(n, C))
-		c.tmp = make([]uint32, min(n, C))
+	if m := min(n, C); cap(c.candIdx) < m {
+		c.candIdx = make([]int32, m)
+		c.candMag = make([]uint32, m)
+		c.tmp = make([]uint32, m)
 	}
-	for start := 0; start < n; start += C {
-		chunk := x[start:min(n, start+C)]
-		m := len(chunk)
-		k := topkK(s.Fraction, m)
-		if k == m {
-			for i, v := range chunk {
-				bw.write(uint64(i), w)
-				vals = append(vals, v)
-			}
-			continue
-		}
-		mags, tmp := c.mags[:m], c.tmp[:m]
-		for i, v := range chunk {
-			mags[i] = math.Float32bits(v) & 0x7fffffff // orders finite magnitudes
-		}
-		copy(tmp, mags)
-		t := selectKth(tmp, m-k) // tmp[m-k:] now holds the k largest
-		need := k
-		for _, v := range tmp[m-k:] {
-			if v > t {
-				need--
-			}
-		}
-		// need = how many values equal to t to keep, the first ones by index.
-		for i, v := range mags {
-			if v > t || (v == t && need > 0) {
-				if v == t {
-					need--
-				}
-				bw.write(uint64(i), w)
-				vals = append(vals, chunk[i])
-			}
+	for at := 0; at < n; at += C {
+		chunk := x[at:min(n, at+C)]
+		var ok bool
+		if vals, ok = c.selectChunk(vals, &bw, w, chunk, topkK(s.Fraction, len(chunk))); !ok {
+			return dst[:start], false
 		}
 	}
 	bw.flush()
 	c.vals = vals
-	return encodeValues(dst, vals, s, seed, &c.q)
+	return encodeValues(dst, vals, s, seed, &c.q), true
+}
+
+// Sampling parameters of selectChunk.
+const (
+	topkSample    = 256 // values sampled per chunk to pick a candidate threshold
+	topkMinSample = 4 * topkSample
+)
+
+// selectChunk appends the k largest-magnitude values of chunk to vals and
+// their offsets to bw, in index order. ok is false if chunk holds a NaN or
+// ±Inf.
+//
+// It is exact, and O(m) with a small constant: a candidate threshold t₀ is
+// taken from an evenly spaced sample (its order statistic expected to leave
+// about 2k+ values above it), one pass collects every value with |x| ≥ t₀
+// in index order, and quickselect on those candidates finds the k-th largest
+// magnitude t. Every value ≥ t is a candidate, so the result is that of the
+// reference; if fewer than k candidates turn up, all values are candidates.
+func (c *Codec) selectChunk(vals []float32, bw *bitWriter, w uint, chunk []float32, k int) ([]float32, bool) {
+	m := len(chunk)
+	if k == m {
+		if firstNonFinite(chunk) >= 0 {
+			return vals, false
+		}
+		for i, v := range chunk {
+			bw.write(uint64(i), w)
+			vals = append(vals, v)
+		}
+		return vals, true
+	}
+	ci, cm := c.candIdx[:m], c.candMag[:m]
+	nc := 0
+	if m >= topkMinSample && 8*k <= m {
+		stride := m / topkSample
+		sample := c.tmp[:topkSample]
+		for i := range sample {
+			sample[i] = math.Float32bits(chunk[i*stride]) & 0x7fffffff
+		}
+		r := min(topkSample, (2*k*topkSample+m-1)/m+3) // sample values at or above t₀
+		t0 := selectKth(sample, topkSample-r)
+		for i, v := range chunk {
+			a := math.Float32bits(v) & 0x7fffffff
+			if a >= t0 {
+				ci[nc], cm[nc] = int32(i), a
+				nc++
+			}
+		}
+	}
+	if nc < k {
+		for i, v := range chunk {
+			ci[i], cm[i] = int32(i), math.Float32bits(v)&0x7fffffff
+		}
+		nc = m
+	}
+	ci, cm = ci[:nc], cm[:nc]
+	tmp := c.tmp[:nc]
+	copy(tmp, cm)
+	t := selectKth(tmp, nc-k) // tmp[nc-k:] now holds the k largest
+	if slices.Max(tmp[nc-k:]) >= 0x7f800000 {
+		return vals, false // a non-finite value is always among the candidates
+	}
+	need := k
+	for _, v := range tmp[nc-k:] {
+		if v > t {
+			need--
+		}
+	}
+	// need = how many magnitudes equal to t to keep, the first ones by index.
+	for j, a := range cm {
+		if a > t || (a == t && need > 0) {
+			if a == t {
+				need--
+			}
+			bw.write(uint64(ci[j]), w)
+			vals = append(vals, chunk[ci[j]])
+		}
+	}
+	return vals, true
 }
 
 // selectKth rearranges a so that a[p] is the value that would be at index p

@@ -53,7 +53,8 @@ func encodeValues(dst []byte, x []float32, s *Setting, seed uint64, scratch *[]i
 	case BF16:
 		return appendBF16(dst, x)
 	}
-	return appendQuant(dst, x, s, seed, scratch)
+	dst, _ = appendQuant(dst, x, s, seed, scratch) // callers pass finite x
+	return dst
 }
 
 // decodeValues decodes src (exactly valueSize(s, len(dst)) bytes) into dst.
@@ -222,7 +223,7 @@ func rms(x []float32) float64 {
 	}
 	var s float64
 	for _, v := range x {
-		s += float64(v) * float64(v)
+		s += float64(float64(v) * float64(v))
 	}
 	return math.Sqrt(s / float64(len(x)))
 }
@@ -236,7 +237,9 @@ func splitmix64(z uint64) uint64 {
 
 const golden = 0x9e3779b97f4a7c15
 
-// appendQuant appends the blockwise-quantized payload of x.
+// appendQuant appends the blockwise-quantized payload of x. It returns
+// ok = false (and dst truncated to its original length) if x holds a NaN or
+// ±Inf: the finiteness check is folded into the absmax pass.
 //
 // Reference loop, per block of B values with absmax a (after clipping to
 // ±c = Clip·rms(x) when Clip > 0) and L = levels(Format):
@@ -245,18 +248,23 @@ const golden = 0x9e3779b97f4a7c15
 //	for j := range block { q[j] = roundToEven(clamp(x[j], -c, c) * (L / a)) }  // q = 0 when a = 0
 //
 // with floor(v + u), u uniform in [0, 1) from a SplitMix64 stream seeded by
-// (seed, block index), instead of roundToEven when Stochastic.
-func appendQuant(dst []byte, x []float32, s *Setting, seed uint64, scratch *[]int8) []byte {
+// (seed, block index), instead of roundToEven when Stochastic. Products are
+// rounded explicitly (float64(...)) so that no platform fuses them into an
+// FMA: the bytes are the same on every architecture.
+func appendQuant(dst []byte, x []float32, s *Setting, seed uint64, scratch *[]int8) ([]byte, bool) {
 	n := len(x)
 	B := s.Block
 	nb := (n + B - 1) / B
 	bits := s.Format.Bits()
 	L := float64(levels(s.Format))
+	start := len(dst)
 	dst, out := grow(dst, valueSize(s, n))
 	scales, codes := out[:4*nb], out[4*nb:]
-	clear(codes) // the packers OR into bytes
 	clip := math.Inf(1)
 	if s.Clip > 0 {
+		if firstNonFinite(x) >= 0 {
+			return dst[:start], false
+		}
 		clip = float64(float32(s.Clip * rms(x)))
 	}
 	if cap(*scratch) < B {
@@ -265,10 +273,12 @@ func appendQuant(dst []byte, x []float32, s *Setting, seed uint64, scratch *[]in
 	q := (*scratch)[:B]
 	for b := range nb {
 		blk := x[b*B : min(n, (b+1)*B)]
-		q := q[:len(blk)]
 		var m uint32
 		for _, v := range blk {
 			m = max(m, math.Float32bits(v)&0x7fffffff)
+		}
+		if m >= 0x7f800000 {
+			return dst[:start], false
 		}
 		a := min(float64(math.Float32frombits(m)), clip)
 		binary.LittleEndian.PutUint32(scales[4*b:], math.Float32bits(float32(a)))
@@ -277,25 +287,57 @@ func appendQuant(dst []byte, x []float32, s *Setting, seed uint64, scratch *[]in
 		if a > 0 {
 			inv = L / a
 		}
-		switch {
-		case s.Stochastic:
+		c := codes[b*B*bits/8:]
+		if !s.Stochastic && s.Clip == 0 {
+			// Fast path: round to nearest even, no clipping, packed directly.
+			switch bits {
+			case 8:
+				c = c[:len(blk)]
+				for j, v := range blk {
+					c[j] = byte(rne(float64(float64(v) * inv)))
+				}
+			case 4:
+				j := 0
+				for ; j+1 < len(blk); j += 2 {
+					q0 := rne(float64(float64(blk[j]) * inv))
+					q1 := rne(float64(float64(blk[j+1]) * inv))
+					c[j/2] = byte(q0+7) | byte(q1+7)<<4
+				}
+				if j < len(blk) {
+					c[j/2] = byte(rne(float64(float64(blk[j])*inv)) + 7)
+				}
+			case 2:
+				j := 0
+				for ; j+3 < len(blk); j += 4 {
+					q0 := rne(float64(float64(blk[j]) * inv))
+					q1 := rne(float64(float64(blk[j+1]) * inv))
+					q2 := rne(float64(float64(blk[j+2]) * inv))
+					q3 := rne(float64(float64(blk[j+3]) * inv))
+					c[j/4] = byte(q0+1) | byte(q1+1)<<2 | byte(q2+1)<<4 | byte(q3+1)<<6
+				}
+				if j < len(blk) {
+					c[j/4] = 0
+				}
+				for k := 0; j < len(blk); j, k = j+1, k+2 {
+					c[j/4] |= byte(rne(float64(float64(blk[j])*inv))+1) << k
+				}
+			}
+			continue
+		}
+		q := q[:len(blk)]
+		if s.Stochastic {
 			state := splitmix64(seed ^ uint64(b+1)*golden)
 			for j, v := range blk {
 				state += golden
 				u := float64(splitmix64(state)>>11) * (1.0 / (1 << 53))
-				f := math.Floor(max(-clip, min(clip, float64(v)))*inv + u)
+				f := math.Floor(float64(max(-clip, min(clip, float64(v)))*inv) + u)
 				q[j] = int8(max(-L, min(L, f)))
 			}
-		case s.Clip > 0:
+		} else {
 			for j, v := range blk {
-				q[j] = int8(math.RoundToEven(max(-clip, min(clip, float64(v))) * inv))
-			}
-		default:
-			for j, v := range blk {
-				q[j] = int8(math.RoundToEven(float64(v) * inv))
+				q[j] = int8(rne(float64(max(-clip, min(clip, float64(v))) * inv)))
 			}
 		}
-		c := codes[b*B*bits/8:]
 		switch bits {
 		case 8:
 			for j, v := range q {
@@ -314,12 +356,21 @@ func appendQuant(dst []byte, x []float32, s *Setting, seed uint64, scratch *[]in
 			for ; j+3 < len(q); j += 4 {
 				c[j/4] = byte(q[j]+1) | byte(q[j+1]+1)<<2 | byte(q[j+2]+1)<<4 | byte(q[j+3]+1)<<6
 			}
+			if j < len(q) {
+				c[j/4] = 0
+			}
 			for k := 0; j < len(q); j, k = j+1, k+2 {
 				c[j/4] |= byte(q[j]+1) << k
 			}
 		}
 	}
-	return dst
+	return dst, true
+}
+
+// rne rounds f (|f| < 2^31) to the nearest integer, ties to even, by the
+// 1.5·2^52 trick: adding it leaves the rounded integer in the low mantissa bits.
+func rne(f float64) int32 {
+	return int32(uint32(math.Float64bits(f + 0x1.8p52)))
 }
 
 // Tables of bytes holding an invalid code (q4: a nibble 15; q2: a pair 3).
