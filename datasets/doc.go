@@ -37,6 +37,12 @@
 //	p, err := datasets.ParsePartition("dirichlet:0.5") // or "iid", "natural"
 //	parts, err := p.Split(datasets.Samples{Labels: train.IntLabels(), Classes: 10}, peers, seed)
 //
+// A peer's shard is written with WriteImages and read back with LoadImages;
+// a Batcher deals its indices in seeded, resumable mini-batches:
+//
+//	b, err := datasets.NewBatcher(parts[me], 64, seed)
+//	batch = b.Next(batch[:0])
+//
 // # Fingerprints
 //
 // A sample hashes to SHA-256 of a canonical encoding (an image: its label

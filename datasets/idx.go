@@ -52,7 +52,6 @@ func ReadIDX(r io.Reader) (*IDX, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%w: gzip header: %v", ErrMalformed, err)
 		}
-		zr.Multistream(false)
 		src = zr
 		gz = true
 	}

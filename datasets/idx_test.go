@@ -104,6 +104,8 @@ func TestReadIDXMalformed(t *testing.T) {
 		{"gzip corrupt", badBody, ErrMalformed, "gzip"},
 		{"gzip truncated", gz[:len(gz)-10], ErrTruncated, ""},
 		{"gzip header only", gz[:5], ErrMalformed, "gzip"},
+		{"gzip trailing garbage", append(bytes.Clone(gz), "garbage!!!"...), ErrMalformed, "gzip"},
+		{"gzip two members", append(bytes.Clone(gz), gz...), ErrMalformed, "trailing"},
 	} {
 		x, err := ReadIDX(bytes.NewReader(tc.in))
 		if err == nil {

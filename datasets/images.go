@@ -1,10 +1,12 @@
 package datasets
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
+	"path/filepath"
 )
 
 // MNISTClasses is the number of classes in MNIST and Fashion-MNIST.
@@ -210,4 +212,29 @@ func loadSplits(fsys fs.FS) (train, test *Images, err error) {
 	}
 	train.Name, test.Name = "fashion-mnist/train", "fashion-mnist/t10k"
 	return train, test, nil
+}
+
+// WriteImages writes m under dir as SPLIT-images-idx3-ubyte.gz and
+// SPLIT-labels-idx1-ubyte.gz (deterministic gzip), the layout LoadImages
+// reads: a peer's shard directory. dir must exist.
+func WriteImages(dir, split string, m *Images) error {
+	if m.Rows <= 0 || m.Cols <= 0 || len(m.Pixels) != m.Len()*m.Features() {
+		return fmt.Errorf("%w: WriteImages %s: %d pixels for %d images of %dx%d", ErrInvalidArgument, split, len(m.Pixels), m.Len(), m.Rows, m.Cols)
+	}
+	for _, f := range []struct {
+		name string
+		x    *IDX
+	}{
+		{split + "-images-idx3-ubyte.gz", &IDX{Type: TypeUbyte, Dims: []int{m.Len(), m.Rows, m.Cols}, Data: m.Pixels}},
+		{split + "-labels-idx1-ubyte.gz", &IDX{Type: TypeUbyte, Dims: []int{m.Len()}, Data: m.Labels}},
+	} {
+		var buf bytes.Buffer
+		if err := WriteIDXGzip(&buf, f.x); err != nil {
+			return fmt.Errorf("datasets: %s: %w", f.name, err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f.name), buf.Bytes(), 0o644); err != nil {
+			return fmt.Errorf("datasets: %w", err)
+		}
+	}
+	return nil
 }

@@ -249,3 +249,29 @@ func BenchmarkAppendFeatures(b *testing.B) {
 		buf = train.AppendFeatures(buf[:0], idx)
 	}
 }
+
+func TestWriteImagesRoundTrip(t *testing.T) {
+	train, _, err := EmbeddedFashionMNIST()
+	if err != nil {
+		t.Fatal(err)
+	}
+	shard := train.Subset("shard", IID(train.Len(), 8, 1)[3])
+	dir := t.TempDir()
+	if err := WriteImages(dir, "train", shard); err != nil {
+		t.Fatal(err)
+	}
+	got, err := LoadImages(os.DirFS(dir), "train")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got.Pixels, shard.Pixels) || !bytes.Equal(got.Labels, shard.Labels) || got.Rows != 28 {
+		t.Error("shard written and read back differs")
+	}
+	if NewFingerprint(got.SampleHashes(nil)) != NewFingerprint(shard.SampleHashes(nil)) {
+		t.Error("fingerprint changed through disk")
+	}
+	bad := &Images{Rows: 2, Cols: 2, Pixels: []uint8{1, 2, 3}, Labels: []uint8{0}}
+	if err := WriteImages(dir, "x", bad); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("inconsistent images: %v", err)
+	}
+}
