@@ -72,3 +72,23 @@ func (s Shape) Hash() uint64 {
 	}
 	return 1
 }
+
+// Slice returns the Shape of the sub-vector x[lo:hi] (offsets relative to
+// lo), for coding a slice of a vector on its own (streaming slices). A
+// matrix segment cut by the slice keeps the whole rows that fall inside it;
+// the cut parts of rows become plain values.
+func (s Shape) Slice(lo, hi int) Shape {
+	var out Shape
+	for _, g := range s {
+		start, end := max(lo, g.Offset), min(hi, g.Offset+g.Len())
+		if start >= end {
+			continue
+		}
+		first := (start - g.Offset + g.Cols - 1) / g.Cols // first whole row inside
+		last := (end - g.Offset) / g.Cols                 // one past the last whole row
+		if last > first {
+			out = append(out, Segment{Offset: g.Offset + first*g.Cols - lo, Rows: last - first, Cols: g.Cols})
+		}
+	}
+	return out
+}

@@ -155,9 +155,11 @@ func (c *Codec) selectChunk(vals []float32, bw *bitWriter, w uint, chunk []float
 		r := min(topkSample, (2*k*topkSample+m-1)/m+3) // sample values at or above t₀
 		t0 := selectKth(sample, topkSample-r)
 		for i, v := range chunk {
+			// Branch-free: always store, advance only for a candidate
+			// (nc ≤ i, so the store stays in bounds).
 			a := math.Float32bits(v) & 0x7fffffff
+			ci[nc], cm[nc] = int32(i), a
 			if a >= t0 {
-				ci[nc], cm[nc] = int32(i), a
 				nc++
 			}
 		}
