@@ -44,8 +44,12 @@ type RunConfig struct {
 	Outer      OuterConfig
 	// Parallel bounds how many workers train at once; default GOMAXPROCS.
 	Parallel int
-	// Exchange turns each worker's pseudo-gradient into what the aggregator receives and reports the
-	// bytes it took on the wire. Default: raw fp32, 4 bytes per parameter.
+	// Codec names the pseudo-gradient codec (package compress), applied with error feedback by every
+	// worker, e.g. "topk:0.01+q4". Empty means raw fp32 with no header (4 bytes per parameter).
+	// DiLoCo only.
+	Codec string
+	// Exchange, if set, replaces Codec: it turns each worker's pseudo-gradient into what the
+	// aggregator receives and reports the bytes it took on the wire.
 	Exchange Exchanger
 	// Progress, if set, is called after every round.
 	Progress func(RoundStats)
@@ -79,9 +83,6 @@ func (c RunConfig) withDefaults() RunConfig {
 	if c.Parallel == 0 {
 		c.Parallel = runtime.GOMAXPROCS(0)
 	}
-	if c.Exchange == nil {
-		c.Exchange = rawExchange{}
-	}
 	return c
 }
 
@@ -93,6 +94,9 @@ func (c RunConfig) Validate() error {
 	}
 	if c.InnerSteps < 1 || c.Rounds < 1 || c.Parallel < 1 {
 		return fmt.Errorf("inner steps %d, rounds %d and parallelism %d must be ≥ 1", c.InnerSteps, c.Rounds, c.Parallel)
+	}
+	if c.Mode == ModeDDP && (c.Codec != "" || c.Exchange != nil) {
+		return fmt.Errorf("a codec applies to diloco only: ddp exchanges fp32 gradients every step")
 	}
 	if err := c.Inner.Validate(); err != nil {
 		return err
@@ -153,6 +157,13 @@ func Run(ctx context.Context, task Task, cfg RunConfig) (*Summary, error) {
 	evalModel, err := task.NewModel(cfg.Seed)
 	if err != nil {
 		return nil, fmt.Errorf("run: build model: %w", err)
+	}
+	if cfg.Exchange == nil {
+		if cfg.Codec == "" {
+			cfg.Exchange = rawExchange{}
+		} else if cfg.Exchange, err = NewCodecExchange(cfg.Codec, evalModel.Layout(), k, cfg.Seed); err != nil {
+			return nil, err
+		}
 	}
 	sum := &Summary{
 		Mode: cfg.Mode, Model: evalModel.Name(), Codec: cfg.Exchange.Name(), Workers: k,

@@ -176,3 +176,49 @@ func TestRunConfigValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestCodecCutsBytesAndKeepsLearning(t *testing.T) {
+	run := func(codec string) *Summary {
+		task, _, err := BuildTask(smallMLPSpec(3, "iid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum, err := Run(context.Background(), task, RunConfig{InnerSteps: 8, Rounds: 4, Seed: 7, Codec: codec})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	raw, q8 := run(""), run("q8")
+	if q8.Codec != "q8" || raw.Codec != "fp32" {
+		t.Fatalf("codec names %q, %q", raw.Codec, q8.Codec)
+	}
+	// q8 carries 8 bits per value plus a scale per block and a header: between 3.5× and 4× fewer bytes.
+	if r := float64(raw.BytesPerWorker) / float64(q8.BytesPerWorker); r < 3.5 || r > 4 {
+		t.Fatalf("fp32/q8 bytes ratio %.2f, want in [3.5, 4]", r)
+	}
+	if d := *raw.FinalValAccuracy - *q8.FinalValAccuracy; d > 0.03 || d < -0.03 {
+		t.Fatalf("q8 accuracy %.3f vs fp32 %.3f", *q8.FinalValAccuracy, *raw.FinalValAccuracy)
+	}
+	// The fp32 codec decodes to exactly the raw pseudo-gradient: same model, header bytes on top.
+	fp := run("fp32")
+	if fp.ModelHash != raw.ModelHash {
+		t.Fatal("fp32 codec changed the model")
+	}
+	if fp.BytesPerWorker <= raw.BytesPerWorker || fp.BytesPerWorker > raw.BytesPerWorker+4*200 {
+		t.Fatalf("fp32 codec bytes %d vs raw %d: want raw plus a small header per round", fp.BytesPerWorker, raw.BytesPerWorker)
+	}
+}
+
+func TestCodecRejectedWhereItCannotApply(t *testing.T) {
+	task, _, err := BuildTask(smallMLPSpec(2, "iid"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Run(context.Background(), task, RunConfig{Mode: ModeDDP, Codec: "q8", Rounds: 1}); err == nil || !strings.Contains(err.Error(), "diloco only") {
+		t.Fatalf("ddp with codec: %v", err)
+	}
+	if _, err := Run(context.Background(), task, RunConfig{Codec: "q5", Rounds: 1}); err == nil || !strings.Contains(err.Error(), "q5") {
+		t.Fatalf("unknown codec: %v", err)
+	}
+}
