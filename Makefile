@@ -8,18 +8,27 @@ RACE_PKGS  = $(shell for d in $(RACE_DIRS); do [ -d $$d ] && $(GO) list ./$$d/..
 FUZZTIME ?= 20s
 BENCHTIME ?= 1x
 
-.PHONY: all build test race bench demo fuzz verify e2e figures clean
+.PHONY: all build build-openblas test race bench demo fuzz verify e2e figures clean
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/cohort
 
+# The OpenBLAS build (-tags openblas) is tested too when the library is installed (.ci/run installs it).
+HAVE_OPENBLAS := $(shell ldconfig -p 2>/dev/null | grep -q libopenblas && echo yes)
+
 ## test: the whole suite (unit, property, golden, short simulations); under 10 minutes on 2 cores.
 test:
 	$(GO) vet ./...
 	$(GO) test -short -shuffle=on -timeout 9m ./...
 	@if [ -n "$(RACE_PKGS)" ]; then $(GO) test -race -short -shuffle=on -timeout 9m $(RACE_PKGS); fi
+	@if [ "$(HAVE_OPENBLAS)" = yes ]; then $(GO) test -short -tags openblas ./trainer/...; \
+	 else echo "libopenblas not installed: skipping the -tags openblas run"; fi
+
+## build-openblas: the cohort binary with gorgonia on OpenBLAS (Debian libopenblas-dev; ~1.9x on the MLP).
+build-openblas:
+	$(GO) build -tags openblas -o $(BIN) ./cmd/cohort
 
 ## bench: every benchmark once (smoke); raise BENCHTIME for real figures, e.g. make bench BENCHTIME=2s
 bench:
