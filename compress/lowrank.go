@@ -108,31 +108,57 @@ func (c *Codec) appendLowRank(dst []byte, x []float32, seed uint64, warm *[][]fl
 
 // matMul sets P (rows×r) = M (rows×cols) · Q (cols×r), all row-major.
 //
-// Reference loop: P[i,c] = Σ_j M[i,j]·Q[j,c], summed in j order.
+// Reference loop: P[i,c] = Σ_j M[i,j]·Q[j,c], summed in j order from 0, each
+// product rounded to float32 before the add. Columns are computed four at a
+// time in registers; the order of every sum is that of the reference.
 func matMul(P, M, Q []float32, rows, cols, r int) {
-	clear(P)
 	for i := range rows {
-		p := P[i*r : (i+1)*r]
-		for j, m := range M[i*cols : (i+1)*cols] {
-			q := Q[j*r : (j+1)*r]
-			for c := range p {
-				p[c] += float32(m * q[c]) // explicit rounding: no FMA on any platform
+		row := M[i*cols : (i+1)*cols]
+		c := 0
+		for ; c+4 <= r; c += 4 {
+			var p0, p1, p2, p3 float32
+			for j, m := range row {
+				q := Q[j*r+c : j*r+c+4 : j*r+c+4]
+				p0 += float32(m * q[0]) // explicit rounding: no FMA on any platform
+				p1 += float32(m * q[1])
+				p2 += float32(m * q[2])
+				p3 += float32(m * q[3])
 			}
+			P[i*r+c], P[i*r+c+1], P[i*r+c+2], P[i*r+c+3] = p0, p1, p2, p3
+		}
+		for ; c < r; c++ {
+			var p0 float32
+			for j, m := range row {
+				p0 += float32(m * Q[j*r+c])
+			}
+			P[i*r+c] = p0
 		}
 	}
 }
 
 // matTMul sets Q (cols×r) = Mᵀ · P (rows×r).
 //
-// Reference loop: Q[j,c] = Σ_i M[i,j]·P[i,c], summed in i order.
+// Reference loop: Q[j,c] = Σ_i M[i,j]·P[i,c], summed in i order from 0, each
+// product rounded to float32 before the add.
 func matTMul(Q, M, P []float32, rows, cols, r int) {
 	clear(Q)
 	for i := range rows {
-		p := P[i*r : (i+1)*r]
-		for j, m := range M[i*cols : (i+1)*cols] {
-			q := Q[j*r : (j+1)*r]
-			for c := range q {
-				q[c] += float32(m * p[c])
+		row := M[i*cols : (i+1)*cols]
+		c := 0
+		for ; c+4 <= r; c += 4 {
+			p0, p1, p2, p3 := P[i*r+c], P[i*r+c+1], P[i*r+c+2], P[i*r+c+3]
+			for j, m := range row {
+				q := Q[j*r+c : j*r+c+4 : j*r+c+4]
+				q[0] += float32(m * p0)
+				q[1] += float32(m * p1)
+				q[2] += float32(m * p2)
+				q[3] += float32(m * p3)
+			}
+		}
+		for ; c < r; c++ {
+			p0 := P[i*r+c]
+			for j, m := range row {
+				Q[j*r+c] += float32(m * p0)
 			}
 		}
 	}
@@ -205,25 +231,44 @@ func (c *Codec) decodeLowRank(out []float32, payload []byte) error {
 		Q := V[at+g.rows*g.r : at+g.r*(g.rows+g.cols)]
 		at += g.r * (g.rows + g.cols)
 		M := out[g.off : g.off+g.rows*g.cols]
-		bad := false
-		for i := range g.rows {
-			p := P[i*g.r : (i+1)*g.r]
-			row := M[i*g.cols : (i+1)*g.cols]
-			for j := range row {
-				q := Q[j*g.r : (j+1)*g.r]
-				var sum float32
-				for c, pv := range p {
-					sum += float32(pv * q[c])
-				}
-				row[j] = sum
-				bad = bad || math.Float32bits(sum)&0x7f800000 == 0x7f800000
-			}
-		}
-		if bad {
-			return corruptf("low-rank segment at %d: reconstruction overflows float32", g.off)
+		reconstruct(M, P, Q, g.rows, g.cols, g.r)
+		if i := firstNonFinite(M); i >= 0 {
+			return corruptf("low-rank segment at %d: reconstruction overflows float32 at %d", g.off, i)
 		}
 		prev = g.off + g.rows*g.cols
 	}
 	copy(out[prev:], rest)
 	return nil
+}
+
+// reconstruct sets M (rows×cols) = P (rows×r) · Qᵀ (Q cols×r).
+//
+// Reference loop: M[i,j] = 0 + Σ_c P[i,c]·Q[j,c], summed in c order, each
+// product rounded to float32 before the add.
+func reconstruct(M, P, Q []float32, rows, cols, r int) {
+	for i := range rows {
+		p := P[i*r : (i+1)*r]
+		row := M[i*cols : (i+1)*cols]
+		if r == 4 {
+			p0, p1, p2, p3 := p[0], p[1], p[2], p[3]
+			for j := range row {
+				q := Q[j*4 : j*4+4 : j*4+4]
+				var s float32
+				s += float32(p0 * q[0])
+				s += float32(p1 * q[1])
+				s += float32(p2 * q[2])
+				s += float32(p3 * q[3])
+				row[j] = s
+			}
+			continue
+		}
+		for j := range row {
+			q := Q[j*r : j*r+r : j*r+r]
+			var s float32
+			for c, pv := range p {
+				s += float32(pv * q[c])
+			}
+			row[j] = s
+		}
+	}
 }
