@@ -3,6 +3,8 @@ package nn
 import (
 	"fmt"
 	"math"
+	"strconv"
+	"strings"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -342,4 +344,38 @@ func (m *CharLM) Eval(b Batch) (lossSum float64, correct, count int, err error) 
 		correct += c
 	}
 	return lossSum, correct, total * T, nil
+}
+
+// ParseCharLMName parses a name such as "charlm:v96-t64-d64-h128" (as returned by Name) into the
+// architecture fields of a config (Vocab, Context, Embed, Hidden; h0 means no MLP). Batch, Seed and
+// EvalBatch are left zero.
+func ParseCharLMName(name string) (CharLMConfig, error) {
+	var c CharLMConfig
+	rest, ok := strings.CutPrefix(name, "charlm:")
+	if !ok {
+		return c, fmt.Errorf("%w: model name %q does not start with \"charlm:\"", ErrConfig, name)
+	}
+	parts := strings.Split(rest, "-")
+	fields := []struct {
+		prefix string
+		dst    *int
+	}{{"v", &c.Vocab}, {"t", &c.Context}, {"d", &c.Embed}, {"h", &c.Hidden}}
+	if len(parts) != len(fields) {
+		return CharLMConfig{}, fmt.Errorf("%w: model name %q, want charlm:v<vocab>-t<context>-d<embed>-h<hidden>", ErrConfig, name)
+	}
+	for i, f := range fields {
+		digits, ok := strings.CutPrefix(parts[i], f.prefix)
+		v, err := strconv.Atoi(digits)
+		if !ok || err != nil || v < 0 || (v == 0 && f.prefix != "h") {
+			return CharLMConfig{}, fmt.Errorf("%w: model name %q: bad field %q, want %s<positive number>", ErrConfig, name, parts[i], f.prefix)
+		}
+		*f.dst = v
+	}
+	if c.Hidden == 0 {
+		c.Hidden = -1
+	}
+	if err := c.Validate(); err != nil {
+		return CharLMConfig{}, fmt.Errorf("model name %q: %w", name, err)
+	}
+	return c, nil
 }

@@ -6,10 +6,37 @@
 // package.
 //
 // The contract each model keeps:
-//   - Same config (including Seed) ⇒ bit-identical initial parameters; no clock-seeded initialisers.
+//   - Same config (including Seed) ⇒ bit-identical initial parameters; no clock-seeded initialisers
+//     (weights come from math/rand/v2 PCG seeded with Seed; testdata/init.golden pins them).
 //   - Grad(b, grad) overwrites grad with dLoss/dθ for batch b at the current parameters and returns the
-//     mean loss of the batch. Gradients never accumulate across calls.
-//   - Eval never changes parameters or gradients.
+//     mean loss of the batch. Gradients never accumulate across calls. Same parameters and batch ⇒
+//     bit-identical loss and gradient, on any instance built with the same BLAS (see BLAS).
+//   - Eval never changes parameters or gradients, and takes any number of samples.
+//   - A malformed batch returns an error wrapping ErrBatch; nothing panics on bad input.
+//   - Models are not safe for concurrent use.
+//
+// The loop a trainer drives:
+//
+//	m, _ := nn.NewFromName("mlp:784-256-10", 64, seed) // or NewMLP / NewCharLM with a config
+//	grad := make([]float32, len(m.Params()))
+//	for step := range steps {
+//		loss, err := m.Grad(batch(step), grad) // len(b.Y) == m.BatchSize() samples (or sequences)
+//		opt.Step(m.Params(), grad)             // any in-place update of the live vector
+//	}
+//	lossSum, correct, count, err := m.Eval(validation)
+//
+// Two models: MLP (a ReLU classifier, "mlp:784-256-10") and CharLM (a one-block causal
+// self-attention character model, "charlm:v96-t64-d64-h128"). Both are checked against independent
+// float64 reference implementations by central finite differences (ref_test.go).
+//
+// gorgonia v0.9.18 notes that shaped this code: each graph has a fixed batch size, so Grad uses one
+// training graph and Eval caches one forward-only graph per chunk size (a forward-only graph also
+// keeps evaluation from touching gradients); gradients are read from the symbolic gradient nodes
+// after each run rather than from dual values, which gorgonia would accumulate across runs;
+// InverseSqrt (wrong gradient) and the clock-seeded initialisers are not used; token inputs are Go
+// int tensors for ByIndices; cross-entropy is LogSoftMax ⊙ one-hot; the causal mask is a constant
+// −1e9 tensor. A [1, n] matrix is a vector to gorgonia's Mul, so graphs of one MLP sample are padded
+// to two rows. Built with -tags openblas, matrix products use the system OpenBLAS (see BLAS).
 package nn
 
 import "fmt"
