@@ -1,0 +1,445 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+)
+
+// Message types of the chunked transfer protocol (served by Store.Register).
+const (
+	TypeManifest = "xfer.manifest" // body {r: root}; reply payload: the encoded manifest
+	TypeChunk    = "xfer.chunk"    // body {r: root, i: index}; reply payload: the chunk
+	TypeOffer    = "xfer.offer"    // body {tag}; payload: manifest; reply payload: bitmap of chunks held
+	TypePut      = "xfer.put"      // body {r: root, i: index}; payload: the chunk
+)
+
+// ErrNotFound is returned (as a RemoteError text) for a blob the Store does not hold.
+var ErrNotFound = errors.New("transport: blob not found")
+
+type chunkRef struct {
+	Root  []byte `msgpack:"r"`
+	Index int    `msgpack:"i"`
+}
+
+type offerBody struct {
+	Tag string `msgpack:"tag"`
+}
+
+func (r chunkRef) root() (Hash, error) {
+	var h Hash
+	if len(r.Root) != len(h) {
+		return h, fmt.Errorf("%w: root of %d bytes", ErrMalformedHeader, len(r.Root))
+	}
+	copy(h[:], r.Root)
+	return h, nil
+}
+
+// StoreConfig configures a Store. The zero value serves pulls and refuses nothing.
+type StoreConfig struct {
+	// MaxPushSize caps a blob a peer may push. Zero means 1 GiB.
+	MaxPushSize int64
+	// MaxPending caps the incomplete pushes held at once (each holds its whole blob in
+	// memory). Zero means 64.
+	MaxPending int
+	// AcceptPush decides whether peer may push the blob m under tag (e.g. "round 7 slice
+	// 2"); a non-nil error refuses it. Nil accepts every push.
+	AcceptPush func(peer NodeID, tag string, m Manifest) error
+	// OnPush is called once for each completed push with the verified blob. It must not
+	// block for long: it runs on the request that delivered the last chunk.
+	OnPush func(peer NodeID, tag string, root Hash, data []byte)
+}
+
+// Store serves blobs to pulling peers (Put, then the peer calls Fetch) and assembles
+// blobs pushed by peers (Push on their side; StoreConfig.OnPush here).
+type Store struct {
+	cfg StoreConfig
+
+	mu      sync.Mutex
+	blobs   map[Hash]storedBlob
+	pending map[pushKey]*pendingPush
+	done    map[pushKey]bool // recently completed pushes, so a re-offer is not re-sent
+	doneFIF []pushKey
+}
+
+type storedBlob struct {
+	m    Manifest
+	enc  []byte
+	data []byte
+}
+
+type pushKey struct {
+	peer NodeID
+	root Hash
+	tag  string
+}
+
+type pendingPush struct {
+	asm      *Assembly
+	finished atomic.Bool
+}
+
+const maxDoneMemory = 1024
+
+// NewStore returns an empty Store.
+func NewStore(cfg StoreConfig) *Store {
+	if cfg.MaxPushSize == 0 {
+		cfg.MaxPushSize = 1 << 30
+	}
+	if cfg.MaxPending == 0 {
+		cfg.MaxPending = 64
+	}
+	return &Store{cfg: cfg, blobs: make(map[Hash]storedBlob), pending: make(map[pushKey]*pendingPush), done: make(map[pushKey]bool)}
+}
+
+// Put makes data available to Fetch under the returned manifest's Root (chunkSize 0
+// means DefaultChunkSize). The Store keeps a reference to data: do not modify it.
+func (s *Store) Put(data []byte, chunkSize int) (Manifest, error) {
+	m, err := NewManifest(data, chunkSize)
+	if err != nil {
+		return Manifest{}, err
+	}
+	s.mu.Lock()
+	s.blobs[m.Root()] = storedBlob{m: m, enc: m.MarshalBinary(), data: data}
+	s.mu.Unlock()
+	return m, nil
+}
+
+// Remove stops serving root.
+func (s *Store) Remove(root Hash) {
+	s.mu.Lock()
+	delete(s.blobs, root)
+	s.mu.Unlock()
+}
+
+// Register adds the transfer message types to mux.
+func (s *Store) Register(mux *Mux) {
+	mux.Handle(TypeManifest, s.handleManifest)
+	mux.Handle(TypeChunk, s.handleChunk)
+	mux.Handle(TypeOffer, s.handleOffer)
+	mux.Handle(TypePut, s.handlePut)
+}
+
+func (s *Store) lookup(req Message) (storedBlob, int, error) {
+	var ref chunkRef
+	if err := req.DecodeBody(&ref); err != nil {
+		return storedBlob{}, 0, err
+	}
+	root, err := ref.root()
+	if err != nil {
+		return storedBlob{}, 0, err
+	}
+	s.mu.Lock()
+	b, ok := s.blobs[root]
+	s.mu.Unlock()
+	if !ok {
+		return storedBlob{}, 0, fmt.Errorf("%w: %s", ErrNotFound, root)
+	}
+	return b, ref.Index, nil
+}
+
+func (s *Store) handleManifest(_ context.Context, _ NodeID, req Message) (Message, error) {
+	b, _, err := s.lookup(req)
+	if err != nil {
+		return Message{}, err
+	}
+	return Message{Header: Header{Type: TypeManifest}, Payload: b.enc}, nil
+}
+
+func (s *Store) handleChunk(_ context.Context, _ NodeID, req Message) (Message, error) {
+	b, i, err := s.lookup(req)
+	if err != nil {
+		return Message{}, err
+	}
+	if i < 0 || i >= len(b.m.Chunks) {
+		return Message{}, fmt.Errorf("transport: chunk %d out of range [0, %d)", i, len(b.m.Chunks))
+	}
+	off, end := b.m.ChunkRange(i)
+	return Message{Header: Header{Type: TypeChunk}, Payload: b.data[off:end]}, nil
+}
+
+func (s *Store) handleOffer(_ context.Context, peer NodeID, req Message) (Message, error) {
+	var body offerBody
+	if err := req.DecodeBody(&body); err != nil {
+		return Message{}, err
+	}
+	m, err := UnmarshalManifest(req.Payload)
+	if err != nil {
+		return Message{}, err
+	}
+	key := pushKey{peer: peer, root: m.Root(), tag: body.Tag}
+	bitmap := make([]byte, (len(m.Chunks)+7)/8)
+	s.mu.Lock()
+	if s.done[key] {
+		s.mu.Unlock()
+		for i := range m.Chunks {
+			bitmap[i/8] |= 1 << (i % 8)
+		}
+		return Message{Header: Header{Type: TypeOffer}, Payload: bitmap}, nil
+	}
+	p := s.pending[key]
+	s.mu.Unlock()
+	if p == nil {
+		if s.cfg.AcceptPush != nil {
+			if err := s.cfg.AcceptPush(peer, body.Tag, m); err != nil {
+				return Message{}, fmt.Errorf("push refused: %w", err)
+			}
+		}
+		asm, err := NewAssembly(m, s.cfg.MaxPushSize)
+		if err != nil {
+			return Message{}, err
+		}
+		s.mu.Lock()
+		if p = s.pending[key]; p == nil {
+			if len(s.pending) >= s.cfg.MaxPending {
+				s.mu.Unlock()
+				return Message{}, fmt.Errorf("push refused: %d pushes pending", len(s.pending))
+			}
+			p = &pendingPush{asm: asm}
+			s.pending[key] = p
+		}
+		s.mu.Unlock()
+	}
+	for i := range m.Chunks {
+		if p.asm.Has(i) {
+			bitmap[i/8] |= 1 << (i % 8)
+		}
+	}
+	return Message{Header: Header{Type: TypeOffer}, Payload: bitmap}, nil
+}
+
+type putBody struct {
+	chunkRef
+	Tag string `msgpack:"tag"`
+}
+
+func (s *Store) handlePut(_ context.Context, peer NodeID, req Message) (Message, error) {
+	var body putBody
+	if err := req.DecodeBody(&body); err != nil {
+		return Message{}, err
+	}
+	root, err := body.root()
+	if err != nil {
+		return Message{}, err
+	}
+	key := pushKey{peer: peer, root: root, tag: body.Tag}
+	s.mu.Lock()
+	p := s.pending[key]
+	done := s.done[key]
+	s.mu.Unlock()
+	if done {
+		return Message{Header: Header{Type: TypePut}}, nil
+	}
+	if p == nil {
+		return Message{}, fmt.Errorf("%w: no offer for %s from %s", ErrNotFound, root, peer)
+	}
+	if err := p.asm.Put(body.Index, req.Payload); err != nil {
+		return Message{}, err
+	}
+	if p.asm.Complete() && p.finished.CompareAndSwap(false, true) {
+		data, _ := p.asm.Bytes()
+		s.mu.Lock()
+		delete(s.pending, key)
+		s.done[key] = true
+		s.doneFIF = append(s.doneFIF, key)
+		if len(s.doneFIF) > maxDoneMemory {
+			delete(s.done, s.doneFIF[0])
+			s.doneFIF = s.doneFIF[1:]
+		}
+		s.mu.Unlock()
+		if s.cfg.OnPush != nil {
+			s.cfg.OnPush(peer, body.Tag, root, data)
+		}
+	}
+	return Message{Header: Header{Type: TypePut}}, nil
+}
+
+// TransferOptions tune Fetch and Push. The zero value is the default.
+type TransferOptions struct {
+	// PerConn is the number of chunk requests in flight on each connection. Zero means 2:
+	// one chunk is in transit while the next request travels, so a stripe never idles
+	// for a round trip between chunks.
+	PerConn int
+	// MaxSize caps the blob Fetch accepts. Zero means 1 GiB.
+	MaxSize int64
+}
+
+func (o TransferOptions) withDefaults() TransferOptions {
+	if o.PerConn <= 0 {
+		o.PerConn = 2
+	}
+	if o.MaxSize <= 0 {
+		o.MaxSize = 1 << 30
+	}
+	return o
+}
+
+// FetchManifest asks c's peer for the manifest of root and checks it hashes to root.
+func FetchManifest(ctx context.Context, c *Conn, root Hash) (Manifest, error) {
+	req := Message{Header: Header{Type: TypeManifest}}
+	if err := req.SetBody(chunkRef{Root: root[:]}); err != nil {
+		return Manifest{}, err
+	}
+	reply, err := Call(ctx, c, req)
+	if err != nil {
+		return Manifest{}, err
+	}
+	m, err := UnmarshalManifest(reply.Payload)
+	if err != nil {
+		return Manifest{}, err
+	}
+	if got := m.Root(); got != root {
+		return Manifest{}, fmt.Errorf("%w: manifest from %s hashes to %s, want %s", ErrManifest, c.Peer(), got, root)
+	}
+	return m, nil
+}
+
+// Fetch downloads the blob root from the peers behind conns (usually several
+// connections to one node, to stripe over them) and returns it verified.
+func Fetch(ctx context.Context, conns []*Conn, root Hash, opt TransferOptions) ([]byte, error) {
+	if len(conns) == 0 {
+		return nil, errors.New("transport: Fetch needs at least one connection")
+	}
+	opt = opt.withDefaults()
+	m, err := FetchManifest(ctx, conns[0], root)
+	if err != nil {
+		return nil, err
+	}
+	a, err := NewAssembly(m, opt.MaxSize)
+	if err != nil {
+		return nil, err
+	}
+	if err := a.Fetch(ctx, conns, opt); err != nil {
+		return nil, err
+	}
+	return a.Bytes()
+}
+
+// Fetch downloads the chunks a is missing, striped over conns. On error the chunks
+// received so far stay in a: call Fetch again (e.g. on new connections) to resume.
+func (a *Assembly) Fetch(ctx context.Context, conns []*Conn, opt TransferOptions) error {
+	opt = opt.withDefaults()
+	root := a.Root()
+	return stripe(ctx, conns, a.Missing(), opt.PerConn, func(ctx context.Context, c *Conn, i int) error {
+		req := Message{Header: Header{Type: TypeChunk, ID: uint64(i)}}
+		if err := req.SetBody(chunkRef{Root: root[:], Index: i}); err != nil {
+			return err
+		}
+		reply, err := Call(ctx, c, req)
+		if err != nil {
+			return err
+		}
+		return a.Put(i, reply.Payload)
+	})
+}
+
+// Push sends data (described by m, from NewManifest) to the peer behind conns under tag,
+// striped over conns. The receiver reports the chunks it already holds, so calling Push
+// again after a failure sends only the rest.
+func Push(ctx context.Context, conns []*Conn, tag string, data []byte, m Manifest, opt TransferOptions) error {
+	if len(conns) == 0 {
+		return errors.New("transport: Push needs at least one connection")
+	}
+	if err := m.Validate(); err != nil {
+		return err
+	}
+	if int64(len(data)) != m.Size {
+		return fmt.Errorf("%w: %d bytes of data for a manifest of %d", ErrManifest, len(data), m.Size)
+	}
+	opt = opt.withDefaults()
+	offer := Message{Header: Header{Type: TypeOffer}, Payload: m.MarshalBinary()}
+	if err := offer.SetBody(offerBody{Tag: tag}); err != nil {
+		return err
+	}
+	var reply Message
+	var err error
+	for _, c := range conns { // any live connection will do for the offer
+		if reply, err = Call(ctx, c, offer); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return err
+	}
+	if len(reply.Payload) != (len(m.Chunks)+7)/8 {
+		return fmt.Errorf("%w: offer reply bitmap of %d bytes for %d chunks", ErrMalformedHeader, len(reply.Payload), len(m.Chunks))
+	}
+	var todo []int
+	for i := range m.Chunks {
+		if reply.Payload[i/8]&(1<<(i%8)) == 0 {
+			todo = append(todo, i)
+		}
+	}
+	root := m.Root()
+	return stripe(ctx, conns, todo, opt.PerConn, func(ctx context.Context, c *Conn, i int) error {
+		off, end := m.ChunkRange(i)
+		req := Message{Header: Header{Type: TypePut, ID: uint64(i)}, Payload: data[off:end]}
+		if err := req.SetBody(putBody{chunkRef: chunkRef{Root: root[:], Index: i}, Tag: tag}); err != nil {
+			return err
+		}
+		_, err := Call(ctx, c, req)
+		return err
+	})
+}
+
+// stripe runs do for every index in todo, perConn at a time on each connection. A
+// connection whose request fails stops taking work (the index goes back to the queue for
+// the others); stripe fails only when no connection is left or ctx ends.
+func stripe(ctx context.Context, conns []*Conn, todo []int, perConn int, do func(context.Context, *Conn, int) error) error {
+	if len(todo) == 0 {
+		return nil
+	}
+	if len(conns) == 0 {
+		return errors.New("transport: no connections to transfer over")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	queue := make(chan int, len(todo))
+	for _, i := range todo {
+		queue <- i
+	}
+	var remaining atomic.Int64
+	remaining.Store(int64(len(todo)))
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	for _, c := range conns {
+		for range perConn {
+			wg.Go(func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case i := <-queue:
+						if err := do(ctx, c, i); err != nil {
+							queue <- i
+							mu.Lock()
+							if firstErr == nil && ctx.Err() == nil {
+								firstErr = err
+							}
+							mu.Unlock()
+							return
+						}
+						if remaining.Add(-1) == 0 {
+							cancel()
+							return
+						}
+					}
+				}
+			})
+		}
+	}
+	wg.Wait()
+	left := remaining.Load()
+	if left == 0 {
+		return nil
+	}
+	if err := context.Cause(ctx); err != nil && firstErr == nil {
+		firstErr = err
+	}
+	return fmt.Errorf("transport: transfer stopped with %d of %d chunks left: %w", left, len(todo), firstErr)
+}
