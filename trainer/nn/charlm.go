@@ -93,7 +93,7 @@ type CharLM struct {
 	flat   []float32
 
 	train *lmProgram
-	eval  map[int]*lmProgram // by number of sequences
+	eval  evalCache[*lmProgram]
 }
 
 // lmProgram is a compiled CharLM graph for n sequences with its bound input tensors.
@@ -112,7 +112,7 @@ func NewCharLM(cfg CharLMConfig) (*CharLM, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	m := &CharLM{cfg: cfg, eval: map[int]*lmProgram{}}
+	m := &CharLM{cfg: cfg}
 	V, T, D, H := cfg.Vocab, cfg.Context, cfg.Embed, cfg.Hidden
 	var lb layoutBuilder
 	lb.add("tok.emb", V, D)
@@ -324,12 +324,9 @@ func (m *CharLM) Eval(b Batch) (lossSum float64, correct, count int, err error) 
 	T, V := m.cfg.Context, m.cfg.Vocab
 	for start := 0; start < total; start += m.cfg.EvalBatch {
 		seqs := min(m.cfg.EvalBatch, total-start)
-		p, ok := m.eval[seqs]
-		if !ok {
-			if p, err = m.build(seqs, false); err != nil {
-				return 0, 0, 0, err
-			}
-			m.eval[seqs] = p
+		p, err := m.eval.get(seqs, m.cfg.EvalBatch, func(n int) (*lmProgram, error) { return m.build(n, false) })
+		if err != nil {
+			return 0, 0, 0, err
 		}
 		copy(p.tokens, b.Tokens[start*T:(start+seqs)*T])
 		if err := p.run(); err != nil {

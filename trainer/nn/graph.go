@@ -219,3 +219,42 @@ func checkLabels(y []int, classes int, what string) error {
 	}
 	return nil
 }
+
+// close releases the program's machine.
+func (p *program) close() { _ = p.vm.Close() }
+
+// evalCache holds the forward-only graphs of a model: one for full chunks and one for the most
+// recent remainder size (a validation set of fixed size needs no rebuilds; odd sizes replace it).
+type evalCache[P interface {
+	comparable
+	close()
+}] struct {
+	full, rem P
+	remN      int
+}
+
+// get returns the graph for chunks of n rows (fullN for full chunks), building it if needed.
+func (c *evalCache[P]) get(n, fullN int, build func(int) (P, error)) (P, error) {
+	var zero P
+	if n == fullN {
+		if c.full == zero {
+			p, err := build(n)
+			if err != nil {
+				return zero, err
+			}
+			c.full = p
+		}
+		return c.full, nil
+	}
+	if c.rem == zero || c.remN != n {
+		p, err := build(n)
+		if err != nil {
+			return zero, err
+		}
+		if c.rem != zero {
+			c.rem.close()
+		}
+		c.rem, c.remN = p, n
+	}
+	return c.rem, nil
+}

@@ -89,7 +89,7 @@ type MLP struct {
 	flat   []float32
 
 	train *mlpProgram
-	eval  map[int]*mlpProgram // by chunk size
+	eval  evalCache[*mlpProgram]
 }
 
 // mlpProgram is a compiled MLP graph for one batch size with its bound input tensors.
@@ -108,7 +108,7 @@ func NewMLP(cfg MLPConfig) (*MLP, error) {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()
-	m := &MLP{cfg: cfg, eval: map[int]*mlpProgram{}}
+	m := &MLP{cfg: cfg}
 	var lb layoutBuilder
 	for i := 0; i+1 < len(cfg.Sizes); i++ {
 		lb.add(fmt.Sprintf("fc%d.w", i), cfg.Sizes[i], cfg.Sizes[i+1])
@@ -279,18 +279,16 @@ func (m *MLP) Eval(b Batch) (lossSum float64, correct, count int, err error) {
 	return lossSum, correct, total, nil
 }
 
-// evalProgram returns the cached forward graph for chunks of rows samples. A single row is padded
-// to a graph of two (a [1, n] matrix would be treated as a vector by gorgonia).
+// evalProgram returns the forward graph for chunks of rows samples. A single row is padded to a
+// graph of two (a [1, n] matrix would be treated as a vector by gorgonia's Mul); padding rows are
+// zero and not scored.
 func (m *MLP) evalProgram(rows int) (*mlpProgram, error) {
-	n := max(rows, 2)
-	if p, ok := m.eval[n]; ok {
-		clear(p.x) // padding rows must not hold stale data (harmless, but keep runs reproducible)
-		return p, nil
-	}
-	p, err := m.build(n, false)
+	p, err := m.eval.get(max(rows, 2), m.cfg.EvalBatch, func(n int) (*mlpProgram, error) { return m.build(n, false) })
 	if err != nil {
 		return nil, err
 	}
-	m.eval[n] = p
+	if rows < p.n {
+		clear(p.x[rows*m.Features():])
+	}
 	return p, nil
 }

@@ -311,8 +311,13 @@ func TestMLPEvalChunks(t *testing.T) {
 		}
 	}
 	before := slices.Clone(m.Params())
-	if _, _, _, err := m.Eval(Batch{X: b.X[:7], Y: b.Y[:1]}); err != nil { // a single sample
-		t.Fatal(err)
+	// Remainder sizes that change from call to call (the remainder graph is rebuilt each time).
+	for _, rows := range []int{1, 3, 1, 6, 2, 11} {
+		loss, correct, count, err := m.Eval(Batch{X: b.X[:rows*7], Y: b.Y[:rows]})
+		wantLoss, wantCorrect := refScore(logp[:rows*4], 4, b.Y[:rows])
+		if err != nil || count != rows || correct != wantCorrect || math.Abs(loss-wantLoss) > 1e-4 {
+			t.Errorf("Eval of %d rows = %v, %d, %d, %v; reference %v, %d", rows, loss, correct, count, err, wantLoss, wantCorrect)
+		}
 	}
 	if loss, correct, count, err := m.Eval(Batch{}); err != nil || loss != 0 || correct != 0 || count != 0 {
 		t.Errorf("empty Eval = %v %v %v %v", loss, correct, count, err)
