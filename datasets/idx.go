@@ -2,12 +2,12 @@ package datasets
 
 import (
 	"bufio"
-	"bytes"
 	"compress/gzip"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // IDX element types (the third magic byte). Only TypeUbyte is decoded.
@@ -99,29 +99,34 @@ func ReadIDX(r io.Reader) (*IDX, error) {
 		}
 		total *= d
 	}
-	// Read at most total+1 bytes; the buffer grows with what is really there.
-	var buf bytes.Buffer
-	if total < 1<<20 {
-		buf.Grow(int(total) + 1)
-	} else {
-		buf.Grow(1 << 20)
+	// Grow the buffer geometrically up to the declared size, so memory use
+	// follows the bytes really present, and ends exactly at the declared size.
+	data := make([]byte, 0, min(total, 1<<20))
+	for int64(len(data)) < total {
+		if len(data) == cap(data) {
+			data = slices.Grow(data, int(min(total, 2*int64(cap(data)))-int64(len(data))))
+		}
+		n, err := src.Read(data[len(data):cap(data)])
+		data = data[:len(data)+n]
+		if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+			if int64(len(data)) < total {
+				return nil, fmt.Errorf("%w: data: got %d of %d bytes (dims %v)", ErrTruncated, len(data), total, dims)
+			}
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("data: %w", wrap(err))
+		}
 	}
-	n, err := buf.ReadFrom(io.LimitReader(src, total+1))
-	if err != nil {
+	// The stream must end here; for gzip, reading to the end verifies the checksum.
+	var one [1]byte
+	if n, err := io.ReadFull(src, one[:]); n > 0 {
+		return nil, fmt.Errorf("%w: trailing bytes after %d data bytes (dims %v)", ErrMalformed, total, dims)
+	} else if err != io.EOF {
 		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("%w: data: got %d of %d bytes (dims %v)", ErrTruncated, n, total, dims)
+			return nil, fmt.Errorf("%w: gzip stream ends early", ErrTruncated)
 		}
 		return nil, fmt.Errorf("data: %w", wrap(err))
-	}
-	if n < total {
-		return nil, fmt.Errorf("%w: data: got %d of %d bytes (dims %v)", ErrTruncated, n, total, dims)
-	}
-	if n > total {
-		return nil, fmt.Errorf("%w: trailing bytes after %d data bytes (dims %v)", ErrMalformed, total, dims)
-	}
-	data := buf.Bytes()[:total:total]
-	if int64(buf.Cap()) > total+total/8+4096 {
-		data = bytes.Clone(data) // do not retain up to 2x the data size
 	}
 	return &IDX{Type: TypeUbyte, Dims: dims, Data: data}, nil
 }
