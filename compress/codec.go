@@ -75,6 +75,7 @@ type Codec struct {
 	vals    []float32
 	candIdx []int32
 	candMag []uint32
+	offs    []int32
 	tmp     []uint32
 	raw     []byte
 	zenc    *zstd.Encoder

@@ -291,10 +291,14 @@ func TestHostileCases(t *testing.T) {
 		{"q4 code 15", "q4/b8", func(m []byte) []byte { m[p(m)+8] |= 0x0f; return m }, ErrCorrupt},
 		{"q2 code 3", "q2/b8", func(m []byte) []byte { m[p(m)+8] |= 0x03; return m }, ErrCorrupt},
 		{"q4 padding", "q4/b8", func(m []byte) []byte { m = m[:len(m)-1]; return m }, ErrCorrupt},
-		// topk:0.25/c8 of 12 values keeps 2+1 indices of 3 bits: 9 bits.
-		{"topk index not increasing", "topk:0.25/c8", func(m []byte) []byte { m[p(m)] = 0b00_001_011; return m }, ErrCorrupt},
-		{"topk index repeated", "topk:0.25/c8", func(m []byte) []byte { m[p(m)] = 0b00_011_011; return m }, ErrCorrupt},
-		{"topk index out of short chunk", "topk:0.25/c8", func(m []byte) []byte { m[p(m)] = 0b11_001_000; m[p(m)+1] = 1; return m }, ErrCorrupt},
+		// topk:0.25/c8 of 12 values: chunk 0 (m=8, k=2, l=2) is byte 0: two
+		// 2-bit low parts, then 4 upper bits; chunk 1 (m=4, k=1, l=2) is the low
+		// nibble of byte 1: a 2-bit low part, 2 upper bits; 4 padding bits.
+		{"topk index not increasing", "topk:0.25/c8", func(m []byte) []byte { m[p(m)] = 0b0011_01_11; return m }, ErrCorrupt},
+		{"topk index repeated", "topk:0.25/c8", func(m []byte) []byte { m[p(m)] = 0b0011_11_11; return m }, ErrCorrupt},
+		{"topk upper bit missing", "topk:0.25/c8", func(m []byte) []byte { m[p(m)] = 0b0001_01_00; return m }, ErrCorrupt},
+		{"topk extra upper bit", "topk:0.25/c8", func(m []byte) []byte { m[p(m)] = 0b0111_01_00; return m }, ErrCorrupt},
+		{"topk index out of short chunk", "topk:0.25/c8", func(m []byte) []byte { m[p(m)+1] = 0b10_00; return m }, ErrCorrupt},
 		{"topk padding", "topk:0.25/c8", func(m []byte) []byte { m[p(m)+1] |= 0x80; return m }, ErrCorrupt},
 		{"short payload", "q4", func(m []byte) []byte { return m[:len(m)-1] }, ErrCorrupt},
 		{"long payload", "q4", func(m []byte) []byte { return append(m, 0) }, ErrCorrupt},

@@ -1,18 +1,25 @@
 package compress
 
 import (
+	"fmt"
 	"math"
 	"math/bits"
 	"slices"
 )
 
-// Top-k payload: the kept offsets of every chunk, each in w = bits.Len(Chunk-1)
-// bits, bit-packed LSB-first over all chunks in order (ceil(K·w/8) bytes, the
-// unused bits of the last byte zero), then the value-stage payload of the K
-// kept values in index order. Chunk c of m values keeps k(m) = max(1,
-// min(m, ceil(Fraction·m))) values, so K and every chunk's place in the
-// stream follow from the element count alone: chunks can be coded or decoded
-// independently (in parallel by a caller splitting the work).
+// Top-k payload: the kept offsets of every chunk, Elias-Fano coded, chunk
+// after chunk in one LSB-first bit stream padded with zero bits to a whole
+// byte; then the value-stage payload of the K kept values in index order.
+// Chunk c of m values keeps k(m) = max(1, min(m, ceil(Fraction·m))) values.
+//
+// Elias-Fano code of a chunk's increasing offsets o₀ < … < o_{k−1} < m, with
+// l = floor(log2(m/k)) (0 if m < 2k): first the k low parts o_i mod 2^l, l
+// bits each; then the upper bit vector of U = k + ((m−1) >> l) + 1 bits, in
+// which bit (o_i >> l) + i is set and every other bit is zero. A chunk thus
+// takes k·l + U bits — about k·(2 + log2(m/k)), 8.6 bits per kept value at
+// 1 % instead of 12 for plain offsets — and that size depends only on (m, k),
+// so K, the section size and every chunk's position follow from the element
+// count: chunks can be coded and decoded independently (in parallel).
 
 // topkK returns the number of values kept from a chunk of m values.
 func topkK(f float64, m int) int {
@@ -22,21 +29,39 @@ func topkK(f float64, m int) int {
 	return max(1, min(m, int(math.Ceil(f*float64(m)))))
 }
 
-// topkCount returns K, the number of values kept from n values.
-func topkCount(s *Setting, n int) int {
-	k := (n / s.Chunk) * topkK(s.Fraction, s.Chunk)
-	if r := n % s.Chunk; r > 0 {
-		k += topkK(s.Fraction, r)
+// efParams returns the Elias-Fano low-part width and upper-vector length of
+// k offsets below m.
+func efParams(m, k int) (l uint, upper int) {
+	if k > 0 && m/k >= 2 {
+		l = uint(bits.Len(uint(m/k)) - 1)
 	}
-	return k
+	return l, k + (m-1)>>l + 1
 }
 
-func idxWidth(chunk int) int { return bits.Len(uint(chunk - 1)) }
+// efBits returns the Elias-Fano size of a chunk of m values in bits.
+func efBits(m, k int) int {
+	l, upper := efParams(m, k)
+	return k*int(l) + upper
+}
+
+// topkCount returns K, the number of kept values, and the index section
+// size in bits, for n values.
+func topkCount(s *Setting, n int) (k, idxBits int) {
+	full := n / s.Chunk
+	kc := topkK(s.Fraction, s.Chunk)
+	k, idxBits = full*kc, full*efBits(s.Chunk, kc)
+	if r := n % s.Chunk; r > 0 {
+		kr := topkK(s.Fraction, r)
+		k += kr
+		idxBits += efBits(r, kr)
+	}
+	return k, idxBits
+}
 
 // topkSize returns the top-k payload size for n values.
 func topkSize(s *Setting, n int) int {
-	k := topkCount(s, n)
-	return (k*idxWidth(s.Chunk)+7)/8 + valueSize(s, k)
+	k, ib := topkCount(s, n)
+	return (ib+7)/8 + valueSize(s, k)
 }
 
 type bitWriter struct {
@@ -54,6 +79,15 @@ func (w *bitWriter) write(v uint64, width uint) {
 		w.pos++
 		w.acc >>= 8
 		w.nacc -= 8
+	}
+}
+
+// zeros writes n zero bits.
+func (w *bitWriter) zeros(n int) {
+	for n > 0 {
+		c := min(n, 56)
+		w.write(0, uint(c))
+		n -= c
 	}
 }
 
@@ -84,6 +118,61 @@ func (r *bitReader) read(width uint) uint64 {
 	return v
 }
 
+// writeEF appends the Elias-Fano code of the increasing offsets offs < m.
+func writeEF(w *bitWriter, offs []int32, m int) {
+	l, upper := efParams(m, len(offs))
+	if l > 0 {
+		for _, o := range offs {
+			w.write(uint64(o)&(1<<l-1), l)
+		}
+	}
+	pos := 0
+	for i, o := range offs {
+		p := int(o>>l) + i
+		w.zeros(p - pos)
+		w.write(1, 1)
+		pos = p + 1
+	}
+	w.zeros(upper - pos)
+}
+
+// readEF reads the Elias-Fano code of k offsets below m into offs (len k),
+// checking that exactly k upper bits are set, the padding bits are zero and
+// the offsets increase strictly and stay below m.
+func readEF(r *bitReader, offs []int32, m int) error {
+	k := len(offs)
+	l, upper := efParams(m, k)
+	for i := range offs {
+		offs[i] = int32(r.read(l))
+	}
+	pos, i := 0, 0
+	for i < k {
+		if pos == upper {
+			return corruptf("top-k index: %d of %d upper bits set", i, k)
+		}
+		if r.read(1) == 1 {
+			offs[i] |= int32(pos-i) << l
+			i++
+		}
+		pos++
+	}
+	for rest := upper - pos; rest > 0; {
+		c := min(rest, 56)
+		if r.read(uint(c)) != 0 {
+			return corruptf("top-k index: more than %d upper bits set", k)
+		}
+		rest -= c
+	}
+	prev := int32(-1)
+	for _, o := range offs {
+		if o <= prev || int(o) >= m {
+			return corruptf("top-k index %d after %d in a chunk of %d", o, prev, m)
+		}
+		prev = o
+	}
+	return nil
+}
+
 // appendTopK appends the top-k payload of x. It returns ok = false if x
 // holds a NaN or ±Inf (the check is folded into the selection pass).
 //
@@ -93,22 +182,27 @@ func (r *bitReader) read(width uint) uint64 {
 func (c *Codec) appendTopK(dst []byte, x []float32, seed uint64) ([]byte, bool) {
 	s := &c.set
 	n, C := len(x), s.Chunk
-	K := topkCount(s, n)
-	w := uint(idxWidth(C))
+	K, ib := topkCount(s, n)
 	start := len(dst)
-	dst, idx := grow(dst, (K*int(w)+7)/8)
+	dst, idx := grow(dst, (ib+7)/8)
 	bw := bitWriter{buf: idx}
 	vals := slices.Grow(c.vals[:0], K)
 	if m := min(n, C); cap(c.candIdx) < m {
 		c.candIdx = make([]int32, m)
 		c.candMag = make([]uint32, m)
 		c.tmp = make([]uint32, m)
+		c.offs = make([]int32, m)
 	}
 	for at := 0; at < n; at += C {
 		chunk := x[at:min(n, at+C)]
-		var ok bool
-		if vals, ok = c.selectChunk(vals, &bw, w, chunk, topkK(s.Fraction, len(chunk))); !ok {
+		k := topkK(s.Fraction, len(chunk))
+		offs := c.offs[:k]
+		if !c.selectChunk(offs, chunk) {
 			return dst[:start], false
+		}
+		writeEF(&bw, offs, len(chunk))
+		for _, o := range offs {
+			vals = append(vals, chunk[o])
 		}
 	}
 	bw.flush()
@@ -122,9 +216,9 @@ const (
 	topkMinSample = 4 * topkSample
 )
 
-// selectChunk appends the k largest-magnitude values of chunk to vals and
-// their offsets to bw, in index order. ok is false if chunk holds a NaN or
-// ±Inf.
+// selectChunk sets offs (len k) to the offsets of the k largest-magnitude
+// values of chunk, in increasing order. It returns false if chunk holds a
+// NaN or ±Inf.
 //
 // It is exact, and O(m) with a small constant: a candidate threshold t₀ is
 // taken from an evenly spaced sample (its order statistic expected to leave
@@ -132,17 +226,13 @@ const (
 // in index order, and quickselect on those candidates finds the k-th largest
 // magnitude t. Every value ≥ t is a candidate, so the result is that of the
 // reference; if fewer than k candidates turn up, all values are candidates.
-func (c *Codec) selectChunk(vals []float32, bw *bitWriter, w uint, chunk []float32, k int) ([]float32, bool) {
-	m := len(chunk)
+func (c *Codec) selectChunk(offs []int32, chunk []float32) bool {
+	m, k := len(chunk), len(offs)
 	if k == m {
-		if firstNonFinite(chunk) >= 0 {
-			return vals, false
+		for i := range offs {
+			offs[i] = int32(i)
 		}
-		for i, v := range chunk {
-			bw.write(uint64(i), w)
-			vals = append(vals, v)
-		}
-		return vals, true
+		return firstNonFinite(chunk) < 0
 	}
 	ci, cm := c.candIdx[:m], c.candMag[:m]
 	nc := 0
@@ -175,7 +265,7 @@ func (c *Codec) selectChunk(vals []float32, bw *bitWriter, w uint, chunk []float
 	copy(tmp, cm)
 	t := selectKth(tmp, nc-k) // tmp[nc-k:] now holds the k largest
 	if slices.Max(tmp[nc-k:]) >= 0x7f800000 {
-		return vals, false // a non-finite value is always among the candidates
+		return false // a non-finite value is always among the candidates
 	}
 	need := k
 	for _, v := range tmp[nc-k:] {
@@ -184,16 +274,17 @@ func (c *Codec) selectChunk(vals []float32, bw *bitWriter, w uint, chunk []float
 		}
 	}
 	// need = how many magnitudes equal to t to keep, the first ones by index.
+	o := 0
 	for j, a := range cm {
 		if a > t || (a == t && need > 0) {
 			if a == t {
 				need--
 			}
-			bw.write(uint64(ci[j]), w)
-			vals = append(vals, chunk[ci[j]])
+			offs[o] = ci[j]
+			o++
 		}
 	}
-	return vals, true
+	return true
 }
 
 // selectKth rearranges a so that a[p] is the value that would be at index p
@@ -252,9 +343,8 @@ func selectKth(a []uint32, p int) uint32 {
 func (c *Codec) decodeTopK(out []float32, payload []byte) error {
 	s := &c.set
 	n, C := len(out), s.Chunk
-	K := topkCount(s, n)
-	w := uint(idxWidth(C))
-	nidx := (K*int(w) + 7) / 8
+	K, ib := topkCount(s, n)
+	nidx := (ib + 7) / 8
 	if cap(c.vals) < K {
 		c.vals = make([]float32, K)
 	}
@@ -262,23 +352,23 @@ func (c *Codec) decodeTopK(out []float32, payload []byte) error {
 	if err := decodeValues(vals, payload[nidx:], s); err != nil {
 		return err
 	}
-	if tail := uint(K*int(w)) % 8; tail != 0 && payload[nidx-1]>>tail != 0 {
-		return corruptf("nonzero padding bits after the last top-k index")
+	if tail := uint(ib) % 8; tail != 0 && payload[nidx-1]>>tail != 0 {
+		return corruptf("nonzero padding bits after the top-k indices")
+	}
+	if m := min(n, C); cap(c.offs) < m {
+		c.offs = make([]int32, m)
 	}
 	br := bitReader{buf: payload[:nidx]}
 	vi := 0
 	for start := 0; start < n; start += C {
 		m := min(C, n-start)
-		k := topkK(s.Fraction, m)
-		prev := -1
-		for range k {
-			i := int(br.read(w))
-			if i <= prev || i >= m {
-				return corruptf("top-k chunk at %d: index %d after %d, chunk length %d", start, i, prev, m)
-			}
-			out[start+i] = vals[vi]
+		offs := c.offs[:topkK(s.Fraction, m)]
+		if err := readEF(&br, offs, m); err != nil {
+			return fmt.Errorf("chunk at %d: %w", start, err)
+		}
+		for _, o := range offs {
+			out[start+int(o)] = vals[vi]
 			vi++
-			prev = i
 		}
 	}
 	return nil

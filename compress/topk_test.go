@@ -117,3 +117,51 @@ func TestSelectKth(t *testing.T) {
 		}
 	}
 }
+
+// TestEliasFano: writeEF/readEF round-trip every offset set shape, in
+// exactly efBits bits.
+func TestEliasFano(t *testing.T) {
+	for _, mk := range [][2]int{{1, 1}, {2, 1}, {2, 2}, {8, 2}, {4, 1}, {4096, 41}, {4096, 4096}, {4096, 1}, {1000, 999}, {65536, 66}, {7, 3}} {
+		m, k := mk[0], mk[1]
+		for trial := range 5 {
+			// A deterministic subset: k distinct offsets spread by a stride pattern.
+			offs := make([]int32, 0, k)
+			seen := make([]bool, m)
+			pick := trial*7919 + 1
+			for len(offs) < k {
+				pick = (pick*1103515245 + 12345) & 0x7fffffff
+				o := pick % m
+				for seen[o] {
+					o = (o + 1) % m
+				}
+				seen[o] = true
+				offs = append(offs, int32(o))
+			}
+			slices.Sort(offs)
+			if trial == 0 { // the extremes: the first k and the last k offsets
+				for i := range offs {
+					offs[i] = int32(i)
+				}
+			} else if trial == 1 {
+				for i := range offs {
+					offs[i] = int32(m - k + i)
+				}
+			}
+			buf := make([]byte, (efBits(m, k)+7)/8+1)
+			w := bitWriter{buf: buf}
+			writeEF(&w, offs, m)
+			w.flush()
+			if w.pos != (efBits(m, k)+7)/8 {
+				t.Fatalf("m=%d k=%d: wrote %d bytes, efBits says %d bits", m, k, w.pos, efBits(m, k))
+			}
+			got := make([]int32, k)
+			rd := bitReader{buf: buf}
+			if err := readEF(&rd, got, m); err != nil {
+				t.Fatalf("m=%d k=%d: %v", m, k, err)
+			}
+			if !slices.Equal(got, offs) {
+				t.Fatalf("m=%d k=%d: read %v, wrote %v", m, k, got, offs)
+			}
+		}
+	}
+}
