@@ -175,7 +175,8 @@ func readIDXFile(fsys fs.FS, base string) (string, *IDX, error) {
 //
 //   - dir != "": from that directory (any error is returned, no fallback);
 //   - dir == "": from SystemFashionMNISTDir if its files exist, else the
-//     embedded subset (EmbeddedFashionMNIST).
+//     embedded subset (EmbeddedFashionMNIST). A system copy that exists but
+//     fails to decode is an error, not a silent fallback.
 //
 // source describes what was loaded: "dir:<dir>", "system:<dir>" or
 // "embedded:subset-6000/1000".
