@@ -204,6 +204,16 @@ func firstNonFinite(x []float32) int {
 	return -1
 }
 
+// MaxEncodedLen returns the largest message Encode can produce for n
+// values: exact for settings without zstd, a bound with it.
+func (c *Codec) MaxEncodedLen(n int) int {
+	size := c.payloadSize(n)
+	if c.set.Zstd {
+		size += size>>10 + 64 // zstd worst case: stored blocks plus frame overhead
+	}
+	return hdrFixed + len(c.name) + size
+}
+
 // payloadSize returns the exact uncompressed payload size of n values.
 func (c *Codec) payloadSize(n int) int {
 	switch c.set.Sparsifier {

@@ -30,6 +30,9 @@ func TestConformanceRoundTrip(t *testing.T) {
 					if err != nil {
 						t.Fatalf("n=%d: Encode: %v", n, err)
 					}
+					if m := c.MaxEncodedLen(n); len(msg) > m || (!c.set.Zstd && len(msg) != m) {
+						t.Fatalf("n=%d: message of %d bytes, MaxEncodedLen %d", n, len(msg), m)
+					}
 					h, err := ReadHeader(msg)
 					if err != nil {
 						t.Fatalf("n=%d: ReadHeader: %v", n, err)

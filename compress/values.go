@@ -247,8 +247,10 @@ const golden = 0x9e3779b97f4a7c15
 //	scale[b] = a
 //	for j := range block { q[j] = roundToEven(clamp(x[j], -c, c) * (L / a)) }  // q = 0 when a = 0
 //
-// with floor(v + u), u uniform in [0, 1) from a SplitMix64 stream seeded by
-// (seed, block index), instead of roundToEven when Stochastic. Products are
+// with floor(v + u) instead of roundToEven when Stochastic: u = w·2⁻³², w
+// the low then the high 32 bits of successive SplitMix64 outputs of the
+// state splitmix64(seed ^ (block+1)·φ) advanced by φ (one output per two
+// values). Products are
 // rounded explicitly (float64(...)) so that no platform fuses them into an
 // FMA: the bytes are the same on every architecture.
 func appendQuant(dst []byte, x []float32, s *Setting, seed uint64, scratch *[]int8) ([]byte, bool) {
@@ -326,10 +328,17 @@ func appendQuant(dst []byte, x []float32, s *Setting, seed uint64, scratch *[]in
 		}
 		q := q[:len(blk)]
 		if s.Stochastic {
+			// u: 32 random bits per value, two values per SplitMix64 output.
 			state := splitmix64(seed ^ uint64(b+1)*golden)
+			var z uint64
 			for j, v := range blk {
-				state += golden
-				u := float64(splitmix64(state)>>11) * (1.0 / (1 << 53))
+				if j&1 == 0 {
+					state += golden
+					z = splitmix64(state)
+				} else {
+					z >>= 32
+				}
+				u := float64(uint32(z)) * 0x1p-32
 				f := math.Floor(float64(max(-clip, min(clip, float64(v)))*inv) + u)
 				q[j] = int8(max(-L, min(L, f)))
 			}
