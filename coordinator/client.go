@@ -1,0 +1,227 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/transport"
+)
+
+// ClientConfig configures a Client. Zero values mean the documented defaults.
+type ClientConfig struct {
+	// Addrs are coordinator addresses; any one will do, the client tries them in turn. Required.
+	Addrs []string
+	// Identity is the member's key. Required.
+	Identity *transport.Identity
+	// Timeout bounds one operation including retries; zero means 30s.
+	Timeout time.Duration
+	// Logger receives retry notes; nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// Client talks to a coordinator cluster on behalf of one member. It is safe for concurrent use: it signs requests with the
+// member's key and retries the same signed envelope (same request ID) across coordinators until
+// one applies it, so a request is applied exactly once even across leader changes.
+type Client struct {
+	cfg    ClientConfig
+	ep     *transport.Endpoint
+	signer *consensus.Signer
+	log    *slog.Logger
+
+	mu    sync.Mutex // guards conns and next; calls themselves run concurrently
+	conns map[string]*transport.Conn
+	next  int
+}
+
+// Dial returns a client; connections are made lazily.
+func Dial(cfg ClientConfig) (*Client, error) {
+	if len(cfg.Addrs) == 0 {
+		return nil, errors.New("no coordinator address (--coordinator)")
+	}
+	if cfg.Identity == nil {
+		return nil, errors.New("no member key (--key)")
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ep, err := transport.ListenAddr("127.0.0.1:0", transport.Config{Identity: cfg.Identity})
+	if err != nil {
+		return nil, err
+	}
+	// Request IDs only grow: start above the wall clock in nanoseconds.
+	sg, err := consensus.NewSigner(cfg.Identity.Key, uint64(time.Now().UnixNano()))
+	if err != nil {
+		ep.Close()
+		return nil, err
+	}
+	return &Client{cfg: cfg, ep: ep, signer: sg, conns: map[string]*transport.Conn{}, log: cfg.Logger}, nil
+}
+
+// ID is the member ID of the client's key.
+func (c *Client) ID() string { return c.signer.ID() }
+
+// Close closes the client's connections.
+func (c *Client) Close() error { return c.ep.Close() }
+
+// Submit signs body and has the cluster apply it.
+func (c *Client) Submit(ctx context.Context, body consensus.Body) (consensus.Result, error) {
+	env, err := c.signer.Sign(body)
+	if err != nil {
+		return consensus.Result{}, err
+	}
+	return c.SubmitEnvelope(ctx, env)
+}
+
+// SubmitEnvelope submits an already signed envelope, retrying it unchanged until a coordinator
+// answers with the outcome or the client's timeout passes.
+func (c *Client) SubmitEnvelope(ctx context.Context, env consensus.Envelope) (consensus.Result, error) {
+	req := transport.Message{Header: transport.Header{Type: MsgSubmit}}
+	if err := req.SetBody(env); err != nil {
+		return consensus.Result{}, err
+	}
+	reply, err := c.roundTrip(ctx, req)
+	if err != nil {
+		return consensus.Result{}, err
+	}
+	var sr SubmitReply
+	if err := reply.DecodeBody(&sr); err != nil {
+		return consensus.Result{}, err
+	}
+	return sr.Result, nil
+}
+
+// Query asks one coordinator for read-only state.
+func (c *Client) Query(ctx context.Context, q Query) (QueryReply, error) {
+	req := transport.Message{Header: transport.Header{Type: MsgQuery}}
+	if err := req.SetBody(q); err != nil {
+		return QueryReply{}, err
+	}
+	reply, err := c.roundTrip(ctx, req)
+	if err != nil {
+		return QueryReply{}, err
+	}
+	var out QueryReply
+	return out, reply.DecodeBody(&out)
+}
+
+// QueryAt asks the coordinator at addr (no failover): `cohort status` on one node.
+func (c *Client) QueryAt(ctx context.Context, addr string, q Query) (QueryReply, error) {
+	req := transport.Message{Header: transport.Header{Type: MsgQuery}}
+	if err := req.SetBody(q); err != nil {
+		return QueryReply{}, err
+	}
+	reply, err := c.callAddr(ctx, addr, req)
+	if err != nil {
+		return QueryReply{}, err
+	}
+	var out QueryReply
+	return out, reply.DecodeBody(&out)
+}
+
+// EnsureRegistered registers the member (name, contributors) unless it already is.
+func (c *Client) EnsureRegistered(ctx context.Context, name string, contributors []string) error {
+	r, err := c.Query(ctx, Query{What: QueryMembers})
+	if err != nil {
+		return err
+	}
+	for _, m := range r.Members {
+		if m.ID == c.ID() {
+			return nil
+		}
+	}
+	_, err = c.Submit(ctx, &consensus.RegisterBody{PublicKey: c.cfg.Identity.PublicKey(), Name: name, Contributors: contributors})
+	return err
+}
+
+// retryable reports errors worth another try at another coordinator: transport failures and
+// leadership changes. Rejections by the state (a forged signature, a vote after the deadline)
+// are final.
+func retryable(err error) bool {
+	var re *transport.RemoteError
+	if !errors.As(err, &re) {
+		return true // dial or connection failure
+	}
+	return strings.HasPrefix(re.Msg, unavailablePrefix)
+}
+
+func (c *Client) roundTrip(ctx context.Context, req transport.Message) (transport.Message, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
+	defer cancel()
+	backoff := 50 * time.Millisecond
+	var last error
+	for {
+		c.mu.Lock()
+		addr := c.cfg.Addrs[c.next%len(c.cfg.Addrs)]
+		c.mu.Unlock()
+		reply, err := c.callAddr(ctx, addr, req)
+		if err == nil {
+			return reply, nil
+		}
+		if !retryable(err) {
+			var re *transport.RemoteError
+			if errors.As(err, &re) {
+				return transport.Message{}, errors.New(re.Msg)
+			}
+			return transport.Message{}, err
+		}
+		last = err
+		c.mu.Lock()
+		if c.cfg.Addrs[c.next%len(c.cfg.Addrs)] == addr {
+			c.next++
+		}
+		c.mu.Unlock()
+		c.log.Debug("retrying", "type", req.Type, "addr", addr, "err", err)
+		select {
+		case <-ctx.Done():
+			return transport.Message{}, fmt.Errorf("%s: no coordinator answered in %s: last error: %w", req.Type, c.cfg.Timeout, last)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+func (c *Client) callAddr(ctx context.Context, addr string, req transport.Message) (transport.Message, error) {
+	c.mu.Lock()
+	conn := c.conns[addr]
+	c.mu.Unlock()
+	if conn == nil || conn.Context().Err() != nil {
+		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		nc, err := c.ep.Dial(dctx, addr)
+		cancel()
+		if err != nil {
+			return transport.Message{}, err
+		}
+		c.mu.Lock()
+		if old := c.conns[addr]; old != nil && old != conn && old.Context().Err() == nil {
+			nc.Close() // another call dialled first
+			nc = old
+		}
+		c.conns[addr] = nc
+		c.mu.Unlock()
+		conn = nc
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	reply, err := transport.Call(cctx, conn, req)
+	if err != nil {
+		var re *transport.RemoteError
+		if !errors.As(err, &re) {
+			conn.Close()
+			c.mu.Lock()
+			if c.conns[addr] == conn {
+				delete(c.conns, addr)
+			}
+			c.mu.Unlock()
+		}
+	}
+	return reply, err
+}

@@ -1,0 +1,215 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/transport"
+)
+
+// freePort returns a port free for both TCP and UDP on 127.0.0.1.
+func freePort(t *testing.T) string {
+	t.Helper()
+	for i := 0; i < 50; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		addr := l.Addr().String()
+		u, err := net.ListenPacket("udp", addr)
+		l.Close()
+		if err == nil {
+			u.Close()
+			return addr
+		}
+	}
+	t.Fatal("no free port")
+	return ""
+}
+
+func testIdentity(t *testing.T, name string) *transport.Identity {
+	seed := sha256.Sum256([]byte(name))
+	id, err := transport.NewIdentity(ed25519.NewKeyFromSeed(seed[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+func fastRaft() consensus.Config {
+	return consensus.Config{HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond,
+		LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond}
+}
+
+type cluster struct {
+	servers []*Server
+	cancels []context.CancelFunc
+	addrs   []string
+	wg      sync.WaitGroup
+}
+
+func startCluster(t *testing.T, n int) *cluster {
+	t.Helper()
+	c := &cluster{}
+	var peers []consensus.Peer
+	for i := 0; i < n; i++ {
+		a := freePort(t)
+		c.addrs = append(c.addrs, a)
+		peers = append(peers, consensus.Peer{ID: fmt.Sprintf("c%d", i+1), Addr: a})
+	}
+	dir := t.TempDir()
+	for i := 0; i < n; i++ {
+		s, err := New(Config{ID: peers[i].ID, Dir: fmt.Sprintf("%s/%s", dir, peers[i].ID), Listen: c.addrs[i],
+			Peers: peers, Identity: testIdentity(t, peers[i].ID), Raft: fastRaft(), Tick: 50 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		c.servers = append(c.servers, s)
+		c.cancels = append(c.cancels, cancel)
+		c.wg.Add(1)
+		go func() { defer c.wg.Done(); s.Run(ctx) }()
+	}
+	t.Cleanup(func() {
+		for _, cancel := range c.cancels {
+			cancel()
+		}
+		c.wg.Wait()
+		for _, s := range c.servers {
+			s.Close()
+		}
+	})
+	// Every node registers its key with the leader.
+	waitFor(t, 10*time.Second, "all coordinators registered", func() bool {
+		for _, s := range c.servers {
+			if len(s.Status().Coordinators) != n {
+				return false
+			}
+		}
+		return true
+	})
+	return c
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, f func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !f() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func newClient(t *testing.T, c *cluster, name string) *Client {
+	cl, err := Dial(ClientConfig{Addrs: c.addrs, Identity: testIdentity(t, name), Timeout: 15 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+func TestProposeVoteTallyOverQUIC(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx := context.Background()
+	alice, bob := newClient(t, c, "alice"), newClient(t, c, "bob")
+	for _, m := range []struct {
+		cl   *Client
+		name string
+	}{{alice, "alice"}, {bob, "bob"}} {
+		if err := m.cl.EnsureRegistered(ctx, m.name, []string{m.name}); err != nil {
+			t.Fatalf("register %s: %v", m.name, err)
+		}
+	}
+	res, err := alice.Submit(ctx, &consensus.ProposeBody{Name: "fmnist-mlp", Model: "mlp:784-256-10", Dataset: "fashion-mnist",
+		Params: consensus.Hyperparams{InnerSteps: 50, Rounds: 10, Codec: "topk:0.01+q4"}, RewardPool: 1_000_000,
+		MinMembers: 2, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 800})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := res.ID
+	for _, cl := range []*Client{alice, bob} {
+		if _, err := cl.Submit(ctx, &consensus.VoteBody{Proposal: pid, Yes: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := bob.Submit(ctx, &consensus.VoteBody{Proposal: pid, Yes: false}); err == nil || !strings.Contains(err.Error(), "already voted") {
+		t.Fatalf("double vote: %v", err)
+	}
+	// The leader tallies once the deadline passes; the passed proposal becomes cohort 1.
+	waitFor(t, 10*time.Second, "tally", func() bool {
+		r, err := bob.Query(ctx, Query{What: QueryProposal, ID: pid})
+		return err == nil && len(r.Proposals) == 1 && r.Proposals[0].Status == consensus.ProposalPassed
+	})
+	r, err := alice.Query(ctx, Query{What: QueryCohort, ID: 1, Linearizable: true})
+	if err != nil || r.Cohort == nil || r.Cohort.Proposal != pid {
+		t.Fatalf("cohort 1: %+v, %v", r.Cohort, err)
+	}
+	// Every node converges to the same state hash.
+	waitFor(t, 5*time.Second, "equal state hashes", func() bool {
+		h := c.servers[0].Status().StateHash
+		for _, s := range c.servers[1:] {
+			if s.Status().StateHash != h {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+func TestForgedAndReplayedRequestsAreRejected(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx := context.Background()
+	alice, mallory := newClient(t, c, "alice"), newClient(t, c, "mallory")
+	if err := alice.EnsureRegistered(ctx, "alice", []string{"alice"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := mallory.EnsureRegistered(ctx, "mallory", []string{"mallory"}); err != nil {
+		t.Fatal(err)
+	}
+	env, err := alice.signer.Sign(&consensus.ProposeBody{Name: "p", Model: "mlp", Dataset: "d",
+		Params: consensus.Hyperparams{Rounds: 1}, VotingPeriodMs: 60_000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Forged: a body changed after signing.
+	forged := env
+	forged.Body = append([]byte(nil), env.Body...)
+	forged.Body[len(forged.Body)-1] ^= 1
+	if _, err := alice.SubmitEnvelope(ctx, forged); err == nil || !strings.Contains(err.Error(), "signature") {
+		t.Fatalf("forged envelope: %v", err)
+	}
+	// Unsigned.
+	unsigned := env
+	unsigned.Sig = nil
+	if _, err := alice.SubmitEnvelope(ctx, unsigned); err == nil || !strings.Contains(err.Error(), "unsigned") {
+		t.Fatalf("unsigned envelope: %v", err)
+	}
+	// Replayed by another member: refused at the door.
+	if _, err := mallory.SubmitEnvelope(ctx, env); err == nil || !strings.Contains(err.Error(), "sent by") {
+		t.Fatalf("replay by another member: %v", err)
+	}
+	// Applied once, then a retry of the same envelope returns the cached result.
+	r1, err := alice.SubmitEnvelope(ctx, env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2, err := alice.SubmitEnvelope(ctx, env)
+	if err != nil || !r2.Duplicate || r2.ID != r1.ID {
+		t.Fatalf("retry: %+v, %v (first %+v)", r2, err, r1)
+	}
+	q, err := alice.Query(ctx, Query{What: QueryProposals, Linearizable: true})
+	if err != nil || len(q.Proposals) != 1 {
+		t.Fatalf("proposals after retry: %d, %v", len(q.Proposals), err)
+	}
+}

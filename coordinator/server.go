@@ -1,0 +1,554 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/transport"
+)
+
+// Config configures one coordinator node. Zero values mean the documented defaults.
+type Config struct {
+	// ID is the node's raft server ID, e.g. "c1". Required.
+	ID string
+	// Dir holds the raft log, stable store and snapshots. Required unless InMemory.
+	Dir string
+	// InMemory keeps raft's stores in memory (simulations).
+	InMemory bool
+	// Listen is host:port. The client API listens there on UDP (QUIC) and raft on TCP: the same
+	// port number, so one address names a coordinator. Required, with a concrete IP.
+	Listen string
+	// Peers are the initial voters, this node included; empty when the node joins a running
+	// cluster through Join.
+	Peers []consensus.Peer
+	// Join is the address of a running coordinator to ask for membership (with empty Peers).
+	Join string
+	// Identity is the node's ed25519 key: its QUIC certificate and the key that signs the
+	// commands only coordinators may issue. Required.
+	Identity *transport.Identity
+	// Tick is how often the leader checks for proposals to tally; zero means 200ms.
+	Tick time.Duration
+	// Raft tunes the consensus node (timeouts, snapshot thresholds); ID, Dir, InMemory,
+	// BindAddr and Peers are taken from this Config.
+	Raft consensus.Config
+	// Logger receives the node's logs; nil means slog.Default().
+	Logger *slog.Logger
+	// Now is the clock the leader stamps commands with; nil means time.Now.
+	Now func() time.Time
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	switch {
+	case c.ID == "":
+		return errors.New("coordinator: --id is required")
+	case c.Dir == "" && !c.InMemory:
+		return errors.New("coordinator: --dir is required")
+	case c.Identity == nil:
+		return errors.New("coordinator: no node key")
+	case len(c.Peers) == 0 && c.Join == "":
+		return errors.New("coordinator: give --peers to start a cluster or --join to join one")
+	case len(c.Peers) > 0 && c.Join != "":
+		return errors.New("coordinator: --peers and --join exclude each other")
+	}
+	host, _, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return fmt.Errorf("coordinator: --listen %q: %w", c.Listen, err)
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		return fmt.Errorf("coordinator: --listen %q: want a concrete IP address and port", c.Listen)
+	}
+	return nil
+}
+
+// Server is one coordinator node: a consensus.Node replica plus the QUIC client API.
+type Server struct {
+	cfg  Config
+	log  *slog.Logger
+	node *consensus.Node
+	ep   *transport.Endpoint
+	mux  *transport.Mux
+
+	mu     sync.Mutex
+	conns  map[string]*transport.Conn // outgoing, by address
+	signer *consensus.Signer
+}
+
+// New starts the raft node and the QUIC endpoint. Call Run to serve.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Tick == 0 {
+		cfg.Tick = 200 * time.Millisecond
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	log = log.With("node", cfg.ID)
+	ep, err := transport.ListenAddr(cfg.Listen, transport.Config{Identity: cfg.Identity})
+	if err != nil {
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	rc := cfg.Raft
+	rc.ID, rc.Dir, rc.InMemory, rc.BindAddr, rc.Peers, rc.Now = cfg.ID, cfg.Dir, cfg.InMemory, cfg.Listen, cfg.Peers, cfg.Now
+	if rc.LogOutput == nil {
+		rc.LogOutput = io.Discard
+	}
+	node, err := consensus.NewNode(rc)
+	if err != nil {
+		ep.Close()
+		return nil, fmt.Errorf("coordinator: %w", err)
+	}
+	s := &Server{cfg: cfg, log: log, node: node, ep: ep, mux: transport.NewMux(), conns: map[string]*transport.Conn{}}
+	s.mux.Handle(MsgSubmit, s.handleSubmit)
+	s.mux.Handle(MsgQuery, s.handleQuery)
+	s.mux.Handle(MsgJoinCluster, s.handleJoinCluster)
+	return s, nil
+}
+
+// Node is the underlying consensus node.
+func (s *Server) Node() *consensus.Node { return s.node }
+
+// Addr is the address the node listens on.
+func (s *Server) Addr() string { return s.cfg.Listen }
+
+// KeyID is the ID of the node's key (its coordinator ID in the state).
+func (s *Server) KeyID() string { return s.cfg.Identity.NodeID().String() }
+
+// Run serves the API, registers the node's key with the cluster and, while leader, tallies
+// proposals whose voting deadline has passed. It returns when ctx is done.
+func (s *Server) Run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- s.ep.Serve(ctx, s.mux.Serve) }()
+	t := time.NewTicker(s.cfg.Tick)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case err := <-errc:
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("coordinator: serve: %w", err)
+		case <-t.C:
+			s.tick(ctx)
+		}
+	}
+}
+
+// Close stops the API and the raft node.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	for _, c := range s.conns {
+		c.Close()
+	}
+	s.conns = map[string]*transport.Conn{}
+	s.mu.Unlock()
+	s.ep.Close()
+	return s.node.Shutdown()
+}
+
+// tick does the periodic work: make sure this node's key is registered, and on the leader
+// tally expired proposals.
+func (s *Server) tick(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if !s.registered() {
+		if err := s.registerSelf(ctx); err != nil {
+			s.log.Debug("registering node key", "err", err)
+		}
+		return
+	}
+	if !s.node.IsLeader() {
+		return
+	}
+	now := s.cfg.Now().UnixMilli()
+	var due []uint64
+	s.node.View(func(st *consensus.State) error {
+		for _, p := range st.Proposals() {
+			if p.Status == consensus.ProposalOpen && p.Deadline <= now {
+				due = append(due, p.ID)
+			}
+		}
+		return nil
+	})
+	for _, id := range due {
+		res, err := s.applyAsSelf(ctx, &consensus.TallyBody{Proposal: id})
+		if err != nil {
+			s.log.Warn("tally", "proposal", id, "err", err)
+			continue
+		}
+		s.log.Info("tallied proposal", "proposal", id, "status", res.Status, "cohort", res.Cohort)
+	}
+}
+
+func (s *Server) registered() bool {
+	me := s.KeyID()
+	found := false
+	s.node.View(func(st *consensus.State) error {
+		for _, c := range st.Coordinators() {
+			found = found || c.ID == me
+		}
+		return nil
+	})
+	return found
+}
+
+// registerSelf registers this node's key: the first leader of a fresh cluster self-signs; every
+// other node asks the leader, proving its raft address by dialling from it.
+func (s *Server) registerSelf(ctx context.Context) error {
+	env, err := consensus.NewEnvelope(s.cfg.Identity.Key, uint64(s.cfg.Now().UnixNano()), &consensus.AddCoordinatorBody{
+		PublicKey: s.cfg.Identity.PublicKey(), Name: s.cfg.ID,
+	})
+	if err != nil {
+		return err
+	}
+	if s.node.IsLeader() {
+		var none bool
+		s.node.View(func(st *consensus.State) error { none = len(st.Coordinators()) == 0; return nil })
+		if none {
+			_, err := s.node.Apply(ctx, env)
+			return err
+		}
+	}
+	target := s.cfg.Join
+	if _, addr := s.node.Leader(); addr != "" {
+		target = addr
+	}
+	if target == "" || target == s.cfg.Listen {
+		return errors.New("no leader known yet")
+	}
+	req := transport.Message{Header: transport.Header{Type: MsgJoinCluster}}
+	if err := req.SetBody(joinRequest{ID: s.cfg.ID, Addr: s.cfg.Listen, Env: env}); err != nil {
+		return err
+	}
+	_, err = s.call(ctx, target, req)
+	return err
+}
+
+type joinRequest struct {
+	ID   string
+	Addr string
+	Env  consensus.Envelope
+}
+
+// handleJoinCluster (leader) adds the requesting node as a voter and registers its key. The
+// request must come from the address it claims (QUIC from the node's own listening socket) and
+// carry an AddCoordinator envelope self-signed by the key of the connection.
+func (s *Server) handleJoinCluster(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
+	var jr joinRequest
+	if err := req.DecodeBody(&jr); err != nil {
+		return transport.Message{}, err
+	}
+	if !s.node.IsLeader() {
+		_, addr := s.node.Leader()
+		return transport.Message{}, fmt.Errorf("%s not the leader (leader: %q)", unavailablePrefix, addr)
+	}
+	if jr.Env.Issuer != peer.String() {
+		return transport.Message{}, fmt.Errorf("join-cluster: envelope issued by %s but sent by %s", jr.Env.Issuer, peer)
+	}
+	body, err := jr.Env.DecodeBody()
+	if err != nil {
+		return transport.Message{}, err
+	}
+	ac, ok := body.(*consensus.AddCoordinatorBody)
+	if !ok || ac.Name != jr.ID {
+		return transport.Message{}, errors.New("join-cluster: want an add-coordinator body naming the node")
+	}
+	if err := jr.Env.Verify(ac.PublicKey); err != nil {
+		return transport.Message{}, fmt.Errorf("join-cluster: %w", err)
+	}
+	if conn, ok := s.peerAddr(ctx, peer); ok && conn != jr.Addr {
+		return transport.Message{}, fmt.Errorf("join-cluster: node %s claims address %s but connects from %s", jr.ID, jr.Addr, conn)
+	}
+	servers, err := s.node.Servers()
+	if err != nil {
+		return transport.Message{}, err
+	}
+	member := false
+	for _, sv := range servers {
+		if sv.ID == jr.ID {
+			if sv.Addr != jr.Addr {
+				return transport.Message{}, fmt.Errorf("join-cluster: %s is a voter at %s, not %s", jr.ID, sv.Addr, jr.Addr)
+			}
+			member = true
+		}
+	}
+	if !member {
+		if err := s.node.AddVoter(ctx, jr.ID, jr.Addr); err != nil {
+			return transport.Message{}, err
+		}
+		s.log.Info("added voter", "id", jr.ID, "addr", jr.Addr)
+	}
+	if _, err := s.applyAsSelf(ctx, &consensus.AddCoordinatorBody{PublicKey: ac.PublicKey, Name: ac.Name}); err != nil {
+		return transport.Message{}, err
+	}
+	return transport.Message{Header: transport.Header{Type: MsgJoinCluster}}, nil
+}
+
+// peerAddr finds the remote address of a live incoming connection from peer (best effort).
+func (s *Server) peerAddr(ctx context.Context, peer transport.NodeID) (string, bool) {
+	if a, ok := ctx.Value(remoteAddrKey{}).(string); ok {
+		return a, true
+	}
+	return "", false
+}
+
+type remoteAddrKey struct{}
+
+// applyAsSelf signs body with the node key and applies it (leader only).
+func (s *Server) applyAsSelf(ctx context.Context, body consensus.Body) (consensus.Result, error) {
+	s.mu.Lock()
+	if s.signer == nil {
+		var last uint64
+		s.node.View(func(st *consensus.State) error { last = st.LastRequestID(s.KeyID()); return nil })
+		sg, err := consensus.NewSigner(s.cfg.Identity.Key, max(last, uint64(s.cfg.Now().UnixNano())))
+		if err != nil {
+			s.mu.Unlock()
+			return consensus.Result{}, err
+		}
+		s.signer = sg
+	}
+	sg := s.signer
+	s.mu.Unlock()
+	env, err := sg.Sign(body)
+	if err != nil {
+		return consensus.Result{}, err
+	}
+	return s.node.Apply(ctx, env)
+}
+
+// handleSubmit applies a member's signed command, forwarding it to the leader from a follower.
+// The envelope's issuer must be the key of the connection (a member submits its own commands),
+// unless the connection is a registered coordinator forwarding a client's envelope.
+func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
+	var env consensus.Envelope
+	if err := req.DecodeBody(&env); err != nil {
+		return transport.Message{}, fmt.Errorf("submit: %w", err)
+	}
+	forwarded := env.Issuer != peer.String()
+	if forwarded && !s.isCoordinator(peer.String()) {
+		return transport.Message{}, fmt.Errorf("submit: request issued by %s but sent by %s: members submit their own requests", env.Issuer, peer)
+	}
+	res, err := s.node.Apply(ctx, env)
+	if errors.Is(err, consensus.ErrNotLeader) && !forwarded {
+		return s.forward(ctx, req)
+	}
+	if err != nil {
+		return transport.Message{}, classify(err)
+	}
+	reply := transport.Message{Header: transport.Header{Type: MsgSubmit}}
+	err = reply.SetBody(SubmitReply{Result: res, Leader: s.cfg.ID})
+	return reply, err
+}
+
+func (s *Server) isCoordinator(id string) bool {
+	found := false
+	s.node.View(func(st *consensus.State) error {
+		for _, c := range st.Coordinators() {
+			found = found || c.ID == id
+		}
+		return nil
+	})
+	return found
+}
+
+// forward sends a submit to the leader and relays its reply.
+func (s *Server) forward(ctx context.Context, req transport.Message) (transport.Message, error) {
+	_, addr := s.node.Leader()
+	if addr == "" || addr == s.cfg.Listen {
+		return transport.Message{}, fmt.Errorf("%s no leader elected yet", unavailablePrefix)
+	}
+	reply, err := s.call(ctx, addr, transport.Message{Header: transport.Header{Type: MsgSubmit, Body: req.Body}})
+	if err != nil {
+		var re *transport.RemoteError
+		if errors.As(err, &re) {
+			return transport.Message{}, errors.New(re.Msg) // already classified by the leader
+		}
+		return transport.Message{}, fmt.Errorf("%s forwarding to leader at %s: %w", unavailablePrefix, addr, err)
+	}
+	return transport.Message{Header: transport.Header{Type: MsgSubmit, Body: reply.Body}}, nil
+}
+
+// call sends req to the coordinator at addr over a cached connection from this node's endpoint.
+func (s *Server) call(ctx context.Context, addr string, req transport.Message) (transport.Message, error) {
+	s.mu.Lock()
+	c := s.conns[addr]
+	s.mu.Unlock()
+	if c == nil || c.Context().Err() != nil {
+		nc, err := s.ep.Dial(ctx, addr)
+		if err != nil {
+			return transport.Message{}, err
+		}
+		s.mu.Lock()
+		if old := s.conns[addr]; old != nil {
+			old.Close()
+		}
+		s.conns[addr] = nc
+		s.mu.Unlock()
+		c = nc
+	}
+	reply, err := transport.Call(ctx, c, req)
+	if err != nil {
+		var re *transport.RemoteError
+		if !errors.As(err, &re) { // a broken connection: drop it so the next call redials
+			s.mu.Lock()
+			if s.conns[addr] == c {
+				delete(s.conns, addr)
+			}
+			s.mu.Unlock()
+			c.Close()
+		}
+	}
+	return reply, err
+}
+
+func (s *Server) handleQuery(ctx context.Context, _ transport.NodeID, req transport.Message) (transport.Message, error) {
+	var q Query
+	if err := req.DecodeBody(&q); err != nil {
+		return transport.Message{}, fmt.Errorf("query: %w", err)
+	}
+	if q.Linearizable {
+		if !s.node.IsLeader() {
+			_, addr := s.node.Leader()
+			return transport.Message{}, fmt.Errorf("%s not the leader (leader: %q)", unavailablePrefix, addr)
+		}
+		if err := s.node.Barrier(ctx); err != nil {
+			return transport.Message{}, classify(err)
+		}
+	}
+	var out QueryReply
+	var qerr error
+	switch q.What {
+	case QueryStatus:
+		st := s.Status()
+		out.Status = &st
+	default:
+		qerr = s.node.View(func(st *consensus.State) error {
+			switch q.What {
+			case QueryProposals:
+				out.Proposals = st.Proposals()
+			case QueryProposal:
+				p, err := st.Proposal(q.ID)
+				if err != nil {
+					return err
+				}
+				out.Proposals = []consensus.Proposal{p}
+			case QueryCohort:
+				c, err := st.Cohort(q.ID)
+				if err != nil {
+					return err
+				}
+				out.Cohort = &c
+			case QueryRounds:
+				r, err := st.Rounds(q.ID)
+				if err != nil {
+					return err
+				}
+				out.Rounds = r
+			case QueryMembers:
+				out.Members = st.Members()
+			case QueryLedger:
+				l := st.Ledger()
+				out.Ledger = &l
+			default:
+				return fmt.Errorf("unknown query %q (want one of status, proposals, proposal, cohort, rounds, members, ledger)", q.What)
+			}
+			return nil
+		})
+	}
+	if qerr != nil {
+		return transport.Message{}, qerr
+	}
+	reply := transport.Message{Header: transport.Header{Type: MsgQuery}}
+	return reply, reply.SetBody(out)
+}
+
+// Status describes this node and the cluster as it sees it.
+func (s *Server) Status() Status {
+	lid, laddr := s.node.Leader()
+	hash, applied := s.node.Hash()
+	stats := s.node.Stats()
+	st := Status{
+		ID: s.cfg.ID, Addr: s.cfg.Listen, NodeKeyID: s.KeyID(), Role: s.node.State(),
+		LeaderID: lid, LeaderAddr: laddr, Term: stats["term"], LastIndex: stats["last_log_index"],
+		AppliedIndex: applied, StateHash: fmt.Sprintf("%x", hash[:]),
+	}
+	if servers, err := s.node.Servers(); err == nil {
+		for _, sv := range servers {
+			st.Servers = append(st.Servers, ServerInfo{ID: sv.ID, Addr: sv.Addr})
+		}
+	}
+	s.node.View(func(state *consensus.State) error {
+		for _, c := range state.Coordinators() {
+			st.Coordinators = append(st.Coordinators, c.Name+"="+c.ID)
+		}
+		st.Members = len(state.Members())
+		st.Proposals = len(state.Proposals())
+		for _, c := range state.Cohorts() {
+			st.Cohorts = append(st.Cohorts, CohortBrief{ID: c.ID, Proposal: c.Proposal, Members: len(c.Members), Status: string(c.Status), CurrentRound: c.CurrentRound})
+		}
+		return nil
+	})
+	return st
+}
+
+// ParsePeers parses "c1=127.0.0.1:7001,c2=127.0.0.1:7002".
+func ParsePeers(s string) ([]consensus.Peer, error) {
+	var out []consensus.Peer
+	if strings.TrimSpace(s) == "" {
+		return nil, nil
+	}
+	for _, part := range strings.Split(s, ",") {
+		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || id == "" || addr == "" {
+			return nil, fmt.Errorf("peer %q: want ID=HOST:PORT", part)
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			return nil, fmt.Errorf("peer %q: %w", part, err)
+		}
+		out = append(out, consensus.Peer{ID: id, Addr: addr})
+	}
+	return out, nil
+}
+
+// unavailablePrefix starts the text of every error worth retrying at another coordinator; the
+// client retries those with the same envelope and gives up on anything else (a rejection by the
+// state is final).
+const unavailablePrefix = "unavailable:"
+
+// rejections are the state's verdicts on a command: retrying the same envelope cannot help.
+var rejections = []error{
+	consensus.ErrDecode, consensus.ErrVersion, consensus.ErrInvalid, consensus.ErrUnsigned,
+	consensus.ErrBadSignature, consensus.ErrUnknownIssuer, consensus.ErrForbidden,
+	consensus.ErrStaleRequest, consensus.ErrExists, consensus.ErrNotFound, consensus.ErrWrongStatus,
+	consensus.ErrDeadline, consensus.ErrOverflow,
+}
+
+// classify marks an Apply or Barrier error as final (a rejection) or retryable (anything else:
+// lost leadership, timeouts, shutdown), in which case the outcome is unknown and the client
+// retries the same request ID.
+func classify(err error) error {
+	for _, r := range rejections {
+		if errors.Is(err, r) {
+			return err
+		}
+	}
+	return fmt.Errorf("%s %w", unavailablePrefix, err)
+}
