@@ -44,12 +44,12 @@ type Query struct {
 
 // QueryReply carries exactly one of its fields, per Query.What.
 type QueryReply struct {
-	Status    *Status               `msgpack:",omitempty"`
-	Proposals []consensus.Proposal  `msgpack:",omitempty"`
-	Cohort    *consensus.Cohort     `msgpack:",omitempty"`
-	Members   []consensus.Member    `msgpack:",omitempty"`
-	Ledger    *consensus.Ledger     `msgpack:",omitempty"`
-	Rounds    []consensus.Round     `msgpack:",omitempty"`
+	Status    *Status              `msgpack:",omitempty"`
+	Proposals []consensus.Proposal `msgpack:",omitempty"`
+	Cohort    *consensus.Cohort    `msgpack:",omitempty"`
+	Members   []consensus.Member   `msgpack:",omitempty"`
+	Ledger    *consensus.Ledger    `msgpack:",omitempty"`
+	Rounds    []consensus.Round    `msgpack:",omitempty"`
 }
 
 // Status describes one coordinator node and the cluster as it sees it.
