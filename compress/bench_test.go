@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"testing"
+	"time"
 )
 
 // Benchmarks: go test -run '^$' -bench . -benchtime 2s ./compress/
@@ -76,7 +77,9 @@ func benchCodecs(b *testing.B, op string) {
 				b.SetBytes(int64(4 * n))
 				b.ReportAllocs()
 				b.ResetTimer()
+				cpu0, iters := cpuTime(), 0
 				for b.Loop() {
+					iters++
 					if op != "decode" {
 						if msg, err = c.Encode(msg[:0], x); err != nil {
 							b.Fatal(err)
@@ -88,10 +91,20 @@ func benchCodecs(b *testing.B, op string) {
 						}
 					}
 				}
+				reportCPU(b, cpuTime()-cpu0, iters, n)
 				b.ReportMetric(8*float64(len(msg))/float64(n), "bits/param")
 				b.ReportMetric(relErr(x, d), "relerr")
 			})
 		}
+	}
+}
+
+// reportCPU reports "cpuMB/s": the bytes of input processed per second of
+// process CPU time (the benchmark is single-threaded and allocation-free),
+// i.e. throughput per core independent of other load on the machine.
+func reportCPU(b *testing.B, cpu time.Duration, iters, n int) {
+	if cpu > 0 && iters > 0 {
+		b.ReportMetric(float64(4*n)*float64(iters)/cpu.Seconds()/1e6, "cpuMB/s")
 	}
 }
 
@@ -114,11 +127,14 @@ func BenchmarkResidual(b *testing.B) {
 			var msg []byte
 			b.SetBytes(int64(4 * n))
 			b.ReportAllocs()
+			cpu0, iters := cpuTime(), 0
 			for b.Loop() {
+				iters++
 				if msg, err = r.Encode(msg[:0], x); err != nil {
 					b.Fatal(err)
 				}
 			}
+			reportCPU(b, cpuTime()-cpu0, iters, n)
 			b.ReportMetric(8*float64(len(msg))/float64(n), "bits/param")
 		})
 	}
@@ -133,7 +149,10 @@ func BenchmarkTopKSelect(b *testing.B) {
 	var dst []byte
 	b.SetBytes(int64(4 * n))
 	b.ReportAllocs()
+	cpu0, iters := cpuTime(), 0
 	for b.Loop() {
+		iters++
 		dst, _ = c.appendTopK(dst[:0], x, 0)
 	}
+	reportCPU(b, cpuTime()-cpu0, iters, n)
 }

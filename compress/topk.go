@@ -212,7 +212,7 @@ func (c *Codec) appendTopK(dst []byte, x []float32, seed uint64) ([]byte, bool) 
 
 // Sampling parameters of selectChunk.
 const (
-	topkSample    = 256 // values sampled per chunk to pick a candidate threshold
+	topkSample    = 128 // values sampled per chunk to pick a candidate threshold
 	topkMinSample = 4 * topkSample
 )
 
@@ -247,11 +247,13 @@ func (c *Codec) selectChunk(offs []int32, chunk []float32) bool {
 		for i, v := range chunk {
 			// Branch-free: always store, advance only for a candidate
 			// (nc ≤ i, so the store stays in bounds).
-			a := math.Float32bits(v) & 0x7fffffff
-			ci[nc], cm[nc] = int32(i), a
-			if a >= t0 {
+			ci[nc] = int32(i)
+			if math.Float32bits(v)&0x7fffffff >= t0 {
 				nc++
 			}
+		}
+		for j, i := range ci[:nc] {
+			cm[j] = math.Float32bits(chunk[i]) & 0x7fffffff
 		}
 	}
 	if nc < k {

@@ -275,10 +275,7 @@ func appendQuant(dst []byte, x []float32, s *Setting, seed uint64, scratch *[]in
 	q := (*scratch)[:B]
 	for b := range nb {
 		blk := x[b*B : min(n, (b+1)*B)]
-		var m uint32
-		for _, v := range blk {
-			m = max(m, math.Float32bits(v)&0x7fffffff)
-		}
+		m := absBitsMax(blk)
 		if m >= 0x7f800000 {
 			return dst[:start], false
 		}
@@ -374,6 +371,27 @@ func appendQuant(dst []byte, x []float32, s *Setting, seed uint64, scratch *[]in
 		}
 	}
 	return dst, true
+}
+
+// absBitsMax returns the largest |v| of x as float32 bits (a value ≥
+// 0x7f800000 means x holds a NaN or ±Inf), with four independent
+// accumulators to break the dependency chain.
+//
+// Reference loop: for _, v := range x { m = max(m, math.Float32bits(v)&0x7fffffff) }
+func absBitsMax(x []float32) uint32 {
+	var m0, m1, m2, m3 uint32
+	j := 0
+	for ; j+4 <= len(x); j += 4 {
+		v := x[j : j+4 : j+4]
+		m0 = max(m0, math.Float32bits(v[0])&0x7fffffff)
+		m1 = max(m1, math.Float32bits(v[1])&0x7fffffff)
+		m2 = max(m2, math.Float32bits(v[2])&0x7fffffff)
+		m3 = max(m3, math.Float32bits(v[3])&0x7fffffff)
+	}
+	for ; j < len(x); j++ {
+		m0 = max(m0, math.Float32bits(x[j])&0x7fffffff)
+	}
+	return max(m0, m1, m2, m3)
 }
 
 // rne rounds f (|f| < 2^31) to the nearest integer, ties to even, by the
