@@ -57,12 +57,55 @@ func (p *Play) Text() string {
 	return b.String()
 }
 
+// Subset returns a play with the same title and the speeches in idx, in that
+// order: a peer's shard. It panics if an index is out of range.
+func (p *Play) Subset(idx []int) *Play {
+	out := &Play{Title: p.Title, Speeches: make([]Speech, len(idx))}
+	for k, i := range idx {
+		if i < 0 || i >= len(p.Speeches) {
+			panic(fmt.Sprintf("datasets: speech index %d out of range [0,%d)", i, len(p.Speeches)))
+		}
+		out.Speeches[k] = p.Speeches[i]
+	}
+	return out
+}
+
+// WritePlay writes p in the layout ParsePlay reads: "\tTITLE", then each
+// speech as "SPEAKER\tfirst line" and "\tnext line"s, separated by blank
+// lines. ParsePlay gives p back for any play it produced itself.
+func WritePlay(w io.Writer, p *Play) error {
+	if p.Title == "" || strings.Contains(p.Title, "\n") {
+		return fmt.Errorf("%w: WritePlay: title %q", ErrInvalidArgument, p.Title)
+	}
+	bw := bufio.NewWriter(w)
+	fmt.Fprintf(bw, "\t%s\n", p.Title)
+	for i, s := range p.Speeches {
+		if s.Speaker == "" || strings.ContainsAny(s.Speaker, "\t\n") || s.Text == "" {
+			return fmt.Errorf("%w: WritePlay: speech %d has speaker %q and %d bytes of text", ErrInvalidArgument, i, s.Speaker, len(s.Text))
+		}
+		bw.WriteString("\n")
+		lines := strings.Split(s.Text, "\n")
+		bw.WriteString(s.Speaker)
+		if normSpace(s.Speaker+" "+lines[0]) == normSpace(p.Title) {
+			// "SPEAKER<TAB>line" would read as the title heading: start
+			// the speech with an empty line instead.
+			bw.WriteString("\t\n")
+		}
+		for _, line := range lines {
+			bw.WriteString("\t")
+			bw.WriteString(line)
+			bw.WriteString("\n")
+		}
+	}
+	return bw.Flush()
+}
+
 // ParsePlay parses a play in the layout of the Canterbury corpus's
 // Shakespeare files (asyoulik.txt); name is used in error messages only.
 //
 // Layout, line by line:
-//   - the first non-blank line is the title; later lines equal to it are
-//     page headings and skipped;
+//   - the first non-blank line is the title (runs of white space collapsed
+//     to one space); later lines equal to it are page headings and skipped;
 //   - "DRAMATIS PERSONAE" starts the cast list, skipped up to the first act
 //     heading;
 //   - headings start a new section and are skipped: "ACT I", "SCENE II<TAB>
@@ -70,8 +113,9 @@ func (p *Play) Text() string {
 //     after a TAB);
 //   - "NAME<TAB>text" starts a speech by NAME; a line starting with TAB or
 //     space continues the current speech (blank lines do not end it);
-//   - text in [brackets] is a stage direction and removed, also across
-//     lines; a line left empty adds nothing;
+//   - text in [brackets] is a stage direction and removed (with the spaces
+//     after it), also across lines, before a line is classified; a line
+//     left empty adds nothing;
 //   - lines before the first speech of a section that are not speeches (a
 //     scene's place, say) are skipped.
 //
@@ -104,25 +148,25 @@ func ParsePlay(name string, r io.Reader) (*Play, error) {
 	sc.Buffer(nil, len(b)+1)
 	for sc.Scan() {
 		line := strings.TrimRight(sc.Text(), "\r")
-		trimmed := strings.TrimSpace(line)
 		if inBracket {
 			// Inside a stage direction spanning lines; text after "]" continues.
 			i := strings.IndexByte(line, ']')
 			if i < 0 {
 				continue
 			}
-			inBracket = false
 			line = "\t" + line[i+1:]
-			trimmed = strings.TrimSpace(line)
 		}
+		indented := line != "" && (line[0] == '\t' || line[0] == ' ')
+		line, inBracket = stripDirections(line)
+		trimmed := strings.TrimSpace(line)
 		if trimmed == "" {
 			continue
 		}
 		if p.Title == "" {
-			p.Title = trimmed
+			p.Title = normSpace(trimmed)
 			continue
 		}
-		if trimmed == p.Title {
+		if normSpace(trimmed) == p.Title {
 			flush()
 			continue
 		}
@@ -144,25 +188,20 @@ func ParsePlay(name string, r io.Reader) (*Play, error) {
 		}
 		speaker, rest, hasTab := strings.Cut(line, "\t")
 		speaker = strings.TrimSpace(speaker)
-		if line[0] == '\t' || line[0] == ' ' || (hasTab && speaker == "") {
-			var text string
-			text, inBracket = stripDirections(trimmed)
-			if text != "" && cur != nil {
-				lines = append(lines, text)
+		if indented || (hasTab && speaker == "") {
+			if cur != nil {
+				lines = append(lines, trimmed)
 			}
 			continue
 		}
+		flush()
 		if !hasTab {
 			// A line at the margin without a TAB is neither speech nor
 			// continuation: treat it as an unknown heading.
-			flush()
 			continue
 		}
-		flush()
 		cur = &Speech{Speaker: speaker}
-		var text string
-		text, inBracket = stripDirections(strings.TrimSpace(rest))
-		if text != "" {
+		if text := strings.TrimSpace(rest); text != "" {
 			lines = append(lines, text)
 		}
 	}
@@ -200,8 +239,10 @@ func isRoman(s string) bool {
 	return s != "" && strings.Trim(s, "IVXLC") == ""
 }
 
-// stripDirections removes "[...]" segments from s and reports whether an
-// unclosed "[" continues on later lines.
+// stripDirections removes "[...]" segments from s, with the spaces that
+// follow a segment, and reports whether an unclosed "[" continues on later
+// lines (the rest of s is then removed too). Other characters, TABs
+// included, are kept.
 func stripDirections(s string) (string, bool) {
 	if !strings.Contains(s, "[") {
 		return s, false
@@ -211,18 +252,19 @@ func stripDirections(s string) (string, bool) {
 		i := strings.IndexByte(s, '[')
 		if i < 0 {
 			b.WriteString(s)
-			break
+			return b.String(), false
 		}
 		b.WriteString(s[:i])
 		j := strings.IndexByte(s[i:], ']')
 		if j < 0 {
-			return strings.Join(strings.Fields(b.String()), " "), true
+			return b.String(), true
 		}
-		b.WriteByte(' ')
-		s = s[i+j+1:]
+		s = strings.TrimLeft(s[i+j+1:], " ")
 	}
-	return strings.Join(strings.Fields(b.String()), " "), false
 }
+
+// normSpace collapses runs of white space to one space.
+func normSpace(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // LoadText reads name from fsys as UTF-8 text. It fails, naming the file and
 // the byte offset, if the file is not valid UTF-8 or holds a NUL byte

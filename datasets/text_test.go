@@ -236,5 +236,45 @@ func FuzzParsePlay(f *testing.F) {
 		if v.Decode(v.Encode(p.Text())) != p.Text() {
 			t.Fatal("vocab round trip")
 		}
+		var b strings.Builder
+		if err := WritePlay(&b, p); err != nil {
+			t.Fatalf("WritePlay of a parsed play: %v", err)
+		}
+		back, err := ParsePlay("rewritten", strings.NewReader(b.String()))
+		if err != nil || !reflect.DeepEqual(back, p) {
+			t.Fatalf("written play parses back differently (%v):\n%q\n%+v\n%+v", err, b.String(), p, back)
+		}
 	})
+}
+
+// Shards of the play written with WritePlay parse back to the same speeches.
+func TestWritePlayRoundTrip(t *testing.T) {
+	p, err := EmbeddedPlay()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for j, part := range Natural(p.Groups(), 3) {
+		shard := p.Subset(part)
+		var b strings.Builder
+		if err := WritePlay(&b, shard); err != nil {
+			t.Fatal(err)
+		}
+		back, err := ParsePlay("shard", strings.NewReader(b.String()))
+		if err != nil {
+			t.Fatalf("shard %d: %v", j, err)
+		}
+		if !reflect.DeepEqual(back, shard) {
+			t.Errorf("shard %d: %d speeches written, %d read back differently", j, len(shard.Speeches), len(back.Speeches))
+		}
+	}
+	for _, bad := range []*Play{
+		{Title: "", Speeches: []Speech{{"A", "x"}}},
+		{Title: "T", Speeches: []Speech{{"", "x"}}},
+		{Title: "T", Speeches: []Speech{{"A\tB", "x"}}},
+		{Title: "T", Speeches: []Speech{{"A", ""}}},
+	} {
+		if err := WritePlay(io.Discard, bad); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("WritePlay(%+v): %v", bad, err)
+		}
+	}
 }
