@@ -476,3 +476,37 @@ func ExampleResidual() {
 	// 47 [0 0 0 0 0 0 7 8] [1 2 3 4 5 6 0 0]
 	// 47 [0 0 0 0 5 6 0 0] [1 2 3 4 0 0 0 0]
 }
+
+// TestCompressionRatio pins the message sizes that low-bandwidth training
+// depends on, on 2^20 Gaussian values: top-k 1 % with 4-bit values must be
+// at least 100× smaller than fp32 (DESIGN.md §7).
+func TestCompressionRatio(t *testing.T) {
+	n := 1 << 20
+	x := gaussian(n, 1e-3, 1)
+	for _, tc := range []struct {
+		setting  string
+		minRatio float64
+	}{
+		{"q8", 3.7}, {"q4", 7}, {"topk:0.01+q4", 200}, {"topk:0.01+q2", 240}, {"topk:0.001/c65536+q4", 1500}, {"lowrank:4+q8", 220},
+	} {
+		cfg := Config{Setting: MustParse(tc.setting)}
+		if cfg.Setting.Sparsifier == LowRank {
+			for off := 0; off < n; off += 1 << 18 {
+				cfg.Shape = append(cfg.Shape, Segment{Offset: off, Rows: 512, Cols: 512})
+			}
+		}
+		c, err := New(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg, err := c.Encode(nil, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ratio := float64(4*n) / float64(len(msg))
+		t.Logf("%-22s %8d bytes  %.4f bits/param  %.0f× smaller than fp32", tc.setting, len(msg), 8*float64(len(msg))/float64(n), ratio)
+		if ratio < tc.minRatio {
+			t.Errorf("%s: %.1f× smaller than fp32, want ≥ %.0f×", tc.setting, ratio, tc.minRatio)
+		}
+	}
+}

@@ -83,16 +83,19 @@ func (c *Codec) appendLowRank(dst []byte, x []float32, seed uint64, warm *[][]fl
 			orthonormalize(P, g.rows, g.r)
 			matTMul(Q, M, P, g.rows, g.cols, g.r)
 		}
-		if warm != nil {
-			if len(*warm) != len(c.lrSegs) {
-				*warm = make([][]float32, len(c.lrSegs))
-			}
-			(*warm)[si] = append((*warm)[si][:0], Q...)
-		}
 	}
-	for i, v := range V {
-		if math.Float32bits(v)&0x7f800000 == 0x7f800000 {
-			return dst, fmt.Errorf("%w: low-rank factor %d overflows float32", ErrNonFinite, i)
+	if i := firstNonFinite(V); i >= 0 {
+		return dst, fmt.Errorf("%w: low-rank factor %d overflows float32", ErrNonFinite, i)
+	}
+	if warm != nil { // only now: a failed encode leaves the warm start as it was
+		if len(*warm) != len(c.lrSegs) {
+			*warm = make([][]float32, len(c.lrSegs))
+		}
+		at := 0
+		for si, g := range c.lrSegs {
+			Q := V[at+g.rows*g.r : at+g.r*(g.rows+g.cols)]
+			at += g.r * (g.rows + g.cols)
+			(*warm)[si] = append((*warm)[si][:0], Q...)
 		}
 	}
 	prev := 0
