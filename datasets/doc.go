@@ -37,7 +37,8 @@
 //	p, err := datasets.ParsePartition("dirichlet:0.5") // or "iid", "natural"
 //	parts, err := p.Split(datasets.Samples{Labels: train.IntLabels(), Classes: 10}, peers, seed)
 //
-// A peer's shard is written with WriteImages and read back with LoadImages;
+// A peer's shard is written with WriteImages (or Play.Subset + WritePlay)
+// and read back with LoadImages (or ParsePlay);
 // a Batcher deals its indices in seeded, resumable mini-batches:
 //
 //	b, err := datasets.NewBatcher(parts[me], 64, seed)

@@ -95,7 +95,7 @@ func ReadIDX(r io.Reader) (*IDX, error) {
 		d := int64(binary.BigEndian.Uint32(hdr[4*i:]))
 		dims[i] = int(d)
 		if d != 0 && total > MaxIDXBytes/d {
-			return nil, fmt.Errorf("%w: dimensions %v exceed %d bytes", ErrTooLarge, dimsSoFar(hdr, nd), int64(MaxIDXBytes))
+			return nil, fmt.Errorf("%w: dimensions %v exceed %d bytes", ErrTooLarge, declaredDims(hdr, nd), int64(MaxIDXBytes))
 		}
 		total *= d
 	}
@@ -131,7 +131,7 @@ func ReadIDX(r io.Reader) (*IDX, error) {
 	return &IDX{Type: TypeUbyte, Dims: dims, Data: data}, nil
 }
 
-func dimsSoFar(hdr []byte, nd int) []uint32 {
+func declaredDims(hdr []byte, nd int) []uint32 {
 	out := make([]uint32, nd)
 	for i := range out {
 		out[i] = binary.BigEndian.Uint32(hdr[4*i:])
