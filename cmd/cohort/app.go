@@ -29,6 +29,12 @@ func newApp() *cli.App {
 		},
 		Commands: []*cli.Command{
 			trainCommand(),
+			keygenCommand(),
+			coordinatorCommand(),
+			proposeCommand(),
+			voteCommand(),
+			proposalsCommand(),
+			statusCommand(),
 		},
 		// One line, not the whole help text, for a mistyped flag.
 		OnUsageError:   func(c *cli.Context, err error, isSub bool) error { return err },

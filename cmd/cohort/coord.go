@@ -1,0 +1,388 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/coordinator"
+	"github.com/cohortlab/cohort/transport"
+)
+
+func keygenCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "keygen",
+		Usage: "create an ed25519 key: a member's or a coordinator node's identity",
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "out", Required: true, Usage: "key file to write (PEM, mode 0600); refuses to overwrite", EnvVars: envVars("out")},
+		},
+		Action: func(c *cli.Context) error {
+			path := c.String("out")
+			if _, err := os.Stat(path); err == nil {
+				return fmt.Errorf("keygen: %s exists; not overwriting a key", path)
+			}
+			id, err := transport.GenerateIdentity(rand.Reader)
+			if err != nil {
+				return err
+			}
+			if err := id.SaveKey(path); err != nil {
+				return fmt.Errorf("keygen: %w", err)
+			}
+			fmt.Fprintf(c.App.Writer, "wrote %s\nid %s\n", path, id.NodeID())
+			return nil
+		},
+	}
+}
+
+func coordinatorCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "coordinator",
+		Usage: "run one coordinator node (Raft replica + QUIC client API)",
+		Description: `Start a three-node cluster (three terminals or machines):
+     cohort coordinator --id c1 --dir ./c1 --listen 127.0.0.1:7001 --peers c1=127.0.0.1:7001,c2=127.0.0.1:7002,c3=127.0.0.1:7003
+   and the same for c2 and c3. A node restarted with its --dir catches up from the others.
+   Add a node to a running cluster with --join ADDR instead of --peers.
+   The address is used twice: QUIC (UDP) for the client API and TCP for Raft.`,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "id", Required: true, Usage: "node ID, e.g. c1", EnvVars: envVars("id")},
+			&cli.StringFlag{Name: "dir", Required: true, Usage: "data directory (raft log, snapshots, node key)", EnvVars: envVars("dir")},
+			&cli.StringFlag{Name: "listen", Required: true, Usage: "IP:PORT for QUIC (UDP) and Raft (TCP)", EnvVars: envVars("listen")},
+			&cli.StringFlag{Name: "peers", Usage: "initial voters ID=IP:PORT,... (this node included)", EnvVars: envVars("peers")},
+			&cli.StringFlag{Name: "join", Usage: "address of a running coordinator to join through", EnvVars: envVars("join")},
+			&cli.StringFlag{Name: "key", Usage: "node key file (default DIR/node.key, created if missing)", EnvVars: envVars("key")},
+			&cli.DurationFlag{Name: "heartbeat-timeout", Usage: "raft heartbeat timeout (default 1s)", EnvVars: envVars("heartbeat_timeout")},
+			&cli.DurationFlag{Name: "election-timeout", Usage: "raft election timeout (default 1s)", EnvVars: envVars("election_timeout")},
+			&cli.Uint64Flag{Name: "snapshot-threshold", Usage: "log entries between snapshots (default 8192)", EnvVars: envVars("snapshot_threshold")},
+			&cli.Uint64Flag{Name: "trailing-logs", Usage: "log entries kept after a snapshot (default 10240); a follower further behind gets the snapshot", EnvVars: envVars("trailing_logs")},
+			&cli.DurationFlag{Name: "snapshot-interval", Usage: "how often to check whether to snapshot (default 120s)", EnvVars: envVars("snapshot_interval")},
+		},
+		Action: runCoordinator,
+	}
+}
+
+func runCoordinator(c *cli.Context) error {
+	if c.NArg() > 0 {
+		return fmt.Errorf("coordinator: unexpected argument %q", c.Args().First())
+	}
+	dir := c.String("dir")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	keyPath := c.String("key")
+	if keyPath == "" {
+		keyPath = filepath.Join(dir, "node.key")
+	}
+	id, err := transport.LoadOrCreateKey(keyPath, rand.Reader)
+	if err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	peers, err := coordinator.ParsePeers(c.String("peers"))
+	if err != nil {
+		return fmt.Errorf("coordinator: --peers: %w", err)
+	}
+	rc := consensus.Config{HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
+		SnapshotThreshold: c.Uint64("snapshot-threshold"), TrailingLogs: c.Uint64("trailing-logs"), SnapshotInterval: c.Duration("snapshot-interval")}
+	if c.String("log-level") == "debug" { // raft's own log lines, at info, with ours
+		rc.LogOutput, rc.LogLevel = c.App.ErrWriter, "info"
+		if rc.LogOutput == nil {
+			rc.LogOutput = os.Stderr
+		}
+	}
+	if rc.HeartbeatTimeout > 0 && rc.HeartbeatTimeout < time.Second {
+		rc.LeaderLeaseTimeout = rc.HeartbeatTimeout / 2
+	}
+	srv, err := coordinator.New(coordinator.Config{ID: c.String("id"), Dir: dir, Listen: c.String("listen"), Peers: peers,
+		Join: c.String("join"), Identity: id, Raft: rc})
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	slog.Info("coordinator running", "id", c.String("id"), "listen", srv.Addr(), "key", srv.KeyID(), "dir", dir)
+	return srv.Run(ctx)
+}
+
+// clientFlags are shared by every command that talks to the coordinators.
+func clientFlags(write bool) []cli.Flag {
+	fs := []cli.Flag{
+		&cli.StringFlag{Name: "coordinator", Required: true, Usage: "coordinator address(es), comma-separated", EnvVars: envVars("coordinator")},
+		&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up after this long", EnvVars: envVars("timeout")},
+	}
+	key := &cli.StringFlag{Name: "key", Usage: "member key file (from cohort keygen); reads may use a throwaway key", EnvVars: envVars("key")}
+	if write {
+		key.Required = true
+		fs = append(fs, &cli.StringFlag{Name: "member-name", Usage: "member name used when registering (default: the key file's base name)", EnvVars: envVars("member_name")})
+	}
+	return append(fs, key)
+}
+
+func dialClient(c *cli.Context) (*coordinator.Client, error) {
+	var id *transport.Identity
+	var err error
+	if path := c.String("key"); path != "" {
+		id, err = transport.LoadKey(path)
+	} else {
+		id, err = transport.GenerateIdentity(rand.Reader)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var addrs []string
+	for _, a := range strings.Split(c.String("coordinator"), ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	return coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: id, Timeout: c.Duration("timeout")})
+}
+
+// registeredClient dials and registers the member if needed.
+func registeredClient(c *cli.Context) (*coordinator.Client, error) {
+	cl, err := dialClient(c)
+	if err != nil {
+		return nil, err
+	}
+	name := c.String("member-name")
+	if name == "" {
+		name = strings.TrimSuffix(filepath.Base(c.String("key")), filepath.Ext(c.String("key")))
+	}
+	if err := cl.EnsureRegistered(c.Context, name, []string{name}); err != nil {
+		cl.Close()
+		return nil, fmt.Errorf("registering member %q: %w", name, err)
+	}
+	return cl, nil
+}
+
+func proposeCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "propose",
+		Usage: "propose a community model; members vote on it",
+		Flags: append(clientFlags(true),
+			&cli.StringFlag{Name: "name", Required: true, Usage: "proposal name, e.g. fmnist-mlp", EnvVars: envVars("proposal_name")},
+			&cli.StringFlag{Name: "model", Value: "mlp:784-256-10", Usage: "model spec", EnvVars: envVars("model")},
+			&cli.StringFlag{Name: "dataset", Value: "fashion-mnist", Usage: "dataset reference", EnvVars: envVars("dataset")},
+			&cli.StringFlag{Name: "validation-hash", Usage: "hex SHA-256 of the held-out validation split", EnvVars: envVars("validation_hash")},
+			&cli.UintFlag{Name: "rounds", Value: 30, Usage: "outer rounds", EnvVars: envVars("rounds")},
+			&cli.UintFlag{Name: "inner-steps", Value: 50, Usage: "inner steps H", EnvVars: envVars("inner_steps")},
+			&cli.StringFlag{Name: "codec", Value: "topk:0.01+q4", Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
+			&cli.Uint64Flag{Name: "reward-pool", Value: 1_000_000, Usage: "reward pool (integer units)", EnvVars: envVars("reward_pool")},
+			&cli.UintFlag{Name: "min-members", Value: 2, Usage: "members needed before the first round", EnvVars: envVars("min_members")},
+			&cli.Float64Flag{Name: "quorum", Value: 0.5, Usage: "share of the eligible vote weight that must vote", EnvVars: envVars("quorum")},
+			&cli.Float64Flag{Name: "threshold", Value: 0.5, Usage: "share of the cast weight that must vote yes", EnvVars: envVars("threshold")},
+			&cli.DurationFlag{Name: "voting-period", Value: time.Minute, Usage: "how long votes are open", EnvVars: envVars("voting_period")},
+			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON", EnvVars: envVars("json")},
+		),
+		Action: func(c *cli.Context) error {
+			var vh []byte
+			if s := c.String("validation-hash"); s != "" {
+				b, err := hex.DecodeString(s)
+				if err != nil || len(b) != 32 {
+					return fmt.Errorf("propose: --validation-hash %q: want 64 hex digits", s)
+				}
+				vh = b
+			}
+			q, th := c.Float64("quorum"), c.Float64("threshold")
+			if !(q >= 0 && q <= 1) || !(th >= 0 && th <= 1) {
+				return fmt.Errorf("propose: --quorum %v and --threshold %v must lie in [0, 1]", q, th)
+			}
+			if c.Duration("voting-period") <= 0 {
+				return fmt.Errorf("propose: --voting-period must be positive")
+			}
+			cl, err := registeredClient(c)
+			if err != nil {
+				return fmt.Errorf("propose: %w", err)
+			}
+			defer cl.Close()
+			res, err := cl.Submit(c.Context, &consensus.ProposeBody{
+				Name: c.String("name"), Model: c.String("model"), Dataset: c.String("dataset"), ValidationHash: vh,
+				Params:     consensus.Hyperparams{InnerSteps: uint32(c.Uint("inner-steps")), Rounds: uint32(c.Uint("rounds")), Codec: c.String("codec"), OuterLR: "0.7", OuterMomentum: "0.9"},
+				RewardPool: c.Uint64("reward-pool"), MinMembers: uint32(c.Uint("min-members")),
+				QuorumBP: uint32(q*10000 + 0.5), ThresholdBP: uint32(th*10000 + 0.5), VotingPeriodMs: c.Duration("voting-period").Milliseconds(),
+			})
+			if err != nil {
+				return fmt.Errorf("propose: %w", err)
+			}
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, map[string]any{"proposal": res.ID, "status": res.Status, "duplicate": res.Duplicate})
+			}
+			fmt.Fprintf(c.App.Writer, "proposal %d (%s) is %s; voting closes in %s\n", res.ID, c.String("name"), res.Status, c.Duration("voting-period"))
+			return nil
+		},
+	}
+}
+
+func voteCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "vote",
+		Usage: "vote on a proposal (--yes or --no)",
+		Flags: append(clientFlags(true),
+			&cli.Uint64Flag{Name: "proposal", Required: true, Usage: "proposal ID", EnvVars: envVars("proposal")},
+			&cli.BoolFlag{Name: "yes", Usage: "vote yes"},
+			&cli.BoolFlag{Name: "no", Usage: "vote no"},
+		),
+		Action: func(c *cli.Context) error {
+			if c.Bool("yes") == c.Bool("no") {
+				return errors.New("vote: give exactly one of --yes and --no")
+			}
+			cl, err := registeredClient(c)
+			if err != nil {
+				return fmt.Errorf("vote: %w", err)
+			}
+			defer cl.Close()
+			res, err := cl.Submit(c.Context, &consensus.VoteBody{Proposal: c.Uint64("proposal"), Yes: c.Bool("yes")})
+			if err != nil {
+				return fmt.Errorf("vote: %w", err)
+			}
+			fmt.Fprintf(c.App.Writer, "voted %s on proposal %d (%s)\n", map[bool]string{true: "yes", false: "no"}[c.Bool("yes")], res.ID, res.Status)
+			return nil
+		},
+	}
+}
+
+func proposalsCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "proposals",
+		Usage: "list proposals and their votes",
+		Flags: append(clientFlags(false), &cli.BoolFlag{Name: "json", Usage: "print JSON", EnvVars: envVars("json")}),
+		Action: func(c *cli.Context) error {
+			cl, err := dialClient(c)
+			if err != nil {
+				return fmt.Errorf("proposals: %w", err)
+			}
+			defer cl.Close()
+			r, err := cl.Query(c.Context, coordinator.Query{What: coordinator.QueryProposals})
+			if err != nil {
+				return fmt.Errorf("proposals: %w", err)
+			}
+			if c.Bool("json") {
+				return printJSON(c.App.Writer, proposalsJSON(r.Proposals))
+			}
+			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tMODEL\tROUNDS\tCODEC\tPOOL\tSTATUS\tVOTES\tYES\tNO\tDEADLINE\tCOHORT")
+			for _, p := range r.Proposals {
+				yes, no := 0, 0
+				for _, v := range p.Votes {
+					if v.Yes {
+						yes++
+					} else {
+						no++
+					}
+				}
+				cohort := "-"
+				if p.Cohort != 0 {
+					cohort = strconv.FormatUint(p.Cohort, 10)
+				}
+				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%s\t%d\t%d\t%d\t%s\t%s\n", p.ID, p.Name, p.Model, p.Params.Rounds, p.Params.Codec,
+					p.RewardPool, p.Status, len(p.Votes), yes, no, time.UnixMilli(p.Deadline).UTC().Format(time.RFC3339), cohort)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func proposalsJSON(ps []consensus.Proposal) []map[string]any {
+	out := []map[string]any{}
+	for _, p := range ps {
+		votes := []map[string]any{}
+		for _, v := range p.Votes {
+			votes = append(votes, map[string]any{"member": v.Member, "yes": v.Yes, "weight": v.Weight})
+		}
+		out = append(out, map[string]any{
+			"id": p.ID, "name": p.Name, "proposer": p.Proposer, "model": p.Model, "dataset": p.Dataset,
+			"inner_steps": p.Params.InnerSteps, "rounds": p.Params.Rounds, "codec": p.Params.Codec,
+			"reward_pool": p.RewardPool, "min_members": p.MinMembers, "quorum_bp": p.QuorumBP, "threshold_bp": p.ThresholdBP,
+			"deadline_ms": p.Deadline, "status": p.Status, "votes": votes, "cohort": p.Cohort,
+		})
+	}
+	return out
+}
+
+func statusCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "status",
+		Usage: "show the coordinator cluster: members, leader, log index, state hash, cohorts",
+		Flags: append(clientFlags(false),
+			&cli.BoolFlag{Name: "json", Usage: "print JSON (one object per coordinator queried)", EnvVars: envVars("json")},
+			&cli.BoolFlag{Name: "all", Usage: "query every address given, not just the first that answers", EnvVars: envVars("all")},
+		),
+		Action: func(c *cli.Context) error {
+			cl, err := dialClient(c)
+			if err != nil {
+				return fmt.Errorf("status: %w", err)
+			}
+			defer cl.Close()
+			var sts []coordinator.Status
+			if c.Bool("all") {
+				for _, a := range strings.Split(c.String("coordinator"), ",") {
+					ctx, cancel := context.WithTimeout(c.Context, 3*time.Second)
+					r, err := cl.QueryAt(ctx, strings.TrimSpace(a), coordinator.Query{What: coordinator.QueryStatus})
+					cancel()
+					if err != nil {
+						sts = append(sts, coordinator.Status{Addr: a, Role: "unreachable: " + err.Error()})
+						continue
+					}
+					sts = append(sts, *r.Status)
+				}
+			} else {
+				r, err := cl.Query(c.Context, coordinator.Query{What: coordinator.QueryStatus})
+				if err != nil {
+					return fmt.Errorf("status: %w", err)
+				}
+				sts = append(sts, *r.Status)
+			}
+			if c.Bool("json") {
+				if len(sts) == 1 && !c.Bool("all") {
+					return printJSON(c.App.Writer, sts[0])
+				}
+				return printJSON(c.App.Writer, sts)
+			}
+			for _, st := range sts {
+				printStatus(c.App.Writer, st)
+			}
+			return nil
+		},
+	}
+}
+
+func printStatus(w io.Writer, st coordinator.Status) {
+	if st.ID == "" {
+		fmt.Fprintf(w, "%s: %s\n", st.Addr, st.Role)
+		return
+	}
+	fmt.Fprintf(w, "node %s at %s: %s, term %s, leader %s (%s)\n", st.ID, st.Addr, st.Role, st.Term, st.LeaderID, st.LeaderAddr)
+	fmt.Fprintf(w, "  log index %s, applied %d, state hash %s\n", st.LastIndex, st.AppliedIndex, st.StateHash[:16])
+	var servers []string
+	for _, s := range st.Servers {
+		servers = append(servers, s.ID+"="+s.Addr)
+	}
+	fmt.Fprintf(w, "  voters: %s\n  registered coordinators: %d, members: %d, proposals: %d\n", strings.Join(servers, " "), len(st.Coordinators), st.Members, st.Proposals)
+	for _, co := range st.Cohorts {
+		fmt.Fprintf(w, "  cohort %d (proposal %d): %s, %d members, round %d\n", co.ID, co.Proposal, co.Status, co.Members, co.CurrentRound)
+	}
+}
+
+func printJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = fmt.Fprintln(w, string(b))
+	return err
+}
