@@ -1,0 +1,253 @@
+package consensus
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// BenchmarkStateApply: one replica's FSM throughput (decode, ed25519 verify, apply) on receipts,
+// the ceiling for the replicated rate.
+func BenchmarkStateApply(b *testing.B) {
+	const members = 512
+	s := NewState()
+	req := map[string]uint64{}
+	now := int64(1000)
+	next := func(name string, body Body) Command {
+		req[name]++
+		now++
+		return Command{Version: Version, Time: now, Env: mustEnv(b, name, req[name], body)}
+	}
+	do := func(c Command) {
+		if _, err := s.Apply(c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ids := benchCohort(b, members, 2, func(name string, body Body) { do(next(name, body)) })
+	var cmds [][]byte
+	round := uint32(0)
+	for len(cmds) < b.N {
+		round++
+		for _, c := range benchRound(b, round, ids, next) {
+			enc, _ := c.Marshal()
+			cmds = append(cmds, enc)
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		c, err := DecodeCommand(cmds[i])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Apply(c); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
+}
+
+// benchCohort registers members, passes a proposal with many rounds and joins everyone; it
+// returns the sorted member IDs. apply runs one command.
+func benchCohort(b testing.TB, members int, period int64, apply func(name string, body Body)) []string {
+	apply("c1", &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})
+	var ids []string
+	for i := 0; i < members; i++ {
+		m := fmt.Sprintf("bm%d", i)
+		ids = append(ids, testID(m))
+		apply(m, &RegisterBody{PublicKey: testPub(m), Name: m, Contributors: []string{m}})
+	}
+	sort.Strings(ids)
+	apply("bm0", &ProposeBody{Name: "bench", Model: "m", Dataset: "d", Params: Hyperparams{Rounds: 1 << 30},
+		RewardPool: 1 << 50, VotingPeriodMs: period})
+	apply("bm0", &VoteBody{Proposal: 1, Yes: true})
+	apply("c1", &TallyBody{Proposal: 1})
+	for i := 0; i < members; i++ {
+		m := fmt.Sprintf("bm%d", i)
+		apply(m, &JoinBody{Cohort: 1, Contributors: []ContributorData{{Name: m, Fingerprint: []byte(m), Samples: 100}}})
+	}
+	return ids
+}
+
+// benchRound returns the commands of one round: open, a receipt from every member, the score
+// commit paying every member, close.
+func benchRound(b testing.TB, r uint32, ids []string, next func(name string, body Body) Command) []Command {
+	prev := []byte("m0")
+	if r > 1 {
+		prev = []byte(fmt.Sprintf("m%d", r-1))
+	}
+	out := []Command{next("c1", &OpenRoundBody{Cohort: 1, Number: r, Participants: ids,
+		Slices: []SliceAssignment{{Start: 0, End: 1000, Aggregator: testID("c1")}}, ModelHash: prev,
+		Deadline: 1 << 60})}
+	var ws []Weight
+	for i := range ids {
+		m := fmt.Sprintf("bm%d", i)
+		out = append(out, next(m, &ReceiptBody{Cohort: 1, Round: r, SamplesUsed: 100, BytesSent: 1 << 20}))
+		ws = append(ws, Weight{Contributor: m, Weight: uint64(i%7 + 1)})
+	}
+	sort.Slice(ws, func(i, j int) bool { return ws[i].Contributor < ws[j].Contributor })
+	out = append(out, next("c1", &ScoreCommitBody{Cohort: 1, Round: r, Data: ws, Compute: ws}))
+	out = append(out, next("c1", &CloseRoundBody{Cohort: 1, Round: r, ModelHash: []byte(fmt.Sprintf("m%d", r))}))
+	return out
+}
+
+func startTCPCluster(b testing.TB, tune func(*Config)) (*cluster, []Peer) {
+	addrs := freeAddrs(b, 3)
+	dir := b.TempDir()
+	var peers []Peer
+	for i, a := range addrs {
+		peers = append(peers, Peer{ID: fmt.Sprintf("b%d", i+1), Addr: a})
+	}
+	c := &cluster{nodes: map[string]*Node{}}
+	for _, p := range peers {
+		cfg := Config{ID: p.ID, Dir: filepath.Join(dir, p.ID), BindAddr: p.Addr, Peers: peers, LogOutput: io.Discard}
+		if tune != nil {
+			tune(&cfg)
+		}
+		n, err := NewNode(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.set(n)
+	}
+	c.waitLeader(b, 30*time.Second)
+	return c, peers
+}
+
+// BenchmarkLedgerWritesTCP: replicated writes per second on 3 local nodes over TCP with on-disk
+// stores, batched (BatchApplyCh, MaxAppendEntries 1024) under many concurrent Applies. The
+// workload is whole rounds of a 1024-member cohort: open, 1024 signed receipts, a score commit
+// paying 1024 contributors, close.
+func BenchmarkLedgerWritesTCP(b *testing.B) {
+	const members, workers = 1024, 512
+	var skip atomic.Int64
+	c, _ := startTCPCluster(b, func(c *Config) {
+		c.Now = func() time.Time { return time.Now().Add(time.Duration(skip.Load())) }
+	})
+	defer func() {
+		for _, n := range c.live() {
+			_ = n.Shutdown()
+		}
+	}()
+	ctx := context.Background()
+	req := map[string]uint64{}
+	next := func(name string, body Body) Command {
+		req[name]++
+		return Command{Env: mustEnv(b, name, req[name], body)}
+	}
+	// Setup: concurrent registers and joins, sequential otherwise.
+	var setup []Command
+	ids := benchCohort(b, members, 60_000, func(name string, body Body) { setup = append(setup, next(name, body)) })
+	regs, joins := setup[1:1+members], setup[len(setup)-members:]
+	mid := setup[1+members : len(setup)-members]
+	runAll(b, c, setup[:1], 1)
+	runAll(b, c, regs, workers)
+	runAll(b, c, mid[:2], 1)
+	skip.Store(int64(time.Hour)) // the leaders' clock passes the voting deadline
+	runAll(b, c, mid[2:], 1)
+	runAll(b, c, joins, workers)
+
+	var rounds [][]Command
+	total := 0
+	for r := uint32(1); total < b.N; r++ {
+		cmds := benchRound(b, r, ids, next)
+		rounds = append(rounds, cmds)
+		total += len(cmds)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	for _, cmds := range rounds {
+		runAll(b, c, cmds[:1], 1)
+		runAll(b, c, cmds[1:len(cmds)-2], workers)
+		runAll(b, c, cmds[len(cmds)-2:len(cmds)-1], 1)
+		runAll(b, c, cmds[len(cmds)-1:], 1)
+	}
+	el := time.Since(start)
+	b.StopTimer()
+	b.ReportMetric(float64(total)/el.Seconds(), "writes/s")
+	hashes := c.waitConverged(b, 30*time.Second)
+	sameHashes(b, hashes)
+	_ = ctx
+}
+
+// runAll applies commands through the cluster's leader with the given concurrency.
+func runAll(b testing.TB, c *cluster, cmds []Command, workers int) {
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	ch := make(chan Envelope)
+	var wg sync.WaitGroup
+	var once sync.Once
+	var first error
+	for w := 0; w < workers && w < len(cmds); w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for env := range ch {
+				if _, err := c.apply(ctx, env); err != nil {
+					once.Do(func() { first = err })
+				}
+			}
+		}()
+	}
+	for _, cmd := range cmds {
+		ch <- cmd.Env
+	}
+	close(ch)
+	wg.Wait()
+	if first != nil {
+		b.Fatal(first)
+	}
+}
+
+// BenchmarkFailover measures the time from the leader's shutdown to a new leader applying a
+// write, with raft's default timeouts and with tuned ones.
+func BenchmarkFailover(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		tune func(*Config)
+	}{
+		{"default", nil},
+		{"tuned", func(c *Config) {
+			c.HeartbeatTimeout, c.ElectionTimeout = 150*time.Millisecond, 150*time.Millisecond
+			c.LeaderLeaseTimeout, c.CommitTimeout = 75*time.Millisecond, 5*time.Millisecond
+		}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			var total, worst time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				c, _ := startTCPCluster(b, tc.tune)
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				if _, err := c.apply(ctx, mustEnv(b, "c1", 1, &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})); err != nil {
+					b.Fatal(err)
+				}
+				old := c.leader()
+				c.remove(old.ID())
+				b.StartTimer()
+				start := time.Now()
+				_ = old.Shutdown()
+				if _, err := c.apply(ctx, mustEnv(b, "c1", 2, &AddCoordinatorBody{PublicKey: testPub("c2"), Name: "c2"})); err != nil {
+					b.Fatal(err)
+				}
+				d := time.Since(start)
+				b.StopTimer()
+				cancel()
+				total += d
+				if d > worst {
+					worst = d
+				}
+				for _, n := range c.live() {
+					_ = n.Shutdown()
+				}
+			}
+			b.ReportMetric(float64(total.Milliseconds())/float64(b.N), "ms/failover")
+			b.ReportMetric(float64(worst.Milliseconds()), "worst-ms")
+		})
+	}
+}
