@@ -1,4 +1,92 @@
 // Package consensus is Cohort's replicated coordinator state: a deterministic state machine
 // (State) holding members, proposals and votes, cohorts, rounds and the contribution ledger,
-// replicated with hashicorp/raft (Node).
+// replicated by hashicorp/raft (Node). It imports no other Cohort package and knows nothing of
+// QUIC or models; the coordinator service builds its API on Node and State.
+//
+// # Contract
+//
+//   - State.Apply(Command) (Result, error) is pure: no clock, randomness, goroutines or I/O. Every
+//     replica that applies the same commands in order holds the same state, and the same Hash
+//     (SHA-256 of the canonical snapshot bytes). All amounts are integers.
+//   - A Command is a log entry: the leader's time stamp (unix ms, made monotone by the state) and a
+//     client's signed Envelope {Version, Type, Issuer, RequestID, Body, Sig}. Bodies are msgpack
+//     (vmihailenco/msgpack/v5, structs as arrays); the signature is ed25519 over
+//     Envelope.SigningBytes() (a domain prefix + the envelope minus its signature).
+//   - Identity: a member or coordinator node is an ed25519 key; its ID is IDOf(pub), hex of the
+//     first 16 bytes of SHA-256(pub). Member commands (Register, Propose, Vote, Join, Receipt) must
+//     be signed by the member's registered key (Register by the key it registers). Coordinator
+//     commands (AddCoordinator, Tally, OpenRound, ScoreCommit, CloseRound) must be signed by a
+//     coordinator node key registered in the state. The very first AddCoordinator, while the state
+//     has none, is self-signed by the key it adds (the cluster's bootstrap: only raft members can
+//     append to the log); later ones must be signed by a registered coordinator. Unsigned, forged,
+//     unknown-issuer or wrong-role commands are rejected (ErrUnsigned, ErrBadSignature,
+//     ErrUnknownIssuer, ErrForbidden).
+//   - Exactly once: (Issuer, RequestID) is applied at most once. A retry of an applied request
+//     returns the cached Result with Duplicate set, across leader changes and restarts (the table
+//     is part of the snapshot). The table keeps the DedupeWindow (256) highest request IDs per
+//     issuer; older IDs get ErrStaleRequest. A rejected command changes nothing and is not
+//     remembered, so its retry is judged again. Clients number new requests increasingly (Signer).
+//   - Times: votes are accepted while stamp < deadline; Tally at stamp >= deadline; receipts while
+//     stamp <= round deadline. Deadlines are absolute unix ms (a proposal's is stamp +
+//     VotingPeriodMs; a round's is chosen by the leader in OpenRound).
+//   - Voting: passed when len(votes) > 0, voted weight >= QuorumBP of the eligible weight (all
+//     members) and yes weight >= ThresholdBP of the voted weight; expired when nobody voted;
+//     rejected otherwise. A member's weight is its contributors' earned balance once anyone has
+//     earned, one member one vote before that; weights are evaluated at tally time. A passed
+//     proposal creates a cohort and its reward pool.
+//   - Rounds: OpenRound numbers rounds 1, 2, ... with the previous one closed; round t+1's model
+//     hash must equal the hash CloseRound recorded for round t; slices are contiguous ranges from 0
+//     assigned to registered coordinators. The cohort is done when its last round closes.
+//   - Ledger: ScoreCommit(cohort, round) is idempotent per round and rounds are scored in
+//     increasing order. The round's budget is pool/rounds for every round since the last scored
+//     one, plus the carry of unpaid budgets, plus pool mod rounds on the last round. DataShareBP
+//     (80 %) goes by data weights and the rest by compute weights, each with Allocate (largest
+//     remainder, ties to the smaller contributor name), so payouts sum exactly to the part's budget;
+//     a part whose weights are all zero carries over. Once the last round is scored with someone
+//     earning, the pool is paid out exactly.
+//   - Snapshots: MarshalSnapshot writes magic, the msgpack of every collection as a slice sorted by
+//     key, and a SHA-256 checksum; UnmarshalSnapshot rejects truncated or corrupt bytes
+//     (ErrSnapshot). Every decoder of outside bytes (DecodeCommand, Envelope.DecodeBody,
+//     UnmarshalSnapshot) returns an error, never panics, and is fuzzed.
+//
+// # Using a Node (the coordinator's main loop)
+//
+//	node, err := consensus.NewNode(consensus.Config{
+//		ID: "c1", Dir: "./c1", BindAddr: "127.0.0.1:7001",
+//		Peers: []consensus.Peer{{ID: "c1", Addr: "127.0.0.1:7001"}, {ID: "c2", Addr: "127.0.0.1:7002"},
+//			{ID: "c3", Addr: "127.0.0.1:7003"}},
+//	})
+//	defer node.Shutdown()
+//
+//	// Once, on the first leader: register this node's key (self-signed), then the others' keys.
+//	signer, _ := consensus.NewSigner(nodeKey, uint64(time.Now().UnixNano()))
+//	env, _ := signer.Sign(&consensus.AddCoordinatorBody{PublicKey: signer.PublicKey(), Name: "c1"})
+//	res, err := node.Apply(ctx, env)
+//
+//	// Serving a client's signed envelope:
+//	res, err = node.Apply(ctx, clientEnv)
+//	var nl *consensus.NotLeaderError
+//	switch {
+//	case errors.As(err, &nl): // answer with nl.LeaderAddr; the client resends the same envelope there
+//	case errors.Is(err, consensus.ErrLeadershipLost), errors.Is(err, context.DeadlineExceeded):
+//		// outcome unknown: resend the same envelope (same request ID) to the leader
+//	case err != nil: // the state rejected it: errors.Is(err, consensus.ErrDeadline), ...
+//	}
+//
+//	// Reads: Barrier on the leader for a linearizable read, then View (copies out).
+//	_ = node.Barrier(ctx)
+//	_ = node.View(func(s *consensus.State) error { ledger = s.Ledger(); return nil })
+//
+// Writes go to the leader only; Node.Apply on a follower returns a *NotLeaderError (errors.Is
+// ErrNotLeader) with the leader's ID and address. Node uses raft-boltdb/v2 (Dir/raft.db) for the
+// log and stable store, file snapshots in Dir/snapshots, TCP by default (Config.Transport injects
+// any raft.Transport), BatchApplyCh and MaxAppendEntries 1024 so concurrent Applies share disk
+// writes and RPCs, and a batching FSM. Membership: AddVoter/RemoveServer on the leader.
+//
+// # Queries
+//
+// State.Members, Member, Coordinators, Proposals, Proposal, Cohorts, Cohort, Rounds, Round,
+// Ledger, Balance, LastRequestID, Clock, Hash; State.Verify checks an envelope's signature against
+// the current state without applying it (to refuse forged commands before they reach the log).
+// All return copies.
 package consensus

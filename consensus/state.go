@@ -144,6 +144,20 @@ func (s *State) Apply(cmd Command) (Result, error) {
 	return res, nil
 }
 
+// Verify checks, without applying anything, that env decodes and is signed by a key allowed to
+// issue it in the current state. The coordinator can call it (through Node.View) to refuse
+// forged or unknown-issuer commands before they reach the log; Apply checks again.
+func (s *State) Verify(env Envelope) error {
+	if env.Version != Version {
+		return errf(ErrVersion, "envelope version %d", env.Version)
+	}
+	body, err := env.DecodeBody()
+	if err != nil {
+		return err
+	}
+	return s.authenticate(&env, body)
+}
+
 // authenticate finds the key the envelope must be signed with and verifies the signature.
 func (s *State) authenticate(env *Envelope, body Body) error {
 	var pub []byte

@@ -116,3 +116,29 @@ func TestImports(t *testing.T) {
 		}
 	}
 }
+
+func TestVerifyIsReadOnly(t *testing.T) {
+	s := NewState()
+	mustApply(t, s, 1, "c1", 1, &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})
+	mustApply(t, s, 1, "alice", 1, &RegisterBody{PublicKey: testPub("alice"), Name: "alice"})
+	before := s.Hash()
+	good := mustEnv(t, "alice", 2, &VoteBody{Proposal: 1, Yes: true})
+	if err := s.Verify(good); err != nil {
+		t.Fatalf("valid envelope: %v", err)
+	}
+	forged := good
+	forged.Sig = append([]byte{}, good.Sig...)
+	forged.Sig[5] ^= 1
+	if err := s.Verify(forged); !errors.Is(err, ErrBadSignature) {
+		t.Fatalf("forged: %v", err)
+	}
+	if err := s.Verify(mustEnv(t, "bob", 1, &VoteBody{Proposal: 1})); !errors.Is(err, ErrUnknownIssuer) {
+		t.Fatalf("unknown issuer: %v", err)
+	}
+	if err := s.Verify(mustEnv(t, "alice", 3, &TallyBody{Proposal: 1})); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("member issuing tally: %v", err)
+	}
+	if s.Hash() != before {
+		t.Fatal("Verify changed the state")
+	}
+}
