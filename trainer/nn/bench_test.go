@@ -32,14 +32,16 @@ func BenchmarkMLPGrad(b *testing.B) {
 }
 
 // BenchmarkCharLMGrad measures one Grad call of the default-sized CharLM (Vocab 96, Context 64,
-// Embed 64, Hidden 128, 32 sequences = 2048 tokens per batch), and of the same model without MLP.
+// Embed 64, Hidden 128, 32 sequences = 2048 tokens per batch), of the same model without MLP, and
+// with LayerNorm.
 func BenchmarkCharLMGrad(b *testing.B) {
 	for _, tc := range []struct {
 		name   string
 		hidden int
-	}{{"h=128", 0}, {"h=0", -1}} {
+		ln     bool
+	}{{"h=128", 0, false}, {"h=0", -1, false}, {"h=128,ln", 0, true}} {
 		b.Run(tc.name, func(b *testing.B) {
-			m := newTestCharLM(b, CharLMConfig{Vocab: 96, Hidden: tc.hidden})
+			m := newTestCharLM(b, CharLMConfig{Vocab: 96, Hidden: tc.hidden, LayerNorm: tc.ln})
 			r := rand.New(rand.NewPCG(1, 2))
 			bt := randomLMBatch(r, 96, m.Context(), m.BatchSize())
 			grad := make([]float32, len(m.Params()))

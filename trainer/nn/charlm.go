@@ -27,6 +27,9 @@ type CharLMConfig struct {
 	Seed uint64
 	// EvalBatch is the number of sequences per Eval graph. Zero means Batch; otherwise ≥ 1.
 	EvalBatch int
+	// LayerNorm adds pre-LayerNorms (before attention, before the MLP, before the output projection),
+	// composed from primitive ops. False means none.
+	LayerNorm bool
 }
 
 func (c CharLMConfig) withDefaults() CharLMConfig {
@@ -80,10 +83,16 @@ func (c CharLMConfig) Validate() error {
 //	h  = h + relu(h·mlp.w1 + mlp.b1)·mlp.w2 + mlp.b2             (if Hidden > 0)
 //	logits = h·out.w + out.b                                      [n·T, Vocab]
 //
+// With LayerNorm, x, h before the MLP, and h before out.w each pass through their own LayerNorm
+// (ln1, ln2, lnf: (z − mean)/√(var + 1e-5) per row, times gain, plus bias) on the way into the
+// attention, the MLP and the output projection (pre-LN); the residual stream itself is not normalised.
+//
 // The loss is the mean cross-entropy of the next token over all n·T positions; Eval's correct counts
 // positions whose arg-max is the target. Layout, in this order: "tok.emb" [V,D], "pos.emb" [T,D],
-// "attn.wq", "attn.wk", "attn.wv", "attn.wo" [D,D], "attn.bo" [D], then "mlp.w1" [D,H], "mlp.b1" [H],
-// "mlp.w2" [H,D], "mlp.b2" [D] if Hidden > 0, then "out.w" [D,V], "out.b" [V]. Embeddings are
+// ["ln1.g", "ln1.b" [D]], "attn.wq", "attn.wk", "attn.wv", "attn.wo" [D,D], "attn.bo" [D], then if
+// Hidden > 0 ["ln2.g", "ln2.b"], "mlp.w1" [D,H], "mlp.b1" [H], "mlp.w2" [H,D], "mlp.b2" [D], then
+// ["lnf.g", "lnf.b"], "out.w" [D,V], "out.b" [V]; bracketed tensors only with LayerNorm. Gains start
+// at 1. Embeddings are
 // U(−0.1, 0.1), attention and mlp.w2 projections Glorot-uniform, mlp.w1 He-uniform, out.w
 // U(±1/√D), biases zero. Not safe for concurrent
 // use.
@@ -117,16 +126,28 @@ func NewCharLM(cfg CharLMConfig) (*CharLM, error) {
 	var lb layoutBuilder
 	lb.add("tok.emb", V, D)
 	lb.add("pos.emb", T, D)
+	if cfg.LayerNorm {
+		lb.add("ln1.g", D)
+		lb.add("ln1.b", D)
+	}
 	lb.add("attn.wq", D, D)
 	lb.add("attn.wk", D, D)
 	lb.add("attn.wv", D, D)
 	lb.add("attn.wo", D, D)
 	lb.add("attn.bo", D)
 	if H > 0 {
+		if cfg.LayerNorm {
+			lb.add("ln2.g", D)
+			lb.add("ln2.b", D)
+		}
 		lb.add("mlp.w1", D, H)
 		lb.add("mlp.b1", H)
 		lb.add("mlp.w2", H, D)
 		lb.add("mlp.b2", D)
+	}
+	if cfg.LayerNorm {
+		lb.add("lnf.g", D)
+		lb.add("lnf.b", D)
 	}
 	lb.add("out.w", D, V)
 	lb.add("out.b", V)
@@ -137,6 +158,10 @@ func NewCharLM(cfg CharLMConfig) (*CharLM, error) {
 	for _, t := range m.layout {
 		dst := m.flat[t.Offset : t.Offset+t.Size()]
 		switch t.Name {
+		case "ln1.g", "ln2.g", "lnf.g":
+			for i := range dst {
+				dst[i] = 1
+			}
 		case "tok.emb", "pos.emb":
 			fillUniform(r, dst, 0.1)
 		case "mlp.w1":
@@ -156,9 +181,14 @@ func NewCharLM(cfg CharLMConfig) (*CharLM, error) {
 	return m, nil
 }
 
-// Name is like "charlm:v96-t64-d64-h128" (h0 when the block has no MLP).
+// Name is like "charlm:v96-t64-d64-h128" (h0 when the block has no MLP, "-ln" appended with
+// LayerNorm).
 func (m *CharLM) Name() string {
-	return fmt.Sprintf("charlm:v%d-t%d-d%d-h%d", m.cfg.Vocab, m.cfg.Context, m.cfg.Embed, max(m.cfg.Hidden, 0))
+	name := fmt.Sprintf("charlm:v%d-t%d-d%d-h%d", m.cfg.Vocab, m.cfg.Context, m.cfg.Embed, max(m.cfg.Hidden, 0))
+	if m.cfg.LayerNorm {
+		name += "-ln"
+	}
+	return name
 }
 
 // Config returns the configuration with defaults filled in.
@@ -219,9 +249,13 @@ func (m *CharLM) build(n int, training bool) (*lmProgram, error) {
 			return err
 		}
 		x := must(G.Add(te, pe))
-		q := must(G.Reshape(must(G.Mul(x, params["attn.wq"])), tensor.Shape{n, T, D}))
-		k := must(G.Reshape(must(G.Mul(x, params["attn.wk"])), tensor.Shape{n, T, D}))
-		v := must(G.Reshape(must(G.Mul(x, params["attn.wv"])), tensor.Shape{n, T, D}))
+		a := x
+		if m.cfg.LayerNorm {
+			a = must(layerNorm(x, params["ln1.g"], params["ln1.b"]))
+		}
+		q := must(G.Reshape(must(G.Mul(a, params["attn.wq"])), tensor.Shape{n, T, D}))
+		k := must(G.Reshape(must(G.Mul(a, params["attn.wk"])), tensor.Shape{n, T, D}))
+		v := must(G.Reshape(must(G.Mul(a, params["attn.wv"])), tensor.Shape{n, T, D}))
 		if err != nil {
 			return err
 		}
@@ -234,8 +268,15 @@ func (m *CharLM) build(n int, training bool) (*lmProgram, error) {
 		}
 		h := must(G.Add(x, must(dense(ctx, params["attn.wo"], params["attn.bo"]))))
 		if H > 0 {
-			f := must(G.Rectify(must(dense(h, params["mlp.w1"], params["mlp.b1"]))))
+			f := h
+			if m.cfg.LayerNorm {
+				f = must(layerNorm(h, params["ln2.g"], params["ln2.b"]))
+			}
+			f = must(G.Rectify(must(dense(f, params["mlp.w1"], params["mlp.b1"]))))
 			h = must(G.Add(h, must(dense(f, params["mlp.w2"], params["mlp.b2"]))))
+		}
+		if m.cfg.LayerNorm {
+			h = must(layerNorm(h, params["lnf.g"], params["lnf.b"]))
 		}
 		logits := must(dense(h, params["out.w"], params["out.b"]))
 		logp := must(G.LogSoftMax(logits, 1))
@@ -343,8 +384,9 @@ func (m *CharLM) Eval(b Batch) (lossSum float64, correct, count int, err error) 
 	return lossSum, correct, total * T, nil
 }
 
-// ParseCharLMName parses a name such as "charlm:v96-t64-d64-h128" (as returned by Name) into the
-// architecture fields of a config (Vocab, Context, Embed, Hidden; h0 means no MLP). Batch, Seed and
+// ParseCharLMName parses a name such as "charlm:v96-t64-d64-h128" or "charlm:v96-t64-d64-h128-ln"
+// (as returned by Name) into the architecture fields of a config (Vocab, Context, Embed, Hidden,
+// LayerNorm; h0 means no MLP). Batch, Seed and
 // EvalBatch are left zero.
 func ParseCharLMName(name string) (CharLMConfig, error) {
 	var c CharLMConfig
@@ -352,6 +394,7 @@ func ParseCharLMName(name string) (CharLMConfig, error) {
 	if !ok {
 		return c, fmt.Errorf("%w: model name %q does not start with \"charlm:\"", ErrConfig, name)
 	}
+	rest, c.LayerNorm = strings.CutSuffix(rest, "-ln")
 	parts := strings.Split(rest, "-")
 	fields := []struct {
 		prefix string

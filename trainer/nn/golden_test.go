@@ -23,6 +23,7 @@ func TestInitGolden(t *testing.T) {
 		newTestMLP(t, MLPConfig{Sizes: []int{784, 128, 64, 10}, Seed: 7}),
 		newTestCharLM(t, CharLMConfig{Vocab: 96}),
 		newTestCharLM(t, CharLMConfig{Vocab: 65, Context: 32, Embed: 48, Hidden: -1, Seed: 7}),
+		newTestCharLM(t, CharLMConfig{Vocab: 65, Context: 32, Embed: 32, Seed: 8, LayerNorm: true}),
 	}
 	for _, m := range models {
 		fmt.Fprintf(&buf, "%s params=%d\n", m.Name(), len(m.Params()))

@@ -172,6 +172,48 @@ func dense(x, w, b *G.Node) (*G.Node, error) {
 	return G.BroadcastAdd(xw, b, nil, []byte{0})
 }
 
+// layerNorm normalises each row of x [rows, d] to zero mean and unit variance and applies gain and
+// bias [d]: (x − mean)/√(var + 1e-5)·gain + bias. Composed from primitives; 1/√ is Inverse(Sqrt(·))
+// because gorgonia v0.9.18's InverseSqrt has a wrong gradient.
+func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
+	mean, err := G.Mean(x, 1)
+	if err != nil {
+		return nil, err
+	}
+	xc, err := G.BroadcastSub(x, mean, nil, []byte{1})
+	if err != nil {
+		return nil, err
+	}
+	sq, err := G.Square(xc)
+	if err != nil {
+		return nil, err
+	}
+	variance, err := G.Mean(sq, 1)
+	if err != nil {
+		return nil, err
+	}
+	veps, err := G.Add(variance, G.NewConstant(float32(1e-5)))
+	if err != nil {
+		return nil, err
+	}
+	sd, err := G.Sqrt(veps)
+	if err != nil {
+		return nil, err
+	}
+	inv, err := G.Inverse(sd)
+	if err != nil {
+		return nil, err
+	}
+	y, err := G.BroadcastHadamardProd(xc, inv, nil, []byte{1})
+	if err != nil {
+		return nil, err
+	}
+	if y, err = G.BroadcastHadamardProd(y, gain, nil, []byte{0}); err != nil {
+		return nil, err
+	}
+	return G.BroadcastAdd(y, bias, nil, []byte{0})
+}
+
 // compile finishes a graph: for training graphs it adds the gradient nodes of params with respect to
 // loss and reads loss; for evaluation graphs it reads logp. It then builds the tape machine.
 func compile(g *G.ExprGraph, params G.Nodes, loss, logp *G.Node) (*program, error) {

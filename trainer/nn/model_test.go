@@ -31,6 +31,7 @@ func TestLayouts(t *testing.T) {
 	mlp := newTestMLP(t, MLPConfig{Sizes: []int{784, 256, 10}})
 	lm := newTestCharLM(t, CharLMConfig{Vocab: 96, Context: 64, Embed: 64})
 	lmNoMLP := newTestCharLM(t, CharLMConfig{Vocab: 8, Context: 4, Embed: 6, Hidden: -1, Batch: 2})
+	lmLN := newTestCharLM(t, CharLMConfig{Vocab: 8, Context: 4, Embed: 6, Hidden: 10, Batch: 2, LayerNorm: true})
 	tests := []struct {
 		m      Model
 		name   string
@@ -44,6 +45,10 @@ func TestLayouts(t *testing.T) {
 		{lmNoMLP, "charlm:v8-t4-d6-h0",
 			[]string{"tok.emb", "pos.emb", "attn.wq", "attn.wk", "attn.wv", "attn.wo", "attn.bo", "out.w", "out.b"},
 			[][]int{{8, 6}, {4, 6}, {6, 6}, {6, 6}, {6, 6}, {6, 6}, {6}, {6, 8}, {8}}},
+		{lmLN, "charlm:v8-t4-d6-h10-ln",
+			[]string{"tok.emb", "pos.emb", "ln1.g", "ln1.b", "attn.wq", "attn.wk", "attn.wv", "attn.wo", "attn.bo",
+				"ln2.g", "ln2.b", "mlp.w1", "mlp.b1", "mlp.w2", "mlp.b2", "lnf.g", "lnf.b", "out.w", "out.b"},
+			[][]int{{8, 6}, {4, 6}, {6}, {6}, {6, 6}, {6, 6}, {6, 6}, {6, 6}, {6}, {6}, {6}, {6, 10}, {10}, {10, 6}, {6}, {6}, {6}, {6, 8}, {8}}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

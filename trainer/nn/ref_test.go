@@ -1,6 +1,7 @@
 package nn
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -104,9 +105,14 @@ func refCharLMLogp(cfg CharLMConfig, l Layout, p []float64, tokens []int) []floa
 			x[r*D+d] = te[tok*D+d] + pe[(r%T)*D+d]
 		}
 	}
-	q := affine(x, N, D, view(l, p, "attn.wq"), nil, D)
-	k := affine(x, N, D, view(l, p, "attn.wk"), nil, D)
-	v := affine(x, N, D, view(l, p, "attn.wv"), nil, D)
+	ln := cfg.LayerNorm
+	a := x
+	if ln {
+		a = refLayerNorm(x, D, view(l, p, "ln1.g"), view(l, p, "ln1.b"))
+	}
+	q := affine(a, N, D, view(l, p, "attn.wq"), nil, D)
+	k := affine(a, N, D, view(l, p, "attn.wk"), nil, D)
+	v := affine(a, N, D, view(l, p, "attn.wv"), nil, D)
 	ctx := make([]float64, N*D)
 	scale := 1 / math.Sqrt(float64(D))
 	for s := 0; s < n; s++ {
@@ -141,14 +147,43 @@ func refCharLMLogp(cfg CharLMConfig, l Layout, p []float64, tokens []int) []floa
 		h[i] = x[i] + o[i]
 	}
 	if H > 0 {
-		f := relu(affine(h, N, D, view(l, p, "mlp.w1"), view(l, p, "mlp.b1"), H))
+		f := h
+		if ln {
+			f = refLayerNorm(h, D, view(l, p, "ln2.g"), view(l, p, "ln2.b"))
+		}
+		f = relu(affine(f, N, D, view(l, p, "mlp.w1"), view(l, p, "mlp.b1"), H))
 		f2 := affine(f, N, H, view(l, p, "mlp.w2"), view(l, p, "mlp.b2"), D)
 		for i := range h {
 			h[i] += f2[i]
 		}
 	}
+	if ln {
+		h = refLayerNorm(h, D, view(l, p, "lnf.g"), view(l, p, "lnf.b"))
+	}
 	logits := affine(h, N, D, view(l, p, "out.w"), view(l, p, "out.b"), V)
 	return logSoftmaxRows(logits, V)
+}
+
+// refLayerNorm normalises each row of x [*, d]: (x − mean)/√(var + 1e-5)·g + b.
+func refLayerNorm(x []float64, d int, g, b []float64) []float64 {
+	y := make([]float64, len(x))
+	for r := 0; r < len(x)/d; r++ {
+		row := x[r*d : (r+1)*d]
+		mean, vr := 0.0, 0.0
+		for _, v := range row {
+			mean += v
+		}
+		mean /= float64(d)
+		for _, v := range row {
+			vr += (v - mean) * (v - mean)
+		}
+		vr /= float64(d)
+		inv := 1 / math.Sqrt(vr+1e-5)
+		for i, v := range row {
+			y[r*d+i] = (v-mean)*inv*g[i] + b[i]
+		}
+	}
+	return y
 }
 
 // meanNLL is the mean negative log-likelihood of targets under logp [len(targets), c].
@@ -257,9 +292,12 @@ func TestMLPGradMatchesFiniteDifferences(t *testing.T) {
 }
 
 func TestCharLMGradMatchesFiniteDifferences(t *testing.T) {
-	for _, hidden := range []int{6, -1} {
-		t.Run("hidden="+map[bool]string{true: "none", false: "6"}[hidden < 0], func(t *testing.T) {
-			cfg := CharLMConfig{Vocab: 5, Context: 4, Embed: 4, Hidden: hidden, Batch: 3, Seed: 5}
+	for _, tc := range []struct {
+		hidden int
+		ln     bool
+	}{{6, false}, {-1, false}, {6, true}, {-1, true}} {
+		t.Run(fmt.Sprintf("hidden=%d,layernorm=%v", tc.hidden, tc.ln), func(t *testing.T) {
+			cfg := CharLMConfig{Vocab: 5, Context: 4, Embed: 4, Hidden: tc.hidden, Batch: 3, Seed: 5, LayerNorm: tc.ln}
 			m, err := NewCharLM(cfg)
 			if err != nil {
 				t.Fatal(err)
