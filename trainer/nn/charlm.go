@@ -74,28 +74,26 @@ func (c CharLMConfig) Validate() error {
 	return nil
 }
 
-// CharLM is a one-block causal transformer over characters (no LayerNorm):
+// CharLM is a one-block causal transformer over characters:
 //
 //	x  = tok.emb[token] + pos.emb[position]                      [n·T, D]
-//	q, k, v = x·attn.wq, x·attn.wk, x·attn.wv
+//	q, k, v = x·attn.wq, x·attn.wk, x·attn.wv                   (x → LN1(x) with LayerNorm)
 //	a  = softmax(q·kᵀ/√D + mask) per sequence, mask = −1e9 above the diagonal (causal)
 //	h  = x + (a·v)·attn.wo + attn.bo
-//	h  = h + relu(h·mlp.w1 + mlp.b1)·mlp.w2 + mlp.b2             (if Hidden > 0)
-//	logits = h·out.w + out.b                                      [n·T, Vocab]
+//	h  = h + relu(h·mlp.w1 + mlp.b1)·mlp.w2 + mlp.b2             (if Hidden > 0; h → LN2(h) inside)
+//	logits = h·out.w + out.b                                      [n·T, Vocab] (h → LNf(h))
 //
-// With LayerNorm, x, h before the MLP, and h before out.w each pass through their own LayerNorm
-// (ln1, ln2, lnf: (z − mean)/√(var + 1e-5) per row, times gain, plus bias) on the way into the
-// attention, the MLP and the output projection (pre-LN); the residual stream itself is not normalised.
+// LayerNorm is off by default; with it, the input of the attention, of the MLP and of the output
+// projection is normalised per row, (z − mean)/√(var + 1e-5)·gain + bias (pre-LN; the residual
+// stream itself is not normalised).
 //
 // The loss is the mean cross-entropy of the next token over all n·T positions; Eval's correct counts
 // positions whose arg-max is the target. Layout, in this order: "tok.emb" [V,D], "pos.emb" [T,D],
 // ["ln1.g", "ln1.b" [D]], "attn.wq", "attn.wk", "attn.wv", "attn.wo" [D,D], "attn.bo" [D], then if
 // Hidden > 0 ["ln2.g", "ln2.b"], "mlp.w1" [D,H], "mlp.b1" [H], "mlp.w2" [H,D], "mlp.b2" [D], then
-// ["lnf.g", "lnf.b"], "out.w" [D,V], "out.b" [V]; bracketed tensors only with LayerNorm. Gains start
-// at 1. Embeddings are
-// U(−0.1, 0.1), attention and mlp.w2 projections Glorot-uniform, mlp.w1 He-uniform, out.w
-// U(±1/√D), biases zero. Not safe for concurrent
-// use.
+// ["lnf.g", "lnf.b"], "out.w" [D,V], "out.b" [V]; bracketed tensors only with LayerNorm.
+// Initialisation: embeddings U(−0.1, 0.1), attention projections and mlp.w2 Glorot-uniform, mlp.w1
+// He-uniform, out.w U(±1/√D), LayerNorm gains 1, biases 0. Not safe for concurrent use.
 type CharLM struct {
 	cfg    CharLMConfig
 	layout Layout
