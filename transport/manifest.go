@@ -11,7 +11,7 @@ import (
 
 // Chunking limits.
 const (
-	DefaultChunkSize = 256 << 10 // 256 KiB
+	DefaultChunkSize = 64 << 10 // 64 KiB; see the package doc for why
 	MinChunkSize     = 1 << 10
 	MaxChunkSize     = 16 << 20
 	// MaxManifestChunks caps the number of chunks in a manifest (32 MiB of hashes).

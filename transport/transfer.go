@@ -264,6 +264,11 @@ type TransferOptions struct {
 	PerConn int
 	// MaxSize caps the blob Fetch accepts. Zero means 1 GiB.
 	MaxSize int64
+	// Endgame re-requests the last chunks in flight on idle connections (see stripe).
+	// Off by default: over a 10 Mbit/s, 100 ms, 1 % loss link it did not shorten
+	// transfers with 64 KiB chunks and cost 5–15 % more bytes on the wire; it helps when
+	// a connection stalls outright.
+	Endgame bool
 }
 
 func (o TransferOptions) withDefaults() TransferOptions {
@@ -322,7 +327,7 @@ func Fetch(ctx context.Context, conns []*Conn, root Hash, opt TransferOptions) (
 func (a *Assembly) Fetch(ctx context.Context, conns []*Conn, opt TransferOptions) error {
 	opt = opt.withDefaults()
 	root := a.Root()
-	return stripe(ctx, conns, a.Missing(), opt.PerConn, func(ctx context.Context, c *Conn, i int) error {
+	return stripe(ctx, conns, a.Missing(), opt.PerConn, opt.Endgame, func(ctx context.Context, c *Conn, i int) error {
 		req := Message{Header: Header{Type: TypeChunk, ID: uint64(i)}}
 		if err := req.SetBody(chunkRef{Root: root[:], Index: i}); err != nil {
 			return err
@@ -373,7 +378,7 @@ func Push(ctx context.Context, conns []*Conn, tag string, data []byte, m Manifes
 		}
 	}
 	root := m.Root()
-	return stripe(ctx, conns, todo, opt.PerConn, func(ctx context.Context, c *Conn, i int) error {
+	return stripe(ctx, conns, todo, opt.PerConn, opt.Endgame, func(ctx context.Context, c *Conn, i int) error {
 		off, end := m.ChunkRange(i)
 		req := Message{Header: Header{Type: TypePut, ID: uint64(i)}, Payload: data[off:end]}
 		if err := req.SetBody(putBody{chunkRef: chunkRef{Root: root[:], Index: i}, Tag: tag}); err != nil {
@@ -387,7 +392,12 @@ func Push(ctx context.Context, conns []*Conn, tag string, data []byte, m Manifes
 // stripe runs do for every index in todo, perConn at a time on each connection. A
 // connection whose request fails stops taking work (the index goes back to the queue for
 // the others); stripe fails only when no connection is left or ctx ends.
-func stripe(ctx context.Context, conns []*Conn, todo []int, perConn int, do func(context.Context, *Conn, int) error) error {
+//
+// Endgame: once the queue is empty, an idle worker re-requests the oldest chunk still in
+// flight on another connection (at most one extra copy per chunk); the first copy to
+// arrive wins and the other is cancelled. Without it the transfer's tail waits on the
+// slowest stripe (one that just halved its congestion window after a loss).
+func stripe(ctx context.Context, conns []*Conn, todo []int, perConn int, endgame bool, do func(context.Context, *Conn, int) error) error {
 	if len(todo) == 0 {
 		return nil
 	}
@@ -396,12 +406,8 @@ func stripe(ctx context.Context, conns []*Conn, todo []int, perConn int, do func
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	queue := make(chan int, len(todo))
-	for _, i := range todo {
-		queue <- i
-	}
-	var remaining atomic.Int64
-	remaining.Store(int64(len(todo)))
+	s := &scheduler{queue: append([]int(nil), todo...), remaining: len(todo),
+		inflight: make(map[int]*flight), changed: make(chan struct{}), endgame: endgame}
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -411,30 +417,33 @@ func stripe(ctx context.Context, conns []*Conn, todo []int, perConn int, do func
 		for range perConn {
 			wg.Go(func() {
 				for {
-					select {
-					case <-ctx.Done():
+					i, rctx, rcancel, ok := s.next(ctx, c)
+					if !ok {
 						return
-					case i := <-queue:
-						if err := do(ctx, c, i); err != nil {
-							queue <- i
-							mu.Lock()
-							if firstErr == nil && ctx.Err() == nil {
-								firstErr = err
-							}
-							mu.Unlock()
-							return
+					}
+					err := do(rctx, c, i)
+					superseded := rctx.Err() != nil && ctx.Err() == nil
+					rcancel()
+					if s.finish(i, c, err == nil) == 0 {
+						cancel()
+						return
+					}
+					if err != nil && !superseded {
+						mu.Lock()
+						if firstErr == nil && ctx.Err() == nil {
+							firstErr = err
 						}
-						if remaining.Add(-1) == 0 {
-							cancel()
-							return
-						}
+						mu.Unlock()
+						return // this connection is failing: leave the work to the others
 					}
 				}
 			})
 		}
 	}
 	wg.Wait()
-	left := remaining.Load()
+	s.mu.Lock()
+	left := s.remaining
+	s.mu.Unlock()
 	if left == 0 {
 		return nil
 	}
@@ -442,4 +451,90 @@ func stripe(ctx context.Context, conns []*Conn, todo []int, perConn int, do func
 		firstErr = err
 	}
 	return fmt.Errorf("transport: transfer stopped with %d of %d chunks left: %w", left, len(todo), firstErr)
+}
+
+type flight struct {
+	copies  map[*Conn]context.CancelFunc
+	started int // order of first start, for picking the oldest in endgame
+}
+
+type scheduler struct {
+	mu        sync.Mutex
+	queue     []int
+	inflight  map[int]*flight
+	remaining int
+	starts    int
+	changed   chan struct{} // closed and replaced on every finish
+	endgame   bool
+}
+
+// next hands out the next index for connection c, blocking while there is nothing to do.
+func (s *scheduler) next(ctx context.Context, c *Conn) (int, context.Context, context.CancelFunc, bool) {
+	for {
+		s.mu.Lock()
+		if s.remaining == 0 || ctx.Err() != nil {
+			s.mu.Unlock()
+			return 0, nil, nil, false
+		}
+		if len(s.queue) > 0 {
+			i := s.queue[0]
+			s.queue = s.queue[1:]
+			rctx, rcancel := context.WithCancel(ctx)
+			s.starts++
+			s.inflight[i] = &flight{copies: map[*Conn]context.CancelFunc{c: rcancel}, started: s.starts}
+			s.mu.Unlock()
+			return i, rctx, rcancel, true
+		}
+		if s.endgame {
+			best, bestStart := -1, 0
+			for i, f := range s.inflight {
+				if _, mine := f.copies[c]; mine || len(f.copies) >= 2 {
+					continue
+				}
+				if best < 0 || f.started < bestStart {
+					best, bestStart = i, f.started
+				}
+			}
+			if best >= 0 {
+				rctx, rcancel := context.WithCancel(ctx)
+				s.inflight[best].copies[c] = rcancel
+				s.mu.Unlock()
+				return best, rctx, rcancel, true
+			}
+		}
+		changed := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ctx.Done():
+		case <-changed:
+		}
+	}
+}
+
+// finish records the end of c's copy of i and returns how many indices remain.
+func (s *scheduler) finish(i int, c *Conn, ok bool) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	defer func() {
+		close(s.changed)
+		s.changed = make(chan struct{})
+	}()
+	f := s.inflight[i]
+	if f == nil { // another copy already delivered it
+		return s.remaining
+	}
+	delete(f.copies, c)
+	if ok {
+		for _, cancel := range f.copies {
+			cancel() // the other copy is no longer needed
+		}
+		delete(s.inflight, i)
+		s.remaining--
+		return s.remaining
+	}
+	if len(f.copies) == 0 {
+		delete(s.inflight, i)
+		s.queue = append([]int{i}, s.queue...) // retry it first
+	}
+	return s.remaining
 }
