@@ -189,7 +189,33 @@ func (c *Client) roundTrip(ctx context.Context, req transport.Message) (transpor
 	}
 }
 
+// CallAt sends one request to the coordinator at addr over the client's connection (the member's
+// identity), bounded only by ctx: the data plane's uploads and long-polls.
+func (c *Client) CallAt(ctx context.Context, addr string, req transport.Message) (transport.Message, error) {
+	return c.call(ctx, addr, req, 0)
+}
+
+// WireStats sums the QUIC counters of the client's open connections.
+func (c *Client) WireStats() transport.Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var t transport.Stats
+	for _, conn := range c.conns {
+		s := conn.Stats()
+		t.BytesSent += s.BytesSent
+		t.BytesReceived += s.BytesReceived
+		t.PacketsSent += s.PacketsSent
+		t.PacketsLost += s.PacketsLost
+		t.BytesLost += s.BytesLost
+	}
+	return t
+}
+
 func (c *Client) callAddr(ctx context.Context, addr string, req transport.Message) (transport.Message, error) {
+	return c.call(ctx, addr, req, 10*time.Second)
+}
+
+func (c *Client) call(ctx context.Context, addr string, req transport.Message, limit time.Duration) (transport.Message, error) {
 	c.mu.Lock()
 	conn := c.conns[addr]
 	c.mu.Unlock()
@@ -209,8 +235,12 @@ func (c *Client) callAddr(ctx context.Context, addr string, req transport.Messag
 		c.mu.Unlock()
 		conn = nc
 	}
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
+	cctx := ctx
+	if limit > 0 {
+		var cancel context.CancelFunc
+		cctx, cancel = context.WithTimeout(ctx, limit)
+		defer cancel()
+	}
 	reply, err := transport.Call(cctx, conn, req)
 	if err != nil {
 		var re *transport.RemoteError

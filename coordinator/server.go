@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -43,6 +44,8 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock the leader stamps commands with; nil means time.Now.
 	Now func() time.Time
+	// Rounds configures training rounds.
+	Rounds RoundConfig
 }
 
 // Validate reports the first invalid field.
@@ -80,6 +83,11 @@ type Server struct {
 	mu     sync.Mutex
 	conns  map[string]*transport.Conn // outgoing, by address
 	signer *consensus.Signer
+
+	rtMu sync.Mutex
+	rts  map[uint64]*cohortRT // cohort runtimes (model replicas, aggregations)
+
+	runCtx context.Context // lives as long as Run: background fetches use it
 }
 
 // New starts the raft node and the QUIC endpoint. Call Run to serve.
@@ -93,6 +101,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.Rounds = cfg.Rounds.withDefaults()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -112,8 +121,11 @@ func New(cfg Config) (*Server, error) {
 		ep.Close()
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, node: node, ep: ep, mux: transport.NewMux(), conns: map[string]*transport.Conn{}}
+	s := &Server{cfg: cfg, log: log, node: node, ep: ep, mux: transport.NewMux(), conns: map[string]*transport.Conn{}, rts: map[uint64]*cohortRT{}}
 	s.mux.Handle(MsgSubmit, s.handleSubmit)
+	s.mux.Handle(protocol.MsgUpload, s.handleUpload)
+	s.mux.Handle(protocol.MsgAggregate, s.handleAggregate)
+	s.mux.Handle(protocol.MsgModel, s.handleModel)
 	s.mux.Handle(MsgQuery, s.handleQuery)
 	s.mux.Handle(MsgJoinCluster, s.handleJoinCluster)
 	return s, nil
@@ -133,6 +145,7 @@ func (s *Server) KeyID() string { return s.cfg.Identity.NodeID().String() }
 func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	s.runCtx = ctx
 	errc := make(chan error, 1)
 	go func() { errc <- s.ep.Serve(ctx, s.mux.Serve) }()
 	t := time.NewTicker(s.cfg.Tick)
@@ -175,6 +188,7 @@ func (s *Server) tick(ctx context.Context) {
 		}
 		return
 	}
+	s.driveCohorts(ctx)
 	if !s.node.IsLeader() {
 		return
 	}

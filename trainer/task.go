@@ -142,3 +142,28 @@ func loadFashionMNIST(dir string) (train, test *datasets.Images, source string, 
 	fmnistCache.m[dir] = [3]any{train, test, source}
 	return train, test, source, nil
 }
+
+// NewModel builds the model a spec names ("mlp", "mlp:784-256-10" or "charlm") with the given
+// batch size (0 = the model's default) and initialisation seed: every replica of a cohort calls it
+// with the same arguments and gets bit-identical parameters.
+func NewModel(spec string, batch int, seed uint64) (nn.Model, error) {
+	switch {
+	case spec == "mlp" || strings.HasPrefix(spec, "mlp:"):
+		var sizes []int
+		if spec != "mlp" {
+			s, err := nn.ParseMLPName(spec)
+			if err != nil {
+				return nil, err
+			}
+			sizes = s
+		}
+		return nn.NewMLP(nn.MLPConfig{Sizes: sizes, Batch: batch, Seed: seed})
+	case spec == "charlm":
+		play, err := datasets.EmbeddedPlay()
+		if err != nil {
+			return nil, err
+		}
+		return nn.NewCharLM(nn.CharLMConfig{Vocab: datasets.NewVocab(play.Text()).Size(), Context: CharLMContext, Batch: batch, Seed: seed})
+	}
+	return nil, fmt.Errorf("unknown model %q (want mlp, mlp:784-256-10 or charlm)", spec)
+}

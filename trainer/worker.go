@@ -185,3 +185,21 @@ func Average(dst []float32, xs [][]float32, weights []float64) ([]float32, error
 	}
 	return dst, nil
 }
+
+// Reset replaces θ_t and the outer momentum (a late joiner or a re-synced replica) and restarts
+// the local model from θ_t.
+func (w *Worker) Reset(theta, momentum []float32) error {
+	if len(theta) != len(w.global) || len(momentum) != len(w.global) {
+		return fmt.Errorf("reset: got %d parameters and %d momentum values, model has %d", len(theta), len(momentum), len(w.global))
+	}
+	copy(w.global, theta)
+	copy(w.outer.Momentum(), momentum)
+	copy(w.model.Params(), theta)
+	return nil
+}
+
+// Momentum is the outer optimizer's momentum buffer (read only).
+func (w *Worker) Momentum() []float32 { return w.outer.Momentum() }
+
+// Discard drops the local progress of an abandoned round: the local model restarts from θ_t.
+func (w *Worker) Discard() { copy(w.model.Params(), w.global) }

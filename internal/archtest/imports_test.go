@@ -21,7 +21,9 @@ var allowed = map[string][]string{
 	"transport":   {"transport/"},
 	"trainer":     {"trainer/", "compress", "datasets"},
 	"coordinator": {"coordinator/", "trainer", "compress", "datasets", "consensus", "transport", "protocol"},
-	"protocol":    {"compress", "transport"},
+	"protocol":    {},
+	"peer":        {"trainer", "coordinator", "protocol", "transport", "consensus", "compress", "datasets"},
+	"sim":         {"peer", "trainer", "coordinator", "protocol", "transport", "consensus", "compress", "datasets"},
 	"internal":    {"internal/"},
 	"cmd":         {""}, // the CLI wires everything
 }

@@ -1,0 +1,630 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sort"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/cohortlab/cohort/compress"
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/trainer"
+	"github.com/cohortlab/cohort/transport"
+)
+
+// RoundConfig configures how the leader drives training rounds. Zero values mean the defaults.
+type RoundConfig struct {
+	// Timeout is the time from opening a round to its deadline; default 120s. Whatever arrived
+	// by the deadline counts; the leader closes a round early once every participant reported.
+	Timeout time.Duration
+	// AbortAfter is how long past the deadline a round whose aggregates cannot all be fetched
+	// (an aggregator died) waits before it is abandoned: closed with θ unchanged. Default 5s.
+	AbortAfter time.Duration
+	// ClipMultiple clips every update (per slice) to this multiple of the median update norm;
+	// default 2. Scaling an update up gains nothing.
+	ClipMultiple float64
+}
+
+func (c RoundConfig) withDefaults() RoundConfig {
+	if c.Timeout == 0 {
+		c.Timeout = 120 * time.Second
+	}
+	if c.AbortAfter == 0 {
+		c.AbortAfter = 5 * time.Second
+	}
+	if c.ClipMultiple == 0 {
+		c.ClipMultiple = 2
+	}
+	return c
+}
+
+// InitSeed is the seed θ_0 of a cohort is initialised with: every coordinator and peer builds the
+// proposal's model with it and gets the same parameters.
+func InitSeed(proposal uint64) uint64 { return proposal }
+
+// cohortRT is one coordinator's runtime for a cohort: a full replica of θ and the outer momentum
+// (every coordinator applies every round, so any of them can serve the model, take over slices
+// and, later, validate), and the aggregation state of the slices this node aggregates.
+type cohortRT struct {
+	id     uint64
+	codec  compress.Setting
+	shape  compress.Shape
+	outerC trainer.OuterConfig
+
+	mu       sync.Mutex
+	theta    []float32
+	outer    *trainer.Nesterov
+	applied  uint32 // rounds applied to theta
+	hash     [32]byte
+	fetching bool
+	aggs     map[[2]int]*sliceAgg // (round, slice)
+}
+
+type sliceAgg struct {
+	start, end   int
+	participants []string
+	updates      map[string]upd
+	done         chan struct{}
+	result       []float32
+	contributors int
+	aborted      bool
+	timer        *time.Timer
+}
+
+type upd struct {
+	vals    []float32
+	samples uint64
+}
+
+// runtime returns (creating on first use) the runtime of cohort c.
+func (s *Server) runtime(c consensus.Cohort, p consensus.Proposal) (*cohortRT, error) {
+	s.rtMu.Lock()
+	defer s.rtMu.Unlock()
+	if rt := s.rts[c.ID]; rt != nil {
+		return rt, nil
+	}
+	model, err := trainer.NewModel(p.Model, 0, InitSeed(p.ID))
+	if err != nil {
+		return nil, fmt.Errorf("cohort %d: %w", c.ID, err)
+	}
+	setting, err := compress.Parse(codecOf(p))
+	if err != nil {
+		return nil, fmt.Errorf("cohort %d: %w", c.ID, err)
+	}
+	oc, err := OuterConfigOf(p)
+	if err != nil {
+		return nil, fmt.Errorf("cohort %d: %w", c.ID, err)
+	}
+	theta := append([]float32(nil), model.Params()...)
+	outer, err := trainer.NewNesterov(len(theta), oc)
+	if err != nil {
+		return nil, err
+	}
+	rt := &cohortRT{id: c.ID, codec: setting, shape: trainer.CodecShape(model.Layout()), outerC: oc,
+		theta: theta, outer: outer, hash: protocol.HashParams(theta), aggs: map[[2]int]*sliceAgg{}}
+	s.rts[c.ID] = rt
+	return rt, nil
+}
+
+func codecOf(p consensus.Proposal) string {
+	if p.Params.Codec == "" {
+		return "fp32"
+	}
+	return p.Params.Codec
+}
+
+// OuterConfigOf parses a proposal's outer learning rate and momentum (decimal strings; empty
+// means the DiLoCo defaults).
+func OuterConfigOf(p consensus.Proposal) (trainer.OuterConfig, error) {
+	var oc trainer.OuterConfig
+	for _, f := range []struct {
+		s   string
+		dst *float32
+	}{{p.Params.OuterLR, &oc.LR}, {p.Params.OuterMomentum, &oc.Momentum}} {
+		if f.s == "" {
+			continue
+		}
+		v, err := strconv.ParseFloat(f.s, 32)
+		if err != nil {
+			return oc, fmt.Errorf("proposal %d: outer setting %q: %w", p.ID, f.s, err)
+		}
+		*f.dst = float32(v)
+	}
+	return oc, oc.Validate()
+}
+
+// handleUpload receives a participant's compressed pseudo-gradient for one slice.
+func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
+	var u protocol.Upload
+	if err := req.DecodeBody(&u); err != nil {
+		return transport.Message{}, err
+	}
+	rt, r, sl, err := s.roundSlice(u.Cohort, u.Round, u.Slice)
+	if err != nil {
+		return transport.Message{}, err
+	}
+	if uint64(sl.Start) != u.Start || uint64(sl.End) != u.End {
+		return transport.Message{}, fmt.Errorf("upload: slice %d is [%d,%d), not [%d,%d)", u.Slice, sl.Start, sl.End, u.Start, u.End)
+	}
+	member := peer.String()
+	if _, ok := slices.BinarySearch(r.Participants, member); !ok {
+		return transport.Message{}, fmt.Errorf("upload: %s is not a participant of cohort %d round %d", member, u.Cohort, u.Round)
+	}
+	if u.Samples == 0 || u.Samples > 1<<40 {
+		return transport.Message{}, fmt.Errorf("upload: %d samples", u.Samples)
+	}
+	codec, err := compress.New(compress.Config{Setting: rt.codec, Shape: rt.shape.Slice(sl.Start, sl.End), MaxElements: sl.End - sl.Start})
+	if err != nil {
+		return transport.Message{}, err
+	}
+	vals, err := codec.Decode(nil, req.Payload)
+	if err != nil {
+		return transport.Message{}, fmt.Errorf("upload: %w", err)
+	}
+	if len(vals) != sl.End-sl.Start {
+		return transport.Message{}, fmt.Errorf("upload: %d values for a slice of %d", len(vals), sl.End-sl.Start)
+	}
+	for i, v := range vals {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return transport.Message{}, fmt.Errorf("upload: value %d is %v", i, v)
+		}
+	}
+	a := s.sliceAggFor(rt, r, u.Slice, sl)
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	select {
+	case <-a.done:
+		return transport.Message{}, fmt.Errorf("upload: cohort %d round %d slice %d closed at its deadline: late", u.Cohort, u.Round, u.Slice)
+	default:
+	}
+	if _, dup := a.updates[member]; dup {
+		return transport.Message{}, fmt.Errorf("upload: %s already sent slice %d of round %d", member, u.Slice, u.Round)
+	}
+	a.updates[member] = upd{vals: vals, samples: u.Samples}
+	if len(a.updates) == len(a.participants) {
+		s.finalize(rt, a)
+	}
+	return transport.Message{Header: transport.Header{Type: protocol.MsgUpload}}, nil
+}
+
+// roundSlice looks up an open round and one of its slices that this node aggregates.
+func (s *Server) roundSlice(cohort uint64, round uint32, slice int) (*cohortRT, consensus.Round, protocol.Slice, error) {
+	var r consensus.Round
+	var c consensus.Cohort
+	var p consensus.Proposal
+	err := s.node.View(func(st *consensus.State) error {
+		var err error
+		if r, err = st.Round(cohort, round); err != nil {
+			return err
+		}
+		if c, err = st.Cohort(cohort); err != nil {
+			return err
+		}
+		p, err = st.Proposal(c.Proposal)
+		return err
+	})
+	if err != nil {
+		return nil, r, protocol.Slice{}, err
+	}
+	if slice < 0 || slice >= len(r.Slices) {
+		return nil, r, protocol.Slice{}, fmt.Errorf("round %d of cohort %d has no slice %d", round, cohort, slice)
+	}
+	as := r.Slices[slice]
+	if as.Aggregator != s.KeyID() {
+		return nil, r, protocol.Slice{}, fmt.Errorf("slice %d of round %d is aggregated by %s, not this node", slice, round, as.Aggregator)
+	}
+	rt, err := s.runtime(c, p)
+	if err != nil {
+		return nil, r, protocol.Slice{}, err
+	}
+	return rt, r, protocol.Slice{Start: int(as.Start), End: int(as.End), Aggregator: as.Aggregator}, nil
+}
+
+// sliceAggFor returns the aggregation of (round, slice), creating it with a timer that closes it
+// at the round's deadline.
+func (s *Server) sliceAggFor(rt *cohortRT, r consensus.Round, slice int, sl protocol.Slice) *sliceAgg {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	key := [2]int{int(r.Number), slice}
+	if a := rt.aggs[key]; a != nil {
+		return a
+	}
+	a := &sliceAgg{start: sl.Start, end: sl.End, participants: r.Participants, updates: map[string]upd{}, done: make(chan struct{})}
+	rt.aggs[key] = a
+	wait := time.Until(time.UnixMilli(r.Deadline))
+	a.timer = time.AfterFunc(max(wait, 0), func() {
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		s.finalize(rt, a)
+	})
+	// Forget aggregations of rounds long past.
+	for k, old := range rt.aggs {
+		if k[0] < int(r.Number)-2 {
+			old.timer.Stop()
+			delete(rt.aggs, k)
+		}
+	}
+	return a
+}
+
+// finalize computes the aggregate of a slice from what arrived (rt.mu held): each update clipped
+// to ClipMultiple × the median norm, then averaged weighted by samples, in member-ID order.
+func (s *Server) finalize(rt *cohortRT, a *sliceAgg) {
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	a.timer.Stop()
+	defer close(a.done)
+	if len(a.updates) == 0 {
+		a.aborted = true
+		return
+	}
+	ids := make([]string, 0, len(a.updates))
+	for id := range a.updates {
+		ids = append(ids, id)
+	}
+	sort.Strings(ids)
+	norms := make([]float64, len(ids))
+	for i, id := range ids {
+		var ss float64
+		for _, v := range a.updates[id].vals {
+			ss += float64(v) * float64(v)
+		}
+		norms[i] = math.Sqrt(ss)
+	}
+	sorted := append([]float64(nil), norms...)
+	sort.Float64s(sorted)
+	median := sorted[(len(sorted)-1)/2]
+	limit := s.cfg.Rounds.ClipMultiple * median
+	xs := make([][]float32, len(ids))
+	ws := make([]float64, len(ids))
+	for i, id := range ids {
+		u := a.updates[id]
+		xs[i], ws[i] = u.vals, float64(u.samples)
+		if norms[i] > limit && norms[i] > 0 {
+			scale := float32(limit / norms[i])
+			c := make([]float32, len(u.vals))
+			for j, v := range u.vals {
+				c[j] = v * scale
+			}
+			xs[i] = c
+		}
+	}
+	avg, err := trainer.Average(nil, xs, ws)
+	if err != nil { // cannot happen: lengths and weights were checked on upload
+		s.log.Error("aggregate", "err", err)
+		a.aborted = true
+		return
+	}
+	a.result, a.contributors = avg, len(ids)
+	a.updates = nil
+}
+
+// handleAggregate long-polls for the aggregate of a slice this node aggregates.
+func (s *Server) handleAggregate(ctx context.Context, _ transport.NodeID, req transport.Message) (transport.Message, error) {
+	var q protocol.AggregateRequest
+	if err := req.DecodeBody(&q); err != nil {
+		return transport.Message{}, err
+	}
+	rt, r, sl, err := s.roundSlice(q.Cohort, q.Round, q.Slice)
+	if err != nil {
+		return transport.Message{}, err
+	}
+	a := s.sliceAggFor(rt, r, q.Slice, sl)
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		return transport.Message{}, fmt.Errorf("%s aggregate of round %d slice %d not ready: %w", unavailablePrefix, q.Round, q.Slice, ctx.Err())
+	}
+	reply := transport.Message{Header: transport.Header{Type: protocol.MsgAggregate}}
+	if err := reply.SetBody(protocol.AggregateReply{Start: uint64(a.start), End: uint64(a.end), Contributors: a.contributors, Aborted: a.aborted}); err != nil {
+		return transport.Message{}, err
+	}
+	if !a.aborted {
+		reply.Payload = protocol.AppendFloats(make([]byte, 0, 4*len(a.result)), a.result)
+	}
+	return reply, nil
+}
+
+// handleModel serves θ and the outer momentum of a cohort's replica.
+func (s *Server) handleModel(_ context.Context, _ transport.NodeID, req transport.Message) (transport.Message, error) {
+	var q protocol.ModelRequest
+	if err := req.DecodeBody(&q); err != nil {
+		return transport.Message{}, err
+	}
+	s.rtMu.Lock()
+	rt := s.rts[q.Cohort]
+	s.rtMu.Unlock()
+	if rt == nil {
+		return transport.Message{}, fmt.Errorf("%s cohort %d has no model on this node yet", unavailablePrefix, q.Cohort)
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	reply := transport.Message{Header: transport.Header{Type: protocol.MsgModel}}
+	if err := reply.SetBody(protocol.ModelReply{Round: rt.applied, Params: len(rt.theta), Hash: rt.hash[:]}); err != nil {
+		return transport.Message{}, err
+	}
+	b := make([]byte, 0, 8*len(rt.theta))
+	b = protocol.AppendFloats(b, rt.theta)
+	reply.Payload = protocol.AppendFloats(b, rt.outer.Momentum())
+	return reply, nil
+}
+
+// driveCohorts runs on every tick: every node keeps its replicas in step with the rounds; the
+// leader opens and closes rounds.
+func (s *Server) driveCohorts(ctx context.Context) {
+	type item struct {
+		c      consensus.Cohort
+		p      consensus.Proposal
+		rounds []consensus.Round
+	}
+	var items []item
+	var coordinators []string
+	s.rtMu.Lock()
+	known := map[uint64]bool{}
+	for id := range s.rts {
+		known[id] = true
+	}
+	s.rtMu.Unlock()
+	s.node.View(func(st *consensus.State) error {
+		for _, c := range st.Cohorts() {
+			if c.Status == consensus.CohortDone && !known[c.ID] {
+				continue
+			}
+			p, err := st.Proposal(c.Proposal)
+			if err != nil {
+				continue
+			}
+			rs, _ := st.Rounds(c.ID)
+			items = append(items, item{c, p, rs})
+		}
+		for _, co := range st.Coordinators() {
+			coordinators = append(coordinators, co.ID)
+		}
+		return nil
+	})
+	sort.Strings(coordinators)
+	for _, it := range items {
+		rt, err := s.runtime(it.c, it.p)
+		if err != nil {
+			s.log.Warn("cohort runtime", "cohort", it.c.ID, "err", err)
+			continue
+		}
+		s.syncReplica(rt, it.rounds)
+		if s.node.IsLeader() {
+			s.leadCohort(ctx, rt, it.c, it.p, it.rounds, coordinators)
+		}
+	}
+}
+
+// syncReplica advances the replica: applies the latest open round once all its aggregates are
+// available, accepts closed rounds recorded with an unchanged hash (abandoned), and re-fetches
+// the model from another coordinator when the replica disagrees with what the log recorded.
+func (s *Server) syncReplica(rt *cohortRT, rounds []consensus.Round) {
+	ctx := s.runCtx
+	rt.mu.Lock()
+	applied, hash, busy := rt.applied, rt.hash, rt.fetching
+	rt.mu.Unlock()
+	if busy {
+		return
+	}
+	for _, r := range rounds {
+		if r.Number <= applied {
+			if r.Status == consensus.RoundClosed && r.Number == applied && !bytes.Equal(r.NewModelHash, hash[:]) {
+				s.startFetch(rt, func() { s.resync(ctx, rt, r) })
+				return
+			}
+			continue
+		}
+		if r.Number != applied+1 {
+			s.startFetch(rt, func() { s.resync(ctx, rt, rounds[len(rounds)-1]) })
+			return
+		}
+		if r.Status == consensus.RoundClosed && bytes.Equal(r.NewModelHash, hash[:]) {
+			rt.mu.Lock() // abandoned round: θ unchanged
+			rt.applied = r.Number
+			rt.mu.Unlock()
+			applied = r.Number
+			continue
+		}
+		s.startFetch(rt, func() { s.applyRound(ctx, rt, r) })
+		return
+	}
+}
+
+func (s *Server) startFetch(rt *cohortRT, f func()) {
+	rt.mu.Lock()
+	rt.fetching = true
+	rt.mu.Unlock()
+	go func() {
+		defer func() {
+			rt.mu.Lock()
+			rt.fetching = false
+			rt.mu.Unlock()
+		}()
+		f()
+	}()
+}
+
+// applyRound fetches every slice's aggregate of round r and applies the outer step.
+func (s *Server) applyRound(ctx context.Context, rt *cohortRT, r consensus.Round) {
+	ctx, cancel := context.WithTimeout(ctx, time.Until(time.UnixMilli(r.Deadline))+s.cfg.Rounds.AbortAfter)
+	defer cancel()
+	delta := make([]float32, len(rt.theta))
+	for i, sl := range r.Slices {
+		rep, payload, err := s.fetchAggregate(ctx, rt.id, r.Number, i, sl.Aggregator)
+		if err != nil {
+			s.log.Debug("fetch aggregate", "cohort", rt.id, "round", r.Number, "slice", i, "err", err)
+			return
+		}
+		if rep.Aborted {
+			return // nobody's update arrived: the leader abandons the round
+		}
+		if _, err := protocol.DecodeFloats(delta[sl.Start:sl.End:sl.End], payload, int(sl.End-sl.Start)); err != nil {
+			s.log.Warn("aggregate", "cohort", rt.id, "round", r.Number, "slice", i, "err", err)
+			return
+		}
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if rt.applied != r.Number-1 {
+		return
+	}
+	rt.outer.Step(rt.theta, delta)
+	rt.applied = r.Number
+	rt.hash = protocol.HashParams(rt.theta)
+	s.log.Debug("applied round", "cohort", rt.id, "round", r.Number, "hash", fmt.Sprintf("%x", rt.hash[:8]))
+}
+
+// fetchAggregate gets one slice's aggregate from its aggregator (this node or another).
+func (s *Server) fetchAggregate(ctx context.Context, cohort uint64, round uint32, slice int, aggregator string) (protocol.AggregateReply, []byte, error) {
+	req := transport.Message{Header: transport.Header{Type: protocol.MsgAggregate}}
+	if err := req.SetBody(protocol.AggregateRequest{Cohort: cohort, Round: round, Slice: slice}); err != nil {
+		return protocol.AggregateReply{}, nil, err
+	}
+	var reply transport.Message
+	var err error
+	if aggregator == s.KeyID() {
+		reply, err = s.handleAggregate(ctx, transport.NodeID{}, req)
+	} else {
+		addr, aerr := s.addrOfKey(aggregator)
+		if aerr != nil {
+			return protocol.AggregateReply{}, nil, aerr
+		}
+		reply, err = s.call(ctx, addr, req)
+	}
+	if err != nil {
+		return protocol.AggregateReply{}, nil, err
+	}
+	var rep protocol.AggregateReply
+	return rep, reply.Payload, reply.DecodeBody(&rep)
+}
+
+// addrOfKey maps a coordinator key ID to its raft address.
+func (s *Server) addrOfKey(keyID string) (string, error) {
+	var name string
+	s.node.View(func(st *consensus.State) error {
+		for _, c := range st.Coordinators() {
+			if c.ID == keyID {
+				name = c.Name
+			}
+		}
+		return nil
+	})
+	servers, err := s.node.Servers()
+	if err != nil {
+		return "", err
+	}
+	for _, sv := range servers {
+		if sv.ID == name {
+			return sv.Addr, nil
+		}
+	}
+	return "", fmt.Errorf("coordinator %s (%q) has no known address", keyID, name)
+}
+
+// resync replaces the replica with the model of another coordinator that has applied round r
+// with the recorded hash.
+func (s *Server) resync(ctx context.Context, rt *cohortRT, r consensus.Round) {
+	if r.Status != consensus.RoundClosed {
+		return
+	}
+	servers, err := s.node.Servers()
+	if err != nil {
+		return
+	}
+	for _, sv := range servers {
+		if sv.ID == s.cfg.ID {
+			continue
+		}
+		req := transport.Message{Header: transport.Header{Type: protocol.MsgModel}}
+		req.SetBody(protocol.ModelRequest{Cohort: rt.id})
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		reply, err := s.call(cctx, sv.Addr, req)
+		cancel()
+		if err != nil {
+			continue
+		}
+		var mr protocol.ModelReply
+		if err := reply.DecodeBody(&mr); err != nil || mr.Round != r.Number || !bytes.Equal(mr.Hash, r.NewModelHash) || mr.Params != len(rt.theta) {
+			continue
+		}
+		both, err := protocol.DecodeFloats(nil, reply.Payload, 2*mr.Params)
+		if err != nil || protocol.HashParams(both[:mr.Params]) != [32]byte(mr.Hash) {
+			continue
+		}
+		rt.mu.Lock()
+		copy(rt.theta, both[:mr.Params])
+		copy(rt.outer.Momentum(), both[mr.Params:])
+		rt.applied, rt.hash = r.Number, [32]byte(mr.Hash)
+		rt.mu.Unlock()
+		s.log.Info("re-synced cohort model", "cohort", rt.id, "round", r.Number, "from", sv.ID)
+		return
+	}
+}
+
+// leadCohort (leader only) opens the next round when the previous one closed and closes the open
+// round once its result is known and every participant reported, or its deadline passed.
+func (s *Server) leadCohort(ctx context.Context, rt *cohortRT, c consensus.Cohort, p consensus.Proposal, rounds []consensus.Round, coordinators []string) {
+	if c.Status == consensus.CohortDone {
+		return
+	}
+	rt.mu.Lock()
+	applied, hash := rt.applied, rt.hash
+	n := len(rt.theta)
+	rt.mu.Unlock()
+	now := s.cfg.Now()
+	var open *consensus.Round
+	if len(rounds) > 0 && rounds[len(rounds)-1].Status == consensus.RoundOpen {
+		open = &rounds[len(rounds)-1]
+	}
+	switch {
+	case open == nil:
+		if uint32(len(c.Members)) < max(p.MinMembers, 1) || applied != c.CurrentRound {
+			return
+		}
+		var parts []string
+		for _, m := range c.Members {
+			parts = append(parts, m.Member)
+		}
+		sort.Strings(parts)
+		var sls []consensus.SliceAssignment
+		for _, sl := range protocol.Slices(n, coordinators) {
+			sls = append(sls, consensus.SliceAssignment{Start: uint64(sl.Start), End: uint64(sl.End), Aggregator: sl.Aggregator})
+		}
+		res, err := s.applyAsSelf(ctx, &consensus.OpenRoundBody{Cohort: c.ID, Number: c.CurrentRound + 1, Participants: parts,
+			Slices: sls, ModelHash: hash[:], Seed: uint64(now.UnixNano()), Deadline: now.Add(s.cfg.Rounds.Timeout).UnixMilli()})
+		if err != nil {
+			s.log.Warn("open round", "cohort", c.ID, "round", c.CurrentRound+1, "err", err)
+			return
+		}
+		s.log.Info("opened round", "cohort", c.ID, "round", res.ID, "participants", len(parts), "slices", len(sls))
+	case applied == open.Number:
+		if len(open.Receipts) < len(open.Participants) && now.UnixMilli() <= open.Deadline {
+			return
+		}
+		s.closeRound(ctx, c.ID, open.Number, hash, "")
+	case now.UnixMilli() > open.Deadline+s.cfg.Rounds.AbortAfter.Milliseconds() && applied == open.Number-1:
+		s.closeRound(ctx, c.ID, open.Number, hash, "abandoned: an aggregate could not be fetched")
+	}
+}
+
+func (s *Server) closeRound(ctx context.Context, cohort uint64, round uint32, hash [32]byte, why string) {
+	res, err := s.applyAsSelf(ctx, &consensus.CloseRoundBody{Cohort: cohort, Round: round, ModelHash: hash[:]})
+	if err != nil {
+		if !errors.Is(err, consensus.ErrWrongStatus) {
+			s.log.Warn("close round", "cohort", cohort, "round", round, "err", err)
+		}
+		return
+	}
+	s.log.Info("closed round", "cohort", cohort, "round", round, "hash", fmt.Sprintf("%x", hash[:8]), "cohort_status", res.Status, "note", why)
+}

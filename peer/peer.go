@@ -1,0 +1,437 @@
+// Package peer is a cohort member's training process (`cohort join`): it joins a cohort with its
+// contributors' data, and for every round the coordinators open it trains H inner steps from θ_t,
+// sends each slice of its compressed pseudo-gradient (with error feedback) to that slice's
+// aggregator over QUIC, fetches the aggregated slices, applies the outer step — staying
+// bit-identical with every other replica — and reports a signed receipt.
+//
+// A peer never aggregates for others and never sees other peers' updates (DESIGN.md §4). It talks
+// to the coordinators through a coordinator.Client: consensus commands are signed envelopes, data
+// plane messages are protocol messages on the same mutually authenticated QUIC connections.
+package peer
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/cohortlab/cohort/compress"
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/coordinator"
+	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/trainer"
+	"github.com/cohortlab/cohort/transport"
+)
+
+// Contributor is one data owner whose data this peer trains on.
+type Contributor struct {
+	Name        string
+	Fingerprint []byte // datasets.Fingerprint digest of the contributor's samples
+	Samples     uint64
+}
+
+// Config configures a peer. Zero values mean the documented defaults.
+type Config struct {
+	// Name is the member name registered with the cohort. Required.
+	Name string
+	// Client is the member's connection to the coordinators. Required.
+	Client *coordinator.Client
+	// Cohort to join. Required.
+	Cohort uint64
+	// Contributors whose data Source draws from. Required.
+	Contributors []Contributor
+	// Source yields the training batches. Required.
+	Source trainer.Source
+	// Batch is the inner batch size; zero means the model's default.
+	Batch int
+	// Inner configures the inner AdamW.
+	Inner trainer.AdamWConfig
+	// Poll is how often the peer checks for a new round; zero means 200ms.
+	Poll time.Duration
+	// Logger; nil means slog.Default().
+	Logger *slog.Logger
+	// OnRound, if set, is called after every round the peer took part in.
+	OnRound func(Report)
+	// Straggle delays the peer's uploads by this long (fault injection for simulations).
+	Straggle time.Duration
+}
+
+// Report describes one round of this peer.
+type Report struct {
+	Round          uint32
+	Rounds         uint32
+	Applied        bool // false: the round was abandoned, or this peer was late
+	TrainLoss      float64
+	Samples        int
+	PayloadBytes   int // encoded update bytes uploaded this round
+	ComputeSeconds float64
+	RoundSeconds   float64
+	ModelHash      [32]byte
+}
+
+// Peer is one member training in a cohort.
+type Peer struct {
+	cfg    Config
+	log    *slog.Logger
+	cl     *coordinator.Client
+	prop   consensus.Proposal
+	worker *trainer.Worker
+	resid  []float32 // error feedback: what earlier messages did not carry
+	codec  compress.Setting
+	shape  compress.Shape
+	addrs  map[string]string // coordinator key ID → address
+	last   uint32
+	Stats  Totals
+}
+
+// Totals accumulates over the run.
+type Totals struct {
+	Rounds         int
+	Samples        int
+	PayloadBytes   int64
+	ComputeSeconds float64
+}
+
+// New validates cfg; Run joins and trains.
+func New(cfg Config) (*Peer, error) {
+	switch {
+	case cfg.Name == "":
+		return nil, errors.New("peer: no member name")
+	case cfg.Client == nil:
+		return nil, errors.New("peer: no coordinator client")
+	case cfg.Cohort == 0:
+		return nil, errors.New("peer: no cohort")
+	case len(cfg.Contributors) == 0:
+		return nil, errors.New("peer: no contributors")
+	case cfg.Source == nil:
+		return nil, errors.New("peer: no data")
+	}
+	if cfg.Poll == 0 {
+		cfg.Poll = 200 * time.Millisecond
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Peer{cfg: cfg, log: cfg.Logger.With("peer", cfg.Name), cl: cfg.Client, addrs: map[string]string{}}, nil
+}
+
+// Join registers the member (with its contributor names) and joins the cohort with their data.
+// Joining twice is harmless.
+func (p *Peer) Join(ctx context.Context) error {
+	var names []string
+	for _, c := range p.cfg.Contributors {
+		names = append(names, c.Name)
+	}
+	if err := p.cl.EnsureRegistered(ctx, p.cfg.Name, names); err != nil {
+		return fmt.Errorf("register %s: %w", p.cfg.Name, err)
+	}
+	var data []consensus.ContributorData
+	for _, c := range p.cfg.Contributors {
+		data = append(data, consensus.ContributorData{Name: c.Name, Fingerprint: c.Fingerprint, Samples: c.Samples})
+	}
+	sort.Slice(data, func(i, j int) bool { return data[i].Name < data[j].Name })
+	_, err := p.cl.Submit(ctx, &consensus.JoinBody{Cohort: p.cfg.Cohort, Contributors: data})
+	if err != nil && !errors.Is(err, consensus.ErrExists) && !strings.Contains(err.Error(), "already") {
+		return fmt.Errorf("join cohort %d: %w", p.cfg.Cohort, err)
+	}
+	return p.setup(ctx)
+}
+
+func (p *Peer) setup(ctx context.Context) error {
+	r, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryCohort, ID: p.cfg.Cohort})
+	if err != nil {
+		return err
+	}
+	pr, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryProposal, ID: r.Cohort.Proposal})
+	if err != nil {
+		return err
+	}
+	p.prop = pr.Proposals[0]
+	model, err := trainer.NewModel(p.prop.Model, p.cfg.Batch, coordinator.InitSeed(p.prop.ID))
+	if err != nil {
+		return err
+	}
+	oc, err := coordinator.OuterConfigOf(p.prop)
+	if err != nil {
+		return err
+	}
+	if p.worker, err = trainer.NewWorker(model, p.cfg.Source, trainer.WorkerConfig{Inner: p.cfg.Inner, Outer: oc}); err != nil {
+		return err
+	}
+	codec := p.prop.Params.Codec
+	if codec == "" {
+		codec = "fp32"
+	}
+	if p.codec, err = compress.Parse(codec); err != nil {
+		return err
+	}
+	p.shape = trainer.CodecShape(model.Layout())
+	p.resid = make([]float32, len(model.Params()))
+	return nil
+}
+
+// Worker is the peer's DiLoCo worker (its model replica).
+func (p *Peer) Worker() *trainer.Worker { return p.worker }
+
+// Run takes part in every round until the cohort is done or ctx ends.
+func (p *Peer) Run(ctx context.Context) error {
+	if p.worker == nil {
+		return errors.New("peer: Run before Join")
+	}
+	for {
+		done, err := p.step(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			p.log.Warn("round", "err", err)
+		}
+		if done {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(p.cfg.Poll):
+		}
+	}
+}
+
+// step looks at the cohort and takes part in its open round if it has not yet.
+func (p *Peer) step(ctx context.Context) (done bool, err error) {
+	qc, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryCohort, ID: p.cfg.Cohort})
+	if err != nil {
+		return false, err
+	}
+	c := qc.Cohort
+	if c.CurrentRound == 0 || c.CurrentRound <= p.last {
+		return c.Status == consensus.CohortDone && c.CurrentRound <= p.last, nil
+	}
+	qr, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryRounds, ID: p.cfg.Cohort})
+	if err != nil {
+		return false, err
+	}
+	r := qr.Rounds[len(qr.Rounds)-1]
+	if r.Status != consensus.RoundOpen {
+		return false, nil
+	}
+	me := p.cl.ID()
+	if i := sort.SearchStrings(r.Participants, me); i == len(r.Participants) || r.Participants[i] != me {
+		return false, nil // joined after the round opened: wait for the next
+	}
+	p.last = r.Number
+	return false, p.round(ctx, r)
+}
+
+func (p *Peer) round(ctx context.Context, r consensus.Round) error {
+	start := time.Now()
+	if got := protocol.HashParams(p.worker.Global()); !bytes.Equal(got[:], r.ModelHash) {
+		if err := p.resync(ctx, r); err != nil {
+			return fmt.Errorf("round %d: model hash differs and re-sync failed: %w", r.Number, err)
+		}
+	}
+	t0 := time.Now()
+	st, err := p.worker.InnerSteps(int(p.prop.Params.InnerSteps))
+	if err != nil {
+		return err
+	}
+	compute := time.Since(t0).Seconds()
+	delta := p.worker.PseudoGradient(nil)
+	if p.cfg.Straggle > 0 {
+		time.Sleep(p.cfg.Straggle)
+	}
+	deadline := time.UnixMilli(r.Deadline)
+	rctx, cancel := context.WithDeadline(ctx, deadline.Add(30*time.Second))
+	defer cancel()
+	sent := 0
+	for i, sl := range r.Slices {
+		n, err := p.upload(rctx, r, i, sl, delta[sl.Start:sl.End], uint64(st.Samples))
+		if err != nil {
+			p.log.Warn("upload", "round", r.Number, "slice", i, "err", err)
+			continue // this slice's residual keeps the whole update for next time
+		}
+		sent += n
+	}
+	agg := make([]float32, len(delta))
+	applied := true
+	for i, sl := range r.Slices {
+		ok, err := p.fetch(rctx, r, i, sl, agg[sl.Start:sl.End])
+		if err != nil || !ok {
+			applied = false
+			if err != nil {
+				p.log.Warn("aggregate", "round", r.Number, "slice", i, "err", err)
+			}
+			break
+		}
+	}
+	rep := Report{Round: r.Number, Rounds: p.prop.Params.Rounds, TrainLoss: st.MeanLoss, Samples: st.Samples,
+		PayloadBytes: sent, ComputeSeconds: compute}
+	if applied {
+		if err := p.worker.OuterStep(agg); err != nil {
+			return err
+		}
+		rep.Applied = true
+		rep.ModelHash = protocol.HashParams(p.worker.Global())
+		_, err := p.cl.Submit(ctx, &consensus.ReceiptBody{Cohort: r.Cohort, Round: r.Number, SamplesUsed: uint64(st.Samples),
+			BytesSent: uint64(sent), ModelHashAfter: rep.ModelHash[:]})
+		if err != nil {
+			p.log.Warn("receipt", "round", r.Number, "err", err)
+		}
+	} else {
+		p.worker.Discard()
+	}
+	rep.RoundSeconds = time.Since(start).Seconds()
+	p.Stats.Rounds++
+	p.Stats.Samples += st.Samples
+	p.Stats.PayloadBytes += int64(sent)
+	p.Stats.ComputeSeconds += compute
+	if p.cfg.OnRound != nil {
+		p.cfg.OnRound(rep)
+	}
+	return nil
+}
+
+// upload encodes e[s] + Δ[s] with the cohort's codec and sends it to the slice's aggregator; the
+// residual keeps what the message does not carry (or everything, when the upload fails).
+func (p *Peer) upload(ctx context.Context, r consensus.Round, i int, sl consensus.SliceAssignment, delta []float32, samples uint64) (int, error) {
+	e := p.resid[sl.Start:sl.End]
+	for j, d := range delta {
+		e[j] += d
+	}
+	codec, err := compress.New(compress.Config{Setting: p.codec, Shape: p.shape.Slice(int(sl.Start), int(sl.End)), Seed: uint64(r.Number)<<20 | uint64(i)})
+	if err != nil {
+		return 0, err
+	}
+	msg, err := codec.Encode(nil, e)
+	if err != nil {
+		return 0, err
+	}
+	req := transport.Message{Header: transport.Header{Type: protocol.MsgUpload}, Payload: msg}
+	if err := req.SetBody(protocol.Upload{Cohort: r.Cohort, Round: r.Number, Slice: i, Start: sl.Start, End: sl.End, Samples: samples}); err != nil {
+		return 0, err
+	}
+	addr, err := p.addrOf(ctx, sl.Aggregator)
+	if err != nil {
+		return 0, err
+	}
+	if _, err := p.cl.CallAt(ctx, addr, req); err != nil {
+		return 0, err
+	}
+	dec, err := codec.Decode(nil, msg)
+	if err != nil {
+		return 0, err
+	}
+	for j, v := range dec {
+		e[j] -= v
+	}
+	return len(msg), nil
+}
+
+// fetch long-polls the slice's aggregator for the aggregate; false means the round was abandoned.
+func (p *Peer) fetch(ctx context.Context, r consensus.Round, i int, sl consensus.SliceAssignment, dst []float32) (bool, error) {
+	req := transport.Message{Header: transport.Header{Type: protocol.MsgAggregate}}
+	if err := req.SetBody(protocol.AggregateRequest{Cohort: r.Cohort, Round: r.Number, Slice: i}); err != nil {
+		return false, err
+	}
+	for {
+		addr, err := p.addrOf(ctx, sl.Aggregator)
+		if err != nil {
+			return false, err
+		}
+		reply, err := p.cl.CallAt(ctx, addr, req)
+		if err == nil {
+			var rep protocol.AggregateReply
+			if err := reply.DecodeBody(&rep); err != nil {
+				return false, err
+			}
+			if rep.Aborted {
+				return false, nil
+			}
+			_, err = protocol.DecodeFloats(dst[:0:len(dst)], reply.Payload, len(dst))
+			return err == nil, err
+		}
+		if ctx.Err() != nil {
+			return false, err
+		}
+		var re *transport.RemoteError
+		if errors.As(err, &re) && !strings.HasPrefix(re.Msg, "unavailable:") {
+			return false, err
+		}
+		select { // the aggregator is down or the aggregate not ready: try again
+		case <-ctx.Done():
+			return false, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// resync fetches θ_t and the outer momentum from a coordinator whose replica matches the round.
+func (p *Peer) resync(ctx context.Context, r consensus.Round) error {
+	st, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryStatus})
+	if err != nil {
+		return err
+	}
+	req := transport.Message{Header: transport.Header{Type: protocol.MsgModel}}
+	if err := req.SetBody(protocol.ModelRequest{Cohort: r.Cohort}); err != nil {
+		return err
+	}
+	n := len(p.worker.Global())
+	var last error = errors.New("no coordinator")
+	for _, sv := range st.Status.Servers {
+		reply, err := p.cl.CallAt(ctx, sv.Addr, req)
+		if err != nil {
+			last = err
+			continue
+		}
+		var mr protocol.ModelReply
+		if err := reply.DecodeBody(&mr); err != nil || mr.Params != n || !bytes.Equal(mr.Hash, r.ModelHash) {
+			last = fmt.Errorf("%s has round %d of the model, not the one round %d starts from", sv.ID, mr.Round, r.Number)
+			continue
+		}
+		both, err := protocol.DecodeFloats(nil, reply.Payload, 2*n)
+		if err != nil {
+			last = err
+			continue
+		}
+		if h := protocol.HashParams(both[:n]); !bytes.Equal(h[:], r.ModelHash) {
+			last = fmt.Errorf("%s sent a model whose hash does not match", sv.ID)
+			continue
+		}
+		if err := p.worker.Reset(both[:n], both[n:]); err != nil {
+			return err
+		}
+		clear(p.resid)
+		p.log.Info("fetched model", "round", r.Number, "from", sv.ID)
+		return nil
+	}
+	return last
+}
+
+// addrOf resolves an aggregator's key ID to its address.
+func (p *Peer) addrOf(ctx context.Context, keyID string) (string, error) {
+	if a, ok := p.addrs[keyID]; ok {
+		return a, nil
+	}
+	st, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryStatus})
+	if err != nil {
+		return "", err
+	}
+	byName := map[string]string{}
+	for _, sv := range st.Status.Servers {
+		byName[sv.ID] = sv.Addr
+	}
+	for _, c := range st.Status.Coordinators {
+		name, id, _ := strings.Cut(c, "=")
+		if a, ok := byName[name]; ok {
+			p.addrs[id] = a
+		}
+	}
+	if a, ok := p.addrs[keyID]; ok {
+		return a, nil
+	}
+	return "", fmt.Errorf("aggregator %s has no known address", keyID)
+}

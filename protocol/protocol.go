@@ -1,0 +1,153 @@
+// Package protocol defines the data-plane messages peers and coordinators exchange over QUIC
+// (package transport) during a training round, and the model hash every replica agrees on.
+//
+// A round of cohort C, number t (DESIGN.md §3–4):
+//
+//	peer → aggregator of slice s   MsgUpload      Upload header, payload = compress message of e_i[s]
+//	peer → aggregator of slice s   MsgAggregate   long-polls until the slice's aggregate is ready;
+//	                                              reply payload = Δ[s] as little-endian float32
+//	coordinator → aggregator       MsgAggregate   the same: every coordinator keeps a full replica
+//	                                              of θ and the outer momentum
+//	peer → any coordinator         MsgModel       θ_t and the outer momentum (late join, re-sync)
+//
+// The model hash is a hash of chunk hashes (ChunkLen parameters per chunk), so aggregators that
+// hold different slices and peers that hold the whole vector compute the same value.
+package protocol
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Message types.
+const (
+	MsgUpload    = "round.upload"
+	MsgAggregate = "round.aggregate"
+	MsgModel     = "round.model"
+)
+
+// ChunkLen is the number of parameters per hashed chunk; slice boundaries fall on chunks.
+const ChunkLen = 1 << 14
+
+// ErrMalformed is wrapped by every decoding error.
+var ErrMalformed = errors.New("protocol: malformed message")
+
+// Upload is the header body of MsgUpload: a peer's compressed pseudo-gradient for one slice.
+type Upload struct {
+	Cohort  uint64
+	Round   uint32
+	Slice   int
+	Start   uint64 // the slice's range [Start, End) of the flat parameter vector
+	End     uint64
+	Samples uint64 // samples the peer consumed this round: its weight in the average
+}
+
+// AggregateRequest asks for the aggregated pseudo-gradient of one slice of a round.
+type AggregateRequest struct {
+	Cohort uint64
+	Round  uint32
+	Slice  int
+}
+
+// AggregateReply is the header body of the reply; the payload holds the Δ[s] floats.
+type AggregateReply struct {
+	Start, End   uint64
+	Contributors int  // updates averaged
+	Aborted      bool // the round was abandoned: apply nothing, keep θ_t
+}
+
+// ModelRequest asks for θ and the outer momentum of a cohort at its latest closed round.
+type ModelRequest struct {
+	Cohort uint64
+}
+
+// ModelReply is the header body of MsgModel's reply: the payload is θ followed by the momentum,
+// both little-endian float32 of Params values.
+type ModelReply struct {
+	Round  uint32 // the number of rounds applied to θ
+	Params int
+	Hash   []byte
+}
+
+// Slice is a contiguous range of the flat parameter vector and the node that aggregates it.
+type Slice struct {
+	Start, End int
+	Aggregator string
+}
+
+// Slices cuts n parameters into one slice per aggregator, on chunk boundaries, as evenly as the
+// chunks allow. Aggregators are assigned in the order given. With more aggregators than chunks the
+// extra aggregators get nothing.
+func Slices(n int, aggregators []string) []Slice {
+	if n <= 0 || len(aggregators) == 0 {
+		return nil
+	}
+	chunks := (n + ChunkLen - 1) / ChunkLen
+	k := min(len(aggregators), chunks)
+	out := make([]Slice, 0, k)
+	start := 0
+	for i := 0; i < k; i++ {
+		endChunk := (i + 1) * chunks / k
+		end := min(endChunk*ChunkLen, n)
+		out = append(out, Slice{Start: start, End: end, Aggregator: aggregators[i]})
+		start = end
+	}
+	return out
+}
+
+// ChunkHashes appends the SHA-256 of each ChunkLen-parameter chunk of x (little-endian IEEE-754
+// bytes; the last chunk may be short) to dst. x must start on a chunk boundary.
+func ChunkHashes(dst [][32]byte, x []float32) [][32]byte {
+	buf := make([]byte, 4*min(len(x), ChunkLen))
+	for off := 0; off < len(x); off += ChunkLen {
+		c := x[off:min(off+ChunkLen, len(x))]
+		b := AppendFloats(buf[:0], c)
+		dst = append(dst, sha256.Sum256(b))
+	}
+	return dst
+}
+
+// ModelHash is the hash replicas compare: SHA-256 of the concatenated chunk hashes.
+func ModelHash(chunks [][32]byte) [32]byte {
+	h := sha256.New()
+	for _, c := range chunks {
+		h.Write(c[:])
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// HashParams is ModelHash(ChunkHashes(θ)).
+func HashParams(theta []float32) [32]byte { return ModelHash(ChunkHashes(nil, theta)) }
+
+// AppendFloats appends x as little-endian IEEE-754 bytes.
+func AppendFloats(dst []byte, x []float32) []byte {
+	for _, v := range x {
+		dst = binary.LittleEndian.AppendUint32(dst, math.Float32bits(v))
+	}
+	return dst
+}
+
+// DecodeFloats decodes want little-endian floats from b into dst (reused), rejecting a length
+// mismatch and non-finite values.
+func DecodeFloats(dst []float32, b []byte, want int) ([]float32, error) {
+	if want < 0 || len(b) != 4*want {
+		return nil, fmt.Errorf("%w: %d bytes for %d floats", ErrMalformed, len(b), want)
+	}
+	if cap(dst) < want {
+		dst = make([]float32, want)
+	}
+	dst = dst[:want]
+	for i := range dst {
+		v := math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			return nil, fmt.Errorf("%w: value %d is %v", ErrMalformed, i, v)
+		}
+		dst[i] = v
+	}
+	return dst, nil
+}

@@ -1,0 +1,81 @@
+package protocol
+
+import (
+	"math"
+	"testing"
+)
+
+func TestSlicesCoverOnChunkBoundaries(t *testing.T) {
+	for _, n := range []int{1, ChunkLen - 1, ChunkLen, 3*ChunkLen + 5, 203530} {
+		for _, k := range []int{1, 2, 3, 5} {
+			aggs := []string{"a", "b", "c", "d", "e"}[:k]
+			s := Slices(n, aggs)
+			if len(s) == 0 || s[0].Start != 0 || s[len(s)-1].End != n {
+				t.Fatalf("n=%d k=%d: %+v does not cover", n, k, s)
+			}
+			for i := range s {
+				if s[i].End <= s[i].Start || (i > 0 && s[i].Start != s[i-1].End) || s[i].Start%ChunkLen != 0 {
+					t.Fatalf("n=%d k=%d: bad slice %d %+v", n, k, i, s[i])
+				}
+			}
+		}
+	}
+	if Slices(0, []string{"a"}) != nil || Slices(5, nil) != nil {
+		t.Fatal("degenerate inputs should give no slices")
+	}
+}
+
+func TestModelHashIndependentOfSlicing(t *testing.T) {
+	theta := make([]float32, 3*ChunkLen+77)
+	for i := range theta {
+		theta[i] = float32(math.Sin(float64(i)))
+	}
+	whole := HashParams(theta)
+	var chunks [][32]byte
+	for _, s := range Slices(len(theta), []string{"a", "b"}) {
+		chunks = ChunkHashes(chunks, theta[s.Start:s.End])
+	}
+	if ModelHash(chunks) != whole {
+		t.Fatal("hash from slices differs from hash of the whole vector")
+	}
+	theta[len(theta)-1] += 1e-7
+	if HashParams(theta) == whole {
+		t.Fatal("hash ignores a change in the last value")
+	}
+}
+
+func TestFloatsRoundTripAndRejectBadInput(t *testing.T) {
+	x := []float32{0, -1.5, 3e-38, 1e30}
+	got, err := DecodeFloats(nil, AppendFloats(nil, x), len(x))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range x {
+		if got[i] != x[i] {
+			t.Fatalf("[%d] %v != %v", i, got[i], x[i])
+		}
+	}
+	if _, err := DecodeFloats(nil, AppendFloats(nil, x)[:15], 4); err == nil {
+		t.Fatal("truncated floats accepted")
+	}
+	if _, err := DecodeFloats(nil, AppendFloats(nil, []float32{float32(math.NaN())}), 1); err == nil {
+		t.Fatal("NaN accepted")
+	}
+}
+
+func FuzzDecodeFloats(f *testing.F) {
+	f.Add(AppendFloats(nil, []float32{1, 2, 3}), 3)
+	f.Add([]byte{0, 0, 0xc0, 0x7f}, 1)
+	f.Fuzz(func(t *testing.T, b []byte, n int) {
+		if n > 1<<20 {
+			return
+		}
+		x, err := DecodeFloats(nil, b, n)
+		if err != nil {
+			return
+		}
+		if string(AppendFloats(nil, x)) != string(b) {
+			t.Fatal("re-encoding differs")
+		}
+	})
+}
