@@ -12,8 +12,8 @@ import (
 )
 
 // DefaultMaxElements is the element limit that a zero Config.MaxElements
-// stands for: 2^32 values (16 GiB of float32).
-const DefaultMaxElements = 1 << 32
+// stands for: 2^28 values (1 GiB of float32).
+const DefaultMaxElements = 1 << 28
 
 const (
 	maxMaxElements = 1 << 40
@@ -34,6 +34,10 @@ type Config struct {
 	Seed uint64
 	// MaxElements bounds the length of a vector to encode and the element
 	// count a message may claim. Zero means DefaultMaxElements; at most 2^40.
+	// A sparse message can be tiny and still claim many values (a top-k
+	// message of a few bytes per chunk decodes to the whole vector), so a
+	// receiver that knows the length to expect should set it here: Decode
+	// then never allocates more than MaxElements values.
 	MaxElements int
 }
 
