@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"runtime"
 	"sync"
 
 	"github.com/hashicorp/raft"
@@ -43,6 +44,16 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 	out := make([]any, len(logs))
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if len(logs) > 1 {
+		ptrs := make([]*Command, len(logs))
+		for i := range cmds {
+			if errs[i] == nil && logs[i].Type == raft.LogCommand {
+				ptrs[i] = &cmds[i]
+			}
+		}
+		f.state.preverify(ptrs, runtime.GOMAXPROCS(0))
+		defer f.state.clearPreverified()
+	}
 	for i, l := range logs {
 		if l.Index > f.applied {
 			f.applied = l.Index

@@ -142,3 +142,45 @@ func TestVerifyIsReadOnly(t *testing.T) {
 		t.Fatal("Verify changed the state")
 	}
 }
+
+func TestSignerConcurrentUniqueIDs(t *testing.T) {
+	sg, err := NewSigner(testKey("c1"), 41)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sg.ID() != testID("c1") {
+		t.Fatalf("ID %s, want %s", sg.ID(), testID("c1"))
+	}
+	ids := make(chan uint64, 200)
+	done := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for i := 0; i < 50; i++ {
+				env, err := sg.Sign(&TallyBody{Proposal: 1})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if err := env.Verify(sg.PublicKey()); err != nil {
+					t.Error(err)
+				}
+				ids <- env.RequestID
+			}
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		<-done
+	}
+	close(ids)
+	seen := map[uint64]bool{}
+	for id := range ids {
+		if seen[id] || id <= 41 || id > 241 {
+			t.Fatalf("request ID %d repeated or out of range", id)
+		}
+		seen[id] = true
+	}
+	if _, err := NewSigner([]byte("short"), 0); !errors.Is(err, ErrInvalid) {
+		t.Fatalf("short key: %v", err)
+	}
+}
