@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"strings"
 	"sync"
 	"time"
@@ -23,6 +24,9 @@ type ClientConfig struct {
 	Timeout time.Duration
 	// Logger receives retry notes; nil means slog.Default().
 	Logger *slog.Logger
+	// PacketConn, if set, carries the client's QUIC traffic (a shaped link in simulations); the
+	// client closes it. Nil means a fresh UDP socket on 127.0.0.1.
+	PacketConn net.PacketConn
 }
 
 // Client talks to a coordinator cluster on behalf of one member. It is safe for concurrent use: it signs requests with the
@@ -53,7 +57,13 @@ func Dial(cfg ClientConfig) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	ep, err := transport.ListenAddr("127.0.0.1:0", transport.Config{Identity: cfg.Identity})
+	var ep *transport.Endpoint
+	var err error
+	if cfg.PacketConn != nil {
+		ep, err = transport.NewEndpoint(cfg.PacketConn, transport.Config{Identity: cfg.Identity})
+	} else {
+		ep, err = transport.ListenAddr("127.0.0.1:0", transport.Config{Identity: cfg.Identity})
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -69,8 +79,14 @@ func Dial(cfg ClientConfig) (*Client, error) {
 // ID is the member ID of the client's key.
 func (c *Client) ID() string { return c.signer.ID() }
 
-// Close closes the client's connections.
-func (c *Client) Close() error { return c.ep.Close() }
+// Close closes the client's connections (and its PacketConn).
+func (c *Client) Close() error {
+	err := c.ep.Close()
+	if c.cfg.PacketConn != nil {
+		c.cfg.PacketConn.Close()
+	}
+	return err
+}
 
 // Submit signs body and has the cluster apply it.
 func (c *Client) Submit(ctx context.Context, body consensus.Body) (consensus.Result, error) {

@@ -598,11 +598,11 @@ func (s *Server) leadCohort(ctx context.Context, rt *cohortRT, c consensus.Cohor
 		}
 		sort.Strings(parts)
 		var sls []consensus.SliceAssignment
-		for _, sl := range protocol.Slices(n, coordinators) {
+		for _, sl := range protocol.Slices(n, s.live(ctx, coordinators)) {
 			sls = append(sls, consensus.SliceAssignment{Start: uint64(sl.Start), End: uint64(sl.End), Aggregator: sl.Aggregator})
 		}
 		res, err := s.applyAsSelf(ctx, &consensus.OpenRoundBody{Cohort: c.ID, Number: c.CurrentRound + 1, Participants: parts,
-			Slices: sls, ModelHash: hash[:], Seed: uint64(now.UnixNano()), Deadline: now.Add(s.cfg.Rounds.Timeout).UnixMilli()})
+			Slices: sls, ModelHash: hash[:], Seed: uint64(now.UnixNano()), Deadline: now.Add(s.roundTimeout(rounds)).UnixMilli()})
 		if err != nil {
 			s.log.Warn("open round", "cohort", c.ID, "round", c.CurrentRound+1, "err", err)
 			return
@@ -616,6 +616,53 @@ func (s *Server) leadCohort(ctx context.Context, rt *cohortRT, c consensus.Cohor
 	case now.UnixMilli() > open.Deadline+s.cfg.Rounds.AbortAfter.Milliseconds() && applied == open.Number-1:
 		s.closeRound(ctx, c.ID, open.Number, hash, "abandoned: an aggregate could not be fetched")
 	}
+}
+
+// roundTimeout is the time a new round gets: RoundConfig.Timeout, or, once rounds have run, three
+// times the longest time to the last accepted receipt in the last three rounds (at least 5s) when
+// that is shorter, so that a failed aggregator or a straggler costs a few round-times rather than
+// the full timeout.
+func (s *Server) roundTimeout(rounds []consensus.Round) time.Duration {
+	var slowest time.Duration
+	seen := 0
+	for i := len(rounds) - 1; i >= 0 && seen < 3; i-- {
+		r := rounds[i]
+		if r.Status != consensus.RoundClosed || len(r.Receipts) == 0 {
+			continue
+		}
+		for _, rc := range r.Receipts {
+			slowest = max(slowest, time.Duration(rc.At-r.OpenedAt)*time.Millisecond)
+		}
+		seen++
+	}
+	if seen == 0 {
+		return s.cfg.Rounds.Timeout
+	}
+	return min(s.cfg.Rounds.Timeout, max(3*slowest, 5*time.Second))
+}
+
+// live keeps the coordinators that answer a status query within a second (this node always).
+func (s *Server) live(ctx context.Context, ids []string) []string {
+	var out []string
+	for _, id := range ids {
+		if id == s.KeyID() {
+			out = append(out, id)
+			continue
+		}
+		addr, err := s.addrOfKey(id)
+		if err != nil {
+			continue
+		}
+		req := transport.Message{Header: transport.Header{Type: MsgQuery}}
+		req.SetBody(Query{What: QueryStatus})
+		cctx, cancel := context.WithTimeout(ctx, time.Second)
+		_, err = s.call(cctx, addr, req)
+		cancel()
+		if err == nil {
+			out = append(out, id)
+		}
+	}
+	return out
 }
 
 func (s *Server) closeRound(ctx context.Context, cohort uint64, round uint32, hash [32]byte, why string) {

@@ -56,8 +56,9 @@ type Config struct {
 	Logger *slog.Logger
 	// OnRound, if set, is called after every round the peer took part in.
 	OnRound func(Report)
-	// Straggle delays the peer's uploads by this long (fault injection for simulations).
-	Straggle time.Duration
+	// Late makes the peer send its updates just after each round's deadline (fault injection for
+	// simulations): they are refused, it earns nothing, and it still follows the model.
+	Late bool
 }
 
 // Report describes one round of this peer.
@@ -84,8 +85,11 @@ type Peer struct {
 	codec  compress.Setting
 	shape  compress.Shape
 	addrs  map[string]string // coordinator key ID → address
-	last   uint32
-	Stats  Totals
+	// sentDec holds this round's decoded uploads per slice, given back to the residual if the round
+	// is abandoned.
+	sentDec map[int][]float32
+	last    uint32
+	Stats   Totals
 }
 
 // Totals accumulates over the run.
@@ -241,13 +245,18 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 	}
 	compute := time.Since(t0).Seconds()
 	delta := p.worker.PseudoGradient(nil)
-	if p.cfg.Straggle > 0 {
-		time.Sleep(p.cfg.Straggle)
-	}
 	deadline := time.UnixMilli(r.Deadline)
+	if p.cfg.Late {
+		select {
+		case <-time.After(time.Until(deadline.Add(500 * time.Millisecond))):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	rctx, cancel := context.WithDeadline(ctx, deadline.Add(30*time.Second))
 	defer cancel()
 	sent := 0
+	p.sentDec = map[int][]float32{}
 	for i, sl := range r.Slices {
 		n, err := p.upload(rctx, r, i, sl, delta[sl.Start:sl.End], uint64(st.Samples))
 		if err != nil {
@@ -282,7 +291,16 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 			p.log.Warn("receipt", "round", r.Number, "err", err)
 		}
 	} else {
+		// Nothing of this round counts: drop the local progress, and give back to the residual what
+		// the uploads carried, so error feedback loses nothing.
 		p.worker.Discard()
+		for i, dec := range p.sentDec {
+			sl := r.Slices[i]
+			e := p.resid[sl.Start:sl.End]
+			for j, v := range dec {
+				e[j] += v
+			}
+		}
 	}
 	rep.RoundSeconds = time.Since(start).Seconds()
 	p.Stats.Rounds++
@@ -328,6 +346,7 @@ func (p *Peer) upload(ctx context.Context, r consensus.Round, i int, sl consensu
 	for j, v := range dec {
 		e[j] -= v
 	}
+	p.sentDec[i] = dec
 	return len(msg), nil
 }
 
@@ -360,6 +379,18 @@ func (p *Peer) fetch(ctx context.Context, r consensus.Round, i int, sl consensus
 		var re *transport.RemoteError
 		if errors.As(err, &re) && !strings.HasPrefix(re.Msg, "unavailable:") {
 			return false, err
+		}
+		// The aggregator may be gone for good: if the leader closed the round meanwhile with θ
+		// unchanged, the round was abandoned.
+		if qr, qerr := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryRounds, ID: r.Cohort}); qerr == nil {
+			for _, x := range qr.Rounds {
+				if x.Number == r.Number && x.Status == consensus.RoundClosed {
+					if bytes.Equal(x.NewModelHash, r.ModelHash) {
+						return false, nil
+					}
+					return false, fmt.Errorf("round %d closed before its aggregate reached this peer", r.Number)
+				}
+			}
 		}
 		select { // the aggregator is down or the aggregate not ready: try again
 		case <-ctx.Done():

@@ -28,6 +28,9 @@ type TaskInfo struct {
 	ValSamples   int
 	ShardSizes   []int
 	ShardGroups  [][]string // natural partition: the speakers of each shard
+	// Fingerprints holds each shard's data fingerprint (datasets.Fingerprint digest): the same
+	// samples give the same fingerprint whatever their order or owner's name.
+	Fingerprints [][]byte
 }
 
 // BuildTask loads the data, partitions it among spec.Workers and returns the task.
@@ -76,6 +79,8 @@ func buildMLPTask(spec TaskSpec) (Task, TaskInfo, error) {
 		}
 		task.Sources = append(task.Sources, src)
 		info.ShardSizes = append(info.ShardSizes, len(p))
+		fp := datasets.NewFingerprint(train.SampleHashes(p))
+		info.Fingerprints = append(info.Fingerprints, fp.Digest[:])
 	}
 	nval := test.Len()
 	if spec.ValSamples > 0 && spec.ValSamples < nval {

@@ -53,10 +53,14 @@ func buildCharLMTask(spec TaskSpec) (Task, TaskInfo, error) {
 	for i, part := range parts {
 		var toks []int
 		var speakers []string
+		var hashes []datasets.Hash
 		for _, j := range part {
 			toks = vocab.AppendEncode(toks, train[j].Text+"\n")
 			speakers = append(speakers, train[j].Speaker)
+			hashes = append(hashes, datasets.HashText(train[j].Text))
 		}
+		fp := datasets.NewFingerprint(hashes)
+		info.Fingerprints = append(info.Fingerprints, fp.Digest[:])
 		src, err := NewTextSource(toks, CharLMContext, spec.Seed*1000003+uint64(i)+1)
 		if err != nil {
 			return Task{}, TaskInfo{}, fmt.Errorf("worker %d (%d speeches): %w", i, len(part), err)

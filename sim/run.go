@@ -1,0 +1,448 @@
+package sim
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/coordinator"
+	"github.com/cohortlab/cohort/peer"
+	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/trainer"
+	"github.com/cohortlab/cohort/transport"
+	"github.com/cohortlab/cohort/transport/linkshape"
+)
+
+func identity(seed uint64, name string) (*transport.Identity, error) {
+	s := sha256.Sum256([]byte(fmt.Sprintf("cohort-sim/%d/%s", seed, name)))
+	return transport.NewIdentity(ed25519.NewKeyFromSeed(s[:]))
+}
+
+// freeAddr finds a 127.0.0.1 port free for both TCP (Raft) and UDP (QUIC).
+func freeAddr() (string, error) {
+	for i := 0; i < 100; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return "", err
+		}
+		a := l.Addr().String()
+		u, err := net.ListenPacket("udp", a)
+		l.Close()
+		if err == nil {
+			u.Close()
+			return a, nil
+		}
+	}
+	return "", errors.New("no free port on 127.0.0.1")
+}
+
+type node struct {
+	srv    *coordinator.Server
+	cancel context.CancelFunc
+	done   chan struct{}
+	dead   bool
+}
+
+type member struct {
+	name    string
+	client  *coordinator.Client
+	peer    *peer.Peer
+	cancel  context.CancelFunc
+	done    chan struct{}
+	rounds  int
+	stopped bool
+}
+
+// Run runs the simulation to its last round and returns the summary.
+func Run(ctx context.Context, cfg Config) (*Summary, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	log := cfg.Logger
+	start := time.Now()
+	task, info, err := trainer.BuildTask(trainer.TaskSpec{Model: cfg.Model, Workers: cfg.Peers, Partition: cfg.Partition,
+		Seed: cfg.Seed, DataDir: cfg.DataDir, Batch: cfg.Batch, ValSamples: cfg.ValSamples})
+	if err != nil {
+		return nil, err
+	}
+	dir := cfg.Dir
+	if dir == "" {
+		if dir, err = os.MkdirTemp("", "cohort-sim-"); err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+	}
+
+	// Coordinators: real Raft nodes with on-disk stores, QUIC on loopback.
+	var peers []consensus.Peer
+	for i := 0; i < cfg.Coordinators; i++ {
+		a, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		peers = append(peers, consensus.Peer{ID: fmt.Sprintf("c%d", i+1), Addr: a})
+	}
+	nodes := make([]*node, cfg.Coordinators)
+	defer func() {
+		for _, n := range nodes {
+			if n != nil && !n.dead {
+				n.cancel()
+				<-n.done
+				n.srv.Close()
+			}
+		}
+	}()
+	for i, p := range peers {
+		id, err := identity(cfg.Seed, p.ID)
+		if err != nil {
+			return nil, err
+		}
+		srv, err := coordinator.New(coordinator.Config{ID: p.ID, Dir: filepath.Join(dir, p.ID), Listen: p.Addr, Peers: peers,
+			Identity: id, Logger: log, Rounds: coordinator.RoundConfig{Timeout: cfg.RoundTimeout}, Tick: 100 * time.Millisecond})
+		if err != nil {
+			return nil, err
+		}
+		nctx, cancel := context.WithCancel(ctx)
+		n := &node{srv: srv, cancel: cancel, done: make(chan struct{})}
+		go func() { defer close(n.done); srv.Run(nctx) }()
+		nodes[i] = n
+	}
+	var addrs []string
+	for _, p := range peers {
+		addrs = append(addrs, p.Addr)
+	}
+	if err := waitUntil(ctx, 30*time.Second, func() bool {
+		return len(nodes[0].srv.Status().Coordinators) == cfg.Coordinators
+	}); err != nil {
+		return nil, fmt.Errorf("coordinators did not register: %w", err)
+	}
+
+	// The proposal, voted on by the peers.
+	propID, err := identity(cfg.Seed, "proposer")
+	if err != nil {
+		return nil, err
+	}
+	proposer, err := coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: propID, Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	defer proposer.Close()
+	if err := proposer.EnsureRegistered(ctx, "proposer", nil); err != nil {
+		return nil, err
+	}
+	var link linkshape.Link
+	if cfg.Link != "" {
+		link, _ = linkshape.ParseLink(cfg.Link)
+	}
+	members := make([]*member, cfg.Peers)
+	defer func() {
+		for _, m := range members {
+			if m != nil {
+				if m.cancel != nil {
+					m.cancel()
+					<-m.done
+				}
+				m.client.Close()
+			}
+		}
+	}()
+	for i := range members {
+		name := fmt.Sprintf("peer-%d", i+1)
+		id, err := identity(cfg.Seed, name)
+		if err != nil {
+			return nil, err
+		}
+		var pc net.PacketConn
+		udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		pc = udp
+		if cfg.Link != "" {
+			if pc, err = linkshape.Wrap(udp, linkshape.Config{Link: link, Seed: cfg.Seed*131 + uint64(i), Direction: linkshape.Both}); err != nil {
+				return nil, err
+			}
+		}
+		cl, err := coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: id, PacketConn: pc, Logger: log, Timeout: time.Minute})
+		if err != nil {
+			return nil, err
+		}
+		members[i] = &member{name: name, client: cl}
+	}
+	res, err := proposer.Submit(ctx, &consensus.ProposeBody{Name: "sim-" + cfg.Model, Model: modelSpec(cfg.Model), Dataset: info.Source,
+		Params:     consensus.Hyperparams{InnerSteps: uint32(cfg.InnerSteps), Rounds: uint32(cfg.Rounds), Codec: cfg.Codec, OuterLR: "0.7", OuterMomentum: "0.9"},
+		RewardPool: 1_000_000, MinMembers: uint32(cfg.Peers), QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 1500})
+	if err != nil {
+		return nil, fmt.Errorf("propose: %w", err)
+	}
+	proposal := res.ID
+	err = parallel(members, func(m *member) error {
+		if err := m.client.EnsureRegistered(ctx, m.name, []string{m.name}); err != nil {
+			return err
+		}
+		_, err := m.client.Submit(ctx, &consensus.VoteBody{Proposal: proposal, Yes: true})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("vote: %w", err)
+	}
+	var cohort uint64
+	if err := waitUntil(ctx, 30*time.Second, func() bool {
+		r, err := proposer.Query(ctx, coordinator.Query{What: coordinator.QueryProposal, ID: proposal})
+		if err == nil && len(r.Proposals) == 1 && r.Proposals[0].Cohort != 0 {
+			cohort = r.Proposals[0].Cohort
+			return true
+		}
+		return false
+	}); err != nil {
+		return nil, fmt.Errorf("proposal %d did not pass: %w", proposal, err)
+	}
+	log.Info("cohort formed", "cohort", cohort, "proposal", proposal, "data", info.Source, "partition", info.Partition)
+
+	// Peers join with their shards and train.
+	var mu sync.Mutex
+	thetas := map[uint32][]float32{} // θ after round t, from the first peer to apply it
+	killName, killRound, _ := parseKill(cfg.KillPeer)
+	for i, m := range members {
+		p, err := peer.New(peer.Config{Name: m.name, Client: m.client, Cohort: cohort, Source: task.Sources[i], Batch: cfg.Batch,
+			Inner:        trainer.AdamWConfig{LR: cfg.LR},
+			Contributors: []peer.Contributor{{Name: m.name, Fingerprint: info.Fingerprints[i], Samples: uint64(info.ShardSizes[i])}},
+			Logger:       log, Late: m.name == cfg.Straggler,
+			OnRound: func(r peer.Report) {
+				mu.Lock()
+				defer mu.Unlock()
+				m.rounds++
+				if r.Applied && thetas[r.Round] == nil {
+					thetas[r.Round] = append([]float32(nil), members[i].peer.Worker().Global()...)
+				}
+			}})
+		if err != nil {
+			return nil, err
+		}
+		m.peer = p
+	}
+	if err := parallel(members, func(m *member) error { return m.peer.Join(ctx) }); err != nil {
+		return nil, fmt.Errorf("join: %w", err)
+	}
+	startPeer := func(m *member) {
+		pctx, cancel := context.WithCancel(ctx)
+		m.cancel, m.done, m.stopped = cancel, make(chan struct{}), false
+		go func() { defer close(m.done); m.peer.Run(pctx) }()
+	}
+	for _, m := range members {
+		startPeer(m)
+	}
+
+	// Watch the rounds: report progress, inject faults.
+	evalModel, err := task.NewModel(cfg.Seed)
+	if err != nil {
+		return nil, err
+	}
+	sum := &Summary{Codec: cfg.Codec, Link: cfg.Link}
+	var lastLeader string
+	reported := uint32(0)
+	killedLeader := false
+	var lastWire int64
+	for {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		time.Sleep(100 * time.Millisecond)
+		live := liveNode(nodes)
+		if live == nil {
+			return nil, errors.New("no coordinator left")
+		}
+		st := live.srv.Status()
+		if st.LeaderID != "" && st.LeaderID != lastLeader {
+			if lastLeader != "" {
+				sum.LeaderChanges++
+			}
+			lastLeader = st.LeaderID
+		}
+		var rounds []consensus.Round
+		live.srv.Node().View(func(s *consensus.State) error { rounds, _ = s.Rounds(cohort); return nil })
+		if len(rounds) == 0 {
+			continue
+		}
+		cur := rounds[len(rounds)-1]
+		if cfg.KillLeaderAt > 0 && !killedLeader && int(cur.Number) >= cfg.KillLeaderAt {
+			for _, n := range nodes {
+				if !n.dead && n.srv.Node().IsLeader() {
+					log.Warn("killing the leader coordinator", "node", n.srv.Status().ID, "round", cur.Number)
+					n.cancel()
+					<-n.done
+					n.srv.Close()
+					n.dead = true
+					killedLeader = true
+				}
+			}
+		}
+		if killName != "" {
+			for _, m := range members {
+				if m.name != killName {
+					continue
+				}
+				if int(cur.Number) == killRound && !m.stopped && cur.Status == consensus.RoundOpen {
+					log.Warn("killing peer", "peer", m.name, "round", cur.Number)
+					m.cancel()
+					<-m.done
+					m.stopped = true
+				} else if m.stopped && int(cur.Number) > killRound {
+					log.Warn("restarting peer", "peer", m.name, "round", cur.Number)
+					startPeer(m)
+				}
+			}
+		}
+		for _, r := range rounds {
+			if r.Number <= reported || r.Status != consensus.RoundClosed {
+				continue
+			}
+			mu.Lock()
+			theta := thetas[r.Number]
+			mu.Unlock()
+			applied := theta != nil && hashEq(protocol.HashParams(theta), r.NewModelHash)
+			if !applied && !hashEq(protocol.HashParams(theta), r.NewModelHash) && len(r.Receipts) > 0 {
+				continue // a receipt exists but the peer's θ copy has not landed yet
+			}
+			pr := Progress{Round: int(r.Number), Rounds: cfg.Rounds, Participants: len(r.Receipts), Elapsed: time.Since(start),
+				Applied: applied, LeaderChanges: sum.LeaderChanges}
+			if applied {
+				copy(evalModel.Params(), theta)
+				lossSum, correct, count, err := evalModel.Eval(task.Val)
+				if err != nil {
+					return nil, err
+				}
+				pr.ValLoss, pr.ValAccuracy = lossSum/float64(count), float64(correct)/float64(count)
+			} else if len(sum.History) > 0 {
+				last := sum.History[len(sum.History)-1]
+				pr.ValLoss, pr.ValAccuracy = last.ValLoss, last.ValAccuracy
+			}
+			for _, rc := range r.Receipts {
+				pr.PayloadBytes += int64(rc.BytesSent)
+			}
+			var wire int64
+			for _, m := range members {
+				wire += int64(m.client.WireStats().BytesSent)
+			}
+			pr.WireBytes = wire
+			if link.Rate > 0 && r.ClosedAt > r.OpenedAt {
+				secs := float64(r.ClosedAt-r.OpenedAt) / 1000
+				pr.LinkUtil = float64(8*(wire-lastWire)) / (float64(cfg.Peers) * float64(link.Rate) * secs)
+			}
+			lastWire = wire
+			sum.History = append(sum.History, pr)
+			reported = r.Number
+			if cfg.Progress != nil {
+				cfg.Progress(pr)
+			}
+		}
+		if int(reported) >= cfg.Rounds {
+			break
+		}
+	}
+	sum.RoundsCompleted = int(reported)
+	sum.WallSeconds = time.Since(start).Seconds()
+	if n := len(sum.History); n > 0 {
+		sum.FinalValLoss, sum.FinalValAccuracy = sum.History[n-1].ValLoss, sum.History[n-1].ValAccuracy
+	}
+	// Peers finish their last round; every replica must hold the recorded final model.
+	final := lastHash(nodes, cohort)
+	sum.ModelHash = fmt.Sprintf("%x", final[:8])
+	waitUntil(ctx, 10*time.Second, func() bool {
+		for _, m := range members {
+			select {
+			case <-m.done:
+			default:
+				return false
+			}
+		}
+		return true
+	})
+	sum.ReplicasAgree = true
+	var payload, wire int64
+	var compute float64
+	for _, m := range members {
+		h := protocol.HashParams(m.peer.Worker().Global())
+		if h != final {
+			sum.ReplicasAgree = false
+		}
+		ws := m.client.WireStats()
+		st := m.peer.Stats
+		sum.Peers = append(sum.Peers, PeerSummary{Name: m.name, RoundsParticipated: st.Rounds, Samples: st.Samples,
+			PayloadBytes: st.PayloadBytes, WireBytesSent: int64(ws.BytesSent)})
+		payload += st.PayloadBytes
+		wire += int64(ws.BytesSent)
+		compute += st.ComputeSeconds
+	}
+	k := int64(len(members))
+	sum.PayloadBytesPerPeer, sum.BytesSentPerPeer = payload/k, wire/k
+	sum.ComputeSeconds = compute / float64(k)
+	sort.Slice(sum.Peers, func(i, j int) bool { return sum.Peers[i].Name < sum.Peers[j].Name })
+	return sum, nil
+}
+
+func modelSpec(m string) string {
+	if m == "mlp" {
+		return "mlp:784-256-10"
+	}
+	return m
+}
+
+func hashEq(h [32]byte, b []byte) bool { return string(h[:]) == string(b) }
+
+func liveNode(nodes []*node) *node {
+	for _, n := range nodes {
+		if !n.dead {
+			return n
+		}
+	}
+	return nil
+}
+
+func lastHash(nodes []*node, cohort uint64) [32]byte {
+	var h [32]byte
+	liveNode(nodes).srv.Node().View(func(s *consensus.State) error {
+		c, err := s.Cohort(cohort)
+		if err == nil {
+			copy(h[:], c.ModelHash)
+		}
+		return nil
+	})
+	return h
+}
+
+func waitUntil(ctx context.Context, d time.Duration, f func() bool) error {
+	deadline := time.Now().Add(d)
+	for !f() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("timed out after %s", d)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func parallel(ms []*member, f func(*member) error) error {
+	errs := make([]error, len(ms))
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = f(m) }()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}

@@ -1,0 +1,164 @@
+// Package sim runs a whole cohort on one machine (`cohort simulate`): real coordinator nodes
+// (on-disk Raft in a temporary directory, QUIC on loopback) and real peers, each peer's traffic
+// through a shaped link (rate, delay, loss), with faults injected on cue.
+//
+// The flow is the one people follow: a member proposes the model, every peer votes, the leader
+// tallies, peers join the cohort with their data shards (fingerprinted) and train; the leader opens
+// and closes rounds, coordinators aggregate slices. Sim only watches: it evaluates the model a peer
+// holds after each round on the validation set and gathers the numbers.
+package sim
+
+import (
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/cohortlab/cohort/trainer"
+	"github.com/cohortlab/cohort/transport/linkshape"
+)
+
+// Config configures a simulation. Zero values mean the defaults shown.
+type Config struct {
+	Coordinators int    // default 3
+	Peers        int    // default 6
+	Model        string // default "mlp"
+	Rounds       int    // default 20
+	InnerSteps   int    // default 50
+	Batch        int    // default: the model's
+	Codec        string // default "topk:0.01+q4"
+	Partition    string // default "dirichlet:0.5"
+	Link         string // each peer's link, e.g. "10mbit,50ms,1%"; "" = unshaped loopback
+	Seed         uint64
+	DataDir      string // Fashion-MNIST; default: embedded subset
+	ValSamples   int    // default 1000
+	LR           float32
+	// KillLeaderAt kills the leader coordinator when this round opens (0: never).
+	KillLeaderAt int
+	// KillPeer is "NAME@ROUND": that peer stops when the round opens and restarts (from its
+	// replica, re-syncing if needed) one round later.
+	KillPeer string
+	// Straggler names a peer whose uploads arrive after the deadline.
+	Straggler string
+	// RoundTimeout bounds a round; default 120s (the leader shortens it once rounds have run).
+	RoundTimeout time.Duration
+	// Dir holds the coordinators' data; default a temporary directory, removed afterwards.
+	Dir    string
+	Logger *slog.Logger
+	// Progress is called once per round with the cohort's numbers.
+	Progress func(Progress)
+}
+
+func (c Config) withDefaults() Config {
+	if c.Coordinators == 0 {
+		c.Coordinators = 3
+	}
+	if c.Peers == 0 {
+		c.Peers = 6
+	}
+	if c.Model == "" {
+		c.Model = "mlp"
+	}
+	if c.Rounds == 0 {
+		c.Rounds = 20
+	}
+	if c.InnerSteps == 0 {
+		c.InnerSteps = 50
+	}
+	if c.Codec == "" {
+		c.Codec = "topk:0.01+q4"
+	}
+	if c.Partition == "" {
+		c.Partition = "dirichlet:0.5"
+	}
+	if c.DataDir == "" {
+		c.DataDir = trainer.EmbeddedData
+	}
+	if c.ValSamples == 0 {
+		c.ValSamples = 1000
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+// Validate reports a configuration that cannot run.
+func (c Config) Validate() error {
+	c = c.withDefaults()
+	if c.Coordinators < 1 || c.Coordinators > 7 {
+		return fmt.Errorf("coordinators %d: want 1 to 7", c.Coordinators)
+	}
+	if c.Peers < 1 || c.Rounds < 1 || c.InnerSteps < 1 {
+		return fmt.Errorf("peers %d, rounds %d and inner steps %d must be ≥ 1", c.Peers, c.Rounds, c.InnerSteps)
+	}
+	if c.KillLeaderAt < 0 || c.KillLeaderAt > c.Rounds {
+		return fmt.Errorf("kill-leader-at %d: want a round in 1..%d", c.KillLeaderAt, c.Rounds)
+	}
+	if c.KillLeaderAt > 0 && c.Coordinators < 3 {
+		return fmt.Errorf("kill-leader-at needs at least 3 coordinators to keep a quorum")
+	}
+	if c.Link != "" {
+		if _, err := linkshape.ParseLink(c.Link); err != nil {
+			return fmt.Errorf("link: %w", err)
+		}
+	}
+	if c.KillPeer != "" {
+		if _, _, err := parseKill(c.KillPeer); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parseKill(s string) (string, int, error) {
+	name, round, ok := strings.Cut(s, "@")
+	r, err := strconv.Atoi(round)
+	if !ok || name == "" || err != nil || r < 1 {
+		return "", 0, fmt.Errorf("kill-peer %q: want NAME@ROUND", s)
+	}
+	return name, r, nil
+}
+
+// Progress is one round as the cohort saw it.
+type Progress struct {
+	Round, Rounds  int
+	ValLoss        float64
+	ValAccuracy    float64
+	Participants   int
+	PayloadBytes   int64 // uploaded by all peers this round
+	WireBytes      int64 // on the wire, all peers, cumulative
+	Elapsed        time.Duration
+	LinkUtil       float64 // payload bits / (peers × link rate × round time)
+	Applied        bool
+	LeaderChanges  int
+	ComputeSeconds float64 // mean over peers, this round
+}
+
+// PeerSummary is one peer in Summary.
+type PeerSummary struct {
+	Name               string `json:"name"`
+	RoundsParticipated int    `json:"rounds_participated"`
+	Samples            int    `json:"samples"`
+	PayloadBytes       int64  `json:"payload_bytes"`
+	WireBytesSent      int64  `json:"wire_bytes_sent"`
+}
+
+// Summary is what `cohort simulate --json` prints.
+type Summary struct {
+	RoundsCompleted     int           `json:"rounds_completed"`
+	FinalValLoss        float64       `json:"final_val_loss"`
+	FinalValAccuracy    float64       `json:"final_val_accuracy"`
+	BytesSentPerPeer    int64         `json:"bytes_sent_per_peer"`
+	PayloadBytesPerPeer int64         `json:"payload_bytes_per_peer"`
+	WallSeconds         float64       `json:"wall_seconds"`
+	ComputeSeconds      float64       `json:"compute_seconds"`
+	LeaderChanges       int           `json:"leader_changes"`
+	ModelHash           string        `json:"model_hash"`
+	ReplicasAgree       bool          `json:"replicas_agree"`
+	Codec               string        `json:"codec"`
+	Link                string        `json:"link"`
+	Peers               []PeerSummary `json:"peers"`
+	History             []Progress    `json:"-"`
+}

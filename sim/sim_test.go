@@ -1,0 +1,38 @@
+package sim
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+)
+
+func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func TestCohortTrainsOverQUIC(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	var rounds []Progress
+	sum, err := Run(ctx, Config{Coordinators: 3, Peers: 3, Model: "mlp:784-32-10", Rounds: 4, InnerSteps: 10, Batch: 32,
+		Codec: "q8", Partition: "iid", Seed: 1, ValSamples: 300, Logger: quiet(), Link: "50mbit,5ms,0.5%",
+		Progress: func(p Progress) { rounds = append(rounds, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.RoundsCompleted != 4 || len(rounds) != 4 {
+		t.Fatalf("rounds completed %d, progress %d", sum.RoundsCompleted, len(rounds))
+	}
+	if !sum.ReplicasAgree {
+		t.Fatal("peer replicas differ from the recorded model hash")
+	}
+	if sum.FinalValAccuracy < 0.6 || rounds[3].ValLoss >= rounds[0].ValLoss {
+		t.Fatalf("cohort did not learn: %+v", rounds)
+	}
+	for _, p := range sum.Peers {
+		if p.RoundsParticipated != 4 || p.PayloadBytes == 0 || p.WireBytesSent < p.PayloadBytes {
+			t.Fatalf("peer %+v", p)
+		}
+	}
+	t.Logf("%+v", sum)
+}
