@@ -110,6 +110,12 @@ func (p *program) copyGrads(layout Layout, dst []float32) error {
 		if v == nil {
 			return fmt.Errorf("%w: no gradient value for %q", ErrGraph, t.Name)
 		}
+		if d, ok := v.(*tensor.Dense); ok && d.IsView() {
+			// A strided view's backing array is not in row-major order; copy it out in order.
+			if m, ok := d.Materialize().(*tensor.Dense); ok {
+				v = m
+			}
+		}
 		src, ok := v.Data().([]float32)
 		if !ok || len(src) != t.Size() {
 			return fmt.Errorf("%w: gradient of %q has %T of length %d, want []float32 of %d", ErrGraph, t.Name, v.Data(), len(src), t.Size())
