@@ -235,8 +235,9 @@ func (c *Codec) payloadSize(n int) int {
 // ErrCorrupt (ErrChecksum for a CRC mismatch), ErrVersion, ErrSetting (an
 // unparseable setting), ErrSettingMismatch, ErrShapeMismatch or ErrLength
 // (a count above MaxElements), and dst unchanged. Decode never panics and
-// allocates at most in proportion to the message length, not to lengths
-// claimed inside it, up to MaxElements.
+// allocates nothing before the payload length has been checked against the
+// element count n; it then allocates at most the n output values (n ≤
+// MaxElements) and scratch proportional to the payload.
 func (c *Codec) Decode(dst []float32, msg []byte) ([]float32, error) {
 	h, setting, err := readHeader(msg)
 	if err != nil {

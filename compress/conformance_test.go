@@ -510,3 +510,54 @@ func TestCompressionRatio(t *testing.T) {
 		}
 	}
 }
+
+// TestErrorFeedbackConverges: sending the same gradient g every round, the
+// sum of what top-k 1 % + q4 delivers approaches R·g with error feedback
+// (the residual stays bounded), and does not without it.
+func TestErrorFeedbackConverges(t *testing.T) {
+	n, rounds := 16384, 1000
+	g := gaussian(n, 1, 11)
+	c := newTestCodec(t, "topk:0.01+q4", n, 1)
+	r, err := c.NewResidual(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withEF := make([]float64, n)
+	without := make([]float64, n)
+	var msg []byte
+	var d []float32
+	for range rounds {
+		if msg, err = r.Encode(msg[:0], g); err != nil {
+			t.Fatal(err)
+		}
+		if d, err = c.Decode(d[:0], msg); err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range d {
+			withEF[i] += float64(v)
+		}
+		if msg, err = c.Encode(msg[:0], g); err != nil {
+			t.Fatal(err)
+		}
+		if d, err = c.Decode(d[:0], msg); err != nil {
+			t.Fatal(err)
+		}
+		for i, v := range d {
+			without[i] += float64(v)
+		}
+	}
+	rel := func(sum []float64) float64 {
+		var num, den float64
+		for i := range sum {
+			want := float64(rounds) * float64(g[i])
+			num += (sum[i] - want) * (sum[i] - want)
+			den += want * want
+		}
+		return math.Sqrt(num / den)
+	}
+	ef, no := rel(withEF), rel(without)
+	t.Logf("after %d rounds: relative error of the delivered sum %.4f with error feedback, %.4f without", rounds, ef, no)
+	if ef > 0.1 || no < 0.8 {
+		t.Fatalf("relative error %.3f with error feedback (want ≤ 0.1), %.3f without (want ≥ 0.8)", ef, no)
+	}
+}

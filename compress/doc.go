@@ -59,7 +59,9 @@
 //     payload follows from the header's element count and is checked
 //     exactly before anything is allocated; the count itself is bounded by
 //     Config.MaxElements, and the output of a zstd stage grows only with the
-//     bytes actually decompressed.
+//     bytes actually decompressed. A top-k message of a few bytes per chunk
+//     legitimately claims a whole chunk of values, so receivers should set
+//     MaxElements to the length they expect.
 //
 // # Wire format (version 1)
 //
