@@ -3,11 +3,16 @@
 package nn
 
 // Built with -tags openblas, gorgonia's matrix products run on the system OpenBLAS (Debian
-// libopenblas-dev) through gonum's netlib cgo bindings instead of gonum's pure-Go BLAS. Threads are
-// set with OPENBLAS_NUM_THREADS. Pure Go and OpenBLAS results differ in the last bits, so every
-// replica of a cohort must use the same build.
+// libopenblas-dev) through gonum's netlib cgo bindings instead of gonum's pure-Go BLAS.
+//
+// OpenBLAS is pinned to one thread: with two threads some products (the 784×256 weight gradient at
+// batch 256) sum in a different order than with one, so the gradients of replicas would depend on
+// their OPENBLAS_NUM_THREADS. One thread is also as fast on this project's 2-core machines, where
+// the other core runs gonum-parallel work, compression and networking. Pure Go and OpenBLAS results
+// differ in the last bits, so every replica of a cohort must use the same build (compare BLAS).
 
 // #cgo LDFLAGS: -lopenblas
+// void openblas_set_num_threads(int);
 import "C"
 
 import (
@@ -16,6 +21,9 @@ import (
 )
 
 // BLAS names the BLAS implementation this binary uses.
-const BLAS = "openblas"
+const BLAS = "openblas-1thread"
 
-func init() { G.Use(netlib.Implementation{}) }
+func init() {
+	C.openblas_set_num_threads(1)
+	G.Use(netlib.Implementation{})
+}
