@@ -147,7 +147,9 @@ func BenchmarkLedgerWritesTCP(b *testing.B) {
 	ids := benchCohort(b, members, 60_000, func(name string, body Body) { setup = append(setup, next(name, body)) })
 	regs, joins := setup[1:1+members], setup[len(setup)-members:]
 	mid := setup[1+members : len(setup)-members]
-	runAll(b, c, setup[:1], 1)
+	if _, err := c.bootstrap(ctx, setup[0].Env); err != nil {
+		b.Fatal(err)
+	}
 	runAll(b, c, regs, workers)
 	runAll(b, c, mid[:2], 1)
 	skip.Store(int64(time.Hour)) // the leaders' clock passes the voting deadline
@@ -177,7 +179,6 @@ func BenchmarkLedgerWritesTCP(b *testing.B) {
 	b.ReportMetric(float64(cpu.Microseconds())/float64(total), "cpu-µs/write")
 	hashes := c.waitConverged(b, 30*time.Second)
 	sameHashes(b, hashes)
-	_ = ctx
 }
 
 // cpuTime returns the process's user + system CPU time.
@@ -241,7 +242,7 @@ func BenchmarkFailover(b *testing.B) {
 				b.StopTimer()
 				c, _ := startTCPCluster(b, tc.tune)
 				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-				if _, err := c.apply(ctx, mustEnv(b, "c1", 1, &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})); err != nil {
+				if _, err := c.bootstrap(ctx, mustEnv(b, "c1", 1, &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})); err != nil {
 					b.Fatal(err)
 				}
 				old := c.leader()
@@ -249,7 +250,7 @@ func BenchmarkFailover(b *testing.B) {
 				b.StartTimer()
 				start := time.Now()
 				_ = old.Shutdown()
-				if _, err := c.apply(ctx, mustEnv(b, "c1", 2, &AddCoordinatorBody{PublicKey: testPub("c2"), Name: "c2"})); err != nil {
+				if _, err := c.apply(ctx, mustEnv(b, "m1", 1, &RegisterBody{PublicKey: testPub("m1"), Name: "m1"})); err != nil {
 					b.Fatal(err)
 				}
 				d := time.Since(start)

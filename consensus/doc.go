@@ -17,8 +17,10 @@
 //     be signed by the member's registered key (Register by the key it registers). Coordinator
 //     commands (AddCoordinator, Tally, OpenRound, ScoreCommit, CloseRound) must be signed by a
 //     coordinator node key registered in the state. The very first AddCoordinator, while the state
-//     has none, is self-signed by the key it adds (the cluster's bootstrap: only raft members can
-//     append to the log); later ones must be signed by a registered coordinator. Unsigned, forged,
+//     has none, is self-signed by the key it adds; Node accepts it only through the separate path
+//     Node.BootstrapCoordinator (Node.Apply refuses it with ErrForbidden), which the coordinator
+//     service calls with its own key and never for a client. Later coordinators are added with
+//     Apply, signed by a registered coordinator. Unsigned, forged,
 //     unknown-issuer or wrong-role commands are rejected (ErrUnsigned, ErrBadSignature,
 //     ErrUnknownIssuer, ErrForbidden).
 //   - Exactly once: (Issuer, RequestID) is applied at most once. A retry of an applied request

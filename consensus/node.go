@@ -332,7 +332,43 @@ func (n *Node) mapErr(err error) error {
 // is applied on this node. On a follower it returns a *NotLeaderError (errors.Is ErrNotLeader)
 // naming the leader; after ErrLeadershipLost, a timeout or a cancelled context the outcome is
 // unknown, and the client retries the same envelope (same request ID) on the leader.
+//
+// Apply refuses (ErrForbidden) an AddCoordinator while the state has no coordinator: the first
+// coordinator key goes through BootstrapCoordinator, which the coordinator service calls with its
+// own key only, so no client can register itself as the first coordinator.
 func (n *Node) Apply(ctx context.Context, env Envelope) (Result, error) {
+	if n.raft.State() != raft.Leader {
+		return Result{}, n.mapErr(raft.ErrNotLeader)
+	}
+	if env.Type == CmdAddCoordinator && !n.hasCoordinator() {
+		// A new leader's state may lag what is committed: catch up before refusing.
+		if err := n.Barrier(ctx); err != nil {
+			return Result{}, err
+		}
+		if !n.hasCoordinator() {
+			return Result{}, errf(ErrForbidden, "the first coordinator is registered with BootstrapCoordinator, not Apply")
+		}
+	}
+	return n.apply(ctx, env)
+}
+
+// BootstrapCoordinator applies the cluster's first AddCoordinator: env must be an AddCoordinator
+// self-signed by the key it adds. Once a coordinator is registered, the state rejects further
+// self-signed ones, and later coordinators are added with Apply, signed by a registered one.
+func (n *Node) BootstrapCoordinator(ctx context.Context, env Envelope) (Result, error) {
+	if env.Type != CmdAddCoordinator {
+		return Result{}, errf(ErrInvalid, "BootstrapCoordinator takes add-coordinator, got %s", env.Type)
+	}
+	return n.apply(ctx, env)
+}
+
+func (n *Node) hasCoordinator() bool {
+	n.fsm.mu.RLock()
+	defer n.fsm.mu.RUnlock()
+	return len(n.fsm.state.coordinators) > 0
+}
+
+func (n *Node) apply(ctx context.Context, env Envelope) (Result, error) {
 	if n.raft.State() != raft.Leader {
 		return Result{}, n.mapErr(raft.ErrNotLeader)
 	}

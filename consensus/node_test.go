@@ -89,10 +89,19 @@ func (c *cluster) waitLeader(t testing.TB, d time.Duration) *Node {
 // apply sends env to whichever node is leader, retrying the same envelope on not-leader,
 // leadership loss, shutdown and timeouts, as a client does.
 func (c *cluster) apply(ctx context.Context, env Envelope) (Result, error) {
+	return c.applyWith(ctx, env, (*Node).Apply)
+}
+
+// bootstrap registers the first coordinator through the separate path.
+func (c *cluster) bootstrap(ctx context.Context, env Envelope) (Result, error) {
+	return c.applyWith(ctx, env, (*Node).BootstrapCoordinator)
+}
+
+func (c *cluster) applyWith(ctx context.Context, env Envelope, fn func(*Node, context.Context, Envelope) (Result, error)) (Result, error) {
 	for {
 		if l := c.leader(); l != nil {
 			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			res, err := l.Apply(actx, env)
+			res, err := fn(l, actx, env)
 			cancel()
 			if err == nil || !retryable(err) {
 				return res, err
@@ -208,7 +217,19 @@ func TestClusterInmemFailover(t *testing.T) {
 			t.Fatalf("%s %s: %v", name, b.Type(), err)
 		}
 	}
-	mustC("c1", 1, &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})
+	first := mustEnv(t, "c1", 1, &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})
+	if _, err := c.apply(ctx, first); !errors.Is(err, ErrForbidden) {
+		t.Fatalf("first coordinator through Apply: err = %v, want ErrForbidden", err)
+	}
+	if _, err := c.bootstrap(ctx, first); err != nil {
+		t.Fatal(err)
+	}
+	// Afterwards nobody else can self-register as a coordinator, on either path.
+	for _, fn := range []func(context.Context, Envelope) (Result, error){c.apply, c.bootstrap} {
+		if _, err := fn(ctx, mustEnv(t, "mallory", 1, &AddCoordinatorBody{PublicKey: testPub("mallory"), Name: "m"})); !errors.Is(err, ErrUnknownIssuer) {
+			t.Fatalf("self-signed second coordinator: err = %v, want ErrUnknownIssuer", err)
+		}
+	}
 	for i := 0; i < clients; i++ {
 		m := fmt.Sprintf("m%d", i)
 		mustC(m, 1, &RegisterBody{PublicKey: testPub(m), Name: m, Contributors: []string{m + "-data"}})
@@ -358,7 +379,7 @@ func TestNodeFollowerAnswersNotLeader(t *testing.T) {
 			t.Fatalf("follower %s: err = %v, want not-leader naming %s", n.ID(), err, l.ID())
 		}
 	}
-	res, err := l.Apply(context.Background(), env)
+	res, err := l.BootstrapCoordinator(context.Background(), env)
 	if err != nil || res.Member != testID("c1") {
 		t.Fatalf("leader apply: %+v %v", res, err)
 	}
@@ -464,7 +485,11 @@ func TestClusterTCPRestartAndSnapshotInstall(t *testing.T) {
 		t.Helper()
 		for i, cmd := range cs {
 			clock.Store(cmd.Time)
-			if _, err := c.apply(ctx, cmd.Env); err != nil {
+			apply := c.apply
+			if cmd.Env.Type == CmdAddCoordinator && cmd.Env.Issuer == testID("c1") && cmd.Env.RequestID == 1 {
+				apply = c.bootstrap
+			}
+			if _, err := apply(ctx, cmd.Env); err != nil {
 				t.Fatalf("command %d (%s): %v", i, cmd.Env.Type, err)
 			}
 		}
