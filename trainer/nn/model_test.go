@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"runtime"
 	"slices"
 	"testing"
 )
@@ -404,5 +405,38 @@ func TestCharLMIsCausal(t *testing.T) {
 	}
 	if base[3] == moved[3] && base[4] == moved[4] {
 		t.Error("changing token 3 changed no prediction at positions 3 and 4")
+	}
+}
+
+// TestGradIndependentOfGOMAXPROCS: replicas on machines with different core counts compute the same
+// bits (gonum splits large products across goroutines by output block, never within a sum).
+func TestGradIndependentOfGOMAXPROCS(t *testing.T) {
+	r := rand.New(rand.NewPCG(8, 8))
+	mlp := newTestMLP(t, MLPConfig{Batch: 256})
+	lm := newTestCharLM(t, CharLMConfig{Vocab: 50, Context: 32, Embed: 64, Batch: 8})
+	for _, tc := range []struct {
+		m Model
+		b Batch
+	}{
+		{mlp, randomMLPBatch(r, 784, 10, 256)},
+		{lm, randomLMBatch(r, 50, 32, 8)},
+	} {
+		var grads [][]float32
+		var losses []float32
+		for _, procs := range []int{1, 2, 4} {
+			old := runtime.GOMAXPROCS(procs)
+			g := make([]float32, len(tc.m.Params()))
+			l, err := tc.m.Grad(tc.b, g)
+			runtime.GOMAXPROCS(old)
+			if err != nil {
+				t.Fatal(err)
+			}
+			grads, losses = append(grads, g), append(losses, l)
+		}
+		for i := 1; i < len(grads); i++ {
+			if !bitsEqual(grads[0], grads[i]) || math.Float32bits(losses[0]) != math.Float32bits(losses[i]) {
+				t.Errorf("%s: results depend on GOMAXPROCS", tc.m.Name())
+			}
+		}
 	}
 }
