@@ -187,6 +187,12 @@ func gradTwice(t *testing.T, m Model, b Batch) ([]float32, float32) {
 	t.Helper()
 	g1 := make([]float32, len(m.Params()))
 	g2 := make([]float32, len(m.Params()))
+	params := slices.Clone(m.Params())
+	defer func() {
+		if !bitsEqual(params, m.Params()) {
+			t.Error("Grad or Eval changed the parameters")
+		}
+	}()
 	l1, err := m.Grad(b, g1)
 	if err != nil {
 		t.Fatal(err)
