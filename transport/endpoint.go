@@ -435,3 +435,36 @@ func (s *Stream) Abort(code uint64) {
 
 // SetDeadline sets the read and write deadlines.
 func (s *Stream) SetDeadline(t time.Time) error { return s.s.SetDeadline(t) }
+
+// DefaultStripes is the number of connections DialStripes opens when asked for 0.
+// Measured over a shaped 10 Mbit/s, 100 ms RTT, 1 % loss link (BenchmarkStripedGoodput):
+// 1 connection reaches ~0.2 of the link, 4 reach 0.71–0.81, 8 reach 0.89–0.91, and 16
+// or 32 no more (0.86–0.88) while their queue overflows cost 25–50 % extra wire bytes.
+const DefaultStripes = 8
+
+// DialStripes opens n connections (0 means DefaultStripes) to addr for striped
+// transfers, and checks they all reach the same node. On error it closes the ones it
+// opened.
+func (e *Endpoint) DialStripes(ctx context.Context, addr string, n int) ([]*Conn, error) {
+	if n <= 0 {
+		n = DefaultStripes
+	}
+	conns := make([]*Conn, 0, n)
+	fail := func(err error) ([]*Conn, error) {
+		for _, c := range conns {
+			c.Close()
+		}
+		return nil, err
+	}
+	for range n {
+		c, err := e.Dial(ctx, addr)
+		if err != nil {
+			return fail(err)
+		}
+		conns = append(conns, c)
+		if c.Peer() != conns[0].Peer() {
+			return fail(fmt.Errorf("%w: stripes to %s reached %s and %s", ErrUnexpectedPeer, addr, conns[0].Peer(), c.Peer()))
+		}
+	}
+	return conns, nil
+}

@@ -281,3 +281,18 @@ func TestMuxDuplicatePanics(t *testing.T) {
 	}()
 	m.Handle("a", h)
 }
+
+// TestManyCallsReleaseStreams checks that finished request streams give their credit
+// back: with a server limit of 4 concurrent streams, 60 sequential calls must all pass.
+func TestManyCallsReleaseStreams(t *testing.T) {
+	h := func(_ context.Context, _ NodeID, req Message) (Message, error) {
+		return Message{Header: Header{Type: "ok"}, Payload: req.Payload}, nil
+	}
+	c := rpcPair(t, h, Config{MaxIncomingStreams: 4})
+	ctx := testCtx(t, 20*time.Second)
+	for i := range 60 {
+		if _, err := Call(ctx, c, Message{Header: Header{Type: "x", ID: uint64(i)}, Payload: make([]byte, i*100)}); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+}

@@ -68,7 +68,33 @@ func exchange(st *Stream, req Message, maxPayload int64) (Message, error) {
 	if err == io.EOF {
 		return Message{}, fmt.Errorf("%w: stream closed without a reply", ErrTruncated)
 	}
-	return reply, err
+	if err != nil {
+		return Message{}, err
+	}
+	return reply, expectEOF(st)
+}
+
+// ErrTrailingData is returned when a stream carries more than its one message.
+var ErrTrailingData = errors.New("transport: data after the message on a one-message stream")
+
+// expectEOF reads the end of the stream. Besides checking that exactly one message came,
+// this is what lets quic-go retire the stream and give the peer its stream credit back:
+// a stream whose FIN was never read stays open and, after MaxIncomingStreams calls,
+// the connection would accept no more.
+func expectEOF(st *Stream) error {
+	var b [1]byte
+	for {
+		n, err := st.Read(b[:])
+		if n > 0 {
+			return ErrTrailingData
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 // Serve answers every stream c's peer opens with h, each in its own goroutine, until c
@@ -92,6 +118,9 @@ func serveStream(ctx context.Context, c *Conn, st *Stream, h Handler) {
 	stop := context.AfterFunc(ctx, func() { st.Abort(codeCanceled) })
 	defer stop()
 	req, err := ReadMessage(st, c.maxPayload)
+	if err == nil {
+		err = expectEOF(st)
+	}
 	if err != nil {
 		st.Abort(codeBadFrame)
 		return

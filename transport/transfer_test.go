@@ -229,7 +229,11 @@ func TestFetchOverShapedLink(t *testing.T) {
 		t.Fatal("fetched blob differs")
 	}
 	// Again with endgame duplicates on.
-	got, err = Fetch(ctx, env.dial(t, 3), m.Root(), TransferOptions{Endgame: true, PerConn: 3})
+	stripes, err := env.cli.DialStripes(ctx, env.srv.Addr().String(), 0)
+	if err != nil || len(stripes) != DefaultStripes {
+		t.Fatalf("DialStripes: %d conns, %v", len(stripes), err)
+	}
+	got, err = Fetch(ctx, stripes, m.Root(), TransferOptions{Endgame: true, PerConn: 3})
 	if err != nil || !bytes.Equal(got, data) {
 		t.Fatalf("endgame fetch: %v", err)
 	}
