@@ -237,7 +237,7 @@ func (s *Server) registerSelf(ctx context.Context) error {
 		var none bool
 		s.node.View(func(st *consensus.State) error { none = len(st.Coordinators()) == 0; return nil })
 		if none {
-			_, err := s.node.Apply(ctx, env)
+			_, err := s.node.BootstrapCoordinator(ctx, env)
 			return err
 		}
 	}

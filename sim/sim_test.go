@@ -36,3 +36,34 @@ func TestCohortTrainsOverQUIC(t *testing.T) {
 	}
 	t.Logf("%+v", sum)
 }
+
+// TestFaults kills the leader coordinator in round 2 and a peer in round 3 (restarted in round 4),
+// and makes another peer late every round: the cohort still finishes every round, every replica
+// holds the recorded model, the late peer's updates never count, and the killed peer re-syncs.
+func TestFaults(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var rounds []Progress
+	sum, err := Run(ctx, Config{Coordinators: 3, Peers: 4, Model: "mlp:784-32-10", Rounds: 5, InnerSteps: 8, Batch: 32,
+		Codec: "topk:0.05+q4", Partition: "iid", Seed: 2, ValSamples: 300, Logger: quiet(),
+		KillLeaderAt: 2, KillPeer: "peer-2@3", Straggler: "peer-4", RoundTimeout: 6 * time.Second,
+		Progress: func(p Progress) { rounds = append(rounds, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.RoundsCompleted != 5 || !sum.ReplicasAgree || sum.LeaderChanges == 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+	applied := 0
+	for _, r := range rounds {
+		if r.Applied {
+			applied++
+			if r.Participants > 3 {
+				t.Fatalf("round %d counted %d receipts: the late peer's should be refused", r.Round, r.Participants)
+			}
+		}
+	}
+	if applied < 3 || rounds[len(rounds)-1].ValLoss >= rounds[0].ValLoss {
+		t.Fatalf("rounds %+v", rounds)
+	}
+}

@@ -35,6 +35,7 @@ func newApp() *cli.App {
 			voteCommand(),
 			proposalsCommand(),
 			statusCommand(),
+			simulateCommand(),
 		},
 		// One line, not the whole help text, for a mistyped flag.
 		OnUsageError:   func(c *cli.Context, err error, isSub bool) error { return err },

@@ -1,0 +1,88 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/cohortlab/cohort/sim"
+)
+
+func simulateCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "simulate",
+		Usage: "run a whole cohort on this machine: Raft coordinators and peers over shaped QUIC links",
+		Description: `Real coordinator nodes (on-disk Raft in a temporary directory) and real peers in one process,
+   talking QUIC over loopback; each peer's link is shaped (rate, delay, loss). A member proposes the
+   model, the peers vote, join with their data shards and train until the last round.
+
+   Example:
+     cohort simulate --coordinators 3 --peers 6 --model mlp --rounds 20 --inner-steps 50 --codec topk:0.01+q4 \
+                     --partition dirichlet:0.5 --link 10mbit,50ms,1% --seed 1 --kill-leader-at 5`,
+		Flags: []cli.Flag{
+			&cli.IntFlag{Name: "coordinators", Value: 3, Usage: "coordinator nodes", EnvVars: envVars("coordinators")},
+			&cli.IntFlag{Name: "peers", Value: 6, Usage: "peers, each with its own data shard and link", EnvVars: envVars("peers")},
+			&cli.StringFlag{Name: "model", Value: "mlp", Usage: "mlp, mlp:784-256-10 or charlm", EnvVars: envVars("model")},
+			&cli.IntFlag{Name: "rounds", Value: 20, Usage: "outer rounds", EnvVars: envVars("rounds")},
+			&cli.IntFlag{Name: "inner-steps", Value: 50, Usage: "inner steps H", EnvVars: envVars("inner_steps")},
+			&cli.IntFlag{Name: "batch", Usage: "batch size per peer (0: the model's default)", EnvVars: envVars("batch")},
+			&cli.StringFlag{Name: "codec", Value: "topk:0.01+q4", Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
+			&cli.StringFlag{Name: "partition", Value: "dirichlet:0.5", Usage: "iid, dirichlet:ALPHA or natural", EnvVars: envVars("partition")},
+			&cli.StringFlag{Name: "link", Value: "10mbit,50ms,1%", Usage: `each peer's link: RATE,DELAY[,LOSS%] ("" for plain loopback)`, EnvVars: envVars("link")},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for data, models and links", EnvVars: envVars("seed")},
+			&cli.StringFlag{Name: "data", Value: "embedded", Usage: "Fashion-MNIST directory, or embedded", EnvVars: envVars("data")},
+			&cli.IntFlag{Name: "val-samples", Value: 1000, Usage: "validation samples", EnvVars: envVars("val_samples")},
+			&cli.IntFlag{Name: "kill-leader-at", Usage: "kill the leader coordinator when this round opens", EnvVars: envVars("kill_leader_at")},
+			&cli.StringFlag{Name: "kill-peer", Usage: "NAME@ROUND: stop a peer when the round opens, restart it a round later", EnvVars: envVars("kill_peer")},
+			&cli.StringFlag{Name: "straggler", Usage: "a peer (e.g. peer-3) whose updates arrive after every deadline", EnvVars: envVars("straggler")},
+			&cli.DurationFlag{Name: "round-timeout", Value: 2 * time.Minute, Usage: "longest a round may take", EnvVars: envVars("round_timeout")},
+			&cli.BoolFlag{Name: "json", Usage: "print a JSON summary as the last line", EnvVars: envVars("json")},
+		},
+		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("simulate: unexpected argument %q", c.Args().First())
+			}
+			out := c.App.Writer
+			cfg := sim.Config{
+				Coordinators: c.Int("coordinators"), Peers: c.Int("peers"), Model: c.String("model"), Rounds: c.Int("rounds"),
+				InnerSteps: c.Int("inner-steps"), Batch: c.Int("batch"), Codec: c.String("codec"), Partition: c.String("partition"),
+				Link: c.String("link"), Seed: c.Uint64("seed"), DataDir: c.String("data"), ValSamples: c.Int("val-samples"),
+				KillLeaderAt: c.Int("kill-leader-at"), KillPeer: c.String("kill-peer"), Straggler: c.String("straggler"),
+				RoundTimeout: c.Duration("round-timeout"), Logger: slog.Default(),
+			}
+			if err := cfg.Validate(); err != nil {
+				return fmt.Errorf("simulate: %w", err)
+			}
+			cfg.Progress = func(p sim.Progress) {
+				eta := time.Duration(0)
+				if p.Round > 0 {
+					eta = p.Elapsed / time.Duration(p.Round) * time.Duration(p.Rounds-p.Round)
+				}
+				note := ""
+				if !p.Applied {
+					note = "  (round abandoned: model unchanged)"
+				}
+				fmt.Fprintf(out, "round %3d/%d  val_loss %.4f  val_acc %5.1f%%  peers %d  payload %s  wire %s  link %4.1f%%  leader changes %d  elapsed %s  eta %s%s\n",
+					p.Round, p.Rounds, p.ValLoss, 100*p.ValAccuracy, p.Participants, humanBytes(p.PayloadBytes), humanBytes(p.WireBytes),
+					100*p.LinkUtil, p.LeaderChanges, p.Elapsed.Round(time.Second), eta.Round(time.Second), note)
+			}
+			sum, err := sim.Run(c.Context, cfg)
+			if err != nil {
+				return fmt.Errorf("simulate: %w", err)
+			}
+			if c.Bool("json") {
+				return printJSON(out, sum)
+			}
+			fmt.Fprintf(out, "\n%d rounds, val_loss %.4f, val_acc %.2f%%, %s sent per peer on the wire (%s payload, codec %s), compute %.0f%% of %.1fs wall, leader changes %d, replicas agree: %v (model %s)\n",
+				sum.RoundsCompleted, sum.FinalValLoss, 100*sum.FinalValAccuracy, humanBytes(sum.BytesSentPerPeer), humanBytes(sum.PayloadBytesPerPeer),
+				sum.Codec, 100*sum.ComputeSeconds/sum.WallSeconds, sum.WallSeconds, sum.LeaderChanges, sum.ReplicasAgree, sum.ModelHash)
+			fmt.Fprintln(out, "peer      rounds  samples  payload     wire sent")
+			for _, p := range sum.Peers {
+				fmt.Fprintf(out, "%-8s  %6d  %7d  %-10s  %s\n", p.Name, p.RoundsParticipated, p.Samples, humanBytes(p.PayloadBytes), humanBytes(p.WireBytesSent))
+			}
+			return nil
+		},
+	}
+}
