@@ -571,16 +571,20 @@ func (s *State) join(now int64, issuer string, b *JoinBody) (Result, error) {
 	cm := CohortMember{Member: issuer, JoinedAt: now, Order: uint32(len(c.Members) + 1)}
 	for _, cd := range b.Contributors {
 		d := ContributorData{Name: cd.Name, Fingerprint: cloneBytes(cd.Fingerprint), Samples: cd.Samples}
-		d.DuplicateOf = firstWithFingerprint(c, cd.Fingerprint)
+		d.DuplicateOf = firstWithFingerprint(c.Members, cd.Fingerprint)
+		if d.DuplicateOf == "" { // or earlier in this same join
+			d.DuplicateOf = firstWithFingerprint([]CohortMember{cm}, cd.Fingerprint)
+		}
 		cm.Contributors = append(cm.Contributors, d)
 	}
 	c.Members = append(c.Members, cm)
 	return Result{ID: c.ID, Cohort: c.ID, Status: string(c.Status)}, nil
 }
 
-// firstWithFingerprint returns the earliest contributor in the cohort with that fingerprint.
-func firstWithFingerprint(c *Cohort, fp []byte) string {
-	for _, m := range c.Members {
+// firstWithFingerprint returns the earliest contributor of members with that fingerprint (its
+// own DuplicateOf if it is itself a duplicate), or "".
+func firstWithFingerprint(members []CohortMember, fp []byte) string {
+	for _, m := range members {
 		for _, d := range m.Contributors {
 			if bytes.Equal(d.Fingerprint, fp) {
 				if d.DuplicateOf != "" {
