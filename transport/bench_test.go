@@ -16,12 +16,15 @@ var (
 	benchChunk   = flag.Int("xfer.chunk", DefaultChunkSize, "chunk size for BenchmarkStripedGoodput")
 	benchPerConn = flag.Int("xfer.perconn", 0, "requests in flight per connection (0: default)")
 	benchEndgame = flag.Bool("xfer.endgame", false, "turn on endgame duplicate requests")
+	benchPush    = flag.Bool("xfer.push", false, "push the blob (client to server) instead of fetching it")
 )
 
 // BenchmarkStripedGoodput fetches a blob over a link shaped in both directions (10 Mbit/s,
 // 50 ms each way = 100 ms RTT, 1 % loss by default) striped over N QUIC connections, and
-// reports goodput, goodput as a fraction of the link rate (link-util), and bytes on the
-// wire (both directions, with IPv4+UDP headers) per payload byte.
+// reports goodput, goodput as a fraction of the link rate (link-util), bytes on the wire
+// (both directions, with IPv4+UDP headers) per payload byte, and packets lost at random
+// and dropped by the full queue (both directions). Flags (after the package):
+// -xfer.link, -xfer.size, -xfer.chunk, -xfer.perconn, -xfer.endgame, -xfer.push.
 //
 //	go test -run '^$' -bench StripedGoodput -benchtime 1x ./transport/
 func BenchmarkStripedGoodput(b *testing.B) {
@@ -36,7 +39,8 @@ func BenchmarkStripedGoodput(b *testing.B) {
 			var wire, lost, dropped uint64
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				store := NewStore(StoreConfig{})
+				pushed := make(chan []byte, 1)
+				store := NewStore(StoreConfig{OnPush: func(_ NodeID, _ string, _ Hash, d []byte) { pushed <- d }})
 				mux := NewMux()
 				store.Register(mux)
 				env := newXferEnv(b, link.String(), mux.Serve)
@@ -50,7 +54,15 @@ func BenchmarkStripedGoodput(b *testing.B) {
 				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 				b.StartTimer()
 				start := time.Now()
-				got, err := Fetch(ctx, conns, m.Root(), TransferOptions{PerConn: *benchPerConn, Endgame: *benchEndgame})
+				opt := TransferOptions{PerConn: *benchPerConn, Endgame: *benchEndgame}
+				var got []byte
+				if *benchPush {
+					if err = Push(ctx, conns, "bench", data, m, opt); err == nil {
+						got = <-pushed
+					}
+				} else {
+					got, err = Fetch(ctx, conns, m.Root(), opt)
+				}
 				elapsed += time.Since(start)
 				b.StopTimer()
 				cancel()
@@ -58,13 +70,13 @@ func BenchmarkStripedGoodput(b *testing.B) {
 					b.Fatal(err)
 				}
 				if len(got) != len(data) {
-					b.Fatalf("fetched %d bytes, want %d", len(got), len(data))
+					b.Fatalf("transferred %d bytes, want %d", len(got), len(data))
 				}
 				s, c := env.srvLink.EgressStats(), env.cliLn.EgressStats()
 				pkts := s.OfferedPackets - before.OfferedPackets + c.OfferedPackets - beforeCli.OfferedPackets
 				wire += s.OfferedBytes - before.OfferedBytes + c.OfferedBytes - beforeCli.OfferedBytes + pkts*linkshape.DefaultPacketOverhead
-				lost += s.LostPackets - before.LostPackets
-				dropped += s.DroppedPackets - before.DroppedPackets
+				lost += s.LostPackets - before.LostPackets + c.LostPackets - beforeCli.LostPackets
+				dropped += s.DroppedPackets - before.DroppedPackets + c.DroppedPackets - beforeCli.DroppedPackets
 				for _, c := range conns {
 					c.Close()
 				}
