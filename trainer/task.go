@@ -28,6 +28,8 @@ type TaskInfo struct {
 	ValSamples   int
 	ShardSizes   []int
 	ShardGroups  [][]string // natural partition: the speakers of each shard
+	// Shards holds each shard's sample indices into the training set (image tasks).
+	Shards [][]int
 	// Fingerprints holds each shard's data fingerprint (datasets.Fingerprint digest): the same
 	// samples give the same fingerprint whatever their order or owner's name.
 	Fingerprints [][]byte
@@ -59,7 +61,7 @@ func buildMLPTask(spec TaskSpec) (Task, TaskInfo, error) {
 		}
 		sizes = s
 	}
-	train, test, source, err := loadFashionMNIST(spec.DataDir)
+	train, test, source, err := LoadFashionMNIST(spec.DataDir)
 	if err != nil {
 		return Task{}, TaskInfo{}, err
 	}
@@ -79,6 +81,7 @@ func buildMLPTask(spec TaskSpec) (Task, TaskInfo, error) {
 		}
 		task.Sources = append(task.Sources, src)
 		info.ShardSizes = append(info.ShardSizes, len(p))
+		info.Shards = append(info.Shards, p)
 		fp := datasets.NewFingerprint(train.SampleHashes(p))
 		info.Fingerprints = append(info.Fingerprints, fp.Digest[:])
 	}
@@ -125,8 +128,9 @@ var fmnistCache struct {
 	m map[string][3]any
 }
 
-// loadFashionMNIST loads (once per process and directory) the Fashion-MNIST splits.
-func loadFashionMNIST(dir string) (train, test *datasets.Images, source string, err error) {
+// LoadFashionMNIST loads (once per process and directory) the Fashion-MNIST splits: dir as in
+// TaskSpec.DataDir.
+func LoadFashionMNIST(dir string) (train, test *datasets.Images, source string, err error) {
 	fmnistCache.Lock()
 	defer fmnistCache.Unlock()
 	if v, ok := fmnistCache.m[dir]; ok {

@@ -36,6 +36,8 @@ func newApp() *cli.App {
 			proposalsCommand(),
 			statusCommand(),
 			simulateCommand(),
+			joinCommand(),
+			shardCommand(),
 		},
 		// One line, not the whole help text, for a mistyped flag.
 		OnUsageError:   func(c *cli.Context, err error, isSub bool) error { return err },

@@ -144,13 +144,7 @@ func dialClient(c *cli.Context) (*coordinator.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	var addrs []string
-	for _, a := range strings.Split(c.String("coordinator"), ",") {
-		if a = strings.TrimSpace(a); a != "" {
-			addrs = append(addrs, a)
-		}
-	}
-	return coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: id, Timeout: c.Duration("timeout")})
+	return coordinator.Dial(coordinator.ClientConfig{Addrs: splitAddrs(c.String("coordinator")), Identity: id, Timeout: c.Duration("timeout")})
 }
 
 // registeredClient dials and registers the member if needed.
@@ -161,7 +155,7 @@ func registeredClient(c *cli.Context) (*coordinator.Client, error) {
 	}
 	name := c.String("member-name")
 	if name == "" {
-		name = strings.TrimSuffix(filepath.Base(c.String("key")), filepath.Ext(c.String("key")))
+		name = trimExt(filepath.Base(c.String("key")))
 	}
 	if err := cl.EnsureRegistered(c.Context, name, []string{name}); err != nil {
 		cl.Close()
@@ -386,3 +380,15 @@ func printJSON(w io.Writer, v any) error {
 	_, err = fmt.Fprintln(w, string(b))
 	return err
 }
+
+func splitAddrs(s string) []string {
+	var addrs []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			addrs = append(addrs, a)
+		}
+	}
+	return addrs
+}
+
+func trimExt(name string) string { return strings.TrimSuffix(name, filepath.Ext(name)) }
