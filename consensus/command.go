@@ -117,6 +117,35 @@ func (e *Envelope) Verify(pub ed25519.PublicKey) error {
 	return nil
 }
 
+// Marshal encodes the envelope for the wire (msgpack array).
+func (e *Envelope) Marshal() ([]byte, error) {
+	b, err := msgpack.Marshal(e)
+	if err != nil {
+		return nil, fmt.Errorf("consensus: encode envelope: %w", err)
+	}
+	if len(b) > MaxCommandBytes {
+		return nil, errf(ErrInvalid, "envelope is %d bytes, limit %d", len(b), MaxCommandBytes)
+	}
+	return b, nil
+}
+
+// DecodeEnvelope decodes an envelope received from a client (Envelope.Marshal) and checks its
+// version; the body is decoded by the state when applied. Use it rather than msgpack.Unmarshal on
+// network bytes: it bounds sizes before allocating (see checkShape). It never panics.
+func DecodeEnvelope(b []byte) (Envelope, error) {
+	var e Envelope
+	if len(b) > MaxCommandBytes {
+		return e, errf(ErrDecode, "envelope is %d bytes, limit %d", len(b), MaxCommandBytes)
+	}
+	if err := decodeExact(b, &e, MaxListLen); err != nil {
+		return Envelope{}, errf(ErrDecode, "envelope: %v", err)
+	}
+	if e.Version != Version {
+		return Envelope{}, errf(ErrVersion, "envelope version %d", e.Version)
+	}
+	return e, nil
+}
+
 // Body is one command's payload. The concrete types are the *Body structs of this package.
 type Body interface {
 	Type() CommandType

@@ -48,8 +48,10 @@
 //     earning, the pool is paid out exactly.
 //   - Snapshots: MarshalSnapshot writes magic, the msgpack of every collection as a slice sorted by
 //     key, and a SHA-256 checksum; UnmarshalSnapshot rejects truncated or corrupt bytes
-//     (ErrSnapshot). Every decoder of outside bytes (DecodeCommand, Envelope.DecodeBody,
-//     UnmarshalSnapshot) returns an error, never panics, and is fuzzed.
+//     (ErrSnapshot). Every decoder of outside bytes (DecodeEnvelope, DecodeCommand,
+//     Envelope.DecodeBody, UnmarshalSnapshot) returns an error, never panics, and is fuzzed. Decode
+//     envelopes from the network with DecodeEnvelope, not msgpack.Unmarshal: msgpack/v5.4.1
+//     preallocates whatever length the input declares, and these decoders bound it first.
 //
 // # Using a Node (the coordinator's main loop)
 //

@@ -64,6 +64,36 @@ func FuzzDecodeCommand(f *testing.F) {
 	})
 }
 
+// FuzzDecodeEnvelope: decoding a client's envelope never panics, and what decodes round-trips.
+func FuzzDecodeEnvelope(f *testing.F) {
+	for _, c := range scenario(f, 13, 2, 1) {
+		b, err := c.Env.Marshal()
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte{0x96, 0x01, 0x01, 0xa0, 0x01, 0xc4, 0x00, 0xc0})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		e, err := DecodeEnvelope(b)
+		if err != nil {
+			if !errors.Is(err, ErrDecode) && !errors.Is(err, ErrVersion) {
+				t.Fatalf("error wraps neither ErrDecode nor ErrVersion: %v", err)
+			}
+			return
+		}
+		re, err := e.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		e2, err := DecodeEnvelope(re)
+		if err != nil || !bytes.Equal(e2.SigningBytes(), e.SigningBytes()) || !bytes.Equal(e2.Sig, e.Sig) {
+			t.Fatalf("round trip: %v", err)
+		}
+		_, _ = e.DecodeBody()
+	})
+}
+
 // FuzzRestore: restoring arbitrary snapshot bytes never panics. The fuzzer mostly gets past the
 // checksum through the second argument mode, where the input is taken as the payload and wrapped
 // with a valid header and checksum, so the decoder and its consistency checks are exercised too.
