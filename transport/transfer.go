@@ -83,8 +83,21 @@ type pendingPush struct {
 
 const maxDoneMemory = 1024
 
-// NewStore returns an empty Store.
+// Validate reports a negative limit.
+func (c *StoreConfig) Validate() error {
+	if c.MaxPushSize < 0 {
+		return fmt.Errorf("%w: MaxPushSize %d is negative", ErrConfig, c.MaxPushSize)
+	}
+	if c.MaxPending < 0 {
+		return fmt.Errorf("%w: MaxPending %d is negative", ErrConfig, c.MaxPending)
+	}
+	return nil
+}
+
+// NewStore returns an empty Store. Negative limits in cfg (see Validate) count as zero.
 func NewStore(cfg StoreConfig) *Store {
+	cfg.MaxPushSize = max(cfg.MaxPushSize, 0)
+	cfg.MaxPending = max(cfg.MaxPending, 0)
 	if cfg.MaxPushSize == 0 {
 		cfg.MaxPushSize = 1 << 30
 	}

@@ -425,3 +425,66 @@ func TestPushAndResume(t *testing.T) {
 		t.Fatalf("refused push: %v", err)
 	}
 }
+
+// TestQUICOverBothWaysShaping runs QUIC through a shaper that shapes reads as well as
+// writes (Direction Both) on the server only; Close must not hang (quic-go unblocks its
+// reader with SetReadDeadline).
+func TestQUICOverBothWaysShaping(t *testing.T) {
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := linkshape.Wrap(pc, linkshape.Config{Link: linkshape.Link{Rate: 20e6, Delay: 10 * time.Millisecond}, Direction: linkshape.Both, Seed: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	srv, err := Listen(sc, Config{Identity: testIdentity(t, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := NewStore(StoreConfig{})
+	mux := NewMux()
+	store.Register(mux)
+	ctx := testCtx(t, 20*time.Second)
+	served := make(chan struct{})
+	go func() { srv.Serve(ctx, mux.Serve); close(served) }()
+	data := randomBlob(256<<10, 7)
+	m, _ := store.Put(data, 0)
+	start := time.Now()
+	c, err := Dial(ctx, srv.Addr().String(), Config{Identity: testIdentity(t, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The client's side of the handshake takes one round trip: ≥ 2 × 10 ms.
+	if d := time.Since(start); d < 20*time.Millisecond {
+		t.Fatalf("handshake took %v, want ≥ 20ms through a 10 ms each-way link", d)
+	}
+	got, err := Fetch(ctx, []*Conn{c}, m.Root(), TransferOptions{})
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("fetch: %v", err)
+	}
+	if sc.IngressStats().DeliveredPackets == 0 || sc.EgressStats().DeliveredPackets == 0 {
+		t.Fatalf("shaper saw no traffic: in %+v out %+v", sc.IngressStats(), sc.EgressStats())
+	}
+	c.Close()
+	closed := make(chan struct{})
+	go func() { srv.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Endpoint.Close hung on a Direction Both shaper")
+	}
+	<-served
+}
+
+func TestStoreConfigValidate(t *testing.T) {
+	for _, cfg := range []StoreConfig{{MaxPushSize: -1}, {MaxPending: -1}} {
+		if err := cfg.Validate(); !errors.Is(err, ErrConfig) {
+			t.Errorf("%+v: err = %v", cfg, err)
+		}
+	}
+	if err := (&StoreConfig{}).Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
