@@ -403,6 +403,12 @@ func (n *Node) View(fn func(s *State) error) error {
 	return fn(n.fsm.state)
 }
 
+// Verify checks env's signature and issuer role against the local state without applying it
+// (State.Verify): a cheap way to refuse forged commands before they reach the log.
+func (n *Node) Verify(env Envelope) error {
+	return n.View(func(s *State) error { return s.Verify(env) })
+}
+
 // Hash returns the local state's Hash and the index of the last applied log entry.
 func (n *Node) Hash() ([32]byte, uint64) {
 	n.fsm.mu.RLock()

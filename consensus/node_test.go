@@ -383,6 +383,10 @@ func TestNodeFollowerAnswersNotLeader(t *testing.T) {
 	if err != nil || res.Member != testID("c1") {
 		t.Fatalf("leader apply: %+v %v", res, err)
 	}
+	// Verify on any node checks against its local state without writing.
+	if err := l.Verify(mustEnv(t, "eve", 1, &VoteBody{Proposal: 1})); !errors.Is(err, ErrUnknownIssuer) {
+		t.Fatalf("Verify of an unknown issuer: %v", err)
+	}
 	// A command the state rejects comes back as the state's error, not a raft error.
 	_, err = l.Apply(context.Background(), mustEnv(t, "eve", 1, &VoteBody{Proposal: 1, Yes: true}))
 	if !errors.Is(err, ErrUnknownIssuer) {
