@@ -79,7 +79,7 @@ type Envelope struct {
 	Version   uint16
 	Type      CommandType
 	Issuer    string // IDOf(issuer's public key)
-	RequestID uint64 // unique per issuer; fresh requests should use increasing IDs
+	RequestID uint64 // >= 1, unique per issuer; fresh requests should use increasing IDs
 	Body      []byte // msgpack of the Body type selected by Type
 	Sig       []byte // ed25519 signature over SigningBytes()
 }

@@ -94,6 +94,9 @@ func (s *State) Apply(cmd Command) (Result, error) {
 	if env.Version != Version {
 		return Result{}, errf(ErrVersion, "envelope version %d", env.Version)
 	}
+	if env.RequestID == 0 {
+		return Result{}, errf(ErrInvalid, "request ID 0 (request IDs start at 1)")
+	}
 	body, err := env.DecodeBody()
 	if err != nil {
 		return Result{}, err

@@ -76,6 +76,7 @@ func TestApplyRejectsBadEnvelopes(t *testing.T) {
 		{"issuer swapped", func(e *Envelope) { e.Issuer = testID("c2") }, ErrBadSignature},
 		{"request id changed", func(e *Envelope) { e.RequestID++ }, ErrBadSignature},
 		{"unsigned", func(e *Envelope) { e.Sig = nil }, ErrUnsigned},
+		{"request id 0", func(e *Envelope) { e.RequestID = 0 }, ErrInvalid},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
