@@ -296,3 +296,62 @@ func TestManyCallsReleaseStreams(t *testing.T) {
 		}
 	}
 }
+
+// TestServerInitiatedCall: connections are symmetric once up; a peer that serves its
+// dialled connection can be called by the node it dialled (e.g. an aggregator sending
+// the aggregated slice back).
+func TestServerInitiatedCall(t *testing.T) {
+	srvID, cliID := testIdentity(t, 1), testIdentity(t, 2)
+	srv := testServer(t, srvID, nil)
+	ctx := testCtx(t, 10*time.Second)
+	accepted := make(chan *Conn, 1)
+	go func() {
+		c, err := srv.Accept(ctx)
+		if err == nil {
+			accepted <- c
+		}
+	}()
+	cli, err := Dial(ctx, srv.Addr().String(), Config{Identity: cliID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	go Serve(ctx, cli, func(_ context.Context, peer NodeID, req Message) (Message, error) {
+		if peer != srvID.NodeID() {
+			return Message{}, fmt.Errorf("called by %s", peer)
+		}
+		return Message{Header: Header{Type: "aggregate.ok"}, Payload: []byte{byte(len(req.Payload))}}, nil
+	})
+	sc := <-accepted
+	reply, err := Call(ctx, sc, Message{Header: Header{Type: "aggregate", ID: 9}, Payload: make([]byte, 42)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reply.Type != "aggregate.ok" || len(reply.Payload) != 1 || reply.Payload[0] != 42 {
+		t.Fatalf("reply %q %v", reply.Type, reply.Payload)
+	}
+}
+
+func BenchmarkFrameRoundTrip(b *testing.B) {
+	for _, n := range []int{1 << 10, 64 << 10, 1 << 20} {
+		b.Run(fmt.Sprintf("payload=%d", n), func(b *testing.B) {
+			payload := make([]byte, n)
+			h := Header{Type: "round.upload", ID: 1}
+			if err := h.SetBody(testBody{Round: 3, Codec: "topk:0.05+int8"}); err != nil {
+				b.Fatal(err)
+			}
+			var buf bytes.Buffer
+			b.SetBytes(int64(n))
+			b.ReportAllocs()
+			for b.Loop() {
+				buf.Reset()
+				if err := WriteMessage(&buf, h, payload); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := ReadMessage(&buf, 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
