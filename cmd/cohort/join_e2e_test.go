@@ -1,0 +1,137 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/coordinator"
+)
+
+// TestCohortOfProcesses runs the mission across real processes: three `cohort coordinator` and
+// three `cohort join`. The leader coordinator is SIGKILLed mid-run and a peer is killed and
+// restarted (it re-fetches the model); the cohort finishes and every peer ends on the same model.
+func TestCohortOfProcesses(t *testing.T) {
+	pc := startProcCluster(t, 3)
+	dir := t.TempDir()
+	run := func(args ...string) string {
+		out, err := exec.Command(pc.bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("cohort %v: %v\n%s", args, err, out)
+		}
+		return string(out)
+	}
+	run("shard", "--out", filepath.Join(dir, "shards"), "--peers", "3", "--partition", "iid", "--seed", "3")
+	names := []string{"alice", "bob", "carol"}
+	for _, n := range names {
+		run("keygen", "--out", filepath.Join(dir, n+".key"))
+	}
+	ctx := context.Background()
+	cl := memberClient(t, pc.addrs(), "proposer")
+	eventually(t, 20*time.Second, "cluster up", func() error { return cl.EnsureRegistered(ctx, "proposer", nil) })
+	const rounds = 6
+	res, err := cl.Submit(ctx, &consensus.ProposeBody{Name: "e2e", Model: "mlp:784-32-10", Dataset: "fashion-mnist",
+		Params: consensus.Hyperparams{InnerSteps: 10, Rounds: rounds, Codec: "topk:0.05+q4"}, RewardPool: 600,
+		MinMembers: 3, QuorumBP: 1, ThresholdBP: 5000, VotingPeriodMs: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Submit(ctx, &consensus.VoteBody{Proposal: res.ID, Yes: true}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 20*time.Second, "proposal passed", func() error {
+		r, err := cl.Query(ctx, coordinator.Query{What: coordinator.QueryProposal, ID: res.ID})
+		if err != nil || r.Proposals[0].Cohort == 0 {
+			return fmt.Errorf("not yet: %v", err)
+		}
+		return nil
+	})
+	type joiner struct {
+		cmd *exec.Cmd
+		out string
+	}
+	start := func(i int) *joiner {
+		out := filepath.Join(dir, fmt.Sprintf("%s-%d.out", names[i], time.Now().UnixNano()))
+		f, err := os.Create(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(pc.bin, "join", "--coordinator", strings.Join(pc.addrs(), ","), "--cohort", "1",
+			"--key", filepath.Join(dir, names[i]+".key"), "--data", filepath.Join(dir, "shards", fmt.Sprintf("peer-%d", i+1)),
+			"--contributor", names[i], "--batch", "32")
+		cmd.Stdout, cmd.Stderr = f, f
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		return &joiner{cmd: cmd, out: out}
+	}
+	joiners := []*joiner{start(0), start(1), start(2)}
+	current := func() uint32 {
+		r, err := cl.Query(ctx, coordinator.Query{What: coordinator.QueryCohort, ID: 1})
+		if err != nil {
+			return 0
+		}
+		return r.Cohort.CurrentRound
+	}
+	eventually(t, 60*time.Second, "round 2", func() error {
+		if current() < 2 {
+			return fmt.Errorf("round %d", current())
+		}
+		return nil
+	})
+	joiners[1].cmd.Process.Kill() // bob's machine dies
+	joiners[1].cmd.Wait()
+	eventually(t, 60*time.Second, "round 3", func() error {
+		if current() < 3 {
+			return fmt.Errorf("round %d", current())
+		}
+		return nil
+	})
+	if l := pc.leader(cl); l != nil {
+		pc.kill(l) // the leader coordinator dies
+	}
+	bob := start(1) // bob comes back: a fresh process re-fetches θ_t from a coordinator
+	for i, j := range []*joiner{joiners[0], bob, joiners[2]} {
+		done := make(chan error, 1)
+		go func() { done <- j.cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				b, _ := os.ReadFile(j.out)
+				t.Fatalf("%s: %v\n%s", names[i], err, b)
+			}
+		case <-time.After(3 * time.Minute):
+			b, _ := os.ReadFile(j.out)
+			t.Fatalf("%s did not finish:\n%s", names[i], b)
+		}
+	}
+	final := regexp.MustCompile(`cohort 1 done: .* final model ([0-9a-f]+)`)
+	var hashes []string
+	for i, j := range []*joiner{joiners[0], bob, joiners[2]} {
+		b, _ := os.ReadFile(j.out)
+		m := final.FindStringSubmatch(string(b))
+		if m == nil {
+			t.Fatalf("%s printed no final model:\n%s", names[i], b)
+		}
+		hashes = append(hashes, m[1])
+		if i == 1 && !strings.Contains(string(b), "joined cohort 1") {
+			t.Fatalf("restarted bob did not rejoin:\n%s", b)
+		}
+	}
+	if hashes[0] != hashes[1] || hashes[1] != hashes[2] {
+		t.Fatalf("peers ended on different models: %v", hashes)
+	}
+	// The replicated record agrees with the peers.
+	r, err := cl.Query(ctx, coordinator.Query{What: coordinator.QueryCohort, ID: 1})
+	if err != nil || r.Cohort.Status != consensus.CohortDone || !strings.HasPrefix(fmt.Sprintf("%x", r.Cohort.ModelHash), hashes[0]) {
+		t.Fatalf("cohort record %+v (err %v), peers hold %s", r.Cohort, err, hashes[0])
+	}
+}
