@@ -61,7 +61,7 @@
 // goodput over the raw link rate, which counts IPv4+UDP headers):
 //
 //	connections    1          4          8          16         32
-//	link-util      0.13–0.21  0.71–0.81  0.89–0.91  0.86–0.88  0.86–0.88
+//	link-util      0.13–0.21  0.68–0.81  0.88–0.91  0.85–0.89  0.86–0.88
 //	wire/payload   1.08       1.09       1.12       1.25       1.53
 //
 // At 8 connections the link is busy nearly all the time; what is left is per-packet
@@ -71,7 +71,7 @@
 //
 // Why 64 KiB chunks: a chunk is the unit of striping, so the transfer's tail lasts about
 // as long as the slowest stripe needs for its last chunks. With 8 connections, 64 KiB
-// chunks reached 0.89–0.91 of the link rate and 256 KiB chunks 0.72–0.88. The cost is a
+// chunks reached 0.88–0.91 of the link rate and 256 KiB chunks 0.72–0.88. The cost is a
 // 32-byte hash and a ~60-byte request header per 64 KiB.
 //
 // Figures depend on the machine being idle enough for the shaper's timers: on this

@@ -438,8 +438,8 @@ func (s *Stream) SetDeadline(t time.Time) error { return s.s.SetDeadline(t) }
 
 // DefaultStripes is the number of connections DialStripes opens when asked for 0.
 // Measured over a shaped 10 Mbit/s, 100 ms RTT, 1 % loss link (BenchmarkStripedGoodput):
-// 1 connection reaches ~0.2 of the link, 4 reach 0.71–0.81, 8 reach 0.89–0.91, and 16
-// or 32 no more (0.86–0.88) while their queue overflows cost 25–50 % extra wire bytes.
+// 1 connection reaches ~0.2 of the link, 4 reach 0.68–0.81, 8 reach 0.88–0.91, and 16
+// or 32 no more (0.85–0.89) while their queue overflows cost 25–50 % extra wire bytes.
 const DefaultStripes = 8
 
 // DialStripes opens n connections (0 means DefaultStripes) to addr for striped
