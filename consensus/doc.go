@@ -85,7 +85,20 @@
 // ErrNotLeader) with the leader's ID and address. Node uses raft-boltdb/v2 (Dir/raft.db) for the
 // log and stable store, file snapshots in Dir/snapshots, TCP by default (Config.Transport injects
 // any raft.Transport), BatchApplyCh and MaxAppendEntries 1024 so concurrent Applies share disk
-// writes and RPCs, and a batching FSM. Membership: AddVoter/RemoveServer on the leader.
+// writes and RPCs, and a batching FSM that verifies a batch's signatures in parallel before
+// applying it in order (same outcome as verifying one by one). Membership: AddVoter/RemoveServer
+// on the leader.
+//
+// # Figures (this 2-core machine, shared with other builds: load average 8–17 while measured)
+//
+//	go test -run '^$' -bench 'LedgerWritesTCP|ReplicationTCP|StateApply' -benchtime 10000x ./consensus/
+//	go test -run '^$' -bench Failover -benchtime 3x ./consensus/
+//
+// Signed writes on 3 TCP nodes cost ~330 CPU-µs each (three ed25519 verifications, ~80–95 µs each
+// here, are ~65 % of it); the same pipeline without signature work costs ~70–95 CPU-µs. Leader
+// failover (shutdown to the next accepted write) takes ~1.7–3.3 s with raft's default timeouts,
+// ~1.0–1.1 s with the Node defaults and ~0.3–0.5 s with 150 ms timeouts. The numbers measured for
+// the report are in the benchmarks' output; rerun them on the target machine.
 //
 // # Queries
 //
