@@ -213,3 +213,34 @@ func TestForgedAndReplayedRequestsAreRejected(t *testing.T) {
 		t.Fatalf("proposals after retry: %d, %v", len(q.Proposals), err)
 	}
 }
+
+func TestJoinClusterRefusesAnImpostor(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx := context.Background()
+	// Mallory claims to be node c2 at c2's address, but connects from elsewhere with her own key.
+	mallory := newClient(t, c, "mallory")
+	id := testIdentity(t, "mallory")
+	env, err := consensus.NewEnvelope(id.Key, 1, &consensus.AddCoordinatorBody{PublicKey: id.PublicKey(), Name: "c2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := transport.Message{Header: transport.Header{Type: MsgJoinCluster}}
+	if err := req.SetBody(joinRequest{ID: "c2", Addr: c.addrs[1], Env: env}); err != nil {
+		t.Fatal(err)
+	}
+	var lastErr error
+	for _, a := range c.addrs {
+		if _, lastErr = mallory.CallAt(ctx, a, req); lastErr == nil {
+			t.Fatal("impostor's join-cluster accepted")
+		}
+		if strings.Contains(lastErr.Error(), "connects from") {
+			break
+		}
+	}
+	if !strings.Contains(lastErr.Error(), "connects from") {
+		t.Fatalf("refusal does not name the address mismatch: %v", lastErr)
+	}
+	if n := len(c.servers[0].Status().Coordinators); n != 3 {
+		t.Fatalf("%d coordinators registered, want 3", n)
+	}
+}

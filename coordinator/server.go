@@ -316,15 +316,13 @@ func (s *Server) handleJoinCluster(ctx context.Context, peer transport.NodeID, r
 	return transport.Message{Header: transport.Header{Type: MsgJoinCluster}}, nil
 }
 
-// peerAddr finds the remote address of a live incoming connection from peer (best effort).
-func (s *Server) peerAddr(ctx context.Context, peer transport.NodeID) (string, bool) {
-	if a, ok := ctx.Value(remoteAddrKey{}).(string); ok {
-		return a, true
+// peerAddr is the remote address of the connection a request arrived on.
+func (s *Server) peerAddr(ctx context.Context, _ transport.NodeID) (string, bool) {
+	if c, ok := transport.ConnFromContext(ctx); ok {
+		return c.RemoteAddr().String(), true
 	}
 	return "", false
 }
-
-type remoteAddrKey struct{}
 
 // applyAsSelf signs body with the node key and applies it (leader only).
 func (s *Server) applyAsSelf(ctx context.Context, body consensus.Body) (consensus.Result, error) {

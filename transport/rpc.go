@@ -114,7 +114,17 @@ func Serve(ctx context.Context, c *Conn, h Handler) error {
 	}
 }
 
+// connKey carries the *Conn of a request in the handler's context.
+type connKey struct{}
+
+// ConnFromContext returns the connection a request arrived on, inside a Handler.
+func ConnFromContext(ctx context.Context) (*Conn, bool) {
+	c, ok := ctx.Value(connKey{}).(*Conn)
+	return c, ok
+}
+
 func serveStream(ctx context.Context, c *Conn, st *Stream, h Handler) {
+	ctx = context.WithValue(ctx, connKey{}, c)
 	stop := context.AfterFunc(ctx, func() { st.Abort(codeCanceled) })
 	defer stop()
 	req, err := ReadMessage(st, c.maxPayload)
