@@ -19,9 +19,9 @@ import (
 
 // fastTimeouts are tight raft timeouts for tests on one machine.
 func fastTimeouts(c *Config) {
-	c.HeartbeatTimeout = 50 * time.Millisecond
-	c.ElectionTimeout = 50 * time.Millisecond
-	c.LeaderLeaseTimeout = 50 * time.Millisecond
+	c.HeartbeatTimeout = 100 * time.Millisecond
+	c.ElectionTimeout = 100 * time.Millisecond
+	c.LeaderLeaseTimeout = 100 * time.Millisecond
 	c.CommitTimeout = 5 * time.Millisecond
 	c.LogOutput = io.Discard
 	if os.Getenv("RAFTLOG") != "" {
@@ -358,37 +358,49 @@ func TestNodeFollowerAnswersNotLeader(t *testing.T) {
 			_ = n.Shutdown()
 		}
 	}()
-	l := c.waitLeader(t, 5*time.Second)
+	c.waitLeader(t, 5*time.Second)
 	env := mustEnv(t, "c1", 1, &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})
-	for _, n := range c.live() {
-		if n == l {
+	// Every follower answers not-leader naming the leader (retrying while a follower has not
+	// heard from a leader yet, or leadership moves under load).
+	checked := map[string]bool{}
+	for end := time.Now().Add(10 * time.Second); len(checked) < 2 && time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		l := c.leader()
+		if l == nil {
 			continue
 		}
-		// A follower may briefly not know the leader right after the election.
-		var err error
-		for i := 0; i < 200; i++ {
-			_, err = n.Apply(context.Background(), env)
-			var nl *NotLeaderError
-			if errors.As(err, &nl) && nl.LeaderAddr != "" {
-				break
+		for _, n := range c.live() {
+			if n == l || checked[n.ID()] {
+				continue
 			}
-			time.Sleep(5 * time.Millisecond)
-		}
-		var nl *NotLeaderError
-		if !errors.Is(err, ErrNotLeader) || !errors.As(err, &nl) || nl.LeaderID != l.ID() || nl.LeaderAddr != "addr-"+l.ID() {
-			t.Fatalf("follower %s: err = %v, want not-leader naming %s", n.ID(), err, l.ID())
+			_, err := n.Apply(context.Background(), env)
+			if !errors.Is(err, ErrNotLeader) {
+				if n.IsLeader() {
+					continue // it became leader meanwhile
+				}
+				t.Fatalf("follower %s: err = %v, want ErrNotLeader", n.ID(), err)
+			}
+			var nl *NotLeaderError
+			if errors.As(err, &nl) && nl.LeaderID == l.ID() && nl.LeaderAddr == "addr-"+l.ID() {
+				checked[n.ID()] = true
+			}
 		}
 	}
-	res, err := l.BootstrapCoordinator(context.Background(), env)
+	if len(checked) < 2 {
+		t.Fatalf("followers never named the leader: %v", checked)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res, err := c.bootstrap(ctx, env)
 	if err != nil || res.Member != testID("c1") {
 		t.Fatalf("leader apply: %+v %v", res, err)
 	}
+	l := c.waitLeader(t, 5*time.Second)
 	// Verify on any node checks against its local state without writing.
 	if err := l.Verify(mustEnv(t, "eve", 1, &VoteBody{Proposal: 1})); !errors.Is(err, ErrUnknownIssuer) {
 		t.Fatalf("Verify of an unknown issuer: %v", err)
 	}
 	// A command the state rejects comes back as the state's error, not a raft error.
-	_, err = l.Apply(context.Background(), mustEnv(t, "eve", 1, &VoteBody{Proposal: 1, Yes: true}))
+	_, err = c.apply(ctx, mustEnv(t, "eve", 1, &VoteBody{Proposal: 1, Yes: true}))
 	if !errors.Is(err, ErrUnknownIssuer) {
 		t.Fatalf("unknown member through raft: err = %v", err)
 	}
