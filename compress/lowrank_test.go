@@ -75,3 +75,33 @@ func TestOrthonormalize(t *testing.T) {
 		}
 	}
 }
+
+// TestFP16Exhaustive: the inline fast path of appendFP16 agrees with
+// f32ToF16 on every float32 whose top 16 bits vary (and a spread of low
+// bits), and f32ToF16 rounds to nearest even as checked against f16ToF32.
+func TestFP16Exhaustive(t *testing.T) {
+	for hi := uint32(0); hi < 1<<16; hi++ {
+		for _, lo := range []uint32{0, 1, 0x0fff, 0x1000, 0x1001, 0x2000, 0xffff} {
+			b := hi<<16 | lo
+			if b&0x7f800000 == 0x7f800000 {
+				continue
+			}
+			v := math.Float32frombits(b)
+			got := appendFP16(nil, []float32{v})
+			h := uint16(got[0]) | uint16(got[1])<<8
+			if want := f32ToF16(v); h != want {
+				t.Fatalf("%g (%08x): fast path %04x, f32ToF16 %04x", v, b, h, want)
+			}
+			// Nearest: no other finite binary16 is strictly closer.
+			d, _ := f16ToF32(h)
+			if math.Abs(float64(v)) <= 65504 {
+				err := math.Abs(float64(v) - float64(d))
+				for _, nb := range []uint16{h - 1, h + 1} {
+					if nd, ok := f16ToF32(nb); ok && nb&0x7fff <= 0x7bff && (nb^h)&0x8000 == 0 && math.Abs(float64(v)-float64(nd)) < err {
+						t.Fatalf("%g: coded %04x (%g), %04x (%g) is closer", v, h, d, nb, nd)
+					}
+				}
+			}
+		}
+	}
+}

@@ -117,7 +117,7 @@ func f32ToF16(f float32) uint16 {
 		// a·2^24 is exact; rounding it to an integer gives the subnormal code,
 		// and 1024 is the code of the smallest normal, as it should be.
 		v := float64(math.Float32frombits(a)) * (1 << 24)
-		return sign | uint16(math.RoundToEven(v))
+		return sign | uint16(rne(v))
 	}
 	a -= 112 << 23 // rebias exponent 127 → 15
 	a += 0xfff + (a>>13)&1
@@ -164,7 +164,17 @@ func f16Lookup() []float32 {
 func appendFP16(dst []byte, x []float32) []byte {
 	dst, out := grow(dst, 2*len(x))
 	for i, v := range x {
-		binary.LittleEndian.PutUint16(out[2*i:], f32ToF16(v))
+		b := math.Float32bits(v)
+		a := b & 0x7fffffff
+		var h uint16
+		if a-0x38800000 < 0x477fe000-0x38800000 { // binary16 normal range: inline path of f32ToF16
+			a -= 112 << 23
+			a += 0xfff + (a>>13)&1
+			h = uint16(b>>16)&0x8000 | uint16(a>>13)
+		} else {
+			h = f32ToF16(v)
+		}
+		binary.LittleEndian.PutUint16(out[2*i:], h)
 	}
 	return dst
 }
