@@ -561,3 +561,34 @@ func TestErrorFeedbackConverges(t *testing.T) {
 		t.Fatalf("relative error %.3f with error feedback (want ≤ 0.1), %.3f without (want ≥ 0.8)", ef, no)
 	}
 }
+
+// TestZstdLossless: the zstd stage changes the bytes, never the values.
+func TestZstdLossless(t *testing.T) {
+	n := 30000
+	x := heavy(n, 4)
+	for _, base := range []string{"fp32", "q4", "topk:0.01+q4", "lowrank:4+q8", "q8/sr"} {
+		a, z := newTestCodec(t, base, n, 3), newTestCodec(t, base+"+zstd", n, 3)
+		ma, err := a.Encode(nil, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		mz, err := z.Encode(nil, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		da, err := a.Decode(nil, ma)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dz, err := z.Decode(nil, mz)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range da {
+			if math.Float32bits(da[i]) != math.Float32bits(dz[i]) {
+				t.Fatalf("%s: value %d decodes to %g without zstd, %g with", base, i, da[i], dz[i])
+			}
+		}
+		t.Logf("%-14s %7d bytes, +zstd %7d bytes", base, len(ma), len(mz))
+	}
+}
