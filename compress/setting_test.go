@@ -2,6 +2,7 @@ package compress
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 )
 
@@ -90,4 +91,36 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("New(%q): %v", str, err)
 		}
 	})
+}
+
+func ExampleParse() {
+	for _, in := range []string{"q4/b64", "topk:1e-2+int4", "lowrank:4+q8+zstd", "q8/sr/clip3"} {
+		s, err := Parse(in)
+		fmt.Println(s, err)
+	}
+	_, err := Parse("topk:2")
+	fmt.Println(err)
+	// Output:
+	// q4 <nil>
+	// topk:0.01+q4 <nil>
+	// lowrank:4+q8+zstd <nil>
+	// q8/clip3/sr <nil>
+	// compress: invalid setting: "topk:2": stage "topk:2": fraction "2" not a number in (0, 1]
+}
+
+func ExampleCodec_lowRank() {
+	// A 64×32 weight matrix at offset 0 and a bias of 32 values after it.
+	shape := Shape{{Offset: 0, Rows: 64, Cols: 32}}
+	sender, _ := New(Config{Setting: MustParse("lowrank:4+q8"), Shape: shape, Seed: 1})
+	receiver, _ := New(Config{Setting: MustParse("lowrank:4+q8"), Shape: shape})
+	res, _ := sender.NewResidual(64*32 + 32)
+	delta := make([]float32, 64*32+32)
+	for i := range delta {
+		delta[i] = float32(i%7) - 3
+	}
+	msg, _ := res.Encode(nil, delta)
+	got, _ := receiver.Decode(nil, msg)
+	fmt.Println(len(msg), "bytes for", len(got), "values")
+	// Output:
+	// 482 bytes for 2080 values
 }
