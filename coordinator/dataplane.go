@@ -238,7 +238,7 @@ func (s *Server) sliceAggFor(rt *cohortRT, r consensus.Round, slice int, sl prot
 	}
 	a := &sliceAgg{start: sl.Start, end: sl.End, participants: r.Participants, updates: map[string]upd{}, done: make(chan struct{})}
 	rt.aggs[key] = a
-	wait := time.Until(time.UnixMilli(r.Deadline))
+	wait := time.Until(time.UnixMilli(protocol.UploadDeadline(r.OpenedAt, r.Deadline)))
 	a.timer = time.AfterFunc(max(wait, 0), func() {
 		rt.mu.Lock()
 		defer rt.mu.Unlock()

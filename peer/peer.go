@@ -56,8 +56,8 @@ type Config struct {
 	Logger *slog.Logger
 	// OnRound, if set, is called after every round the peer took part in.
 	OnRound func(Report)
-	// Late makes the peer send its updates just after each round's deadline (fault injection for
-	// simulations): they are refused, it earns nothing, and it still follows the model.
+	// Late makes the peer send its updates just after each round's upload deadline (fault injection
+	// for simulations): they are refused, it earns nothing, and it still follows the model.
 	Late bool
 }
 
@@ -248,14 +248,14 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 	deadline := time.UnixMilli(r.Deadline)
 	if p.cfg.Late {
 		select {
-		case <-time.After(time.Until(deadline.Add(500 * time.Millisecond))):
+		case <-time.After(time.Until(time.UnixMilli(protocol.UploadDeadline(r.OpenedAt, r.Deadline)).Add(500 * time.Millisecond))):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 	rctx, cancel := context.WithDeadline(ctx, deadline.Add(30*time.Second))
 	defer cancel()
-	sent := 0
+	sent, accepted := 0, 0
 	p.sentDec = map[int][]float32{}
 	for i, sl := range r.Slices {
 		n, err := p.upload(rctx, r, i, sl, delta[sl.Start:sl.End], uint64(st.Samples))
@@ -264,6 +264,7 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 			continue // this slice's residual keeps the whole update for next time
 		}
 		sent += n
+		accepted++
 	}
 	agg := make([]float32, len(delta))
 	applied := true
@@ -285,10 +286,13 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 		}
 		rep.Applied = true
 		rep.ModelHash = protocol.HashParams(p.worker.Global())
-		_, err := p.cl.Submit(ctx, &consensus.ReceiptBody{Cohort: r.Cohort, Round: r.Number, SamplesUsed: uint64(st.Samples),
-			BytesSent: uint64(sent), ModelHashAfter: rep.ModelHash[:]})
-		if err != nil {
-			p.log.Warn("receipt", "round", r.Number, "err", err)
+		// A receipt claims the round's work: only when every slice of the update was accepted.
+		if accepted == len(r.Slices) {
+			_, err := p.cl.Submit(ctx, &consensus.ReceiptBody{Cohort: r.Cohort, Round: r.Number, SamplesUsed: uint64(st.Samples),
+				BytesSent: uint64(sent), ModelHashAfter: rep.ModelHash[:]})
+			if err != nil {
+				p.log.Warn("receipt", "round", r.Number, "err", err)
+			}
 		}
 	} else {
 		// Nothing of this round counts: drop the local progress, and give back to the residual what

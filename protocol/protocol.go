@@ -72,6 +72,13 @@ type ModelReply struct {
 	Hash   []byte
 }
 
+// UploadDeadline is when a round's uploads are due (unix ms): three quarters of the way from its
+// opening to its deadline. The last quarter is for aggregating, applying the outer step and
+// signing receipts, which the state accepts until the round's deadline.
+func UploadDeadline(openedAt, deadline int64) int64 {
+	return openedAt + (deadline-openedAt)*3/4
+}
+
 // Slice is a contiguous range of the flat parameter vector and the node that aggregates it.
 type Slice struct {
 	Start, End int

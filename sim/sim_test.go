@@ -46,7 +46,7 @@ func TestFaults(t *testing.T) {
 	var rounds []Progress
 	sum, err := Run(ctx, Config{Coordinators: 3, Peers: 4, Model: "mlp:784-32-10", Rounds: 5, InnerSteps: 8, Batch: 32,
 		Codec: "topk:0.05+q4", Partition: "iid", Seed: 2, ValSamples: 300, Logger: quiet(),
-		KillLeaderAt: 2, KillPeer: "peer-2@3", Straggler: "peer-4", RoundTimeout: 6 * time.Second,
+		KillLeaderAt: 2, KillPeer: "peer-2@3", Straggler: "peer-4", RoundTimeout: 12 * time.Second,
 		Progress: func(p Progress) { rounds = append(rounds, p) }})
 	if err != nil {
 		t.Fatal(err)
