@@ -244,3 +244,27 @@ func TestJoinClusterRefusesAnImpostor(t *testing.T) {
 		t.Fatalf("%d coordinators registered, want 3", n)
 	}
 }
+
+func TestNodeJoinsRunningCluster(t *testing.T) {
+	c := startCluster(t, 3)
+	addr := freePort(t)
+	// Ask a follower: it points the new node at the leader.
+	via := c.addrs[0]
+	for i, s := range c.servers {
+		if !s.Node().IsLeader() {
+			via = c.addrs[i]
+		}
+	}
+	s, err := New(Config{ID: "c4", Dir: t.TempDir(), Listen: addr, Join: via, Identity: testIdentity(t, "c4"), Raft: fastRaft(), Tick: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done; s.Close() })
+	waitFor(t, 15*time.Second, "c4 voter, registered and caught up", func() bool {
+		st := s.Status()
+		return len(st.Servers) == 4 && len(st.Coordinators) == 4 && st.StateHash == c.servers[0].Status().StateHash
+	})
+}

@@ -252,14 +252,32 @@ func (s *Server) registerSelf(ctx context.Context) error {
 	if err := req.SetBody(joinRequest{ID: s.cfg.ID, Addr: s.cfg.Listen, Env: env}); err != nil {
 		return err
 	}
-	_, err = s.call(ctx, target, req)
-	return err
+	for hop := 0; hop < 3; hop++ {
+		reply, err := s.call(ctx, target, req)
+		if err != nil {
+			return err
+		}
+		var jr joinReply
+		if err := reply.DecodeBody(&jr); err != nil {
+			return err
+		}
+		if jr.Leader == "" {
+			return nil
+		}
+		target = jr.Leader // a follower pointed at the leader
+	}
+	return errors.New("join-cluster: no leader reached")
 }
 
 type joinRequest struct {
 	ID   string
 	Addr string
 	Env  consensus.Envelope
+}
+
+// joinReply is empty from the leader once the node is in; a follower names the leader instead.
+type joinReply struct {
+	Leader string
 }
 
 // handleJoinCluster (leader) adds the requesting node as a voter and registers its key. The
@@ -272,7 +290,11 @@ func (s *Server) handleJoinCluster(ctx context.Context, peer transport.NodeID, r
 	}
 	if !s.node.IsLeader() {
 		_, addr := s.node.Leader()
-		return transport.Message{}, fmt.Errorf("%s not the leader (leader: %q)", unavailablePrefix, addr)
+		if addr == "" {
+			return transport.Message{}, fmt.Errorf("%s no leader elected yet", unavailablePrefix)
+		}
+		reply := transport.Message{Header: transport.Header{Type: MsgJoinCluster}}
+		return reply, reply.SetBody(joinReply{Leader: addr})
 	}
 	if jr.Env.Issuer != peer.String() {
 		return transport.Message{}, fmt.Errorf("join-cluster: envelope issued by %s but sent by %s", jr.Env.Issuer, peer)
@@ -313,7 +335,8 @@ func (s *Server) handleJoinCluster(ctx context.Context, peer transport.NodeID, r
 	if _, err := s.applyAsSelf(ctx, &consensus.AddCoordinatorBody{PublicKey: ac.PublicKey, Name: ac.Name}); err != nil {
 		return transport.Message{}, err
 	}
-	return transport.Message{Header: transport.Header{Type: MsgJoinCluster}}, nil
+	reply := transport.Message{Header: transport.Header{Type: MsgJoinCluster}}
+	return reply, reply.SetBody(joinReply{})
 }
 
 // peerAddr is the remote address of the connection a request arrived on.
