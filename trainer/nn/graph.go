@@ -90,6 +90,10 @@ type program struct {
 // run executes the program once. Inputs must already be written into the bound input tensors.
 // The machine is reset afterwards so that the next run starts from a clean state; gradient nodes
 // keep their values until the next run.
+//
+// gorgonia's tape machine executes the ops on a goroutine of its own, where a panic cannot be
+// recovered: callers validate every input (lengths, label and token ranges) before running, and
+// the recover here only covers the machine's own goroutine.
 func (p *program) run() (err error) {
 	defer func() {
 		if r := recover(); r != nil {
