@@ -1,0 +1,151 @@
+package coordinator
+
+import (
+	"context"
+	"crypto/sha256"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cohortlab/cohort/compress"
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/transport"
+)
+
+// TestBadUploadsAreRefusedAndTheRoundGoesOn: garbage, a wrong-size slice, a wrong range and a
+// non-participant are each refused with an error naming the problem; the honest uploads that
+// follow are aggregated as if nothing happened.
+func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx := context.Background()
+	alice, bob, eve := newClient(t, c, "alice"), newClient(t, c, "bob"), newClient(t, c, "eve")
+	for _, m := range []struct {
+		cl   *Client
+		name string
+	}{{alice, "alice"}, {bob, "bob"}, {eve, "eve"}} {
+		if err := m.cl.EnsureRegistered(ctx, m.name, []string{m.name}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := alice.Submit(ctx, &consensus.ProposeBody{Name: "tiny", Model: "mlp:784-16-10", Dataset: "fashion-mnist",
+		Params: consensus.Hyperparams{InnerSteps: 1, Rounds: 2, Codec: "q8"}, RewardPool: 100, MinMembers: 2,
+		QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 400})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range []*Client{alice, bob} {
+		if _, err := cl.Submit(ctx, &consensus.VoteBody{Proposal: res.ID, Yes: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "cohort", func() bool {
+		r, err := alice.Query(ctx, Query{What: QueryProposal, ID: res.ID})
+		return err == nil && r.Proposals[0].Cohort == 1
+	})
+	for _, cl := range []*Client{alice, bob} {
+		name := map[*Client]string{alice: "alice", bob: "bob"}[cl]
+		fp := sha256.Sum256([]byte(name))
+		if _, err := cl.Submit(ctx, &consensus.JoinBody{Cohort: 1, Contributors: []consensus.ContributorData{{Name: name, Fingerprint: fp[:], Samples: 10}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var round consensus.Round
+	waitFor(t, 10*time.Second, "round 1 open", func() bool {
+		r, err := alice.Query(ctx, Query{What: QueryRounds, ID: 1})
+		if err != nil || len(r.Rounds) == 0 {
+			return false
+		}
+		round = r.Rounds[0]
+		return true
+	})
+	if len(round.Slices) != 1 {
+		t.Fatalf("%d slices for a model smaller than one chunk", len(round.Slices))
+	}
+	sl := round.Slices[0]
+	n := int(sl.End - sl.Start)
+	var aggAddr string
+	var agg *Server
+	for i, s := range c.servers {
+		if s.KeyID() == sl.Aggregator {
+			aggAddr, agg = c.addrs[i], s
+		}
+	}
+	waitFor(t, 5*time.Second, "the aggregator applies the round", func() bool {
+		return agg.Node().View(func(st *consensus.State) error { _, err := st.Round(1, 1); return err }) == nil
+	})
+	// Peers code slices with the model's shape (its hash travels in every message).
+	c.servers[0].rtMu.Lock()
+	rt := c.servers[0].rts[1]
+	c.servers[0].rtMu.Unlock()
+	codec, err := compress.New(compress.Config{Setting: compress.MustParse("q8"), Shape: rt.shape.Slice(int(sl.Start), int(sl.End))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := codec
+	upload := func(cl *Client, start, end uint64, payload []byte) error {
+		req := transport.Message{Header: transport.Header{Type: protocol.MsgUpload}, Payload: payload}
+		if err := req.SetBody(protocol.Upload{Cohort: 1, Round: 1, Slice: 0, Start: start, End: end, Samples: 10}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := cl.CallAt(ctx, aggAddr, req)
+		return err
+	}
+	vec := func(n int, v float32) []byte {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = v
+		}
+		msg, err := codec.Encode(nil, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg
+	}
+	for _, tc := range []struct {
+		name    string
+		cl      *Client
+		start   uint64
+		payload []byte
+		want    string
+	}{
+		{"garbage", alice, sl.Start, []byte("definitely not a compressed tensor"), "upload: compress"},
+		{"wrong size", alice, sl.Start, vec(n-1, 0.1), "values for a slice of"},
+		{"wrong range", alice, sl.Start + 1, vec(n, 0.1), "not ["},
+		{"not a participant", eve, sl.Start, vec(n, 0.1), "not a participant"},
+	} {
+		err := upload(tc.cl, tc.start, sl.End, tc.payload)
+		t.Logf("%s: %v", tc.name, err)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error mentioning %q", tc.name, err, tc.want)
+		}
+	}
+	// Honest uploads, encoded with the model's codec shape, are aggregated.
+	for i, cl := range []*Client{alice, bob} {
+		x := make([]float32, n)
+		for j := range x {
+			x[j] = float32(i + 1) // alice sends 1s, bob 2s: the mean is 1.5
+		}
+		msg, _ := good.Encode(nil, x)
+		if err := upload(cl, sl.Start, sl.End, msg); err != nil {
+			t.Fatalf("honest upload %d: %v", i, err)
+		}
+	}
+	req := transport.Message{Header: transport.Header{Type: protocol.MsgAggregate}}
+	req.SetBody(protocol.AggregateRequest{Cohort: 1, Round: 1, Slice: 0})
+	reply, err := alice.CallAt(ctx, aggAddr, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ar protocol.AggregateReply
+	if err := reply.DecodeBody(&ar); err != nil || ar.Contributors != 2 || ar.Aborted {
+		t.Fatalf("aggregate %+v, %v", ar, err)
+	}
+	mean, err := protocol.DecodeFloats(nil, reply.Payload, n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if mean[0] < 1.49 || mean[0] > 1.51 {
+		t.Fatalf("aggregate[0] = %v, want 1.5", mean[0])
+	}
+}
