@@ -8,6 +8,8 @@ import (
 	"fmt"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/cohortlab/cohort/internal/msgcheck"
 )
 
 // Version is the envelope and log-entry format version this code writes and accepts.
@@ -242,9 +244,9 @@ func DecodeCommand(b []byte) (Command, error) {
 }
 
 // decodeExact decodes one msgpack value and rejects trailing bytes. Arrays and maps may hold at
-// most maxLen elements (see checkShape).
+// most maxLen elements (see msgcheck.Check).
 func decodeExact(b []byte, v any, maxLen int) error {
-	if err := checkShape(b, maxLen); err != nil {
+	if err := msgcheck.Check(b, maxLen); err != nil {
 		return err
 	}
 	r := bytes.NewReader(b)

@@ -9,6 +9,8 @@ import (
 	"io"
 
 	"github.com/vmihailenco/msgpack/v5"
+
+	"github.com/cohortlab/cohort/internal/msgcheck"
 )
 
 // Frame layout (all integers big-endian):
@@ -41,6 +43,9 @@ var (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// MaxBodyList bounds the elements of any array or map in a header body.
+const MaxBodyList = 1 << 16
+
 // Header is the part of a message every receiver decodes before the payload.
 type Header struct {
 	// Type names the message, e.g. "round.upload". It selects the handler (see Mux).
@@ -63,8 +68,12 @@ func (h *Header) SetBody(v any) error {
 	return nil
 }
 
-// DecodeBody decodes h.Body into v.
+// DecodeBody decodes h.Body into v. Bodies come from the network: declared lengths the bytes
+// cannot hold, or lists longer than MaxBodyList, are refused before msgpack allocates for them.
 func (h *Header) DecodeBody(v any) error {
+	if err := msgcheck.Check(h.Body, MaxBodyList); err != nil {
+		return fmt.Errorf("transport: decode %s body: %w", h.Type, err)
+	}
 	if err := msgpack.Unmarshal(h.Body, v); err != nil {
 		return fmt.Errorf("transport: decode %s body: %w", h.Type, err)
 	}
@@ -173,6 +182,9 @@ func ReadMessage(r io.Reader, maxPayload int64) (Message, error) {
 
 func decodeWireHeader(b []byte) (wireHeader, error) {
 	var wh wireHeader
+	if err := msgcheck.Check(b, MaxBodyList); err != nil {
+		return wh, fmt.Errorf("%w: %v", ErrMalformedHeader, err)
+	}
 	br := bytes.NewReader(b)
 	if err := msgpack.NewDecoder(br).Decode(&wh); err != nil {
 		return wh, fmt.Errorf("%w: %v", ErrMalformedHeader, err)

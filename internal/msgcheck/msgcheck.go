@@ -1,19 +1,21 @@
-package consensus
+// Package msgcheck guards msgpack decoding of untrusted bytes: Check rejects inputs whose declared
+// lengths the bytes cannot hold, before msgpack/v5 preallocates for them.
+package msgcheck
 
 import (
 	"encoding/binary"
 	"fmt"
 )
 
-// checkShape walks msgpack bytes without allocating and rejects declared lengths the input cannot
+// Check walks msgpack bytes without allocating and rejects declared lengths the input cannot
 // hold (every array or map element takes at least one byte), arrays or maps longer than maxLen,
 // nesting deeper than maxDepth, and the never-used code 0xc1.
 //
 // Why: msgpack/v5 (v5.4.1) preallocates a slice of the declared length before decoding its
 // elements (its alloc limit is never applied: `flags&disableAllocLimitFlag != 1` is always true),
 // so a 6-byte input declaring 2^32 elements makes it allocate gigabytes. Every decode of untrusted
-// bytes in this package runs this check first.
-func checkShape(b []byte, maxLen int) error {
+// bytes should run this check first.
+func Check(b []byte, maxLen int) error {
 	c := shapeChecker{b: b, maxLen: maxLen}
 	if err := c.value(0); err != nil {
 		return err
