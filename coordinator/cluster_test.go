@@ -5,34 +5,23 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/internal/netutil"
 	"github.com/cohortlab/cohort/transport"
 )
 
-// freePort returns a port free for both TCP and UDP on 127.0.0.1.
 func freePort(t *testing.T) string {
 	t.Helper()
-	for i := 0; i < 50; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		u, err := net.ListenPacket("udp", addr)
-		l.Close()
-		if err == nil {
-			u.Close()
-			return addr
-		}
+	a, err := netutil.FreeAddr()
+	if err != nil {
+		t.Fatal(err)
 	}
-	t.Fatal("no free port")
-	return ""
+	return a
 }
 
 func testIdentity(t *testing.T, name string) *transport.Identity {

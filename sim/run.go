@@ -15,6 +15,7 @@ import (
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator"
+	"github.com/cohortlab/cohort/internal/netutil"
 	"github.com/cohortlab/cohort/peer"
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/trainer"
@@ -25,24 +26,6 @@ import (
 func identity(seed uint64, name string) (*transport.Identity, error) {
 	s := sha256.Sum256([]byte(fmt.Sprintf("cohort-sim/%d/%s", seed, name)))
 	return transport.NewIdentity(ed25519.NewKeyFromSeed(s[:]))
-}
-
-// freeAddr finds a 127.0.0.1 port free for both TCP (Raft) and UDP (QUIC).
-func freeAddr() (string, error) {
-	for i := 0; i < 100; i++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return "", err
-		}
-		a := l.Addr().String()
-		u, err := net.ListenPacket("udp", a)
-		l.Close()
-		if err == nil {
-			u.Close()
-			return a, nil
-		}
-	}
-	return "", errors.New("no free port on 127.0.0.1")
 }
 
 type node struct {
@@ -86,7 +69,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	// Coordinators: real Raft nodes with on-disk stores, QUIC on loopback.
 	var peers []consensus.Peer
 	for i := 0; i < cfg.Coordinators; i++ {
-		a, err := freeAddr()
+		a, err := netutil.FreeAddr()
 		if err != nil {
 			return nil, err
 		}
