@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cohortlab/cohort/compress"
@@ -84,6 +85,7 @@ type Peer struct {
 	resid  []float32 // error feedback: what earlier messages did not carry
 	codec  compress.Setting
 	shape  compress.Shape
+	addrMu sync.Mutex
 	addrs  map[string]string // coordinator key ID → address
 	// sentDec holds this round's decoded uploads per slice, given back to the residual if the round
 	// is abandoned.
@@ -255,28 +257,42 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 	}
 	rctx, cancel := context.WithDeadline(ctx, deadline.Add(30*time.Second))
 	defer cancel()
+	// Slices go to their aggregators in parallel (each is a different coordinator, and the round
+	// trips of a slow link add up otherwise); they touch disjoint ranges of the residual.
+	for _, sl := range r.Slices {
+		if _, err := p.addrOf(rctx, sl.Aggregator); err != nil {
+			p.log.Warn("aggregator address", "round", r.Number, "err", err)
+		}
+	}
+	k := len(r.Slices)
+	sizes, decs, upErrs := make([]int, k), make([][]float32, k), make([]error, k)
+	forEach(k, func(i int) {
+		sl := r.Slices[i]
+		sizes[i], decs[i], upErrs[i] = p.upload(rctx, r, i, sl, delta[sl.Start:sl.End], uint64(st.Samples))
+	})
 	sent, accepted := 0, 0
 	p.sentDec = map[int][]float32{}
-	for i, sl := range r.Slices {
-		n, err := p.upload(rctx, r, i, sl, delta[sl.Start:sl.End], uint64(st.Samples))
+	for i, err := range upErrs {
 		if err != nil {
 			p.log.Warn("upload", "round", r.Number, "slice", i, "err", err)
 			continue // this slice's residual keeps the whole update for next time
 		}
-		sent += n
+		sent += sizes[i]
 		accepted++
+		p.sentDec[i] = decs[i]
 	}
 	agg := make([]float32, len(delta))
+	oks, fetchErrs := make([]bool, k), make([]error, k)
+	forEach(k, func(i int) {
+		sl := r.Slices[i]
+		oks[i], fetchErrs[i] = p.fetch(rctx, r, i, sl, agg[sl.Start:sl.End])
+	})
 	applied := true
-	for i, sl := range r.Slices {
-		ok, err := p.fetch(rctx, r, i, sl, agg[sl.Start:sl.End])
-		if err != nil || !ok {
-			applied = false
-			if err != nil {
-				p.log.Warn("aggregate", "round", r.Number, "slice", i, "err", err)
-			}
-			break
+	for i := range oks {
+		if fetchErrs[i] != nil {
+			p.log.Warn("aggregate", "round", r.Number, "slice", i, "err", fetchErrs[i])
 		}
+		applied = applied && oks[i]
 	}
 	rep := Report{Round: r.Number, Rounds: p.prop.Params.Rounds, TrainLoss: st.MeanLoss, Samples: st.Samples,
 		PayloadBytes: sent, ComputeSeconds: compute}
@@ -319,39 +335,38 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 
 // upload encodes e[s] + Δ[s] with the cohort's codec and sends it to the slice's aggregator; the
 // residual keeps what the message does not carry (or everything, when the upload fails).
-func (p *Peer) upload(ctx context.Context, r consensus.Round, i int, sl consensus.SliceAssignment, delta []float32, samples uint64) (int, error) {
+func (p *Peer) upload(ctx context.Context, r consensus.Round, i int, sl consensus.SliceAssignment, delta []float32, samples uint64) (int, []float32, error) {
 	e := p.resid[sl.Start:sl.End]
 	for j, d := range delta {
 		e[j] += d
 	}
 	codec, err := compress.New(compress.Config{Setting: p.codec, Shape: p.shape.Slice(int(sl.Start), int(sl.End)), Seed: uint64(r.Number)<<20 | uint64(i)})
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	msg, err := codec.Encode(nil, e)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	req := transport.Message{Header: transport.Header{Type: protocol.MsgUpload}, Payload: msg}
 	if err := req.SetBody(protocol.Upload{Cohort: r.Cohort, Round: r.Number, Slice: i, Start: sl.Start, End: sl.End, Samples: samples}); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	addr, err := p.addrOf(ctx, sl.Aggregator)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	if _, err := p.cl.CallAt(ctx, addr, req); err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	dec, err := codec.Decode(nil, msg)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	for j, v := range dec {
 		e[j] -= v
 	}
-	p.sentDec[i] = dec
-	return len(msg), nil
+	return len(msg), dec, nil
 }
 
 // fetch long-polls the slice's aggregator for the aggregate; false means the round was abandoned.
@@ -446,8 +461,19 @@ func (p *Peer) resync(ctx context.Context, r consensus.Round) error {
 	return last
 }
 
+// forEach runs f(0..n-1) concurrently and waits.
+func forEach(n int, f func(i int)) {
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Go(func() { f(i) })
+	}
+	wg.Wait()
+}
+
 // addrOf resolves an aggregator's key ID to its address.
 func (p *Peer) addrOf(ctx context.Context, keyID string) (string, error) {
+	p.addrMu.Lock()
+	defer p.addrMu.Unlock()
 	if a, ok := p.addrs[keyID]; ok {
 		return a, nil
 	}
