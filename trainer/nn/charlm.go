@@ -259,7 +259,9 @@ func (m *CharLM) build(n int, training bool) (*lmProgram, error) {
 		}
 		scores := must(G.BatchedMatMul(q, k, false, true))
 		scaled := must(G.Mul(scores, G.NewConstant(float32(1/math.Sqrt(float64(D))))))
-		att := must(G.SoftMax(must(G.Add(scaled, mask)), 2))
+		// softmax over the last axis, as rows of a [n·T, T] matrix (see logSoftmax)
+		logAtt := must(logSoftmax(must(G.Reshape(must(G.Add(scaled, mask)), tensor.Shape{n * T, T}))))
+		att := must(G.Reshape(must(G.Exp(logAtt)), tensor.Shape{n, T, T}))
 		ctx := must(G.Reshape(must(G.BatchedMatMul(att, v)), tensor.Shape{N, D}))
 		if err != nil {
 			return err
@@ -277,7 +279,7 @@ func (m *CharLM) build(n int, training bool) (*lmProgram, error) {
 			h = must(layerNorm(h, params["lnf.g"], params["lnf.b"]))
 		}
 		logits := must(dense(h, params["out.w"], params["out.b"]))
-		logp := must(G.LogSoftMax(logits, 1))
+		logp := must(logSoftmax(logits))
 		if err != nil {
 			return err
 		}

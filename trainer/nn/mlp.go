@@ -185,7 +185,7 @@ func (m *MLP) build(n int, training bool) (*mlpProgram, error) {
 				}
 			}
 		}
-		logp, err := G.LogSoftMax(h, 1)
+		logp, err := logSoftmax(h)
 		if err != nil {
 			return err
 		}
