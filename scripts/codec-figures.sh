@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Issue-3 figures: Fashion-MNIST, 8 workers, Dirichlet(0.5), H = 50, 40 rounds: final accuracy and
+# Issue-3 figures: Fashion-MNIST, 8 workers, Dirichlet(0.5), H = 50, ROUNDS (default 20) rounds: final accuracy and
 # bytes per worker for each codec (with error feedback). Usage: scripts/codec-figures.sh [OUTDIR]
 set -euo pipefail
 out=${1:-out/codec-figures}
@@ -8,7 +8,7 @@ mkdir -p "$out"
 for codec in fp32 fp16 q8 q4 topk:0.05+q4 topk:0.01+q4 topk:0.01+q2 lowrank:4+q8; do
   name=$(echo "$codec" | tr ':+' '_-')
   if [ ! -s "$out/$name.json" ]; then
-    "$bin" --log-level warn train --model mlp --mode diloco --workers 8 --inner-steps 50 --rounds 40 \
+    "$bin" --log-level warn train --model mlp --mode diloco --workers 8 --inner-steps 50 --rounds ${ROUNDS:-20} \
       --partition dirichlet:0.5 --seed 1 ${DATA:+--data "$DATA"} --codec "$codec" --json | tail -n 1 > "$out/$name.json.tmp"
     mv "$out/$name.json.tmp" "$out/$name.json"
   fi
