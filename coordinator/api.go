@@ -1,6 +1,8 @@
 package coordinator
 
 import (
+	"time"
+
 	"github.com/cohortlab/cohort/consensus"
 )
 
@@ -32,7 +34,13 @@ const (
 	QueryMembers   = "members"
 	QueryLedger    = "ledger"
 	QueryRounds    = "rounds"
+	// QueryNextRound long-polls (up to NextRoundWait) until cohort ID has a round newer than
+	// After, or is done; the reply holds the cohort and its latest round.
+	QueryNextRound = "next-round"
 )
+
+// NextRoundWait bounds how long a QueryNextRound waits before answering with what there is.
+const NextRoundWait = 8 * time.Second
 
 // Query asks for read-only state. Linearizable asks the leader to confirm its leadership with a
 // barrier first (it then answers only on the leader); otherwise any node answers from its copy.
@@ -40,6 +48,7 @@ type Query struct {
 	What         string
 	ID           uint64
 	Linearizable bool
+	After        uint32 // QueryNextRound: the last round the asker has seen
 }
 
 // QueryReply carries exactly one of its fields, per Query.What.

@@ -474,6 +474,8 @@ func (s *Server) handleQuery(ctx context.Context, _ transport.NodeID, req transp
 	case QueryStatus:
 		st := s.Status()
 		out.Status = &st
+	case QueryNextRound:
+		qerr = s.nextRound(ctx, q, &out)
 	default:
 		qerr = s.node.View(func(st *consensus.State) error {
 			switch q.What {
@@ -513,6 +515,46 @@ func (s *Server) handleQuery(ctx context.Context, _ transport.NodeID, req transp
 	}
 	reply := transport.Message{Header: transport.Header{Type: MsgQuery}}
 	return reply, reply.SetBody(out)
+}
+
+// nextRound waits until the cohort has a round newer than q.After or is done (or NextRoundWait
+// passes) and fills out with the cohort and its latest round: one message per round for a peer
+// instead of a poll every few hundred milliseconds.
+func (s *Server) nextRound(ctx context.Context, q Query, out *QueryReply) error {
+	ctx, cancel := context.WithTimeout(ctx, NextRoundWait)
+	defer cancel()
+	for {
+		var c consensus.Cohort
+		var last *consensus.Round
+		err := s.node.View(func(st *consensus.State) error {
+			var err error
+			if c, err = st.Cohort(q.ID); err != nil {
+				return err
+			}
+			if c.CurrentRound > 0 {
+				r, err := st.Round(q.ID, c.CurrentRound)
+				if err != nil {
+					return err
+				}
+				last = &r
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if c.CurrentRound > q.After || c.Status == consensus.CohortDone || ctx.Err() != nil {
+			out.Cohort = &c
+			if last != nil {
+				out.Rounds = []consensus.Round{*last}
+			}
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(25 * time.Millisecond):
+		}
+	}
 }
 
 // Status describes this node and the cluster as it sees it.

@@ -51,7 +51,7 @@ type Config struct {
 	Batch int
 	// Inner configures the inner AdamW.
 	Inner trainer.AdamWConfig
-	// Poll is how often the peer checks for a new round; zero means 200ms.
+	// Poll is how long the peer waits after a failed check for a new round; zero means 200ms.
 	Poll time.Duration
 	// Logger; nil means slog.Default().
 	Logger *slog.Logger
@@ -199,6 +199,9 @@ func (p *Peer) Run(ctx context.Context) error {
 		if done {
 			return nil
 		}
+		if err == nil {
+			continue // step long-polls: no need to wait here
+		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -208,35 +211,41 @@ func (p *Peer) Run(ctx context.Context) error {
 }
 
 // step looks at the cohort and takes part in its open round if it has not yet.
+// It long-polls a coordinator for the next round, so an idle peer sends one small query per round.
 func (p *Peer) step(ctx context.Context) (done bool, err error) {
-	qc, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryCohort, ID: p.cfg.Cohort})
+	q, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryNextRound, ID: p.cfg.Cohort, After: p.last})
 	if err != nil {
 		return false, err
 	}
-	c := qc.Cohort
-	if c.CurrentRound == 0 || c.CurrentRound <= p.last {
-		return c.Status == consensus.CohortDone && c.CurrentRound <= p.last, nil
+	c := q.Cohort
+	if c.Status == consensus.CohortDone {
+		// Finish on the recorded final model even if the last round passed this peer by.
+		if got := protocol.HashParams(p.worker.Global()); !bytes.Equal(got[:], c.ModelHash) {
+			if err := p.resync(ctx, c.ID, c.ModelHash); err != nil {
+				return false, fmt.Errorf("fetching the final model: %w", err)
+			}
+		}
+		return true, nil
 	}
-	qr, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryRounds, ID: p.cfg.Cohort})
-	if err != nil {
-		return false, err
-	}
-	r := qr.Rounds[len(qr.Rounds)-1]
-	if r.Status != consensus.RoundOpen {
+	if c.CurrentRound == 0 || c.CurrentRound <= p.last || len(q.Rounds) == 0 {
 		return false, nil
+	}
+	r := q.Rounds[0]
+	p.last = r.Number // whatever happens, this round is seen: the next poll waits for a newer one
+	if r.Status != consensus.RoundOpen {
+		return false, nil // closed before we saw it: catch up at the next
 	}
 	me := p.cl.ID()
 	if i := sort.SearchStrings(r.Participants, me); i == len(r.Participants) || r.Participants[i] != me {
 		return false, nil // joined after the round opened: wait for the next
 	}
-	p.last = r.Number
 	return false, p.round(ctx, r)
 }
 
 func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 	start := time.Now()
 	if got := protocol.HashParams(p.worker.Global()); !bytes.Equal(got[:], r.ModelHash) {
-		if err := p.resync(ctx, r); err != nil {
+		if err := p.resync(ctx, r.Cohort, r.ModelHash); err != nil {
 			return fmt.Errorf("round %d: model hash differs and re-sync failed: %w", r.Number, err)
 		}
 	}
@@ -419,14 +428,14 @@ func (p *Peer) fetch(ctx context.Context, r consensus.Round, i int, sl consensus
 	}
 }
 
-// resync fetches θ_t and the outer momentum from a coordinator whose replica matches the round.
-func (p *Peer) resync(ctx context.Context, r consensus.Round) error {
+// resync fetches θ and the outer momentum from a coordinator whose replica has the given hash.
+func (p *Peer) resync(ctx context.Context, cohort uint64, hash []byte) error {
 	st, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryStatus})
 	if err != nil {
 		return err
 	}
 	req := transport.Message{Header: transport.Header{Type: protocol.MsgModel}}
-	if err := req.SetBody(protocol.ModelRequest{Cohort: r.Cohort}); err != nil {
+	if err := req.SetBody(protocol.ModelRequest{Cohort: cohort}); err != nil {
 		return err
 	}
 	n := len(p.worker.Global())
@@ -438,8 +447,8 @@ func (p *Peer) resync(ctx context.Context, r consensus.Round) error {
 			continue
 		}
 		var mr protocol.ModelReply
-		if err := reply.DecodeBody(&mr); err != nil || mr.Params != n || !bytes.Equal(mr.Hash, r.ModelHash) {
-			last = fmt.Errorf("%s has round %d of the model, not the one round %d starts from", sv.ID, mr.Round, r.Number)
+		if err := reply.DecodeBody(&mr); err != nil || mr.Params != n || !bytes.Equal(mr.Hash, hash) {
+			last = fmt.Errorf("%s has round %d of the model, not the one wanted (%x)", sv.ID, mr.Round, hash[:min(len(hash), 8)])
 			continue
 		}
 		both, err := protocol.DecodeFloats(nil, reply.Payload, 2*n)
@@ -447,7 +456,7 @@ func (p *Peer) resync(ctx context.Context, r consensus.Round) error {
 			last = err
 			continue
 		}
-		if h := protocol.HashParams(both[:n]); !bytes.Equal(h[:], r.ModelHash) {
+		if h := protocol.HashParams(both[:n]); !bytes.Equal(h[:], hash) {
 			last = fmt.Errorf("%s sent a model whose hash does not match", sv.ID)
 			continue
 		}
@@ -455,7 +464,7 @@ func (p *Peer) resync(ctx context.Context, r consensus.Round) error {
 			return err
 		}
 		clear(p.resid)
-		p.log.Info("fetched model", "round", r.Number, "from", sv.ID)
+		p.log.Info("fetched model", "round", mr.Round, "from", sv.ID)
 		return nil
 	}
 	return last
