@@ -23,6 +23,7 @@ test:
 	$(GO) vet ./...
 	$(GO) test -short -shuffle=on -timeout 9m ./...
 	@if [ -n "$(RACE_PKGS)" ]; then $(GO) test -race -short -shuffle=on -timeout 9m $(RACE_PKGS); fi
+	$(GO) test -race -count=1 -run 'TestCohortTrainsOverQUIC' ./sim/   # the data plane, peers and coordinators together
 	@if [ "$(HAVE_OPENBLAS)" = yes ]; then $(GO) test -short -tags openblas ./trainer/...; \
 	 else echo "libopenblas not installed: skipping the -tags openblas run"; fi
 
