@@ -41,6 +41,30 @@ type Client struct {
 	mu    sync.Mutex // guards conns and next; calls themselves run concurrently
 	conns map[string]*transport.Conn
 	next  int
+
+	stripeStats statsSum // counters of closed transfer stripes
+}
+
+// statsSum accumulates the counters of connections that are gone.
+type statsSum struct {
+	mu sync.Mutex
+	t  transport.Stats
+}
+
+func (s *statsSum) add(x transport.Stats) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.t.BytesSent += x.BytesSent
+	s.t.BytesReceived += x.BytesReceived
+	s.t.PacketsSent += x.PacketsSent
+	s.t.PacketsLost += x.PacketsLost
+	s.t.BytesLost += x.BytesLost
+}
+
+func (s *statsSum) get() transport.Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.t
 }
 
 // Dial returns a client; connections are made lazily.
@@ -211,11 +235,28 @@ func (c *Client) CallAt(ctx context.Context, addr string, req transport.Message)
 	return c.call(ctx, addr, req, 0)
 }
 
+// FetchBlob fetches a blob (transport manifest root) from the coordinator at addr in hashed
+// chunks striped over stripes fresh connections of the client's endpoint (0: transport's default),
+// so that one lossy connection's congestion control does not cap the transfer.
+func (c *Client) FetchBlob(ctx context.Context, addr string, root transport.Hash, maxSize int64, stripes int) ([]byte, error) {
+	conns, err := c.ep.DialStripes(ctx, addr, stripes)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, conn := range conns {
+			c.stripeStats.add(conn.Stats())
+			conn.Close()
+		}
+	}()
+	return transport.Fetch(ctx, conns, root, transport.TransferOptions{MaxSize: maxSize})
+}
+
 // WireStats sums the QUIC counters of the client's open connections.
 func (c *Client) WireStats() transport.Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var t transport.Stats
+	t := c.stripeStats.get()
 	for _, conn := range c.conns {
 		s := conn.Stats()
 		t.BytesSent += s.BytesSent

@@ -65,6 +65,9 @@ type cohortRT struct {
 	hash     [32]byte
 	fetching bool
 	aggs     map[[2]int]*sliceAgg // (round, slice)
+	// The model blob in the transfer store, for the round it was made at.
+	blobRoot  transport.Hash
+	blobRound uint32
 }
 
 type sliceAgg struct {
@@ -194,8 +197,31 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 	return transport.Message{Header: transport.Header{Type: protocol.MsgUpload}}, nil
 }
 
-// roundSlice looks up an open round and one of its slices that this node aggregates.
+// roundSlice looks up a round and one of its slices that this node aggregates. A peer may learn of
+// a round from the leader before this node has applied it: a round just ahead of the local state
+// is waited for (a few seconds at most) rather than refused.
 func (s *Server) roundSlice(cohort uint64, round uint32, slice int) (*cohortRT, consensus.Round, protocol.Slice, error) {
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		rt, r, sl, err := s.roundSliceNow(cohort, round, slice)
+		if !errors.Is(err, consensus.ErrNotFound) || time.Now().After(deadline) {
+			return rt, r, sl, err
+		}
+		var current uint32
+		s.node.View(func(st *consensus.State) error {
+			if c, err := st.Cohort(cohort); err == nil {
+				current = c.CurrentRound
+			}
+			return nil
+		})
+		if current >= round {
+			return rt, r, sl, err // the round exists here: the error is real
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (s *Server) roundSliceNow(cohort uint64, round uint32, slice int) (*cohortRT, consensus.Round, protocol.Slice, error) {
 	var r consensus.Round
 	var c consensus.Cohort
 	var p consensus.Proposal
@@ -335,7 +361,8 @@ func (s *Server) handleAggregate(ctx context.Context, _ transport.NodeID, req tr
 	return reply, nil
 }
 
-// handleModel serves θ and the outer momentum of a cohort's replica.
+// handleModel answers with where to fetch θ and the outer momentum of a cohort's replica: the blob
+// is put in the node's transfer store (once per applied round) and fetched in chunks.
 func (s *Server) handleModel(_ context.Context, _ transport.NodeID, req transport.Message) (transport.Message, error) {
 	var q protocol.ModelRequest
 	if err := req.DecodeBody(&q); err != nil {
@@ -349,14 +376,22 @@ func (s *Server) handleModel(_ context.Context, _ transport.NodeID, req transpor
 	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
-	reply := transport.Message{Header: transport.Header{Type: protocol.MsgModel}}
-	if err := reply.SetBody(protocol.ModelReply{Round: rt.applied, Params: len(rt.theta), Hash: rt.hash[:]}); err != nil {
-		return transport.Message{}, err
+	if rt.blobRound != rt.applied || rt.blobRoot == (transport.Hash{}) {
+		b := make([]byte, 0, 8*len(rt.theta))
+		b = protocol.AppendFloats(b, rt.theta)
+		b = protocol.AppendFloats(b, rt.outer.Momentum())
+		m, err := s.store.Put(b, 0)
+		if err != nil {
+			return transport.Message{}, err
+		}
+		if rt.blobRoot != (transport.Hash{}) && rt.blobRoot != m.Root() {
+			s.store.Remove(rt.blobRoot)
+		}
+		rt.blobRoot, rt.blobRound = m.Root(), rt.applied
 	}
-	b := make([]byte, 0, 8*len(rt.theta))
-	b = protocol.AppendFloats(b, rt.theta)
-	reply.Payload = protocol.AppendFloats(b, rt.outer.Momentum())
-	return reply, nil
+	reply := transport.Message{Header: transport.Header{Type: protocol.MsgModel}}
+	err := reply.SetBody(protocol.ModelReply{Round: rt.applied, Params: len(rt.theta), Hash: rt.hash[:], Root: rt.blobRoot[:]})
+	return reply, err
 }
 
 // driveCohorts runs on every tick: every node keeps its replicas in step with the rounds; the
@@ -555,10 +590,16 @@ func (s *Server) resync(ctx context.Context, rt *cohortRT, r consensus.Round) {
 			continue
 		}
 		var mr protocol.ModelReply
-		if err := reply.DecodeBody(&mr); err != nil || mr.Round != r.Number || !bytes.Equal(mr.Hash, r.NewModelHash) || mr.Params != len(rt.theta) {
+		if err := reply.DecodeBody(&mr); err != nil || mr.Round != r.Number || !bytes.Equal(mr.Hash, r.NewModelHash) || mr.Params != len(rt.theta) || len(mr.Root) != len(transport.Hash{}) {
 			continue
 		}
-		both, err := protocol.DecodeFloats(nil, reply.Payload, 2*mr.Params)
+		cctx, cancel = context.WithTimeout(ctx, time.Minute)
+		blob, err := s.fetchBlob(cctx, sv.Addr, transport.Hash(mr.Root), int64(8*mr.Params))
+		cancel()
+		if err != nil {
+			continue
+		}
+		both, err := protocol.DecodeFloats(nil, blob, 2*mr.Params)
 		if err != nil || protocol.HashParams(both[:mr.Params]) != [32]byte(mr.Hash) {
 			continue
 		}
@@ -570,6 +611,16 @@ func (s *Server) resync(ctx context.Context, rt *cohortRT, r consensus.Round) {
 		s.log.Info("re-synced cohort model", "cohort", rt.id, "round", r.Number, "from", sv.ID)
 		return
 	}
+}
+
+// fetchBlob fetches a blob from the coordinator at addr over a connection of this node.
+func (s *Server) fetchBlob(ctx context.Context, addr string, root transport.Hash, size int64) ([]byte, error) {
+	c, err := s.ep.Dial(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return transport.Fetch(ctx, []*transport.Conn{c}, root, transport.TransferOptions{MaxSize: size})
 }
 
 // leadCohort (leader only) opens the next round when the previous one closed and closes the open

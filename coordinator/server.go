@@ -87,6 +87,8 @@ type Server struct {
 	rtMu sync.Mutex
 	rts  map[uint64]*cohortRT // cohort runtimes (model replicas, aggregations)
 
+	store *transport.Store // model blobs served in chunks (late joiners, re-syncs)
+
 	runCtx context.Context // lives as long as Run: background fetches use it
 }
 
@@ -126,6 +128,10 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle(protocol.MsgUpload, s.handleUpload)
 	s.mux.Handle(protocol.MsgAggregate, s.handleAggregate)
 	s.mux.Handle(protocol.MsgModel, s.handleModel)
+	s.store = transport.NewStore(transport.StoreConfig{AcceptPush: func(transport.NodeID, string, transport.Manifest) error {
+		return errors.New("coordinators take no pushed blobs")
+	}})
+	s.store.Register(s.mux)
 	s.mux.Handle(MsgQuery, s.handleQuery)
 	s.mux.Handle(MsgJoinCluster, s.handleJoinCluster)
 	return s, nil

@@ -447,11 +447,16 @@ func (p *Peer) resync(ctx context.Context, cohort uint64, hash []byte) error {
 			continue
 		}
 		var mr protocol.ModelReply
-		if err := reply.DecodeBody(&mr); err != nil || mr.Params != n || !bytes.Equal(mr.Hash, hash) {
+		if err := reply.DecodeBody(&mr); err != nil || mr.Params != n || !bytes.Equal(mr.Hash, hash) || len(mr.Root) != len(transport.Hash{}) {
 			last = fmt.Errorf("%s has round %d of the model, not the one wanted (%x)", sv.ID, mr.Round, hash[:min(len(hash), 8)])
 			continue
 		}
-		both, err := protocol.DecodeFloats(nil, reply.Payload, 2*n)
+		blob, err := p.cl.FetchBlob(ctx, sv.Addr, transport.Hash(mr.Root), int64(8*n), 0)
+		if err != nil {
+			last = fmt.Errorf("fetching the model from %s: %w", sv.ID, err)
+			continue
+		}
+		both, err := protocol.DecodeFloats(nil, blob, 2*n)
 		if err != nil {
 			last = err
 			continue

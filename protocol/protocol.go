@@ -64,12 +64,15 @@ type ModelRequest struct {
 	Cohort uint64
 }
 
-// ModelReply is the header body of MsgModel's reply: the payload is θ followed by the momentum,
-// both little-endian float32 of Params values.
+// ModelReply is the header body of MsgModel's reply. The model itself — θ followed by the outer
+// momentum, little-endian float32 of Params values each — is a blob with manifest root Root that
+// the asker fetches in hashed chunks, striped over several connections (transport.Fetch): a
+// resumable transfer that fills a slow, lossy link.
 type ModelReply struct {
 	Round  uint32 // the number of rounds applied to θ
 	Params int
-	Hash   []byte
+	Hash   []byte // protocol model hash of θ
+	Root   []byte // transport manifest root of the blob
 }
 
 // UploadDeadline is when a round's uploads are due (unix ms): three quarters of the way from its

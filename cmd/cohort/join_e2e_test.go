@@ -70,7 +70,14 @@ func TestCohortOfProcesses(t *testing.T) {
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		t.Cleanup(func() {
+			cmd.Process.Kill()
+			cmd.Wait()
+			if t.Failed() {
+				b, _ := os.ReadFile(out)
+				t.Logf("output of %s:\n%s", names[i], tail(string(b), 3000))
+			}
+		})
 		return &joiner{cmd: cmd, out: out}
 	}
 	joiners := []*joiner{start(0), start(1), start(2)}
