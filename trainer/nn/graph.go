@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"sync"
 
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -145,8 +146,16 @@ func scalarF32(v G.Value) (float32, error) {
 	return 0, fmt.Errorf("%w: loss has unexpected value %T", ErrGraph, v.Data())
 }
 
+// buildMu serialises graph construction across models: gorgonia v0.9.18 shares package-level
+// nodes (the constants its Grad adds to every graph) whose hash codes it caches lazily, a data race
+// when two goroutines build graphs at once (seen under -race with coordinators and peers in one
+// process). Running built graphs concurrently is safe.
+var buildMu sync.Mutex
+
 // buildSafely runs a graph-building function, turning gorgonia panics into errors.
 func buildSafely(f func() error) (err error) {
+	buildMu.Lock()
+	defer buildMu.Unlock()
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%w: panic while building graph: %v", ErrGraph, r)
