@@ -55,6 +55,8 @@ func InitSeed(proposal uint64) uint64 { return proposal }
 type cohortRT struct {
 	id     uint64
 	codec  compress.Setting
+	down   compress.Setting  // codec of aggregates sent down (protocol.DownCodec)
+	downE  map[int][]float32 // the aggregator's error feedback per slice start, for the down codec
 	shape  compress.Shape
 	outerC trainer.OuterConfig
 
@@ -75,7 +77,7 @@ type sliceAgg struct {
 	participants []string
 	updates      map[string]upd
 	done         chan struct{}
-	result       []float32
+	msg          []byte // the aggregate coded with the down codec: what every receiver decodes
 	contributors int
 	aborted      bool
 	timer        *time.Timer
@@ -110,7 +112,11 @@ func (s *Server) runtime(c consensus.Cohort, p consensus.Proposal) (*cohortRT, e
 	if err != nil {
 		return nil, err
 	}
-	rt := &cohortRT{id: c.ID, codec: setting, shape: trainer.CodecShape(model.Layout()), outerC: oc,
+	down, err := compress.Parse(protocol.DownCodec(codecOf(p)))
+	if err != nil {
+		return nil, err
+	}
+	rt := &cohortRT{id: c.ID, codec: setting, down: down, downE: map[int][]float32{}, shape: trainer.CodecShape(model.Layout()), outerC: oc,
 		theta: theta, outer: outer, hash: protocol.HashParams(theta), aggs: map[[2]int]*sliceAgg{}}
 	s.rts[c.ID] = rt
 	return rt, nil
@@ -331,7 +337,32 @@ func (s *Server) finalize(rt *cohortRT, a *sliceAgg) {
 		a.aborted = true
 		return
 	}
-	a.result, a.contributors = avg, len(ids)
+	// Code the aggregate for the way down, with the aggregator's error feedback for this slice.
+	e := rt.downE[a.start]
+	if len(e) != len(avg) {
+		e = make([]float32, len(avg))
+		rt.downE[a.start] = e
+	}
+	for i, v := range avg {
+		e[i] += v
+	}
+	codec, err := compress.New(compress.Config{Setting: rt.down, Shape: rt.shape.Slice(a.start, a.end)})
+	if err == nil {
+		a.msg, err = codec.Encode(nil, e)
+	}
+	var dec []float32
+	if err == nil {
+		dec, err = codec.Decode(nil, a.msg)
+	}
+	if err != nil {
+		s.log.Error("aggregate", "err", err)
+		a.aborted = true
+		return
+	}
+	for i, v := range dec {
+		e[i] -= v
+	}
+	a.contributors = len(ids)
 	a.updates = nil
 }
 
@@ -356,7 +387,7 @@ func (s *Server) handleAggregate(ctx context.Context, _ transport.NodeID, req tr
 		return transport.Message{}, err
 	}
 	if !a.aborted {
-		reply.Payload = protocol.AppendFloats(make([]byte, 0, 4*len(a.result)), a.result)
+		reply.Payload = a.msg
 	}
 	return reply, nil
 }
@@ -504,7 +535,7 @@ func (s *Server) applyRound(ctx context.Context, rt *cohortRT, r consensus.Round
 		if rep.Aborted {
 			return // nobody's update arrived: the leader abandons the round
 		}
-		if _, err := protocol.DecodeFloats(delta[sl.Start:sl.End:sl.End], payload, int(sl.End-sl.Start)); err != nil {
+		if err := DecodeAggregate(rt.down, rt.shape, int(sl.Start), int(sl.End), payload, delta[sl.Start:sl.End]); err != nil {
 			s.log.Warn("aggregate", "cohort", rt.id, "round", r.Number, "slice", i, "err", err)
 			return
 		}
@@ -518,6 +549,23 @@ func (s *Server) applyRound(ctx context.Context, rt *cohortRT, r consensus.Round
 	rt.applied = r.Number
 	rt.hash = protocol.HashParams(rt.theta)
 	s.log.Debug("applied round", "cohort", rt.id, "round", r.Number, "hash", fmt.Sprintf("%x", rt.hash[:8]))
+}
+
+// DecodeAggregate decodes a slice's aggregate message (coded with down and the model's shape sliced
+// to [start, end)) into dst, which must have end−start values.
+func DecodeAggregate(down compress.Setting, shape compress.Shape, start, end int, msg []byte, dst []float32) error {
+	codec, err := compress.New(compress.Config{Setting: down, Shape: shape.Slice(start, end), MaxElements: end - start})
+	if err != nil {
+		return err
+	}
+	got, err := codec.Decode(dst[:0:len(dst)], msg)
+	if err != nil {
+		return fmt.Errorf("aggregate of [%d,%d): %w", start, end, err)
+	}
+	if len(got) != end-start {
+		return fmt.Errorf("aggregate of [%d,%d) has %d values", start, end, len(got))
+	}
+	return nil
 }
 
 // fetchAggregate gets one slice's aggregate from its aggregator (this node or another).
@@ -663,9 +711,39 @@ func (s *Server) leadCohort(ctx context.Context, rt *cohortRT, c consensus.Cohor
 		if len(open.Receipts) < len(open.Participants) && now.UnixMilli() <= open.Deadline {
 			return
 		}
-		s.closeRound(ctx, c.ID, open.Number, hash, "")
+		if s.closeRound(ctx, c.ID, open.Number, hash, "") {
+			s.leadAgain(ctx, rt, c.ID, p, coordinators) // open the next round in this same tick
+		}
 	case now.UnixMilli() > open.Deadline+s.cfg.Rounds.AbortAfter.Milliseconds() && applied == open.Number-1:
-		s.closeRound(ctx, c.ID, open.Number, hash, "abandoned: an aggregate could not be fetched")
+		if s.closeRound(ctx, c.ID, open.Number, hash, "abandoned: an aggregate could not be fetched") {
+			s.leadAgain(ctx, rt, c.ID, p, coordinators)
+		}
+	}
+}
+
+// leadAgain re-reads the cohort after a round closed and leads it once more, so the next round
+// opens without waiting for the next tick: peers idle for one commit, not a tick.
+func (s *Server) leadAgain(ctx context.Context, rt *cohortRT, cohort uint64, p consensus.Proposal, coordinators []string) {
+	var c consensus.Cohort
+	var rounds []consensus.Round
+	err := s.node.View(func(st *consensus.State) error {
+		var err error
+		if c, err = st.Cohort(cohort); err != nil {
+			return err
+		}
+		rounds, err = st.Rounds(cohort)
+		return err
+	})
+	if err != nil {
+		return
+	}
+	rt.mu.Lock()
+	if rt.applied < c.CurrentRound { // an abandoned round: θ unchanged, the replica moves on
+		rt.applied = c.CurrentRound
+	}
+	rt.mu.Unlock()
+	if len(rounds) > 0 && rounds[len(rounds)-1].Status == consensus.RoundClosed {
+		s.leadCohort(ctx, rt, c, p, rounds, coordinators)
 	}
 }
 
@@ -716,13 +794,14 @@ func (s *Server) live(ctx context.Context, ids []string) []string {
 	return out
 }
 
-func (s *Server) closeRound(ctx context.Context, cohort uint64, round uint32, hash [32]byte, why string) {
+func (s *Server) closeRound(ctx context.Context, cohort uint64, round uint32, hash [32]byte, why string) bool {
 	res, err := s.applyAsSelf(ctx, &consensus.CloseRoundBody{Cohort: cohort, Round: round, ModelHash: hash[:]})
 	if err != nil {
 		if !errors.Is(err, consensus.ErrWrongStatus) {
 			s.log.Warn("close round", "cohort", cohort, "round", round, "err", err)
 		}
-		return
+		return false
 	}
 	s.log.Info("closed round", "cohort", cohort, "round", round, "hash", fmt.Sprintf("%x", hash[:8]), "cohort_status", res.Status, "note", why)
+	return true
 }

@@ -141,9 +141,12 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 	if err := reply.DecodeBody(&ar); err != nil || ar.Contributors != 2 || ar.Aborted {
 		t.Fatalf("aggregate %+v, %v", ar, err)
 	}
-	mean, err := protocol.DecodeFloats(nil, reply.Payload, n)
-	if err != nil {
+	mean := make([]float32, n)
+	if err := DecodeAggregate(rt.down, rt.shape, int(sl.Start), int(sl.End), reply.Payload, mean); err != nil {
 		t.Fatal(err)
+	}
+	if len(reply.Payload) > n+n/4 {
+		t.Fatalf("aggregate sent down in %d bytes for %d values: want q8", len(reply.Payload), n)
 	}
 	if mean[0] < 1.49 || mean[0] > 1.51 {
 		t.Fatalf("aggregate[0] = %v, want 1.5", mean[0])

@@ -84,6 +84,7 @@ type Peer struct {
 	worker *trainer.Worker
 	resid  []float32 // error feedback: what earlier messages did not carry
 	codec  compress.Setting
+	down   compress.Setting // codec of the aggregates coming down
 	shape  compress.Shape
 	addrMu sync.Mutex
 	addrs  map[string]string // coordinator key ID → address
@@ -173,6 +174,9 @@ func (p *Peer) setup(ctx context.Context) error {
 		codec = "fp32"
 	}
 	if p.codec, err = compress.Parse(codec); err != nil {
+		return err
+	}
+	if p.down, err = compress.Parse(protocol.DownCodec(codec)); err != nil {
 		return err
 	}
 	p.shape = trainer.CodecShape(model.Layout())
@@ -398,7 +402,7 @@ func (p *Peer) fetch(ctx context.Context, r consensus.Round, i int, sl consensus
 			if rep.Aborted {
 				return false, nil
 			}
-			_, err = protocol.DecodeFloats(dst[:0:len(dst)], reply.Payload, len(dst))
+			err := coordinator.DecodeAggregate(p.down, p.shape, int(sl.Start), int(sl.End), reply.Payload, dst)
 			return err == nil, err
 		}
 		if ctx.Err() != nil {
