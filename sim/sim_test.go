@@ -67,3 +67,17 @@ func TestFaults(t *testing.T) {
 		t.Fatalf("rounds %+v", rounds)
 	}
 }
+
+// The character model trains as a cohort too, the play split by speaker among the peers.
+func TestCharLMCohort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	sum, err := Run(ctx, Config{Coordinators: 3, Peers: 2, Model: "charlm", Partition: "natural", Rounds: 2, InnerSteps: 5,
+		Batch: 4, Codec: "q8", Seed: 1, ValSamples: 20, Logger: quiet()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.RoundsCompleted != 2 || !sum.ReplicasAgree || sum.FinalValLoss <= 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+}

@@ -18,7 +18,7 @@ func buildCharLMTask(spec TaskSpec) (Task, TaskInfo, error) {
 	if spec.Model != "charlm" {
 		return Task{}, TaskInfo{}, fmt.Errorf("unknown model %q (charlm takes no options yet)", spec.Model)
 	}
-	if spec.DataDir != "" {
+	if spec.DataDir != "" && spec.DataDir != EmbeddedData {
 		return Task{}, TaskInfo{}, fmt.Errorf("charlm trains on the embedded play; --data is for Fashion-MNIST")
 	}
 	play, err := datasets.EmbeddedPlay()
