@@ -40,6 +40,15 @@ func TestBadInputGivesOneLineError(t *testing.T) {
 		{[]string{"train", "--data", "embedded", "--partition", "dirichlet:0"}, "dirichlet"},
 		{[]string{"train", "stray"}, "unexpected argument"},
 		{[]string{"--log-level", "loud", "train"}, "log-level"},
+		{[]string{"simulate", "--no-such-flag"}, "no-such-flag"},
+		{[]string{"simulate", "--link", "10xbit,5ms"}, "link"},
+		{[]string{"simulate", "--kill-peer", "peer-1"}, "NAME@ROUND"},
+		{[]string{"simulate", "--kill-leader-at", "3", "--coordinators", "1"}, "3 coordinators"},
+		{[]string{"join", "--coordinator", "127.0.0.1:1", "--cohort", "1", "--key", "k", "--data", "a", "--data", "b", "--contributor", "x"}, "one contributor per data directory"},
+		{[]string{"join", "--coordinator", "127.0.0.1:1", "--cohort", "1", "--key", "k", "--data", "/nonexistent", "--contributor", "x"}, "/nonexistent"},
+		{[]string{"vote", "--coordinator", "127.0.0.1:1", "--key", "k", "--proposal", "1"}, "exactly one of --yes and --no"},
+		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--quorum", "2"}, "--quorum"},
+		{[]string{"keygen"}, "out"},
 	} {
 		_, err := run(t, tc.args...)
 		if err == nil {
