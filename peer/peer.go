@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"strings"
 	"sync"
@@ -57,6 +58,9 @@ type Config struct {
 	Logger *slog.Logger
 	// OnRound, if set, is called after every round the peer took part in.
 	OnRound func(Report)
+	// Checkpoint, if set, is a file the peer saves its replica, residual and optimizer state to after
+	// every round, and resumes from when it starts again.
+	Checkpoint string
 	// Late makes the peer send its updates just after each round's upload deadline (fault injection
 	// for simulations): they are refused, it earns nothing, and it still follows the model.
 	Late bool
@@ -93,6 +97,8 @@ type Peer struct {
 	sentDec map[int][]float32
 	last    uint32
 	Stats   Totals
+	// Resumed reports that Join restored a checkpoint.
+	Resumed bool
 }
 
 // Totals accumulates over the run.
@@ -181,7 +187,48 @@ func (p *Peer) setup(ctx context.Context) error {
 	}
 	p.shape = trainer.CodecShape(model.Layout())
 	p.resid = make([]float32, len(model.Params()))
+	return p.resume()
+}
+
+// resume loads the checkpoint, if there is one for this cohort and model.
+func (p *Peer) resume() error {
+	if p.cfg.Checkpoint == "" {
+		return nil
+	}
+	c, err := trainer.LoadCheckpoint(p.cfg.Checkpoint)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if c.Cohort != p.cfg.Cohort || len(c.Theta) != len(p.resid) {
+		return fmt.Errorf("checkpoint %s is for cohort %d with %d parameters, not cohort %d with %d", p.cfg.Checkpoint, c.Cohort, len(c.Theta), p.cfg.Cohort, len(p.resid))
+	}
+	if err := p.worker.Reset(c.Theta, c.Momentum); err != nil {
+		return err
+	}
+	if err := p.worker.SetInnerState(c.AdamM, c.AdamV, c.AdamT); err != nil {
+		return err
+	}
+	copy(p.resid, c.Residual)
+	p.last = c.Round
+	p.Resumed = true
+	p.log.Info("resumed from checkpoint", "file", p.cfg.Checkpoint, "round", c.Round)
 	return nil
+}
+
+// checkpoint saves the peer's state after a round.
+func (p *Peer) checkpoint() {
+	if p.cfg.Checkpoint == "" {
+		return
+	}
+	m, v, t := p.worker.InnerState()
+	c := &trainer.Checkpoint{Cohort: p.cfg.Cohort, Round: p.last, Theta: p.worker.Global(), Momentum: p.worker.Momentum(),
+		Residual: p.resid, AdamM: m, AdamV: v, AdamT: t}
+	if err := trainer.SaveCheckpoint(p.cfg.Checkpoint, c); err != nil {
+		p.log.Warn("checkpoint", "err", err)
+	}
 }
 
 // Worker is the peer's DiLoCo worker (its model replica).
@@ -335,6 +382,7 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 			}
 		}
 	}
+	p.checkpoint()
 	rep.RoundSeconds = time.Since(start).Seconds()
 	p.Stats.Rounds++
 	p.Stats.Samples += st.Samples

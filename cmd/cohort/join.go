@@ -36,6 +36,7 @@ func joinCommand() *cli.Command {
 			&cli.StringFlag{Name: "member-name", Usage: "member name (default: the key file's base name)", EnvVars: envVars("member_name")},
 			&cli.IntFlag{Name: "batch", Usage: "batch size (0: the model's default)", EnvVars: envVars("batch")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the batch order", EnvVars: envVars("seed")},
+			&cli.StringFlag{Name: "checkpoint", Usage: "file to save progress to after every round and resume from on restart", EnvVars: envVars("checkpoint")},
 		},
 		Action: runJoin,
 	}
@@ -92,6 +93,7 @@ func runJoin(c *cli.Context) error {
 	}
 	out := c.App.Writer
 	p, err := peer.New(peer.Config{Name: name, Client: cl, Cohort: c.Uint64("cohort"), Contributors: contributors, Source: src, Batch: c.Int("batch"),
+		Checkpoint: c.String("checkpoint"),
 		OnRound: func(r peer.Report) {
 			state := "applied"
 			if !r.Applied {
@@ -109,6 +111,9 @@ func runJoin(c *cli.Context) error {
 		return fmt.Errorf("join: %w", err)
 	}
 	fmt.Fprintf(out, "joined cohort %d as %s (%s) with %d samples from %v\n", c.Uint64("cohort"), name, cl.ID(), all.Len(), names)
+	if p.Resumed {
+		fmt.Fprintf(out, "resumed from checkpoint %s\n", c.String("checkpoint"))
+	}
 	if err := p.Run(ctx); err != nil {
 		return fmt.Errorf("join: %w", err)
 	}

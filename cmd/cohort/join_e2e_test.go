@@ -65,7 +65,7 @@ func TestCohortOfProcesses(t *testing.T) {
 		}
 		cmd := exec.Command(pc.bin, "join", "--coordinator", strings.Join(pc.addrs(), ","), "--cohort", "1",
 			"--key", filepath.Join(dir, names[i]+".key"), "--data", filepath.Join(dir, "shards", fmt.Sprintf("peer-%d", i+1)),
-			"--contributor", names[i], "--batch", "32")
+			"--contributor", names[i], "--batch", "32", "--checkpoint", filepath.Join(dir, names[i]+".ckpt"))
 		cmd.Stdout, cmd.Stderr = f, f
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -129,8 +129,8 @@ func TestCohortOfProcesses(t *testing.T) {
 			t.Fatalf("%s printed no final model:\n%s", names[i], b)
 		}
 		hashes = append(hashes, m[1])
-		if i == 1 && !strings.Contains(string(b), "joined cohort 1") {
-			t.Fatalf("restarted bob did not rejoin:\n%s", b)
+		if i == 1 && (!strings.Contains(string(b), "joined cohort 1") || !strings.Contains(string(b), "resumed from checkpoint")) {
+			t.Fatalf("restarted bob did not rejoin from his checkpoint:\n%s", b)
 		}
 	}
 	if hashes[0] != hashes[1] || hashes[1] != hashes[2] {
