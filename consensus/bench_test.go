@@ -18,19 +18,7 @@ import (
 // the ceiling for the replicated rate.
 func BenchmarkStateApply(b *testing.B) {
 	const members = 512
-	s := NewState()
-	req := map[string]uint64{}
-	now := int64(1000)
-	next := func(name string, body Body) Command {
-		req[name]++
-		now++
-		return Command{Version: Version, Time: now, Env: mustEnv(b, name, req[name], body)}
-	}
-	do := func(c Command) {
-		if _, err := s.Apply(c); err != nil {
-			b.Fatal(err)
-		}
-	}
+	s, next, do := benchState(b)
 	ids := benchCohort(b, members, 2, func(name string, body Body) { do(next(name, body)) })
 	var cmds [][]byte
 	round := uint32(0)
@@ -335,9 +323,9 @@ func BenchmarkReplicationTCP(b *testing.B) {
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/write")
 }
 
-// BenchmarkSnapshot: encoding (on the FSM goroutine, blocking Apply) and decoding the state of a
-// 1024-member cohort after 20 rounds (20k receipts, 20k payouts).
-func BenchmarkSnapshot(b *testing.B) {
+// benchState returns a fresh state, a command maker that signs bodies with increasing request IDs
+// and clock stamps, and a function applying a command (failing the benchmark on rejection).
+func benchState(b *testing.B) (*State, func(string, Body) Command, func(Command)) {
 	s := NewState()
 	req := map[string]uint64{}
 	now := int64(1000)
@@ -351,6 +339,13 @@ func BenchmarkSnapshot(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	return s, next, do
+}
+
+// BenchmarkSnapshot: encoding (on the FSM goroutine, blocking Apply) and decoding the state of a
+// 1024-member cohort after 20 rounds (20k receipts, 20k payouts).
+func BenchmarkSnapshot(b *testing.B) {
+	s, next, do := benchState(b)
 	ids := benchCohort(b, 1024, 2, func(name string, body Body) { do(next(name, body)) })
 	for r := uint32(1); r <= 20; r++ {
 		for _, c := range benchRound(b, r, ids, next) {
