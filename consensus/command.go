@@ -379,6 +379,41 @@ type ScoreCommitBody struct {
 	Round    uint32
 	Data     []Weight // sorted by contributor, unique
 	Compute  []Weight // sorted by contributor, unique
+	// What the validator measured, recorded for reports (the ledger pays by Data and Compute only).
+	Influence []Influence // sorted by contributor, unique
+	Flags     []Flag      // sorted by (contributor, kind), unique
+	Metrics   RoundMetrics
+	Note      string // why the round earned nobody anything, when it did not
+}
+
+// Influence is a contributor's measured influence in one round, in fixed point (InfluenceUnit):
+// the lower confidence bound of the first-order validation-loss decrease its data's update gave.
+// Negative means the update made the validation loss worse.
+type Influence struct {
+	_msgpack    struct{} `msgpack:",as_array"`
+	Contributor string
+	Value       int64
+}
+
+// InfluenceUnit is the fixed-point scale of Influence.Value: Value = round(influence × 1e9).
+const InfluenceUnit = 1e9
+
+// Flag marks something the validator noticed about a contributor in a round.
+type Flag struct {
+	_msgpack    struct{} `msgpack:",as_array"`
+	Contributor string
+	Kind        string // e.g. "duplicate", "negative-influence", "scaled", "stale", "empty"
+	Detail      string // e.g. "duplicate of alice", "update 97× the median norm"
+}
+
+// RoundMetrics is the validation loss and accuracy of θ_{t+1}, in fixed point: loss in micro-units
+// (1e-6), accuracy in basis points. Measured is false when the validator did not measure them.
+type RoundMetrics struct {
+	_msgpack      struct{} `msgpack:",as_array"`
+	Measured      bool
+	ValLossMicro  uint64
+	ValAccuracyBP uint32
+	Samples       uint32 // validation samples evaluated
 }
 
 // CloseRoundBody closes an open round and records the new model hash θ_{t+1}.

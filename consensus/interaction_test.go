@@ -177,8 +177,23 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 			}
 			return ws
 		}
+		var infl []Influence
+		for _, v := range argList(td, "influence") {
+			n, w, _ := strings.Cut(v, ":")
+			x, err := strconv.ParseInt(w, 10, 64)
+			if err != nil {
+				td.Fatalf(t, "influence %q: %v", v, err)
+			}
+			infl = append(infl, Influence{Contributor: n, Value: x})
+		}
+		var flags []Flag
+		for _, v := range argList(td, "flags") {
+			n, k, _ := strings.Cut(v, ":")
+			flags = append(flags, Flag{Contributor: n, Kind: k})
+		}
 		body = &ScoreCommitBody{Cohort: argU64(t, td, "cohort", 1), Round: uint32(argU64(t, td, "round", 1)),
-			Data: parse("data"), Compute: parse("compute")}
+			Data: parse("data"), Compute: parse("compute"), Influence: infl, Flags: flags,
+			Metrics: RoundMetrics{Measured: argU64(t, td, "loss", 0) > 0, ValLossMicro: argU64(t, td, "loss", 0)}}
 	case "close-round":
 		body = &CloseRoundBody{Cohort: argU64(t, td, "cohort", 1), Round: uint32(argU64(t, td, "round", 1)),
 			ModelHash: hash(argStr(t, td, "hash", ""))}
@@ -250,6 +265,15 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 		}
 		for _, rc := range r.Receipts {
 			fmt.Fprintf(&b, "  receipt %s samples=%d bytes=%d after=%s\n", rc.Member, rc.SamplesUsed, rc.BytesSent, rc.ModelHashAfter)
+		}
+		for _, x := range r.Influence {
+			fmt.Fprintf(&b, "  influence %s %d\n", x.Contributor, x.Value)
+		}
+		for _, f := range r.Flags {
+			fmt.Fprintf(&b, "  flag %s %s\n", f.Contributor, f.Kind)
+		}
+		if r.Metrics.Measured {
+			fmt.Fprintf(&b, "  val-loss %d µ\n", r.Metrics.ValLossMicro)
 		}
 		return b.String()
 	default:

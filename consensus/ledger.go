@@ -139,6 +139,15 @@ func (s *State) scoreCommit(b *ScoreCommitBody) (Result, error) {
 	if err := checkWeights("compute weights", b.Compute, inCohort); err != nil {
 		return Result{}, err
 	}
+	if err := checkInfluence(b.Influence, inCohort); err != nil {
+		return Result{}, err
+	}
+	if err := checkFlags(b.Flags, inCohort); err != nil {
+		return Result{}, err
+	}
+	if err := checkName("score note", b.Note, false); err != nil {
+		return Result{}, err
+	}
 	budget := roundBudget(pool, r.Number)
 	hi, lo := bits.Mul64(budget, DataShareBP)
 	dataBudget, _ := bits.Div64(hi, lo, 10000)
@@ -177,6 +186,48 @@ func (s *State) scoreCommit(b *ScoreCommitBody) (Result, error) {
 	pool.LastScored = r.Number
 	pool.RoundsPaid++
 	r.Scored, r.Budget, r.Paid = true, budget, paid
+	r.Influence, r.Flags, r.Metrics, r.ScoreNote = b.Influence, b.Flags, b.Metrics, b.Note
 	res.Amount, res.Status = paid, "scored"
 	return res, nil
+}
+
+// checkInfluence validates ScoreCommit influence values: sorted, unique, contributors of the cohort.
+func checkInfluence(xs []Influence, inCohort map[string]bool) error {
+	if err := checkList("influence", len(xs), false); err != nil {
+		return err
+	}
+	for i, x := range xs {
+		if i > 0 && xs[i-1].Contributor >= x.Contributor {
+			return errf(ErrInvalid, "influence not sorted and unique at %q", x.Contributor)
+		}
+		if !inCohort[x.Contributor] {
+			return errf(ErrNotFound, "influence contributor %q is not in the cohort", x.Contributor)
+		}
+	}
+	return nil
+}
+
+// checkFlags validates ScoreCommit flags: sorted and unique by (contributor, kind), bounded strings.
+func checkFlags(fs []Flag, inCohort map[string]bool) error {
+	if err := checkList("flags", len(fs), false); err != nil {
+		return err
+	}
+	for i, f := range fs {
+		if !inCohort[f.Contributor] {
+			return errf(ErrNotFound, "flag contributor %q is not in the cohort", f.Contributor)
+		}
+		if err := checkName("flag kind", f.Kind, true); err != nil {
+			return err
+		}
+		if err := checkName("flag detail", f.Detail, false); err != nil {
+			return err
+		}
+		if i > 0 {
+			p := fs[i-1]
+			if p.Contributor > f.Contributor || (p.Contributor == f.Contributor && p.Kind >= f.Kind) {
+				return errf(ErrInvalid, "flags not sorted and unique at %q/%q", f.Contributor, f.Kind)
+			}
+		}
+	}
+	return nil
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // snapshotMagic starts every snapshot; its last byte is the snapshot format version.
-var snapshotMagic = []byte("COHSNAP\x01")
+var snapshotMagic = []byte("COHSNAP\x02")
 
 // MaxSnapshotBytes bounds what Restore reads.
 const MaxSnapshotBytes = 1 << 30

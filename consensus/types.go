@@ -132,9 +132,13 @@ type Round struct {
 	NewModelHash []byte // θ_{t+1} hash recorded by CloseRound
 	ClosedAt     int64
 	// Filled by ScoreCommit.
-	Scored bool
-	Budget uint64 // budget available to the round (base + carry)
-	Paid   uint64 // paid out; Budget-Paid carried over
+	Scored    bool
+	Budget    uint64 // budget available to the round (base + carry)
+	Paid      uint64 // paid out; Budget-Paid carried over
+	Influence []Influence
+	Flags     []Flag
+	Metrics   RoundMetrics
+	ScoreNote string
 }
 
 // Balance is one contributor's earned total.
