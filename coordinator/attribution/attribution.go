@@ -1,0 +1,455 @@
+// Package attribution turns what the validator measured in one round into the integer data and
+// compute weights the ledger pays by (consensus.ScoreCommitBody). It is pure and deterministic: no
+// clock, randomness or I/O, so that it is tested without sockets and the leader's decision can be
+// recomputed from its inputs.
+//
+// # What is measured
+//
+// Let Δ_i = θ_t − θ_i be participant i's decoded pseudo-gradient (the sign convention of
+// trainer.Worker.PseudoGradient: the model moves by −Δ), g_1..g_K the validation-loss gradients at
+// θ_t on K disjoint validation micro-batches, and u the aggregate applied in the previous round.
+// To first order, moving by −Δ_i changes the loss on micro-batch k by −⟨g_k, Δ_i⟩, so
+// s_ik = ⟨g_k, Δ̂_i⟩ is the loss decrease i's update brings (positive is good), with Δ̂_i made robust:
+//
+//   - the component along u is removed (Δ̂ = Δ − (⟨Δ,u⟩/‖u‖²)·u): replaying the previous global
+//     step earns nothing, whatever its validation alignment;
+//   - Δ̂ is scaled down to the median update norm when longer: scaling an update up gains nothing;
+//     an update longer than NormOutlier × the median earns nothing at all and is flagged "scaled";
+//   - the score is the lower confidence bound LCB_i = mean_k s_ik − Z·std_k(s_ik)/√K, and the
+//     reward weight is max(0, LCB_i): noise, whose alignment with the validation gradient is small
+//     and inconsistent across micro-batches, earns ~nothing.
+//
+// Clipping is downward only, so an update below the median norm scaled up to it gains by at most
+// that factor (honest norms in a round are within tens of percent of each other); beyond
+// NormOutlier × the median it loses everything.
+//
+// Every quantity is an inner product over parameters, so each aggregator computes a Partial for
+// its slice of the parameter vector and the leader adds them up (Combine): ⟨g_k,Δ_i⟩, ⟨u,Δ_i⟩,
+// ⟨g_k,u⟩, ‖u‖² and the Gram matrix ⟨Δ_i,Δ_j⟩. The exact Gram matrix (P² dot products per slice,
+// cheap next to the K·P validation products for cohorts up to a few hundred peers) replaces the
+// random projection DESIGN.md §6 suggests for spotting near-identical updates: it is exact and
+// needs no seed.
+//
+// # Duplicates
+//
+// Participants whose updates are near-identical (cosine ≥ DupCosine) or who registered data with
+// the same fingerprint as an earlier contributor (consensus.ContributorData.DuplicateOf) form a
+// group. A group is scored once — the mean of its members' s_ik — and credited to its earliest
+// registered member; the others are flagged "duplicate". Registering a copy of someone's data
+// therefore earns the copier nothing and its victim nothing extra.
+//
+// # Weights
+//
+// A participant's reward weight is split among its contributors by their registered samples
+// (contributors flagged as duplicates get none) and scaled to integers (WeightScale in total). The
+// compute weight of a participant with a useful reward (at least MinUseful × the median positive
+// reward: a tiny positive score from noise does not unlock it) is the samples its receipt claims,
+// split the same way. The ledger then pays the round's budget by these weights with the
+// largest-remainder rule (consensus.Allocate).
+package attribution
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+
+	"github.com/cohortlab/cohort/consensus"
+)
+
+// Config tunes the scoring. Zero values mean the defaults.
+type Config struct {
+	// Z is the confidence multiplier of the lower bound; default 2.
+	Z float64
+	// NormOutlier: an update longer than this multiple of the median norm earns nothing; default 4.
+	NormOutlier float64
+	// DupCosine: updates at least this similar are one group; default 0.95.
+	DupCosine float64
+	// StaleCosine: an update at least this aligned with the previous global step is flagged
+	// "stale" (it is scored on what remains after removing that component); default 0.9.
+	StaleCosine float64
+	// WeightScale is the sum of the integer data weights; default 1e12.
+	WeightScale float64
+	// MinUseful: a reward below this fraction of the median positive reward does not earn the
+	// compute share (noise that happens to align a little is not useful work); default 0.1.
+	MinUseful float64
+}
+
+func (c Config) withDefaults() Config {
+	if c.Z == 0 {
+		c.Z = 2
+	}
+	if c.NormOutlier == 0 {
+		c.NormOutlier = 4
+	}
+	if c.DupCosine == 0 {
+		c.DupCosine = 0.95
+	}
+	if c.StaleCosine == 0 {
+		c.StaleCosine = 0.9
+	}
+	if c.WeightScale == 0 {
+		c.WeightScale = 1e12
+	}
+	if c.MinUseful == 0 {
+		c.MinUseful = 0.1
+	}
+	return c
+}
+
+// Participant is a cohort member whose update is scored.
+type Participant struct {
+	Member       string
+	Order        uint32 // 1-based join order in the cohort: earlier wins a duplicate group
+	Samples      uint64 // samples its receipt claims for the round
+	Contributors []consensus.ContributorData
+}
+
+// MemberScore is what scoring found for one participant (for logs and tests).
+type MemberScore struct {
+	Member     string
+	Norm       float64 // ‖Δ_i‖
+	CosPrev    float64 // cos(Δ_i, u)
+	Mean, LCB  float64 // of its own clipped, de-staled scores
+	Group      string  // the member its group is credited to
+	GroupLCB   float64
+	Reward     float64 // max(0, GroupLCB) for the group's credited member, else 0
+	Excluded   string  // why it earns nothing regardless of its score, if so
+	Contribute []string
+}
+
+// Result is a round's scoring: the ScoreCommit fields and the per-member detail.
+type Result struct {
+	Data      []consensus.Weight
+	Compute   []consensus.Weight
+	Influence []consensus.Influence
+	Flags     []consensus.Flag
+	Members   []MemberScore
+}
+
+// Score scores the participants found in sums (participants missing from sums are skipped: their
+// update did not reach every aggregator).
+func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
+	cfg = cfg.withDefaults()
+	if err := sums.check(); err != nil {
+		return Result{}, err
+	}
+	byMember := map[string]Participant{}
+	for _, p := range parts {
+		byMember[p.Member] = p
+	}
+	// The scored set: members with sums and a participant record, in member order.
+	var idx []int
+	for i, m := range sums.Members {
+		if _, ok := byMember[m]; ok {
+			idx = append(idx, i)
+		}
+	}
+	n, K := len(idx), sums.K
+	ms := make([]MemberScore, n)
+	norms := make([]float64, n)
+	for a, i := range idx {
+		norms[a] = math.Sqrt(max(sums.Gram[i*len(sums.Members)+i], 0))
+		ms[a].Member, ms[a].Norm = sums.Members[i], norms[a]
+	}
+	median := medianPositive(norms)
+	scores := make([][]float64, n) // s_ik after de-staling and clipping
+	fl := flags{}
+	for a, i := range idx {
+		m := &ms[a]
+		s := make([]float64, K)
+		c := 0.0
+		if sums.UU > 0 {
+			c = sums.UD[i] / sums.UU
+			if norms[a] > 0 {
+				m.CosPrev = sums.UD[i] / (norms[a] * math.Sqrt(sums.UU))
+			}
+		}
+		scale := 1.0
+		if norms[a] > median && norms[a] > 0 {
+			scale = median / norms[a]
+		}
+		for k := 0; k < K; k++ {
+			s[k] = scale * (sums.GD[i*K+k] - c*sums.GU[k])
+		}
+		scores[a] = s
+		m.Mean, m.LCB = lcb(s, cfg.Z)
+		switch {
+		case norms[a] == 0:
+			m.Excluded = "empty"
+			fl.add(byMember[m.Member], "empty", "sent an all-zero update")
+		case median > 0 && norms[a] > cfg.NormOutlier*median:
+			m.Excluded = "scaled"
+			fl.add(byMember[m.Member], "scaled", fmt.Sprintf("update %.0f× the median norm", norms[a]/median))
+		}
+		if m.CosPrev >= cfg.StaleCosine {
+			fl.add(byMember[m.Member], "stale", fmt.Sprintf("update %.0f%% aligned with the previous global step", 100*m.CosPrev))
+		}
+	}
+
+	// Duplicate groups: near-identical updates, or data registered as a copy of an earlier member's.
+	uf := newUnionFind(n)
+	ownerOf := map[string]int{} // contributor name → scored member index
+	for a := range idx {
+		for _, cd := range byMember[ms[a].Member].Contributors {
+			ownerOf[cd.Name] = a
+		}
+	}
+	for a := range idx {
+		for _, cd := range byMember[ms[a].Member].Contributors {
+			if b, ok := ownerOf[cd.DuplicateOf]; ok && cd.DuplicateOf != "" {
+				uf.union(a, b)
+			}
+		}
+		for b := a + 1; b < n; b++ {
+			if norms[a] == 0 || norms[b] == 0 {
+				continue
+			}
+			cos := sums.Gram[idx[a]*len(sums.Members)+idx[b]] / (norms[a] * norms[b])
+			if cos >= cfg.DupCosine {
+				uf.union(a, b)
+			}
+		}
+	}
+	groups := map[int][]int{}
+	for a := range idx {
+		r := uf.find(a)
+		groups[r] = append(groups[r], a)
+	}
+	reward := make([]float64, n)
+	for _, g := range groups {
+		// Credited to the earliest registered member; scored once, as the mean of its members.
+		head := g[0]
+		for _, a := range g {
+			if less(byMember[ms[a].Member], byMember[ms[head].Member]) {
+				head = a
+			}
+		}
+		var eligible []int
+		for _, a := range g {
+			if ms[a].Excluded == "" {
+				eligible = append(eligible, a)
+			}
+		}
+		gs := make([]float64, K)
+		for _, a := range eligible {
+			for k := range gs {
+				gs[k] += scores[a][k] / float64(len(eligible))
+			}
+		}
+		_, glcb := lcb(gs, cfg.Z)
+		for _, a := range g {
+			ms[a].Group, ms[a].GroupLCB = ms[head].Member, glcb
+			if a != head {
+				fl.add(byMember[ms[a].Member], "duplicate", "duplicate of "+strings.Join(names(byMember[ms[head].Member]), ", "))
+			}
+		}
+		if ms[head].Excluded == "" && len(eligible) > 0 && glcb > 0 {
+			reward[head] = glcb
+			ms[head].Reward = glcb
+		}
+	}
+
+	// Weights per contributor.
+	useful := cfg.MinUseful * medianPositive(reward)
+	var res Result
+	dataW := map[string]float64{}
+	computeW := map[string]uint64{}
+	influence := map[string]int64{}
+	for a := range idx {
+		p := byMember[ms[a].Member]
+		cs := creditable(p)
+		ms[a].Contribute = names(p)
+		if ms[a].Mean < 0 {
+			fl.add(p, "negative-influence", fmt.Sprintf("update raised the validation loss (%.3g)", ms[a].Mean))
+		}
+		for _, cd := range p.Contributors {
+			if cd.DuplicateOf != "" {
+				fl.add(p, "duplicate", "duplicate of "+cd.DuplicateOf+" (same data fingerprint)")
+			}
+			influence[cd.Name] = toFixed(ms[a].LCB)
+		}
+		if reward[a] <= 0 || len(cs) == 0 {
+			continue
+		}
+		var total uint64
+		for _, cd := range cs {
+			total += cd.Samples
+		}
+		for _, cd := range cs {
+			frac := 1 / float64(len(cs))
+			if total > 0 {
+				frac = float64(cd.Samples) / float64(total)
+			}
+			dataW[cd.Name] += reward[a] * frac
+			if reward[a] < useful {
+				continue
+			}
+			if total > 0 {
+				computeW[cd.Name] += uint64(float64(p.Samples) * frac)
+			} else {
+				computeW[cd.Name] += p.Samples / uint64(len(cs))
+			}
+		}
+	}
+	var sum float64
+	for _, v := range dataW {
+		sum += v
+	}
+	for _, name := range sortedKeys(dataW) {
+		if w := uint64(math.Floor(dataW[name] / sum * cfg.WeightScale)); w > 0 {
+			res.Data = append(res.Data, consensus.Weight{Contributor: name, Weight: w})
+		}
+	}
+	for _, name := range sortedKeys(computeW) {
+		if computeW[name] > 0 {
+			res.Compute = append(res.Compute, consensus.Weight{Contributor: name, Weight: computeW[name]})
+		}
+	}
+	for _, name := range sortedKeys(influence) {
+		res.Influence = append(res.Influence, consensus.Influence{Contributor: name, Value: influence[name]})
+	}
+	res.Flags = fl.sorted()
+	res.Members = ms
+	return res, nil
+}
+
+// less orders participants by join order, then member ID.
+func less(a, b Participant) bool {
+	if a.Order != b.Order {
+		return a.Order < b.Order
+	}
+	return a.Member < b.Member
+}
+
+// creditable are the contributors of p that may be paid (not registered copies).
+func creditable(p Participant) []consensus.ContributorData {
+	var out []consensus.ContributorData
+	for _, cd := range p.Contributors {
+		if cd.DuplicateOf == "" {
+			out = append(out, cd)
+		}
+	}
+	return out
+}
+
+func names(p Participant) []string {
+	var out []string
+	for _, cd := range p.Contributors {
+		out = append(out, cd.Name)
+	}
+	return out
+}
+
+// lcb returns the mean and mean − z·std/√K of xs (sample standard deviation).
+func lcb(xs []float64, z float64) (mean, low float64) {
+	k := float64(len(xs))
+	if k == 0 {
+		return 0, 0
+	}
+	for _, x := range xs {
+		mean += x
+	}
+	mean /= k
+	if k < 2 {
+		return mean, mean
+	}
+	var ss float64
+	for _, x := range xs {
+		ss += (x - mean) * (x - mean)
+	}
+	return mean, mean - z*math.Sqrt(ss/(k-1))/math.Sqrt(k)
+}
+
+func medianPositive(xs []float64) float64 {
+	var pos []float64
+	for _, x := range xs {
+		if x > 0 {
+			pos = append(pos, x)
+		}
+	}
+	if len(pos) == 0 {
+		return 0
+	}
+	sort.Float64s(pos)
+	return pos[(len(pos)-1)/2]
+}
+
+// toFixed converts an influence to consensus.InfluenceUnit fixed point, saturating.
+func toFixed(x float64) int64 {
+	v := math.Round(x * consensus.InfluenceUnit)
+	switch {
+	case math.IsNaN(v):
+		return 0
+	case v >= math.MaxInt64:
+		return math.MaxInt64
+	case v <= math.MinInt64:
+		return math.MinInt64
+	}
+	return int64(v)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// flags collects one flag per (contributor, kind), on every contributor of the flagged member.
+type flags map[[2]string]string
+
+func (f flags) add(p Participant, kind, detail string) {
+	for _, name := range names(p) {
+		if _, ok := f[[2]string{name, kind}]; !ok {
+			f[[2]string{name, kind}] = detail
+		}
+	}
+}
+
+func (f flags) sorted() []consensus.Flag {
+	keys := make([][2]string, 0, len(f))
+	for k := range f {
+		keys = append(keys, k)
+	}
+	sort.Slice(keys, func(i, j int) bool {
+		if keys[i][0] != keys[j][0] {
+			return keys[i][0] < keys[j][0]
+		}
+		return keys[i][1] < keys[j][1]
+	})
+	out := make([]consensus.Flag, len(keys))
+	for i, k := range keys {
+		out[i] = consensus.Flag{Contributor: k[0], Kind: k[1], Detail: f[k]}
+	}
+	return out
+}
+
+type unionFind []int
+
+func newUnionFind(n int) unionFind {
+	u := make(unionFind, n)
+	for i := range u {
+		u[i] = i
+	}
+	return u
+}
+
+func (u unionFind) find(a int) int {
+	for u[a] != a {
+		u[a] = u[u[a]]
+		a = u[a]
+	}
+	return a
+}
+
+func (u unionFind) union(a, b int) {
+	ra, rb := u.find(a), u.find(b)
+	if ra < rb {
+		u[rb] = ra
+	} else if rb < ra {
+		u[ra] = rb
+	}
+}

@@ -1,0 +1,321 @@
+package attribution
+
+import (
+	"math"
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/cohortlab/cohort/consensus"
+)
+
+// world is a synthetic round: validation gradients g_k = ḡ + noise, a previous step u, and updates
+// built from them the way honest and dishonest peers would.
+type world struct {
+	rng  *rand.Rand
+	dim  int
+	gbar []float32
+	g    [][]float32
+	u    []float32
+}
+
+func newWorld(seed uint64, dim, K int) *world {
+	w := &world{rng: rand.New(rand.NewPCG(seed, 1)), dim: dim}
+	w.gbar = w.gauss(1)
+	for k := 0; k < K; k++ {
+		gk := w.gauss(0.5)
+		for i := range gk {
+			gk[i] += w.gbar[i]
+		}
+		w.g = append(w.g, gk)
+	}
+	w.u = w.mix(0.8, w.gbar, 0.6, w.gauss(1))
+	return w
+}
+
+func (w *world) gauss(s float64) []float32 {
+	x := make([]float32, w.dim)
+	for i := range x {
+		x[i] = float32(w.rng.NormFloat64() * s)
+	}
+	return x
+}
+
+func (w *world) mix(a float32, x []float32, b float32, y []float32) []float32 {
+	out := make([]float32, len(x))
+	for i := range x {
+		out[i] = a*x[i] + b*y[i]
+	}
+	return out
+}
+
+func norm(x []float32) float64 { return math.Sqrt(dot(x, x)) }
+
+func scaled(x []float32, f float32) []float32 { return (&world{}).mix(f, x, 0, x) }
+
+// score runs the aggregator side (partials over three slices) and the leader side (combine, score).
+func (w *world) score(t *testing.T, members []string, updates [][]float32, parts []Participant) Result {
+	t.Helper()
+	order := make([]int, len(members))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(a, b int) int { return compareStr(members[a], members[b]) })
+	var ms []string
+	var us [][]float32
+	for _, i := range order {
+		ms, us = append(ms, members[i]), append(us, updates[i])
+	}
+	cuts := []int{0, w.dim / 3, w.dim / 2, w.dim}
+	var partials []Partial
+	for s := 0; s+1 < len(cuts); s++ {
+		a, b := cuts[s], cuts[s+1]
+		var g [][]float32
+		for _, gk := range w.g {
+			g = append(g, gk[a:b])
+		}
+		var sl [][]float32
+		for _, d := range us {
+			sl = append(sl, d[a:b])
+		}
+		p, err := ComputePartial(uint64(a), uint64(b), g, w.u[a:b], ms, sl)
+		if err != nil {
+			t.Fatal(err)
+		}
+		partials = append(partials, p)
+	}
+	sums, err := Combine(uint64(w.dim), partials)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := Score(sums, parts, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res
+}
+
+func compareStr(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func part(member string, order uint32, samples uint64, dupOf string) Participant {
+	return Participant{Member: member, Order: order, Samples: samples,
+		Contributors: []consensus.ContributorData{{Name: member, Samples: samples, DuplicateOf: dupOf}}}
+}
+
+func payouts(t *testing.T, res Result, budget uint64) map[string]uint64 {
+	t.Helper()
+	data := map[string]uint64{}
+	for _, w := range res.Data {
+		data[w.Contributor] = w.Weight
+	}
+	compute := map[string]uint64{}
+	for _, w := range res.Compute {
+		compute[w.Contributor] = w.Weight
+	}
+	d, err := consensus.Allocate(budget*8/10, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := consensus.Allocate(budget-budget*8/10, compute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]uint64{}
+	for k, v := range d {
+		out[k] += v
+	}
+	for k, v := range c {
+		out[k] += v
+	}
+	return out
+}
+
+func hasFlag(res Result, who, kind string) bool {
+	for _, f := range res.Flags {
+		if f.Contributor == who && f.Kind == kind {
+			return true
+		}
+	}
+	return false
+}
+
+// TestPlantedContributors: six honest peers (different amounts of signal) and one of each
+// dishonest kind. The dishonest ones earn nothing, each honest one earns, in the order of its
+// signal.
+func TestPlantedContributors(t *testing.T) {
+	const budget, rounds = 1_000_000, 20
+	total := map[string]uint64{} // over the rounds: one pool
+	for seed := uint64(1); seed <= rounds; seed++ {
+		w := newWorld(seed, 40000, 8)
+		var members []string
+		var updates [][]float32
+		var parts []Participant
+		add := func(name string, d []float32, dupOf string) {
+			members, updates = append(members, name), append(updates, d)
+			parts = append(parts, part(name, uint32(len(parts)+1), 1000, dupOf))
+		}
+		// Honest: a component along ḡ (their data's signal) plus their own direction.
+		alphas := []float32{0.05, 0.1, 0.15, 0.2, 0.25, 0.3}
+		names := []string{"h1", "h2", "h3", "h4", "h5", "h6"}
+		for i, a := range alphas {
+			add(names[i], w.mix(a, w.gbar, 1, w.gauss(0.5)), "")
+		}
+		honestNorm := norm(updates[3])
+		noise := w.gauss(1)
+		add("noise", scaled(noise, float32(honestNorm/norm(noise))), "")
+		add("labelflip", w.mix(-0.2, w.gbar, 1, w.gauss(0.5)), "")
+		add("scale", scaled(updates[2], 100), "")
+		add("copy", w.mix(1, updates[4], 1, w.gauss(0.05)), "") // trained on h5's data
+		add("copyfp", w.mix(0.25, w.gbar, 1, w.gauss(0.5)), "h5")
+		add("freerider", w.mix(1, w.u, 1, w.gauss(0.01)), "")
+		add("zero", make([]float32, w.dim), "")
+
+		res := w.score(t, members, updates, parts)
+		pay := payouts(t, res, budget)
+		for k, v := range pay {
+			total[k] += v
+		}
+		for i, h := range names {
+			if pay[h] == 0 {
+				t.Errorf("seed %d: honest %s earned nothing", seed, h)
+			}
+			if i > 0 && pay[h] < pay[names[i-1]]/2 {
+				t.Errorf("seed %d: %s (more signal) earned %d, %s earned %d", seed, h, pay[h], names[i-1], pay[names[i-1]])
+			}
+		}
+		for _, f := range []struct{ who, kind string }{{"scale", "scaled"}, {"copy", "duplicate"}, {"copyfp", "duplicate"},
+			{"zero", "empty"}, {"labelflip", "negative-influence"}, {"freerider", "stale"}} {
+			if !hasFlag(res, f.who, f.kind) {
+				t.Errorf("seed %d: %s not flagged %s; flags %v", seed, f.who, f.kind, res.Flags)
+			}
+		}
+		if hasFlag(res, "h5", "duplicate") {
+			t.Errorf("seed %d: the original h5 is flagged as a duplicate", seed)
+		}
+	}
+	var bad uint64
+	for _, b := range []string{"noise", "labelflip", "scale", "copy", "copyfp", "freerider", "zero"} {
+		if total[b] > budget*rounds/100 {
+			t.Errorf("%s earned %d of the pool of %d (> 1 %%)", b, total[b], budget*rounds)
+		}
+		bad += total[b]
+	}
+	if bad > budget*rounds*2/100 {
+		t.Errorf("planted contributors earned %d of %d together (> 2 %%)", bad, budget*rounds)
+	}
+	t.Logf("planted contributors earned %.3f %% of the pool", 100*float64(bad)/float64(budget*rounds))
+}
+
+// TestScaledEarnsNoMoreThanTwin: scaling an update up never pays more than sending it unscaled.
+func TestScaledEarnsNoMoreThanTwin(t *testing.T) {
+	for _, f := range []float32{1.5, 3, 10, 100} {
+		w := newWorld(7, 2000, 8)
+		var ms []string
+		var us [][]float32
+		var ps []Participant
+		for i := 0; i < 5; i++ {
+			ms = append(ms, string(rune('a'+i)))
+			us = append(us, w.mix(0.2, w.gbar, 1, w.gauss(0.5)))
+			ps = append(ps, part(ms[i], uint32(i+1), 500, ""))
+		}
+		base := payouts(t, w.score(t, ms, us, ps), 1000000)
+		us[4] = scaled(us[4], f)
+		got := payouts(t, w.score(t, ms, us, ps), 1000000)
+		limit := base["e"] // ×10 and beyond: excluded as scaled
+		if f < 4 {
+			limit = base["e"] * 105 / 100 // up to the median norm: a bounded gain
+		}
+		if got["e"] > limit {
+			t.Errorf("×%v: scaled update earned %d, unscaled %d", f, got["e"], base["e"])
+		}
+	}
+}
+
+// TestSlicingInvariant: the sums do not depend on how the vector is cut into slices (up to
+// rounding), and a missing member in one slice drops it.
+func TestSlicingInvariant(t *testing.T) {
+	w := newWorld(3, 1000, 4)
+	ms := []string{"a", "b"}
+	us := [][]float32{w.gauss(1), w.gauss(1)}
+	whole, err := ComputePartial(0, 1000, w.g, w.u, ms, us)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := Combine(1000, []Partial{whole})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var g1, g2 [][]float32
+	for _, gk := range w.g {
+		g1, g2 = append(g1, gk[:400]), append(g2, gk[400:])
+	}
+	p1, _ := ComputePartial(0, 400, g1, w.u[:400], ms, [][]float32{us[0][:400], us[1][:400]})
+	p2, _ := ComputePartial(400, 1000, g2, w.u[400:], ms, [][]float32{us[0][400:], us[1][400:]})
+	two, err := Combine(1000, []Partial{p2, p1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range one.GD {
+		if math.Abs(one.GD[i]-two.GD[i]) > 1e-9*math.Max(1, math.Abs(one.GD[i])) {
+			t.Fatalf("GD[%d]: %v vs %v", i, one.GD[i], two.GD[i])
+		}
+	}
+	p2b, _ := ComputePartial(400, 1000, g2, w.u[400:], ms[:1], [][]float32{us[0][400:]})
+	s, err := Combine(1000, []Partial{p1, p2b})
+	if err != nil || !slices.Equal(s.Members, []string{"a"}) {
+		t.Fatalf("members %v, err %v; want [a]", s.Members, err)
+	}
+	if _, err := Combine(1000, []Partial{p1}); err == nil {
+		t.Fatal("a partial cover was accepted")
+	}
+	if _, err := Combine(1000, []Partial{p1, p1, p2}); err == nil {
+		t.Fatal("overlapping partials were accepted")
+	}
+}
+
+func TestPartialCheck(t *testing.T) {
+	w := newWorld(4, 100, 2)
+	good, _ := ComputePartial(0, 100, w.g, w.u, []string{"a", "b"}, [][]float32{w.gauss(1), w.gauss(1)})
+	bad := func(f func(p *Partial)) Partial {
+		p := good
+		p.GD, p.Gram, p.Members = slices.Clone(good.GD), slices.Clone(good.Gram), slices.Clone(good.Members)
+		f(&p)
+		return p
+	}
+	for name, p := range map[string]Partial{
+		"nan":      bad(func(p *Partial) { p.GD[0] = math.NaN() }),
+		"short":    bad(func(p *Partial) { p.Gram = p.Gram[:3] }),
+		"unsorted": bad(func(p *Partial) { p.Members[0], p.Members[1] = "b", "a" }),
+		"empty":    bad(func(p *Partial) { p.End = 0 }),
+		"k":        bad(func(p *Partial) { p.K = 0 }),
+	} {
+		if err := p.Check(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if err := good.Check(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestDeterministic: the same inputs give the same weights, bit for bit.
+func TestDeterministic(t *testing.T) {
+	run := func() Result {
+		w := newWorld(9, 500, 8)
+		ms := []string{"a", "b", "c"}
+		us := [][]float32{w.mix(0.3, w.gbar, 1, w.gauss(1)), w.mix(0.2, w.gbar, 1, w.gauss(1)), w.gauss(1)}
+		return w.score(t, ms, us, []Participant{part("a", 1, 10, ""), part("b", 2, 20, ""), part("c", 3, 30, "")})
+	}
+	a, b := run(), run()
+	if !slices.Equal(a.Data, b.Data) || !slices.Equal(a.Compute, b.Compute) || !slices.Equal(a.Influence, b.Influence) {
+		t.Fatalf("differs:\n%v\n%v", a, b)
+	}
+}
