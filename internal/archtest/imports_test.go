@@ -34,6 +34,8 @@ var confined = map[string][]string{
 	"github.com/hashicorp/raft":     {"consensus"},
 	"github.com/quic-go/quic-go":    {"transport"},
 	"github.com/hashicorp/go-hclog": {"consensus"},
+	"gonum.org/v1/plot":             {"coordinator/report"},
+	"github.com/prometheus/":        {"coordinator"},
 }
 
 func TestImportsPointOneWay(t *testing.T) {
