@@ -46,6 +46,9 @@ type Config struct {
 	Now func() time.Time
 	// Rounds configures training rounds.
 	Rounds RoundConfig
+	// HTTP is the listen address (host:port) of the read-only dashboard and /metrics (http.go);
+	// empty means off.
+	HTTP string
 }
 
 // Validate reports the first invalid field.
@@ -69,7 +72,7 @@ func (c *Config) Validate() error {
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		return fmt.Errorf("coordinator: --listen %q: want a concrete IP address and port", c.Listen)
 	}
-	return nil
+	return validateHTTP(c)
 }
 
 // Server is one coordinator node: a consensus.Node replica plus the QUIC client API.
@@ -90,6 +93,9 @@ type Server struct {
 	store *transport.Store // model blobs served in chunks (late joiners, re-syncs)
 
 	runCtx context.Context // lives as long as Run: background fetches use it
+
+	metrics *metrics // Prometheus metrics (metrics.go)
+	web     webState // the dashboard (http.go)
 }
 
 // New starts the raft node and the QUIC endpoint. Call Run to serve.
@@ -133,6 +139,7 @@ func New(cfg Config) (*Server, error) {
 	}})
 	s.store.Register(s.mux)
 	s.mux.Handle(MsgQuery, s.handleQuery)
+	s.metrics = newMetrics(s)
 	s.mux.Handle(MsgJoinCluster, s.handleJoinCluster)
 	return s, nil
 }
@@ -152,6 +159,11 @@ func (s *Server) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	s.runCtx = ctx
+	stopHTTP, err := s.startHTTP(ctx)
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
 	errc := make(chan error, 1)
 	go func() { errc <- s.ep.Serve(ctx, s.mux.Serve) }()
 	t := time.NewTicker(s.cfg.Tick)

@@ -35,6 +35,7 @@ func newApp() *cli.App {
 			voteCommand(),
 			proposalsCommand(),
 			statusCommand(),
+			reportCommand(),
 			simulateCommand(),
 			joinCommand(),
 			shardCommand(),

@@ -49,6 +49,9 @@ func TestBadInputGivesOneLineError(t *testing.T) {
 		{[]string{"vote", "--coordinator", "127.0.0.1:1", "--key", "k", "--proposal", "1"}, "exactly one of --yes and --no"},
 		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--quorum", "2"}, "--quorum"},
 		{[]string{"keygen"}, "out"},
+		{[]string{"report", "--coordinator", "127.0.0.1:1", "--cohort", "1", "--format", "xml"}, "--format"},
+		{[]string{"report", "--coordinator", "127.0.0.1:1", "--cohort", "0"}, "--cohort"},
+		{[]string{"report", "--coordinator", "127.0.0.1:1"}, "cohort"},
 	} {
 		_, err := run(t, tc.args...)
 		if err == nil {

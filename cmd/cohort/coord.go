@@ -58,7 +58,9 @@ func coordinatorCommand() *cli.Command {
      cohort coordinator --id c1 --dir ./c1 --listen 127.0.0.1:7001 --peers c1=127.0.0.1:7001,c2=127.0.0.1:7002,c3=127.0.0.1:7003
    and the same for c2 and c3. A node restarted with its --dir catches up from the others.
    Add a node to a running cluster with --join ADDR instead of --peers.
-   The address is used twice: QUIC (UDP) for the client API and TCP for Raft.`,
+   The address is used twice: QUIC (UDP) for the client API and TCP for Raft.
+   --http 127.0.0.1:8080 serves a read-only dashboard (cluster, cohorts, contributions) and
+   Prometheus metrics at /metrics.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "id", Required: true, Usage: "node ID, e.g. c1", EnvVars: envVars("id")},
 			&cli.StringFlag{Name: "dir", Required: true, Usage: "data directory (raft log, snapshots, node key)", EnvVars: envVars("dir")},
@@ -71,6 +73,7 @@ func coordinatorCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "snapshot-threshold", Usage: "log entries between snapshots (default 8192)", EnvVars: envVars("snapshot_threshold")},
 			&cli.Uint64Flag{Name: "trailing-logs", Usage: "log entries kept after a snapshot (default 10240); a follower further behind gets the snapshot", EnvVars: envVars("trailing_logs")},
 			&cli.DurationFlag{Name: "snapshot-interval", Usage: "how often to check whether to snapshot (default 120s)", EnvVars: envVars("snapshot_interval")},
+			&cli.StringFlag{Name: "http", Usage: "serve the read-only dashboard and /metrics at HOST:PORT (TCP; off if empty)", EnvVars: envVars("http")},
 		},
 		Action: runCoordinator,
 	}
@@ -108,7 +111,7 @@ func runCoordinator(c *cli.Context) error {
 		rc.LeaderLeaseTimeout = rc.HeartbeatTimeout / 2
 	}
 	srv, err := coordinator.New(coordinator.Config{ID: c.String("id"), Dir: dir, Listen: c.String("listen"), Peers: peers,
-		Join: c.String("join"), Identity: id, Raft: rc})
+		Join: c.String("join"), Identity: id, Raft: rc, HTTP: c.String("http")})
 	if err != nil {
 		return err
 	}
