@@ -28,8 +28,8 @@ type metrics struct {
 	httpRequests  *prometheus.CounterVec
 }
 
-// durationBuckets span 10 ms to ~10 min (uploads over slow links, rounds of many inner steps).
-var durationBuckets = prometheus.ExponentialBuckets(0.01, 2.5, 13)
+// durationBuckets span 10 ms to 10 min (uploads over slow links, rounds of many inner steps).
+var durationBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 
 func newMetrics(s *Server) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}

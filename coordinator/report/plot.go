@@ -22,6 +22,9 @@ const (
 	chartHeight = 9 * vg.Centimeter
 )
 
+// rightPad keeps the last round's tick label inside the picture.
+const rightPad = 4 * vg.Millimeter
+
 // MaxShareLines is how many contributors shares.svg draws a line for (the best paid); the rest
 // are summed into one "others" line.
 const MaxShareLines = 8
@@ -79,7 +82,7 @@ func writeFileAtomic(path string, b []byte) error {
 }
 
 // LossSVG renders the validation loss (top) and accuracy (bottom) of the measured rounds as one
-// SVG document. Rounds the validator did not measure leave gaps; with none measured the axes are
+// SVG document. Rounds the validator did not measure are skipped; with none measured the axes are
 // drawn empty and the title says so.
 func LossSVG(r Report) ([]byte, error) {
 	var loss, acc plotter.XYs
@@ -99,13 +102,17 @@ func LossSVG(r Report) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
+	if len(loss) == 0 {
+		lp.Y.Min, lp.Y.Max = 0, 1
+	}
 	ap, err := roundPlot(r, "validation accuracy", "accuracy %", acc)
 	if err != nil {
 		return nil, err
 	}
+	ap.Y.Min, ap.Y.Max = 0, 100
 	c := vgsvg.New(chartWidth, 2*chartHeight)
 	dc := draw.New(c)
-	tiles := draw.Tiles{Rows: 2, Cols: 1, PadTop: vg.Millimeter, PadBottom: vg.Millimeter, PadX: 2 * vg.Millimeter, PadY: 4 * vg.Millimeter}
+	tiles := draw.Tiles{Rows: 2, Cols: 1, PadTop: vg.Millimeter, PadBottom: vg.Millimeter, PadRight: rightPad, PadX: 2 * vg.Millimeter, PadY: 4 * vg.Millimeter}
 	canvases := plot.Align([][]*plot.Plot{{lp}, {ap}}, tiles, dc)
 	lp.Draw(canvases[0][0])
 	ap.Draw(canvases[1][0])
@@ -148,7 +155,7 @@ func lastRound(r Report) uint32 {
 // one line per contributor (the MaxShareLines best paid, the rest summed as "others").
 func SharesSVG(r Report) ([]byte, error) {
 	p := plot.New()
-	p.Title.Text = fmt.Sprintf("cohort %d %s: cumulative payout share", r.Cohort, r.Name)
+	p.Title.Text = fmt.Sprintf("cohort %d %s: payout share so far", r.Cohort, r.Name)
 	if r.Totals.Paid == 0 {
 		p.Title.Text += " (nothing paid yet)"
 	}
@@ -159,6 +166,7 @@ func SharesSVG(r Report) ([]byte, error) {
 	p.X.Tick.Marker = roundTicks{}
 	p.Add(plotter.NewGrid())
 	p.Legend.Top = true
+	p.Legend.XOffs, p.Legend.YOffs = -2*vg.Millimeter, -3*vg.Millimeter
 
 	shares := r.CumulativeShares()
 	var others []float64
@@ -187,12 +195,10 @@ func SharesSVG(r Report) ([]byte, error) {
 			return nil, err
 		}
 	}
-	wt, err := p.WriterTo(chartWidth, chartHeight, "svg")
-	if err != nil {
-		return nil, fmt.Errorf("report: shares chart: %w", err)
-	}
+	c := vgsvg.New(chartWidth, chartHeight)
+	p.Draw(draw.Crop(draw.New(c), 0, -rightPad, 0, 0))
 	var buf bytes.Buffer
-	if _, err := wt.WriteTo(&buf); err != nil {
+	if _, err := c.WriteTo(&buf); err != nil {
 		return nil, fmt.Errorf("report: shares chart: %w", err)
 	}
 	return buf.Bytes(), nil
