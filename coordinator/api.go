@@ -16,7 +16,17 @@ const (
 	// MsgJoinCluster is sent by a coordinator node to the leader to have its key registered; the
 	// header body is a self-signed AddCoordinator envelope.
 	MsgJoinCluster = "coord.join-cluster"
+	// MsgScore is sent by the leader to an aggregator for the validation sums of one slice of a
+	// round (ScoreRequest); the reply body is an attribution.Partial. Coordinators only.
+	MsgScore = "coord.score"
 )
+
+// ScoreRequest asks an aggregator for the validation sums of slice Slice of a round.
+type ScoreRequest struct {
+	Cohort uint64
+	Round  uint32
+	Slice  int
+}
 
 // SubmitReply answers MsgSubmit.
 type SubmitReply struct {

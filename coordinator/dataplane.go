@@ -14,6 +14,7 @@ import (
 
 	"github.com/cohortlab/cohort/compress"
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/coordinator/attribution"
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/transport"
@@ -30,6 +31,10 @@ type RoundConfig struct {
 	// ClipMultiple clips every update (per slice) to this multiple of the median update norm;
 	// default 2. Scaling an update up gains nothing.
 	ClipMultiple float64
+	// DropMultiple leaves out of the aggregate (per slice) an update longer than this multiple of
+	// the median norm; default 4, as attribution.Config.NormOutlier. An honest update is never
+	// that far from its peers; a scaled-up one would otherwise still push at ClipMultiple.
+	DropMultiple float64
 }
 
 func (c RoundConfig) withDefaults() RoundConfig {
@@ -41,6 +46,9 @@ func (c RoundConfig) withDefaults() RoundConfig {
 	}
 	if c.ClipMultiple == 0 {
 		c.ClipMultiple = 2
+	}
+	if c.DropMultiple == 0 {
+		c.DropMultiple = 4
 	}
 	return c
 }
@@ -70,6 +78,14 @@ type cohortRT struct {
 	// The model blob in the transfer store, for the round it was made at.
 	blobRoot  transport.Hash
 	blobRound uint32
+	// Scoring: the validator (nil if this node cannot validate: valErr says why), the aggregate
+	// that led to each recent θ (by its hash: the previous global step of the round starting
+	// there), and whether the leader is scoring a round now.
+	val     *validator
+	valErr  error
+	deltaTo map[[32]byte][]float32
+	deltaQ  [][32]byte
+	scoring bool
 }
 
 type sliceAgg struct {
@@ -81,6 +97,8 @@ type sliceAgg struct {
 	contributors int
 	aborted      bool
 	timer        *time.Timer
+	// The updates stay after finalize for scoring; partial is their validation sums, once asked.
+	partial *attribution.Partial
 }
 
 type upd struct {
@@ -117,7 +135,13 @@ func (s *Server) runtime(c consensus.Cohort, p consensus.Proposal) (*cohortRT, e
 		return nil, err
 	}
 	rt := &cohortRT{id: c.ID, codec: setting, down: down, downE: map[int][]float32{}, shape: trainer.CodecShape(model.Layout()), outerC: oc,
-		theta: theta, outer: outer, hash: protocol.HashParams(theta), aggs: map[[2]int]*sliceAgg{}}
+		theta: theta, outer: outer, hash: protocol.HashParams(theta), aggs: map[[2]int]*sliceAgg{}, deltaTo: map[[32]byte][]float32{}}
+	rt.val, rt.valErr = newValidator(s.cfg.Validation, p)
+	if rt.valErr != nil {
+		s.log.Warn("this coordinator cannot validate: rounds it scores pay nobody", "cohort", c.ID, "err", rt.valErr)
+	} else {
+		rt.val.measure(rt.theta, rt.hash)
+	}
 	s.rts[c.ID] = rt
 	return rt, nil
 }
@@ -317,18 +341,21 @@ func (s *Server) finalize(rt *cohortRT, a *sliceAgg) {
 	sort.Float64s(sorted)
 	median := sorted[(len(sorted)-1)/2]
 	limit := s.cfg.Rounds.ClipMultiple * median
-	xs := make([][]float32, len(ids))
-	ws := make([]float64, len(ids))
+	xs := make([][]float32, 0, len(ids))
+	ws := make([]float64, 0, len(ids))
 	for i, id := range ids {
 		u := a.updates[id]
-		xs[i], ws[i] = u.vals, float64(u.samples)
+		if median > 0 && norms[i] > s.cfg.Rounds.DropMultiple*median {
+			continue
+		}
+		xs, ws = append(xs, u.vals), append(ws, float64(u.samples))
 		if norms[i] > limit && norms[i] > 0 {
 			scale := float32(limit / norms[i])
 			c := make([]float32, len(u.vals))
 			for j, v := range u.vals {
 				c[j] = v * scale
 			}
-			xs[i] = c
+			xs[len(xs)-1] = c
 		}
 	}
 	avg, err := trainer.Average(nil, xs, ws)
@@ -363,7 +390,6 @@ func (s *Server) finalize(rt *cohortRT, a *sliceAgg) {
 		e[i] -= v
 	}
 	a.contributors = len(ids)
-	a.updates = nil
 }
 
 // handleAggregate long-polls for the aggregate of a slice this node aggregates.
@@ -468,6 +494,7 @@ func (s *Server) driveCohorts(ctx context.Context) {
 		s.syncReplica(rt, it.rounds)
 		if s.node.IsLeader() {
 			s.leadCohort(ctx, rt, it.c, it.p, it.rounds, coordinators)
+			s.scoreNext(ctx, rt, it.c, it.rounds)
 		}
 	}
 }
@@ -548,6 +575,7 @@ func (s *Server) applyRound(ctx context.Context, rt *cohortRT, r consensus.Round
 	rt.outer.Step(rt.theta, delta)
 	rt.applied = r.Number
 	rt.hash = protocol.HashParams(rt.theta)
+	rt.remember(rt.hash, delta)
 	s.log.Debug("applied round", "cohort", rt.id, "round", r.Number, "hash", fmt.Sprintf("%x", rt.hash[:8]))
 }
 
@@ -655,6 +683,9 @@ func (s *Server) resync(ctx context.Context, rt *cohortRT, r consensus.Round) {
 		copy(rt.theta, both[:mr.Params])
 		copy(rt.outer.Momentum(), both[mr.Params:])
 		rt.applied, rt.hash = r.Number, [32]byte(mr.Hash)
+		if rt.val != nil {
+			rt.val.measure(rt.theta, rt.hash)
+		}
 		rt.mu.Unlock()
 		s.log.Info("re-synced cohort model", "cohort", rt.id, "round", r.Number, "from", sv.ID)
 		return

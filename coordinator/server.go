@@ -49,6 +49,8 @@ type Config struct {
 	// HTTP is the listen address (host:port) of the read-only dashboard and /metrics (http.go);
 	// empty means off.
 	HTTP string
+	// Validation configures the validator that scores contributions.
+	Validation ValidationConfig
 }
 
 // Validate reports the first invalid field.
@@ -110,6 +112,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Now = time.Now
 	}
 	cfg.Rounds = cfg.Rounds.withDefaults()
+	cfg.Validation = cfg.Validation.withDefaults()
 	log := cfg.Logger
 	if log == nil {
 		log = slog.Default()
@@ -134,6 +137,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle(protocol.MsgUpload, s.handleUpload)
 	s.mux.Handle(protocol.MsgAggregate, s.handleAggregate)
 	s.mux.Handle(protocol.MsgModel, s.handleModel)
+	s.mux.Handle(MsgScore, s.handleScore)
 	s.store = transport.NewStore(transport.StoreConfig{AcceptPush: func(transport.NodeID, string, transport.Manifest) error {
 		return errors.New("coordinators take no pushed blobs")
 	}})

@@ -64,6 +64,10 @@ type Config struct {
 	// Late makes the peer send its updates just after each round's upload deadline (fault injection
 	// for simulations): they are refused, it earns nothing, and it still follows the model.
 	Late bool
+	// Tamper, if set, replaces the pseudo-gradient before it is encoded: fault injection for
+	// simulations of dishonest peers. prev is the aggregate applied in the previous round this
+	// peer took part in (nil before the first).
+	Tamper func(round uint32, delta, prev []float32) []float32
 }
 
 // Report describes one round of this peer.
@@ -96,6 +100,7 @@ type Peer struct {
 	// is abandoned.
 	sentDec map[int][]float32
 	last    uint32
+	prevAgg []float32
 	Stats   Totals
 	// Resumed reports that Join restored a checkpoint.
 	Resumed bool
@@ -307,6 +312,9 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 	}
 	compute := time.Since(t0).Seconds()
 	delta := p.worker.PseudoGradient(nil)
+	if p.cfg.Tamper != nil {
+		delta = p.cfg.Tamper(r.Number, delta, p.prevAgg)
+	}
 	deadline := time.UnixMilli(r.Deadline)
 	if p.cfg.Late {
 		select {
@@ -360,6 +368,7 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 		if err := p.worker.OuterStep(agg); err != nil {
 			return err
 		}
+		p.prevAgg = agg
 		rep.Applied = true
 		rep.ModelHash = protocol.HashParams(p.worker.Global())
 		// A receipt claims the round's work: only when every slice of the update was accepted.

@@ -43,6 +43,7 @@ type member struct {
 	done    chan struct{}
 	rounds  int
 	stopped bool
+	bad     *BadPeer
 }
 
 // Run runs the simulation to its last round and returns the summary.
@@ -53,11 +54,21 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	cfg = cfg.withDefaults()
 	log := cfg.Logger
 	start := time.Now()
-	task, info, err := trainer.BuildTask(trainer.TaskSpec{Model: cfg.Model, Workers: cfg.Peers, Partition: cfg.Partition,
+	var bads []BadPeer
+	for _, s := range cfg.BadPeers {
+		b, _ := ParseBadPeer(s) // checked by Validate
+		bads = append(bads, b)
+	}
+	task, info, err := trainer.BuildTask(trainer.TaskSpec{Model: cfg.Model, Workers: cfg.Peers + len(bads), Partition: cfg.Partition,
 		Seed: cfg.Seed, DataDir: cfg.DataDir, Batch: cfg.Batch, ValSamples: cfg.ValSamples})
 	if err != nil {
 		return nil, err
 	}
+	val, err := trainer.ValidationFor(modelSpec(cfg.Model), cfg.DataDir, cfg.ValSamples)
+	if err != nil {
+		return nil, err
+	}
+	valHash := val.Hash()
 	dir := cfg.Dir
 	if dir == "" {
 		if dir, err = os.MkdirTemp("", "cohort-sim-"); err != nil {
@@ -91,7 +102,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			return nil, err
 		}
 		srv, err := coordinator.New(coordinator.Config{ID: p.ID, Dir: filepath.Join(dir, p.ID), Listen: p.Addr, Peers: peers,
-			Identity: id, Logger: log, Rounds: coordinator.RoundConfig{Timeout: cfg.RoundTimeout}, Tick: 100 * time.Millisecond})
+			Identity: id, Logger: log, Rounds: coordinator.RoundConfig{Timeout: cfg.RoundTimeout}, Tick: 100 * time.Millisecond,
+			Validation: coordinator.ValidationConfig{Data: cfg.DataDir, Samples: cfg.ValSamples},
+			// Raft's own default timeouts: every coordinator and peer shares this machine's cores,
+			// and the node's tighter defaults (250 ms lease) make a loaded leader step down.
+			Raft: consensus.Config{HeartbeatTimeout: 2 * time.Second, ElectionTimeout: 2 * time.Second, LeaderLeaseTimeout: time.Second}})
 		if err != nil {
 			return nil, err
 		}
@@ -127,7 +142,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if cfg.Link != "" {
 		link, _ = linkshape.ParseLink(cfg.Link)
 	}
-	members := make([]*member, cfg.Peers)
+	members := make([]*member, cfg.Peers+len(bads))
 	defer func() {
 		for _, m := range members {
 			if m != nil {
@@ -141,6 +156,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}()
 	for i := range members {
 		name := fmt.Sprintf("peer-%d", i+1)
+		if i >= cfg.Peers {
+			name = bads[i-cfg.Peers].Name
+		}
 		id, err := identity(cfg.Seed, name)
 		if err != nil {
 			return nil, err
@@ -161,10 +179,13 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			return nil, err
 		}
 		members[i] = &member{name: name, client: cl}
+		if i >= cfg.Peers {
+			members[i].bad = &bads[i-cfg.Peers]
+		}
 	}
-	res, err := proposer.Submit(ctx, &consensus.ProposeBody{Name: "sim-" + cfg.Model, Model: modelSpec(cfg.Model), Dataset: info.Source,
+	res, err := proposer.Submit(ctx, &consensus.ProposeBody{Name: "sim-" + cfg.Model, Model: modelSpec(cfg.Model), Dataset: info.Source, ValidationHash: valHash[:],
 		Params:     consensus.Hyperparams{InnerSteps: uint32(cfg.InnerSteps), Rounds: uint32(cfg.Rounds), Codec: cfg.Codec, OuterLR: "0.7", OuterMomentum: "0.9"},
-		RewardPool: 1_000_000, MinMembers: uint32(cfg.Peers), QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 1500})
+		RewardPool: 1_000_000, MinMembers: uint32(len(members)), QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 1500})
 	if err != nil {
 		return nil, fmt.Errorf("propose: %w", err)
 	}
@@ -197,9 +218,29 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	thetas := map[uint32][]float32{} // θ after round t, from the first peer to apply it
 	killName, killRound, _ := parseKill(cfg.KillPeer)
 	for i, m := range members {
-		p, err := peer.New(peer.Config{Name: m.name, Client: m.client, Cohort: cohort, Source: task.Sources[i], Batch: cfg.Batch,
+		src, contrib := task.Sources[i], peer.Contributor{Name: m.name, Fingerprint: info.Fingerprints[i], Samples: uint64(info.ShardSizes[i])}
+		var tamper func(uint32, []float32, []float32) []float32
+		if b := m.bad; b != nil {
+			tamper = b.tamper(cfg.Seed)
+			switch b.Kind {
+			case "labelflip":
+				src = flipSource{Source: src, classes: 10}
+			case "copy": // registers and trains on the copied peer's data
+				var of int
+				fmt.Sscanf(b.Of, "peer-%d", &of)
+				train, _, _, err := trainer.LoadFashionMNIST(cfg.DataDir)
+				if err != nil {
+					return nil, err
+				}
+				if src, err = trainer.NewImageSource(train, info.Shards[of-1], cfg.Seed*7919+uint64(i)); err != nil {
+					return nil, err
+				}
+				contrib.Fingerprint, contrib.Samples = info.Fingerprints[of-1], uint64(info.ShardSizes[of-1])
+			}
+		}
+		p, err := peer.New(peer.Config{Name: m.name, Client: m.client, Cohort: cohort, Source: src, Batch: cfg.Batch,
 			Inner:        trainer.AdamWConfig{LR: cfg.LR},
-			Contributors: []peer.Contributor{{Name: m.name, Fingerprint: info.Fingerprints[i], Samples: uint64(info.ShardSizes[i])}},
+			Contributors: []peer.Contributor{contrib}, Tamper: tamper,
 			Logger:       log, Late: m.name == cfg.Straggler,
 			OnRound: func(r peer.Report) {
 				mu.Lock()
@@ -214,7 +255,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}
 		m.peer = p
 	}
-	if err := parallel(members, func(m *member) error { return m.peer.Join(ctx) }); err != nil {
+	// The honest peers join first: a planted copy must come after the data it copies.
+	if err := parallel(members[:cfg.Peers], func(m *member) error { return m.peer.Join(ctx) }); err != nil {
+		return nil, fmt.Errorf("join: %w", err)
+	}
+	if err := parallel(members[cfg.Peers:], func(m *member) error { return m.peer.Join(ctx) }); err != nil {
 		return nil, fmt.Errorf("join: %w", err)
 	}
 	startPeer := func(m *member) {
@@ -370,8 +415,79 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	k := int64(len(members))
 	sum.PayloadBytesPerPeer, sum.BytesSentPerPeer = payload/k, wire/k
 	sum.ComputeSeconds = compute / float64(k)
+	for i := range sum.Peers {
+		if b := members[i].bad; b != nil {
+			sum.Peers[i].Bad = b.Kind
+		}
+	}
+	// The leader scores the last rounds just after they close: wait for the ledger to settle.
+	waitUntil(ctx, 90*time.Second, func() bool {
+		n := liveNode(nodes)
+		scored := 0
+		n.srv.Node().View(func(s *consensus.State) error {
+			rs, _ := s.Rounds(cohort)
+			for _, r := range rs {
+				if r.Scored {
+					scored++
+				}
+			}
+			return nil
+		})
+		sum.RoundsScored = scored
+		return scored >= int(reported)
+	})
+	sum.Pool, sum.Shares, sum.Flags, sum.Influence = ledgerOf(liveNode(nodes), cohort)
 	sort.Slice(sum.Peers, func(i, j int) bool { return sum.Peers[i].Name < sum.Peers[j].Name })
 	return sum, nil
+}
+
+// ledgerOf reads what the cohort paid each contributor and the flags raised about them.
+func ledgerOf(n *node, cohort uint64) (uint64, map[string]uint64, map[string][]string, map[string][]float64) {
+	shares, flags, infl := map[string]uint64{}, map[string][]string{}, map[string][]float64{}
+	var pool uint64
+	n.srv.Node().View(func(s *consensus.State) error {
+		c, err := s.Cohort(cohort)
+		if err != nil {
+			return err
+		}
+		if p, err := s.Proposal(c.Proposal); err == nil {
+			pool = p.RewardPool
+		}
+		for _, m := range c.Members {
+			for _, cd := range m.Contributors {
+				shares[cd.Name] += 0
+			}
+		}
+		for _, p := range s.Ledger().Payouts {
+			if p.Cohort == cohort {
+				shares[p.Contributor] += p.Data + p.Compute
+			}
+		}
+		seen := map[[2]string]bool{}
+		rs, _ := s.Rounds(cohort)
+		for i, r := range rs {
+			if !r.Scored {
+				continue
+			}
+			for name := range shares {
+				infl[name] = append(infl[name], 0)
+			}
+			for _, x := range r.Influence {
+				if v, ok := infl[x.Contributor]; ok && len(v) > 0 {
+					v[len(v)-1] = float64(x.Value) / consensus.InfluenceUnit
+				}
+			}
+			_ = i
+			for _, f := range r.Flags {
+				if !seen[[2]string{f.Contributor, f.Kind}] {
+					seen[[2]string{f.Contributor, f.Kind}] = true
+					flags[f.Contributor] = append(flags[f.Contributor], f.Kind+": "+f.Detail)
+				}
+			}
+		}
+		return nil
+	})
+	return pool, shares, flags, infl
 }
 
 func modelSpec(m string) string {

@@ -41,6 +41,9 @@ type Config struct {
 	KillPeer string
 	// Straggler names a peer whose uploads arrive after the deadline.
 	Straggler string
+	// BadPeers are planted dishonest peers, "KIND[:ARG][@NAME]" (see ParseBadPeer), joining
+	// after the honest ones, each with a shard of its own.
+	BadPeers []string
 	// RoundTimeout bounds a round; default 120s (the leader shortens it once rounds have run).
 	RoundTimeout time.Duration
 	// Dir holds the coordinators' data; default a temporary directory, removed afterwards.
@@ -109,6 +112,26 @@ func (c Config) Validate() error {
 			return err
 		}
 	}
+	names := map[string]bool{}
+	for i := 1; i <= c.Peers; i++ {
+		names[fmt.Sprintf("peer-%d", i)] = true
+	}
+	for _, s := range c.BadPeers {
+		b, err := ParseBadPeer(s)
+		if err != nil {
+			return err
+		}
+		if names[b.Name] {
+			return fmt.Errorf("bad-peer %q: the name %s is taken", s, b.Name)
+		}
+		if b.Kind == "copy" && !names[b.Of] {
+			return fmt.Errorf("bad-peer %q: no peer %s to copy", s, b.Of)
+		}
+		if (b.Kind == "copy" || b.Kind == "labelflip") && !strings.HasPrefix(c.Model, "mlp") {
+			return fmt.Errorf("bad-peer %q: %s needs the image classifier (--model mlp)", s, b.Kind)
+		}
+		names[b.Name] = true
+	}
 	return nil
 }
 
@@ -139,6 +162,7 @@ type Progress struct {
 // PeerSummary is one peer in Summary.
 type PeerSummary struct {
 	Name               string `json:"name"`
+	Bad                string `json:"bad,omitempty"` // the planted behaviour, if any
 	RoundsParticipated int    `json:"rounds_participated"`
 	Samples            int    `json:"samples"`
 	PayloadBytes       int64  `json:"payload_bytes"`
@@ -156,6 +180,16 @@ type Summary struct {
 	ComputeSeconds      float64       `json:"compute_seconds"`
 	LeaderChanges       int           `json:"leader_changes"`
 	ModelHash           string        `json:"model_hash"`
+	// Shares is what each contributor was paid from the reward pool (Pool), Flags what the
+	// validator noticed about contributors ("kind: detail", once per kind).
+	Pool   uint64              `json:"pool"`
+	Shares map[string]uint64   `json:"shares"`
+	Flags  map[string][]string `json:"flags"`
+	// Influence is each contributor's measured influence per scored round (consensus.Influence
+	// in float units; 0 when it did not take part).
+	Influence map[string][]float64 `json:"influence"`
+	// RoundsScored counts rounds with a ScoreCommit when the summary was taken.
+	RoundsScored int `json:"rounds_scored"`
 	ReplicasAgree       bool          `json:"replicas_agree"`
 	Codec               string        `json:"codec"`
 	Link                string        `json:"link"`

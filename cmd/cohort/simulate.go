@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"strings"
+	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -37,6 +39,7 @@ func simulateCommand() *cli.Command {
 			&cli.IntFlag{Name: "kill-leader-at", Usage: "kill the leader coordinator when this round opens", EnvVars: envVars("kill_leader_at")},
 			&cli.StringFlag{Name: "kill-peer", Usage: "NAME@ROUND: stop a peer when the round opens, restart it a round later", EnvVars: envVars("kill_peer")},
 			&cli.StringFlag{Name: "straggler", Usage: "a peer (e.g. peer-3) whose updates arrive after every deadline", EnvVars: envVars("straggler")},
+			&cli.StringSliceFlag{Name: "bad-peer", Usage: "plant a dishonest peer, KIND[:ARG][@NAME] (repeatable); kinds: " + strings.Join(sim.BadKinds, ", "), EnvVars: envVars("bad_peer")},
 			&cli.DurationFlag{Name: "round-timeout", Value: 2 * time.Minute, Usage: "longest a round may take", EnvVars: envVars("round_timeout")},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON summary as the last line", EnvVars: envVars("json")},
 		},
@@ -50,7 +53,7 @@ func simulateCommand() *cli.Command {
 				InnerSteps: c.Int("inner-steps"), Batch: c.Int("batch"), Codec: c.String("codec"), Partition: c.String("partition"),
 				Link: c.String("link"), Seed: c.Uint64("seed"), DataDir: c.String("data"), ValSamples: c.Int("val-samples"),
 				KillLeaderAt: c.Int("kill-leader-at"), KillPeer: c.String("kill-peer"), Straggler: c.String("straggler"),
-				RoundTimeout: c.Duration("round-timeout"), Logger: slog.Default(),
+				RoundTimeout: c.Duration("round-timeout"), Logger: slog.Default(), BadPeers: c.StringSlice("bad-peer"),
 			}
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("simulate: %w", err)
@@ -78,11 +81,26 @@ func simulateCommand() *cli.Command {
 			fmt.Fprintf(out, "\n%d rounds, val_loss %.4f, val_acc %.2f%%, %s sent per peer on the wire (%s payload, codec %s), compute %.0f%% of %.1fs wall, leader changes %d, replicas agree: %v (model %s)\n",
 				sum.RoundsCompleted, sum.FinalValLoss, 100*sum.FinalValAccuracy, humanBytes(sum.BytesSentPerPeer), humanBytes(sum.PayloadBytesPerPeer),
 				sum.Codec, 100*sum.ComputeSeconds/sum.WallSeconds, sum.WallSeconds, sum.LeaderChanges, sum.ReplicasAgree, sum.ModelHash)
-			fmt.Fprintln(out, "peer      rounds  samples  payload     wire sent")
-			for _, p := range sum.Peers {
-				fmt.Fprintf(out, "%-8s  %6d  %7d  %-10s  %s\n", p.Name, p.RoundsParticipated, p.Samples, humanBytes(p.PayloadBytes), humanBytes(p.WireBytesSent))
+			var paid uint64
+			for _, v := range sum.Shares {
+				paid += v
 			}
-			return nil
+			fmt.Fprintf(out, "\ncontributions (%d of %d rounds scored; paid %d of the pool of %d):\n", sum.RoundsScored, sum.RoundsCompleted, paid, sum.Pool)
+			tw := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+			fmt.Fprintln(tw, "peer\trounds\tsamples\tpayload\twire sent\tpayout\tshare\tflags")
+			for _, p := range sum.Peers {
+				share := 0.0
+				if sum.Pool > 0 {
+					share = 100 * float64(sum.Shares[p.Name]) / float64(sum.Pool)
+				}
+				flags := strings.Join(sum.Flags[p.Name], "; ")
+				if p.Bad != "" {
+					flags = "[planted " + p.Bad + "] " + flags
+				}
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%.2f%%\t%s\n", p.Name, p.RoundsParticipated, p.Samples, humanBytes(p.PayloadBytes),
+					humanBytes(p.WireBytesSent), sum.Shares[p.Name], share, flags)
+			}
+			return tw.Flush()
 		},
 	}
 }

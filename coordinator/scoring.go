@@ -1,0 +1,254 @@
+package coordinator
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/coordinator/attribution"
+	"github.com/cohortlab/cohort/transport"
+)
+
+// Scoring (DESIGN.md §6): every coordinator measures each θ_t its replica reaches (validator);
+// an aggregator answers the leader with the validation sums of its slice (handleScore); the leader
+// adds them up, scores the round (package attribution) and commits one ScoreCommit per round, in
+// round order, which the ledger pays by.
+
+// scoreWait bounds how long after a round closed the leader keeps trying to collect its
+// validation sums; after that the round is recorded unscored (its budget carries over).
+const scoreWait = 60 * time.Second
+
+// remember records (rt.mu held) that θ with hash h was reached by applying aggregate delta, and
+// starts measuring it.
+func (rt *cohortRT) remember(h [32]byte, delta []float32) {
+	if _, ok := rt.deltaTo[h]; !ok {
+		rt.deltaQ = append(rt.deltaQ, h)
+	}
+	rt.deltaTo[h] = delta
+	for len(rt.deltaQ) > keepStates {
+		delete(rt.deltaTo, rt.deltaQ[0])
+		rt.deltaQ = rt.deltaQ[1:]
+	}
+	if rt.val != nil {
+		rt.val.measure(rt.theta, h)
+	}
+}
+
+// handleScore (aggregator) answers the leader with the validation sums of one slice of a round:
+// the slice's aggregation must be final and the validator must have measured the round's θ_t.
+func (s *Server) handleScore(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
+	if peer != (transport.NodeID{}) && !s.isCoordinator(peer.String()) {
+		return transport.Message{}, fmt.Errorf("score: %s is not a coordinator", peer)
+	}
+	var q ScoreRequest
+	if err := req.DecodeBody(&q); err != nil {
+		return transport.Message{}, err
+	}
+	p, err := s.partial(ctx, q)
+	if err != nil {
+		return transport.Message{}, err
+	}
+	reply := transport.Message{Header: transport.Header{Type: MsgScore}}
+	return reply, reply.SetBody(p)
+}
+
+func (s *Server) partial(ctx context.Context, q ScoreRequest) (attribution.Partial, error) {
+	rt, r, sl, err := s.roundSlice(q.Cohort, q.Round, q.Slice)
+	if err != nil {
+		return attribution.Partial{}, err
+	}
+	if rt.val == nil {
+		return attribution.Partial{}, fmt.Errorf("score: %w", rt.valErr)
+	}
+	a := s.sliceAggFor(rt, r, q.Slice, sl)
+	select {
+	case <-a.done:
+	case <-ctx.Done():
+		return attribution.Partial{}, fmt.Errorf("%s slice %d of round %d still aggregating", unavailablePrefix, q.Slice, q.Round)
+	}
+	if a.aborted {
+		return attribution.Partial{}, fmt.Errorf("score: slice %d of round %d has no updates", q.Slice, q.Round)
+	}
+	st, err := rt.val.state(ctx, r.ModelHash)
+	if err != nil {
+		return attribution.Partial{}, fmt.Errorf("score: %w", err)
+	}
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	if a.partial != nil {
+		return *a.partial, nil
+	}
+	members := make([]string, 0, len(a.updates))
+	for m := range a.updates {
+		members = append(members, m)
+	}
+	sort.Strings(members)
+	updates := make([][]float32, len(members))
+	for i, m := range members {
+		updates[i] = a.updates[m].vals
+	}
+	g := make([][]float32, len(st.grads))
+	for k, gk := range st.grads {
+		g[k] = gk[sl.Start:sl.End]
+	}
+	var u []float32
+	if d, ok := rt.deltaTo[[32]byte(r.ModelHash)]; ok {
+		u = d[sl.Start:sl.End]
+	} else if r.Number == 1 {
+		u = make([]float32, sl.End-sl.Start) // θ_0: there is no previous step
+	}
+	p, err := attribution.ComputePartial(uint64(sl.Start), uint64(sl.End), g, u, members, updates)
+	if err != nil {
+		return attribution.Partial{}, err
+	}
+	a.partial = &p
+	return p, nil
+}
+
+// scoreNext (leader) starts scoring the cohort's oldest closed, unscored round, unless a scoring
+// is under way.
+func (s *Server) scoreNext(ctx context.Context, rt *cohortRT, c consensus.Cohort, rounds []consensus.Round) {
+	var next *consensus.Round
+	for i := range rounds {
+		if rounds[i].Status == consensus.RoundClosed && !rounds[i].Scored {
+			next = &rounds[i]
+			break
+		}
+	}
+	if next == nil {
+		return
+	}
+	rt.mu.Lock()
+	if rt.scoring {
+		rt.mu.Unlock()
+		return
+	}
+	rt.scoring = true
+	rt.mu.Unlock()
+	r := *next
+	ctx = s.runCtx // the tick's context ends with the tick; scoring outlives it
+	go func() {
+		defer func() {
+			rt.mu.Lock()
+			rt.scoring = false
+			rt.mu.Unlock()
+		}()
+		start := time.Now()
+		body, err := s.scoreRound(ctx, rt, c, r)
+		if err != nil {
+			s.log.Debug("score round: will retry", "cohort", c.ID, "round", r.Number, "err", err)
+			return
+		}
+		res, err := s.applyAsSelf(ctx, body)
+		if err != nil {
+			if !errors.Is(err, consensus.ErrWrongStatus) {
+				s.log.Warn("score commit", "cohort", c.ID, "round", r.Number, "err", err)
+			}
+			return
+		}
+		s.log.Info("scored round", "cohort", c.ID, "round", r.Number, "paid", res.Amount, "earners", len(body.Data),
+			"flags", len(body.Flags), "note", body.Note, "took", time.Since(start).Round(time.Millisecond))
+	}()
+}
+
+// scoreRound builds the ScoreCommit of closed round r. An error means "not yet": the leader
+// retries on a later tick; past scoreWait the round is committed unscored, with a note.
+func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohort, r consensus.Round) (*consensus.ScoreCommitBody, error) {
+	body := &consensus.ScoreCommitBody{Cohort: c.ID, Round: r.Number}
+	switch {
+	case bytes.Equal(r.NewModelHash, r.ModelHash):
+		body.Note = "abandoned: the model did not change"
+		return body, nil
+	case len(r.Receipts) == 0:
+		body.Note = "no participant reported"
+		return body, nil
+	case rt.val == nil:
+		body.Note = "not validated: " + rt.valErr.Error()
+		return body, nil
+	}
+	late := s.cfg.Now().Sub(time.UnixMilli(r.ClosedAt)) > scoreWait
+	partials := make([]attribution.Partial, len(r.Slices))
+	for i, sl := range r.Slices {
+		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		p, err := s.fetchPartial(cctx, ScoreRequest{Cohort: c.ID, Round: r.Number, Slice: i}, sl)
+		cancel()
+		if err != nil {
+			if late {
+				body.Note = fmt.Sprintf("unscored: slice %d: %v", i, err)
+				return body, nil
+			}
+			return nil, fmt.Errorf("slice %d: %w", i, err)
+		}
+		partials[i] = p
+	}
+	rt.mu.Lock()
+	n := uint64(len(rt.theta))
+	rt.mu.Unlock()
+	sums, err := attribution.Combine(n, partials)
+	if err != nil {
+		body.Note = "unscored: " + err.Error()
+		return body, nil
+	}
+	orders := map[string]consensus.CohortMember{}
+	for _, m := range c.Members {
+		orders[m.Member] = m
+	}
+	var parts []attribution.Participant
+	for _, rc := range r.Receipts {
+		m, ok := orders[rc.Member]
+		if !ok {
+			continue
+		}
+		parts = append(parts, attribution.Participant{Member: rc.Member, Order: m.Order, Samples: rc.SamplesUsed, Contributors: m.Contributors})
+	}
+	res, err := attribution.Score(sums, parts, attribution.Config{})
+	if err != nil {
+		body.Note = "unscored: " + err.Error()
+		return body, nil
+	}
+	body.Data, body.Compute, body.Influence, body.Flags = res.Data, res.Compute, res.Influence, res.Flags
+	if len(body.Data) == 0 {
+		body.Note = "no update improved the validation loss"
+	}
+	// The validation loss and accuracy of θ_{t+1}, as measured by this node.
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if st, err := rt.val.state(mctx, r.NewModelHash); err == nil {
+		body.Metrics = st.metrics
+	}
+	cancel()
+	return body, nil
+}
+
+// fetchPartial asks a slice's aggregator (this node or another) for its validation sums.
+func (s *Server) fetchPartial(ctx context.Context, q ScoreRequest, sl consensus.SliceAssignment) (attribution.Partial, error) {
+	if sl.Aggregator == s.KeyID() {
+		return s.partial(ctx, q)
+	}
+	req := transport.Message{Header: transport.Header{Type: MsgScore}}
+	if err := req.SetBody(q); err != nil {
+		return attribution.Partial{}, err
+	}
+	addr, err := s.addrOfKey(sl.Aggregator)
+	if err != nil {
+		return attribution.Partial{}, err
+	}
+	reply, err := s.call(ctx, addr, req)
+	if err != nil {
+		return attribution.Partial{}, err
+	}
+	var p attribution.Partial
+	if err := reply.DecodeBody(&p); err != nil {
+		return attribution.Partial{}, err
+	}
+	if err := p.Check(); err != nil {
+		return attribution.Partial{}, err
+	}
+	if p.Start != sl.Start || p.End != sl.End {
+		return attribution.Partial{}, fmt.Errorf("score: aggregator answered for [%d,%d)", p.Start, p.End)
+	}
+	return p, nil
+}

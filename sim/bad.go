@@ -1,0 +1,128 @@
+package sim
+
+import (
+	"fmt"
+	"hash/fnv"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"strings"
+
+	"github.com/cohortlab/cohort/trainer"
+	"github.com/cohortlab/cohort/trainer/nn"
+)
+
+// BadKinds are the dishonest behaviours a planted peer can have (--bad-peer KIND[:ARG]@NAME).
+var BadKinds = []string{"noise", "labelflip", "scale:F", "copy:PEER", "freerider", "zero"}
+
+// BadPeer is a planted dishonest peer: it joins the cohort like anyone, with its own name and
+// contributor, after the honest peers.
+type BadPeer struct {
+	Kind  string  // noise, labelflip, scale, copy, freerider, zero
+	Scale float64 // scale: the factor
+	Of    string  // copy: the peer whose data it registers and trains on
+	Name  string
+}
+
+// ParseBadPeer parses "KIND[:ARG][@NAME]"; the name defaults to the kind.
+func ParseBadPeer(s string) (BadPeer, error) {
+	spec, name, _ := strings.Cut(s, "@")
+	kind, arg, hasArg := strings.Cut(spec, ":")
+	b := BadPeer{Kind: kind, Name: name}
+	if b.Name == "" {
+		b.Name = kind
+	}
+	bad := func(why string) (BadPeer, error) {
+		return BadPeer{}, fmt.Errorf("bad-peer %q: %s (kinds: %s)", s, why, strings.Join(BadKinds, ", "))
+	}
+	switch kind {
+	case "noise", "labelflip", "freerider", "zero":
+		if hasArg {
+			return bad(kind + " takes no argument")
+		}
+	case "scale":
+		f, err := strconv.ParseFloat(arg, 64)
+		if err != nil || !(f > 0) || math.IsInf(f, 0) {
+			return bad("want scale:FACTOR with a positive factor")
+		}
+		b.Scale = f
+	case "copy":
+		if arg == "" {
+			return bad("want copy:PEER, the peer whose data it copies")
+		}
+		b.Of = arg
+	default:
+		return bad("unknown kind")
+	}
+	return b, nil
+}
+
+// tamper returns the peer's update rule, or nil for the kinds that cheat with data instead.
+func (b BadPeer) tamper(seed uint64) func(round uint32, delta, prev []float32) []float32 {
+	h := fnv.New64a()
+	h.Write([]byte(b.Name))
+	rngFor := func(round uint32) *rand.Rand { return rand.New(rand.NewPCG(seed^h.Sum64(), uint64(round))) }
+	switch b.Kind {
+	case "noise": // a Gaussian update as long as an honest one
+		return func(round uint32, delta, _ []float32) []float32 {
+			return gaussian(rngFor(round), len(delta), norm(delta))
+		}
+	case "scale":
+		return func(_ uint32, delta, _ []float32) []float32 {
+			out := make([]float32, len(delta))
+			for i, d := range delta {
+				out[i] = float32(float64(d) * b.Scale)
+			}
+			return out
+		}
+	case "freerider": // replays the previous global step, plus a little noise
+		return func(round uint32, delta, prev []float32) []float32 {
+			if prev == nil {
+				return gaussian(rngFor(round), len(delta), 0.01*norm(delta))
+			}
+			out := gaussian(rngFor(round), len(prev), 0.1*norm(prev))
+			for i, p := range prev {
+				out[i] += p
+			}
+			return out
+		}
+	case "zero":
+		return func(_ uint32, delta, _ []float32) []float32 { return make([]float32, len(delta)) }
+	}
+	return nil
+}
+
+func gaussian(rng *rand.Rand, n int, length float64) []float32 {
+	out := make([]float32, n)
+	for i := range out {
+		out[i] = float32(rng.NormFloat64())
+	}
+	if l := norm(out); l > 0 {
+		f := float32(length / l)
+		for i := range out {
+			out[i] *= f
+		}
+	}
+	return out
+}
+
+func norm(x []float32) float64 {
+	var s float64
+	for _, v := range x {
+		s += float64(v) * float64(v)
+	}
+	return math.Sqrt(s)
+}
+
+// flipSource trains on flipped labels: class y becomes classes−1−y.
+type flipSource struct {
+	trainer.Source
+	classes int
+}
+
+func (f flipSource) Next(b *nn.Batch, n int) {
+	f.Source.Next(b, n)
+	for i, y := range b.Y {
+		b.Y[i] = f.classes - 1 - y
+	}
+}
