@@ -241,7 +241,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		p, err := peer.New(peer.Config{Name: m.name, Client: m.client, Cohort: cohort, Source: src, Batch: cfg.Batch,
 			Inner:        trainer.AdamWConfig{LR: cfg.LR},
 			Contributors: []peer.Contributor{contrib}, Tamper: tamper,
-			Logger:       log, Late: m.name == cfg.Straggler,
+			Logger: log, Late: m.name == cfg.Straggler,
 			OnRound: func(r peer.Report) {
 				mu.Lock()
 				defer mu.Unlock()

@@ -171,15 +171,15 @@ type PeerSummary struct {
 
 // Summary is what `cohort simulate --json` prints.
 type Summary struct {
-	RoundsCompleted     int           `json:"rounds_completed"`
-	FinalValLoss        float64       `json:"final_val_loss"`
-	FinalValAccuracy    float64       `json:"final_val_accuracy"`
-	BytesSentPerPeer    int64         `json:"bytes_sent_per_peer"`
-	PayloadBytesPerPeer int64         `json:"payload_bytes_per_peer"`
-	WallSeconds         float64       `json:"wall_seconds"`
-	ComputeSeconds      float64       `json:"compute_seconds"`
-	LeaderChanges       int           `json:"leader_changes"`
-	ModelHash           string        `json:"model_hash"`
+	RoundsCompleted     int     `json:"rounds_completed"`
+	FinalValLoss        float64 `json:"final_val_loss"`
+	FinalValAccuracy    float64 `json:"final_val_accuracy"`
+	BytesSentPerPeer    int64   `json:"bytes_sent_per_peer"`
+	PayloadBytesPerPeer int64   `json:"payload_bytes_per_peer"`
+	WallSeconds         float64 `json:"wall_seconds"`
+	ComputeSeconds      float64 `json:"compute_seconds"`
+	LeaderChanges       int     `json:"leader_changes"`
+	ModelHash           string  `json:"model_hash"`
 	// Shares is what each contributor was paid from the reward pool (Pool), Flags what the
 	// validator noticed about contributors ("kind: detail", once per kind).
 	Pool   uint64              `json:"pool"`
@@ -189,10 +189,10 @@ type Summary struct {
 	// in float units; 0 when it did not take part).
 	Influence map[string][]float64 `json:"influence"`
 	// RoundsScored counts rounds with a ScoreCommit when the summary was taken.
-	RoundsScored int `json:"rounds_scored"`
-	ReplicasAgree       bool          `json:"replicas_agree"`
-	Codec               string        `json:"codec"`
-	Link                string        `json:"link"`
-	Peers               []PeerSummary `json:"peers"`
-	History             []Progress    `json:"-"`
+	RoundsScored  int           `json:"rounds_scored"`
+	ReplicasAgree bool          `json:"replicas_agree"`
+	Codec         string        `json:"codec"`
+	Link          string        `json:"link"`
+	Peers         []PeerSummary `json:"peers"`
+	History       []Progress    `json:"-"`
 }
