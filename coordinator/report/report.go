@@ -137,8 +137,8 @@ func Build(p consensus.Proposal, c consensus.Cohort, rounds []consensus.Round, l
 
 	rs := slices.Clone(rounds)
 	slices.SortFunc(rs, func(a, b consensus.Round) int { return cmp.Compare(a.Number, b.Number) })
-	flagRounds := map[string]map[string]int{} // contributor -> flag label -> rounds
-	influence := map[string]int64{}           // contributor -> sum of fixed-point values
+	flagsOf := map[string]map[string]*flagCount{} // contributor -> flag kind -> rounds and details
+	influence := map[string]int64{}               // contributor -> sum of fixed-point values
 	for _, cr := range rs {
 		if cr.Cohort != c.ID {
 			continue
@@ -162,21 +162,24 @@ func Build(p consensus.Proposal, c consensus.Cohort, rounds []consensus.Round, l
 			add(in.Contributor, "")
 			influence[in.Contributor] += in.Value
 		}
-		seen := map[[2]string]bool{} // a label counts once per round
+		seen := map[[2]string]bool{} // a kind counts once per round
 		for _, f := range cr.Flags {
-			label := f.Detail
-			if label == "" {
-				label = f.Kind
-			}
-			if seen[[2]string{f.Contributor, label}] {
+			if seen[[2]string{f.Contributor, f.Kind}] {
 				continue
 			}
-			seen[[2]string{f.Contributor, label}] = true
+			seen[[2]string{f.Contributor, f.Kind}] = true
 			add(f.Contributor, "")
-			if flagRounds[f.Contributor] == nil {
-				flagRounds[f.Contributor] = map[string]int{}
+			if flagsOf[f.Contributor] == nil {
+				flagsOf[f.Contributor] = map[string]*flagCount{}
 			}
-			flagRounds[f.Contributor][label]++
+			fc := flagsOf[f.Contributor][f.Kind]
+			if fc == nil {
+				fc = &flagCount{kind: f.Kind, details: map[string]bool{}}
+				flagsOf[f.Contributor][f.Kind] = fc
+			}
+			fc.rounds++
+			fc.details[f.Detail] = true
+			fc.last = f.Detail
 		}
 		r.Totals.BytesSent += rr.BytesSent
 		r.Rounds = append(r.Rounds, rr)
@@ -225,7 +228,7 @@ func Build(p consensus.Proposal, c consensus.Cohort, rounds []consensus.Round, l
 		if x.DuplicateOf != "" {
 			x.Flags = append(x.Flags, fmt.Sprintf("duplicate of %s (registered)", x.DuplicateOf))
 		}
-		x.Flags = append(x.Flags, flagLabels(flagRounds[name])...)
+		x.Flags = append(x.Flags, flagLabels(flagsOf[name])...)
 		r.Contributors = append(r.Contributors, *x)
 	}
 	sort.SliceStable(r.Contributors, func(i, j int) bool {
@@ -238,25 +241,49 @@ func Build(p consensus.Proposal, c consensus.Cohort, rounds []consensus.Round, l
 	return r
 }
 
-// flagLabels renders "label (n rounds)", the most frequent first, then by label.
-func flagLabels(counts map[string]int) []string {
-	labels := make([]string, 0, len(counts))
-	for l := range counts {
-		labels = append(labels, l)
+// flagCount is what one kind of flag said about a contributor over the rounds.
+type flagCount struct {
+	kind    string
+	rounds  int
+	details map[string]bool // distinct details
+	last    string          // detail of the latest round flagged
+}
+
+// label is "detail (n rounds)" when every round said the same (the kind when it said nothing), else
+// "kind (n rounds; last: detail)": details that carry a number differ from round to round.
+func (f *flagCount) label() string {
+	unit := "rounds"
+	if f.rounds == 1 {
+		unit = "round"
 	}
-	sort.Slice(labels, func(i, j int) bool {
-		if counts[labels[i]] != counts[labels[j]] {
-			return counts[labels[i]] > counts[labels[j]]
+	if len(f.details) == 1 {
+		text := f.last
+		if text == "" {
+			text = f.kind
 		}
-		return labels[i] < labels[j]
+		return fmt.Sprintf("%s (%d %s)", text, f.rounds, unit)
+	}
+	if f.last == "" {
+		return fmt.Sprintf("%s (%d %s)", f.kind, f.rounds, unit)
+	}
+	return fmt.Sprintf("%s (%d %s; last: %s)", f.kind, f.rounds, unit, f.last)
+}
+
+// flagLabels renders a contributor's flags, the most frequent first, then by kind.
+func flagLabels(kinds map[string]*flagCount) []string {
+	fcs := make([]*flagCount, 0, len(kinds))
+	for _, fc := range kinds {
+		fcs = append(fcs, fc)
+	}
+	sort.Slice(fcs, func(i, j int) bool {
+		if fcs[i].rounds != fcs[j].rounds {
+			return fcs[i].rounds > fcs[j].rounds
+		}
+		return fcs[i].kind < fcs[j].kind
 	})
-	out := make([]string, len(labels))
-	for i, l := range labels {
-		unit := "rounds"
-		if counts[l] == 1 {
-			unit = "round"
-		}
-		out[i] = fmt.Sprintf("%s (%d %s)", l, counts[l], unit)
+	out := make([]string, len(fcs))
+	for i, fc := range fcs {
+		out[i] = fc.label()
 	}
 	return out
 }

@@ -53,13 +53,14 @@ func fixture() (consensus.Proposal, consensus.Cohort, []consensus.Round, consens
 			Influence: []consensus.Influence{{Contributor: "alice", Value: 2_500_000}, {Contributor: "bob", Value: 1_000_000},
 				{Contributor: "carol", Value: 500_000}, {Contributor: "dave", Value: -200_000}},
 			Flags: []consensus.Flag{{Contributor: "dave", Kind: "duplicate", Detail: "duplicate of alice"},
-				{Contributor: "dave", Kind: "negative-influence"}},
+				{Contributor: "dave", Kind: "negative-influence", Detail: "update raised the validation loss (-0.2)"}},
 			Metrics: consensus.RoundMetrics{Measured: true, ValLossMicro: 812_345, ValAccuracyBP: 7123, Samples: 2000}},
 		{Cohort: 1, Number: 1, Participants: all, Receipts: receipts(all...), Status: consensus.RoundClosed,
 			OpenedAt: 1000, Deadline: 61000, ClosedAt: 1900, Scored: true, Budget: 100_000, Paid: 100_000,
 			Influence: []consensus.Influence{{Contributor: "alice", Value: 4_000_000}, {Contributor: "bob", Value: 3_000_000},
 				{Contributor: "carol", Value: 1_000_000}, {Contributor: "dave", Value: 0}},
-			Flags:   []consensus.Flag{{Contributor: "dave", Kind: "duplicate", Detail: "duplicate of alice"}},
+			Flags: []consensus.Flag{{Contributor: "carol", Kind: "stale"}, {Contributor: "dave", Kind: "duplicate", Detail: "duplicate of alice"},
+				{Contributor: "dave", Kind: "negative-influence", Detail: "update raised the validation loss (-0.1)"}},
 			Metrics: consensus.RoundMetrics{Measured: true, ValLossMicro: 1_204_000, ValAccuracyBP: 6010, Samples: 2000}},
 		{Cohort: 1, Number: 3, Participants: all, Receipts: receipts(memAlice, memBob), Status: consensus.RoundClosed,
 			OpenedAt: 3100, Deadline: 63100, ClosedAt: 4000, Scored: true, Budget: 100_000, Paid: 0,
@@ -124,9 +125,13 @@ func TestBuild(t *testing.T) {
 	if math.Abs(a.Influence-0.0065) > 1e-12 || math.Abs(a.SharePaid-53) > 1e-9 || math.Abs(a.SharePool-10.6) > 1e-9 {
 		t.Errorf("alice influence %v, shares %v %v", a.Influence, a.SharePaid, a.SharePool)
 	}
-	wantFlags := []string{"duplicate of alice (registered)", "duplicate of alice (2 rounds)", "negative-influence (1 round)"}
+	wantFlags := []string{"duplicate of alice (registered)", "duplicate of alice (2 rounds)",
+		"negative-influence (2 rounds; last: update raised the validation loss (-0.2))"}
 	if strings.Join(d.Flags, "|") != strings.Join(wantFlags, "|") {
 		t.Errorf("dave flags %q, want %q", d.Flags, wantFlags)
+	}
+	if c := r.Contributors[2]; len(c.Flags) != 1 || c.Flags[0] != "stale (1 round)" {
+		t.Errorf("carol flags %q", c.Flags)
 	}
 	if r.Totals != (Totals{Pool: 1_000_000, Paid: 200_000, Remaining: 800_000, Carry: 100_000, RoundsScored: 3, Samples: 18000,
 		BytesSent: 3*400_000 + 3000 + 3*400_000 + 3000 + 2*400_000 + 1000 + 400_000}) {
