@@ -21,7 +21,7 @@ HAVE_OPENBLAS := $(shell ldconfig -p 2>/dev/null | grep -q libopenblas && echo y
 ## test: the whole suite (unit, property, golden, short simulations); under 10 minutes on 2 cores.
 test:
 	$(GO) vet ./...
-	$(GO) test -short -shuffle=on -timeout 9m ./...
+	COHORT_PLANTED=1 $(GO) test -short -shuffle=on -timeout 9m ./...
 	@if [ -n "$(RACE_PKGS)" ]; then $(GO) test -race -short -shuffle=on -timeout 9m $(RACE_PKGS); fi
 	$(GO) test -race -count=1 -run 'TestCohortTrainsOverQUIC' ./sim/   # the data plane, peers and coordinators together
 	@if [ "$(HAVE_OPENBLAS)" = yes ]; then $(GO) test -short -tags openblas ./trainer/...; \
@@ -57,7 +57,7 @@ fuzz:
 ## e2e: the end-to-end runs alone (real coordinator and join processes; whole simulated cohorts
 ## with faults). They are part of `make test` too; this target reruns just them, uncached.
 e2e: build
-	$(GO) test -count=1 -timeout 20m -run 'Processes|Faults|CohortTrains|Cohort' ./cmd/... ./sim/
+	$(GO) test -count=1 -timeout 20m -run 'Processes|Faults|CohortTrains|Cohort|Planted' ./cmd/... ./sim/
 
 ## verify: formatting, vet and a tidy module.
 verify:

@@ -175,6 +175,7 @@ func OuterConfigOf(p consensus.Proposal) (trainer.OuterConfig, error) {
 
 // handleUpload receives a participant's compressed pseudo-gradient for one slice.
 func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
+	t0 := time.Now()
 	var u protocol.Upload
 	if err := req.DecodeBody(&u); err != nil {
 		return transport.Message{}, err
@@ -221,6 +222,7 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 		return transport.Message{}, fmt.Errorf("upload: %s already sent slice %d of round %d", member, u.Slice, u.Round)
 	}
 	a.updates[member] = upd{vals: vals, samples: u.Samples}
+	s.metrics.observeUpload(len(req.Payload), time.Since(t0))
 	if len(a.updates) == len(a.participants) {
 		s.finalize(rt, a)
 	}
@@ -343,9 +345,13 @@ func (s *Server) finalize(rt *cohortRT, a *sliceAgg) {
 	limit := s.cfg.Rounds.ClipMultiple * median
 	xs := make([][]float32, 0, len(ids))
 	ws := make([]float64, 0, len(ids))
+	distrusted := s.distrusted(rt.id)
 	for i, id := range ids {
 		u := a.updates[id]
 		if median > 0 && norms[i] > s.cfg.Rounds.DropMultiple*median {
+			continue
+		}
+		if distrusted[id] && len(distrusted) < len(ids) {
 			continue
 		}
 		xs, ws = append(xs, u.vals), append(ws, float64(u.samples))
@@ -743,6 +749,7 @@ func (s *Server) leadCohort(ctx context.Context, rt *cohortRT, c consensus.Cohor
 			return
 		}
 		if s.closeRound(ctx, c.ID, open.Number, hash, "") {
+			s.metrics.observeRoundClosed(time.Duration(now.UnixMilli()-open.OpenedAt) * time.Millisecond)
 			s.leadAgain(ctx, rt, c.ID, p, coordinators) // open the next round in this same tick
 		}
 	case now.UnixMilli() > open.Deadline+s.cfg.Rounds.AbortAfter.Milliseconds() && applied == open.Number-1:

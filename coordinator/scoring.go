@@ -144,6 +144,7 @@ func (s *Server) scoreNext(ctx context.Context, rt *cohortRT, c consensus.Cohort
 			return
 		}
 		res, err := s.applyAsSelf(ctx, body)
+		s.metrics.observeScore(time.Since(start), err)
 		if err != nil {
 			if !errors.Is(err, consensus.ErrWrongStatus) {
 				s.log.Warn("score commit", "cohort", c.ID, "round", r.Number, "err", err)
@@ -197,13 +198,15 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 	for _, m := range c.Members {
 		orders[m.Member] = m
 	}
+	hist := s.influenceHistory(c.ID, r.Number)
 	var parts []attribution.Participant
 	for _, rc := range r.Receipts {
 		m, ok := orders[rc.Member]
 		if !ok {
 			continue
 		}
-		parts = append(parts, attribution.Participant{Member: rc.Member, Order: m.Order, Samples: rc.SamplesUsed, Contributors: m.Contributors})
+		parts = append(parts, attribution.Participant{Member: rc.Member, Order: m.Order, Samples: rc.SamplesUsed,
+			Contributors: m.Contributors, History: hist[rc.Member]})
 	}
 	res, err := attribution.Score(sums, parts, attribution.Config{})
 	if err != nil {
@@ -251,4 +254,93 @@ func (s *Server) fetchPartial(ctx context.Context, q ScoreRequest, sl consensus.
 		return attribution.Partial{}, fmt.Errorf("score: aggregator answered for [%d,%d)", p.Start, p.End)
 	}
 	return p, nil
+}
+
+// distrusted returns the members of a cohort the aggregators leave out of the aggregate, from the
+// rounds scored so far: a member whose influence over its scored rounds is not consistently
+// positive (attribution.Consistent: label-flipped data, noise, replays, empty updates), or whose latest scored update was flagged
+// scaled, empty or a duplicate of an earlier member's. A member with no scored round yet is
+// trusted, and a distrusted member's updates are still scored, so trust comes back when its
+// updates help again. (Robust aggregation by validation, as in FLTrust, with the validator's
+// own scores: the cohort's model does not pay for what the ledger refuses to pay for.)
+func (s *Server) distrusted(cohort uint64) map[string]bool {
+	out := map[string]bool{}
+	s.node.View(func(st *consensus.State) error {
+		c, err := st.Cohort(cohort)
+		if err != nil {
+			return err
+		}
+		rounds, err := st.Rounds(cohort)
+		if err != nil {
+			return err
+		}
+		memberOf := map[string]string{} // contributor → member
+		for _, m := range c.Members {
+			for _, cd := range m.Contributors {
+				memberOf[cd.Name] = m.Member
+			}
+		}
+		hist := map[string][]float64{}
+		for _, r := range rounds {
+			if !r.Scored {
+				continue
+			}
+			seen := map[string]bool{}
+			for _, x := range r.Influence {
+				m := memberOf[x.Contributor]
+				if m == "" || seen[m] {
+					continue // a member's contributors share its influence: count it once
+				}
+				seen[m] = true
+				hist[m] = append(hist[m], float64(x.Value)/consensus.InfluenceUnit)
+				delete(out, m) // its latest round decides the flags
+			}
+			for _, f := range r.Flags {
+				if m := memberOf[f.Contributor]; m != "" && (f.Kind == "scaled" || f.Kind == "empty" || f.Kind == "duplicate") {
+					out[m] = true
+				}
+			}
+		}
+		for m, xs := range hist {
+			if !attribution.Consistent(xs, 2) {
+				out[m] = true
+			}
+		}
+		return nil
+	})
+	return out
+}
+
+// influenceHistory returns each member's influence in the scored rounds of a cohort before round
+// n, oldest first (a member's contributors share its influence: its first one is read).
+func (s *Server) influenceHistory(cohort uint64, n uint32) map[string][]float64 {
+	out := map[string][]float64{}
+	s.node.View(func(st *consensus.State) error {
+		c, err := st.Cohort(cohort)
+		if err != nil {
+			return err
+		}
+		first := map[string]string{} // first contributor → member
+		for _, m := range c.Members {
+			if len(m.Contributors) > 0 {
+				first[m.Contributors[0].Name] = m.Member
+			}
+		}
+		rounds, err := st.Rounds(cohort)
+		if err != nil {
+			return err
+		}
+		for _, r := range rounds {
+			if !r.Scored || r.Number >= n {
+				continue
+			}
+			for _, x := range r.Influence {
+				if m, ok := first[x.Contributor]; ok {
+					out[m] = append(out[m], float64(x.Value)/consensus.InfluenceUnit)
+				}
+			}
+		}
+		return nil
+	})
+	return out
 }

@@ -59,7 +59,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		b, _ := ParseBadPeer(s) // checked by Validate
 		bads = append(bads, b)
 	}
-	task, info, err := trainer.BuildTask(trainer.TaskSpec{Model: cfg.Model, Workers: cfg.Peers + len(bads), Partition: cfg.Partition,
+	shards := cfg.Shards
+	if shards == 0 {
+		shards = cfg.Peers + len(bads)
+	}
+	task, info, err := trainer.BuildTask(trainer.TaskSpec{Model: cfg.Model, Workers: shards, Partition: cfg.Partition,
 		Seed: cfg.Seed, DataDir: cfg.DataDir, Batch: cfg.Batch, ValSamples: cfg.ValSamples})
 	if err != nil {
 		return nil, err

@@ -44,6 +44,10 @@ type Config struct {
 	// BadPeers are planted dishonest peers, "KIND[:ARG][@NAME]" (see ParseBadPeer), joining
 	// after the honest ones, each with a shard of its own.
 	BadPeers []string
+	// Shards is how many shards the training data is split into; default one per peer, planted
+	// ones included. Peer i trains on shard i; a clean run comparable to one with planted peers
+	// uses the same Shards.
+	Shards int
 	// RoundTimeout bounds a round; default 120s (the leader shortens it once rounds have run).
 	RoundTimeout time.Duration
 	// Dir holds the coordinators' data; default a temporary directory, removed afterwards.
@@ -111,6 +115,9 @@ func (c Config) Validate() error {
 		if _, _, err := parseKill(c.KillPeer); err != nil {
 			return err
 		}
+	}
+	if c.Shards != 0 && c.Shards < c.Peers+len(c.BadPeers) {
+		return fmt.Errorf("shards %d: want at least one per peer (%d)", c.Shards, c.Peers+len(c.BadPeers))
 	}
 	names := map[string]bool{}
 	for i := 1; i <= c.Peers; i++ {

@@ -17,7 +17,11 @@
 //     an update longer than NormOutlier × the median earns nothing at all and is flagged "scaled";
 //   - the score is the lower confidence bound LCB_i = mean_k s_ik − Z·std_k(s_ik)/√K, and the
 //     reward weight is max(0, LCB_i): noise, whose alignment with the validation gradient is small
-//     and inconsistent across micro-batches, earns ~nothing.
+//     and inconsistent across micro-batches, earns ~nothing;
+//   - and it is paid only while the member's influence is consistently positive across rounds
+//     (Consistent: the same lower bound over its per-round LCBs), which DESIGN.md §6 does not
+//     have: measured here, label-flipped data earns a positive first-order score in some rounds
+//     (it tempers an over-confident model), and a per-round bound alone paid it 7 % of a pool.
 //
 // Clipping is downward only, so an update below the median norm scaled up to it gains by at most
 // that factor (honest norms in a round are within tens of percent of each other); beyond
@@ -103,6 +107,8 @@ type Participant struct {
 	Order        uint32 // 1-based join order in the cohort: earlier wins a duplicate group
 	Samples      uint64 // samples its receipt claims for the round
 	Contributors []consensus.ContributorData
+	// History holds its influence (LCB) in the earlier scored rounds it took part in.
+	History []float64
 }
 
 // MemberScore is what scoring found for one participant (for logs and tests).
@@ -269,6 +275,11 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 			}
 			influence[cd.Name] = toFixed(ms[a].LCB)
 		}
+		if reward[a] > 0 && !Consistent(append(append([]float64(nil), p.History...), ms[a].LCB), cfg.Z) {
+			reward[a] = 0
+			ms[a].Reward = 0
+			fl.add(p, "inconsistent", "influence not consistently positive across rounds")
+		}
 		if reward[a] <= 0 || len(cs) == 0 {
 			continue
 		}
@@ -339,6 +350,16 @@ func names(p Participant) []string {
 		out = append(out, cd.Name)
 	}
 	return out
+}
+
+// Consistent reports whether a member's influence over its rounds (oldest first, this round
+// last) is consistently positive: the lower confidence bound across rounds, mean − z·std/√n, is
+// positive (for one round: the value itself). An update that helps in one round and hurts in
+// the others — label-flipped data helps an over-confident model's loss now and then, noise
+// aligns by chance — earns nothing; an honest contributor's influence stays positive.
+func Consistent(xs []float64, z float64) bool {
+	_, low := lcb(xs, z)
+	return low > 0
 }
 
 // lcb returns the mean and mean − z·std/√K of xs (sample standard deviation).
