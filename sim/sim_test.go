@@ -34,6 +34,14 @@ func TestCohortTrainsOverQUIC(t *testing.T) {
 			t.Fatalf("peer %+v", p)
 		}
 	}
+	// Every round was scored and paid out of the pool, exactly, to the peers that helped.
+	var paid uint64
+	for _, v := range sum.Shares {
+		paid += v
+	}
+	if sum.RoundsScored != 4 || paid == 0 || paid > sum.Pool {
+		t.Fatalf("%d rounds scored, %d of %d paid: %v", sum.RoundsScored, paid, sum.Pool, sum.Shares)
+	}
 	t.Logf("%+v", sum)
 }
 

@@ -244,6 +244,9 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 			}
 		}
 		_, glcb := lcb(gs, cfg.Z)
+		if math.IsNaN(glcb) || math.IsInf(glcb, 0) {
+			glcb = 0 // sums this large mean a broken partial: pay nothing rather than guess
+		}
 		for _, a := range g {
 			ms[a].Group, ms[a].GroupLCB = ms[head].Member, glcb
 			if a != head {
@@ -308,9 +311,11 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 		sum += v
 	}
 	for _, name := range sortedKeys(dataW) {
-		if w := uint64(math.Floor(dataW[name] / sum * cfg.WeightScale)); w > 0 {
-			res.Data = append(res.Data, consensus.Weight{Contributor: name, Weight: w})
+		f := math.Floor(dataW[name] / sum * cfg.WeightScale)
+		if !(f >= 1 && f <= cfg.WeightScale) { // also NaN, when sum overflowed
+			continue
 		}
+		res.Data = append(res.Data, consensus.Weight{Contributor: name, Weight: uint64(f)})
 	}
 	for _, name := range sortedKeys(computeW) {
 		if computeW[name] > 0 {
