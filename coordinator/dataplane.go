@@ -136,12 +136,19 @@ func (s *Server) runtime(c consensus.Cohort, p consensus.Proposal) (*cohortRT, e
 	}
 	rt := &cohortRT{id: c.ID, codec: setting, down: down, downE: map[int][]float32{}, shape: trainer.CodecShape(model.Layout()), outerC: oc,
 		theta: theta, outer: outer, hash: protocol.HashParams(theta), aggs: map[[2]int]*sliceAgg{}, deltaTo: map[[32]byte][]float32{}}
-	rt.val, rt.valErr = newValidator(s.cfg.Validation, p)
-	if rt.valErr != nil {
-		s.log.Warn("this coordinator cannot validate: rounds it scores pay nobody", "cohort", c.ID, "err", rt.valErr)
-	} else {
-		rt.val.measure(rt.theta, rt.hash)
-	}
+	// The validator loads its data and model in the background: rounds need not wait for it.
+	go func() {
+		v, err := newValidator(s.cfg.Validation, p)
+		if err != nil {
+			s.log.Warn("this coordinator cannot validate: rounds it scores pay nobody", "cohort", c.ID, "err", err)
+		}
+		rt.mu.Lock()
+		defer rt.mu.Unlock()
+		rt.val, rt.valErr = v, err
+		if v != nil {
+			v.measure(rt.theta, rt.hash)
+		}
+	}()
 	s.rts[c.ID] = rt
 	return rt, nil
 }

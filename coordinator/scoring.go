@@ -61,8 +61,9 @@ func (s *Server) partial(ctx context.Context, q ScoreRequest) (attribution.Parti
 	if err != nil {
 		return attribution.Partial{}, err
 	}
-	if rt.val == nil {
-		return attribution.Partial{}, fmt.Errorf("score: %w", rt.valErr)
+	val, err := rt.validator()
+	if err != nil {
+		return attribution.Partial{}, fmt.Errorf("score: %w", err)
 	}
 	a := s.sliceAggFor(rt, r, q.Slice, sl)
 	select {
@@ -73,7 +74,7 @@ func (s *Server) partial(ctx context.Context, q ScoreRequest) (attribution.Parti
 	if a.aborted {
 		return attribution.Partial{}, fmt.Errorf("score: slice %d of round %d has no updates", q.Slice, q.Round)
 	}
-	st, err := rt.val.state(ctx, r.ModelHash)
+	st, err := val.state(ctx, r.ModelHash)
 	if err != nil {
 		return attribution.Partial{}, fmt.Errorf("score: %w", err)
 	}
@@ -167,8 +168,13 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 	case len(r.Receipts) == 0:
 		body.Note = "no participant reported"
 		return body, nil
-	case rt.val == nil:
-		body.Note = "not validated: " + rt.valErr.Error()
+	}
+	val, err := rt.validator()
+	switch {
+	case errors.Is(err, errValidatorLoading):
+		return nil, err
+	case err != nil:
+		body.Note = "not validated: " + err.Error()
 		return body, nil
 	}
 	late := s.cfg.Now().Sub(time.UnixMilli(r.ClosedAt)) > scoreWait
@@ -219,7 +225,7 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 	}
 	// The validation loss and accuracy of θ_{t+1}, as measured by this node.
 	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	if st, err := rt.val.state(mctx, r.NewModelHash); err == nil {
+	if st, err := val.state(mctx, r.NewModelHash); err == nil {
 		body.Metrics = st.metrics
 	}
 	cancel()
@@ -343,4 +349,20 @@ func (s *Server) influenceHistory(cohort uint64, n uint32) map[string][]float64 
 		return nil
 	})
 	return out
+}
+
+var errValidatorLoading = fmt.Errorf("%s the validator is still loading", unavailablePrefix)
+
+// validator returns the cohort's validator, errValidatorLoading while it loads, or why this node
+// cannot validate.
+func (rt *cohortRT) validator() (*validator, error) {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	switch {
+	case rt.val != nil:
+		return rt.val, nil
+	case rt.valErr != nil:
+		return nil, rt.valErr
+	}
+	return nil, errValidatorLoading
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 
 	"github.com/cohortlab/cohort/trainer/nn"
 )
@@ -29,6 +30,24 @@ func NewValidation(b nn.Batch, n int) (*Validation, error) {
 // ValidationFor loads the validation split of the task a proposal's model names (the same one
 // `cohort train` and `cohort simulate` evaluate on), capped at max samples (0 = all).
 func ValidationFor(model, dataDir string, max int) (*Validation, error) {
+	if model == "mlp" || strings.HasPrefix(model, "mlp:") {
+		// The test split as buildMLPTask takes it, without partitioning the training set.
+		_, test, _, err := LoadFashionMNIST(dataDir)
+		if err != nil {
+			return nil, fmt.Errorf("validation data for %s: %w", model, err)
+		}
+		n := test.Len()
+		if max > 0 && max < n {
+			n = max
+		}
+		idx := make([]int, n)
+		for i := range idx {
+			idx[i] = i
+		}
+		var b nn.Batch
+		ImageBatch(&b, test, idx)
+		return NewValidation(b, n)
+	}
 	task, info, err := BuildTask(TaskSpec{Model: model, Workers: 1, DataDir: dataDir, ValSamples: max})
 	if err != nil {
 		return nil, fmt.Errorf("validation data for %s: %w", model, err)
