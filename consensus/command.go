@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"fmt"
 
+	"github.com/hdevalence/ed25519consensus"
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/cohortlab/cohort/internal/msgcheck"
@@ -113,7 +114,7 @@ func (e *Envelope) Verify(pub ed25519.PublicKey) error {
 	if IDOf(pub) != e.Issuer {
 		return errf(ErrBadSignature, "issuer %s does not match key id %s", e.Issuer, IDOf(pub))
 	}
-	if len(e.Sig) != ed25519.SignatureSize || !ed25519.Verify(pub, e.SigningBytes(), e.Sig) {
+	if len(e.Sig) != ed25519.SignatureSize || !ed25519consensus.Verify(pub, e.SigningBytes(), e.Sig) {
 		return errf(ErrBadSignature, "%s request %d from %s", e.Type, e.RequestID, e.Issuer)
 	}
 	return nil

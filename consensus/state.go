@@ -8,6 +8,8 @@ import (
 	"math/bits"
 	"sort"
 	"sync"
+
+	"github.com/hdevalence/ed25519consensus"
 )
 
 // DedupeWindow is how many applied request IDs the state remembers per issuer, with their Results.
@@ -197,7 +199,7 @@ func (s *State) signingKey(env *Envelope, body Body) ([]byte, error) {
 // authenticate finds the key the envelope must be signed with and verifies the signature. A
 // signature found in the preverified set (filled by the raft adapter, which verifies a batch in
 // parallel) is not verified again; that set holds only (key, message, signature) triples for which
-// ed25519.Verify returned true, so the outcome is the same as verifying here.
+// ed25519consensus.Verify returned true, so the outcome is the same as verifying here.
 func (s *State) authenticate(env *Envelope, body Body) error {
 	pub, err := s.signingKey(env, body)
 	if err != nil {
@@ -228,6 +230,7 @@ func sigDigest(pub []byte, env *Envelope) [32]byte {
 // Apply. Call clearPreverified after the batch. Used by the raft adapter only: State.Apply itself
 // stays single-threaded.
 func (s *State) preverify(cmds []*Command, workers int) {
+	const minBatch = 16 // below this many signatures per worker, fewer workers
 	type job struct {
 		pub []byte
 		env *Envelope
@@ -250,19 +253,30 @@ func (s *State) preverify(cmds []*Command, workers int) {
 	ok := make([]bool, len(jobs))
 	digests := make([][32]byte, len(jobs))
 	var wg sync.WaitGroup
-	if workers < 1 {
-		workers = 1
-	}
-	for w := 0; w < workers; w++ {
+	workers = max(1, min(workers, len(jobs)/minBatch))
+	// Each worker batch-verifies a contiguous chunk (one multi-scalar multiplication for the whole
+	// chunk, about twice as fast per signature as one at a time); a chunk that fails is verified
+	// one by one to find the bad ones. ed25519consensus's batch and single verification accept
+	// exactly the same signatures (ZIP 215), and Envelope.Verify uses the same rule, so the
+	// outcome never depends on how a batch was cut.
+	chunk := (len(jobs) + workers - 1) / workers
+	for lo := 0; lo < len(jobs); lo += chunk {
+		hi := min(lo+chunk, len(jobs))
 		wg.Add(1)
-		go func(w int) {
+		go func(lo, hi int) {
 			defer wg.Done()
-			for i := w; i < len(jobs); i += workers {
-				msg := jobs[i].env.SigningBytes()
-				ok[i] = ed25519.Verify(jobs[i].pub, msg, jobs[i].env.Sig)
+			msgs := make([][]byte, hi-lo)
+			bv := ed25519consensus.NewPreallocatedBatchVerifier(hi - lo)
+			for i := lo; i < hi; i++ {
+				msgs[i-lo] = jobs[i].env.SigningBytes()
+				bv.Add(jobs[i].pub, msgs[i-lo], jobs[i].env.Sig)
 				digests[i] = sigDigest(jobs[i].pub, jobs[i].env)
 			}
-		}(w)
+			all := hi-lo > 1 && bv.Verify()
+			for i := lo; i < hi; i++ {
+				ok[i] = all || ed25519consensus.Verify(jobs[i].pub, msgs[i-lo], jobs[i].env.Sig)
+			}
+		}(lo, hi)
 	}
 	wg.Wait()
 	s.preverified = make(map[[32]byte]struct{}, len(jobs))

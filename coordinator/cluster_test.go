@@ -77,7 +77,7 @@ func startCluster(t *testing.T, n int) *cluster {
 		}
 	})
 	// Every node registers its key with the leader.
-	waitFor(t, 10*time.Second, "all coordinators registered", func() bool {
+	waitFor(t, 30*time.Second, "all coordinators registered", func() bool {
 		for _, s := range c.servers {
 			if len(s.Status().Coordinators) != n {
 				return false
