@@ -44,11 +44,12 @@ const (
 	CmdReceipt                               // member
 	CmdScoreCommit                           // coordinator
 	CmdCloseRound                            // coordinator
+	CmdReassign                              // coordinator
 	cmdEnd
 )
 
 var cmdNames = [...]string{"", "add-coordinator", "register", "propose", "vote", "tally", "join",
-	"open-round", "receipt", "score-commit", "close-round"}
+	"open-round", "receipt", "score-commit", "close-round", "reassign"}
 
 func (t CommandType) String() string {
 	if t > 0 && t < cmdEnd {
@@ -60,7 +61,7 @@ func (t CommandType) String() string {
 // coordinatorOnly reports whether t must be issued by a coordinator node key.
 func (t CommandType) coordinatorOnly() bool {
 	switch t {
-	case CmdAddCoordinator, CmdTally, CmdOpenRound, CmdScoreCommit, CmdCloseRound:
+	case CmdAddCoordinator, CmdTally, CmdOpenRound, CmdScoreCommit, CmdCloseRound, CmdReassign:
 		return true
 	}
 	return false
@@ -193,6 +194,8 @@ func (e *Envelope) DecodeBody() (Body, error) {
 		b = &ScoreCommitBody{}
 	case CmdCloseRound:
 		b = &CloseRoundBody{}
+	case CmdReassign:
+		b = &ReassignBody{}
 	default:
 		return nil, errf(ErrDecode, "unknown command type %d", uint8(e.Type))
 	}
@@ -454,3 +457,17 @@ func (*ScoreCommitBody) Type() CommandType { return CmdScoreCommit }
 
 // Type implements Body.
 func (*CloseRoundBody) Type() CommandType { return CmdCloseRound }
+
+// ReassignBody moves one slice of an open round to another aggregator (its aggregator failed) and
+// may extend the round's deadline so that participants can resend that slice there.
+type ReassignBody struct {
+	_msgpack   struct{} `msgpack:",as_array"`
+	Cohort     uint64
+	Round      uint32
+	Slice      uint32
+	Aggregator string
+	Deadline   int64 // unix ms; the round's deadline becomes the later of this and the current one
+}
+
+// Type implements Body.
+func (*ReassignBody) Type() CommandType { return CmdReassign }

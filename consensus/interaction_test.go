@@ -194,6 +194,10 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 		body = &ScoreCommitBody{Cohort: argU64(t, td, "cohort", 1), Round: uint32(argU64(t, td, "round", 1)),
 			Data: parse("data"), Compute: parse("compute"), Influence: infl, Flags: flags,
 			Metrics: RoundMetrics{Measured: argU64(t, td, "loss", 0) > 0, ValLossMicro: argU64(t, td, "loss", 0)}}
+	case "reassign":
+		body = &ReassignBody{Cohort: argU64(t, td, "cohort", 1), Round: uint32(argU64(t, td, "round", 1)),
+			Slice: uint32(argU64(t, td, "slice", 0)), Aggregator: it.id(argStr(t, td, "to", "")),
+			Deadline: it.now + argI64(t, td, "deadline", 1000)}
 	case "close-round":
 		body = &CloseRoundBody{Cohort: argU64(t, td, "cohort", 1), Round: uint32(argU64(t, td, "round", 1)),
 			ModelHash: hash(argStr(t, td, "hash", ""))}
@@ -262,6 +266,9 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 			r.Cohort, r.Number, r.Status, r.Participants, r.ModelHash, r.NewModelHash, r.Deadline, r.Seed, r.Scored, r.Budget, r.Paid)
 		for _, s := range r.Slices {
 			fmt.Fprintf(&b, "  slice [%d,%d) -> %s\n", s.Start, s.End, s.Aggregator)
+		}
+		if r.Reassignments > 0 {
+			fmt.Fprintf(&b, "  reassignments %d\n", r.Reassignments)
 		}
 		for _, rc := range r.Receipts {
 			fmt.Fprintf(&b, "  receipt %s samples=%d bytes=%d after=%s\n", rc.Member, rc.SamplesUsed, rc.BytesSent, rc.ModelHashAfter)

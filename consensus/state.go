@@ -144,6 +144,8 @@ func (s *State) Apply(cmd Command) (Result, error) {
 		res, err = s.scoreCommit(b)
 	case *CloseRoundBody:
 		res, err = s.closeRound(now, b)
+	case *ReassignBody:
+		res, err = s.reassign(now, b)
 	}
 	if err != nil {
 		return Result{}, err
@@ -725,6 +727,32 @@ func (s *State) receipt(now int64, issuer string, b *ReceiptBody) (Result, error
 	r.Receipts = append(r.Receipts, Receipt{})
 	copy(r.Receipts[i+1:], r.Receipts[i:])
 	r.Receipts[i] = rc
+	return Result{ID: uint64(r.Number), Cohort: r.Cohort, Status: string(r.Status)}, nil
+}
+
+func (s *State) reassign(now int64, b *ReassignBody) (Result, error) {
+	r, err := s.round(b.Cohort, b.Round)
+	if err != nil {
+		return Result{}, err
+	}
+	if r.Status != RoundOpen {
+		return Result{}, errf(ErrWrongStatus, "cohort %d round %d is %s", r.Cohort, r.Number, r.Status)
+	}
+	if int(b.Slice) >= len(r.Slices) {
+		return Result{}, errf(ErrNotFound, "cohort %d round %d has no slice %d", r.Cohort, r.Number, b.Slice)
+	}
+	if _, ok := s.coordinators[b.Aggregator]; !ok {
+		return Result{}, errf(ErrNotFound, "aggregator %q is not a coordinator", b.Aggregator)
+	}
+	if r.Slices[b.Slice].Aggregator == b.Aggregator {
+		return Result{}, errf(ErrInvalid, "slice %d of cohort %d round %d is already aggregated by %s", b.Slice, r.Cohort, r.Number, b.Aggregator)
+	}
+	if b.Deadline <= now {
+		return Result{}, errf(ErrDeadline, "reassigned deadline %d is not after %d", b.Deadline, now)
+	}
+	r.Slices[b.Slice].Aggregator = b.Aggregator
+	r.Deadline = max(r.Deadline, b.Deadline)
+	r.Reassignments++
 	return Result{ID: uint64(r.Number), Cohort: r.Cohort, Status: string(r.Status)}, nil
 }
 

@@ -139,6 +139,8 @@ type Round struct {
 	Flags     []Flag
 	Metrics   RoundMetrics
 	ScoreNote string
+	// Reassignments counts slices moved to another aggregator while the round was open.
+	Reassignments uint32
 }
 
 // Balance is one contributor's earned total.
