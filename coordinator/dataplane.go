@@ -26,8 +26,12 @@ type RoundConfig struct {
 	// by the deadline counts; the leader closes a round early once every participant reported.
 	Timeout time.Duration
 	// AbortAfter is how long past the deadline a round whose aggregates cannot all be fetched
-	// (an aggregator died) waits before it is abandoned: closed with θ unchanged. Default 5s.
+	// (an aggregator died, and so did the one its slice moved to) waits before it is abandoned:
+	// closed with θ unchanged. Default 5s.
 	AbortAfter time.Duration
+	// LiveCheck is how often the leader checks that an open round's aggregators answer, and moves
+	// the slices of those that do not to live coordinators (consensus.Reassign); default 2s.
+	LiveCheck time.Duration
 	// ClipMultiple clips every update (per slice) to this multiple of the median update norm;
 	// default 2. Scaling an update up gains nothing.
 	ClipMultiple float64
@@ -43,6 +47,9 @@ func (c RoundConfig) withDefaults() RoundConfig {
 	}
 	if c.AbortAfter == 0 {
 		c.AbortAfter = 5 * time.Second
+	}
+	if c.LiveCheck == 0 {
+		c.LiveCheck = 2 * time.Second
 	}
 	if c.ClipMultiple == 0 {
 		c.ClipMultiple = 2
@@ -86,6 +93,8 @@ type cohortRT struct {
 	deltaTo map[[32]byte][]float32
 	deltaQ  [][32]byte
 	scoring bool
+	// liveCheck is when the leader last checked the open round's aggregators.
+	liveCheck time.Time
 }
 
 type sliceAgg struct {
@@ -580,6 +589,20 @@ func (s *Server) applyRound(ctx context.Context, rt *cohortRT, r consensus.Round
 			return
 		}
 	}
+	// A slice moved to another aggregator while we fetched: its aggregate is that one's now.
+	var now consensus.Round
+	if err := s.node.View(func(st *consensus.State) error {
+		var err error
+		now, err = st.Round(rt.id, r.Number)
+		return err
+	}); err != nil {
+		return
+	}
+	for i := range r.Slices {
+		if now.Slices[i].Aggregator != r.Slices[i].Aggregator {
+			return // the next tick fetches by the new assignment
+		}
+	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if rt.applied != r.Number-1 {
@@ -763,6 +786,49 @@ func (s *Server) leadCohort(ctx context.Context, rt *cohortRT, c consensus.Cohor
 		if s.closeRound(ctx, c.ID, open.Number, hash, "abandoned: an aggregate could not be fetched") {
 			s.leadAgain(ctx, rt, c.ID, p, coordinators)
 		}
+	case applied == open.Number-1:
+		s.reassignDead(ctx, rt, *open, coordinators)
+	}
+}
+
+// reassignDead (leader) moves the slices of an open round whose aggregator does not answer to live
+// coordinators, giving the round a full round-time from now so that participants can resend them
+// there. It looks at most every LiveCheck.
+func (s *Server) reassignDead(ctx context.Context, rt *cohortRT, open consensus.Round, coordinators []string) {
+	rt.mu.Lock()
+	if time.Since(rt.liveCheck) < s.cfg.Rounds.LiveCheck {
+		rt.mu.Unlock()
+		return
+	}
+	rt.liveCheck = time.Now()
+	rt.mu.Unlock()
+	others := false
+	for _, sl := range open.Slices {
+		others = others || sl.Aggregator != s.KeyID()
+	}
+	if !others {
+		return
+	}
+	live := s.live(ctx, coordinators)
+	alive := map[string]bool{}
+	for _, id := range live {
+		alive[id] = true
+	}
+	now := s.cfg.Now()
+	deadline := now.Add(time.Duration(open.Deadline-open.OpenedAt) * time.Millisecond).UnixMilli()
+	moved := 0
+	for i, sl := range open.Slices {
+		if alive[sl.Aggregator] || len(live) == 0 {
+			continue
+		}
+		to := live[(i+moved)%len(live)]
+		_, err := s.applyAsSelf(ctx, &consensus.ReassignBody{Cohort: open.Cohort, Round: open.Number, Slice: uint32(i), Aggregator: to, Deadline: deadline})
+		if err != nil {
+			s.log.Warn("reassign slice", "cohort", open.Cohort, "round", open.Number, "slice", i, "err", err)
+			continue
+		}
+		moved++
+		s.log.Warn("aggregator does not answer: slice moved", "cohort", open.Cohort, "round", open.Number, "slice", i, "from", sl.Aggregator, "to", to)
 	}
 }
 

@@ -101,6 +101,8 @@ type Peer struct {
 	sentDec map[int][]float32
 	last    uint32
 	prevAgg []float32
+	sentMu  sync.Mutex
+	sent    map[int]sentSlice // this round's accepted uploads by slice
 	Stats   Totals
 	// Resumed reports that Join restored a checkpoint.
 	Resumed bool
@@ -333,6 +335,9 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 		}
 	}
 	k := len(r.Slices)
+	p.sentMu.Lock()
+	p.sent = map[int]sentSlice{}
+	p.sentMu.Unlock()
 	sizes, decs, upErrs := make([]int, k), make([][]float32, k), make([]error, k)
 	forEach(k, func(i int) {
 		sl := r.Slices[i]
@@ -422,13 +427,13 @@ func (p *Peer) upload(ctx context.Context, r consensus.Round, i int, sl consensu
 	if err := req.SetBody(protocol.Upload{Cohort: r.Cohort, Round: r.Number, Slice: i, Start: sl.Start, End: sl.End, Samples: samples}); err != nil {
 		return 0, nil, err
 	}
-	addr, err := p.addrOf(ctx, sl.Aggregator)
+	to, err := p.send(ctx, r, i, req)
 	if err != nil {
 		return 0, nil, err
 	}
-	if _, err := p.cl.CallAt(ctx, addr, req); err != nil {
-		return 0, nil, err
-	}
+	p.sentMu.Lock()
+	p.sent[i] = sentSlice{req: req, to: to}
+	p.sentMu.Unlock()
 	dec, err := codec.Decode(nil, msg)
 	if err != nil {
 		return 0, nil, err
@@ -445,12 +450,20 @@ func (p *Peer) fetch(ctx context.Context, r consensus.Round, i int, sl consensus
 	if err := req.SetBody(protocol.AggregateRequest{Cohort: r.Cohort, Round: r.Number, Slice: i}); err != nil {
 		return false, err
 	}
+	agg := sl.Aggregator
+	p.sentMu.Lock()
+	if sent, ok := p.sent[i]; ok {
+		agg = sent.to
+	}
+	p.sentMu.Unlock()
 	for {
-		addr, err := p.addrOf(ctx, sl.Aggregator)
+		addr, err := p.addrOf(ctx, agg)
 		if err != nil {
 			return false, err
 		}
-		reply, err := p.cl.CallAt(ctx, addr, req)
+		actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+		reply, err := p.cl.CallAt(actx, addr, req)
+		cancel()
 		if err == nil {
 			var rep protocol.AggregateReply
 			if err := reply.DecodeBody(&rep); err != nil {
@@ -465,19 +478,36 @@ func (p *Peer) fetch(ctx context.Context, r consensus.Round, i int, sl consensus
 		if ctx.Err() != nil {
 			return false, err
 		}
-		var re *transport.RemoteError
-		if errors.As(err, &re) && !strings.HasPrefix(re.Msg, "unavailable:") {
+		if !retryable(err) {
 			return false, err
 		}
-		// The aggregator may be gone for good: if the leader closed the round meanwhile with θ
-		// unchanged, the round was abandoned.
-		if qr, qerr := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryRounds, ID: r.Cohort}); qerr == nil {
-			for _, x := range qr.Rounds {
-				if x.Number == r.Number && x.Status == consensus.RoundClosed {
-					if bytes.Equal(x.NewModelHash, r.ModelHash) {
-						return false, nil
-					}
-					return false, fmt.Errorf("round %d closed before its aggregate reached this peer", r.Number)
+		// The aggregator may be gone: the leader moves its slice to another coordinator, or, if
+		// it closed the round meanwhile with θ unchanged, the round was abandoned.
+		x, ok := p.roundNow(ctx, r)
+		if !ok {
+			x, ok = p.roundIn(ctx, r) // a newer round opened meanwhile
+		}
+		if ok && x.Status == consensus.RoundClosed {
+			if bytes.Equal(x.NewModelHash, r.ModelHash) {
+				return false, nil
+			}
+			return false, fmt.Errorf("round %d closed before its aggregate reached this peer", r.Number)
+		}
+		if ok && x.Slices[i].Aggregator != agg {
+			// The slice moved to another coordinator (consensus.Reassign): send it this slice's
+			// update again, then ask it for the aggregate.
+			agg = x.Slices[i].Aggregator
+			p.sentMu.Lock()
+			sent, had := p.sent[i]
+			p.sentMu.Unlock()
+			if had && sent.to != agg {
+				if to, err := p.send(ctx, x, i, sent.req); err == nil {
+					p.sentMu.Lock()
+					p.sent[i] = sentSlice{req: sent.req, to: to}
+					p.sentMu.Unlock()
+					agg = to
+				} else {
+					p.log.Warn("resend to the new aggregator", "round", r.Number, "slice", i, "err", err)
 				}
 			}
 		}
@@ -487,6 +517,87 @@ func (p *Peer) fetch(ctx context.Context, r consensus.Round, i int, sl consensus
 		case <-time.After(500 * time.Millisecond):
 		}
 	}
+}
+
+// attemptTimeout bounds one call to an aggregator: a connection to a coordinator that died does
+// not fail by itself before QUIC's idle timeout.
+const attemptTimeout = 15 * time.Second
+
+// sentSlice is a slice's upload this round and the aggregator that accepted it.
+type sentSlice struct {
+	req transport.Message
+	to  string
+}
+
+// send delivers a slice's upload to the slice's aggregator as the round currently records it:
+// when the aggregator does not answer, it looks at the round again (the leader may have moved the
+// slice to another coordinator) and retries until the round closes or ctx ends. It returns the
+// aggregator that accepted the upload.
+func (p *Peer) send(ctx context.Context, r consensus.Round, i int, req transport.Message) (string, error) {
+	agg := r.Slices[i].Aggregator
+	for {
+		addr, err := p.addrOf(ctx, agg)
+		if err == nil {
+			actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+			_, err = p.cl.CallAt(actx, addr, req)
+			cancel()
+			if err == nil {
+				return agg, nil
+			}
+		}
+		var re *transport.RemoteError
+		if errors.As(err, &re) && strings.Contains(re.Msg, "already sent") {
+			return agg, nil // a resend the aggregator had: it counts once
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			return "", err
+		}
+		select {
+		case <-ctx.Done():
+			return "", err
+		case <-time.After(500 * time.Millisecond):
+		}
+		x, ok := p.roundNow(ctx, r)
+		if !ok || x.Status != consensus.RoundOpen {
+			return "", fmt.Errorf("round %d closed while sending slice %d: %w", r.Number, i, err)
+		}
+		agg = x.Slices[i].Aggregator
+	}
+}
+
+// retryable reports whether an aggregator call failed in a way worth trying again (after looking
+// at the round): the aggregator did not answer, was not ready, or no longer aggregates the slice.
+func retryable(err error) bool {
+	var re *transport.RemoteError
+	if !errors.As(err, &re) {
+		return true // no answer: the node may be down
+	}
+	return strings.HasPrefix(re.Msg, "unavailable:") || strings.Contains(re.Msg, "not this node")
+}
+
+// roundNow reads round r as the coordinators record it now.
+func (p *Peer) roundNow(ctx context.Context, r consensus.Round) (consensus.Round, bool) {
+	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	q, err := p.cl.Query(qctx, coordinator.Query{What: coordinator.QueryNextRound, ID: r.Cohort, After: r.Number - 1})
+	if err != nil || len(q.Rounds) == 0 || q.Rounds[0].Number != r.Number || len(q.Rounds[0].Slices) != len(r.Slices) {
+		return consensus.Round{}, false
+	}
+	return q.Rounds[0], true
+}
+
+// roundIn reads round r from the cohort's rounds (when it is no longer the latest).
+func (p *Peer) roundIn(ctx context.Context, r consensus.Round) (consensus.Round, bool) {
+	qr, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryRounds, ID: r.Cohort})
+	if err != nil {
+		return consensus.Round{}, false
+	}
+	for _, x := range qr.Rounds {
+		if x.Number == r.Number && len(x.Slices) == len(r.Slices) {
+			return x, true
+		}
+	}
+	return consensus.Round{}, false
 }
 
 // resync fetches θ and the outer momentum from a coordinator whose replica has the given hash.

@@ -45,7 +45,8 @@ func TestCohortTrainsOverQUIC(t *testing.T) {
 	t.Logf("%+v", sum)
 }
 
-// TestFaults kills the leader coordinator in round 2 and a peer in round 3 (restarted in round 4),
+// TestFaults kills the leader coordinator in round 2 (its slice moves to a live coordinator and the
+// round completes) and a peer in round 3 (restarted in round 4),
 // and makes another peer late every round: the cohort still finishes every round, every replica
 // holds the recorded model, the late peer's updates never count, and the killed peer re-syncs.
 func TestFaults(t *testing.T) {
@@ -71,8 +72,10 @@ func TestFaults(t *testing.T) {
 			}
 		}
 	}
-	if applied < 3 || rounds[len(rounds)-1].ValLoss >= rounds[0].ValLoss {
-		t.Fatalf("rounds %+v", rounds)
+	// The killed leader aggregated a slice of round 2: the new leader moves it to a live
+	// coordinator, the peers resend it there, and the round completes instead of being abandoned.
+	if applied < 5 || rounds[len(rounds)-1].ValLoss >= rounds[0].ValLoss {
+		t.Fatalf("%d of 5 rounds applied: %+v", applied, rounds)
 	}
 }
 
