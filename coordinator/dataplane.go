@@ -814,8 +814,10 @@ func (s *Server) reassignDead(ctx context.Context, rt *cohortRT, open consensus.
 	for _, id := range live {
 		alive[id] = true
 	}
-	now := s.cfg.Now()
-	deadline := now.Add(time.Duration(open.Deadline-open.OpenedAt) * time.Millisecond).UnixMilli()
+	// Uploads close at protocol.UploadDeadline, 3/4 of the way from opening to the deadline: pick
+	// the deadline that leaves a whole round-time for uploads from now.
+	now := s.cfg.Now().UnixMilli()
+	deadline := open.OpenedAt + (now-open.OpenedAt+open.Deadline-open.OpenedAt)*4/3
 	moved := 0
 	for i, sl := range open.Slices {
 		if alive[sl.Aggregator] || len(live) == 0 {

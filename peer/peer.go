@@ -519,9 +519,13 @@ func (p *Peer) fetch(ctx context.Context, r consensus.Round, i int, sl consensus
 	}
 }
 
-// attemptTimeout bounds one call to an aggregator: a connection to a coordinator that died does
-// not fail by itself before QUIC's idle timeout.
-const attemptTimeout = 15 * time.Second
+// attemptTimeout bounds one long-poll for an aggregate, and sendTimeout one upload of a slice (a
+// few KB to a few hundred): a connection to a coordinator that died does not fail by itself before
+// QUIC's idle timeout, and a moved slice must reach its new aggregator before the upload deadline.
+const (
+	attemptTimeout = 15 * time.Second
+	sendTimeout    = 5 * time.Second
+)
 
 // sentSlice is a slice's upload this round and the aggregator that accepted it.
 type sentSlice struct {
@@ -538,7 +542,7 @@ func (p *Peer) send(ctx context.Context, r consensus.Round, i int, req transport
 	for {
 		addr, err := p.addrOf(ctx, agg)
 		if err == nil {
-			actx, cancel := context.WithTimeout(ctx, attemptTimeout)
+			actx, cancel := context.WithTimeout(ctx, sendTimeout)
 			_, err = p.cl.CallAt(actx, addr, req)
 			cancel()
 			if err == nil {
