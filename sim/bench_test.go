@@ -23,6 +23,7 @@ func BenchmarkCohort(b *testing.B) {
 					b.Fatal(err)
 				}
 				b.ReportMetric(sum.ComputeSeconds/sum.WallSeconds, "compute-util")
+				b.ReportMetric(sum.ComputeUtilSteady, "steady-util")
 				b.ReportMetric(float64(sum.BytesSentPerPeer)/float64(sum.PayloadBytesPerPeer), "wire/payload")
 				b.ReportMetric(sum.WallSeconds/float64(sum.RoundsCompleted), "s/round")
 			}

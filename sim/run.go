@@ -220,6 +220,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	// Peers join with their shards and train.
 	var mu sync.Mutex
 	thetas := map[uint32][]float32{} // θ after round t, from the first peer to apply it
+	computeSum, computeN := map[uint32]float64{}, map[uint32]int{}
 	killName, killRound, _ := parseKill(cfg.KillPeer)
 	for i, m := range members {
 		src, contrib := task.Sources[i], peer.Contributor{Name: m.name, Fingerprint: info.Fingerprints[i], Samples: uint64(info.ShardSizes[i])}
@@ -250,6 +251,8 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				mu.Lock()
 				defer mu.Unlock()
 				m.rounds++
+				computeSum[r.Round] += r.ComputeSeconds
+				computeN[r.Round]++
 				if r.Applied && thetas[r.Round] == nil {
 					thetas[r.Round] = append([]float32(nil), members[i].peer.Worker().Global()...)
 				}
@@ -341,13 +344,14 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			}
 			mu.Lock()
 			theta := thetas[r.Number]
+			compute := computeSum[r.Number] / float64(max(computeN[r.Number], 1))
 			mu.Unlock()
 			applied := theta != nil && hashEq(protocol.HashParams(theta), r.NewModelHash)
 			if !applied && !hashEq(protocol.HashParams(theta), r.NewModelHash) && len(r.Receipts) > 0 {
 				continue // a receipt exists but the peer's θ copy has not landed yet
 			}
 			pr := Progress{Round: int(r.Number), Rounds: cfg.Rounds, Participants: len(r.Receipts), Elapsed: time.Since(start),
-				Applied: applied, LeaderChanges: sum.LeaderChanges}
+				Applied: applied, LeaderChanges: sum.LeaderChanges, ComputeSeconds: compute}
 			if applied {
 				copy(evalModel.Params(), theta)
 				lossSum, correct, count, err := evalModel.Eval(task.Val)
@@ -386,6 +390,16 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	sum.WallSeconds = time.Since(start).Seconds()
 	if n := len(sum.History); n > 0 {
 		sum.FinalValLoss, sum.FinalValAccuracy = sum.History[n-1].ValLoss, sum.History[n-1].ValAccuracy
+	}
+	if n := len(sum.History); n > 1 {
+		// Steady state: the rounds after the first, without setup (proposal, joins, first model).
+		var c float64
+		for _, h := range sum.History[1:] {
+			c += h.ComputeSeconds
+		}
+		if w := (sum.History[n-1].Elapsed - sum.History[0].Elapsed).Seconds(); w > 0 {
+			sum.ComputeUtilSteady = c / w
+		}
 	}
 	// Peers finish their last round; every replica must hold the recorded final model.
 	final := lastHash(nodes, cohort)

@@ -186,7 +186,10 @@ type Summary struct {
 	WallSeconds         float64 `json:"wall_seconds"`
 	ComputeSeconds      float64 `json:"compute_seconds"`
 	LeaderChanges       int     `json:"leader_changes"`
-	ModelHash           string  `json:"model_hash"`
+	// ComputeUtilSteady is the time peers spent in inner steps over the wall time of the rounds
+	// after the first (setup excluded): the compute utilisation of a running cohort.
+	ComputeUtilSteady float64 `json:"compute_util_steady"`
+	ModelHash         string  `json:"model_hash"`
 	// Shares is what each contributor was paid from the reward pool (Pool), Flags what the
 	// validator noticed about contributors ("kind: detail", once per kind).
 	Pool   uint64              `json:"pool"`
