@@ -26,6 +26,18 @@ type Residual struct {
 	dec   []float32
 	warm  [][]float32
 	round uint64
+	decay float32 // 0 means 1: no decay
+}
+
+// SetDecay makes the residual decay before each message: e ← β·e + delta (0 < β ≤ 1; 1 is plain
+// error feedback). With β < 1 old, never-sent error fades instead of piling up, as in SparseLoCo
+// (the residual then also acts as the sender's momentum); Σ messages + e no longer equals Σ deltas.
+func (r *Residual) SetDecay(beta float32) error {
+	if !(beta > 0 && beta <= 1) {
+		return fmt.Errorf("compress: residual decay %v: want 0 < β ≤ 1", beta)
+	}
+	r.decay = beta
+	return nil
 }
 
 // NewResidual returns a zero residual for vectors of n values.
@@ -45,8 +57,14 @@ func (r *Residual) Encode(dst []byte, delta []float32) ([]byte, error) {
 	if len(delta) != len(r.e) {
 		return dst, fmt.Errorf("%w: delta of %d values, residual of %d", ErrLength, len(delta), len(r.e))
 	}
-	for i, d := range delta {
-		r.tmp[i] = r.e[i] + d
+	if r.decay != 0 && r.decay != 1 {
+		for i, d := range delta {
+			r.tmp[i] = r.decay*r.e[i] + d
+		}
+	} else {
+		for i, d := range delta {
+			r.tmp[i] = r.e[i] + d
+		}
 	}
 	seed := splitmix64(r.c.cfg.Seed ^ (r.round+1)*golden)
 	start := len(dst)

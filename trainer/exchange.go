@@ -32,7 +32,8 @@ type CodecExchange struct {
 }
 
 // NewCodecExchange returns an exchanger for workers peers of a model with layout l.
-func NewCodecExchange(setting string, l nn.Layout, workers int, seed uint64) (*CodecExchange, error) {
+// decay (0 = none) is the error-feedback decay β of compress.Residual.SetDecay.
+func NewCodecExchange(setting string, l nn.Layout, workers int, seed uint64, decay float32) (*CodecExchange, error) {
 	s, err := compress.Parse(setting)
 	if err != nil {
 		return nil, fmt.Errorf("codec: %w", err)
@@ -49,6 +50,11 @@ func NewCodecExchange(setting string, l nn.Layout, workers int, seed uint64) (*C
 		r, err := enc.NewResidual(n)
 		if err != nil {
 			return nil, fmt.Errorf("codec %s: %w", setting, err)
+		}
+		if decay != 0 {
+			if err := r.SetDecay(decay); err != nil {
+				return nil, err
+			}
 		}
 		dec, err := compress.New(cfg)
 		if err != nil {

@@ -48,6 +48,8 @@ type RunConfig struct {
 	// worker, e.g. "topk:0.01+q4". Empty means raw fp32 with no header (4 bytes per parameter).
 	// DiLoCo only.
 	Codec string
+	// ErrorDecay is the codec's error-feedback decay β (compress.Residual.SetDecay); 0 means none.
+	ErrorDecay float32
 	// Exchange, if set, replaces Codec: it turns each worker's pseudo-gradient into what the
 	// aggregator receives and reports the bytes it took on the wire.
 	Exchange Exchanger
@@ -97,6 +99,9 @@ func (c RunConfig) Validate() error {
 	}
 	if c.Mode == ModeDDP && (c.Codec != "" || c.Exchange != nil) {
 		return fmt.Errorf("a codec applies to diloco only: ddp exchanges fp32 gradients every step")
+	}
+	if c.ErrorDecay != 0 && !(c.ErrorDecay > 0 && c.ErrorDecay <= 1) {
+		return fmt.Errorf("error-feedback decay %v: want 0 < β ≤ 1", c.ErrorDecay)
 	}
 	if err := c.Inner.Validate(); err != nil {
 		return err
@@ -161,7 +166,7 @@ func Run(ctx context.Context, task Task, cfg RunConfig) (*Summary, error) {
 	if cfg.Exchange == nil {
 		if cfg.Codec == "" {
 			cfg.Exchange = rawExchange{}
-		} else if cfg.Exchange, err = NewCodecExchange(cfg.Codec, evalModel.Layout(), k, cfg.Seed); err != nil {
+		} else if cfg.Exchange, err = NewCodecExchange(cfg.Codec, evalModel.Layout(), k, cfg.Seed, cfg.ErrorDecay); err != nil {
 			return nil, err
 		}
 	}
