@@ -74,6 +74,9 @@ func (c *Config) Validate() error {
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		return fmt.Errorf("coordinator: --listen %q: want a concrete IP address and port", c.Listen)
 	}
+	if v := c.Validation; v.Samples < 0 || v.Batches < 0 || v.BatchSize < 0 {
+		return fmt.Errorf("coordinator: validation samples %d, batches %d and batch size %d must be ≥ 0", v.Samples, v.Batches, v.BatchSize)
+	}
 	return validateHTTP(c)
 }
 

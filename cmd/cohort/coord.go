@@ -73,6 +73,8 @@ func coordinatorCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "snapshot-threshold", Usage: "log entries between snapshots (default 8192)", EnvVars: envVars("snapshot_threshold")},
 			&cli.Uint64Flag{Name: "trailing-logs", Usage: "log entries kept after a snapshot (default 10240); a follower further behind gets the snapshot", EnvVars: envVars("trailing_logs")},
 			&cli.DurationFlag{Name: "snapshot-interval", Usage: "how often to check whether to snapshot (default 120s)", EnvVars: envVars("snapshot_interval")},
+			&cli.StringFlag{Name: "data", Usage: "where the validator loads proposals' validation splits: a Fashion-MNIST directory, or \"embedded\" (default: the system copy if installed, else the embedded subset)", EnvVars: envVars("data")},
+			&cli.IntFlag{Name: "val-samples", Value: 1000, Usage: "validation samples the validator scores updates on", EnvVars: envVars("val_samples")},
 			&cli.StringFlag{Name: "http", Usage: "serve the read-only dashboard and /metrics at HOST:PORT (TCP; off if empty)", EnvVars: envVars("http")},
 		},
 		Action: runCoordinator,
@@ -111,7 +113,8 @@ func runCoordinator(c *cli.Context) error {
 		rc.LeaderLeaseTimeout = rc.HeartbeatTimeout / 2
 	}
 	srv, err := coordinator.New(coordinator.Config{ID: c.String("id"), Dir: dir, Listen: c.String("listen"), Peers: peers,
-		Join: c.String("join"), Identity: id, Raft: rc, HTTP: c.String("http")})
+		Validation: coordinator.ValidationConfig{Data: c.String("data"), Samples: c.Int("val-samples")},
+		Join:       c.String("join"), Identity: id, Raft: rc, HTTP: c.String("http")})
 	if err != nil {
 		return err
 	}
