@@ -16,9 +16,22 @@ import (
 )
 
 // TestCohortOfProcesses runs the mission across real processes: three `cohort coordinator` and
-// three `cohort join`. The leader coordinator is SIGKILLed mid-run and a peer is killed and
-// restarted (it re-fetches the model); the cohort finishes and every peer ends on the same model.
+// four `cohort join`. The leader coordinator is SIGKILLed mid-run and a peer is killed and
+// restarted (it resumes from its checkpoint); the cohort finishes, every peer ends on the same
+// model, and the model's validation accuracy (as the coordinators measured it) is within 1 point
+// of the same cohort's without the faults.
 func TestCohortOfProcesses(t *testing.T) {
+	faulty := cohortOfProcesses(t, true)
+	clean := cohortOfProcesses(t, false)
+	t.Logf("validation accuracy with faults %.2f %%, without %.2f %%", float64(faulty)/100, float64(clean)/100)
+	if d := faulty - clean; d < -100 || d > 100 {
+		t.Fatalf("accuracy with faults %.2f %%, without %.2f %%: more than 1 point apart", float64(faulty)/100, float64(clean)/100)
+	}
+}
+
+// cohortOfProcesses runs the cohort, with or without the faults, and returns the final model's
+// validation accuracy in basis points.
+func cohortOfProcesses(t *testing.T, faults bool) int {
 	pc := startProcCluster(t, 3)
 	dir := t.TempDir()
 	run := func(args ...string) string {
@@ -28,18 +41,18 @@ func TestCohortOfProcesses(t *testing.T) {
 		}
 		return string(out)
 	}
-	run("shard", "--out", filepath.Join(dir, "shards"), "--peers", "3", "--partition", "iid", "--seed", "3")
-	names := []string{"alice", "bob", "carol"}
+	run("shard", "--out", filepath.Join(dir, "shards"), "--peers", "4", "--partition", "iid", "--seed", "3")
+	names := []string{"alice", "bob", "carol", "dave"}
 	for _, n := range names {
 		run("keygen", "--out", filepath.Join(dir, n+".key"))
 	}
 	ctx := context.Background()
 	cl := memberClient(t, pc.addrs(), "proposer")
 	eventually(t, 20*time.Second, "cluster up", func() error { return cl.EnsureRegistered(ctx, "proposer", nil) })
-	const rounds = 6
+	const rounds = 8
 	res, err := cl.Submit(ctx, &consensus.ProposeBody{Name: "e2e", Model: "mlp:784-32-10", Dataset: "fashion-mnist",
-		Params: consensus.Hyperparams{InnerSteps: 10, Rounds: rounds, Codec: "topk:0.05+q4"}, RewardPool: 600,
-		MinMembers: 3, QuorumBP: 1, ThresholdBP: 5000, VotingPeriodMs: 1000})
+		Params: consensus.Hyperparams{InnerSteps: 20, Rounds: rounds, Codec: "topk:0.05+q4"}, RewardPool: 800,
+		MinMembers: 4, QuorumBP: 1, ThresholdBP: 5000, VotingPeriodMs: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +93,7 @@ func TestCohortOfProcesses(t *testing.T) {
 		})
 		return &joiner{cmd: cmd, out: out}
 	}
-	joiners := []*joiner{start(0), start(1), start(2)}
+	joiners := []*joiner{start(0), start(1), start(2), start(3)}
 	current := func() uint32 {
 		r, err := cl.Query(ctx, coordinator.Query{What: coordinator.QueryCohort, ID: 1})
 		if err != nil {
@@ -88,25 +101,29 @@ func TestCohortOfProcesses(t *testing.T) {
 		}
 		return r.Cohort.CurrentRound
 	}
-	eventually(t, 60*time.Second, "round 2", func() error {
-		if current() < 2 {
-			return fmt.Errorf("round %d", current())
+	bob := joiners[1]
+	if faults {
+		eventually(t, 60*time.Second, "round 2", func() error {
+			if current() < 2 {
+				return fmt.Errorf("round %d", current())
+			}
+			return nil
+		})
+		joiners[1].cmd.Process.Kill() // bob's machine dies
+		joiners[1].cmd.Wait()
+		eventually(t, 60*time.Second, "round 3", func() error {
+			if current() < 3 {
+				return fmt.Errorf("round %d", current())
+			}
+			return nil
+		})
+		if l := pc.leader(cl); l != nil {
+			pc.kill(l) // the leader coordinator dies
 		}
-		return nil
-	})
-	joiners[1].cmd.Process.Kill() // bob's machine dies
-	joiners[1].cmd.Wait()
-	eventually(t, 60*time.Second, "round 3", func() error {
-		if current() < 3 {
-			return fmt.Errorf("round %d", current())
-		}
-		return nil
-	})
-	if l := pc.leader(cl); l != nil {
-		pc.kill(l) // the leader coordinator dies
+		bob = start(1) // bob comes back and resumes from his checkpoint
 	}
-	bob := start(1) // bob comes back: a fresh process re-fetches θ_t from a coordinator
-	for i, j := range []*joiner{joiners[0], bob, joiners[2]} {
+	peers := []*joiner{joiners[0], bob, joiners[2], joiners[3]}
+	for i, j := range peers {
 		done := make(chan error, 1)
 		go func() { done <- j.cmd.Wait() }()
 		select {
@@ -122,23 +139,40 @@ func TestCohortOfProcesses(t *testing.T) {
 	}
 	final := regexp.MustCompile(`cohort 1 done: .* final model ([0-9a-f]+)`)
 	var hashes []string
-	for i, j := range []*joiner{joiners[0], bob, joiners[2]} {
+	for i, j := range peers {
 		b, _ := os.ReadFile(j.out)
 		m := final.FindStringSubmatch(string(b))
 		if m == nil {
 			t.Fatalf("%s printed no final model:\n%s", names[i], b)
 		}
 		hashes = append(hashes, m[1])
-		if i == 1 && (!strings.Contains(string(b), "joined cohort 1") || !strings.Contains(string(b), "resumed from checkpoint")) {
+		if faults && i == 1 && (!strings.Contains(string(b), "joined cohort 1") || !strings.Contains(string(b), "resumed from checkpoint")) {
 			t.Fatalf("restarted bob did not rejoin from his checkpoint:\n%s", b)
 		}
 	}
-	if hashes[0] != hashes[1] || hashes[1] != hashes[2] {
-		t.Fatalf("peers ended on different models: %v", hashes)
+	for _, h := range hashes[1:] {
+		if h != hashes[0] {
+			t.Fatalf("peers ended on different models: %v", hashes)
+		}
 	}
 	// The replicated record agrees with the peers.
 	r, err := cl.Query(ctx, coordinator.Query{What: coordinator.QueryCohort, ID: 1})
 	if err != nil || r.Cohort.Status != consensus.CohortDone || !strings.HasPrefix(fmt.Sprintf("%x", r.Cohort.ModelHash), hashes[0]) {
 		t.Fatalf("cohort record %+v (err %v), peers hold %s", r.Cohort, err, hashes[0])
 	}
+	// The leader scores the last round just after it closes, with the final model's accuracy.
+	var acc int
+	eventually(t, 90*time.Second, "last round scored", func() error {
+		q, err := cl.Query(ctx, coordinator.Query{What: coordinator.QueryRounds, ID: 1})
+		if err != nil || len(q.Rounds) != rounds {
+			return fmt.Errorf("rounds: %v", err)
+		}
+		last := q.Rounds[rounds-1]
+		if !last.Scored || !last.Metrics.Measured {
+			return fmt.Errorf("round %d not scored yet", rounds)
+		}
+		acc = int(last.Metrics.ValAccuracyBP)
+		return nil
+	})
+	return acc
 }
