@@ -356,6 +356,10 @@ type OpenRoundBody struct {
 	ModelHash    []byte // hash of θ_t every participant must start from
 	Seed         uint64 // leader-chosen seed for the round (projections, sampling)
 	Deadline     int64  // unix ms, after the leader's stamp
+	// Excluded are participants whose updates the aggregators leave out of this round's aggregate
+	// (sorted, unique, participants): the leader's decision from the scores committed so far, in
+	// the log so that every aggregator applies the same one.
+	Excluded []string
 }
 
 // ReceiptBody is a participant's signed report of its work in an open round.

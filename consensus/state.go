@@ -658,6 +658,16 @@ func (s *State) openRound(now int64, b *OpenRoundBody) (Result, error) {
 			return Result{}, errf(ErrNotFound, "participant %s is not in cohort %d", id, c.ID)
 		}
 	}
+	if len(b.Excluded) > 0 {
+		if err := checkSortedUnique("excluded", b.Excluded); err != nil {
+			return Result{}, err
+		}
+		for _, id := range b.Excluded {
+			if i := sort.SearchStrings(b.Participants, id); i == len(b.Participants) || b.Participants[i] != id {
+				return Result{}, errf(ErrInvalid, "excluded %s is not a participant", id)
+			}
+		}
+	}
 	if err := checkList("slices", len(b.Slices), true); err != nil {
 		return Result{}, err
 	}
@@ -683,7 +693,7 @@ func (s *State) openRound(now int64, b *OpenRoundBody) (Result, error) {
 	}
 	r := &Round{Cohort: c.ID, Number: b.Number, Participants: append([]string{}, b.Participants...),
 		Slices: append([]SliceAssignment{}, b.Slices...), ModelHash: cloneBytes(b.ModelHash), Seed: b.Seed,
-		OpenedAt: now, Deadline: b.Deadline, Status: RoundOpen}
+		OpenedAt: now, Deadline: b.Deadline, Status: RoundOpen, Excluded: append([]string(nil), b.Excluded...)}
 	s.rounds[roundKey{c.ID, r.Number}] = r
 	c.CurrentRound = r.Number
 	c.Status = CohortRunning

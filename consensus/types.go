@@ -141,6 +141,8 @@ type Round struct {
 	ScoreNote string
 	// Reassignments counts slices moved to another aggregator while the round was open.
 	Reassignments uint32
+	// Excluded are participants whose updates are left out of the aggregate (OpenRoundBody).
+	Excluded []string
 }
 
 // Balance is one contributor's earned total.

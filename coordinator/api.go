@@ -47,6 +47,8 @@ const (
 	// QueryNextRound long-polls (up to NextRoundWait) until cohort ID has a round newer than
 	// After, or is done; the reply holds the cohort and its latest round.
 	QueryNextRound = "next-round"
+	// QueryPing answers at once with an empty reply: a liveness check that reads no state.
+	QueryPing = "ping"
 )
 
 // NextRoundWait bounds how long a QueryNextRound waits before answering with what there is.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"slices"
 	"sort"
@@ -29,6 +30,9 @@ type RoundConfig struct {
 	// (an aggregator died, and so did the one its slice moved to) waits before it is abandoned:
 	// closed with θ unchanged. Default 5s.
 	AbortAfter time.Duration
+	// ScoreWait is how long the leader waits for a closed round's scores before opening the next
+	// round anyway (its exclusions then come from the rounds scored before); default 2s.
+	ScoreWait time.Duration
 	// LiveCheck is how often the leader checks that an open round's aggregators answer, and moves
 	// the slices of those that do not to live coordinators (consensus.Reassign); default 2s.
 	LiveCheck time.Duration
@@ -36,8 +40,9 @@ type RoundConfig struct {
 	// default 2. Scaling an update up gains nothing.
 	ClipMultiple float64
 	// DropMultiple leaves out of the aggregate (per slice) an update longer than this multiple of
-	// the median norm; default 4, as attribution.Config.NormOutlier. An honest update is never
-	// that far from its peers; a scaled-up one would otherwise still push at ClipMultiple.
+	// the median norm, or shorter than the median over it; default 4, as
+	// attribution.Config.NormOutlier. An honest update is never that far from its peers; a
+	// scaled-up one would otherwise still push at ClipMultiple, an empty one shrink the step.
 	DropMultiple float64
 }
 
@@ -50,6 +55,9 @@ func (c RoundConfig) withDefaults() RoundConfig {
 	}
 	if c.LiveCheck == 0 {
 		c.LiveCheck = 2 * time.Second
+	}
+	if c.ScoreWait == 0 {
+		c.ScoreWait = 2 * time.Second
 	}
 	if c.ClipMultiple == 0 {
 		c.ClipMultiple = 2
@@ -93,8 +101,10 @@ type cohortRT struct {
 	deltaTo map[[32]byte][]float32
 	deltaQ  [][32]byte
 	scoring bool
-	// liveCheck is when the leader last checked the open round's aggregators.
+	// liveCheck is when the leader last checked the open round's aggregators; suspects counts the
+	// checks in a row each aggregator failed.
 	liveCheck time.Time
+	suspects  map[string]int
 }
 
 type sliceAgg struct {
@@ -108,6 +118,8 @@ type sliceAgg struct {
 	timer        *time.Timer
 	// The updates stay after finalize for scoring; partial is their validation sums, once asked.
 	partial *attribution.Partial
+	// excluded are the round's participants left out of the aggregate (consensus.Round.Excluded).
+	excluded map[string]bool
 }
 
 type upd struct {
@@ -310,7 +322,11 @@ func (s *Server) sliceAggFor(rt *cohortRT, r consensus.Round, slice int, sl prot
 	if a := rt.aggs[key]; a != nil {
 		return a
 	}
-	a := &sliceAgg{start: sl.Start, end: sl.End, participants: r.Participants, updates: map[string]upd{}, done: make(chan struct{})}
+	a := &sliceAgg{start: sl.Start, end: sl.End, participants: r.Participants, updates: map[string]upd{}, done: make(chan struct{}),
+		excluded: map[string]bool{}}
+	for _, id := range r.Excluded {
+		a.excluded[id] = true
+	}
 	rt.aggs[key] = a
 	wait := time.Until(time.UnixMilli(protocol.UploadDeadline(r.OpenedAt, r.Deadline)))
 	a.timer = time.AfterFunc(max(wait, 0), func() {
@@ -361,13 +377,12 @@ func (s *Server) finalize(rt *cohortRT, a *sliceAgg) {
 	limit := s.cfg.Rounds.ClipMultiple * median
 	xs := make([][]float32, 0, len(ids))
 	ws := make([]float64, 0, len(ids))
-	distrusted := s.distrusted(rt.id)
 	for i, id := range ids {
 		u := a.updates[id]
-		if median > 0 && norms[i] > s.cfg.Rounds.DropMultiple*median {
-			continue
+		if median > 0 && (norms[i] > s.cfg.Rounds.DropMultiple*median || norms[i] < median/s.cfg.Rounds.DropMultiple) {
+			continue // scaled up, or (near-)empty: it would only shrink everyone's step
 		}
-		if distrusted[id] && len(distrusted) < len(ids) {
+		if a.excluded[id] {
 			continue
 		}
 		xs, ws = append(xs, u.vals), append(ws, float64(u.samples))
@@ -758,22 +773,38 @@ func (s *Server) leadCohort(ctx context.Context, rt *cohortRT, c consensus.Cohor
 		if uint32(len(c.Members)) < max(p.MinMembers, 1) || applied != c.CurrentRound {
 			return
 		}
+		// The next round leaves out of its aggregate whom the scores distrust: wait (a little) for
+		// the previous round's scores, so that the decision is current.
+		if n := len(rounds); n > 0 && !rounds[n-1].Scored && now.Sub(time.UnixMilli(rounds[n-1].ClosedAt)) < s.cfg.Rounds.ScoreWait {
+			return
+		}
 		var parts []string
 		for _, m := range c.Members {
 			parts = append(parts, m.Member)
 		}
 		sort.Strings(parts)
+		var excluded []string
+		distrusted := s.distrusted(c.ID)
+		for _, id := range parts {
+			if distrusted[id] {
+				excluded = append(excluded, id)
+			}
+		}
+		if len(excluded) == len(parts) {
+			excluded = nil // nobody left: aggregate everyone rather than nothing
+		}
 		var sls []consensus.SliceAssignment
 		for _, sl := range protocol.Slices(n, s.live(ctx, coordinators)) {
 			sls = append(sls, consensus.SliceAssignment{Start: uint64(sl.Start), End: uint64(sl.End), Aggregator: sl.Aggregator})
 		}
 		res, err := s.applyAsSelf(ctx, &consensus.OpenRoundBody{Cohort: c.ID, Number: c.CurrentRound + 1, Participants: parts,
-			Slices: sls, ModelHash: hash[:], Seed: uint64(now.UnixNano()), Deadline: now.Add(s.roundTimeout(rounds)).UnixMilli()})
+			Slices: sls, ModelHash: hash[:], Seed: uint64(now.UnixNano()), Deadline: now.Add(s.roundTimeout(rounds)).UnixMilli(),
+			Excluded: excluded})
 		if err != nil {
 			s.log.Warn("open round", "cohort", c.ID, "round", c.CurrentRound+1, "err", err)
 			return
 		}
-		s.log.Info("opened round", "cohort", c.ID, "round", res.ID, "participants", len(parts), "slices", len(sls))
+		s.log.Info("opened round", "cohort", c.ID, "round", res.ID, "participants", len(parts), "slices", len(sls), "excluded", len(excluded))
 	case applied == open.Number:
 		if len(open.Receipts) < len(open.Participants) && now.UnixMilli() <= open.Deadline {
 			return
@@ -814,13 +845,27 @@ func (s *Server) reassignDead(ctx context.Context, rt *cohortRT, open consensus.
 	for _, id := range live {
 		alive[id] = true
 	}
+	// A loaded node may miss one ping: move a slice only after two checks in a row failed.
+	rt.mu.Lock()
+	if rt.suspects == nil {
+		rt.suspects = map[string]int{}
+	}
+	for _, sl := range open.Slices {
+		if alive[sl.Aggregator] {
+			delete(rt.suspects, sl.Aggregator)
+		} else {
+			rt.suspects[sl.Aggregator]++
+		}
+	}
+	suspects := maps.Clone(rt.suspects)
+	rt.mu.Unlock()
 	// Uploads close at protocol.UploadDeadline, 3/4 of the way from opening to the deadline: pick
 	// the deadline that leaves a whole round-time for uploads from now.
 	now := s.cfg.Now().UnixMilli()
 	deadline := open.OpenedAt + (now-open.OpenedAt+open.Deadline-open.OpenedAt)*4/3
 	moved := 0
 	for i, sl := range open.Slices {
-		if alive[sl.Aggregator] || len(live) == 0 {
+		if alive[sl.Aggregator] || len(live) == 0 || suspects[sl.Aggregator] < 2 {
 			continue
 		}
 		to := live[(i+moved)%len(live)]
@@ -883,24 +928,33 @@ func (s *Server) roundTimeout(rounds []consensus.Round) time.Duration {
 	return min(s.cfg.Rounds.Timeout, max(3*slowest, 5*time.Second))
 }
 
-// live keeps the coordinators that answer a status query within a second (this node always).
+// live keeps the coordinators that answer a ping within two seconds (this node always), in the
+// order given. The pings go out together.
 func (s *Server) live(ctx context.Context, ids []string) []string {
-	var out []string
-	for _, id := range ids {
+	ok := make([]bool, len(ids))
+	var wg sync.WaitGroup
+	for i, id := range ids {
 		if id == s.KeyID() {
-			out = append(out, id)
+			ok[i] = true
 			continue
 		}
 		addr, err := s.addrOfKey(id)
 		if err != nil {
 			continue
 		}
-		req := transport.Message{Header: transport.Header{Type: MsgQuery}}
-		req.SetBody(Query{What: QueryStatus})
-		cctx, cancel := context.WithTimeout(ctx, time.Second)
-		_, err = s.call(cctx, addr, req)
-		cancel()
-		if err == nil {
+		wg.Go(func() {
+			req := transport.Message{Header: transport.Header{Type: MsgQuery}}
+			req.SetBody(Query{What: QueryPing})
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			defer cancel()
+			_, err := s.call(cctx, addr, req)
+			ok[i] = err == nil
+		})
+	}
+	wg.Wait()
+	var out []string
+	for i, id := range ids {
+		if ok[i] {
 			out = append(out, id)
 		}
 	}

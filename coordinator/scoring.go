@@ -262,8 +262,8 @@ func (s *Server) fetchPartial(ctx context.Context, q ScoreRequest, sl consensus.
 	return p, nil
 }
 
-// distrusted returns the members of a cohort the aggregators leave out of the aggregate, from the
-// rounds scored so far: a member whose influence over its scored rounds is not consistently
+// distrusted returns the members of a cohort the leader excludes from the next round's aggregate
+// (consensus.OpenRoundBody.Excluded), from the rounds scored so far: a member whose influence over its scored rounds is not consistently
 // positive (attribution.Consistent: label-flipped data, noise, replays, empty updates), or whose latest scored update was flagged
 // scaled, empty or a duplicate of an earlier member's. A member with no scored round yet is
 // trusted, and a distrusted member's updates are still scored, so trust comes back when its

@@ -496,6 +496,7 @@ func (s *Server) handleQuery(ctx context.Context, _ transport.NodeID, req transp
 	var out QueryReply
 	var qerr error
 	switch q.What {
+	case QueryPing:
 	case QueryStatus:
 		st := s.Status()
 		out.Status = &st
