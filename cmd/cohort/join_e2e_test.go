@@ -155,11 +155,14 @@ func cohortOfProcesses(t *testing.T, faults bool) int {
 			t.Fatalf("peers ended on different models: %v", hashes)
 		}
 	}
-	// The replicated record agrees with the peers.
-	r, err := cl.Query(ctx, coordinator.Query{What: coordinator.QueryCohort, ID: 1})
-	if err != nil || r.Cohort.Status != consensus.CohortDone || !strings.HasPrefix(fmt.Sprintf("%x", r.Cohort.ModelHash), hashes[0]) {
-		t.Fatalf("cohort record %+v (err %v), peers hold %s", r.Cohort, err, hashes[0])
-	}
+	// The replicated record agrees with the peers (a follower may answer a moment behind).
+	eventually(t, 20*time.Second, "the cohort recorded done", func() error {
+		r, err := cl.Query(ctx, coordinator.Query{What: coordinator.QueryCohort, ID: 1, Linearizable: true})
+		if err != nil || r.Cohort.Status != consensus.CohortDone || !strings.HasPrefix(fmt.Sprintf("%x", r.Cohort.ModelHash), hashes[0]) {
+			return fmt.Errorf("cohort record %+v (err %v), peers hold %s", r.Cohort, err, hashes[0])
+		}
+		return nil
+	})
 	// The leader scores the last round just after it closes, with the final model's accuracy.
 	var acc int
 	eventually(t, 90*time.Second, "last round scored", func() error {
