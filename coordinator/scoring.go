@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sort"
 	"time"
 
@@ -204,7 +205,7 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 	for _, m := range c.Members {
 		orders[m.Member] = m
 	}
-	hist := s.influenceHistory(c.ID, r.Number)
+	hist, _ := s.memberRecord(c.ID, r.Number)
 	var parts []attribution.Participant
 	for _, rc := range r.Receipts {
 		m, ok := orders[rc.Member]
@@ -270,7 +271,21 @@ func (s *Server) fetchPartial(ctx context.Context, q ScoreRequest, sl consensus.
 // updates help again. (Robust aggregation by validation, as in FLTrust, with the validator's
 // own scores: the cohort's model does not pay for what the ledger refuses to pay for.)
 func (s *Server) distrusted(cohort uint64) map[string]bool {
-	out := map[string]bool{}
+	hist, flagged := s.memberRecord(cohort, math.MaxUint32)
+	out := flagged
+	for m, xs := range hist {
+		if !attribution.Consistent(xs, 2) {
+			out[m] = true
+		}
+	}
+	return out
+}
+
+// memberRecord walks a cohort's rounds scored before round n once and returns each member's
+// influence history, oldest first (its contributors share its influence: counted once a round),
+// and the members whose latest scored round flagged them scaled, empty or a duplicate.
+func (s *Server) memberRecord(cohort uint64, n uint32) (hist map[string][]float64, flagged map[string]bool) {
+	hist, flagged = map[string][]float64{}, map[string]bool{}
 	s.node.View(func(st *consensus.State) error {
 		c, err := st.Cohort(cohort)
 		if err != nil {
@@ -286,69 +301,29 @@ func (s *Server) distrusted(cohort uint64) map[string]bool {
 				memberOf[cd.Name] = m.Member
 			}
 		}
-		hist := map[string][]float64{}
 		for _, r := range rounds {
-			if !r.Scored {
+			if !r.Scored || r.Number >= n {
 				continue
 			}
 			seen := map[string]bool{}
 			for _, x := range r.Influence {
 				m := memberOf[x.Contributor]
 				if m == "" || seen[m] {
-					continue // a member's contributors share its influence: count it once
+					continue
 				}
 				seen[m] = true
 				hist[m] = append(hist[m], float64(x.Value)/consensus.InfluenceUnit)
-				delete(out, m) // its latest round decides the flags
+				delete(flagged, m) // its latest round decides the flags
 			}
 			for _, f := range r.Flags {
 				if m := memberOf[f.Contributor]; m != "" && (f.Kind == "scaled" || f.Kind == "empty" || f.Kind == "duplicate") {
-					out[m] = true
-				}
-			}
-		}
-		for m, xs := range hist {
-			if !attribution.Consistent(xs, 2) {
-				out[m] = true
-			}
-		}
-		return nil
-	})
-	return out
-}
-
-// influenceHistory returns each member's influence in the scored rounds of a cohort before round
-// n, oldest first (a member's contributors share its influence: its first one is read).
-func (s *Server) influenceHistory(cohort uint64, n uint32) map[string][]float64 {
-	out := map[string][]float64{}
-	s.node.View(func(st *consensus.State) error {
-		c, err := st.Cohort(cohort)
-		if err != nil {
-			return err
-		}
-		first := map[string]string{} // first contributor → member
-		for _, m := range c.Members {
-			if len(m.Contributors) > 0 {
-				first[m.Contributors[0].Name] = m.Member
-			}
-		}
-		rounds, err := st.Rounds(cohort)
-		if err != nil {
-			return err
-		}
-		for _, r := range rounds {
-			if !r.Scored || r.Number >= n {
-				continue
-			}
-			for _, x := range r.Influence {
-				if m, ok := first[x.Contributor]; ok {
-					out[m] = append(out[m], float64(x.Value)/consensus.InfluenceUnit)
+					flagged[m] = true
 				}
 			}
 		}
 		return nil
 	})
-	return out
+	return hist, flagged
 }
 
 var errValidatorLoading = fmt.Errorf("%s the validator is still loading", unavailablePrefix)
