@@ -427,6 +427,7 @@ func (s *Server) finalize(rt *cohortRT, a *sliceAgg) {
 		e[i] -= v
 	}
 	a.contributors = len(ids)
+	s.log.Debug("aggregated", "cohort", rt.id, "slice", a.start, "updates", len(xs), "values", len(avg), "bytes", len(a.msg))
 }
 
 // handleAggregate long-polls for the aggregate of a slice this node aggregates.

@@ -64,6 +64,11 @@ type Config struct {
 	// Late makes the peer send its updates just after each round's upload deadline (fault injection
 	// for simulations): they are refused, it earns nothing, and it still follows the model.
 	Late bool
+	// Overlap is τ, the inner steps the peer takes while its update travels and the aggregate comes
+	// back (0 ≤ τ < H): communication overlaps compute. They are carried onto θ_{t+1}
+	// (trainer.Worker.OuterStepCarry) and count towards the next round's H. Zero means none: the
+	// peer idles while it waits for the aggregate. The global replica is the same either way.
+	Overlap int
 	// Tamper, if set, replaces the pseudo-gradient before it is encoded: fault injection for
 	// simulations of dishonest peers. prev is the aggregate applied in the previous round this
 	// peer took part in (nil before the first).
@@ -103,7 +108,15 @@ type Peer struct {
 	prevAgg []float32
 	sentMu  sync.Mutex
 	sent    map[int]sentSlice // this round's accepted uploads by slice
-	Stats   Totals
+	// ahead is the inner steps already taken towards the next round (the overlap carried onto
+	// θ_{t+1}, then the rest of H taken before that round opened), from the θ whose hash is
+	// aheadOf; aheadLoss, aheadSecs sum their losses and time.
+	ahead     int
+	aheadOf   [32]byte
+	aheadLoss float64
+	aheadSecs float64
+	receipts  sync.WaitGroup
+	Stats     Totals
 	// Resumed reports that Join restored a checkpoint.
 	Resumed bool
 }
@@ -129,6 +142,8 @@ func New(cfg Config) (*Peer, error) {
 		return nil, errors.New("peer: no contributors")
 	case cfg.Source == nil:
 		return nil, errors.New("peer: no data")
+	case cfg.Overlap < 0:
+		return nil, fmt.Errorf("peer: overlap %d steps: want ≥ 0", cfg.Overlap)
 	}
 	if cfg.Poll == 0 {
 		cfg.Poll = 200 * time.Millisecond
@@ -171,6 +186,9 @@ func (p *Peer) setup(ctx context.Context) error {
 		return err
 	}
 	p.prop = pr.Proposals[0]
+	if h := int(p.prop.Params.InnerSteps); p.cfg.Overlap >= h {
+		return fmt.Errorf("peer: overlap %d steps: the cohort's rounds have %d inner steps, want τ < H", p.cfg.Overlap, h)
+	}
 	model, err := trainer.NewModel(p.prop.Model, p.cfg.Batch, coordinator.InitSeed(p.prop.ID))
 	if err != nil {
 		return err
@@ -246,6 +264,7 @@ func (p *Peer) Run(ctx context.Context) error {
 	if p.worker == nil {
 		return errors.New("peer: Run before Join")
 	}
+	defer p.receipts.Wait()
 	for {
 		done, err := p.step(ctx)
 		if err != nil {
@@ -297,7 +316,11 @@ func (p *Peer) step(ctx context.Context) (done bool, err error) {
 	if i := sort.SearchStrings(r.Participants, me); i == len(r.Participants) || r.Participants[i] != me {
 		return false, nil // joined after the round opened: wait for the next
 	}
-	return false, p.round(ctx, r)
+	if err := p.round(ctx, r); err != nil {
+		return false, err
+	}
+	p.stepAhead(ctx, r)
+	return false, nil
 }
 
 func (p *Peer) round(ctx context.Context, r consensus.Round) error {
@@ -307,22 +330,51 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 			return fmt.Errorf("round %d: model hash differs and re-sync failed: %w", r.Number, err)
 		}
 	}
+	h := int(p.prop.Params.InnerSteps)
+	if p.ahead > 0 && !bytes.Equal(p.aheadOf[:], r.ModelHash) {
+		p.dropAhead() // taken from a θ this round does not start from
+	}
+	// The steps taken ahead (while the previous update travelled, and before this round opened)
+	// are this round's first steps.
 	t0 := time.Now()
-	st, err := p.worker.InnerSteps(int(p.prop.Params.InnerSteps))
+	st, err := p.worker.InnerSteps(h - p.ahead)
 	if err != nil {
+		p.dropAhead()
 		return err
 	}
-	compute := time.Since(t0).Seconds()
+	inRound := time.Since(t0).Seconds()
+	compute := inRound + p.aheadSecs
+	bs := p.worker.Model().BatchSize()
+	st.MeanLoss = (st.MeanLoss*float64(st.Steps) + p.aheadLoss) / float64(h)
+	st.Samples += p.ahead * bs
+	st.Steps += p.ahead
+	p.ahead, p.aheadLoss, p.aheadSecs = 0, 0, 0
 	delta := p.worker.PseudoGradient(nil)
 	if p.cfg.Tamper != nil {
 		delta = p.cfg.Tamper(r.Number, delta, p.prevAgg)
+	}
+	// Overlap: keep training while the update travels and the aggregate comes back. The last round
+	// has nothing to carry the steps to.
+	type overlapped struct {
+		st   trainer.InnerStats
+		secs float64
+		err  error
+	}
+	var ov chan overlapped
+	if tau := p.cfg.Overlap; tau > 0 && r.Number < p.prop.Params.Rounds {
+		ov = make(chan overlapped, 1)
+		p.worker.MarkSent()
+		go func() {
+			t := time.Now()
+			st, err := p.worker.InnerSteps(tau)
+			ov <- overlapped{st, time.Since(t).Seconds(), err}
+		}()
 	}
 	deadline := time.UnixMilli(r.Deadline)
 	if p.cfg.Late {
 		select {
 		case <-time.After(time.Until(time.UnixMilli(protocol.UploadDeadline(r.OpenedAt, r.Deadline)).Add(500 * time.Millisecond))):
 		case <-ctx.Done():
-			return ctx.Err()
 		}
 	}
 	rctx, cancel := context.WithDeadline(ctx, deadline.Add(30*time.Second))
@@ -339,10 +391,13 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 	p.sent = map[int]sentSlice{}
 	p.sentMu.Unlock()
 	sizes, decs, upErrs := make([]int, k), make([][]float32, k), make([]error, k)
-	forEach(k, func(i int) {
-		sl := r.Slices[i]
-		sizes[i], decs[i], upErrs[i] = p.upload(rctx, r, i, sl, delta[sl.Start:sl.End], uint64(st.Samples))
-	})
+	if ctx.Err() == nil {
+		forEach(k, func(i int) {
+			sl := r.Slices[i]
+			sizes[i], decs[i], upErrs[i] = p.upload(rctx, r, i, sl, delta[sl.Start:sl.End], uint64(st.Samples))
+		})
+	}
+	tUp := time.Now()
 	sent, accepted := 0, 0
 	p.sentDec = map[int][]float32{}
 	for i, err := range upErrs {
@@ -356,10 +411,13 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 	}
 	agg := make([]float32, len(delta))
 	oks, fetchErrs := make([]bool, k), make([]error, k)
-	forEach(k, func(i int) {
-		sl := r.Slices[i]
-		oks[i], fetchErrs[i] = p.fetch(rctx, r, i, sl, agg[sl.Start:sl.End])
-	})
+	if ctx.Err() == nil {
+		forEach(k, func(i int) {
+			sl := r.Slices[i]
+			oks[i], fetchErrs[i] = p.fetch(rctx, r, i, sl, agg[sl.Start:sl.End])
+		})
+	}
+	tFetch := time.Now()
 	applied := true
 	for i := range oks {
 		if fetchErrs[i] != nil {
@@ -367,27 +425,48 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 		}
 		applied = applied && oks[i]
 	}
+	carry := false
+	if ov != nil {
+		o := <-ov // τ steps: the worker is ours again
+		if o.err == nil {
+			carry = true
+			p.ahead, p.aheadLoss, p.aheadSecs = o.st.Steps, o.st.MeanLoss*float64(o.st.Steps), o.secs
+		} else {
+			p.log.Warn("overlap steps", "round", r.Number, "err", o.err)
+		}
+	}
 	rep := Report{Round: r.Number, Rounds: p.prop.Params.Rounds, TrainLoss: st.MeanLoss, Samples: st.Samples,
 		PayloadBytes: sent, ComputeSeconds: compute}
 	if applied {
-		if err := p.worker.OuterStep(agg); err != nil {
+		step := p.worker.OuterStep
+		if carry {
+			step = p.worker.OuterStepCarry
+		}
+		if err := step(agg); err != nil {
+			p.dropAhead()
 			return err
 		}
 		p.prevAgg = agg
 		rep.Applied = true
 		rep.ModelHash = protocol.HashParams(p.worker.Global())
-		// A receipt claims the round's work: only when every slice of the update was accepted.
+		p.aheadOf = rep.ModelHash
+		// A receipt claims the round's work: only when every slice of the update was accepted. It
+		// goes through Raft in the background: the next round's steps need not wait for it.
 		if accepted == len(r.Slices) {
-			_, err := p.cl.Submit(ctx, &consensus.ReceiptBody{Cohort: r.Cohort, Round: r.Number, SamplesUsed: uint64(st.Samples),
-				BytesSent: uint64(sent), ModelHashAfter: rep.ModelHash[:]})
-			if err != nil {
-				p.log.Warn("receipt", "round", r.Number, "err", err)
-			}
+			body := &consensus.ReceiptBody{Cohort: r.Cohort, Round: r.Number, SamplesUsed: uint64(st.Samples),
+				BytesSent: uint64(sent), ModelHashAfter: rep.ModelHash[:]}
+			p.receipts.Add(1)
+			go func() {
+				defer p.receipts.Done()
+				if _, err := p.cl.Submit(ctx, body); err != nil {
+					p.log.Warn("receipt", "round", body.Round, "err", err)
+				}
+			}()
 		}
 	} else {
 		// Nothing of this round counts: drop the local progress, and give back to the residual what
 		// the uploads carried, so error feedback loses nothing.
-		p.worker.Discard()
+		p.dropAhead()
 		for i, dec := range p.sentDec {
 			sl := r.Slices[i]
 			e := p.resid[sl.Start:sl.End]
@@ -398,6 +477,9 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 	}
 	p.checkpoint()
 	rep.RoundSeconds = time.Since(start).Seconds()
+	p.log.Debug("round timing", "round", r.Number, "since_open", start.Sub(time.UnixMilli(r.OpenedAt)).Seconds(),
+		"compute", compute, "upload", tUp.Sub(t0).Seconds()-inRound, "fetch", tFetch.Sub(tUp).Seconds(),
+		"finish", time.Since(tFetch).Seconds())
 	p.Stats.Rounds++
 	p.Stats.Samples += st.Samples
 	p.Stats.PayloadBytes += int64(sent)
@@ -649,6 +731,39 @@ func (p *Peer) resync(ctx context.Context, cohort uint64, hash []byte) error {
 		return nil
 	}
 	return last
+}
+
+// dropAhead forgets the steps taken ahead: the local model restarts from θ_t.
+func (p *Peer) dropAhead() {
+	if p.ahead > 0 {
+		p.log.Debug("dropping steps taken ahead", "steps", p.ahead)
+	}
+	p.worker.Discard()
+	p.ahead, p.aheadLoss, p.aheadSecs = 0, 0, 0
+}
+
+// stepAhead takes the rest of the next round's H inner steps now, before the leader opens it
+// (receipts, closing the round, scoring and opening the next go through Raft meanwhile). They are
+// the same steps the round would take after it opened, from the same θ: if it opens from another θ
+// they are dropped.
+func (p *Peer) stepAhead(ctx context.Context, r consensus.Round) {
+	h := int(p.prop.Params.InnerSteps)
+	if r.Number >= p.prop.Params.Rounds || p.ahead >= h || ctx.Err() != nil {
+		return
+	}
+	if got := protocol.HashParams(p.worker.Global()); got != p.aheadOf {
+		return // the round was not applied here
+	}
+	t := time.Now()
+	st, err := p.worker.InnerSteps(h - p.ahead)
+	if err != nil {
+		p.log.Warn("steps ahead", "round", r.Number+1, "err", err)
+		p.dropAhead()
+		return
+	}
+	p.ahead += st.Steps
+	p.aheadLoss += st.MeanLoss * float64(st.Steps)
+	p.aheadSecs += time.Since(t).Seconds()
 }
 
 // forEach runs f(0..n-1) concurrently and waits.

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 )
 
 // Message types.
@@ -63,10 +64,16 @@ type AggregateReply struct {
 
 // DownCodec is the codec of aggregates sent down to peers and coordinators: q8 with error
 // feedback on the aggregator (4× fewer bytes than fp32, no measurable loss), or fp32 when the
-// cohort's own codec is lossless fp32.
+// cohort's own codec is lossless fp32. The aggregate of top-k updates is mostly zeros (a few
+// participants × a few per cent of the values), which q8 codes as zero bytes: zstd then takes it
+// to a fifth of its size (measured: topk:0.01+q4, 8 peers, a slice of 72,458 values 74 KB →
+// 14–17 KB), and on a lossy link one QUIC connection moves that much sooner.
 func DownCodec(upCodec string) string {
-	if upCodec == "" || upCodec == "fp32" {
+	switch {
+	case upCodec == "" || upCodec == "fp32":
 		return "fp32"
+	case strings.HasPrefix(upCodec, "topk:"):
+		return "q8+zstd"
 	}
 	return "q8"
 }

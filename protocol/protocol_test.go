@@ -79,3 +79,14 @@ func FuzzDecodeFloats(f *testing.F) {
 		}
 	})
 }
+
+func TestDownCodec(t *testing.T) {
+	for up, want := range map[string]string{
+		"": "fp32", "fp32": "fp32", "q8": "q8", "q4": "q8", "lowrank:4+q8": "q8",
+		"topk:0.01+q4": "q8+zstd", "topk:0.05+q2": "q8+zstd",
+	} {
+		if got := DownCodec(up); got != want {
+			t.Errorf("DownCodec(%q) = %q, want %q", up, got, want)
+		}
+	}
+}

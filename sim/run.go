@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -58,6 +59,14 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	for _, s := range cfg.BadPeers {
 		b, _ := ParseBadPeer(s) // checked by Validate
 		bads = append(bads, b)
+	}
+	procs := cfg.Procs
+	if procs == 0 {
+		procs = cfg.Coordinators + cfg.Peers + len(bads) + 1
+	}
+	if prev := runtime.GOMAXPROCS(0); procs > prev {
+		runtime.GOMAXPROCS(procs)
+		defer runtime.GOMAXPROCS(prev)
 	}
 	shards := cfg.Shards
 	if shards == 0 {
@@ -246,7 +255,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		p, err := peer.New(peer.Config{Name: m.name, Client: m.client, Cohort: cohort, Source: src, Batch: cfg.Batch,
 			Inner:        trainer.AdamWConfig{LR: cfg.LR},
 			Contributors: []peer.Contributor{contrib}, Tamper: tamper,
-			Logger: log, Late: m.name == cfg.Straggler,
+			Logger: log, Late: m.name == cfg.Straggler, Overlap: cfg.Overlap,
 			OnRound: func(r peer.Report) {
 				mu.Lock()
 				defer mu.Unlock()

@@ -26,14 +26,17 @@ type Config struct {
 	Model        string // default "mlp"
 	Rounds       int    // default 20
 	InnerSteps   int    // default 50
-	Batch        int    // default: the model's
-	Codec        string // default "topk:0.01+q4"
-	Partition    string // default "dirichlet:0.5"
-	Link         string // each peer's link, e.g. "10mbit,50ms,1%"; "" = unshaped loopback
-	Seed         uint64
-	DataDir      string // Fashion-MNIST; default: embedded subset
-	ValSamples   int    // default 1000
-	LR           float32
+	// Overlap is τ, the inner steps every peer takes while its update travels (peer.Config.Overlap);
+	// 0: none.
+	Overlap    int
+	Batch      int    // default: the model's
+	Codec      string // default "topk:0.01+q4"
+	Partition  string // default "dirichlet:0.5"
+	Link       string // each peer's link, e.g. "10mbit,50ms,1%"; "" = unshaped loopback
+	Seed       uint64
+	DataDir    string // Fashion-MNIST; default: embedded subset
+	ValSamples int    // default 1000
+	LR         float32
 	// KillLeaderAt kills the leader coordinator when this round opens (0: never).
 	KillLeaderAt int
 	// KillPeer is "NAME@ROUND": that peer stops when the round opens and restarts (from its
@@ -50,6 +53,15 @@ type Config struct {
 	Shards int
 	// RoundTimeout bounds a round; default 120s (the leader shortens it once rounds have run).
 	RoundTimeout time.Duration
+	// Procs is GOMAXPROCS while the simulation runs; default one per simulated node (coordinators
+	// and peers, planted ones included) plus one, and never fewer than GOMAXPROCS already is. Every
+	// node shares this machine's cores, but each gets its own P, as if it ran on its own machine:
+	// with fewer Ps than CPU-bound peers, Go's scheduler leaves goroutines woken by the network
+	// (raft heartbeats, QUIC packets) waiting behind training goroutines for up to ~60 time slices
+	// (it looks at its global run queue every 61st), which stalled raft leases for over a second
+	// and delayed every upload and fetch. With more Ps than cores the kernel time-slices them
+	// fairly instead.
+	Procs int
 	// Dir holds the coordinators' data; default a temporary directory, removed afterwards.
 	Dir    string
 	Logger *slog.Logger
@@ -99,6 +111,12 @@ func (c Config) Validate() error {
 	}
 	if c.Peers < 1 || c.Rounds < 1 || c.InnerSteps < 1 {
 		return fmt.Errorf("peers %d, rounds %d and inner steps %d must be ≥ 1", c.Peers, c.Rounds, c.InnerSteps)
+	}
+	if c.Procs < 0 || c.Procs > 1024 {
+		return fmt.Errorf("procs %d: want 0 (one per node) to 1024", c.Procs)
+	}
+	if c.Overlap < 0 || c.Overlap >= c.InnerSteps {
+		return fmt.Errorf("overlap %d: want 0 ≤ τ < inner steps (%d)", c.Overlap, c.InnerSteps)
 	}
 	if c.KillLeaderAt < 0 || c.KillLeaderAt > c.Rounds {
 		return fmt.Errorf("kill-leader-at %d: want a round in 1..%d", c.KillLeaderAt, c.Rounds)

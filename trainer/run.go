@@ -38,10 +38,15 @@ type Task struct {
 type RunConfig struct {
 	Mode       Mode // default diloco
 	InnerSteps int  // H, local steps per round (DDP: steps per reporting round); default 50
-	Rounds     int  // default 20
-	Seed       uint64
-	Inner      AdamWConfig
-	Outer      OuterConfig
+	// Overlap is τ, the inner steps each worker takes while its pseudo-gradient travels (0 ≤ τ < H):
+	// they are carried onto θ_{t+1} (Worker.OuterStepCarry) and count towards the next round's H,
+	// so every worker still takes H steps a round. A cohort overlaps communication with compute
+	// this way; here it shows what that staleness costs. DiLoCo only.
+	Overlap int
+	Rounds  int // default 20
+	Seed    uint64
+	Inner   AdamWConfig
+	Outer   OuterConfig
 	// Parallel bounds how many workers train at once; default GOMAXPROCS.
 	Parallel int
 	// Codec names the pseudo-gradient codec (package compress), applied with error feedback by every
@@ -96,6 +101,12 @@ func (c RunConfig) Validate() error {
 	}
 	if c.InnerSteps < 1 || c.Rounds < 1 || c.Parallel < 1 {
 		return fmt.Errorf("inner steps %d, rounds %d and parallelism %d must be ≥ 1", c.InnerSteps, c.Rounds, c.Parallel)
+	}
+	if c.Overlap < 0 || c.Overlap >= c.InnerSteps {
+		return fmt.Errorf("overlap %d: want 0 ≤ τ < inner steps (%d)", c.Overlap, c.InnerSteps)
+	}
+	if c.Mode == ModeDDP && c.Overlap != 0 {
+		return fmt.Errorf("overlap applies to diloco only")
 	}
 	if c.Mode == ModeDDP && (c.Codec != "" || c.Exchange != nil) {
 		return fmt.Errorf("a codec applies to diloco only: ddp exchanges fp32 gradients every step")
@@ -224,14 +235,30 @@ func runDiLoCo(ctx context.Context, task Task, cfg RunConfig, eval nn.Model, sum
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// Round 1 starts cold; later rounds already took τ of their steps while the previous
+		// pseudo-gradient travelled. The last round does not overlap: nothing follows it.
+		steps, carried := cfg.InnerSteps, 0
+		if t > 1 {
+			steps, carried = cfg.InnerSteps-cfg.Overlap, cfg.Overlap
+		}
+		overlap := cfg.Overlap
+		if t == cfg.Rounds {
+			overlap = 0
+		}
 		err := parallel(k, cfg.Parallel, func(i int) error {
-			st, err := workers[i].InnerSteps(cfg.InnerSteps)
+			st, err := workers[i].InnerSteps(steps)
 			if err != nil {
 				return fmt.Errorf("round %d worker %d: %w", t, i, err)
 			}
 			losses[i] = st.MeanLoss
-			weights[i] = float64(st.Samples)
+			weights[i] = float64(st.Samples + carried*workers[i].Model().BatchSize())
 			deltas[i] = workers[i].PseudoGradient(deltas[i])
+			if overlap > 0 {
+				workers[i].MarkSent()
+				if _, err := workers[i].InnerSteps(overlap); err != nil {
+					return fmt.Errorf("round %d worker %d (overlap): %w", t, i, err)
+				}
+			}
 			return nil
 		})
 		if err != nil {
@@ -252,7 +279,11 @@ func runDiLoCo(ctx context.Context, task Task, cfg RunConfig, eval nn.Model, sum
 			return fmt.Errorf("round %d: %w", t, err)
 		}
 		for _, w := range workers {
-			if err := w.OuterStep(agg); err != nil {
+			step := w.OuterStep
+			if overlap > 0 {
+				step = w.OuterStepCarry
+			}
+			if err := step(agg); err != nil {
 				return err
 			}
 		}

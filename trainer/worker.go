@@ -40,6 +40,7 @@ type Worker struct {
 	inner  *AdamW
 	outer  *Nesterov
 	global []float32 // θ_t
+	sentAt []float32 // local parameters at MarkSent (empty: none pending)
 	grad   []float32
 	batch  nn.Batch
 	steps  int
@@ -119,6 +120,35 @@ func (w *Worker) OuterStep(aggregate []float32) error {
 	}
 	w.outer.Step(w.global, aggregate)
 	copy(w.model.Params(), w.global)
+	w.sentAt = w.sentAt[:0]
+	return nil
+}
+
+// MarkSent records the local parameters at the moment the pseudo-gradient leaves, so that inner
+// steps taken while it travels (communication overlap) can be carried onto θ_{t+1} by
+// OuterStepCarry.
+func (w *Worker) MarkSent() {
+	w.sentAt = growFloats(w.sentAt, len(w.global))
+	copy(w.sentAt, w.model.Params())
+}
+
+// OuterStepCarry is OuterStep for a worker that kept training after MarkSent: it applies the
+// aggregate to θ_t and restarts the local model from θ_{t+1} plus the progress made since
+// MarkSent (θ_local − θ_sent), as in Streaming DiLoCo's overlapped communication. That progress is
+// part of the next pseudo-gradient. The global replica is the same as OuterStep's.
+func (w *Worker) OuterStepCarry(aggregate []float32) error {
+	if len(w.sentAt) != len(w.global) {
+		return fmt.Errorf("outer step: no MarkSent before OuterStepCarry")
+	}
+	if len(aggregate) != len(w.global) {
+		return fmt.Errorf("outer step: aggregate has %d values, model has %d", len(aggregate), len(w.global))
+	}
+	w.outer.Step(w.global, aggregate)
+	local := w.model.Params()
+	for i, g := range w.global {
+		local[i] = g + (local[i] - w.sentAt[i])
+	}
+	w.sentAt = w.sentAt[:0]
 	return nil
 }
 
@@ -195,6 +225,7 @@ func (w *Worker) Reset(theta, momentum []float32) error {
 	copy(w.global, theta)
 	copy(w.outer.Momentum(), momentum)
 	copy(w.model.Params(), theta)
+	w.sentAt = w.sentAt[:0]
 	return nil
 }
 
@@ -202,4 +233,7 @@ func (w *Worker) Reset(theta, momentum []float32) error {
 func (w *Worker) Momentum() []float32 { return w.outer.Momentum() }
 
 // Discard drops the local progress of an abandoned round: the local model restarts from θ_t.
-func (w *Worker) Discard() { copy(w.model.Params(), w.global) }
+func (w *Worker) Discard() {
+	copy(w.model.Params(), w.global)
+	w.sentAt = w.sentAt[:0]
+}

@@ -35,6 +35,7 @@ func joinCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "contributor", Required: true, Usage: "contributor of the --data at the same position (repeatable)", EnvVars: envVars("contributor")},
 			&cli.StringFlag{Name: "member-name", Usage: "member name (default: the key file's base name)", EnvVars: envVars("member_name")},
 			&cli.IntFlag{Name: "batch", Usage: "batch size (0: the model's default)", EnvVars: envVars("batch")},
+			&cli.IntFlag{Name: "overlap", Usage: "inner steps τ to take while the update travels (overlaps communication with compute; 0: none)", EnvVars: envVars("overlap")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the batch order", EnvVars: envVars("seed")},
 			&cli.StringFlag{Name: "checkpoint", Usage: "file to save progress to after every round and resume from on restart", EnvVars: envVars("checkpoint")},
 		},
@@ -93,7 +94,7 @@ func runJoin(c *cli.Context) error {
 	}
 	out := c.App.Writer
 	p, err := peer.New(peer.Config{Name: name, Client: cl, Cohort: c.Uint64("cohort"), Contributors: contributors, Source: src, Batch: c.Int("batch"),
-		Checkpoint: c.String("checkpoint"),
+		Checkpoint: c.String("checkpoint"), Overlap: c.Int("overlap"),
 		OnRound: func(r peer.Report) {
 			state := "applied"
 			if !r.Applied {

@@ -30,6 +30,7 @@ func simulateCommand() *cli.Command {
 			&cli.IntFlag{Name: "rounds", Value: 20, Usage: "outer rounds", EnvVars: envVars("rounds")},
 			&cli.IntFlag{Name: "inner-steps", Value: 50, Usage: "inner steps H", EnvVars: envVars("inner_steps")},
 			&cli.IntFlag{Name: "batch", Usage: "batch size per peer (0: the model's default)", EnvVars: envVars("batch")},
+			&cli.IntFlag{Name: "overlap", Usage: "inner steps τ each peer takes while its update travels (overlaps communication with compute; 0: none)", EnvVars: envVars("overlap")},
 			&cli.StringFlag{Name: "codec", Value: "topk:0.01+q4", Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
 			&cli.StringFlag{Name: "partition", Value: "dirichlet:0.5", Usage: "iid, dirichlet:ALPHA or natural", EnvVars: envVars("partition")},
 			&cli.StringFlag{Name: "link", Value: "10mbit,50ms,1%", Usage: `each peer's link: RATE,DELAY[,LOSS%] ("" for plain loopback)`, EnvVars: envVars("link")},
@@ -50,7 +51,7 @@ func simulateCommand() *cli.Command {
 			out := c.App.Writer
 			cfg := sim.Config{
 				Coordinators: c.Int("coordinators"), Peers: c.Int("peers"), Model: c.String("model"), Rounds: c.Int("rounds"),
-				InnerSteps: c.Int("inner-steps"), Batch: c.Int("batch"), Codec: c.String("codec"), Partition: c.String("partition"),
+				InnerSteps: c.Int("inner-steps"), Overlap: c.Int("overlap"), Batch: c.Int("batch"), Codec: c.String("codec"), Partition: c.String("partition"),
 				Link: c.String("link"), Seed: c.Uint64("seed"), DataDir: c.String("data"), ValSamples: c.Int("val-samples"),
 				KillLeaderAt: c.Int("kill-leader-at"), KillPeer: c.String("kill-peer"), Straggler: c.String("straggler"),
 				RoundTimeout: c.Duration("round-timeout"), Logger: slog.Default(), BadPeers: c.StringSlice("bad-peer"),

@@ -27,6 +27,7 @@ func trainCommand() *cli.Command {
 			&cli.IntFlag{Name: "workers", Value: 8, Usage: "number of workers K", EnvVars: envVars("workers")},
 			&cli.IntFlag{Name: "inner-steps", Value: 50, Usage: "inner steps H per round", EnvVars: envVars("inner_steps")},
 			&cli.IntFlag{Name: "rounds", Value: 20, Usage: "outer rounds", EnvVars: envVars("rounds")},
+			&cli.IntFlag{Name: "overlap", Value: 0, Usage: "inner steps τ each worker takes while its pseudo-gradient travels, carried onto the next round (what overlapping communication costs)", EnvVars: envVars("overlap")},
 			&cli.IntFlag{Name: "batch", Value: 0, Usage: "batch size per worker (0: the model's default)", EnvVars: envVars("batch")},
 			&cli.StringFlag{Name: "codec", Usage: "pseudo-gradient codec with error feedback, e.g. fp16, q8, topk:0.01+q4, lowrank:4+q8 (default: raw fp32)", EnvVars: envVars("codec")},
 			&cli.StringFlag{Name: "partition", Value: "iid", Usage: "iid, dirichlet:ALPHA (label skew) or natural (by speaker, charlm)", EnvVars: envVars("partition")},
@@ -66,6 +67,7 @@ func runTrain(c *cli.Context) error {
 	cfg := trainer.RunConfig{
 		Mode:       trainer.Mode(c.String("mode")),
 		InnerSteps: c.Int("inner-steps"),
+		Overlap:    c.Int("overlap"),
 		Rounds:     c.Int("rounds"),
 		Codec:      c.String("codec"),
 		ErrorDecay: float32(c.Float64("ef-decay")),
