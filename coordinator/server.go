@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -130,9 +129,6 @@ func New(cfg Config) (*Server, error) {
 	rc.ID, rc.Dir, rc.InMemory, rc.BindAddr, rc.Peers, rc.Now = cfg.ID, cfg.Dir, cfg.InMemory, cfg.Listen, cfg.Peers, cfg.Now
 	if rc.LogOutput == nil {
 		rc.LogOutput = io.Discard
-		if os.Getenv("COHORT_RAFT_LOG") != "" {
-			rc.LogOutput = os.Stderr
-		}
 	}
 	node, err := consensus.NewNode(rc)
 	if err != nil {
