@@ -80,6 +80,7 @@ type Codec struct {
 	candIdx []int32
 	candMag []uint32
 	offs    []int32
+	plan    []topkRegion
 	tmp     []uint32
 	raw     []byte
 	zenc    *zstd.Encoder
@@ -222,7 +223,7 @@ func (c *Codec) MaxEncodedLen(n int) int {
 func (c *Codec) payloadSize(n int) int {
 	switch c.set.Sparsifier {
 	case TopK:
-		return topkSize(&c.set, n)
+		return c.topkSize(n)
 	case LowRank:
 		return c.lowrankSize(n)
 	}

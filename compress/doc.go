@@ -1,15 +1,17 @@
 // Package compress codes pseudo-gradients ([]float32) into compact, checked
-// messages: lossy formats (fp16, bf16, blockwise q8/q4/q2), top-k
-// sparsification, PowerSGD-style low-rank factors, their compositions, an
-// optional lossless zstd stage, and error feedback. It knows nothing of
-// models: a Shape (ranges of the vector that are matrices) is all it learns
-// of one, and only the low-rank codec uses it.
+// messages: lossy formats (fp16, bf16, blockwise q8/q4/q2, blockwise sign
+// q1), top-k sparsification, PowerSGD-style low-rank factors, their
+// compositions, an optional lossless zstd stage, and error feedback. It
+// knows nothing of models: a Shape (ranges of the vector that are matrices)
+// is all it learns of one, and only the low-rank codec and top-k's /m
+// (select within matrices, keep every other value) use it.
 //
 // # Settings
 //
 // A Setting names a codec and round-trips through Parse and String (see
 // Setting for the grammar): "fp32", "fp16", "bf16", "q8", "q4/b128",
-// "q8/clip3/sr", "topk:0.01+q4", "lowrank:4+q8", "topk:0.001/c65536+q2+zstd".
+// "q8/clip3/sr", "topk:0.01+q4", "lowrank:4+q8", "topk:0.001/c65536+q2+zstd",
+// "topk:0.03/m+q1".
 // The canonical String is written into every message header.
 //
 // # Main loop
@@ -45,9 +47,11 @@
 //     magnitudes saturate to ±65504. bf16: |x−d| ≤ max(2⁻⁸|x|, 2⁻¹³³),
 //     saturating at ±max bfloat16. q: |x−d| ≤ a/(2L) (round to nearest even),
 //     a/L (stochastic), plus |x| − k·σ for values clipped at ±k·σ, plus
-//     float32 rounding (≤ 2⁻²²·a). top-k: the kept values (the reference
-//     selection: largest |x| per chunk, smaller index first on ties) within
-//     their format's bound, every other value decodes to 0. low-rank:
+//     float32 rounding (≤ 2⁻²²·a). q1: d = ±float32(mean |x| of the block),
+//     negative for x < 0. top-k: the kept values (the reference
+//     selection: largest |x| per chunk, smaller index first on ties; with /m
+//     every value outside the chunked matrices too) within their format's
+//     bound, every other value decodes to 0. low-rank:
 //     ‖M − P·Qᵀ‖_F ≤ ‖M‖_F (up to rounding of the factors), pass-through
 //     values within their format's bound.
 //   - Error feedback loses nothing: Σ decoded messages + residual = Σ inputs

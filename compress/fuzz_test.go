@@ -17,8 +17,8 @@ import (
 const fuzzN = 400 // length of the seed vectors; the Shape of low-rank codecs fits it
 
 var (
-	denseFamily   = []string{"fp32", "fp16", "bf16", "q8", "q4", "q2", "q8/b8", "q4/b16/clip2", "q2/sr"}
-	topkFamily    = []string{"topk:0.1/c16", "topk:0.05+q4", "topk:0.3/c8+q2/b8", "topk:0.2/c32+fp16", "topk:0.5/c2+q8/sr"}
+	denseFamily   = []string{"fp32", "fp16", "bf16", "q8", "q4", "q2", "q8/b8", "q4/b16/clip2", "q2/sr", "q1", "q1/b8"}
+	topkFamily    = []string{"topk:0.1/c16", "topk:0.05+q4", "topk:0.3/c8+q2/b8", "topk:0.2/c32+fp16", "topk:0.5/c2+q8/sr", "topk:0.1/c16/m+q1/b8", "topk:0.2/c64/m"}
 	lowrankFamily = []string{"lowrank:2", "lowrank:4+q8", "lowrank:1/i2+fp16", "lowrank:3+q2/b8"}
 	zstdFamily    = []string{"fp32+zstd", "q4+zstd", "topk:0.1+q8+zstd", "lowrank:2+fp16+zstd"}
 )
@@ -26,7 +26,7 @@ var (
 func fuzzCodec(t testing.TB, setting string) *Codec {
 	s := MustParse(setting)
 	cfg := Config{Setting: s, Seed: 1, MaxElements: 1 << 16} // small: keeps every exec fast
-	if s.Sparsifier == LowRank {
+	if s.Sparsifier == LowRank || s.Matrices {
 		cfg.Shape = testShape(fuzzN)
 	}
 	c, err := New(cfg)
@@ -40,7 +40,7 @@ func fuzzDecode(f *testing.F, family []string) {
 	for i, setting := range family {
 		c := fuzzCodec(f, setting)
 		lengths := []int{0, 1, 13, 100, fuzzN}
-		if c.set.Sparsifier == LowRank {
+		if c.set.Sparsifier == LowRank || c.set.Matrices {
 			lengths = []int{c.cfg.Shape.Len(), fuzzN}
 		}
 		for _, n := range lengths {

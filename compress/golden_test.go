@@ -28,10 +28,10 @@ func TestGolden(t *testing.T) {
 	shape := Shape{{Offset: 2, Rows: 6, Cols: 5}}
 	for _, setting := range []string{
 		"fp32", "fp16", "bf16", "q8/b8", "q4/b8", "q2/b8", "q8/b16/sr", "q4/b8/clip2",
-		"topk:0.25/c16", "topk:0.25/c16+q4/b8", "lowrank:2", "lowrank:2+q8/b8",
+		"topk:0.25/c16", "topk:0.25/c16+q4/b8", "lowrank:2", "lowrank:2+q8/b8", "q1/b8", "topk:0.25/c16/m+q1/b8",
 	} {
 		cfg := Config{Setting: MustParse(setting), Seed: 7}
-		if cfg.Setting.Sparsifier == LowRank {
+		if cfg.Setting.Sparsifier == LowRank || cfg.Setting.Matrices {
 			cfg.Shape = shape
 		}
 		c, err := New(cfg)

@@ -13,11 +13,12 @@ import (
 // sparsifier, options and compositions.
 var suite = []string{
 	"fp32", "fp16", "bf16",
-	"q8", "q4", "q2",
-	"q8/b256", "q4/b8", "q2/b16",
+	"q8", "q4", "q2", "q1",
+	"q8/b256", "q4/b8", "q2/b16", "q1/b8",
 	"q8/clip3", "q4/clip2.5", "q8/sr", "q4/b32/sr", "q2/sr",
 	"topk:0.01", "topk:0.1/c64+q4", "topk:0.05+fp16", "topk:0.01+q2", "topk:0.3/c16+q8/sr",
 	"topk:1/c8", "topk:0.5/c2+bf16", "topk:0.01+q4/clip3",
+	"topk:0.1/c64/m+q1", "topk:0.05/c16/m+q4", "topk:0.2/c8/m", "topk:0.03/m+q1",
 	"lowrank:4", "lowrank:2/i2+q8", "lowrank:1+fp16", "lowrank:8/i3+bf16",
 	"fp32+zstd", "q4+zstd", "topk:0.01+q4+zstd", "lowrank:4+q8+zstd",
 }
@@ -45,6 +46,9 @@ func newTestCodec(t testing.TB, setting string, n int, seed uint64) *Codec {
 		t.Fatal(err)
 	}
 	cfg := Config{Setting: s, Seed: seed}
+	if s.Matrices {
+		cfg.Shape = testShape(n)
+	}
 	if s.Sparsifier == LowRank {
 		cfg.Shape = testShape(n)
 		if len(cfg.Shape) == 0 {
@@ -95,11 +99,25 @@ func heavy(n int, seed uint64) []float32 {
 
 // refTopK is the reference selection: per chunk, indices sorted by
 // (|x| descending, index ascending), the first k, in increasing order.
-func refTopK(s Setting, x []float32) []int {
+func refTopK(s Setting, shape Shape, x []float32) []int {
 	s = s.normalized()
 	var keep []int
-	for start := 0; start < len(x); start += s.Chunk {
-		m := min(s.Chunk, len(x)-start)
+	for _, r := range topkPlan(&s, shape, len(x), nil) {
+		if !r.sparse {
+			for i := r.start; i < r.end; i++ {
+				keep = append(keep, i)
+			}
+			continue
+		}
+		keep = append(keep, refTopKChunks(s, x, r.start, r.end)...)
+	}
+	return keep
+}
+
+func refTopKChunks(s Setting, x []float32, lo, hi int) []int {
+	var keep []int
+	for start := lo; start < hi; start += s.Chunk {
+		m := min(s.Chunk, hi-start)
 		idx := make([]int, m)
 		for i := range idx {
 			idx[i] = start + i
@@ -159,6 +177,25 @@ func checkFormat(t testing.TB, s Setting, x, d []float32) {
 				report(i, bound)
 			}
 		}
+	case Q1:
+		// Exactly ±float32(mean |x| of the block), negative for x < 0.
+		for b := 0; b < len(x); b += s.Block {
+			blk := x[b:min(len(x), b+s.Block)]
+			var sum float64
+			for _, v := range blk {
+				sum += math.Abs(float64(v))
+			}
+			a := float32(sum / float64(len(blk)))
+			for j, v := range blk {
+				want := a
+				if v < 0 {
+					want = -a
+				}
+				if d[b+j] != want {
+					report(b+j, math.Abs(float64(v)-float64(want)))
+				}
+			}
+		}
 	default:
 		L := float64(levels(s.Format))
 		clip := math.Inf(1)
@@ -202,7 +239,7 @@ func checkDecoded(t testing.TB, c *Codec, x, d []float32) {
 	case Dense:
 		checkFormat(t, s, x, d)
 	case TopK:
-		keep := refTopK(s, x)
+		keep := refTopK(s, c.cfg.Shape, x)
 		xs, ds := make([]float32, len(keep)), make([]float32, len(keep))
 		kept := make([]bool, len(x))
 		for j, i := range keep {
@@ -246,7 +283,7 @@ func checkDecoded(t testing.TB, c *Codec, x, d []float32) {
 // exactFeedback reports whether, for this setting, decoded + new residual
 // equals e + delta bit for bit every round (see Residual).
 func exactFeedback(s Setting) bool {
-	return s.Sparsifier != LowRank && !s.Stochastic && s.Clip == 0
+	return s.Sparsifier != LowRank && !s.Stochastic && s.Clip == 0 && s.Format != Q1
 }
 
 // recrc recomputes the CRC of a message whose header is intact in length.

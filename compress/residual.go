@@ -11,7 +11,7 @@ import "fmt"
 // float32 rounding of the additions (exactly, per round, for codecs whose
 // decoded value d of each e satisfies e/2 ≤ d ≤ 2e or d = 0 — fp32, fp16,
 // bf16, top-k of those, deterministic q8/q4/q2 within their range —, by
-// Sterbenz's lemma; stochastic rounding and low-rank lose at most an ulp of
+// Sterbenz's lemma; stochastic rounding, q1 and low-rank lose at most an ulp of
 // e per round).
 //
 // The message of round t is encoded with seed SplitMix64(Config.Seed ^

@@ -20,10 +20,11 @@ const (
 	Q8                 // blockwise absmax, codes in [-127, 127]
 	Q4                 // blockwise absmax, codes in [-7, 7]
 	Q2                 // blockwise absmax, ternary codes in [-1, 1]
+	Q1                 // blockwise sign: one bit a value, the block's mean |x| as its scale
 	numFormats
 )
 
-var formatNames = [numFormats]string{"fp32", "fp16", "bf16", "q8", "q4", "q2"}
+var formatNames = [numFormats]string{"fp32", "fp16", "bf16", "q8", "q4", "q2", "q1"}
 
 // String returns the format's name in a setting string ("fp32", "q4", ...).
 func (f Format) String() string {
@@ -46,12 +47,14 @@ func (f Format) Bits() int {
 		return 4
 	case Q2:
 		return 2
+	case Q1:
+		return 1
 	}
 	return 0
 }
 
-// quantized reports whether f is a blockwise quantization format.
-func (f Format) quantized() bool { return f == Q8 || f == Q4 || f == Q2 }
+// quantized reports whether f is a blockwise quantization format (one scale per Block values).
+func (f Format) quantized() bool { return f == Q8 || f == Q4 || f == Q2 || f == Q1 }
 
 // Sparsifier is the optional first stage of a setting.
 type Sparsifier uint8
@@ -85,12 +88,12 @@ const (
 // Grammar (stages joined by '+', in this order, each optional but at least one):
 //
 //	setting    = [sparsifier "+"] [format] ["+" "zstd"]
-//	sparsifier = "topk:" fraction ["/c" chunk] | "lowrank:" rank ["/i" iters]
-//	format     = ("fp32" | "fp16" | "bf16") | ("q8" | "q4" | "q2") qopts
+//	sparsifier = "topk:" fraction ["/c" chunk] ["/m"] | "lowrank:" rank ["/i" iters]
+//	format     = ("fp32" | "fp16" | "bf16") | ("q8" | "q4" | "q2") qopts | "q1" ["/b" block]
 //	qopts      = ["/b" block] ["/clip" k] ["/sr"]
 //
 // Examples: "fp16", "q4/b128", "q8/clip3/sr", "topk:0.01+q4", "lowrank:4+q8",
-// "topk:0.001/c65536+q2+zstd", "zstd" (= "fp32+zstd"). "int8", "int4" and "int2"
+// "topk:0.001/c65536+q2+zstd", "topk:0.03/m+q1", "zstd" (= "fp32+zstd"). "int8", "int4" and "int2"
 // are accepted as aliases of q8, q4 and q2. The canonical String omits
 // defaults and an fp32 format after a sparsifier ("topk:0.01", not
 // "topk:0.01+fp32").
@@ -103,6 +106,13 @@ type Setting struct {
 	// Chunk is, for TopK, the number of values per selection chunk, in [2, 2^20].
 	// Zero means DefaultChunk (4096).
 	Chunk int
+	// Matrices ("/m"), for TopK, selects only within the matrix segments of
+	// the Config's Shape that hold at least one Chunk, chunk by chunk inside
+	// each (chunks never straddle two tensors); every other value — vectors
+	// such as biases, small matrices such as a classifier's — is kept, coded
+	// densely with the value format. Those few values move the most per
+	// parameter, and starving them costs accuracy (see the README).
+	Matrices bool
 	// Rank is, for LowRank, the rank r of the factors, in [1, 1024].
 	Rank int
 	// Iters is, for LowRank, the number of power iterations per encode, in
@@ -111,7 +121,7 @@ type Setting struct {
 
 	// Format codes the values that the sparsifier keeps (or all values).
 	Format Format
-	// Block is, for Q8/Q4/Q2, the number of values sharing one absmax scale: a
+	// Block is, for Q8/Q4/Q2/Q1, the number of values sharing one scale: a
 	// multiple of 8 in [8, 65536]. Zero means DefaultBlock (64).
 	Block int
 	// Clip is, for Q8/Q4/Q2, k > 0 to clip values to ±k·σ before quantizing,
@@ -133,6 +143,7 @@ func (s Setting) normalized() Setting {
 	case TopK:
 		n.Fraction = s.Fraction
 		n.Chunk = s.Chunk
+		n.Matrices = s.Matrices
 		if n.Chunk == 0 {
 			n.Chunk = DefaultChunk
 		}
@@ -187,6 +198,9 @@ func (s Setting) Validate() error {
 		if n.Clip < 0 || n.Clip > maxClip || math.IsNaN(n.Clip) {
 			return fmt.Errorf("%w: clip %v not in [0, %g]", ErrSetting, s.Clip, float64(maxClip))
 		}
+		if s.Format == Q1 && (n.Clip != 0 || n.Stochastic) {
+			return fmt.Errorf("%w: q1 takes no clipping or stochastic rounding", ErrSetting)
+		}
 	}
 	if len(s.String()) > maxSetting {
 		return fmt.Errorf("%w: setting string longer than %d bytes", ErrSetting, maxSetting)
@@ -205,6 +219,9 @@ func (s Setting) String() string {
 		b.WriteString(strconv.FormatFloat(n.Fraction, 'g', -1, 64))
 		if n.Chunk != DefaultChunk {
 			fmt.Fprintf(&b, "/c%d", n.Chunk)
+		}
+		if n.Matrices {
+			b.WriteString("/m")
 		}
 	case LowRank:
 		fmt.Fprintf(&b, "lowrank:%d", n.Rank)
@@ -297,6 +314,11 @@ func Parse(str string) (Setting, error) {
 						return bad("chunk option %q not an integer in [2, %d] given once", opt, maxChunk)
 					}
 					s.Chunk = v
+				case name == "topk" && opt == "m":
+					if s.Matrices {
+						return bad("option m given twice")
+					}
+					s.Matrices = true
 				case name == "lowrank" && strings.HasPrefix(opt, "i"):
 					v, err := strconv.Atoi(opt[1:])
 					if err != nil || s.Iters != 0 || v < 1 || v > maxIters {
@@ -308,7 +330,7 @@ func Parse(str string) (Setting, error) {
 				}
 			}
 			state = wantFormat
-		case "fp32", "fp16", "bf16", "q8", "q4", "q2", "int8", "int4", "int2":
+		case "fp32", "fp16", "bf16", "q8", "q4", "q2", "q1", "int8", "int4", "int2":
 			if state > wantFormat {
 				return bad("the format must come before zstd and only once")
 			}
@@ -328,6 +350,8 @@ func Parse(str string) (Setting, error) {
 				s.Format = Q4
 			case "q2", "int2":
 				s.Format = Q2
+			case "q1":
+				s.Format = Q1
 			}
 			if opts != "" && !s.Format.quantized() {
 				return bad("%s takes no options", name)
@@ -347,6 +371,8 @@ func Parse(str string) (Setting, error) {
 							return bad("clip option %q not a number in (0, %g]", opt, float64(maxClip))
 						}
 						s.Clip = v
+					case s.Format == Q1:
+						return bad("q1 takes only a block option, not %q", opt)
 					case opt == "sr" && !s.Stochastic:
 						s.Stochastic = true
 					default:

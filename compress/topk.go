@@ -11,6 +11,10 @@ import (
 // after chunk in one LSB-first bit stream padded with zero bits to a whole
 // byte; then the value-stage payload of the K kept values in index order.
 // Chunk c of m values keeps k(m) = max(1, min(m, ceil(Fraction·m))) values.
+// With the Matrices option ("/m") only the matrix segments of the Shape that
+// hold at least one chunk are chunked (topkPlan); every value outside them is
+// kept, without an index, and its place in the value stage is its index
+// order like any kept value's.
 //
 // Elias-Fano code of a chunk's increasing offsets o₀ < … < o_{k−1} < m, with
 // l = floor(log2(m/k)) (0 if m < 2k): first the k low parts o_i mod 2^l, l
@@ -44,24 +48,66 @@ func efBits(m, k int) int {
 	return k*int(l) + upper
 }
 
-// topkCount returns K, the number of kept values, and the index section
-// size in bits, for n values.
-func topkCount(s *Setting, n int) (k, idxBits int) {
-	full := n / s.Chunk
-	kc := topkK(s.Fraction, s.Chunk)
-	k, idxBits = full*kc, full*efBits(s.Chunk, kc)
-	if r := n % s.Chunk; r > 0 {
-		kr := topkK(s.Fraction, r)
-		k += kr
-		idxBits += efBits(r, kr)
+// topkRegion is a range [start, end) of the coded vector: chunked top-k
+// selection (sparse), or every value kept (dense).
+type topkRegion struct {
+	start, end int
+	sparse     bool
+}
+
+// topkPlan returns the regions of a vector of n values (n ≥ shape.Len()), in
+// order: without the Matrices option one sparse region, the whole vector;
+// with it, every matrix segment of shape holding at least one chunk is
+// sparse and the ranges between them are dense. Chunks start at each sparse
+// region's start; the last chunk of a region may be short.
+func topkPlan(s *Setting, shape Shape, n int, dst []topkRegion) []topkRegion {
+	dst = dst[:0]
+	if !s.Matrices {
+		return append(dst, topkRegion{0, n, true})
+	}
+	at := 0
+	for _, g := range shape {
+		if g.Len() < s.Chunk {
+			continue
+		}
+		if g.Offset > at {
+			dst = append(dst, topkRegion{at, g.Offset, false})
+		}
+		at = g.Offset + g.Len()
+		dst = append(dst, topkRegion{g.Offset, at, true})
+	}
+	if at < n {
+		dst = append(dst, topkRegion{at, n, false})
+	}
+	return dst
+}
+
+// topkCount returns K, the number of kept values (dense regions included),
+// and the index section size in bits, for the regions of plan.
+func topkCount(s *Setting, plan []topkRegion) (k, idxBits int) {
+	for _, r := range plan {
+		n := r.end - r.start
+		if !r.sparse {
+			k += n
+			continue
+		}
+		full := n / s.Chunk
+		kc := topkK(s.Fraction, s.Chunk)
+		k, idxBits = k+full*kc, idxBits+full*efBits(s.Chunk, kc)
+		if rest := n % s.Chunk; rest > 0 {
+			kr := topkK(s.Fraction, rest)
+			k += kr
+			idxBits += efBits(rest, kr)
+		}
 	}
 	return k, idxBits
 }
 
 // topkSize returns the top-k payload size for n values.
-func topkSize(s *Setting, n int) int {
-	k, ib := topkCount(s, n)
-	return (ib+7)/8 + valueSize(s, k)
+func (c *Codec) topkSize(n int) int {
+	c.plan = topkPlan(&c.set, c.cfg.Shape, n, c.plan)
+	k, ib := topkCount(&c.set, c.plan)
+	return (ib+7)/8 + valueSize(&c.set, k)
 }
 
 type bitWriter struct {
@@ -182,7 +228,8 @@ func readEF(r *bitReader, offs []int32, m int) error {
 func (c *Codec) appendTopK(dst []byte, x []float32, seed uint64) ([]byte, bool) {
 	s := &c.set
 	n, C := len(x), s.Chunk
-	K, ib := topkCount(s, n)
+	c.plan = topkPlan(s, c.cfg.Shape, n, c.plan)
+	K, ib := topkCount(s, c.plan)
 	start := len(dst)
 	dst, idx := grow(dst, (ib+7)/8)
 	bw := bitWriter{buf: idx}
@@ -193,16 +240,25 @@ func (c *Codec) appendTopK(dst []byte, x []float32, seed uint64) ([]byte, bool) 
 		c.tmp = make([]uint32, m)
 		c.offs = make([]int32, m)
 	}
-	for at := 0; at < n; at += C {
-		chunk := x[at:min(n, at+C)]
-		k := topkK(s.Fraction, len(chunk))
-		offs := c.offs[:k]
-		if !c.selectChunk(offs, chunk) {
-			return dst[:start], false
+	for _, r := range c.plan {
+		if !r.sparse {
+			if firstNonFinite(x[r.start:r.end]) >= 0 {
+				return dst[:start], false
+			}
+			vals = append(vals, x[r.start:r.end]...)
+			continue
 		}
-		writeEF(&bw, offs, len(chunk))
-		for _, o := range offs {
-			vals = append(vals, chunk[o])
+		for at := r.start; at < r.end; at += C {
+			chunk := x[at:min(r.end, at+C)]
+			k := topkK(s.Fraction, len(chunk))
+			offs := c.offs[:k]
+			if !c.selectChunk(offs, chunk) {
+				return dst[:start], false
+			}
+			writeEF(&bw, offs, len(chunk))
+			for _, o := range offs {
+				vals = append(vals, chunk[o])
+			}
 		}
 	}
 	bw.flush()
@@ -345,7 +401,8 @@ func selectKth(a []uint32, p int) uint32 {
 func (c *Codec) decodeTopK(out []float32, payload []byte) error {
 	s := &c.set
 	n, C := len(out), s.Chunk
-	K, ib := topkCount(s, n)
+	c.plan = topkPlan(s, c.cfg.Shape, n, c.plan)
+	K, ib := topkCount(s, c.plan)
 	nidx := (ib + 7) / 8
 	if cap(c.vals) < K {
 		c.vals = make([]float32, K)
@@ -362,15 +419,21 @@ func (c *Codec) decodeTopK(out []float32, payload []byte) error {
 	}
 	br := bitReader{buf: payload[:nidx]}
 	vi := 0
-	for start := 0; start < n; start += C {
-		m := min(C, n-start)
-		offs := c.offs[:topkK(s.Fraction, m)]
-		if err := readEF(&br, offs, m); err != nil {
-			return fmt.Errorf("chunk at %d: %w", start, err)
+	for _, r := range c.plan {
+		if !r.sparse {
+			vi += copy(out[r.start:r.end], vals[vi:])
+			continue
 		}
-		for _, o := range offs {
-			out[start+int(o)] = vals[vi]
-			vi++
+		for start := r.start; start < r.end; start += C {
+			m := min(C, r.end-start)
+			offs := c.offs[:topkK(s.Fraction, m)]
+			if err := readEF(&br, offs, m); err != nil {
+				return fmt.Errorf("chunk at %d: %w", start, err)
+			}
+			for _, o := range offs {
+				out[start+int(o)] = vals[vi]
+				vi++
+			}
 		}
 	}
 	return nil

@@ -76,7 +76,7 @@ func TestTopKSelection(t *testing.T) {
 					}
 				}
 			}
-			if want := refTopK(c.set, x); !slices.Equal(got, want) {
+			if want := refTopK(c.set, c.cfg.Shape, x); !slices.Equal(got, want) {
 				t.Fatalf("%s %s: kept %d indices %v…, reference keeps %d %v…", setting, name, len(got), got[:min(8, len(got))], len(want), want[:min(8, len(want))])
 			}
 			// A NaN or Inf anywhere (sampled or not) is rejected.

@@ -16,6 +16,9 @@ import (
 //	    values packed LSB-first (q8: one int8 per value; q4: two per byte,
 //	    code+7 in 0..14; q2: four per byte, code+1 in 0..2), the final byte's
 //	    unused bits zero.
+//	q1: ceil(n/B) × float32 block scale a = mean |x| of the block, then one
+//	    bit per value packed LSB-first (1: the value is negative), the final
+//	    byte's unused bits zero. A value decodes as ±a.
 
 // levels returns L, the largest code magnitude of a quantized format.
 func levels(f Format) int {
@@ -264,6 +267,9 @@ const golden = 0x9e3779b97f4a7c15
 // rounded explicitly (float64(...)) so that no platform fuses them into an
 // FMA: the bytes are the same on every architecture.
 func appendQuant(dst []byte, x []float32, s *Setting, seed uint64, scratch *[]int8) ([]byte, bool) {
+	if s.Format == Q1 {
+		return appendSign(dst, x, s)
+	}
 	n := len(x)
 	B := s.Block
 	nb := (n + B - 1) / B
@@ -424,6 +430,9 @@ func init() {
 // float32(float64(q) · float64(a)/L): the code ±L decodes to exactly ±a, so
 // re-encoding a decoded block reproduces its scale and codes.
 func decodeQuant(dst []float32, src []byte, s *Setting) error {
+	if s.Format == Q1 {
+		return decodeSign(dst, src, s)
+	}
 	n := len(dst)
 	B := s.Block
 	nb := (n + B - 1) / B
@@ -483,6 +492,66 @@ func decodeQuant(dst []float32, src []byte, s *Setting) error {
 				for ; k < len(blk); k, v = k+1, v>>2 {
 					blk[k] = lut[v&3]
 				}
+			}
+		}
+	}
+	return nil
+}
+
+// appendSign appends the q1 payload of x: per block of B values the scale
+// a = float32(Σ|x_j| / len(block)), summed in float64 in index order, then one
+// bit per value, set when x_j < 0 (−0 counts as positive). Minimizing the
+// squared error of ±a over a block's signs gives exactly this a, which is
+// why q1 scales by the mean and not the absmax. It returns false if x holds
+// a NaN or ±Inf.
+func appendSign(dst []byte, x []float32, s *Setting) ([]byte, bool) {
+	n, B := len(x), s.Block
+	nb := (n + B - 1) / B
+	start := len(dst)
+	dst, out := grow(dst, valueSize(s, n))
+	scales, codes := out[:4*nb], out[4*nb:]
+	clear(codes)
+	for b := range nb {
+		blk := x[b*B : min(n, (b+1)*B)]
+		if absBitsMax(blk) >= 0x7f800000 {
+			return dst[:start], false
+		}
+		var sum float64
+		for _, v := range blk {
+			sum += math.Abs(float64(v))
+		}
+		binary.LittleEndian.PutUint32(scales[4*b:], math.Float32bits(float32(sum/float64(len(blk)))))
+		c := codes[b*B/8:]
+		for j, v := range blk {
+			if v < 0 {
+				c[j/8] |= 1 << (j % 8)
+			}
+		}
+	}
+	return dst, true
+}
+
+// decodeSign decodes a q1 payload.
+func decodeSign(dst []float32, src []byte, s *Setting) error {
+	n, B := len(dst), s.Block
+	nb := (n + B - 1) / B
+	scales, codes := src[:4*nb], src[4*nb:]
+	if tail := n % 8; tail != 0 && codes[len(codes)-1]>>tail != 0 {
+		return corruptf("nonzero padding bits after the last code")
+	}
+	for b := range nb {
+		ab := binary.LittleEndian.Uint32(scales[4*b:])
+		if ab&0x80000000 != 0 || ab&0x7f800000 == 0x7f800000 {
+			return corruptf("block %d: scale %v is negative, NaN or Inf", b, math.Float32frombits(ab))
+		}
+		a := math.Float32frombits(ab)
+		blk := dst[b*B : min(n, (b+1)*B)]
+		c := codes[b*B/8:]
+		for j := range blk {
+			if c[j/8]>>(j%8)&1 != 0 {
+				blk[j] = -a
+			} else {
+				blk[j] = a
 			}
 		}
 	}

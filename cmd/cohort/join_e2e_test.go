@@ -78,7 +78,7 @@ func cohortOfProcesses(t *testing.T, faults bool) int {
 		}
 		cmd := exec.Command(pc.bin, "join", "--coordinator", strings.Join(pc.addrs(), ","), "--cohort", "1",
 			"--key", filepath.Join(dir, names[i]+".key"), "--data", filepath.Join(dir, "shards", fmt.Sprintf("peer-%d", i+1)),
-			"--contributor", names[i], "--batch", "32", "--overlap", "4", "--checkpoint", filepath.Join(dir, names[i]+".ckpt"))
+			"--contributor", names[i], "--batch", "32", "--checkpoint", filepath.Join(dir, names[i]+".ckpt"))
 		cmd.Stdout, cmd.Stderr = f, f
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
