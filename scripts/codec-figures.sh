@@ -5,8 +5,8 @@ set -euo pipefail
 out=${1:-out/codec-figures}
 bin=${BIN:-bin/cohort}
 mkdir -p "$out"
-for codec in fp32 fp16 q8 q4 topk:0.05+q4 topk:0.01+q4 topk:0.01+q2 lowrank:4+q8; do
-  name=$(echo "$codec" | tr ':+' '_-')
+for codec in fp32 fp16 q8 q4 topk:0.05+q4 topk:0.01+q4 topk:0.01+q2 lowrank:4+q8 topk:0.03/m+q1; do
+  name=$(echo "$codec" | tr ':+/' '_-_')
   if [ ! -s "$out/$name.json" ]; then
     "$bin" --log-level warn train --model mlp --mode diloco --workers 8 --inner-steps 50 --rounds ${ROUNDS:-20} \
       --partition dirichlet:0.5 --seed 1 ${DATA:+--data "$DATA"} --codec "$codec" --json | tail -n 1 > "$out/$name.json.tmp"
