@@ -329,11 +329,34 @@ func (s *Server) sliceAggFor(rt *cohortRT, r consensus.Round, slice int, sl prot
 	}
 	rt.aggs[key] = a
 	wait := time.Until(time.UnixMilli(protocol.UploadDeadline(r.OpenedAt, r.Deadline)))
-	a.timer = time.AfterFunc(max(wait, 0), func() {
+	var fire func()
+	fire = func() {
+		// The leader may have pushed the round's deadline back since (consensus.Reassign, after
+		// an aggregator died — and with it, often, the leader that opened the round, so that
+		// some peers learnt of the round only after a new leader was elected): the uploads
+		// still on their way get that time too.
+		// Nor does a slice that nothing reached give up before the round is abandoned: a round
+		// opened just before its leader died is known to the other coordinators, and so to
+		// peers, only once a new leader commits it, which can be after its upload deadline.
+		now := s.roundState(r)
+		later := time.Until(time.UnixMilli(protocol.UploadDeadline(now.OpenedAt, now.Deadline)))
 		rt.mu.Lock()
 		defer rt.mu.Unlock()
+		select {
+		case <-a.done:
+			return
+		default:
+		}
+		if later <= 0 && len(a.updates) == 0 && time.Now().Before(time.UnixMilli(now.Deadline).Add(s.cfg.Rounds.AbortAfter)) {
+			later = 500 * time.Millisecond
+		}
+		if later > 0 {
+			a.timer = time.AfterFunc(later, fire)
+			return
+		}
 		s.finalize(rt, a)
-	})
+	}
+	a.timer = time.AfterFunc(max(wait, 0), fire)
 	// Forget aggregations of rounds long past.
 	for k, old := range rt.aggs {
 		if k[0] < int(r.Number)-2 {
@@ -342,6 +365,19 @@ func (s *Server) sliceAggFor(rt *cohortRT, r consensus.Round, slice int, sl prot
 		}
 	}
 	return a
+}
+
+// roundState is round r as the replicated state records it now (r itself if it cannot be read).
+func (s *Server) roundState(r consensus.Round) consensus.Round {
+	now := r
+	s.node.View(func(st *consensus.State) error {
+		x, err := st.Round(r.Cohort, r.Number)
+		if err == nil {
+			now = x
+		}
+		return err
+	})
+	return now
 }
 
 // finalize computes the aggregate of a slice from what arrived (rt.mu held): each update clipped

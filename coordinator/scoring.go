@@ -264,9 +264,15 @@ func (s *Server) fetchPartial(ctx context.Context, q ScoreRequest, sl consensus.
 }
 
 // distrusted returns the members of a cohort the leader excludes from the next round's aggregate
-// (consensus.OpenRoundBody.Excluded), from the rounds scored so far: a member whose influence over its scored rounds is not consistently
-// positive (attribution.Consistent: label-flipped data, noise, replays, empty updates), or whose latest scored update was flagged
-// scaled, empty or a duplicate of an earlier member's. A member with no scored round yet is
+// (consensus.OpenRoundBody.Excluded), from the rounds scored so far: a member whose influence
+// over its scored rounds is negative on average (label-flipped data, replays, empty updates), or
+// whose latest scored update was flagged scaled, empty or a duplicate of an earlier member's.
+// Payment asks more — influence consistently positive, a lower confidence bound above zero —
+// but leaving out of the aggregate every member that fails that bar also left out honest members
+// whose label-skewed data helps in some rounds and not in others: the model then forgot their
+// classes (the demo's 4-peer Dirichlet(0.5) cohort fell from 69 % to 64.6 % over its last five
+// rounds, with the validation loss rising from 1.07 to 1.95; with this rule it ends at 80.9 %,
+// and the planted-peer test still pays its planted peers 0.05 % of the pool). A member with no scored round yet is
 // trusted, and a distrusted member's updates are still scored, so trust comes back when its
 // updates help again. (Robust aggregation by validation, as in FLTrust, with the validator's
 // own scores: the cohort's model does not pay for what the ledger refuses to pay for.)
@@ -274,7 +280,7 @@ func (s *Server) distrusted(cohort uint64) map[string]bool {
 	hist, flagged := s.memberRecord(cohort, math.MaxUint32)
 	out := flagged
 	for m, xs := range hist {
-		if !attribution.Consistent(xs, 2) {
+		if !attribution.Consistent(xs, 0) {
 			out[m] = true
 		}
 	}

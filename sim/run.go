@@ -380,7 +380,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				wire += int64(m.client.WireStats().BytesSent)
 			}
 			pr.WireBytes = wire
-			if link.Rate > 0 && r.ClosedAt > r.OpenedAt {
+			// A coordinator's connections close with it (the killed leader), and their counts go
+			// with them: the total can step back.
+			if link.Rate > 0 && r.ClosedAt > r.OpenedAt && wire > lastWire {
 				secs := float64(r.ClosedAt-r.OpenedAt) / 1000
 				pr.LinkUtil = float64(8*(wire-lastWire)) / (float64(cfg.Peers) * float64(link.Rate) * secs)
 			}
