@@ -370,14 +370,20 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 			ov <- overlapped{st, time.Since(t).Seconds(), err}
 		}()
 	}
-	deadline := time.UnixMilli(r.Deadline)
-	if p.cfg.Late {
+	for p.cfg.Late && ctx.Err() == nil {
+		// Late past the upload deadline as the round records it then: a new leader may have moved
+		// it (consensus.Reassign), and the aggregators follow it.
 		select {
 		case <-time.After(time.Until(time.UnixMilli(protocol.UploadDeadline(r.OpenedAt, r.Deadline)).Add(500 * time.Millisecond))):
 		case <-ctx.Done():
 		}
+		x, ok := p.roundNow(ctx, r)
+		if !ok || x.Status != consensus.RoundOpen || x.Deadline == r.Deadline {
+			break
+		}
+		r = x
 	}
-	rctx, cancel := context.WithDeadline(ctx, deadline.Add(30*time.Second))
+	rctx, cancel := context.WithDeadline(ctx, time.UnixMilli(r.Deadline).Add(30*time.Second))
 	defer cancel()
 	// Slices go to their aggregators in parallel (each is a different coordinator, and the round
 	// trips of a slow link add up otherwise); they touch disjoint ranges of the residual.

@@ -14,7 +14,8 @@ func TestCohortTrainsOverQUIC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	var rounds []Progress
-	sum, err := Run(ctx, Config{Coordinators: 3, Peers: 3, Model: "mlp:784-32-10", Rounds: 4, InnerSteps: 10, Batch: 32,
+	// Overlap 2: the race detector (make test) also watches the overlap steps run beside the exchange.
+	sum, err := Run(ctx, Config{Coordinators: 3, Peers: 3, Model: "mlp:784-32-10", Rounds: 4, InnerSteps: 10, Batch: 32, Overlap: 2,
 		Codec: "q8", Partition: "iid", Seed: 1, ValSamples: 300, Logger: quiet(), Link: "50mbit,5ms,0.5%",
 		Progress: func(p Progress) { rounds = append(rounds, p) }})
 	if err != nil {

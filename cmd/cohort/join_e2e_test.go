@@ -19,7 +19,13 @@ import (
 // four `cohort join`. The leader coordinator is SIGKILLed mid-run and a peer is killed and
 // restarted (it resumes from its checkpoint); the cohort finishes, every peer ends on the same
 // model, and the model's validation accuracy (as the coordinators measured it) is within 1 point
-// of the same cohort's without the faults.
+// of the same cohort's without the faults (the mean over the last three rounds, on the 1,000
+// embedded test images).
+//
+// The codec is topk:0.05/m+q4: with plain topk:0.05+q4, whose chunks starve the classifier and
+// biases (see compress.Setting.Matrices), the fault-free run reached only 65–70 % and the faulty
+// one — an abandoned round and a missing peer, i.e. fewer outer steps — did better, 72–75 %; with
+// /m both reach 79–81 % and agree within a few tenths.
 func TestCohortOfProcesses(t *testing.T) {
 	faulty := cohortOfProcesses(t, true)
 	clean := cohortOfProcesses(t, false)
@@ -51,7 +57,7 @@ func cohortOfProcesses(t *testing.T, faults bool) int {
 	eventually(t, 20*time.Second, "cluster up", func() error { return cl.EnsureRegistered(ctx, "proposer", nil) })
 	const rounds = 8
 	res, err := cl.Submit(ctx, &consensus.ProposeBody{Name: "e2e", Model: "mlp:784-32-10", Dataset: "fashion-mnist",
-		Params: consensus.Hyperparams{InnerSteps: 20, Rounds: rounds, Codec: "topk:0.05+q4"}, RewardPool: 800,
+		Params: consensus.Hyperparams{InnerSteps: 60, Rounds: rounds, Codec: "topk:0.05/m+q4"}, RewardPool: 800,
 		MinMembers: 4, QuorumBP: 1, ThresholdBP: 5000, VotingPeriodMs: 1000})
 	if err != nil {
 		t.Fatal(err)
@@ -174,7 +180,27 @@ func cohortOfProcesses(t *testing.T, faults bool) int {
 		if !last.Scored || !last.Metrics.Measured {
 			return fmt.Errorf("round %d not scored yet", rounds)
 		}
-		acc = int(last.Metrics.ValAccuracyBP)
+		var by []string
+		acc = 0
+		n := 0
+		for i, r := range q.Rounds {
+			// accuracy (receipts, left out of the aggregate)
+			note := fmt.Sprintf("(%d,%d)", len(r.Receipts), len(r.Excluded))
+			if !r.Metrics.Measured {
+				by = append(by, "-"+note)
+				continue
+			}
+			by = append(by, fmt.Sprintf("%.1f%s", float64(r.Metrics.ValAccuracyBP)/100, note))
+			if i >= rounds-3 {
+				acc += int(r.Metrics.ValAccuracyBP)
+				n++
+			}
+		}
+		if n == 0 {
+			return fmt.Errorf("none of the last three rounds measured")
+		}
+		acc /= n
+		t.Logf("faults %v: validation accuracy by round %s", faults, strings.Join(by, " "))
 		return nil
 	})
 	return acc
