@@ -52,7 +52,10 @@ const (
 )
 
 // NextRoundWait bounds how long a QueryNextRound waits before answering with what there is.
-const NextRoundWait = 8 * time.Second
+// The asker gives the call NextRoundWait + 2 s before it tries another coordinator, so this is
+// also about how long a peer long-polling a coordinator that died takes to learn of the next
+// round (a round opened just before its leader died has a deadline that keeps running).
+const NextRoundWait = 4 * time.Second
 
 // Query asks for read-only state. Linearizable asks the leader to confirm its leadership with a
 // barrier first (it then answers only on the leader); otherwise any node answers from its copy.

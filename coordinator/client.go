@@ -128,7 +128,7 @@ func (c *Client) SubmitEnvelope(ctx context.Context, env consensus.Envelope) (co
 	if err := req.SetBody(env); err != nil {
 		return consensus.Result{}, err
 	}
-	reply, err := c.roundTrip(ctx, req)
+	reply, err := c.roundTrip(ctx, req, callLimit)
 	if err != nil {
 		return consensus.Result{}, err
 	}
@@ -145,7 +145,11 @@ func (c *Client) Query(ctx context.Context, q Query) (QueryReply, error) {
 	if err := req.SetBody(q); err != nil {
 		return QueryReply{}, err
 	}
-	reply, err := c.roundTrip(ctx, req)
+	limit := callLimit
+	if q.What == QueryNextRound {
+		limit = NextRoundWait + 2*time.Second // a long-poll; a dead node is found out this soon
+	}
+	reply, err := c.roundTrip(ctx, req, limit)
 	if err != nil {
 		return QueryReply{}, err
 	}
@@ -193,7 +197,10 @@ func retryable(err error) bool {
 	return strings.HasPrefix(re.Msg, unavailablePrefix)
 }
 
-func (c *Client) roundTrip(ctx context.Context, req transport.Message) (transport.Message, error) {
+// callLimit bounds one call to one coordinator before the client tries the next.
+const callLimit = 10 * time.Second
+
+func (c *Client) roundTrip(ctx context.Context, req transport.Message, limit time.Duration) (transport.Message, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
 	backoff := 50 * time.Millisecond
@@ -202,7 +209,7 @@ func (c *Client) roundTrip(ctx context.Context, req transport.Message) (transpor
 		c.mu.Lock()
 		addr := c.cfg.Addrs[c.next%len(c.cfg.Addrs)]
 		c.mu.Unlock()
-		reply, err := c.callAddr(ctx, addr, req)
+		reply, err := c.call(ctx, addr, req, limit)
 		if err == nil {
 			return reply, nil
 		}
@@ -269,7 +276,7 @@ func (c *Client) WireStats() transport.Stats {
 }
 
 func (c *Client) callAddr(ctx context.Context, addr string, req transport.Message) (transport.Message, error) {
-	return c.call(ctx, addr, req, 10*time.Second)
+	return c.call(ctx, addr, req, callLimit)
 }
 
 func (c *Client) call(ctx context.Context, addr string, req transport.Message, limit time.Duration) (transport.Message, error) {
