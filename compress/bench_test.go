@@ -16,8 +16,8 @@ import (
 var benchLarge = flag.Bool("bench.large", false, "also benchmark 10M-value vectors")
 
 var benchSettings = []string{
-	"fp32", "fp16", "bf16", "q8", "q4", "q2", "q8/sr",
-	"topk:0.01", "topk:0.01+q8", "topk:0.01+q4", "topk:0.01+q2",
+	"fp32", "fp16", "bf16", "q8", "q4", "q2", "q1", "q8/sr",
+	"topk:0.01", "topk:0.01+q8", "topk:0.01+q4", "topk:0.01+q2", "topk:0.03/m+q1",
 	"lowrank:4", "lowrank:4+q8",
 	"fp32+zstd", "q4+zstd", "topk:0.01+q4+zstd",
 }
@@ -40,7 +40,7 @@ func benchShape(n int) Shape {
 
 func benchCodec(b *testing.B, setting string, n int) *Codec {
 	cfg := Config{Setting: MustParse(setting), Seed: 1}
-	if cfg.Setting.Sparsifier == LowRank {
+	if cfg.Setting.Sparsifier == LowRank || cfg.Setting.Matrices {
 		cfg.Shape = benchShape(n)
 	}
 	c, err := New(cfg)
