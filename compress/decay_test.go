@@ -42,3 +42,27 @@ func TestResidualDecay(t *testing.T) {
 		}
 	}
 }
+
+// Accumulate, in place or not, is the step Residual takes: a sender keeping its own residual
+// gets the same bits.
+func TestAccumulate(t *testing.T) {
+	e, d := []float32{1, -2, 0.1, 3}, []float32{0.5, 0.5, 0.2, -3}
+	for _, tc := range []struct {
+		beta float32
+		want []float32
+	}{
+		{0, []float32{1.5, -1.5, 0.1 + 0.2, 0}},
+		{1, []float32{1.5, -1.5, 0.1 + 0.2, 0}},
+		{0.5, []float32{1, -0.5, float32(0.5)*0.1 + 0.2, -1.5}},
+	} {
+		out := make([]float32, len(e))
+		Accumulate(out, e, d, tc.beta)
+		inPlace := append([]float32(nil), e...)
+		Accumulate(inPlace, inPlace, d, tc.beta)
+		for i := range out {
+			if out[i] != tc.want[i] || inPlace[i] != tc.want[i] {
+				t.Fatalf("β=%v: got %v (in place %v), want %v", tc.beta, out, inPlace, tc.want)
+			}
+		}
+	}
+}

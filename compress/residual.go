@@ -40,6 +40,23 @@ func (r *Residual) SetDecay(beta float32) error {
 	return nil
 }
 
+// Accumulate sets dst[i] = β·e[i] + delta[i], the error-feedback step before a message (β = 0 or
+// 1: no decay, dst[i] = e[i] + delta[i]). dst may be e. A sender that keeps its residual itself (a
+// peer sending slices of one vector to different aggregators) uses it to stay bit-identical with
+// Residual.
+func Accumulate(dst, e, delta []float32, beta float32) {
+	dst, e = dst[:len(delta)], e[:len(delta)]
+	if beta != 0 && beta != 1 {
+		for i, d := range delta {
+			dst[i] = beta*e[i] + d
+		}
+		return
+	}
+	for i, d := range delta {
+		dst[i] = e[i] + d
+	}
+}
+
 // NewResidual returns a zero residual for vectors of n values.
 func (c *Codec) NewResidual(n int) (*Residual, error) {
 	if n < 0 || n > c.maxElems {
@@ -57,15 +74,7 @@ func (r *Residual) Encode(dst []byte, delta []float32) ([]byte, error) {
 	if len(delta) != len(r.e) {
 		return dst, fmt.Errorf("%w: delta of %d values, residual of %d", ErrLength, len(delta), len(r.e))
 	}
-	if r.decay != 0 && r.decay != 1 {
-		for i, d := range delta {
-			r.tmp[i] = r.decay*r.e[i] + d
-		}
-	} else {
-		for i, d := range delta {
-			r.tmp[i] = r.e[i] + d
-		}
-	}
+	Accumulate(r.tmp, r.e, delta, r.decay)
 	seed := splitmix64(r.c.cfg.Seed ^ (r.round+1)*golden)
 	start := len(dst)
 	out, err := r.c.encode(dst, r.tmp, seed, &r.warm)

@@ -14,7 +14,7 @@ import (
 )
 
 // Version is the envelope and log-entry format version this code writes and accepts.
-const Version uint16 = 1
+const Version uint16 = 2
 
 // Limits on decoded commands. They bound the memory one command can make the state hold.
 const (
@@ -290,6 +290,7 @@ type Hyperparams struct {
 	Codec         string   // e.g. "topk:0.05+int8"
 	OuterLR       string   // e.g. "0.7"
 	OuterMomentum string   // e.g. "0.9"
+	ErrorDecay    string   // error-feedback decay β of the peers' residuals, e.g. "0.9"; "" is 1 (none)
 }
 
 // ProposeBody proposes a model. The voting deadline is the leader's stamp + VotingPeriodMs.

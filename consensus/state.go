@@ -418,7 +418,7 @@ func (s *State) propose(now int64, issuer string, b *ProposeBody) (Result, error
 		req      bool
 	}{{"name", b.Name, true}, {"model", b.Model, true}, {"dataset", b.Dataset, true},
 		{"codec", b.Params.Codec, false}, {"outer lr", b.Params.OuterLR, false},
-		{"outer momentum", b.Params.OuterMomentum, false}} {
+		{"outer momentum", b.Params.OuterMomentum, false}, {"error decay", b.Params.ErrorDecay, false}} {
 		if err := checkName(f.field, f.v, f.req); err != nil {
 			return Result{}, err
 		}

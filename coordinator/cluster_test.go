@@ -120,8 +120,16 @@ func TestProposeVoteTallyOverQUIC(t *testing.T) {
 			t.Fatalf("register %s: %v", m.name, err)
 		}
 	}
+	// A proposal no peer could train with is refused before it reaches the log, naming the field,
+	// and the refusal is final (the client does not retry it at another coordinator).
+	_, err := alice.Submit(ctx, &consensus.ProposeBody{Name: "bad", Model: "mlp:784-256-10", Dataset: "fashion-mnist",
+		Params: consensus.Hyperparams{InnerSteps: 50, Rounds: 10, Codec: "topk:0.01+q4", ErrorDecay: "2"}, RewardPool: 1,
+		MinMembers: 2, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 800})
+	if err == nil || !strings.Contains(err.Error(), "error decay") || strings.Contains(err.Error(), "no coordinator answered") {
+		t.Fatalf("proposal with error decay 2: %v", err)
+	}
 	res, err := alice.Submit(ctx, &consensus.ProposeBody{Name: "fmnist-mlp", Model: "mlp:784-256-10", Dataset: "fashion-mnist",
-		Params: consensus.Hyperparams{InnerSteps: 50, Rounds: 10, Codec: "topk:0.01+q4"}, RewardPool: 1_000_000,
+		Params: consensus.Hyperparams{InnerSteps: 50, Rounds: 10, Codec: "topk:0.01+q4", OuterLR: "1", OuterMomentum: "0.8", ErrorDecay: "0.9"}, RewardPool: 1_000_000,
 		MinMembers: 2, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 800})
 	if err != nil {
 		t.Fatal(err)

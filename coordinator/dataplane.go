@@ -184,21 +184,71 @@ func codecOf(p consensus.Proposal) string {
 // OuterConfigOf parses a proposal's outer learning rate and momentum (decimal strings; empty
 // means the DiLoCo defaults).
 func OuterConfigOf(p consensus.Proposal) (trainer.OuterConfig, error) {
+	oc, err := outerConfig(p.Params)
+	if err != nil {
+		return oc, fmt.Errorf("proposal %d: %w", p.ID, err)
+	}
+	return oc, nil
+}
+
+func outerConfig(h consensus.Hyperparams) (trainer.OuterConfig, error) {
 	var oc trainer.OuterConfig
 	for _, f := range []struct {
-		s   string
-		dst *float32
-	}{{p.Params.OuterLR, &oc.LR}, {p.Params.OuterMomentum, &oc.Momentum}} {
+		name, s string
+		dst     *float32
+	}{{"outer lr", h.OuterLR, &oc.LR}, {"outer momentum", h.OuterMomentum, &oc.Momentum}} {
 		if f.s == "" {
 			continue
 		}
 		v, err := strconv.ParseFloat(f.s, 32)
 		if err != nil {
-			return oc, fmt.Errorf("proposal %d: outer setting %q: %w", p.ID, f.s, err)
+			return oc, fmt.Errorf("%s %q: not a decimal number", f.name, f.s)
+		}
+		if v == 0 && f.dst == &oc.LR {
+			// OuterConfig reads a zero learning rate as "the default"; a proposal means zero.
+			return oc, fmt.Errorf("outer: learning rate %q must be positive and finite", f.s)
 		}
 		*f.dst = float32(v)
 	}
 	return oc, oc.Validate()
+}
+
+// ErrorDecayOf parses a proposal's error-feedback decay β (compress.Residual.SetDecay): the
+// peers' residuals become β·e + Δ each round. Empty means 1, plain error feedback.
+func ErrorDecayOf(p consensus.Proposal) (float32, error) {
+	b, err := errorDecay(p.Params)
+	if err != nil {
+		return 0, fmt.Errorf("proposal %d: %w", p.ID, err)
+	}
+	return b, nil
+}
+
+func errorDecay(h consensus.Hyperparams) (float32, error) {
+	if h.ErrorDecay == "" {
+		return 1, nil
+	}
+	v, err := strconv.ParseFloat(h.ErrorDecay, 32)
+	if err != nil || !(v > 0 && v <= 1) {
+		return 0, fmt.Errorf("error decay %q: want a decimal β with 0 < β ≤ 1", h.ErrorDecay)
+	}
+	return float32(v), nil
+}
+
+// CheckHyperparams reports whether peers can train with a proposal's settings: a codec that
+// parses, an outer step that validates, an error decay in (0, 1]. The consensus state machine
+// checks only sizes, so coordinators check these before a proposal reaches the log, and the CLI
+// before it is sent.
+func CheckHyperparams(h consensus.Hyperparams) error {
+	if h.Codec != "" {
+		if _, err := compress.Parse(h.Codec); err != nil {
+			return fmt.Errorf("codec: %w", err)
+		}
+	}
+	if _, err := outerConfig(h); err != nil {
+		return err
+	}
+	_, err := errorDecay(h)
+	return err
 }
 
 // handleUpload receives a participant's compressed pseudo-gradient for one slice.

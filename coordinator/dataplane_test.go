@@ -152,3 +152,49 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 		t.Fatalf("aggregate[0] = %v, want 1.5", mean[0])
 	}
 }
+
+// TestCheckHyperparams: a proposal's training settings are refused, with the field named, when
+// no peer could train with them; the parsed values are what peers use.
+func TestCheckHyperparams(t *testing.T) {
+	for _, tc := range []struct {
+		h    consensus.Hyperparams
+		want string // "" = valid
+	}{
+		{consensus.Hyperparams{}, ""},
+		{consensus.Hyperparams{Codec: "topk:0.03/m+q1", OuterLR: "1", OuterMomentum: "0.8", ErrorDecay: "0.9"}, ""},
+		{consensus.Hyperparams{ErrorDecay: "1"}, ""},
+		{consensus.Hyperparams{Codec: "topk:2"}, "codec"},
+		{consensus.Hyperparams{Codec: "gzip"}, "codec"},
+		{consensus.Hyperparams{OuterLR: "fast"}, "outer lr"},
+		{consensus.Hyperparams{OuterLR: "0"}, "learning rate"},
+		{consensus.Hyperparams{OuterLR: "Inf"}, "learning rate"},
+		{consensus.Hyperparams{OuterMomentum: "1"}, "momentum"},
+		{consensus.Hyperparams{OuterMomentum: "-0.1"}, "momentum"},
+		{consensus.Hyperparams{ErrorDecay: "0"}, "error decay"},
+		{consensus.Hyperparams{ErrorDecay: "1.01"}, "error decay"},
+		{consensus.Hyperparams{ErrorDecay: "NaN"}, "error decay"},
+		{consensus.Hyperparams{ErrorDecay: "0.9x"}, "error decay"},
+	} {
+		err := CheckHyperparams(tc.h)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%+v: %v", tc.h, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: error %v, want one naming %q", tc.h, err, tc.want)
+		}
+	}
+	p := consensus.Proposal{ID: 7, Params: consensus.Hyperparams{OuterLR: "1", OuterMomentum: "0.8", ErrorDecay: "0.9"}}
+	oc, err := OuterConfigOf(p)
+	if err != nil || oc.LR != 1 || oc.Momentum != 0.8 {
+		t.Fatalf("OuterConfigOf = %+v, %v", oc, err)
+	}
+	if b, err := ErrorDecayOf(p); err != nil || b != 0.9 {
+		t.Fatalf("ErrorDecayOf = %v, %v", b, err)
+	}
+	if b, err := ErrorDecayOf(consensus.Proposal{}); err != nil || b != 1 {
+		t.Fatalf("ErrorDecayOf(no decay) = %v, %v; want 1", b, err)
+	}
+}

@@ -406,6 +406,14 @@ func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req tr
 	if forwarded && !s.isCoordinator(peer.String()) {
 		return transport.Message{}, fmt.Errorf("submit: request issued by %s but sent by %s: members submit their own requests", env.Issuer, peer)
 	}
+	if env.Type == consensus.CmdPropose {
+		// The state machine checks sizes only; a proposal nobody could train with is refused here.
+		if b, err := env.DecodeBody(); err == nil {
+			if err := CheckHyperparams(b.(*consensus.ProposeBody).Params); err != nil {
+				return transport.Message{}, fmt.Errorf("submit: proposal: %w: %w", consensus.ErrInvalid, err)
+			}
+		}
+	}
 	res, err := s.node.Apply(ctx, env)
 	if errors.Is(err, consensus.ErrNotLeader) && !forwarded {
 		return s.forward(ctx, req)

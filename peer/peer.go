@@ -96,6 +96,7 @@ type Peer struct {
 	prop   consensus.Proposal
 	worker *trainer.Worker
 	resid  []float32 // error feedback: what earlier messages did not carry
+	decay  float32   // error-feedback decay β: the residual becomes β·e + Δ before each message
 	codec  compress.Setting
 	down   compress.Setting // codec of the aggregates coming down
 	shape  compress.Shape
@@ -208,6 +209,9 @@ func (p *Peer) setup(ctx context.Context) error {
 		return err
 	}
 	if p.down, err = compress.Parse(protocol.DownCodec(codec)); err != nil {
+		return err
+	}
+	if p.decay, err = coordinator.ErrorDecayOf(p.prop); err != nil {
 		return err
 	}
 	p.shape = trainer.CodecShape(model.Layout())
@@ -496,13 +500,11 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 	return nil
 }
 
-// upload encodes e[s] + Δ[s] with the cohort's codec and sends it to the slice's aggregator; the
+// upload encodes β·e[s] + Δ[s] with the cohort's codec and sends it to the slice's aggregator; the
 // residual keeps what the message does not carry (or everything, when the upload fails).
 func (p *Peer) upload(ctx context.Context, r consensus.Round, i int, sl consensus.SliceAssignment, delta []float32, samples uint64) (int, []float32, error) {
 	e := p.resid[sl.Start:sl.End]
-	for j, d := range delta {
-		e[j] += d
-	}
+	compress.Accumulate(e, e, delta, p.decay)
 	codec, err := compress.New(compress.Config{Setting: p.codec, Shape: p.shape.Slice(int(sl.Start), int(sl.End)), Seed: uint64(r.Number)<<20 | uint64(i)})
 	if err != nil {
 		return 0, nil, err

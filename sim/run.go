@@ -197,7 +197,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}
 	}
 	res, err := proposer.Submit(ctx, &consensus.ProposeBody{Name: "sim-" + cfg.Model, Model: modelSpec(cfg.Model), Dataset: info.Source, ValidationHash: valHash[:],
-		Params:     consensus.Hyperparams{InnerSteps: uint32(cfg.InnerSteps), Rounds: uint32(cfg.Rounds), Codec: cfg.Codec, OuterLR: "0.7", OuterMomentum: "0.9"},
+		Params:     cfg.hyperparams(),
 		RewardPool: 1_000_000, MinMembers: uint32(len(members)), QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 1500})
 	if err != nil {
 		return nil, fmt.Errorf("propose: %w", err)
@@ -292,7 +292,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	sum := &Summary{Codec: cfg.Codec, Link: cfg.Link}
+	sum := &Summary{Codec: cfg.Codec, OuterLR: cfg.OuterLR, OuterMomentum: cfg.OuterMomentum, ErrorDecay: cfg.ErrorDecay, Link: cfg.Link}
 	var lastLeader string
 	reported := uint32(0)
 	killedLeader := false

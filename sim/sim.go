@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/coordinator"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/transport/linkshape"
 )
@@ -28,15 +30,18 @@ type Config struct {
 	InnerSteps   int    // default 50
 	// Overlap is τ, the inner steps every peer takes while its update travels (peer.Config.Overlap);
 	// 0: none.
-	Overlap    int
-	Batch      int    // default: the model's
-	Codec      string // default "topk:0.01+q4"
-	Partition  string // default "dirichlet:0.5"
-	Link       string // each peer's link, e.g. "10mbit,50ms,1%"; "" = unshaped loopback
-	Seed       uint64
-	DataDir    string // Fashion-MNIST; default: embedded subset
-	ValSamples int    // default 1000
-	LR         float32
+	Overlap int
+	Batch   int    // default: the model's
+	Codec   string // default "topk:0.01+q4"
+	// OuterLR, OuterMomentum and ErrorDecay are the proposal's outer Nesterov step and the peers'
+	// error-feedback decay β, as decimals; defaults "0.7", "0.9" and "" (β = 1, none).
+	OuterLR, OuterMomentum, ErrorDecay string
+	Partition                          string // default "dirichlet:0.5"
+	Link                               string // each peer's link, e.g. "10mbit,50ms,1%"; "" = unshaped loopback
+	Seed                               uint64
+	DataDir                            string // Fashion-MNIST; default: embedded subset
+	ValSamples                         int    // default 1000
+	LR                                 float32
 	// KillLeaderAt kills the leader coordinator when this round opens (0: never).
 	KillLeaderAt int
 	// KillPeer is "NAME@ROUND": that peer stops when the round opens and restarts (from its
@@ -88,6 +93,12 @@ func (c Config) withDefaults() Config {
 	if c.Codec == "" {
 		c.Codec = "topk:0.01+q4"
 	}
+	if c.OuterLR == "" {
+		c.OuterLR = "0.7"
+	}
+	if c.OuterMomentum == "" {
+		c.OuterMomentum = "0.9"
+	}
 	if c.Partition == "" {
 		c.Partition = "dirichlet:0.5"
 	}
@@ -101,6 +112,12 @@ func (c Config) withDefaults() Config {
 		c.Logger = slog.Default()
 	}
 	return c
+}
+
+// hyperparams are the proposal's training settings.
+func (c Config) hyperparams() consensus.Hyperparams {
+	return consensus.Hyperparams{InnerSteps: uint32(c.InnerSteps), Rounds: uint32(c.Rounds), Codec: c.Codec,
+		OuterLR: c.OuterLR, OuterMomentum: c.OuterMomentum, ErrorDecay: c.ErrorDecay}
 }
 
 // Validate reports a configuration that cannot run.
@@ -123,6 +140,9 @@ func (c Config) Validate() error {
 	}
 	if c.KillLeaderAt > 0 && c.Coordinators < 3 {
 		return fmt.Errorf("kill-leader-at needs at least 3 coordinators to keep a quorum")
+	}
+	if err := coordinator.CheckHyperparams(c.hyperparams()); err != nil {
+		return err
 	}
 	if c.Link != "" {
 		if _, err := linkshape.ParseLink(c.Link); err != nil {
@@ -220,6 +240,9 @@ type Summary struct {
 	RoundsScored  int           `json:"rounds_scored"`
 	ReplicasAgree bool          `json:"replicas_agree"`
 	Codec         string        `json:"codec"`
+	OuterLR       string        `json:"outer_lr"`
+	OuterMomentum string        `json:"outer_momentum"`
+	ErrorDecay    string        `json:"ef_decay,omitempty"`
 	Link          string        `json:"link"`
 	Peers         []PeerSummary `json:"peers"`
 	History       []Progress    `json:"-"`

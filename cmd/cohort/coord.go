@@ -182,6 +182,9 @@ func proposeCommand() *cli.Command {
 			&cli.UintFlag{Name: "rounds", Value: 30, Usage: "outer rounds", EnvVars: envVars("rounds")},
 			&cli.UintFlag{Name: "inner-steps", Value: 50, Usage: "inner steps H", EnvVars: envVars("inner_steps")},
 			&cli.StringFlag{Name: "codec", Value: "topk:0.01+q4", Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
+			&cli.Float64Flag{Name: "outer-lr", Value: 0.7, Usage: "outer Nesterov learning rate η", EnvVars: envVars("outer_lr")},
+			&cli.Float64Flag{Name: "outer-momentum", Value: 0.9, Usage: "outer Nesterov momentum μ", EnvVars: envVars("outer_momentum")},
+			&cli.Float64Flag{Name: "ef-decay", Value: 1, Usage: "error-feedback decay β: each peer's residual becomes β·e + Δ each round (1: plain error feedback)", EnvVars: envVars("ef_decay")},
 			&cli.Uint64Flag{Name: "reward-pool", Value: 1_000_000, Usage: "reward pool (integer units)", EnvVars: envVars("reward_pool")},
 			&cli.UintFlag{Name: "min-members", Value: 2, Usage: "members needed before the first round", EnvVars: envVars("min_members")},
 			&cli.Float64Flag{Name: "quorum", Value: 0.5, Usage: "share of the eligible vote weight that must vote", EnvVars: envVars("quorum")},
@@ -205,6 +208,11 @@ func proposeCommand() *cli.Command {
 			if c.Duration("voting-period") <= 0 {
 				return fmt.Errorf("propose: --voting-period must be positive")
 			}
+			params := consensus.Hyperparams{InnerSteps: uint32(c.Uint("inner-steps")), Rounds: uint32(c.Uint("rounds")), Codec: c.String("codec"),
+				OuterLR: decimal(c.Float64("outer-lr")), OuterMomentum: decimal(c.Float64("outer-momentum")), ErrorDecay: decayDecimal(c.Float64("ef-decay"))}
+			if err := coordinator.CheckHyperparams(params); err != nil {
+				return fmt.Errorf("propose: %w", err)
+			}
 			cl, err := registeredClient(c)
 			if err != nil {
 				return fmt.Errorf("propose: %w", err)
@@ -212,7 +220,7 @@ func proposeCommand() *cli.Command {
 			defer cl.Close()
 			res, err := cl.Submit(c.Context, &consensus.ProposeBody{
 				Name: c.String("name"), Model: c.String("model"), Dataset: c.String("dataset"), ValidationHash: vh,
-				Params:     consensus.Hyperparams{InnerSteps: uint32(c.Uint("inner-steps")), Rounds: uint32(c.Uint("rounds")), Codec: c.String("codec"), OuterLR: "0.7", OuterMomentum: "0.9"},
+				Params:     params,
 				RewardPool: c.Uint64("reward-pool"), MinMembers: uint32(c.Uint("min-members")),
 				QuorumBP: uint32(q*10000 + 0.5), ThresholdBP: uint32(th*10000 + 0.5), VotingPeriodMs: c.Duration("voting-period").Milliseconds(),
 			})
@@ -307,6 +315,7 @@ func proposalsJSON(ps []consensus.Proposal) []map[string]any {
 		out = append(out, map[string]any{
 			"id": p.ID, "name": p.Name, "proposer": p.Proposer, "model": p.Model, "dataset": p.Dataset,
 			"inner_steps": p.Params.InnerSteps, "rounds": p.Params.Rounds, "codec": p.Params.Codec,
+			"outer_lr": p.Params.OuterLR, "outer_momentum": p.Params.OuterMomentum, "ef_decay": p.Params.ErrorDecay,
 			"reward_pool": p.RewardPool, "min_members": p.MinMembers, "quorum_bp": p.QuorumBP, "threshold_bp": p.ThresholdBP,
 			"deadline_ms": p.Deadline, "status": p.Status, "votes": votes, "cohort": p.Cohort,
 		})
@@ -398,3 +407,14 @@ func splitAddrs(s string) []string {
 }
 
 func trimExt(name string) string { return strings.TrimSuffix(name, filepath.Ext(name)) }
+
+// decimal writes a flag's value as the decimal string a proposal carries.
+func decimal(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+
+// decayDecimal is decimal, with β = 1 (no decay) as the empty string.
+func decayDecimal(v float64) string {
+	if v == 1 {
+		return ""
+	}
+	return decimal(v)
+}
