@@ -128,6 +128,10 @@ func report(t *testing.T, sum *Summary) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		t.Logf("%-8s %7d  %5.2f %%  %v", n, sum.Shares[n], 100*float64(sum.Shares[n])/float64(sum.Pool), sum.Flags[n])
+		var inf []string
+		for _, x := range sum.Influence[n] {
+			inf = append(inf, fmt.Sprintf("%+.3f", x))
+		}
+		t.Logf("%-8s %7d  %5.2f %%  influence %s  %v", n, sum.Shares[n], 100*float64(sum.Shares[n])/float64(sum.Pool), strings.Join(inf, " "), sum.Flags[n])
 	}
 }
