@@ -513,20 +513,40 @@ func appendSign(dst []byte, x []float32, s *Setting) ([]byte, bool) {
 	clear(codes)
 	for b := range nb {
 		blk := x[b*B : min(n, (b+1)*B)]
-		if absBitsMax(blk) >= 0x7f800000 {
-			return dst[:start], false
-		}
+		c := codes[b*B/8:] // B is a multiple of 8: every block starts a byte
 		var sum float64
-		for _, v := range blk {
-			sum += math.Abs(float64(v))
+		var mx uint32 // largest magnitude's bits: ≥ 0x7f800000 iff some |x| is NaN or Inf
+		j := 0
+		for ; j+8 <= len(blk); j += 8 {
+			v := blk[j : j+8 : j+8]
+			var bits byte
+			for k := range 8 {
+				u := math.Float32bits(v[k])
+				m := u & 0x7fffffff
+				mx = max(mx, m)
+				sum += float64(math.Float32frombits(m))
+				// Set for x < 0: the sign bit of a nonzero magnitude (−0 counts as positive).
+				neg := u >> 31
+				if m == 0 {
+					neg = 0
+				}
+				bits |= byte(neg) << k
+			}
+			c[j/8] = bits
 		}
-		binary.LittleEndian.PutUint32(scales[4*b:], math.Float32bits(float32(sum/float64(len(blk)))))
-		c := codes[b*B/8:]
-		for j, v := range blk {
-			if v < 0 {
+		for ; j < len(blk); j++ { // the last block's partial byte
+			u := math.Float32bits(blk[j])
+			m := u & 0x7fffffff
+			mx = max(mx, m)
+			sum += float64(math.Float32frombits(m))
+			if u>>31 != 0 && m != 0 {
 				c[j/8] |= 1 << (j % 8)
 			}
 		}
+		if mx >= 0x7f800000 {
+			return dst[:start], false
+		}
+		binary.LittleEndian.PutUint32(scales[4*b:], math.Float32bits(float32(sum/float64(len(blk)))))
 	}
 	return dst, true
 }
@@ -544,15 +564,18 @@ func decodeSign(dst []float32, src []byte, s *Setting) error {
 		if ab&0x80000000 != 0 || ab&0x7f800000 == 0x7f800000 {
 			return corruptf("block %d: scale %v is negative, NaN or Inf", b, math.Float32frombits(ab))
 		}
-		a := math.Float32frombits(ab)
 		blk := dst[b*B : min(n, (b+1)*B)]
 		c := codes[b*B/8:]
-		for j := range blk {
-			if c[j/8]>>(j%8)&1 != 0 {
-				blk[j] = -a
-			} else {
-				blk[j] = a
+		j := 0
+		for ; j+8 <= len(blk); j += 8 {
+			v, bits := blk[j:j+8:j+8], uint32(c[j/8])
+			for k := range 8 {
+				v[k] = math.Float32frombits(ab | (bits>>k&1)<<31)
 			}
+		}
+		for ; j < len(blk); j++ {
+			v := ab | uint32(c[j/8]>>(j%8)&1)<<31
+			blk[j] = math.Float32frombits(v)
 		}
 	}
 	return nil
