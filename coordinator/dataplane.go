@@ -397,8 +397,17 @@ func (s *Server) sliceAggFor(rt *cohortRT, r consensus.Round, slice int, sl prot
 			return
 		default:
 		}
-		if later <= 0 && len(a.updates) == 0 && time.Now().Before(time.UnixMilli(now.Deadline).Add(s.cfg.Rounds.AbortAfter)) {
-			later = 500 * time.Millisecond
+		if later <= 0 && len(a.updates) < len(a.participants) && time.Now().Before(time.UnixMilli(now.Deadline).Add(s.cfg.Rounds.AbortAfter)) {
+			// Missing updates, and: nothing arrived, or the cluster has no leader, or a new one
+			// took over after the round opened and has not yet had two liveness checks to move
+			// a dead aggregator's slices (which pushes the deadline back for the whole round).
+			// Peers that were waiting on the dead leader learn of the round late; closing now
+			// would make the aggregate of this slice from the few that did not.
+			id, since := s.leaderChange()
+			settling := since.After(time.UnixMilli(now.OpenedAt)) && time.Since(since) < 2*s.cfg.Rounds.LiveCheck+time.Second
+			if len(a.updates) == 0 || id == "" || settling {
+				later = 500 * time.Millisecond
+			}
 		}
 		if later > 0 {
 			a.timer = time.AfterFunc(later, fire)

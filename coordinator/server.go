@@ -101,6 +101,23 @@ type Server struct {
 
 	metrics *metrics // Prometheus metrics (metrics.go)
 	web     webState // the dashboard (http.go)
+
+	leaderMu    sync.Mutex
+	leaderID    string    // the leader this node saw last ("" none)
+	leaderSince time.Time // when it first saw leaderID
+}
+
+// leaderChange returns the leader this node sees now and since when it has seen it (the first
+// look counts as a change): how an aggregator tells that the leader which opened a round may be
+// gone, and that the one replacing it has not yet had time to move the dead node's slices.
+func (s *Server) leaderChange() (id string, since time.Time) {
+	id, _ = s.node.Leader()
+	s.leaderMu.Lock()
+	defer s.leaderMu.Unlock()
+	if id != s.leaderID || s.leaderSince.IsZero() {
+		s.leaderID, s.leaderSince = id, time.Now()
+	}
+	return id, s.leaderSince
 }
 
 // New starts the raft node and the QUIC endpoint. Call Run to serve.
@@ -185,6 +202,7 @@ func (s *Server) Run(ctx context.Context) error {
 			}
 			return fmt.Errorf("coordinator: serve: %w", err)
 		case <-t.C:
+			s.leaderChange()
 			s.tick(ctx)
 		}
 	}

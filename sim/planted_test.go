@@ -25,8 +25,9 @@ func TestPlantedContributors(t *testing.T) {
 		t.Skip("two whole simulations; set COHORT_PLANTED=1")
 	}
 	bad := []string{"noise@mallory", "labelflip@flip", "scale:100@big", "copy:peer-2@copycat", "freerider@rider", "zero@nil"}
+	// The setting the targets were first measured on (plain DiLoCo outer step, plain error feedback).
 	base := Config{Coordinators: 3, Peers: 6, Rounds: 8, InnerSteps: 30, Codec: "topk:0.05+q4", Partition: "dirichlet:0.5",
-		Seed: 1, Logger: quiet(), Shards: 12, RoundTimeout: time.Minute}
+		OuterLR: "0.7", OuterMomentum: "0.9", ErrorDecay: "1", Seed: 1, Logger: quiet(), Shards: 12, RoundTimeout: time.Minute}
 	ctx, cancel := context.WithTimeout(context.Background(), 6*time.Minute)
 	defer cancel()
 

@@ -22,6 +22,7 @@ import (
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator"
+	"github.com/cohortlab/cohort/sim"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -181,10 +182,10 @@ func proposeCommand() *cli.Command {
 			&cli.StringFlag{Name: "validation-hash", Usage: "hex SHA-256 of the held-out validation split", EnvVars: envVars("validation_hash")},
 			&cli.UintFlag{Name: "rounds", Value: 30, Usage: "outer rounds", EnvVars: envVars("rounds")},
 			&cli.UintFlag{Name: "inner-steps", Value: 50, Usage: "inner steps H", EnvVars: envVars("inner_steps")},
-			&cli.StringFlag{Name: "codec", Value: "topk:0.01+q4", Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
-			&cli.Float64Flag{Name: "outer-lr", Value: 0.7, Usage: "outer Nesterov learning rate η", EnvVars: envVars("outer_lr")},
-			&cli.Float64Flag{Name: "outer-momentum", Value: 0.9, Usage: "outer Nesterov momentum μ", EnvVars: envVars("outer_momentum")},
-			&cli.Float64Flag{Name: "ef-decay", Value: 1, Usage: "error-feedback decay β: each peer's residual becomes β·e + Δ each round (1: plain error feedback)", EnvVars: envVars("ef_decay")},
+			&cli.StringFlag{Name: "codec", Value: sim.DefaultCodec, Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
+			&cli.Float64Flag{Name: "outer-lr", Value: 1, Usage: "outer Nesterov learning rate η", EnvVars: envVars("outer_lr")},          // sim.DefaultOuterLR
+			&cli.Float64Flag{Name: "outer-momentum", Value: 0.8, Usage: "outer Nesterov momentum μ", EnvVars: envVars("outer_momentum")}, // sim.DefaultOuterMomentum
+			&cli.Float64Flag{Name: "ef-decay", Value: 0.9, Usage: "error-feedback decay β: each peer's residual becomes β·e + Δ each round (1: plain error feedback)", EnvVars: envVars("ef_decay")},
 			&cli.Uint64Flag{Name: "reward-pool", Value: 1_000_000, Usage: "reward pool (integer units)", EnvVars: envVars("reward_pool")},
 			&cli.UintFlag{Name: "min-members", Value: 2, Usage: "members needed before the first round", EnvVars: envVars("min_members")},
 			&cli.Float64Flag{Name: "quorum", Value: 0.5, Usage: "share of the eligible vote weight that must vote", EnvVars: envVars("quorum")},

@@ -31,11 +31,11 @@ func simulateCommand() *cli.Command {
 			&cli.IntFlag{Name: "inner-steps", Value: 50, Usage: "inner steps H", EnvVars: envVars("inner_steps")},
 			&cli.IntFlag{Name: "batch", Usage: "batch size per peer (0: the model's default)", EnvVars: envVars("batch")},
 			&cli.IntFlag{Name: "overlap", Usage: "inner steps τ each peer takes while its update travels (overlaps communication with compute; 0: none)", EnvVars: envVars("overlap")},
-			&cli.StringFlag{Name: "codec", Value: "topk:0.01+q4", Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
+			&cli.StringFlag{Name: "codec", Value: sim.DefaultCodec, Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
 			&cli.StringFlag{Name: "partition", Value: "dirichlet:0.5", Usage: "iid, dirichlet:ALPHA or natural", EnvVars: envVars("partition")},
-			&cli.Float64Flag{Name: "outer-lr", Value: 0.7, Usage: "outer Nesterov learning rate η", EnvVars: envVars("outer_lr")},
-			&cli.Float64Flag{Name: "outer-momentum", Value: 0.9, Usage: "outer Nesterov momentum μ", EnvVars: envVars("outer_momentum")},
-			&cli.Float64Flag{Name: "ef-decay", Value: 1, Usage: "error-feedback decay β: each peer's residual becomes β·e + Δ each round (1: plain error feedback)", EnvVars: envVars("ef_decay")},
+			&cli.Float64Flag{Name: "outer-lr", Value: 1, Usage: "outer Nesterov learning rate η", EnvVars: envVars("outer_lr")},          // sim.DefaultOuterLR
+			&cli.Float64Flag{Name: "outer-momentum", Value: 0.8, Usage: "outer Nesterov momentum μ", EnvVars: envVars("outer_momentum")}, // sim.DefaultOuterMomentum
+			&cli.Float64Flag{Name: "ef-decay", Value: 0.9, Usage: "error-feedback decay β: each peer's residual becomes β·e + Δ each round (1: plain error feedback)", EnvVars: envVars("ef_decay")},
 			&cli.StringFlag{Name: "link", Value: "10mbit,50ms,1%", Usage: `each peer's link: RATE,DELAY[,LOSS%] ("" for plain loopback)`, EnvVars: envVars("link")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for data, models and links", EnvVars: envVars("seed")},
 			&cli.StringFlag{Name: "data", Value: "embedded", Usage: "Fashion-MNIST directory, or embedded", EnvVars: envVars("data")},
