@@ -422,7 +422,13 @@ func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req tr
 	}
 	forwarded := env.Issuer != peer.String()
 	if forwarded && !s.isCoordinator(peer.String()) {
-		return transport.Message{}, fmt.Errorf("submit: request issued by %s but sent by %s: members submit their own requests", env.Issuer, peer)
+		if s.isMember(peer.String()) {
+			return transport.Message{}, fmt.Errorf("submit: request issued by %s but sent by %s: members submit their own requests", env.Issuer, peer)
+		}
+		// Most likely a coordinator whose key this node has not seen registered yet (a fresh
+		// cluster, a lagging replica) forwarding a member's write: retryable, so the client
+		// tries another coordinator rather than giving the write up.
+		return transport.Message{}, fmt.Errorf("%s submit: request issued by %s but sent by %s, not a registered coordinator", unavailablePrefix, env.Issuer, peer)
 	}
 	if env.Type == consensus.CmdPropose {
 		// The state machine checks sizes only; a proposal nobody could train with is refused here.
@@ -444,6 +450,16 @@ func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req tr
 	return reply, err
 }
 
+func (s *Server) isMember(id string) bool {
+	found := false
+	s.node.View(func(st *consensus.State) error {
+		_, err := st.Member(id)
+		found = err == nil
+		return nil
+	})
+	return found
+}
+
 func (s *Server) isCoordinator(id string) bool {
 	found := false
 	s.node.View(func(st *consensus.State) error {
@@ -460,6 +476,10 @@ func (s *Server) forward(ctx context.Context, req transport.Message) (transport.
 	_, addr := s.node.Leader()
 	if addr == "" || addr == s.cfg.Listen {
 		return transport.Message{}, fmt.Errorf("%s no leader elected yet", unavailablePrefix)
+	}
+	if !s.registered() {
+		// The leader takes forwarded requests from registered coordinators only.
+		return transport.Message{}, fmt.Errorf("%s this coordinator's key is not registered yet: cannot forward", unavailablePrefix)
 	}
 	reply, err := s.call(ctx, addr, transport.Message{Header: transport.Header{Type: MsgSubmit, Body: req.Body}})
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"math"
+	"math/rand"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,7 +73,7 @@ func TestIIDProperties(t *testing.T) {
 		}
 		return true
 	}
-	if err := quick.Check(prop, &quick.Config{MaxCount: 300}); err != nil {
+	if err := quick.Check(prop, &quick.Config{MaxCount: 300, Rand: rand.New(rand.NewSource(1))}); err != nil {
 		t.Error(err)
 	}
 }
@@ -128,7 +129,9 @@ func TestDirichletProperties(t *testing.T) {
 			t.Errorf("not deterministic")
 			return false
 		}
-		if n >= 100 && k >= 2 {
+		// Different seeds give different splits — unless α is so small that every class goes
+		// whole to one part, where with few parts and classes two seeds often agree.
+		if n >= 100 && k >= 2 && alpha >= 0.5 {
 			other, _ := Dirichlet(labels, classes, k, alpha, seed^0x5555)
 			if equalParts(parts, other) {
 				t.Errorf("n=%d k=%d alpha=%v: two seeds give the same split", n, k, alpha)
@@ -137,7 +140,7 @@ func TestDirichletProperties(t *testing.T) {
 		}
 		return true
 	}
-	if err := quick.Check(prop, &quick.Config{MaxCount: 200}); err != nil {
+	if err := quick.Check(prop, &quick.Config{MaxCount: 200, Rand: rand.New(rand.NewSource(1))}); err != nil {
 		t.Error(err)
 	}
 }
@@ -263,7 +266,7 @@ func TestNatural(t *testing.T) {
 		slices.Reverse(rev)
 		return slices.Equal(sizes(Natural(rev, k)), sizes(parts)) && equalParts(parts, Natural(names, k))
 	}
-	if err := quick.Check(prop, &quick.Config{MaxCount: 300}); err != nil {
+	if err := quick.Check(prop, &quick.Config{MaxCount: 300, Rand: rand.New(rand.NewSource(1))}); err != nil {
 		t.Error(err)
 	}
 }
