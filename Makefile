@@ -35,12 +35,12 @@ build-openblas:
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem ./...
 
-## demo: the main job on embedded data, no setup needed: 3 Raft coordinators and 4 peers on loopback,
+## demo: the main job on embedded data, no setup needed: 3 Raft coordinators and 6 peers on loopback,
 ## each peer behind a 10 Mbit/s, 50 ms, 1 % loss link, train the Fashion-MNIST MLP; the leader is
 ## killed at round 6 and the cohort carries on.
 demo: build
-	./$(BIN) --log-level warn simulate --coordinators 3 --peers 4 --model mlp --rounds 12 --inner-steps 30 \
-	  --codec topk:0.05+q4 --partition dirichlet:0.5 --link 10mbit,50ms,1% --kill-leader-at 6 --seed 1
+	./$(BIN) --log-level warn simulate --coordinators 3 --peers 6 --model mlp --rounds 12 --inner-steps 30 \
+	  --partition dirichlet:0.5 --link 10mbit,50ms,1% --kill-leader-at 6 --seed 1
 
 ## demo-train: the in-process DiLoCo trainer alone (no network).
 demo-train: build

@@ -384,10 +384,8 @@ func (s *Server) sliceAggFor(rt *cohortRT, r consensus.Round, slice int, sl prot
 		// The leader may have pushed the round's deadline back since (consensus.Reassign, after
 		// an aggregator died — and with it, often, the leader that opened the round, so that
 		// some peers learnt of the round only after a new leader was elected): the uploads
-		// still on their way get that time too.
-		// Nor does a slice that nothing reached give up before the round is abandoned: a round
-		// opened just before its leader died is known to the other coordinators, and so to
-		// peers, only once a new leader commits it, which can be after its upload deadline.
+		// still on their way get that time too. And while leadership is in flux the slice
+		// may be held open a little longer (hold).
 		now := s.roundState(r)
 		later := time.Until(time.UnixMilli(protocol.UploadDeadline(now.OpenedAt, now.Deadline)))
 		rt.mu.Lock()
@@ -397,17 +395,8 @@ func (s *Server) sliceAggFor(rt *cohortRT, r consensus.Round, slice int, sl prot
 			return
 		default:
 		}
-		if later <= 0 && len(a.updates) < len(a.participants) && time.Now().Before(time.UnixMilli(now.Deadline).Add(s.cfg.Rounds.AbortAfter)) {
-			// Missing updates, and: nothing arrived, or the cluster has no leader, or a new one
-			// took over after the round opened and has not yet had two liveness checks to move
-			// a dead aggregator's slices (which pushes the deadline back for the whole round).
-			// Peers that were waiting on the dead leader learn of the round late; closing now
-			// would make the aggregate of this slice from the few that did not.
-			id, since := s.leaderChange()
-			settling := since.After(time.UnixMilli(now.OpenedAt)) && time.Since(since) < 2*s.cfg.Rounds.LiveCheck+time.Second
-			if len(a.updates) == 0 || id == "" || settling {
-				later = 500 * time.Millisecond
-			}
+		if later <= 0 && s.hold(a, now) {
+			later = 500 * time.Millisecond
 		}
 		if later > 0 {
 			a.timer = time.AfterFunc(later, fire)
@@ -424,6 +413,27 @@ func (s *Server) sliceAggFor(rt *cohortRT, r consensus.Round, slice int, sl prot
 		}
 	}
 	return a
+}
+
+// hold reports whether a slice whose upload deadline passed should stay open a little longer
+// (rt.mu held). A slice that nothing reached waits until the round would be abandoned: a round
+// opened just before its leader died is known to the other coordinators, and so to peers, only
+// once a new leader commits it, which can be after its upload deadline. A slice still missing
+// updates waits, up to half that, while the cluster has no leader, or while a new one that took
+// over after the round opened has not moved a slice yet (consensus.Reassign pushes the deadline
+// back for the whole round when the dead leader was an aggregator): peers that were
+// long-polling the dead leader learn of the round late, and closing on time would make the
+// slice's aggregate from the few that did not.
+func (s *Server) hold(a *sliceAgg, now consensus.Round) bool {
+	deadline := time.UnixMilli(now.Deadline)
+	if len(a.updates) == 0 {
+		return time.Now().Before(deadline.Add(s.cfg.Rounds.AbortAfter))
+	}
+	if len(a.updates) == len(a.participants) || !time.Now().Before(deadline.Add(s.cfg.Rounds.AbortAfter/2)) {
+		return false
+	}
+	id, since := s.leaderChange()
+	return id == "" || since.After(time.UnixMilli(now.OpenedAt)) && now.Reassignments == 0
 }
 
 // roundState is round r as the replicated state records it now (r itself if it cannot be read).
