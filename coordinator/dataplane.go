@@ -289,12 +289,21 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 		}
 	}
 	a := s.sliceAggFor(rt, r, u.Slice, sl)
+	now := s.roundState(r)
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	select {
 	case <-a.done:
 		return transport.Message{}, fmt.Errorf("upload: cohort %d round %d slice %d closed at its deadline: late", u.Cohort, u.Round, u.Slice)
 	default:
+	}
+	if time.Now().After(time.UnixMilli(protocol.UploadDeadline(now.OpenedAt, now.Deadline))) && (len(a.updates) > 0 || s.settling(now)) {
+		// Past the upload deadline the round records, in a slice held open while leadership
+		// settles (hold): it counts only if the new leader moves the deadline, so the peer is
+		// told to resend — then it counts, or the slice has closed and it is late. (A slice
+		// that nothing reached, with no leader change, takes late uploads: the round would be
+		// lost otherwise.)
+		return transport.Message{}, fmt.Errorf("%s upload: cohort %d round %d slice %d is past its upload deadline, held while a new leader may move it: resend", unavailablePrefix, u.Cohort, u.Round, u.Slice)
 	}
 	if _, dup := a.updates[member]; dup {
 		return transport.Message{}, fmt.Errorf("upload: %s already sent slice %d of round %d", member, u.Slice, u.Round)
@@ -432,6 +441,12 @@ func (s *Server) hold(a *sliceAgg, now consensus.Round) bool {
 	if len(a.updates) == len(a.participants) || !time.Now().Before(deadline.Add(s.cfg.Rounds.AbortAfter/2)) {
 		return false
 	}
+	return s.settling(now)
+}
+
+// settling reports whether leadership is in flux for an open round: no leader known, or a new one
+// that took over after the round opened and has not moved a slice yet.
+func (s *Server) settling(now consensus.Round) bool {
 	id, since := s.leaderChange()
 	return id == "" || since.After(time.UnixMilli(now.OpenedAt)) && now.Reassignments == 0
 }

@@ -374,18 +374,8 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 			ov <- overlapped{st, time.Since(t).Seconds(), err}
 		}()
 	}
-	for p.cfg.Late && ctx.Err() == nil {
-		// Late past the upload deadline as the round records it then: a new leader may have moved
-		// it (consensus.Reassign), and the aggregators follow it.
-		select {
-		case <-time.After(time.Until(time.UnixMilli(protocol.UploadDeadline(r.OpenedAt, r.Deadline)).Add(500 * time.Millisecond))):
-		case <-ctx.Done():
-		}
-		x, ok := p.roundNow(ctx, r)
-		if !ok || x.Status != consensus.RoundOpen || x.Deadline == r.Deadline {
-			break
-		}
-		r = x
+	if p.cfg.Late {
+		r = p.waitLate(ctx, r)
 	}
 	rctx, cancel := context.WithDeadline(ctx, time.UnixMilli(r.Deadline).Add(30*time.Second))
 	defer cancel()
@@ -630,6 +620,9 @@ type sentSlice struct {
 func (p *Peer) send(ctx context.Context, r consensus.Round, i int, req transport.Message) (string, error) {
 	agg := r.Slices[i].Aggregator
 	for {
+		if p.cfg.Late {
+			r = p.waitLate(ctx, r)
+		}
 		addr, err := p.addrOf(ctx, agg)
 		if err == nil {
 			actx, cancel := context.WithTimeout(ctx, sendTimeout)
@@ -657,6 +650,24 @@ func (p *Peer) send(ctx context.Context, r consensus.Round, i int, req transport
 		}
 		agg = x.Slices[i].Aggregator
 	}
+}
+
+// waitLate (fault injection, Config.Late) waits until just past round r's upload deadline as the
+// round records it then — a new leader may have moved it (consensus.Reassign), and the
+// aggregators follow it — and returns the round as last read.
+func (p *Peer) waitLate(ctx context.Context, r consensus.Round) consensus.Round {
+	for ctx.Err() == nil {
+		select {
+		case <-time.After(time.Until(time.UnixMilli(protocol.UploadDeadline(r.OpenedAt, r.Deadline)).Add(500 * time.Millisecond))):
+		case <-ctx.Done():
+		}
+		x, ok := p.roundNow(ctx, r)
+		if !ok || x.Status != consensus.RoundOpen || x.Deadline == r.Deadline {
+			break
+		}
+		r = x
+	}
+	return r
 }
 
 // retryable reports whether an aggregator call failed in a way worth trying again (after looking
