@@ -3,12 +3,16 @@ package coordinator
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cohortlab/cohort/compress"
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/coordinator/attribution"
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
@@ -196,5 +200,53 @@ func TestCheckHyperparams(t *testing.T) {
 	}
 	if b, err := ErrorDecayOf(consensus.Proposal{}); err != nil || b != 1 {
 		t.Fatalf("ErrorDecayOf(no decay) = %v, %v; want 1", b, err)
+	}
+}
+
+// TestForgetAggs: an aggregator forgets the updates of a round two rounds back once the leader
+// has its sums (or it had none), and of any round keepStates back; a round the leader could not
+// score yet keeps its updates, so that one slow round does not cost the rounds behind it theirs.
+func TestForgetAggs(t *testing.T) {
+	rt := &cohortRT{aggs: map[[2]int]*sliceAgg{}}
+	scored := map[int]bool{1: true, 3: true, 6: true}
+	for r := 1; r <= 9; r++ {
+		a := &sliceAgg{timer: time.NewTimer(time.Hour), aborted: r == 4}
+		if scored[r] {
+			a.partial = &attribution.Partial{}
+		}
+		rt.aggs[[2]int{r, 0}] = a
+	}
+	rt.forgetAggs(9)
+	var kept []int
+	for r := 1; r <= 9; r++ {
+		if rt.aggs[[2]int{r, 0}] != nil {
+			kept = append(kept, r)
+		}
+	}
+	// 1 and 2 are more than keepStates back; 3 and 6 (scored) and 4 (no updates) are done
+	// with; 5 is unscored; 7–9 are recent.
+	if want := []int{5, 7, 8, 9}; !slices.Equal(kept, want) {
+		t.Fatalf("kept rounds %v, want %v", kept, want)
+	}
+}
+
+// TestUnscorable: the leader records a round unscored at once for final answers, from this node or
+// another, and retries the rest (transport failures, a slice still aggregating).
+func TestUnscorable(t *testing.T) {
+	final := fmt.Errorf("score: slice 0 of round 3 has no updates: %w", errUnscorable)
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{final, true},
+		{&transport.RemoteError{Type: MsgScore, Msg: final.Error()}, true},
+		{&transport.RemoteError{Type: MsgScore, Msg: unavailablePrefix + " slice 0 of round 3 still aggregating"}, false},
+		{fmt.Errorf("%s score: this node has not reached round 3's model yet", unavailablePrefix), false},
+		{errValidatorLoading, false},
+		{errors.New("dial: connection refused"), false},
+	} {
+		if got := unscorable(tc.err); got != tc.want {
+			t.Errorf("unscorable(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
@@ -34,9 +35,7 @@ func (rt *cohortRT) remember(h [32]byte, delta []float32) {
 		delete(rt.deltaTo, rt.deltaQ[0])
 		rt.deltaQ = rt.deltaQ[1:]
 	}
-	if rt.val != nil {
-		rt.val.measure(rt.theta, h)
-	}
+	rt.measure(rt.theta, h)
 }
 
 // handleScore (aggregator) answers the leader with the validation sums of one slice of a round:
@@ -63,20 +62,42 @@ func (s *Server) partial(ctx context.Context, q ScoreRequest) (attribution.Parti
 		return attribution.Partial{}, err
 	}
 	val, err := rt.validator()
-	if err != nil {
-		return attribution.Partial{}, fmt.Errorf("score: %w", err)
+	switch {
+	case errors.Is(err, errValidatorLoading):
+		return attribution.Partial{}, err
+	case err != nil:
+		return attribution.Partial{}, fmt.Errorf("score: %v: %w", err, errUnscorable)
 	}
-	a := s.sliceAggFor(rt, r, q.Slice, sl)
+	a := rt.heldAgg(r, q.Slice)
+	if a == nil {
+		if r.Status != consensus.RoundOpen {
+			return attribution.Partial{}, fmt.Errorf("score: slice %d of round %d: this node holds no updates for it (restarted, or the round is long past): %w", q.Slice, q.Round, errUnscorable)
+		}
+		return attribution.Partial{}, fmt.Errorf("%s score: round %d is still open on this node", unavailablePrefix, q.Round)
+	}
 	select {
 	case <-a.done:
 	case <-ctx.Done():
 		return attribution.Partial{}, fmt.Errorf("%s slice %d of round %d still aggregating", unavailablePrefix, q.Slice, q.Round)
 	}
 	if a.aborted {
-		return attribution.Partial{}, fmt.Errorf("score: slice %d of round %d has no updates", q.Slice, q.Round)
+		return attribution.Partial{}, fmt.Errorf("score: slice %d of round %d has no updates: %w", q.Slice, q.Round, errUnscorable)
 	}
+	rt.mu.Lock()
+	if a.partial != nil {
+		defer rt.mu.Unlock()
+		return *a.partial, nil
+	}
+	// θ_t is measured when the replica reaches it; a replica still behind θ_t will measure it.
+	behind := rt.applied+1 < r.Number
+	rt.mu.Unlock()
 	st, err := val.state(ctx, r.ModelHash)
-	if err != nil {
+	switch {
+	case errors.Is(err, errNotMeasured) && behind:
+		return attribution.Partial{}, fmt.Errorf("%s score: this node has not reached round %d's model yet", unavailablePrefix, q.Round)
+	case errors.Is(err, errNotMeasured):
+		return attribution.Partial{}, fmt.Errorf("score: %v: %w", err, errUnscorable)
+	case err != nil:
 		return attribution.Partial{}, fmt.Errorf("score: %w", err)
 	}
 	rt.mu.Lock()
@@ -108,7 +129,26 @@ func (s *Server) partial(ctx context.Context, q ScoreRequest) (attribution.Parti
 		return attribution.Partial{}, err
 	}
 	a.partial = &p
+	// The sums are all scoring needs: the updates' values can go.
+	for m, u := range a.updates {
+		a.updates[m] = upd{samples: u.samples}
+	}
 	return p, nil
+}
+
+// errUnscorable marks a slice the leader can never have validation sums for (its updates are
+// gone, it had none, or the validator never saw the round's model): the round is recorded
+// unscored at once rather than retried until scoreWait, which would hold up the rounds behind it.
+var errUnscorable = errors.New("cannot be scored")
+
+// unscorable reports whether err, from this node or (as a remote error's text) from another,
+// is final for the slice's scoring.
+func unscorable(err error) bool {
+	var re *transport.RemoteError
+	if errors.As(err, &re) {
+		return strings.HasSuffix(re.Msg, errUnscorable.Error())
+	}
+	return errors.Is(err, errUnscorable)
 }
 
 // scoreNext (leader) starts scoring the cohort's oldest closed, unscored round, unless a scoring
@@ -185,7 +225,7 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 		p, err := s.fetchPartial(cctx, ScoreRequest{Cohort: c.ID, Round: r.Number, Slice: i}, sl)
 		cancel()
 		if err != nil {
-			if late {
+			if late || unscorable(err) {
 				body.Note = fmt.Sprintf("unscored: slice %d: %v", i, err)
 				return body, nil
 			}

@@ -3,9 +3,11 @@ package coordinator
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"sync"
+	"time"
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/trainer"
@@ -28,6 +30,9 @@ type ValidationConfig struct {
 	BatchSize int
 	// Off disables validation: rounds are then recorded as unscored and nobody is paid.
 	Off bool
+	// LoadDelay holds loading back this long: fault injection for simulations and tests (a slow
+	// or busy machine, whose rounds close before its validator is ready).
+	LoadDelay time.Duration
 }
 
 func (c ValidationConfig) withDefaults() ValidationConfig {
@@ -146,6 +151,10 @@ func (v *validator) compute(theta []float32, h [32]byte) ([][]float32, consensus
 	return grads, m, nil
 }
 
+// errNotMeasured: the validator never started measuring a model (it was not loaded yet when
+// the replica held it, or the state was dropped as old).
+var errNotMeasured = errors.New("the validator has not measured this model")
+
 // state waits for the measurement at θ with hash h; it fails at once if θ was never measured here.
 func (v *validator) state(ctx context.Context, h []byte) (*valState, error) {
 	v.smu.Lock()
@@ -155,7 +164,7 @@ func (v *validator) state(ctx context.Context, h []byte) (*valState, error) {
 	}
 	v.smu.Unlock()
 	if st == nil {
-		return nil, fmt.Errorf("the validator has not measured model %x", h[:min(8, len(h))])
+		return nil, fmt.Errorf("model %x: %w", h[:min(8, len(h))], errNotMeasured)
 	}
 	select {
 	case <-st.done:

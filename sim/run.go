@@ -116,7 +116,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}
 		srv, err := coordinator.New(coordinator.Config{ID: p.ID, Dir: filepath.Join(dir, p.ID), Listen: p.Addr, Peers: peers,
 			Identity: id, Logger: log, Rounds: coordinator.RoundConfig{Timeout: cfg.RoundTimeout}, Tick: 100 * time.Millisecond,
-			Validation: coordinator.ValidationConfig{Data: cfg.DataDir, Samples: cfg.ValSamples},
+			Validation: coordinator.ValidationConfig{Data: cfg.DataDir, Samples: cfg.ValSamples, LoadDelay: cfg.SlowValidator},
 			// Raft's own default timeouts: every coordinator and peer shares this machine's cores,
 			// and the node's tighter defaults (250 ms lease) make a loaded leader step down.
 			Raft: consensus.Config{HeartbeatTimeout: 2 * time.Second, ElectionTimeout: 2 * time.Second, LeaderLeaseTimeout: time.Second}})
@@ -453,16 +453,20 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	waitUntil(ctx, 90*time.Second, func() bool {
 		n := liveNode(nodes)
 		scored := 0
+		notes := map[int]string{}
 		n.srv.Node().View(func(s *consensus.State) error {
 			rs, _ := s.Rounds(cohort)
 			for _, r := range rs {
 				if r.Scored {
 					scored++
 				}
+				if r.Scored && r.ScoreNote != "" {
+					notes[int(r.Number)] = r.ScoreNote
+				}
 			}
 			return nil
 		})
-		sum.RoundsScored = scored
+		sum.RoundsScored, sum.ScoreNotes = scored, notes
 		return scored >= int(reported)
 	})
 	sum.Pool, sum.Shares, sum.Flags, sum.Influence = ledgerOf(liveNode(nodes), cohort)

@@ -32,9 +32,10 @@ type Config struct {
 	// 0: none.
 	Overlap int
 	Batch   int    // default: the model's
-	Codec   string // default "topk:0.01+q4"
+	Codec   string // default DefaultCodec
 	// OuterLR, OuterMomentum and ErrorDecay are the proposal's outer Nesterov step and the peers'
-	// error-feedback decay β, as decimals; defaults "0.7", "0.9" and "" (β = 1, none).
+	// error-feedback decay β, as decimals; defaults DefaultOuterLR, DefaultOuterMomentum and
+	// DefaultErrorDecay.
 	OuterLR, OuterMomentum, ErrorDecay string
 	Partition                          string // default "dirichlet:0.5"
 	Link                               string // each peer's link, e.g. "10mbit,50ms,1%"; "" = unshaped loopback
@@ -49,6 +50,9 @@ type Config struct {
 	KillPeer string
 	// Straggler names a peer whose uploads arrive after the deadline.
 	Straggler string
+	// SlowValidator holds every coordinator's validator back this long before it loads (a slow
+	// or busy machine): the rounds that close meanwhile are scored once it is ready.
+	SlowValidator time.Duration
 	// BadPeers are planted dishonest peers, "KIND[:ARG][@NAME]" (see ParseBadPeer), joining
 	// after the honest ones, each with a shard of its own.
 	BadPeers []string
@@ -250,13 +254,16 @@ type Summary struct {
 	// in float units; 0 when it did not take part).
 	Influence map[string][]float64 `json:"influence"`
 	// RoundsScored counts rounds with a ScoreCommit when the summary was taken.
-	RoundsScored  int           `json:"rounds_scored"`
-	ReplicasAgree bool          `json:"replicas_agree"`
-	Codec         string        `json:"codec"`
-	OuterLR       string        `json:"outer_lr"`
-	OuterMomentum string        `json:"outer_momentum"`
-	ErrorDecay    string        `json:"ef_decay,omitempty"`
-	Link          string        `json:"link"`
-	Peers         []PeerSummary `json:"peers"`
-	History       []Progress    `json:"-"`
+	RoundsScored int `json:"rounds_scored"`
+	// ScoreNotes says, for each scored round that paid nobody, why (the ScoreCommit's note:
+	// abandoned, no receipts, the validator could not score it, no update helped).
+	ScoreNotes    map[int]string `json:"score_notes,omitempty"`
+	ReplicasAgree bool           `json:"replicas_agree"`
+	Codec         string         `json:"codec"`
+	OuterLR       string         `json:"outer_lr"`
+	OuterMomentum string         `json:"outer_momentum"`
+	ErrorDecay    string         `json:"ef_decay,omitempty"`
+	Link          string         `json:"link"`
+	Peers         []PeerSummary  `json:"peers"`
+	History       []Progress     `json:"-"`
 }

@@ -15,8 +15,10 @@ func TestCohortTrainsOverQUIC(t *testing.T) {
 	defer cancel()
 	var rounds []Progress
 	// Overlap 2: the race detector (make test) also watches the overlap steps run beside the exchange.
+	// The validators are ready only after the first rounds closed, as on a busy machine (the process
+	// end-to-end test's took 1.3–1.9 s against a 1.5 s first round): those rounds are scored too.
 	sum, err := Run(ctx, Config{Coordinators: 3, Peers: 3, Model: "mlp:784-32-10", Rounds: 4, InnerSteps: 10, Batch: 32, Overlap: 2,
-		Codec: "q8", Partition: "iid", Seed: 1, ValSamples: 300, Logger: quiet(), Link: "50mbit,5ms,0.5%",
+		Codec: "q8", Partition: "iid", Seed: 1, ValSamples: 300, Logger: quiet(), Link: "50mbit,5ms,0.5%", SlowValidator: 3 * time.Second,
 		Progress: func(p Progress) { rounds = append(rounds, p) }})
 	if err != nil {
 		t.Fatal(err)
@@ -40,8 +42,8 @@ func TestCohortTrainsOverQUIC(t *testing.T) {
 	for _, v := range sum.Shares {
 		paid += v
 	}
-	if sum.RoundsScored != 4 || paid == 0 || paid > sum.Pool {
-		t.Fatalf("%d rounds scored, %d of %d paid: %v", sum.RoundsScored, paid, sum.Pool, sum.Shares)
+	if sum.RoundsScored != 4 || len(sum.ScoreNotes) > 0 || paid == 0 || paid > sum.Pool {
+		t.Fatalf("%d rounds scored (notes %v), %d of %d paid: %v", sum.RoundsScored, sum.ScoreNotes, paid, sum.Pool, sum.Shares)
 	}
 	t.Logf("%+v", sum)
 }
