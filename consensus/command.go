@@ -45,11 +45,12 @@ const (
 	CmdScoreCommit                           // coordinator
 	CmdCloseRound                            // coordinator
 	CmdReassign                              // coordinator
+	CmdExtendRound                           // coordinator
 	cmdEnd
 )
 
 var cmdNames = [...]string{"", "add-coordinator", "register", "propose", "vote", "tally", "join",
-	"open-round", "receipt", "score-commit", "close-round", "reassign"}
+	"open-round", "receipt", "score-commit", "close-round", "reassign", "extend-round"}
 
 func (t CommandType) String() string {
 	if t > 0 && t < cmdEnd {
@@ -61,7 +62,7 @@ func (t CommandType) String() string {
 // coordinatorOnly reports whether t must be issued by a coordinator node key.
 func (t CommandType) coordinatorOnly() bool {
 	switch t {
-	case CmdAddCoordinator, CmdTally, CmdOpenRound, CmdScoreCommit, CmdCloseRound, CmdReassign:
+	case CmdAddCoordinator, CmdTally, CmdOpenRound, CmdScoreCommit, CmdCloseRound, CmdReassign, CmdExtendRound:
 		return true
 	}
 	return false
@@ -196,6 +197,8 @@ func (e *Envelope) DecodeBody() (Body, error) {
 		b = &CloseRoundBody{}
 	case CmdReassign:
 		b = &ReassignBody{}
+	case CmdExtendRound:
+		b = &ExtendRoundBody{}
 	default:
 		return nil, errf(ErrDecode, "unknown command type %d", uint8(e.Type))
 	}
@@ -476,3 +479,16 @@ type ReassignBody struct {
 
 // Type implements Body.
 func (*ReassignBody) Type() CommandType { return CmdReassign }
+
+// ExtendRoundBody moves the deadline of an open round later. A leader that takes over a round an
+// earlier leader opened issues it: peers that were waiting on the dead leader learn of the round
+// late, and their uploads — and, after them, everyone's receipts — need the time.
+type ExtendRoundBody struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Cohort   uint64
+	Round    uint32
+	Deadline int64 // unix ms; must be after the round's deadline and after now
+}
+
+// Type implements Body.
+func (*ExtendRoundBody) Type() CommandType { return CmdExtendRound }

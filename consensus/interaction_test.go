@@ -198,6 +198,9 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 		body = &ReassignBody{Cohort: argU64(t, td, "cohort", 1), Round: uint32(argU64(t, td, "round", 1)),
 			Slice: uint32(argU64(t, td, "slice", 0)), Aggregator: it.id(argStr(t, td, "to", "")),
 			Deadline: it.now + argI64(t, td, "deadline", 1000)}
+	case "extend-round":
+		body = &ExtendRoundBody{Cohort: argU64(t, td, "cohort", 1), Round: uint32(argU64(t, td, "round", 1)),
+			Deadline: it.now + argI64(t, td, "deadline", 1000)}
 	case "close-round":
 		body = &CloseRoundBody{Cohort: argU64(t, td, "cohort", 1), Round: uint32(argU64(t, td, "round", 1)),
 			ModelHash: hash(argStr(t, td, "hash", ""))}

@@ -146,6 +146,8 @@ func (s *State) Apply(cmd Command) (Result, error) {
 		res, err = s.closeRound(now, b)
 	case *ReassignBody:
 		res, err = s.reassign(now, b)
+	case *ExtendRoundBody:
+		res, err = s.extendRound(now, b)
 	}
 	if err != nil {
 		return Result{}, err
@@ -762,6 +764,22 @@ func (s *State) reassign(now int64, b *ReassignBody) (Result, error) {
 	}
 	r.Slices[b.Slice].Aggregator = b.Aggregator
 	r.Deadline = max(r.Deadline, b.Deadline)
+	r.Reassignments++
+	return Result{ID: uint64(r.Number), Cohort: r.Cohort, Status: string(r.Status)}, nil
+}
+
+func (s *State) extendRound(now int64, b *ExtendRoundBody) (Result, error) {
+	r, err := s.round(b.Cohort, b.Round)
+	if err != nil {
+		return Result{}, err
+	}
+	if r.Status != RoundOpen {
+		return Result{}, errf(ErrWrongStatus, "cohort %d round %d is %s", r.Cohort, r.Number, r.Status)
+	}
+	if b.Deadline <= now || b.Deadline <= r.Deadline {
+		return Result{}, errf(ErrDeadline, "extended deadline %d is not after both now (%d) and the round's deadline %d", b.Deadline, now, r.Deadline)
+	}
+	r.Deadline = b.Deadline
 	r.Reassignments++
 	return Result{ID: uint64(r.Number), Cohort: r.Cohort, Status: string(r.Status)}, nil
 }

@@ -139,7 +139,8 @@ type Round struct {
 	Flags     []Flag
 	Metrics   RoundMetrics
 	ScoreNote string
-	// Reassignments counts slices moved to another aggregator while the round was open.
+	// Reassignments counts the times a leader moved the open round's slices to other aggregators
+	// (Reassign) or its deadline later (ExtendRound).
 	Reassignments uint32
 	// Excluded are participants whose updates are left out of the aggregate (OpenRoundBody).
 	Excluded []string

@@ -108,6 +108,8 @@ type cohortRT struct {
 	// checks in a row each aggregator failed.
 	liveCheck time.Time
 	suspects  map[string]int
+	// extended is the round this node, as leader, last asked to extend (extendTakenOver).
+	extended uint32
 }
 
 type heldTheta struct {
@@ -475,10 +477,10 @@ func (rt *cohortRT) forgetAggs(current uint32) {
 // opened just before its leader died is known to the other coordinators, and so to peers, only
 // once a new leader commits it, which can be after its upload deadline. A slice still missing
 // updates waits, up to half that, while the cluster has no leader, or while a new one that took
-// over after the round opened has not moved a slice yet (consensus.Reassign pushes the deadline
-// back for the whole round when the dead leader was an aggregator): peers that were
-// long-polling the dead leader learn of the round late, and closing on time would make the
-// slice's aggregate from the few that did not.
+// over after the round opened has not yet pushed the round's deadline back (extendTakenOver, or
+// consensus.Reassign when the dead leader was an aggregator): peers that were long-polling the
+// dead leader learn of the round late, and closing on time would make the slice's aggregate from
+// the few that did not. The slice then follows the new deadline, which leaves time for receipts.
 func (s *Server) hold(a *sliceAgg, now consensus.Round) bool {
 	deadline := time.UnixMilli(now.Deadline)
 	if len(a.updates) == 0 {
@@ -491,7 +493,8 @@ func (s *Server) hold(a *sliceAgg, now consensus.Round) bool {
 }
 
 // settling reports whether leadership is in flux for an open round: no leader known, or a new one
-// that took over after the round opened and has not moved a slice yet.
+// that took over after the round opened and has not yet moved a slice or the deadline (which it
+// does at once: extendTakenOver).
 func (s *Server) settling(now consensus.Round) bool {
 	id, since := s.leaderChange()
 	return id == "" || since.After(time.UnixMilli(now.OpenedAt)) && now.Reassignments == 0
@@ -983,8 +986,41 @@ func (s *Server) leadCohort(ctx context.Context, rt *cohortRT, c consensus.Cohor
 			s.leadAgain(ctx, rt, c.ID, p, coordinators)
 		}
 	case applied == open.Number-1:
-		s.reassignDead(ctx, rt, *open, coordinators)
+		if !s.extendTakenOver(ctx, rt, *open) {
+			s.reassignDead(ctx, rt, *open, coordinators)
+		}
 	}
+}
+
+// extendTakenOver (leader) gives a round that an earlier leader opened a whole round-time for
+// uploads from now, once, and reports whether it did (or tried). Peers that were long-polling the
+// dead leader learn of the round only now; and the aggregators hold their slices open while
+// leadership settles (hold), which without a later deadline made the aggregate — and so every
+// receipt — arrive after the round's deadline: the process end-to-end test's leader-kill round
+// was applied by everyone and credited to no one.
+func (s *Server) extendTakenOver(ctx context.Context, rt *cohortRT, open consensus.Round) bool {
+	if _, since := s.leaderChange(); !since.After(time.UnixMilli(open.OpenedAt)) || open.Reassignments > 0 {
+		return false
+	}
+	rt.mu.Lock()
+	if rt.extended == open.Number {
+		rt.mu.Unlock()
+		return false // asked already; the state will say when it is applied
+	}
+	rt.extended = open.Number
+	rt.mu.Unlock()
+	now := s.cfg.Now().UnixMilli()
+	deadline := open.OpenedAt + (now-open.OpenedAt+open.Deadline-open.OpenedAt)*4/3
+	if _, err := s.applyAsSelf(ctx, &consensus.ExtendRoundBody{Cohort: open.Cohort, Round: open.Number, Deadline: deadline}); err != nil {
+		s.log.Warn("extend round", "cohort", open.Cohort, "round", open.Number, "err", err)
+		rt.mu.Lock()
+		rt.extended = 0
+		rt.mu.Unlock()
+		return true
+	}
+	s.log.Info("extended a round opened by an earlier leader", "cohort", open.Cohort, "round", open.Number,
+		"deadline", time.UnixMilli(deadline).Format(time.RFC3339Nano))
+	return true
 }
 
 // reassignDead (leader) moves the slices of an open round whose aggregator does not answer to live

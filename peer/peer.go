@@ -602,8 +602,11 @@ func (p *Peer) fetch(ctx context.Context, r consensus.Round, i int, sl consensus
 // attemptTimeout bounds one long-poll for an aggregate, and sendTimeout one upload of a slice (a
 // few KB to a few hundred): a connection to a coordinator that died does not fail by itself before
 // QUIC's idle timeout, and a moved slice must reach its new aggregator before the upload deadline.
+// Between long-polls the peer looks at the round again. (With 15 s long-polls, peers waiting on
+// a SIGKILLed leader's slice learnt of its move too late to resend it, and the process end-to-end
+// test's leader-kill round closed before its aggregate reached them.)
 const (
-	attemptTimeout = 15 * time.Second
+	attemptTimeout = 3 * time.Second
 	sendTimeout    = 5 * time.Second
 )
 
