@@ -14,7 +14,7 @@ import (
 )
 
 // Version is the envelope and log-entry format version this code writes and accepts.
-const Version uint16 = 2
+const Version uint16 = 3
 
 // Limits on decoded commands. They bound the memory one command can make the state hold.
 const (
@@ -34,23 +34,25 @@ type CommandType uint8
 // Command types. Coordinator commands are issued (signed) by a coordinator node key registered in
 // the state; member commands by a registered member key (Register by the key it registers).
 const (
-	CmdAddCoordinator CommandType = 1 + iota // coordinator; self-signed for the very first one
-	CmdRegister                              // member, self-signed by the key it registers
-	CmdPropose                               // member
-	CmdVote                                  // member
-	CmdTally                                 // coordinator
-	CmdJoin                                  // member
-	CmdOpenRound                             // coordinator
-	CmdReceipt                               // member
-	CmdScoreCommit                           // coordinator
-	CmdCloseRound                            // coordinator
-	CmdReassign                              // coordinator
-	CmdExtendRound                           // coordinator
+	CmdAddCoordinator     CommandType = 1 + iota // self-signed by the key it adds, once approved
+	CmdRegister                                  // member, self-signed by the key it registers
+	CmdPropose                                   // member
+	CmdVote                                      // member
+	CmdTally                                     // coordinator
+	CmdJoin                                      // member
+	CmdOpenRound                                 // coordinator
+	CmdReceipt                                   // member
+	CmdScoreCommit                               // coordinator
+	CmdCloseRound                                // coordinator
+	CmdReassign                                  // coordinator
+	CmdExtendRound                               // coordinator
+	CmdApproveCoordinator                        // operator
 	cmdEnd
 )
 
 var cmdNames = [...]string{"", "add-coordinator", "register", "propose", "vote", "tally", "join",
-	"open-round", "receipt", "score-commit", "close-round", "reassign", "extend-round"}
+	"open-round", "receipt", "score-commit", "close-round", "reassign", "extend-round",
+	"approve-coordinator"}
 
 func (t CommandType) String() string {
 	if t > 0 && t < cmdEnd {
@@ -59,10 +61,26 @@ func (t CommandType) String() string {
 	return fmt.Sprintf("command(%d)", uint8(t))
 }
 
-// coordinatorOnly reports whether t must be issued by a coordinator node key.
+// coordinatorOnly reports whether t must be issued by a registered coordinator node key.
 func (t CommandType) coordinatorOnly() bool {
+	return t.leaderOnly() || t.operator()
+}
+
+// leaderOnly reports whether t must be issued by the key of the leader that appends it: the
+// commands that drive proposals and rounds and pay out the ledger.
+func (t CommandType) leaderOnly() bool {
 	switch t {
-	case CmdAddCoordinator, CmdTally, CmdOpenRound, CmdScoreCommit, CmdCloseRound, CmdReassign, CmdExtendRound:
+	case CmdTally, CmdOpenRound, CmdScoreCommit, CmdCloseRound, CmdReassign, CmdExtendRound:
+		return true
+	}
+	return false
+}
+
+// operator reports whether t is an operator command: issued by any registered coordinator, and
+// applied once a majority of them have issued the same body (see operators.go).
+func (t CommandType) operator() bool {
+	switch t {
+	case CmdApproveCoordinator:
 		return true
 	}
 	return false
@@ -199,6 +217,8 @@ func (e *Envelope) DecodeBody() (Body, error) {
 		b = &ReassignBody{}
 	case CmdExtendRound:
 		b = &ExtendRoundBody{}
+	case CmdApproveCoordinator:
+		b = &ApproveCoordinatorBody{}
 	default:
 		return nil, errf(ErrDecode, "unknown command type %d", uint8(e.Type))
 	}
@@ -208,14 +228,17 @@ func (e *Envelope) DecodeBody() (Body, error) {
 	return b, nil
 }
 
-// Command is one raft log entry: a client's signed envelope plus the leader's time stamp. The
-// stamp lies outside the signature because only the leader appends to the log; the state uses it
-// (made monotone) for every time it records or compares against a deadline.
+// Command is one raft log entry: a client's signed envelope plus the leader's stamps. The
+// stamps lie outside the signature because only the leader appends to the log (Raft traffic is
+// authenticated between admitted coordinator keys): the state uses Time (made monotone) for every
+// time it records or compares against a deadline, and accepts the commands that drive rounds and
+// pay the ledger only when their issuer is Leader.
 type Command struct {
 	_msgpack struct{} `msgpack:",as_array"`
 	Version  uint16
 	Time     int64 // unix milliseconds, stamped by the leader
 	Env      Envelope
+	Leader   string // the coordinator key ID of the leader that appended the entry
 }
 
 // Marshal encodes the command as a log entry.
@@ -267,13 +290,16 @@ func decodeExact(b []byte, v any, maxLen int) error {
 	return nil
 }
 
-// AddCoordinatorBody registers a coordinator node key. The first one (while the state has no
-// coordinator) must be self-signed by that key; later ones must be signed by a registered
-// coordinator.
+// AddCoordinatorBody registers a coordinator node key. It is signed by the key it registers
+// (proof of possession). The first one, while the state has no coordinator, bootstraps the
+// cluster and names the other initial voters in Initial (from the operators' shared voter list);
+// every later one registers a key that is approved: named in Initial, or approved by a majority
+// of the coordinators (ApproveCoordinator), under the approved name.
 type AddCoordinatorBody struct {
 	_msgpack  struct{} `msgpack:",as_array"`
 	PublicKey []byte
 	Name      string
+	Initial   []ApprovedCoordinator
 }
 
 // RegisterBody registers a member; it must be signed by the key it registers.

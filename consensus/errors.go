@@ -36,6 +36,8 @@ var (
 	ErrDeadline = errors.New("consensus: deadline")
 	// ErrOverflow: integer amounts or weights would overflow 64 bits.
 	ErrOverflow = errors.New("consensus: integer overflow")
+	// ErrLimit: a command exceeds a limit of the cluster (sizes, counts, quotas).
+	ErrLimit = errors.New("consensus: over a limit")
 	// ErrSnapshot: a snapshot is truncated, corrupt or fails its checksum.
 	ErrSnapshot = errors.New("consensus: bad snapshot")
 

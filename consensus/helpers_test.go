@@ -56,8 +56,8 @@ func scenario(t testing.TB, seed uint64, members int, rounds uint32) []Command {
 		cmds = append(cmds, c)
 		now++
 	}
-	add("c1", &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})
-	add("c1", &AddCoordinatorBody{PublicKey: testPub("c2"), Name: "c2"})
+	add("c1", &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1", Initial: []ApprovedCoordinator{{ID: testID("c2"), Name: "c2"}}})
+	add("c2", &AddCoordinatorBody{PublicKey: testPub("c2"), Name: "c2"})
 	var ids []string
 	for i := 0; i < members; i++ {
 		m := fmt.Sprintf("s%d-m%d", seed, i)

@@ -115,7 +115,29 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 		it.now += argI64(t, td, "ms", 0)
 		return fmt.Sprintf("now=%d", it.now)
 	case "coordinator":
-		body = &AddCoordinatorBody{PublicKey: testPub(it.name(argStr(t, td, "name", by))), Name: argStr(t, td, "name", by)}
+		// Self-signed by `by` for the key of `key` (default by) under `name` (default key); the
+		// bootstrap names the other initial voters in initial=(...).
+		key := argStr(t, td, "key", by)
+		var initial []ApprovedCoordinator
+		for _, n := range argList(td, "initial") {
+			initial = append(initial, ApprovedCoordinator{ID: it.id(n), Name: n})
+		}
+		body = &AddCoordinatorBody{PublicKey: testPub(it.name(key)), Name: argStr(t, td, "name", key), Initial: initial}
+	case "approve":
+		key := argStr(t, td, "key", "")
+		body = &ApproveCoordinatorBody{ID: it.id(key), Name: argStr(t, td, "name", key), Remove: td.HasArg("remove")}
+	case "coordinators":
+		var b strings.Builder
+		for _, c := range it.s.Coordinators() {
+			fmt.Fprintf(&b, "coordinator %s name=%s\n", c.ID, c.Name)
+		}
+		for _, a := range it.s.Approved() {
+			fmt.Fprintf(&b, "approved %s name=%s\n", a.ID, a.Name)
+		}
+		for _, m := range it.s.Motions() {
+			fmt.Fprintf(&b, "motion %s by=%v\n", m.Type, m.By)
+		}
+		return b.String()
 	case "register":
 		body = &RegisterBody{PublicKey: testPub(by), Name: by, Contributors: argList(td, "contributors")}
 	case "propose":
@@ -308,7 +330,11 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 	if td.HasArg("unsigned") {
 		env.Sig = nil
 	}
-	return it.apply(Command{Version: Version, Time: it.now, Env: env})
+	c := Command{Version: Version, Time: it.now, Env: env}
+	if l := argStr(t, td, "leader", ""); l != "" { // the leader that appends it
+		c.Leader = it.id(l)
+	}
+	return it.apply(c)
 }
 
 func (it *interaction) apply(c Command) string {
@@ -318,7 +344,7 @@ func (it *interaction) apply(c Command) string {
 	if err != nil {
 		kind := "error"
 		for _, s := range []error{ErrUnsigned, ErrBadSignature, ErrUnknownIssuer, ErrForbidden, ErrStaleRequest,
-			ErrExists, ErrNotFound, ErrWrongStatus, ErrDeadline, ErrOverflow, ErrInvalid, ErrDecode} {
+			ErrExists, ErrNotFound, ErrWrongStatus, ErrDeadline, ErrOverflow, ErrLimit, ErrInvalid, ErrDecode} {
 			if errors.Is(err, s) {
 				kind = strings.TrimPrefix(s.Error(), "consensus: ")
 				break

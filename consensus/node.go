@@ -40,9 +40,19 @@ type Config struct {
 	// AdvertiseAddr is the address peers dial; if zero, BindAddr (which must then be a concrete
 	// IP and port).
 	AdvertiseAddr string
+	// Stream carries raft's RPCs instead of plain TCP on BindAddr: a listener that hands out only
+	// connections from authenticated, admitted voters, and a dialer that reaches only them (the
+	// coordinator passes transport.StreamListener: TLS 1.3 pinned to coordinator keys). The Node
+	// closes it on Shutdown. With neither Stream nor Transport, raft speaks plain TCP on BindAddr,
+	// which anyone who can reach the port can forge: for benchmarks and trusted networks only.
+	Stream StreamLayer
 	// Transport replaces the TCP transport (tests use raft.NewInmemTransport). The Node does not
 	// close a transport it was given.
 	Transport raft.Transport
+	// KeyID is this node's coordinator key ID. As leader, the node stamps it on every entry it
+	// appends (Command.Leader), and the state accepts round commands only from that key; Apply
+	// refuses them at once when another key issued them.
+	KeyID string
 	// Peers are the initial voters, this node included. A node with no existing state and
 	// non-empty Peers bootstraps the cluster with them (every initial voter may do so with the
 	// same list). A node with empty Peers waits to be added with AddVoter by the leader.
@@ -85,8 +95,10 @@ func (c *Config) Validate() error {
 		return errf(ErrConfig, "ID is empty")
 	case c.Dir == "" && !c.InMemory:
 		return errf(ErrConfig, "Dir is empty and InMemory is false")
-	case c.Transport == nil && c.BindAddr == "":
-		return errf(ErrConfig, "neither BindAddr nor Transport is set")
+	case c.Transport == nil && c.Stream == nil && c.BindAddr == "":
+		return errf(ErrConfig, "none of BindAddr, Stream and Transport is set")
+	case c.Transport != nil && c.Stream != nil:
+		return errf(ErrConfig, "Stream and Transport exclude each other")
 	case c.MaxAppendEntries < 0 || c.MaxAppendEntries > 1024:
 		return errf(ErrConfig, "MaxAppendEntries %d outside 0..1024", c.MaxAppendEntries)
 	case c.SnapshotRetain < 0:
@@ -224,9 +236,13 @@ func NewNode(cfg Config) (*Node, error) {
 		snaps = fss
 	}
 
-	if cfg.Transport != nil {
+	switch {
+	case cfg.Transport != nil:
 		n.transport = cfg.Transport
-	} else {
+	case cfg.Stream != nil:
+		n.transport, n.ownsTrans = raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+			Stream: raftStream{cfg.Stream}, MaxPool: 4, Timeout: 10 * time.Second, Logger: logger}), true
+	default:
 		adv := cfg.AdvertiseAddr
 		if adv == "" {
 			adv = cfg.BindAddr
@@ -268,6 +284,19 @@ func NewNode(cfg Config) (*Node, error) {
 		}
 	}
 	return n, nil
+}
+
+// StreamLayer is what raft's RPCs travel on (Config.Stream).
+type StreamLayer interface {
+	net.Listener
+	// Dial connects to the voter at addr within timeout.
+	Dial(addr string, timeout time.Duration) (net.Conn, error)
+}
+
+type raftStream struct{ StreamLayer }
+
+func (r raftStream) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	return r.StreamLayer.Dial(string(addr), timeout)
 }
 
 func (n *Node) closeStores() {
@@ -340,6 +369,9 @@ func (n *Node) Apply(ctx context.Context, env Envelope) (Result, error) {
 	if n.raft.State() != raft.Leader {
 		return Result{}, n.mapErr(raft.ErrNotLeader)
 	}
+	if env.Type.leaderOnly() && n.cfg.KeyID != "" && env.Issuer != n.cfg.KeyID {
+		return Result{}, errf(ErrForbidden, "%s issued by %s: only the leader (%s) issues round commands", env.Type, env.Issuer, n.cfg.KeyID)
+	}
 	if env.Type == CmdAddCoordinator && !n.hasCoordinator() {
 		// A new leader's state may lag what is committed: catch up before refusing.
 		if err := n.Barrier(ctx); err != nil {
@@ -372,7 +404,7 @@ func (n *Node) apply(ctx context.Context, env Envelope) (Result, error) {
 	if n.raft.State() != raft.Leader {
 		return Result{}, n.mapErr(raft.ErrNotLeader)
 	}
-	c := Command{Time: n.cfg.Now().UnixMilli(), Env: env}
+	c := Command{Time: n.cfg.Now().UnixMilli(), Env: env, Leader: n.cfg.KeyID}
 	b, err := c.Marshal()
 	if err != nil {
 		return Result{}, err

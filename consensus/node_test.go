@@ -224,10 +224,10 @@ func TestClusterInmemFailover(t *testing.T) {
 	if _, err := c.bootstrap(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	// Afterwards nobody else can self-register as a coordinator, on either path.
+	// Afterwards nobody else can self-register as a coordinator, on either path, without approval.
 	for _, fn := range []func(context.Context, Envelope) (Result, error){c.apply, c.bootstrap} {
-		if _, err := fn(ctx, mustEnv(t, "mallory", 1, &AddCoordinatorBody{PublicKey: testPub("mallory"), Name: "m"})); !errors.Is(err, ErrUnknownIssuer) {
-			t.Fatalf("self-signed second coordinator: err = %v, want ErrUnknownIssuer", err)
+		if _, err := fn(ctx, mustEnv(t, "mallory", 1, &AddCoordinatorBody{PublicKey: testPub("mallory"), Name: "m"})); !errors.Is(err, ErrForbidden) {
+			t.Fatalf("self-signed second coordinator: err = %v, want ErrForbidden", err)
 		}
 	}
 	for i := 0; i < clients; i++ {

@@ -11,7 +11,7 @@ import (
 )
 
 // snapshotMagic starts every snapshot; its last byte is the snapshot format version.
-var snapshotMagic = []byte("COHSNAP\x02")
+var snapshotMagic = []byte("COHSNAP\x03")
 
 // MaxSnapshotBytes bounds what Restore reads.
 const MaxSnapshotBytes = 1 << 30
@@ -32,6 +32,8 @@ type snapshotData struct {
 	Pools        []Pool        // by cohort
 	Payouts      []Payout      // in the order made
 	Dedupe       []dedupeWindow
+	Approved     []ApprovedCoordinator // by ID
+	Motions      []Motion              // by digest
 }
 
 func sortedKeys[K string | uint64](m map[K]bool) []K {
@@ -81,6 +83,12 @@ func (s *State) canonical() *snapshotData {
 	}
 	for _, k := range keysOf(s.dedupe) {
 		d.Dedupe = append(d.Dedupe, *s.dedupe[k])
+	}
+	for _, k := range keysOf(s.approved) {
+		d.Approved = append(d.Approved, *s.approved[k])
+	}
+	for _, k := range keysOf(s.motions) {
+		d.Motions = append(d.Motions, *s.motions[k])
 	}
 	return d
 }
@@ -233,6 +241,23 @@ func fromCanonical(d *snapshotData) (*State, error) {
 			}
 		}
 		s.dedupe[w.Issuer] = w
+	}
+	for i := range d.Approved {
+		a := &d.Approved[i]
+		if _, ok := s.approved[a.ID]; ok || s.coordinators[a.ID] != nil {
+			return nil, dup("approved coordinator", a.ID)
+		}
+		s.approved[a.ID] = a
+	}
+	if len(d.Motions) > MaxMotions {
+		return nil, errf(ErrSnapshot, "%d motions, limit %d", len(d.Motions), MaxMotions)
+	}
+	for i := range d.Motions {
+		m := &d.Motions[i]
+		if _, ok := s.motions[m.Digest]; ok || m.Digest != motionDigest(m.Type, m.Body) || !m.Type.operator() {
+			return nil, errf(ErrSnapshot, "bad or duplicate motion %s", m.Digest)
+		}
+		s.motions[m.Digest] = m
 	}
 	return s, nil
 }

@@ -66,6 +66,8 @@ type State struct {
 	pools        map[uint64]*Pool
 	payouts      []Payout
 	dedupe       map[string]*dedupeWindow
+	approved     map[string]*ApprovedCoordinator // keys approved to register as coordinators
+	motions      map[string]*Motion              // operator commands waiting for a majority
 
 	// preverified is a per-batch cache of verified signatures (not replicated state).
 	preverified map[[32]byte]struct{}
@@ -83,6 +85,8 @@ func NewState() *State {
 		balances:     map[string]uint64{},
 		pools:        map[uint64]*Pool{},
 		dedupe:       map[string]*dedupeWindow{},
+		approved:     map[string]*ApprovedCoordinator{},
+		motions:      map[string]*Motion{},
 	}
 }
 
@@ -122,6 +126,25 @@ func (s *State) Apply(cmd Command) (Result, error) {
 	if cmd.Time > now {
 		now = cmd.Time
 	}
+	// Node stamps Leader on every entry it appends (Config.KeyID; the coordinator always sets
+	// it); an entry without the stamp comes from a node that keeps no coordinator key.
+	if env.Type.leaderOnly() && cmd.Leader != "" && env.Issuer != cmd.Leader {
+		return Result{}, errf(ErrForbidden, "%s issued by coordinator %s but appended by leader %q: only the leader issues round commands", env.Type, env.Issuer, cmd.Leader)
+	}
+	var motion string
+	if env.Type.operator() {
+		done, digest, res, err := s.second(now, env)
+		if err != nil {
+			return Result{}, err
+		}
+		motion = digest
+		if !done {
+			res.Type = env.Type
+			s.clock = now
+			s.remember(env.Issuer, env.RequestID, res)
+			return res, nil
+		}
+	}
 	var res Result
 	switch b := body.(type) {
 	case *AddCoordinatorBody:
@@ -148,9 +171,14 @@ func (s *State) Apply(cmd Command) (Result, error) {
 		res, err = s.reassign(now, b)
 	case *ExtendRoundBody:
 		res, err = s.extendRound(now, b)
+	case *ApproveCoordinatorBody:
+		res, err = s.approveCoordinator(b)
 	}
 	if err != nil {
 		return Result{}, err
+	}
+	if motion != "" {
+		delete(s.motions, motion)
 	}
 	res.Type = env.Type
 	s.clock = now
@@ -178,9 +206,7 @@ func (s *State) signingKey(env *Envelope, body Body) ([]byte, error) {
 	case *RegisterBody:
 		return b.PublicKey, nil // proof of possession of the key being registered
 	case *AddCoordinatorBody:
-		if len(s.coordinators) == 0 {
-			return b.PublicKey, nil // the very first coordinator registers itself
-		}
+		return b.PublicKey, nil // likewise; addCoordinator checks the key is approved
 	}
 	if c, ok := s.coordinators[env.Issuer]; ok {
 		if !env.Type.coordinatorOnly() {
@@ -362,24 +388,6 @@ func cloneBytes(b []byte) []byte {
 }
 
 // ---- handlers: each validates everything before it mutates ----
-
-func (s *State) addCoordinator(now int64, b *AddCoordinatorBody) (Result, error) {
-	if len(b.PublicKey) != ed25519.PublicKeySize {
-		return Result{}, errf(ErrInvalid, "coordinator public key is %d bytes", len(b.PublicKey))
-	}
-	if err := checkName("coordinator name", b.Name, true); err != nil {
-		return Result{}, err
-	}
-	id := IDOf(b.PublicKey)
-	if _, ok := s.coordinators[id]; ok {
-		return Result{}, errf(ErrExists, "coordinator %s", id)
-	}
-	if _, ok := s.members[id]; ok {
-		return Result{}, errf(ErrExists, "key %s is registered as a member", id)
-	}
-	s.coordinators[id] = &Coordinator{ID: id, PublicKey: cloneBytes(b.PublicKey), Name: b.Name, AddedAt: now}
-	return Result{Member: id}, nil
-}
 
 func (s *State) register(now int64, b *RegisterBody) (Result, error) {
 	if len(b.PublicKey) != ed25519.PublicKeySize {
