@@ -24,6 +24,9 @@ var ErrLeadershipLost = errors.New("consensus: leadership lost, outcome unknown"
 type Peer struct {
 	ID   string // raft server ID
 	Addr string // transport address, e.g. "127.0.0.1:7001"
+	// Key is the voter's coordinator key ID (IDOf its public key), pinned by the operators'
+	// shared voter list; empty in Servers' answers and where keys are not used.
+	Key string
 }
 
 // Config configures a Node. Zero values mean the documented defaults.

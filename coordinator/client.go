@@ -16,7 +16,11 @@ import (
 
 // ClientConfig configures a Client. Zero values mean the documented defaults.
 type ClientConfig struct {
-	// Addrs are coordinator addresses; any one will do, the client tries them in turn. Required.
+	// Addrs are coordinator addresses, "HOST:PORT" or "KEYID@HOST:PORT"; any one will do, the
+	// client tries them in turn. Required. A KEYID pins the address: the client talks only to a
+	// node presenting that key there. The client also pins every coordinator a status reply
+	// lists (Query with QueryStatus: its key at its raft address) unless already pinned, so a
+	// client given one pinned address holds the whole cluster's keys after one status query.
 	Addrs []string
 	// Identity is the member's key. Required.
 	Identity *transport.Identity
@@ -38,9 +42,10 @@ type Client struct {
 	signer *consensus.Signer
 	log    *slog.Logger
 
-	mu    sync.Mutex // guards conns and next; calls themselves run concurrently
+	mu    sync.Mutex // guards conns, next and pins; calls themselves run concurrently
 	conns map[string]*transport.Conn
 	next  int
+	pins  map[string]transport.NodeID // address -> the key the node there must have
 
 	stripeStats statsSum // counters of closed transfer stripes
 }
@@ -78,6 +83,20 @@ func Dial(cfg ClientConfig) (*Client, error) {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
 	}
+	pins := map[string]transport.NodeID{}
+	addrs := make([]string, 0, len(cfg.Addrs))
+	for _, a := range cfg.Addrs {
+		key, addr, err := ParsePinned(a)
+		if err != nil {
+			return nil, fmt.Errorf("coordinator address %q: %w", a, err)
+		}
+		if key != "" {
+			id, _ := transport.ParseNodeID(key) // ParsePinned checked it
+			pins[addr] = id
+		}
+		addrs = append(addrs, addr)
+	}
+	cfg.Addrs = addrs
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -97,7 +116,46 @@ func Dial(cfg ClientConfig) (*Client, error) {
 		ep.Close()
 		return nil, err
 	}
-	return &Client{cfg: cfg, ep: ep, signer: sg, conns: map[string]*transport.Conn{}, log: cfg.Logger}, nil
+	return &Client{cfg: cfg, ep: ep, signer: sg, conns: map[string]*transport.Conn{}, log: cfg.Logger, pins: pins}, nil
+}
+
+// Pin makes the client talk to addr only with the node of key ID key (an aggregator's address
+// learnt from the cluster, say). It does not replace an existing pin.
+func (c *Client) Pin(addr, key string) error {
+	id, err := transport.ParseNodeID(key)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.pins[addr]; !ok {
+		c.pins[addr] = id
+	}
+	return nil
+}
+
+// learn pins the coordinators a status reply lists, at their raft addresses.
+func (c *Client) learn(st *Status) {
+	if st == nil {
+		return
+	}
+	addrOf := map[string]string{}
+	for _, sv := range st.Servers {
+		addrOf[sv.ID] = sv.Addr
+	}
+	for _, co := range st.Coordinators {
+		name, key, _ := strings.Cut(co, "=")
+		if a, ok := addrOf[name]; ok {
+			c.Pin(a, key)
+		}
+	}
+}
+
+func (c *Client) pinOf(addr string) (transport.NodeID, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id, ok := c.pins[addr]
+	return id, ok
 }
 
 // ID is the member ID of the client's key.
@@ -154,7 +212,11 @@ func (c *Client) Query(ctx context.Context, q Query) (QueryReply, error) {
 		return QueryReply{}, err
 	}
 	var out QueryReply
-	return out, reply.DecodeBody(&out)
+	if err := reply.DecodeBody(&out); err != nil {
+		return QueryReply{}, err
+	}
+	c.learn(out.Status)
+	return out, nil
 }
 
 // QueryAt asks the coordinator at addr (no failover): `cohort status` on one node.
@@ -250,6 +312,12 @@ func (c *Client) FetchBlob(ctx context.Context, addr string, root transport.Hash
 	if err != nil {
 		return nil, err
 	}
+	if want, ok := c.pinOf(addr); ok && conns[0].Peer() != want {
+		for _, conn := range conns {
+			conn.Close()
+		}
+		return nil, fmt.Errorf("%w: %s is %s, pinned to %s", transport.ErrUnexpectedPeer, addr, conns[0].Peer(), want)
+	}
 	defer func() {
 		for _, conn := range conns {
 			c.stripeStats.add(conn.Stats())
@@ -285,7 +353,13 @@ func (c *Client) call(ctx context.Context, addr string, req transport.Message, l
 	c.mu.Unlock()
 	if conn == nil || conn.Context().Err() != nil {
 		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		nc, err := c.ep.Dial(dctx, addr)
+		var nc *transport.Conn
+		var err error
+		if want, ok := c.pinOf(addr); ok {
+			nc, err = c.ep.DialNode(dctx, addr, want)
+		} else {
+			nc, err = c.ep.Dial(dctx, addr)
+		}
 		cancel()
 		if err != nil {
 			return transport.Message{}, err

@@ -52,7 +52,8 @@ func startCluster(t *testing.T, n int) *cluster {
 	for i := 0; i < n; i++ {
 		a := freePort(t)
 		c.addrs = append(c.addrs, a)
-		peers = append(peers, consensus.Peer{ID: fmt.Sprintf("c%d", i+1), Addr: a})
+		name := fmt.Sprintf("c%d", i+1)
+		peers = append(peers, consensus.Peer{ID: name, Addr: a, Key: testIdentity(t, name).NodeID().String()})
 	}
 	dir := t.TempDir()
 	for i := 0; i < n; i++ {
@@ -250,7 +251,25 @@ func TestNodeJoinsRunningCluster(t *testing.T) {
 			via = c.addrs[i]
 		}
 	}
-	s, err := New(Config{ID: "c4", Dir: t.TempDir(), Listen: addr, Join: via, Identity: testIdentity(t, "c4"), Raft: fastRaft(), Tick: 50 * time.Millisecond})
+	viaKey := ""
+	for i, a := range c.addrs {
+		if a == via {
+			viaKey = c.servers[i].KeyID()
+		}
+	}
+	c4 := testIdentity(t, "c4")
+	// Unapproved, the node cannot get in: the leader refuses its key.
+	s, err := New(Config{ID: "c4", Dir: t.TempDir(), Listen: addr, Join: via, JoinKey: viaKey, Identity: c4, Raft: fastRaft(), Tick: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.registerSelf(context.Background()); err == nil || !strings.Contains(err.Error(), "not approved") {
+		t.Fatalf("unapproved join: %v, want a refusal naming the missing approval", err)
+	}
+	s.Close()
+	// A majority of the operators (two of three) approve its key.
+	approve(t, c, []string{"c1", "c2"}, &consensus.ApproveCoordinatorBody{ID: c4.NodeID().String(), Name: "c4"})
+	s, err = New(Config{ID: "c4", Dir: t.TempDir(), Listen: addr, Join: via, JoinKey: viaKey, Identity: c4, Raft: fastRaft(), Tick: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,4 +281,26 @@ func TestNodeJoinsRunningCluster(t *testing.T) {
 		st := s.Status()
 		return len(st.Servers) == 4 && len(st.Coordinators) == 4 && st.StateHash == c.servers[0].Status().StateHash
 	})
+}
+
+// approve submits body signed by each named coordinator's node key, as its operator would
+// (cohort approve-coordinator); the last signature must apply it.
+func approve(t *testing.T, c *cluster, by []string, body consensus.Body) consensus.Result {
+	t.Helper()
+	var res consensus.Result
+	for i, name := range by {
+		cl, err := Dial(ClientConfig{Addrs: c.addrs, Identity: testIdentity(t, name), Timeout: 20 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err = cl.Submit(context.Background(), body)
+		cl.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if want := i < len(by)-1; (res.Status == "pending") != want {
+			t.Fatalf("%s: status %q after %d of %d signatures", name, res.Status, i+1, len(by))
+		}
+	}
+	return res
 }

@@ -911,9 +911,14 @@ func (s *Server) resync(ctx context.Context, rt *cohortRT, r consensus.Round) {
 	}
 }
 
-// fetchBlob fetches a blob from the coordinator at addr over a connection of this node.
+// fetchBlob fetches a blob from the coordinator at addr (which must have the key registered for
+// that voter) over a connection of this node.
 func (s *Server) fetchBlob(ctx context.Context, addr string, root transport.Hash, size int64) ([]byte, error) {
-	c, err := s.ep.Dial(ctx, addr)
+	want, err := transport.ParseNodeID(s.keyAt(addr))
+	if err != nil {
+		return nil, fmt.Errorf("coordinator at %s: no key known: %w", addr, err)
+	}
+	c, err := s.ep.DialNode(ctx, addr, want)
 	if err != nil {
 		return nil, err
 	}

@@ -24,7 +24,7 @@ import (
 func dashboardNode(t *testing.T) (*Server, string) {
 	t.Helper()
 	addr := freePort(t)
-	s, err := New(Config{ID: "c1", InMemory: true, Listen: addr, Peers: []consensus.Peer{{ID: "c1", Addr: addr}},
+	s, err := New(Config{ID: "c1", InMemory: true, Listen: addr, Peers: []consensus.Peer{{ID: "c1", Addr: addr, Key: testIdentity(t, "c1").NodeID().String()}},
 		Identity: testIdentity(t, "c1"), Raft: fastRaft(), Tick: 50 * time.Millisecond, HTTP: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)

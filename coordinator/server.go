@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
@@ -27,11 +28,15 @@ type Config struct {
 	// Listen is host:port. The client API listens there on UDP (QUIC) and raft on TCP: the same
 	// port number, so one address names a coordinator. Required, with a concrete IP.
 	Listen string
-	// Peers are the initial voters, this node included; empty when the node joins a running
-	// cluster through Join.
+	// Peers are the initial voters, this node included, each with its pinned key ID (Peer.Key:
+	// only those keys can speak Raft to this node, or register as the cluster's first
+	// coordinators); empty when the node joins a running cluster through Join.
 	Peers []consensus.Peer
-	// Join is the address of a running coordinator to ask for membership (with empty Peers).
-	Join string
+	// Join is the address of a running coordinator to ask for membership (with empty Peers),
+	// and JoinKey the key ID that coordinator must have. A majority of the coordinators must
+	// have approved this node's key (cohort approve-coordinator) before it can join.
+	Join    string
+	JoinKey string
 	// Identity is the node's ed25519 key: its QUIC certificate and the key that signs the
 	// commands only coordinators may issue. Required.
 	Identity *transport.Identity
@@ -66,6 +71,25 @@ func (c *Config) Validate() error {
 		return errors.New("coordinator: give --peers to start a cluster or --join to join one")
 	case len(c.Peers) > 0 && c.Join != "":
 		return errors.New("coordinator: --peers and --join exclude each other")
+	case c.Join != "" && c.JoinKey == "":
+		return errors.New("coordinator: --join wants KEYID@HOST:PORT: the key ID of the coordinator joined through (its node key; cohort keygen and cohort status print it)")
+	}
+	self := c.Identity.NodeID().String()
+	for _, p := range c.Peers {
+		if p.Key == "" {
+			return fmt.Errorf("coordinator: --peers: %s=%s has no key ID: want %s=KEYID@%s (each voter's node key ID, printed by cohort keygen)", p.ID, p.Addr, p.ID, p.Addr)
+		}
+		if _, err := transport.ParseNodeID(p.Key); err != nil {
+			return fmt.Errorf("coordinator: --peers: %s: %w", p.ID, err)
+		}
+		if p.ID == c.ID && p.Key != self {
+			return fmt.Errorf("coordinator: --peers pins %s to key %s, but this node's key (%s) is %s", p.ID, p.Key, "--key", self)
+		}
+	}
+	if c.JoinKey != "" {
+		if _, err := transport.ParseNodeID(c.JoinKey); err != nil {
+			return fmt.Errorf("coordinator: --join: %w", err)
+		}
 	}
 	host, _, err := net.SplitHostPort(c.Listen)
 	if err != nil {
@@ -105,6 +129,11 @@ type Server struct {
 	leaderMu    sync.Mutex
 	leaderID    string    // the leader this node saw last ("" none)
 	leaderSince time.Time // when it first saw leaderID
+
+	raftLn   *transport.StreamListener // Raft's authenticated TCP listener (admission.go)
+	raftNode atomic.Pointer[consensus.Node] // s.node once it exists, for raftAllowed
+	pinMu   sync.Mutex
+	learned map[string]bool // coordinator key IDs learned from the coordinator joined through
 }
 
 // leaderChange returns the leader this node sees now and since when it has seen it (the first
@@ -142,17 +171,29 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
+	s := &Server{cfg: cfg, log: log, ep: ep, mux: transport.NewMux(), conns: map[string]*transport.Conn{}, rts: map[uint64]*cohortRT{},
+		learned: map[string]bool{}}
+	// Raft listens on TCP at the same port, behind TLS 1.3 that admits only coordinator keys.
+	raftLn, err := transport.ListenStream(cfg.Listen, transport.StreamConfig{Identity: cfg.Identity, Allow: s.raftAllowed})
+	if err != nil {
+		ep.Close()
+		return nil, fmt.Errorf("coordinator: raft: %w", err)
+	}
+	s.raftLn = raftLn
 	rc := cfg.Raft
 	rc.ID, rc.Dir, rc.InMemory, rc.BindAddr, rc.Peers, rc.Now = cfg.ID, cfg.Dir, cfg.InMemory, cfg.Listen, cfg.Peers, cfg.Now
+	rc.Stream, rc.KeyID = raftLn, s.KeyID()
 	if rc.LogOutput == nil {
 		rc.LogOutput = io.Discard
 	}
 	node, err := consensus.NewNode(rc)
 	if err != nil {
+		raftLn.Close()
 		ep.Close()
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, node: node, ep: ep, mux: transport.NewMux(), conns: map[string]*transport.Conn{}, rts: map[uint64]*cohortRT{}}
+	s.node = node
+	s.raftNode.Store(node)
 	s.mux.Handle(MsgSubmit, s.handleSubmit)
 	s.mux.Handle(protocol.MsgUpload, s.handleUpload)
 	s.mux.Handle(protocol.MsgAggregate, s.handleAggregate)
@@ -231,6 +272,7 @@ func (s *Server) tick(ctx context.Context) {
 		}
 		return
 	}
+	s.reconcileVoters(ctx)
 	s.driveCohorts(ctx)
 	if !s.node.IsLeader() {
 		return
@@ -265,129 +307,6 @@ func (s *Server) registered() bool {
 		return nil
 	})
 	return found
-}
-
-// registerSelf registers this node's key: the first leader of a fresh cluster self-signs; every
-// other node asks the leader, proving its raft address by dialling from it.
-func (s *Server) registerSelf(ctx context.Context) error {
-	env, err := consensus.NewEnvelope(s.cfg.Identity.Key, uint64(s.cfg.Now().UnixNano()), &consensus.AddCoordinatorBody{
-		PublicKey: s.cfg.Identity.PublicKey(), Name: s.cfg.ID,
-	})
-	if err != nil {
-		return err
-	}
-	if s.node.IsLeader() {
-		var none bool
-		s.node.View(func(st *consensus.State) error { none = len(st.Coordinators()) == 0; return nil })
-		if none {
-			_, err := s.node.BootstrapCoordinator(ctx, env)
-			return err
-		}
-	}
-	target := s.cfg.Join
-	if _, addr := s.node.Leader(); addr != "" {
-		target = addr
-	}
-	if target == "" || target == s.cfg.Listen {
-		return errors.New("no leader known yet")
-	}
-	req := transport.Message{Header: transport.Header{Type: MsgJoinCluster}}
-	if err := req.SetBody(joinRequest{ID: s.cfg.ID, Addr: s.cfg.Listen, Env: env}); err != nil {
-		return err
-	}
-	for hop := 0; hop < 3; hop++ {
-		reply, err := s.call(ctx, target, req)
-		if err != nil {
-			return err
-		}
-		var jr joinReply
-		if err := reply.DecodeBody(&jr); err != nil {
-			return err
-		}
-		if jr.Leader == "" {
-			return nil
-		}
-		target = jr.Leader // a follower pointed at the leader
-	}
-	return errors.New("join-cluster: no leader reached")
-}
-
-type joinRequest struct {
-	ID   string
-	Addr string
-	Env  consensus.Envelope
-}
-
-// joinReply is empty from the leader once the node is in; a follower names the leader instead.
-type joinReply struct {
-	Leader string
-}
-
-// handleJoinCluster (leader) adds the requesting node as a voter and registers its key. The
-// request must come from the address it claims (QUIC from the node's own listening socket) and
-// carry an AddCoordinator envelope self-signed by the key of the connection.
-func (s *Server) handleJoinCluster(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
-	var jr joinRequest
-	if err := req.DecodeBody(&jr); err != nil {
-		return transport.Message{}, err
-	}
-	if !s.node.IsLeader() {
-		_, addr := s.node.Leader()
-		if addr == "" {
-			return transport.Message{}, fmt.Errorf("%s no leader elected yet", unavailablePrefix)
-		}
-		reply := transport.Message{Header: transport.Header{Type: MsgJoinCluster}}
-		return reply, reply.SetBody(joinReply{Leader: addr})
-	}
-	if jr.Env.Issuer != peer.String() {
-		return transport.Message{}, fmt.Errorf("join-cluster: envelope issued by %s but sent by %s", jr.Env.Issuer, peer)
-	}
-	body, err := jr.Env.DecodeBody()
-	if err != nil {
-		return transport.Message{}, err
-	}
-	ac, ok := body.(*consensus.AddCoordinatorBody)
-	if !ok || ac.Name != jr.ID {
-		return transport.Message{}, errors.New("join-cluster: want an add-coordinator body naming the node")
-	}
-	if err := jr.Env.Verify(ac.PublicKey); err != nil {
-		return transport.Message{}, fmt.Errorf("join-cluster: %w", err)
-	}
-	if conn, ok := s.peerAddr(ctx, peer); ok && conn != jr.Addr {
-		return transport.Message{}, fmt.Errorf("join-cluster: node %s claims address %s but connects from %s", jr.ID, jr.Addr, conn)
-	}
-	servers, err := s.node.Servers()
-	if err != nil {
-		return transport.Message{}, err
-	}
-	member := false
-	for _, sv := range servers {
-		if sv.ID == jr.ID {
-			if sv.Addr != jr.Addr {
-				return transport.Message{}, fmt.Errorf("join-cluster: %s is a voter at %s, not %s", jr.ID, sv.Addr, jr.Addr)
-			}
-			member = true
-		}
-	}
-	if !member {
-		if err := s.node.AddVoter(ctx, jr.ID, jr.Addr); err != nil {
-			return transport.Message{}, err
-		}
-		s.log.Info("added voter", "id", jr.ID, "addr", jr.Addr)
-	}
-	if _, err := s.applyAsSelf(ctx, &consensus.AddCoordinatorBody{PublicKey: ac.PublicKey, Name: ac.Name}); err != nil {
-		return transport.Message{}, err
-	}
-	reply := transport.Message{Header: transport.Header{Type: MsgJoinCluster}}
-	return reply, reply.SetBody(joinReply{})
-}
-
-// peerAddr is the remote address of the connection a request arrived on.
-func (s *Server) peerAddr(ctx context.Context, _ transport.NodeID) (string, bool) {
-	if c, ok := transport.ConnFromContext(ctx); ok {
-		return c.RemoteAddr().String(), true
-	}
-	return "", false
 }
 
 // applyAsSelf signs body with the node key and applies it (leader only).
@@ -493,12 +412,32 @@ func (s *Server) forward(ctx context.Context, req transport.Message) (transport.
 }
 
 // call sends req to the coordinator at addr over a cached connection from this node's endpoint.
+// The coordinator must present the key registered for the raft voter at addr: a node that
+// answers at a coordinator's address with another key is refused (score partials, aggregates,
+// model re-syncs and forwarded writes go only to the cluster's own keys).
 func (s *Server) call(ctx context.Context, addr string, req transport.Message) (transport.Message, error) {
+	want := s.keyAt(addr)
+	if want == "" {
+		return transport.Message{}, fmt.Errorf("%s no coordinator key known for %s", unavailablePrefix, addr)
+	}
+	return s.callPinned(ctx, addr, want, req)
+}
+
+// callPinned is call to the node at addr that must have key ID want.
+func (s *Server) callPinned(ctx context.Context, addr, want string, req transport.Message) (transport.Message, error) {
+	wantID, err := transport.ParseNodeID(want)
+	if err != nil {
+		return transport.Message{}, fmt.Errorf("coordinator at %s: %w", addr, err)
+	}
 	s.mu.Lock()
 	c := s.conns[addr]
 	s.mu.Unlock()
+	if c != nil && c.Peer() != wantID {
+		c.Close()
+		c = nil
+	}
 	if c == nil || c.Context().Err() != nil {
-		nc, err := s.ep.Dial(ctx, addr)
+		nc, err := s.ep.DialNode(ctx, addr, wantID)
 		if err != nil {
 			return transport.Message{}, err
 		}
@@ -658,23 +597,41 @@ func (s *Server) Status() Status {
 	return st
 }
 
-// ParsePeers parses "c1=127.0.0.1:7001,c2=127.0.0.1:7002".
+// ParsePeers parses the voter list "c1=KEYID@127.0.0.1:7001,c2=KEYID@127.0.0.1:7002": each
+// voter's raft ID, node key ID (32 hex digits, pinned) and address.
 func ParsePeers(s string) ([]consensus.Peer, error) {
 	var out []consensus.Peer
 	if strings.TrimSpace(s) == "" {
 		return nil, nil
 	}
 	for _, part := range strings.Split(s, ",") {
-		id, addr, ok := strings.Cut(strings.TrimSpace(part), "=")
-		if !ok || id == "" || addr == "" {
-			return nil, fmt.Errorf("peer %q: want ID=HOST:PORT", part)
+		id, rest, ok := strings.Cut(strings.TrimSpace(part), "=")
+		if !ok || id == "" || rest == "" {
+			return nil, fmt.Errorf("peer %q: want ID=KEYID@HOST:PORT", part)
 		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
+		key, addr, err := ParsePinned(rest)
+		if err != nil {
 			return nil, fmt.Errorf("peer %q: %w", part, err)
 		}
-		out = append(out, consensus.Peer{ID: id, Addr: addr})
+		out = append(out, consensus.Peer{ID: id, Addr: addr, Key: key})
 	}
 	return out, nil
+}
+
+// ParsePinned parses "KEYID@HOST:PORT" (a node key ID pinned to an address) or "HOST:PORT" (key
+// "" : not pinned). The address must have a port.
+func ParsePinned(s string) (key, addr string, err error) {
+	addr = strings.TrimSpace(s)
+	if k, a, ok := strings.Cut(addr, "@"); ok {
+		if _, err := transport.ParseNodeID(k); err != nil {
+			return "", "", fmt.Errorf("key before @: %w", err)
+		}
+		key, addr = k, a
+	}
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		return "", "", fmt.Errorf("address %q: %w (want HOST:PORT)", addr, err)
+	}
+	return key, addr, nil
 }
 
 // unavailablePrefix starts the text of every error worth retrying at another coordinator; the

@@ -97,7 +97,12 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		if err != nil {
 			return nil, err
 		}
-		peers = append(peers, consensus.Peer{ID: fmt.Sprintf("c%d", i+1), Addr: a})
+		name := fmt.Sprintf("c%d", i+1)
+		id, err := identity(cfg.Seed, name)
+		if err != nil {
+			return nil, err
+		}
+		peers = append(peers, consensus.Peer{ID: name, Addr: a, Key: id.NodeID().String()})
 	}
 	nodes := make([]*node, cfg.Coordinators)
 	defer func() {

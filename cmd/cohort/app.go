@@ -31,6 +31,8 @@ func newApp() *cli.App {
 			trainCommand(),
 			keygenCommand(),
 			coordinatorCommand(),
+			approveCoordinatorCommand(),
+			removeCoordinatorCommand(),
 			proposeCommand(),
 			voteCommand(),
 			proposalsCommand(),

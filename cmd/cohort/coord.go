@@ -55,19 +55,27 @@ func coordinatorCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "coordinator",
 		Usage: "run one coordinator node (Raft replica + QUIC client API)",
-		Description: `Start a three-node cluster (three terminals or machines):
-     cohort coordinator --id c1 --dir ./c1 --listen 127.0.0.1:7001 --peers c1=127.0.0.1:7001,c2=127.0.0.1:7002,c3=127.0.0.1:7003
+		Description: `Start a three-node cluster (three terminals or machines). Each operator makes a node key
+   and shares its ID:
+     cohort keygen --out ./c1/node.key          (prints: id KEYID)
+   then every node gets the same voter list, with each voter's key ID pinned:
+     cohort coordinator --id c1 --dir ./c1 --listen 127.0.0.1:7001 \
+       --peers c1=KEY1@127.0.0.1:7001,c2=KEY2@127.0.0.1:7002,c3=KEY3@127.0.0.1:7003
    and the same for c2 and c3. A node restarted with its --dir catches up from the others.
-   Add a node to a running cluster with --join ADDR instead of --peers.
-   The address is used twice: QUIC (UDP) for the client API and TCP for Raft.
+   To add a node to a running cluster, a majority of the operators first approve its key
+   (cohort approve-coordinator, each with its own node key), then it starts with
+   --join KEYID@ADDR (a coordinator it trusts) instead of --peers.
+   The address is used twice: QUIC (UDP) for the client API and TCP for Raft. Raft speaks
+   TLS 1.3 and admits only the cluster's coordinator keys; expose both to the other
+   coordinators, and only UDP to members (see SECURITY.md).
    --http 127.0.0.1:8080 serves a read-only dashboard (cluster, cohorts, contributions) and
    Prometheus metrics at /metrics.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "id", Required: true, Usage: "node ID, e.g. c1", EnvVars: envVars("id")},
 			&cli.StringFlag{Name: "dir", Required: true, Usage: "data directory (raft log, snapshots, node key)", EnvVars: envVars("dir")},
 			&cli.StringFlag{Name: "listen", Required: true, Usage: "IP:PORT for QUIC (UDP) and Raft (TCP)", EnvVars: envVars("listen")},
-			&cli.StringFlag{Name: "peers", Usage: "initial voters ID=IP:PORT,... (this node included)", EnvVars: envVars("peers")},
-			&cli.StringFlag{Name: "join", Usage: "address of a running coordinator to join through", EnvVars: envVars("join")},
+			&cli.StringFlag{Name: "peers", Usage: "initial voters ID=KEYID@IP:PORT,... (this node included; KEYID from cohort keygen)", EnvVars: envVars("peers")},
+			&cli.StringFlag{Name: "join", Usage: "KEYID@IP:PORT of a running coordinator to join through (the majority must have approved this node's key)", EnvVars: envVars("join")},
 			&cli.StringFlag{Name: "key", Usage: "node key file (default DIR/node.key, created if missing)", EnvVars: envVars("key")},
 			&cli.DurationFlag{Name: "heartbeat-timeout", Usage: "raft heartbeat timeout (default 1s)", EnvVars: envVars("heartbeat_timeout")},
 			&cli.DurationFlag{Name: "election-timeout", Usage: "raft election timeout (default 1s)", EnvVars: envVars("election_timeout")},
@@ -102,6 +110,12 @@ func runCoordinator(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("coordinator: --peers: %w", err)
 	}
+	var joinKey, join string
+	if s := c.String("join"); s != "" {
+		if joinKey, join, err = coordinator.ParsePinned(s); err != nil {
+			return fmt.Errorf("coordinator: --join: %w", err)
+		}
+	}
 	rc := consensus.Config{HeartbeatTimeout: c.Duration("heartbeat-timeout"), ElectionTimeout: c.Duration("election-timeout"),
 		SnapshotThreshold: c.Uint64("snapshot-threshold"), TrailingLogs: c.Uint64("trailing-logs"), SnapshotInterval: c.Duration("snapshot-interval")}
 	if c.String("log-level") == "debug" { // raft's own log lines, at info, with ours
@@ -115,7 +129,7 @@ func runCoordinator(c *cli.Context) error {
 	}
 	srv, err := coordinator.New(coordinator.Config{ID: c.String("id"), Dir: dir, Listen: c.String("listen"), Peers: peers,
 		Validation: coordinator.ValidationConfig{Data: c.String("data"), Samples: c.Int("val-samples")},
-		Join:       c.String("join"), Identity: id, Raft: rc, HTTP: c.String("http")})
+		Join:       join, JoinKey: joinKey, Identity: id, Raft: rc, HTTP: c.String("http")})
 	if err != nil {
 		return err
 	}
@@ -169,6 +183,75 @@ func registeredClient(c *cli.Context) (*coordinator.Client, error) {
 		return nil, fmt.Errorf("registering member %q: %w", name, err)
 	}
 	return cl, nil
+}
+
+// operatorFlags are shared by the commands an operator signs with a coordinator's node key.
+func operatorFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.StringFlag{Name: "coordinator", Required: true, Usage: "coordinator address(es) KEYID@HOST:PORT or HOST:PORT, comma-separated", EnvVars: envVars("coordinator")},
+		&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up after this long", EnvVars: envVars("timeout")},
+		&cli.StringFlag{Name: "key", Required: true, Usage: "your coordinator's node key (DIR/node.key)", EnvVars: envVars("key")},
+		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON", EnvVars: envVars("json")},
+	}
+}
+
+// submitOperator signs body with the operator's coordinator key and reports whether it took
+// effect or awaits more operators' signatures.
+func submitOperator(c *cli.Context, what string, body consensus.Body) error {
+	cl, err := dialClient(c)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	defer cl.Close()
+	res, err := cl.Submit(c.Context, body)
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if c.Bool("json") {
+		return printJSON(c.App.Writer, map[string]any{"status": res.Status, "signatures": res.ID, "duplicate": res.Duplicate})
+	}
+	if res.Status == "pending" {
+		fmt.Fprintf(c.App.Writer, "%s: signed (%d signature(s) so far); it takes effect when a majority of the coordinators' operators have signed the same\n", what, res.ID)
+		return nil
+	}
+	fmt.Fprintf(c.App.Writer, "%s: %s\n", what, res.Status)
+	return nil
+}
+
+func approveCoordinatorCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "approve-coordinator",
+		Usage: "approve a new coordinator's key (an operator command: a majority of operators must sign it)",
+		Description: `Each operator of a majority runs, with its own coordinator's node key:
+     cohort approve-coordinator --coordinator KEYID@127.0.0.1:7001 --key ./c1/node.key --name c4 --node-id NEWKEYID
+   The new node then starts with: cohort coordinator --id c4 ... --join KEYID@127.0.0.1:7001`,
+		Flags: append(operatorFlags(),
+			&cli.StringFlag{Name: "name", Required: true, Usage: "the new node's --id (its raft server ID)", EnvVars: envVars("name")},
+			&cli.StringFlag{Name: "node-id", Required: true, Usage: "the new node's key ID (cohort keygen prints it)", EnvVars: envVars("node_id")},
+		),
+		Action: func(c *cli.Context) error {
+			if _, err := transport.ParseNodeID(c.String("node-id")); err != nil {
+				return fmt.Errorf("approve-coordinator: --node-id: %w", err)
+			}
+			return submitOperator(c, "approve-coordinator", &consensus.ApproveCoordinatorBody{ID: c.String("node-id"), Name: c.String("name")})
+		},
+	}
+}
+
+func removeCoordinatorCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "remove-coordinator",
+		Usage: "remove a coordinator and its Raft voter, e.g. a dead one (a majority of operators must sign it)",
+		Flags: append(operatorFlags(),
+			&cli.StringFlag{Name: "node-id", Required: true, Usage: "the key ID of the coordinator to remove (cohort status lists them)", EnvVars: envVars("node_id")},
+		),
+		Action: func(c *cli.Context) error {
+			if _, err := transport.ParseNodeID(c.String("node-id")); err != nil {
+				return fmt.Errorf("remove-coordinator: --node-id: %w", err)
+			}
+			return submitOperator(c, "remove-coordinator", &consensus.ApproveCoordinatorBody{ID: c.String("node-id"), Remove: true})
+		},
+	}
 }
 
 func proposeCommand() *cli.Command {

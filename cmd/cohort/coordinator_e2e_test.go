@@ -38,6 +38,7 @@ type proc struct {
 	id, addr, dir string
 	cmd           *exec.Cmd
 	log           *os.File
+	key           string // node key ID
 }
 
 type procCluster struct {
@@ -67,7 +68,20 @@ func startProcCluster(t *testing.T, n int) *procCluster {
 	for i := 0; i < n; i++ {
 		p := &proc{id: fmt.Sprintf("c%d", i+1), addr: freeAddr(t)}
 		p.dir = filepath.Join(root, p.id)
-		peers = append(peers, p.id+"="+p.addr)
+		// The operators make their node keys first and share the voter list with the key IDs.
+		if err := os.MkdirAll(p.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(bin, "keygen", "--out", filepath.Join(p.dir, "node.key")).CombinedOutput()
+		if err != nil {
+			t.Fatalf("keygen: %v\n%s", err, out)
+		}
+		_, key, ok := strings.Cut(strings.TrimSpace(string(out)), "\nid ")
+		if !ok {
+			t.Fatalf("keygen printed %q, want a line \"id KEYID\"", out)
+		}
+		p.key = key
+		peers = append(peers, p.id+"="+key+"@"+p.addr)
 		pc.procs = append(pc.procs, p)
 	}
 	pc.peers = strings.Join(peers, ",")

@@ -24,7 +24,7 @@ import (
 func TestReportCommand(t *testing.T) {
 	addr := freeAddr(t)
 	srv, err := coordinator.New(coordinator.Config{ID: "c1", InMemory: true, Listen: addr,
-		Peers: []consensus.Peer{{ID: "c1", Addr: addr}}, Identity: nodeIdentity(t, "c1"), Tick: 50 * time.Millisecond,
+		Peers: []consensus.Peer{{ID: "c1", Addr: addr, Key: nodeIdentity(t, "c1").NodeID().String()}}, Identity: nodeIdentity(t, "c1"), Tick: 50 * time.Millisecond,
 		Raft: consensus.Config{HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond,
 			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond}})
 	if err != nil {
