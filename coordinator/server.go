@@ -130,10 +130,10 @@ type Server struct {
 	leaderID    string    // the leader this node saw last ("" none)
 	leaderSince time.Time // when it first saw leaderID
 
-	raftLn   *transport.StreamListener // Raft's authenticated TCP listener (admission.go)
+	raftLn   *transport.StreamListener      // Raft's authenticated TCP listener (admission.go)
 	raftNode atomic.Pointer[consensus.Node] // s.node once it exists, for raftAllowed
-	pinMu   sync.Mutex
-	learned map[string]bool // coordinator key IDs learned from the coordinator joined through
+	pinMu    sync.Mutex
+	learned  map[string]bool // coordinator key IDs learned from the coordinator joined through
 }
 
 // leaderChange returns the leader this node sees now and since when it has seen it (the first
