@@ -2,6 +2,8 @@ package consensus
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cohortlab/cohort/transport"
 )
 
 // BenchmarkStateApply: one replica's FSM throughput (decode, ed25519 verify, apply) on receipts,
@@ -114,11 +118,49 @@ func startTCPCluster(b testing.TB, tune func(*Config)) (*cluster, []Peer) {
 // stores, batched (BatchApplyCh, MaxAppendEntries 1024) under many concurrent Applies. The
 // workload is whole rounds of a 1024-member cohort: open, 1024 signed receipts, a score commit
 // paying 1024 contributors, close.
-func BenchmarkLedgerWritesTCP(b *testing.B) {
+func BenchmarkLedgerWritesTCP(b *testing.B) { ledgerWrites(b, nil) }
+
+// BenchmarkLedgerWritesTLS is BenchmarkLedgerWritesTCP with raft on the coordinators' stream layer:
+// TLS 1.3 over TCP, both ends presenting ed25519 node keys pinned by the other voters.
+func BenchmarkLedgerWritesTLS(b *testing.B) { ledgerWrites(b, withTLS(b)) }
+
+// withTLS gives every node of a startTCPCluster an authenticated stream layer admitting exactly
+// the cluster's node keys.
+func withTLS(b testing.TB) func(*Config) {
+	ids := map[string]*transport.Identity{}
+	allowed := map[transport.NodeID]bool{}
+	for i := 1; i <= 3; i++ {
+		seed := sha256.Sum256([]byte(fmt.Sprintf("b%d-node", i)))
+		id, err := transport.NewIdentity(ed25519.NewKeyFromSeed(seed[:]))
+		if err != nil {
+			b.Fatal(err)
+		}
+		ids[fmt.Sprintf("b%d", i)] = id
+		allowed[id.NodeID()] = true
+	}
+	allow := func(id transport.NodeID) error {
+		if !allowed[id] {
+			return fmt.Errorf("not a voter")
+		}
+		return nil
+	}
+	return func(c *Config) {
+		ln, err := transport.ListenStream(c.BindAddr, transport.StreamConfig{Identity: ids[c.ID], Allow: allow})
+		if err != nil {
+			b.Fatal(err)
+		}
+		c.Stream = ln
+	}
+}
+
+func ledgerWrites(b *testing.B, tune func(*Config)) {
 	const members, workers = 1024, 512
 	var skip atomic.Int64
 	c, _ := startTCPCluster(b, func(c *Config) {
 		c.Now = func() time.Time { return time.Now().Add(time.Duration(skip.Load())) }
+		if tune != nil {
+			tune(c)
+		}
 	})
 	defer func() {
 		for _, n := range c.live() {
@@ -220,6 +262,7 @@ func BenchmarkFailover(b *testing.B) {
 			c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLeaseTimeout = time.Second, time.Second, 500*time.Millisecond
 		}},
 		{"node-defaults", nil},
+		{"node-defaults-tls", withTLS(b)},
 		{"tuned", func(c *Config) {
 			c.HeartbeatTimeout, c.ElectionTimeout = 150*time.Millisecond, 150*time.Millisecond
 			c.LeaderLeaseTimeout, c.CommitTimeout = 75*time.Millisecond, 5*time.Millisecond

@@ -417,9 +417,9 @@ func TestConfigValidate(t *testing.T) {
 		"no transport": func(c *Config) { c.BindAddr = "" },
 		"max append":   func(c *Config) { c.MaxAppendEntries = 2000 },
 		"negative":     func(c *Config) { c.ElectionTimeout = -1 },
-		"peer twice":   func(c *Config) { c.Peers = []Peer{{"a", "x"}, {"a", "y"}} },
-		"not in peers": func(c *Config) { c.Peers = []Peer{{"b", "x"}} },
-		"empty peer":   func(c *Config) { c.Peers = []Peer{{"a", ""}} },
+		"peer twice":   func(c *Config) { c.Peers = []Peer{{ID: "a", Addr: "x"}, {ID: "a", Addr: "y"}} },
+		"not in peers": func(c *Config) { c.Peers = []Peer{{ID: "b", Addr: "x"}} },
+		"empty peer":   func(c *Config) { c.Peers = []Peer{{ID: "a"}} },
 		"log level":    func(c *Config) { c.LogLevel = "loud" },
 	}
 	for name, mod := range cases {
