@@ -466,6 +466,8 @@ func printStatus(w io.Writer, st coordinator.Status) {
 		servers = append(servers, s.ID+"="+s.Addr)
 	}
 	fmt.Fprintf(w, "  voters: %s\n  registered coordinators: %d, members: %d, proposals: %d\n", strings.Join(servers, " "), len(st.Coordinators), st.Members, st.Proposals)
+	// The keys to pin (--coordinator KEYID@HOST:PORT) and to approve or remove by.
+	fmt.Fprintf(w, "  coordinator keys: %s\n", strings.Join(st.Coordinators, " "))
 	for _, co := range st.Cohorts {
 		fmt.Fprintf(w, "  cohort %d (proposal %d): %s, %d members, round %d\n", co.ID, co.Proposal, co.Status, co.Members, co.CurrentRound)
 	}
