@@ -36,11 +36,17 @@
 //
 // # Duplicates
 //
-// Participants whose updates are near-identical (cosine ≥ DupCosine) or who registered data with
-// the same fingerprint as an earlier contributor (consensus.ContributorData.DuplicateOf) form a
-// group. A group is scored once — the mean of its members' s_ik — and credited to its earliest
-// registered member; the others are flagged "duplicate". Registering a copy of someone's data
-// therefore earns the copier nothing and its victim nothing extra.
+// Participants whose updates are near-identical (cosine ≥ DupCosine) form a group, and so do
+// those who registered data with the same fingerprint as an earlier contributor
+// (consensus.ContributorData.DuplicateOf) when their updates also agree (cosine ≥
+// FingerprintCosine: updates from the same data, even on other batches, point the same way). A
+// group is scored once — the mean of its members' s_ik — and credited to its earliest registered
+// member; the others are flagged "duplicate". Registering a copy of someone's data therefore earns
+// the copier nothing and its victim nothing extra.
+//
+// A fingerprint is the member's own claim, so it never moves credit by itself: a member who
+// registers someone else's published fingerprint first, and trains on anything else, is flagged
+// but not grouped with the real owner, who keeps the credit of its own update.
 //
 // # Weights
 //
@@ -69,6 +75,9 @@ type Config struct {
 	NormOutlier float64
 	// DupCosine: updates at least this similar are one group; default 0.95.
 	DupCosine float64
+	// FingerprintCosine: updates of contributors that registered the same data fingerprint are one
+	// group when at least this similar; default 0.5.
+	FingerprintCosine float64
 	// StaleCosine: an update at least this aligned with the previous global step is flagged
 	// "stale" (it is scored on what remains after removing that component); default 0.9.
 	StaleCosine float64
@@ -88,6 +97,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.DupCosine == 0 {
 		c.DupCosine = 0.95
+	}
+	if c.FingerprintCosine == 0 {
+		c.FingerprintCosine = 0.5
 	}
 	if c.StaleCosine == 0 {
 		c.StaleCosine = 0.9
@@ -201,18 +213,22 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 			ownerOf[cd.Name] = a
 		}
 	}
+	cosine := func(a, b int) float64 {
+		if norms[a] == 0 || norms[b] == 0 {
+			return 0
+		}
+		return sums.Gram[idx[a]*len(sums.Members)+idx[b]] / (norms[a] * norms[b])
+	}
+	confirmed := map[string]bool{} // contributors whose registered duplicate the updates confirm
 	for a := range idx {
 		for _, cd := range byMember[ms[a].Member].Contributors {
-			if b, ok := ownerOf[cd.DuplicateOf]; ok && cd.DuplicateOf != "" {
+			if b, ok := ownerOf[cd.DuplicateOf]; ok && cd.DuplicateOf != "" && (b == a || cosine(a, b) >= cfg.FingerprintCosine) {
 				uf.union(a, b)
+				confirmed[cd.Name] = true
 			}
 		}
 		for b := a + 1; b < n; b++ {
-			if norms[a] == 0 || norms[b] == 0 {
-				continue
-			}
-			cos := sums.Gram[idx[a]*len(sums.Members)+idx[b]] / (norms[a] * norms[b])
-			if cos >= cfg.DupCosine {
+			if cosine(a, b) >= cfg.DupCosine {
 				uf.union(a, b)
 			}
 		}
@@ -267,14 +283,17 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 	influence := map[string]int64{}
 	for a := range idx {
 		p := byMember[ms[a].Member]
-		cs := creditable(p)
+		cs := creditable(p, confirmed)
 		ms[a].Contribute = names(p)
 		if ms[a].Mean < 0 {
 			fl.add(p, "negative-influence", fmt.Sprintf("update raised the validation loss (%.3g)", ms[a].Mean))
 		}
 		for _, cd := range p.Contributors {
-			if cd.DuplicateOf != "" {
+			switch {
+			case confirmed[cd.Name]:
 				fl.add(p, "duplicate", "duplicate of "+cd.DuplicateOf+" (same data fingerprint)")
+			case cd.DuplicateOf != "":
+				fl.add(p, "fingerprint", "same data fingerprint as "+cd.DuplicateOf+", but the updates differ: not grouped")
 			}
 			influence[cd.Name] = toFixed(ms[a].LCB)
 		}
@@ -338,11 +357,12 @@ func less(a, b Participant) bool {
 	return a.Member < b.Member
 }
 
-// creditable are the contributors of p that may be paid (not registered copies).
-func creditable(p Participant) []consensus.ContributorData {
+// creditable are the contributors of p that may be paid: all but registered copies whose
+// duplicate the updates confirmed.
+func creditable(p Participant, confirmed map[string]bool) []consensus.ContributorData {
 	var out []consensus.ContributorData
 	for _, cd := range p.Contributors {
-		if cd.DuplicateOf == "" {
+		if !confirmed[cd.Name] {
 			out = append(out, cd)
 		}
 	}

@@ -1,6 +1,7 @@
 package attribution
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -173,8 +174,8 @@ func TestPlantedContributors(t *testing.T) {
 		add("noise", scaled(noise, float32(honestNorm/norm(noise))), "")
 		add("labelflip", w.mix(-0.2, w.gbar, 1, w.gauss(0.5)), "")
 		add("scale", scaled(updates[2], 100), "")
-		add("copy", w.mix(1, updates[4], 1, w.gauss(0.05)), "") // trained on h5's data
-		add("copyfp", w.mix(0.25, w.gbar, 1, w.gauss(0.5)), "h5")
+		add("copy", w.mix(1, updates[4], 1, w.gauss(0.05)), "")    // trained on h5's data
+		add("copyfp", w.mix(1, updates[4], 1, w.gauss(0.4)), "h5") // h5's data, other batches
 		add("freerider", w.mix(1, w.u, 1, w.gauss(0.01)), "")
 		add("zero", make([]float32, w.dim), "")
 
@@ -317,5 +318,35 @@ func TestDeterministic(t *testing.T) {
 	a, b := run(), run()
 	if !slices.Equal(a.Data, b.Data) || !slices.Equal(a.Compute, b.Compute) || !slices.Equal(a.Influence, b.Influence) {
 		t.Fatalf("differs:\n%v\n%v", a, b)
+	}
+}
+
+// A registered fingerprint is the member's claim: registering someone's published fingerprint
+// first, and sending an update of anything else, moves no credit from the data's owner.
+func TestFingerprintClaimMovesNoCredit(t *testing.T) {
+	const budget = 1_000_000
+	w := newWorld(7, 40000, 8)
+	var members []string
+	var updates [][]float32
+	var parts []Participant
+	add := func(name string, d []float32, dupOf string) {
+		members, updates = append(members, name), append(updates, d)
+		parts = append(parts, part(name, uint32(len(parts)+1), 1000, dupOf))
+	}
+	add("front", w.gauss(0.6), "") // joined first, claiming the owner's fingerprint
+	add("owner", w.mix(0.25, w.gbar, 1, w.gauss(0.5)), "front")
+	for i, a := range []float32{0.1, 0.15, 0.2, 0.3} {
+		add(fmt.Sprintf("h%d", i+1), w.mix(a, w.gbar, 1, w.gauss(0.5)), "")
+	}
+	res := w.score(t, members, updates, parts)
+	pay := payouts(t, res, budget)
+	if pay["owner"] < pay["h1"] {
+		t.Errorf("the data's owner earned %d, less than h1's %d: the claim took its credit", pay["owner"], pay["h1"])
+	}
+	if pay["front"] > budget/100 {
+		t.Errorf("the claimant earned %d of %d", pay["front"], budget)
+	}
+	if hasFlag(res, "owner", "duplicate") || !hasFlag(res, "owner", "fingerprint") {
+		t.Errorf("owner's flags %v: want the fingerprint noted, not a duplicate", res.Flags)
 	}
 }
