@@ -39,7 +39,8 @@
 // Participants whose updates are near-identical (cosine ≥ DupCosine) form a group, and so do
 // those who registered data with the same fingerprint as an earlier contributor
 // (consensus.ContributorData.DuplicateOf) when their updates also agree (cosine ≥
-// FingerprintCosine: updates from the same data, even on other batches, point the same way). A
+// FingerprintCosine: updates from the same data, even on other batches and after compression, point
+// roughly the same way). A
 // group is scored once — the mean of its members' s_ik — and credited to its earliest registered
 // member; the others are flagged "duplicate". Registering a copy of someone's data therefore earns
 // the copier nothing and its victim nothing extra.
@@ -76,7 +77,7 @@ type Config struct {
 	// DupCosine: updates at least this similar are one group; default 0.95.
 	DupCosine float64
 	// FingerprintCosine: updates of contributors that registered the same data fingerprint are one
-	// group when at least this similar; default 0.5.
+	// group when at least this similar; default 0.2.
 	FingerprintCosine float64
 	// StaleCosine: an update at least this aligned with the previous global step is flagged
 	// "stale" (it is scored on what remains after removing that component); default 0.9.
@@ -99,7 +100,7 @@ func (c Config) withDefaults() Config {
 		c.DupCosine = 0.95
 	}
 	if c.FingerprintCosine == 0 {
-		c.FingerprintCosine = 0.5
+		c.FingerprintCosine = 0.2
 	}
 	if c.StaleCosine == 0 {
 		c.StaleCosine = 0.9
