@@ -82,6 +82,9 @@ type cohortRT struct {
 	downE  map[int][]float32 // the aggregator's error feedback per slice start, for the down codec
 	shape  compress.Shape
 	outerC trainer.OuterConfig
+	// roundSamples is what the protocol fixes one round of one member to train on: the proposal's
+	// H inner steps × the model's batch size. No update weighs more in an aggregate.
+	roundSamples uint64
 
 	mu       sync.Mutex
 	theta    []float32
@@ -180,7 +183,7 @@ func (s *Server) runtime(c consensus.Cohort, p consensus.Proposal) (*cohortRT, e
 		return nil, err
 	}
 	rt := &cohortRT{id: c.ID, codec: setting, down: down, downE: map[int][]float32{}, shape: trainer.CodecShape(model.Layout()), outerC: oc,
-		theta: theta, outer: outer, hash: protocol.HashParams(theta), aggs: map[[2]int]*sliceAgg{}, deltaTo: map[[32]byte][]float32{}}
+		roundSamples: uint64(p.Params.InnerSteps) * uint64(model.BatchSize()), theta: theta, outer: outer, hash: protocol.HashParams(theta), aggs: map[[2]int]*sliceAgg{}, deltaTo: map[[32]byte][]float32{}}
 	// The validator loads its data and model in the background: rounds need not wait for it.
 	rt.measure(rt.theta, rt.hash)
 	go func() {
@@ -304,6 +307,10 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 	if u.Samples == 0 || u.Samples > 1<<40 {
 		return transport.Message{}, fmt.Errorf("upload: %d samples", u.Samples)
 	}
+	weight, err := s.uploadWeight(rt, member, u.Samples)
+	if err != nil {
+		return transport.Message{}, fmt.Errorf("upload: %w", err)
+	}
 	codec, err := compress.New(compress.Config{Setting: rt.codec, Shape: rt.shape.Slice(sl.Start, sl.End), MaxElements: sl.End - sl.Start})
 	if err != nil {
 		return transport.Message{}, err
@@ -340,12 +347,101 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 	if _, dup := a.updates[member]; dup {
 		return transport.Message{}, fmt.Errorf("upload: %s already sent slice %d of round %d", member, u.Slice, u.Round)
 	}
-	a.updates[member] = upd{vals: vals, samples: u.Samples}
+	a.updates[member] = upd{vals: vals, samples: weight}
 	s.metrics.observeUpload(len(req.Payload), time.Since(t0))
 	if len(a.updates) == len(a.participants) {
 		s.finalize(rt, a)
 	}
 	return transport.Message{Header: transport.Header{Type: protocol.MsgUpload}}, nil
+}
+
+// uploadWeight is the weight an update of member carries in the aggregate: the samples it claims
+// (self-reported, so never trusted upwards), at most what the protocol fixes for a round
+// (cohortRT.roundSamples) and at most the samples its contributors registered when it joined the
+// cohort. A claim is only ever lowered: one member cannot outweigh the others by lying.
+func (s *Server) uploadWeight(rt *cohortRT, member string, claimed uint64) (uint64, error) {
+	var registered uint64
+	found := false
+	err := s.node.View(func(st *consensus.State) error {
+		c, err := st.Cohort(rt.id)
+		if err != nil {
+			return err
+		}
+		for _, m := range c.Members {
+			if m.Member != member {
+				continue
+			}
+			found = true
+			for _, cd := range m.Contributors {
+				registered = satAdd(registered, cd.Samples)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if !found || registered == 0 {
+		return 0, fmt.Errorf("%s registered no samples in cohort %d", member, rt.id)
+	}
+	return min(claimed, rt.roundSamples, registered), nil
+}
+
+func satAdd(a, b uint64) uint64 {
+	if a+b < a {
+		return math.MaxUint64
+	}
+	return a + b
+}
+
+// ErrForbidden is wrapped by the errors that refuse a peer what is not for it: a cohort's model
+// parameters, outer momentum, aggregates and model blobs go only to the cohort's members and to
+// registered coordinators. (The ledger, rounds, proposals and cohorts are public.)
+var ErrForbidden = errors.New("forbidden")
+
+// mayRead reports (nil) whether peer may read cohort's model, momentum and aggregates: a member of
+// the cohort, a registered coordinator, or this node itself (the zero NodeID: a local call).
+func (s *Server) mayRead(peer transport.NodeID, cohort uint64) error {
+	if peer == (transport.NodeID{}) || peer == s.cfg.Identity.NodeID() {
+		return nil
+	}
+	id := peer.String()
+	ok := false
+	s.node.View(func(st *consensus.State) error {
+		for _, c := range st.Coordinators() {
+			ok = ok || c.ID == id
+		}
+		if c, err := st.Cohort(cohort); err == nil {
+			for _, m := range c.Members {
+				ok = ok || m.Member == id
+			}
+		}
+		return nil
+	})
+	if !ok {
+		return fmt.Errorf("%w: %s is neither a member of cohort %d nor a coordinator: the cohort's model and aggregates are for them only", ErrForbidden, id, cohort)
+	}
+	return nil
+}
+
+// allowBlob is the transfer store's access hook (transport.StoreConfig.Allow): the store holds
+// only cohorts' model blobs (handleModel), so a blob goes to whoever may read its cohort.
+func (s *Server) allowBlob(peer transport.NodeID, root transport.Hash) error {
+	s.rtMu.Lock()
+	rts := make([]*cohortRT, 0, len(s.rts))
+	for _, rt := range s.rts {
+		rts = append(rts, rt)
+	}
+	s.rtMu.Unlock()
+	for _, rt := range rts {
+		rt.mu.Lock()
+		mine := rt.blobRoot == root
+		rt.mu.Unlock()
+		if mine {
+			return s.mayRead(peer, rt.id)
+		}
+	}
+	return fmt.Errorf("%w: blob %s is no cohort's current model", ErrForbidden, root)
 }
 
 // roundSlice looks up a round and one of its slices that this node aggregates. A peer may learn of
@@ -514,7 +610,8 @@ func (s *Server) roundState(r consensus.Round) consensus.Round {
 }
 
 // finalize computes the aggregate of a slice from what arrived (rt.mu held): each update clipped
-// to ClipMultiple × the median norm, then averaged weighted by samples, in member-ID order.
+// to ClipMultiple × the median norm, then averaged weighted by its samples as uploadWeight capped
+// them, in member-ID order.
 func (s *Server) finalize(rt *cohortRT, a *sliceAgg) {
 	select {
 	case <-a.done:
@@ -600,10 +697,14 @@ func (s *Server) finalize(rt *cohortRT, a *sliceAgg) {
 }
 
 // handleAggregate long-polls for the aggregate of a slice this node aggregates.
-func (s *Server) handleAggregate(ctx context.Context, _ transport.NodeID, req transport.Message) (transport.Message, error) {
+// Only the cohort's members and coordinators may ask (mayRead).
+func (s *Server) handleAggregate(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
 	var q protocol.AggregateRequest
 	if err := req.DecodeBody(&q); err != nil {
 		return transport.Message{}, err
+	}
+	if err := s.mayRead(peer, q.Cohort); err != nil {
+		return transport.Message{}, fmt.Errorf("aggregate: %w", err)
 	}
 	rt, r, sl, err := s.roundSlice(q.Cohort, q.Round, q.Slice)
 	if err != nil {
@@ -626,11 +727,15 @@ func (s *Server) handleAggregate(ctx context.Context, _ transport.NodeID, req tr
 }
 
 // handleModel answers with where to fetch θ and the outer momentum of a cohort's replica: the blob
-// is put in the node's transfer store (once per applied round) and fetched in chunks.
-func (s *Server) handleModel(_ context.Context, _ transport.NodeID, req transport.Message) (transport.Message, error) {
+// is put in the node's transfer store (once per applied round) and fetched in chunks. Only the
+// cohort's members and coordinators may ask (mayRead), and fetch the blob (allowBlob).
+func (s *Server) handleModel(_ context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
 	var q protocol.ModelRequest
 	if err := req.DecodeBody(&q); err != nil {
 		return transport.Message{}, err
+	}
+	if err := s.mayRead(peer, q.Cohort); err != nil {
+		return transport.Message{}, fmt.Errorf("model: %w", err)
 	}
 	s.rtMu.Lock()
 	rt := s.rts[q.Cohort]
