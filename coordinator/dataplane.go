@@ -243,6 +243,10 @@ func outerConfig(h consensus.Hyperparams) (trainer.OuterConfig, error) {
 			// OuterConfig reads a zero learning rate as "the default"; a proposal means zero.
 			return oc, fmt.Errorf("outer: learning rate %q must be positive and finite", f.s)
 		}
+		if v == 0 {
+			// Nor can it hold a zero momentum: it would train with the default 0.9.
+			return oc, fmt.Errorf("outer: momentum %q: want 0 < μ < 1 (0 would mean the default 0.9)", f.s)
+		}
 		*f.dst = float32(v)
 	}
 	return oc, oc.Validate()
@@ -269,11 +273,24 @@ func errorDecay(h consensus.Hyperparams) (float32, error) {
 	return float32(v), nil
 }
 
-// CheckHyperparams reports whether peers can train with a proposal's settings: a codec that
-// parses, an outer step that validates, an error decay in (0, 1]. The consensus state machine
-// checks only sizes, so coordinators check these before a proposal reaches the log, and the CLI
-// before it is sent.
+// MaxInnerSteps and MaxRounds bound a proposal's H and rounds: far beyond any useful cohort, and
+// small enough that H × a batch size and the round numbers never overflow.
+const (
+	MaxInnerSteps = 1_000_000
+	MaxRounds     = 1_000_000
+)
+
+// CheckHyperparams reports whether peers can train with a proposal's settings: 1 to MaxInnerSteps
+// inner steps, 1 to MaxRounds rounds, a codec that parses, an outer step that validates, an error
+// decay in (0, 1]. The consensus state machine checks only sizes, so coordinators check these
+// before a proposal reaches the log, and the CLI before it is sent.
 func CheckHyperparams(h consensus.Hyperparams) error {
+	if h.InnerSteps == 0 || h.InnerSteps > MaxInnerSteps {
+		return fmt.Errorf("inner steps H %d: want 1 to %d (with 0 no peer could train)", h.InnerSteps, MaxInnerSteps)
+	}
+	if h.Rounds == 0 || h.Rounds > MaxRounds {
+		return fmt.Errorf("rounds %d: want 1 to %d", h.Rounds, MaxRounds)
+	}
 	if h.Codec != "" {
 		if _, err := compress.Parse(h.Codec); err != nil {
 			return fmt.Errorf("codec: %w", err)

@@ -207,6 +207,11 @@ func TestCheckHyperparams(t *testing.T) {
 		{consensus.Hyperparams{}, ""},
 		{consensus.Hyperparams{Codec: "topk:0.03/m+q1", OuterLR: "1", OuterMomentum: "0.8", ErrorDecay: "0.9"}, ""},
 		{consensus.Hyperparams{ErrorDecay: "1"}, ""},
+		{consensus.Hyperparams{InnerSteps: MaxInnerSteps, Rounds: MaxRounds}, ""},
+		{consensus.Hyperparams{InnerSteps: 0, Rounds: 1}, "inner steps H 0"},
+		{consensus.Hyperparams{InnerSteps: MaxInnerSteps + 1, Rounds: 1}, "inner steps H 1000001"},
+		{consensus.Hyperparams{InnerSteps: 1, Rounds: 0}, "rounds 0"},
+		{consensus.Hyperparams{InnerSteps: 1, Rounds: 1 << 31}, "rounds 2147483648"},
 		{consensus.Hyperparams{Codec: "topk:2"}, "codec"},
 		{consensus.Hyperparams{Codec: "gzip"}, "codec"},
 		{consensus.Hyperparams{OuterLR: "fast"}, "outer lr"},
@@ -214,11 +219,15 @@ func TestCheckHyperparams(t *testing.T) {
 		{consensus.Hyperparams{OuterLR: "Inf"}, "learning rate"},
 		{consensus.Hyperparams{OuterMomentum: "1"}, "momentum"},
 		{consensus.Hyperparams{OuterMomentum: "-0.1"}, "momentum"},
+		{consensus.Hyperparams{OuterMomentum: "0"}, "0 would mean the default 0.9"},
 		{consensus.Hyperparams{ErrorDecay: "0"}, "error decay"},
 		{consensus.Hyperparams{ErrorDecay: "1.01"}, "error decay"},
 		{consensus.Hyperparams{ErrorDecay: "NaN"}, "error decay"},
 		{consensus.Hyperparams{ErrorDecay: "0.9x"}, "error decay"},
 	} {
+		if tc.h.InnerSteps == 0 && tc.h.Rounds == 0 {
+			tc.h.InnerSteps, tc.h.Rounds = 50, 20 // the cases about the other fields
+		}
 		err := CheckHyperparams(tc.h)
 		if tc.want == "" {
 			if err != nil {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -140,9 +141,30 @@ func clientFlags(write bool) []cli.Flag {
 	return append(fs, key)
 }
 
+// coordinatorAddrs reads --coordinator: one or more HOST:PORT, each checked
+// (coordinator.CheckAddr) so that a typo fails at once instead of after the retries.
+func coordinatorAddrs(c *cli.Context) ([]string, error) {
+	addrs := splitAddrs(c.String("coordinator"))
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("--coordinator %q: no address (want HOST:PORT[,HOST:PORT...])", c.String("coordinator"))
+	}
+	for _, a := range addrs {
+		if err := coordinator.CheckAddr(a); err != nil {
+			return nil, fmt.Errorf("--coordinator: %w", err)
+		}
+	}
+	return addrs, nil
+}
+
 func dialClient(c *cli.Context) (*coordinator.Client, error) {
+	addrs, err := coordinatorAddrs(c)
+	if err != nil {
+		return nil, err
+	}
+	if d := c.Duration("timeout"); d <= 0 {
+		return nil, fmt.Errorf("--timeout %s: want a positive duration, e.g. 30s", d)
+	}
 	var id *transport.Identity
-	var err error
 	if path := c.String("key"); path != "" {
 		id, err = transport.LoadKey(path)
 	} else {
@@ -151,7 +173,7 @@ func dialClient(c *cli.Context) (*coordinator.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return coordinator.Dial(coordinator.ClientConfig{Addrs: splitAddrs(c.String("coordinator")), Identity: id, Timeout: c.Duration("timeout")})
+	return coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: id, Timeout: c.Duration("timeout")})
 }
 
 // registeredClient dials and registers the member if needed.
@@ -187,13 +209,20 @@ func proposeCommand() *cli.Command {
 			&cli.Float64Flag{Name: "outer-momentum", Value: 0.8, Usage: "outer Nesterov momentum μ", EnvVars: envVars("outer_momentum")}, // sim.DefaultOuterMomentum
 			&cli.Float64Flag{Name: "ef-decay", Value: 0.9, Usage: "error-feedback decay β: each peer's residual becomes β·e + Δ each round (1: plain error feedback)", EnvVars: envVars("ef_decay")},
 			&cli.Uint64Flag{Name: "reward-pool", Value: 1_000_000, Usage: "reward pool (integer units)", EnvVars: envVars("reward_pool")},
-			&cli.UintFlag{Name: "min-members", Value: 2, Usage: "members needed before the first round", EnvVars: envVars("min_members")},
+			&cli.UintFlag{Name: "min-members", Value: 2, Usage: "members needed before the first round (at least 1)", EnvVars: envVars("min_members")},
 			&cli.Float64Flag{Name: "quorum", Value: 0.5, Usage: "share of the eligible vote weight that must vote", EnvVars: envVars("quorum")},
 			&cli.Float64Flag{Name: "threshold", Value: 0.5, Usage: "share of the cast weight that must vote yes", EnvVars: envVars("threshold")},
 			&cli.DurationFlag{Name: "voting-period", Value: time.Minute, Usage: "how long votes are open", EnvVars: envVars("voting_period")},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON", EnvVars: envVars("json")},
 		),
 		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("propose: unexpected argument %q", c.Args().First())
+			}
+			if err := checkFlags(c, "propose", between("rounds", 1, coordinator.MaxRounds), between("inner-steps", 1, coordinator.MaxInnerSteps),
+				between("min-members", 1, math.MaxUint32)); err != nil {
+				return err
+			}
 			var vh []byte
 			if s := c.String("validation-hash"); s != "" {
 				b, err := hex.DecodeString(s)
@@ -249,6 +278,9 @@ func voteCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			if c.Bool("yes") == c.Bool("no") {
 				return errors.New("vote: give exactly one of --yes and --no")
+			}
+			if c.Uint64("proposal") == 0 {
+				return errors.New("vote: --proposal must be a proposal ID (1 or more)")
 			}
 			cl, err := registeredClient(c)
 			if err != nil {
