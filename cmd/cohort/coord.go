@@ -23,6 +23,7 @@ import (
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator"
+	"github.com/cohortlab/cohort/coordinator/report"
 	"github.com/cohortlab/cohort/sim"
 	"github.com/cohortlab/cohort/transport"
 )
@@ -260,7 +261,7 @@ func proposeCommand() *cli.Command {
 			if c.Bool("json") {
 				return printJSON(c.App.Writer, map[string]any{"proposal": res.ID, "status": res.Status, "duplicate": res.Duplicate})
 			}
-			fmt.Fprintf(c.App.Writer, "proposal %d (%s) is %s; voting closes in %s\n", res.ID, c.String("name"), res.Status, c.Duration("voting-period"))
+			fmt.Fprintf(c.App.Writer, "proposal %d (%s) is %s; voting closes in %s\n", res.ID, report.Escape(c.String("name")), report.Escape(string(res.Status)), c.Duration("voting-period"))
 			return nil
 		},
 	}
@@ -291,7 +292,7 @@ func voteCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("vote: %w", err)
 			}
-			fmt.Fprintf(c.App.Writer, "voted %s on proposal %d (%s)\n", map[bool]string{true: "yes", false: "no"}[c.Bool("yes")], res.ID, res.Status)
+			fmt.Fprintf(c.App.Writer, "voted %s on proposal %d (%s)\n", map[bool]string{true: "yes", false: "no"}[c.Bool("yes")], res.ID, report.Escape(string(res.Status)))
 			return nil
 		},
 	}
@@ -315,27 +316,32 @@ func proposalsCommand() *cli.Command {
 			if c.Bool("json") {
 				return printJSON(c.App.Writer, proposalsJSON(r.Proposals))
 			}
-			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tMODEL\tROUNDS\tCODEC\tPOOL\tSTATUS\tVOTES\tYES\tNO\tDEADLINE\tCOHORT")
-			for _, p := range r.Proposals {
-				yes, no := 0, 0
-				for _, v := range p.Votes {
-					if v.Yes {
-						yes++
-					} else {
-						no++
-					}
-				}
-				cohort := "-"
-				if p.Cohort != 0 {
-					cohort = strconv.FormatUint(p.Cohort, 10)
-				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%s\t%d\t%d\t%d\t%s\t%s\n", p.ID, p.Name, p.Model, p.Params.Rounds, p.Params.Codec,
-					p.RewardPool, p.Status, len(p.Votes), yes, no, time.UnixMilli(p.Deadline).UTC().Format(time.RFC3339), cohort)
-			}
-			return tw.Flush()
+			return writeProposals(c.App.Writer, r.Proposals)
 		},
 	}
+}
+
+// writeProposals prints proposals as a table, their names escaped (cell).
+func writeProposals(w io.Writer, ps []consensus.Proposal) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tMODEL\tROUNDS\tCODEC\tPOOL\tSTATUS\tVOTES\tYES\tNO\tDEADLINE\tCOHORT")
+	for _, p := range ps {
+		yes, no := 0, 0
+		for _, v := range p.Votes {
+			if v.Yes {
+				yes++
+			} else {
+				no++
+			}
+		}
+		cohort := "-"
+		if p.Cohort != 0 {
+			cohort = strconv.FormatUint(p.Cohort, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%s\t%d\t%d\t%d\t%s\t%s\n", p.ID, cell(p.Name), cell(p.Model), p.Params.Rounds, cell(p.Params.Codec),
+			p.RewardPool, cell(string(p.Status)), len(p.Votes), yes, no, time.UnixMilli(p.Deadline).UTC().Format(time.RFC3339), cohort)
+	}
+	return tw.Flush()
 }
 
 func proposalsJSON(ps []consensus.Proposal) []map[string]any {
@@ -403,21 +409,33 @@ func statusCommand() *cli.Command {
 	}
 }
 
+// printStatus prints a coordinator's status; every string in it came from the coordinator and is
+// escaped (report.Escape).
 func printStatus(w io.Writer, st coordinator.Status) {
+	e := report.Escape
 	if st.ID == "" {
-		fmt.Fprintf(w, "%s: %s\n", st.Addr, st.Role)
+		fmt.Fprintf(w, "%s: %s\n", e(st.Addr), e(st.Role))
 		return
 	}
-	fmt.Fprintf(w, "node %s at %s: %s, term %s, leader %s (%s)\n", st.ID, st.Addr, st.Role, st.Term, st.LeaderID, st.LeaderAddr)
-	fmt.Fprintf(w, "  log index %s, applied %d, state hash %s\n", st.LastIndex, st.AppliedIndex, st.StateHash[:16])
+	fmt.Fprintf(w, "node %s at %s: %s, term %s, leader %s (%s)\n", e(st.ID), e(st.Addr), e(st.Role), e(st.Term), e(st.LeaderID), e(st.LeaderAddr))
+	fmt.Fprintf(w, "  log index %s, applied %d, state hash %s\n", e(st.LastIndex), st.AppliedIndex, e(st.StateHash[:min(16, len(st.StateHash))]))
 	var servers []string
 	for _, s := range st.Servers {
-		servers = append(servers, s.ID+"="+s.Addr)
+		servers = append(servers, e(s.ID)+"="+e(s.Addr))
 	}
 	fmt.Fprintf(w, "  voters: %s\n  registered coordinators: %d, members: %d, proposals: %d\n", strings.Join(servers, " "), len(st.Coordinators), st.Members, st.Proposals)
 	for _, co := range st.Cohorts {
-		fmt.Fprintf(w, "  cohort %d (proposal %d): %s, %d members, round %d\n", co.ID, co.Proposal, co.Status, co.Members, co.CurrentRound)
+		fmt.Fprintf(w, "  cohort %d (proposal %d): %s, %d members, round %d\n", co.ID, co.Proposal, e(co.Status), co.Members, co.CurrentRound)
 	}
+}
+
+// cell is a table cell of text from the coordinators (names chosen by strangers): escaped
+// (report.Escape), or "-" when empty.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return report.Escape(s)
 }
 
 func printJSON(w io.Writer, v any) error {
