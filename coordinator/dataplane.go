@@ -720,12 +720,13 @@ func (s *Server) handleAggregate(ctx context.Context, peer transport.NodeID, req
 	if err := req.DecodeBody(&q); err != nil {
 		return transport.Message{}, err
 	}
-	if err := s.mayRead(peer, q.Cohort); err != nil {
-		return transport.Message{}, fmt.Errorf("aggregate: %w", err)
-	}
 	rt, r, sl, err := s.roundSlice(q.Cohort, q.Round, q.Slice)
 	if err != nil {
 		return transport.Message{}, err
+	}
+	// After roundSlice: this node has applied the round, and so the joins of its participants.
+	if err := s.mayRead(peer, q.Cohort); err != nil {
+		return transport.Message{}, fmt.Errorf("aggregate: %w", err)
 	}
 	a := s.sliceAggFor(rt, r, q.Slice, sl)
 	select {

@@ -88,6 +88,9 @@ func runCoordinator(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("coordinator: unexpected argument %q", c.Args().First())
 	}
+	if err := checkFlags(c, "coordinator", between("val-samples", 1, maxValSamples)); err != nil {
+		return err
+	}
 	dir := c.String("dir")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("coordinator: %w", err)

@@ -168,6 +168,9 @@ func shardCommand() *cli.Command {
 			&cli.StringFlag{Name: "data", Value: "embedded", Usage: "Fashion-MNIST directory, or embedded", EnvVars: envVars("data")},
 		},
 		Action: func(c *cli.Context) error {
+			if err := checkFlags(c, "shard", between("peers", 1, maxWorkers)); err != nil {
+				return err
+			}
 			_, info, err := trainer.BuildTask(trainer.TaskSpec{Model: "mlp", Workers: c.Int("peers"), Partition: c.String("partition"),
 				Seed: c.Uint64("seed"), DataDir: c.String("data")})
 			if err != nil {
