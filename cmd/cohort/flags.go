@@ -41,7 +41,7 @@ func openUnit(flag string) bound {
 // Limits of the numeric flags: far beyond any useful run, and within the fields that carry them.
 const (
 	// maxBatch bounds a batch size: far above any model's default, far below what exhausts memory.
-	maxBatch      = 1 << 16
+	maxBatch      = 4096
 	maxRounds     = 1_000_000
 	maxInnerSteps = 1_000_000
 	maxWorkers    = 1024
