@@ -323,6 +323,9 @@ func (p *Peer) step(ctx context.Context) (done bool, err error) {
 		return false, err
 	}
 	c := q.Cohort
+	if c == nil {
+		return false, fmt.Errorf("cohort %d: the coordinator's answer holds no cohort", p.cfg.Cohort)
+	}
 	if c.Status == consensus.CohortDone {
 		// Finish on the recorded final model even if the last round passed this peer by.
 		if got := protocol.HashParams(p.worker.Global()); !bytes.Equal(got[:], c.ModelHash) {
@@ -744,6 +747,9 @@ func (p *Peer) resync(ctx context.Context, cohort uint64, hash []byte) error {
 	}
 	n := len(p.worker.Global())
 	var last error = errors.New("no coordinator")
+	if st.Status == nil {
+		return errors.New("the coordinator's status answer is empty")
+	}
 	for _, sv := range st.Status.Servers {
 		reply, err := p.cl.CallAt(ctx, sv.Addr, req)
 		if err != nil {
@@ -831,6 +837,9 @@ func (p *Peer) addrOf(ctx context.Context, keyID string) (string, error) {
 	st, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryStatus})
 	if err != nil {
 		return "", err
+	}
+	if st.Status == nil {
+		return "", errors.New("the coordinator's status answer is empty")
 	}
 	byName := map[string]string{}
 	for _, sv := range st.Status.Servers {

@@ -385,6 +385,9 @@ func statusCommand() *cli.Command {
 					ctx, cancel := context.WithTimeout(c.Context, 3*time.Second)
 					r, err := cl.QueryAt(ctx, strings.TrimSpace(a), coordinator.Query{What: coordinator.QueryStatus})
 					cancel()
+					if err == nil && r.Status == nil {
+						err = errors.New("empty answer")
+					}
 					if err != nil {
 						sts = append(sts, coordinator.Status{Addr: a, Role: "unreachable: " + err.Error()})
 						continue
@@ -395,6 +398,9 @@ func statusCommand() *cli.Command {
 				r, err := cl.Query(c.Context, coordinator.Query{What: coordinator.QueryStatus})
 				if err != nil {
 					return fmt.Errorf("status: %w", err)
+				}
+				if r.Status == nil {
+					return errors.New("status: the coordinator's answer is empty")
 				}
 				sts = append(sts, *r.Status)
 			}
