@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/cohortlab/cohort/coordinator/report"
 	"github.com/cohortlab/cohort/sim"
 )
 
@@ -108,8 +109,8 @@ func simulateCommand() *cli.Command {
 				if p.Bad != "" {
 					flags = "[planted " + p.Bad + "] " + flags
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%.2f%%\t%s\n", p.Name, p.RoundsParticipated, p.Samples, humanBytes(p.PayloadBytes),
-					humanBytes(p.WireBytesSent), sum.Shares[p.Name], share, flags)
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%.2f%%\t%s\n", report.Escape(p.Name), p.RoundsParticipated, p.Samples, humanBytes(p.PayloadBytes),
+					humanBytes(p.WireBytesSent), sum.Shares[p.Name], share, report.Escape(flags))
 			}
 			return tw.Flush()
 		},
