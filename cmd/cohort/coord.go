@@ -239,8 +239,16 @@ func proposeCommand() *cli.Command {
 			if !(q >= 0 && q <= 1) || !(th >= 0 && th <= 1) {
 				return fmt.Errorf("propose: --quorum %v and --threshold %v must lie in [0, 1]", q, th)
 			}
-			if c.Duration("voting-period") <= 0 {
-				return fmt.Errorf("propose: --voting-period must be positive")
+			for _, f := range []struct {
+				flag string
+				v    float64
+			}{{"quorum", q}, {"threshold", th}} {
+				if f.v > 0 && uint32(f.v*10000+0.5) == 0 {
+					return fmt.Errorf("propose: --%s %v is below one basis point (0.0001): it would mean 0", f.flag, f.v)
+				}
+			}
+			if vp := c.Duration("voting-period"); vp < time.Millisecond {
+				return fmt.Errorf("propose: --voting-period %s: want at least 1ms", vp)
 			}
 			params := consensus.Hyperparams{InnerSteps: uint32(c.Uint("inner-steps")), Rounds: uint32(c.Uint("rounds")), Codec: c.String("codec"),
 				OuterLR: decimal(c.Float64("outer-lr")), OuterMomentum: decimal(c.Float64("outer-momentum")), ErrorDecay: decayDecimal(c.Float64("ef-decay"))}
