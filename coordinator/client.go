@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -77,8 +78,16 @@ func Dial(cfg ClientConfig) (*Client, error) {
 	if len(cfg.Addrs) == 0 {
 		return nil, errors.New("no coordinator address (--coordinator)")
 	}
+	for _, a := range cfg.Addrs {
+		if err := CheckAddr(a); err != nil {
+			return nil, err
+		}
+	}
 	if cfg.Identity == nil {
 		return nil, errors.New("no member key (--key)")
+	}
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("timeout %s is negative", cfg.Timeout)
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 30 * time.Second
@@ -156,6 +165,22 @@ func (c *Client) pinOf(addr string) (transport.NodeID, bool) {
 	defer c.mu.Unlock()
 	id, ok := c.pins[addr]
 	return id, ok
+}
+
+// CheckAddr reports whether addr is a coordinator address a client can dial: HOST:PORT with a
+// port from 1 to 65535. A wrong one is refused at once rather than retried until the timeout.
+func CheckAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("coordinator address %q: want HOST:PORT, e.g. 127.0.0.1:7001: %w", addr, err)
+	}
+	if host == "" {
+		return fmt.Errorf("coordinator address %q: no host (want HOST:PORT, e.g. 127.0.0.1:7001)", addr)
+	}
+	if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return fmt.Errorf("coordinator address %q: port %q is not a number from 1 to 65535", addr, port)
+	}
+	return nil
 }
 
 // ID is the member ID of the client's key.

@@ -176,7 +176,7 @@ func TestForgedAndReplayedRequestsAreRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	env, err := alice.signer.Sign(&consensus.ProposeBody{Name: "p", Model: "mlp", Dataset: "d",
-		Params: consensus.Hyperparams{Rounds: 1}, VotingPeriodMs: 60_000})
+		Params: consensus.Hyperparams{InnerSteps: 1, Rounds: 1}, VotingPeriodMs: 60_000})
 	if err != nil {
 		t.Fatal(err)
 	}

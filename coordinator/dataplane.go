@@ -82,6 +82,9 @@ type cohortRT struct {
 	downE  map[int][]float32 // the aggregator's error feedback per slice start, for the down codec
 	shape  compress.Shape
 	outerC trainer.OuterConfig
+	// roundSamples is what the protocol fixes one round of one member to train on: the proposal's
+	// H inner steps × the model's batch size. No update weighs more in an aggregate.
+	roundSamples uint64
 
 	mu       sync.Mutex
 	theta    []float32
@@ -180,7 +183,7 @@ func (s *Server) runtime(c consensus.Cohort, p consensus.Proposal) (*cohortRT, e
 		return nil, err
 	}
 	rt := &cohortRT{id: c.ID, codec: setting, down: down, downE: map[int][]float32{}, shape: trainer.CodecShape(model.Layout()), outerC: oc,
-		theta: theta, outer: outer, hash: protocol.HashParams(theta), aggs: map[[2]int]*sliceAgg{}, deltaTo: map[[32]byte][]float32{}}
+		roundSamples: uint64(p.Params.InnerSteps) * uint64(model.BatchSize()), theta: theta, outer: outer, hash: protocol.HashParams(theta), aggs: map[[2]int]*sliceAgg{}, deltaTo: map[[32]byte][]float32{}}
 	// The validator loads its data and model in the background: rounds need not wait for it.
 	rt.measure(rt.theta, rt.hash)
 	go func() {
@@ -240,6 +243,10 @@ func outerConfig(h consensus.Hyperparams) (trainer.OuterConfig, error) {
 			// OuterConfig reads a zero learning rate as "the default"; a proposal means zero.
 			return oc, fmt.Errorf("outer: learning rate %q must be positive and finite", f.s)
 		}
+		if v == 0 {
+			// Nor can it hold a zero momentum: it would train with the default 0.9.
+			return oc, fmt.Errorf("outer: momentum %q: want 0 < μ < 1 (0 would mean the default 0.9)", f.s)
+		}
 		*f.dst = float32(v)
 	}
 	return oc, oc.Validate()
@@ -266,11 +273,24 @@ func errorDecay(h consensus.Hyperparams) (float32, error) {
 	return float32(v), nil
 }
 
-// CheckHyperparams reports whether peers can train with a proposal's settings: a codec that
-// parses, an outer step that validates, an error decay in (0, 1]. The consensus state machine
-// checks only sizes, so coordinators check these before a proposal reaches the log, and the CLI
-// before it is sent.
+// MaxInnerSteps and MaxRounds bound a proposal's H and rounds: far beyond any useful cohort, and
+// small enough that H × a batch size and the round numbers never overflow.
+const (
+	MaxInnerSteps = 1_000_000
+	MaxRounds     = 1_000_000
+)
+
+// CheckHyperparams reports whether peers can train with a proposal's settings: 1 to MaxInnerSteps
+// inner steps, 1 to MaxRounds rounds, a codec that parses, an outer step that validates, an error
+// decay in (0, 1]. The consensus state machine checks only sizes, so coordinators check these
+// before a proposal reaches the log, and the CLI before it is sent.
 func CheckHyperparams(h consensus.Hyperparams) error {
+	if h.InnerSteps == 0 || h.InnerSteps > MaxInnerSteps {
+		return fmt.Errorf("inner steps H %d: want 1 to %d (with 0 no peer could train)", h.InnerSteps, MaxInnerSteps)
+	}
+	if h.Rounds == 0 || h.Rounds > MaxRounds {
+		return fmt.Errorf("rounds %d: want 1 to %d", h.Rounds, MaxRounds)
+	}
 	if h.Codec != "" {
 		if _, err := compress.Parse(h.Codec); err != nil {
 			return fmt.Errorf("codec: %w", err)
@@ -303,6 +323,10 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 	}
 	if u.Samples == 0 || u.Samples > 1<<40 {
 		return transport.Message{}, fmt.Errorf("upload: %d samples", u.Samples)
+	}
+	weight, err := s.uploadWeight(rt, member, u.Samples)
+	if err != nil {
+		return transport.Message{}, fmt.Errorf("upload: %w", err)
 	}
 	codec, err := compress.New(compress.Config{Setting: rt.codec, Shape: rt.shape.Slice(sl.Start, sl.End), MaxElements: sl.End - sl.Start})
 	if err != nil {
@@ -340,12 +364,101 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 	if _, dup := a.updates[member]; dup {
 		return transport.Message{}, fmt.Errorf("upload: %s already sent slice %d of round %d", member, u.Slice, u.Round)
 	}
-	a.updates[member] = upd{vals: vals, samples: u.Samples}
+	a.updates[member] = upd{vals: vals, samples: weight}
 	s.metrics.observeUpload(len(req.Payload), time.Since(t0))
 	if len(a.updates) == len(a.participants) {
 		s.finalize(rt, a)
 	}
 	return transport.Message{Header: transport.Header{Type: protocol.MsgUpload}}, nil
+}
+
+// uploadWeight is the weight an update of member carries in the aggregate: the samples it claims
+// (self-reported, so never trusted upwards), at most what the protocol fixes for a round
+// (cohortRT.roundSamples) and at most the samples its contributors registered when it joined the
+// cohort. A claim is only ever lowered: one member cannot outweigh the others by lying.
+func (s *Server) uploadWeight(rt *cohortRT, member string, claimed uint64) (uint64, error) {
+	var registered uint64
+	found := false
+	err := s.node.View(func(st *consensus.State) error {
+		c, err := st.Cohort(rt.id)
+		if err != nil {
+			return err
+		}
+		for _, m := range c.Members {
+			if m.Member != member {
+				continue
+			}
+			found = true
+			for _, cd := range m.Contributors {
+				registered = satAdd(registered, cd.Samples)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	if !found || registered == 0 {
+		return 0, fmt.Errorf("%s registered no samples in cohort %d", member, rt.id)
+	}
+	return min(claimed, rt.roundSamples, registered), nil
+}
+
+func satAdd(a, b uint64) uint64 {
+	if a+b < a {
+		return math.MaxUint64
+	}
+	return a + b
+}
+
+// ErrForbidden is wrapped by the errors that refuse a peer what is not for it: a cohort's model
+// parameters, outer momentum, aggregates and model blobs go only to the cohort's members and to
+// registered coordinators. (The ledger, rounds, proposals and cohorts are public.)
+var ErrForbidden = errors.New("forbidden")
+
+// mayRead reports (nil) whether peer may read cohort's model, momentum and aggregates: a member of
+// the cohort, a registered coordinator, or this node itself (the zero NodeID: a local call).
+func (s *Server) mayRead(peer transport.NodeID, cohort uint64) error {
+	if peer == (transport.NodeID{}) || peer == s.cfg.Identity.NodeID() {
+		return nil
+	}
+	id := peer.String()
+	ok := false
+	s.node.View(func(st *consensus.State) error {
+		for _, c := range st.Coordinators() {
+			ok = ok || c.ID == id
+		}
+		if c, err := st.Cohort(cohort); err == nil {
+			for _, m := range c.Members {
+				ok = ok || m.Member == id
+			}
+		}
+		return nil
+	})
+	if !ok {
+		return fmt.Errorf("%w: %s is neither a member of cohort %d nor a coordinator: the cohort's model and aggregates are for them only", ErrForbidden, id, cohort)
+	}
+	return nil
+}
+
+// allowBlob is the transfer store's access hook (transport.StoreConfig.Allow): the store holds
+// only cohorts' model blobs (handleModel), so a blob goes to whoever may read its cohort.
+func (s *Server) allowBlob(peer transport.NodeID, root transport.Hash) error {
+	s.rtMu.Lock()
+	rts := make([]*cohortRT, 0, len(s.rts))
+	for _, rt := range s.rts {
+		rts = append(rts, rt)
+	}
+	s.rtMu.Unlock()
+	for _, rt := range rts {
+		rt.mu.Lock()
+		mine := rt.blobRoot == root
+		rt.mu.Unlock()
+		if mine {
+			return s.mayRead(peer, rt.id)
+		}
+	}
+	return fmt.Errorf("%w: blob %s is no cohort's current model", ErrForbidden, root)
 }
 
 // roundSlice looks up a round and one of its slices that this node aggregates. A peer may learn of
@@ -514,7 +627,8 @@ func (s *Server) roundState(r consensus.Round) consensus.Round {
 }
 
 // finalize computes the aggregate of a slice from what arrived (rt.mu held): each update clipped
-// to ClipMultiple × the median norm, then averaged weighted by samples, in member-ID order.
+// to ClipMultiple × the median norm, then averaged weighted by its samples as uploadWeight capped
+// them, in member-ID order.
 func (s *Server) finalize(rt *cohortRT, a *sliceAgg) {
 	select {
 	case <-a.done:
@@ -600,7 +714,8 @@ func (s *Server) finalize(rt *cohortRT, a *sliceAgg) {
 }
 
 // handleAggregate long-polls for the aggregate of a slice this node aggregates.
-func (s *Server) handleAggregate(ctx context.Context, _ transport.NodeID, req transport.Message) (transport.Message, error) {
+// Only the cohort's members and coordinators may ask (mayRead).
+func (s *Server) handleAggregate(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
 	var q protocol.AggregateRequest
 	if err := req.DecodeBody(&q); err != nil {
 		return transport.Message{}, err
@@ -608,6 +723,10 @@ func (s *Server) handleAggregate(ctx context.Context, _ transport.NodeID, req tr
 	rt, r, sl, err := s.roundSlice(q.Cohort, q.Round, q.Slice)
 	if err != nil {
 		return transport.Message{}, err
+	}
+	// After roundSlice: this node has applied the round, and so the joins of its participants.
+	if err := s.mayRead(peer, q.Cohort); err != nil {
+		return transport.Message{}, fmt.Errorf("aggregate: %w", err)
 	}
 	a := s.sliceAggFor(rt, r, q.Slice, sl)
 	select {
@@ -626,11 +745,15 @@ func (s *Server) handleAggregate(ctx context.Context, _ transport.NodeID, req tr
 }
 
 // handleModel answers with where to fetch θ and the outer momentum of a cohort's replica: the blob
-// is put in the node's transfer store (once per applied round) and fetched in chunks.
-func (s *Server) handleModel(_ context.Context, _ transport.NodeID, req transport.Message) (transport.Message, error) {
+// is put in the node's transfer store (once per applied round) and fetched in chunks. Only the
+// cohort's members and coordinators may ask (mayRead), and fetch the blob (allowBlob).
+func (s *Server) handleModel(_ context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
 	var q protocol.ModelRequest
 	if err := req.DecodeBody(&q); err != nil {
 		return transport.Message{}, err
+	}
+	if err := s.mayRead(peer, q.Cohort); err != nil {
+		return transport.Message{}, fmt.Errorf("model: %w", err)
 	}
 	s.rtMu.Lock()
 	rt := s.rts[q.Cohort]

@@ -18,8 +18,10 @@ import (
 )
 
 // TestBadUploadsAreRefusedAndTheRoundGoesOn: garbage, a wrong-size slice, a wrong range and a
-// non-participant are each refused with an error naming the problem; the honest uploads that
-// follow are aggregated as if nothing happened.
+// non-participant are each refused with an error naming the problem; the uploads that follow are
+// aggregated as if nothing happened, each weighted by what the protocol fixes, whatever samples it
+// claims. Then the cohort's model and aggregates go to its members, and not to a registered
+// non-member or a fresh key.
 func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 	c := startCluster(t, 3)
 	ctx := context.Background()
@@ -87,9 +89,9 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := codec
-	upload := func(cl *Client, start, end uint64, payload []byte) error {
+	upload := func(cl *Client, start, end uint64, payload []byte, samples uint64) error {
 		req := transport.Message{Header: transport.Header{Type: protocol.MsgUpload}, Payload: payload}
-		if err := req.SetBody(protocol.Upload{Cohort: 1, Round: 1, Slice: 0, Start: start, End: end, Samples: 10}); err != nil {
+		if err := req.SetBody(protocol.Upload{Cohort: 1, Round: 1, Slice: 0, Start: start, End: end, Samples: samples}); err != nil {
 			t.Fatal(err)
 		}
 		_, err := cl.CallAt(ctx, aggAddr, req)
@@ -118,21 +120,23 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 		{"wrong range", alice, sl.Start + 1, vec(n, 0.1), "not ["},
 		{"not a participant", eve, sl.Start, vec(n, 0.1), "not a participant"},
 	} {
-		err := upload(tc.cl, tc.start, sl.End, tc.payload)
+		err := upload(tc.cl, tc.start, sl.End, tc.payload, 10)
 		t.Logf("%s: %v", tc.name, err)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error mentioning %q", tc.name, err, tc.want)
 		}
 	}
-	// Honest uploads, encoded with the model's codec shape, are aggregated.
+	// Uploads encoded with the model's codec shape are aggregated. Alice claims 2^40 samples, bob
+	// 10: both registered 10 samples, so both weigh 10 (H × batch is 64) and the mean is 1.5.
+	// Weighted by the claims it would be alice's 1.0.
 	for i, cl := range []*Client{alice, bob} {
 		x := make([]float32, n)
 		for j := range x {
-			x[j] = float32(i + 1) // alice sends 1s, bob 2s: the mean is 1.5
+			x[j] = float32(i + 1) // alice sends 1s, bob 2s
 		}
 		msg, _ := good.Encode(nil, x)
-		if err := upload(cl, sl.Start, sl.End, msg); err != nil {
-			t.Fatalf("honest upload %d: %v", i, err)
+		if err := upload(cl, sl.Start, sl.End, msg, []uint64{1 << 40, 10}[i]); err != nil {
+			t.Fatalf("upload %d: %v", i, err)
 		}
 	}
 	req := transport.Message{Header: transport.Header{Type: protocol.MsgAggregate}}
@@ -153,7 +157,43 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 		t.Fatalf("aggregate sent down in %d bytes for %d values: want q8", len(reply.Payload), n)
 	}
 	if mean[0] < 1.49 || mean[0] > 1.51 {
-		t.Fatalf("aggregate[0] = %v, want 1.5", mean[0])
+		t.Fatalf("aggregate[0] = %v, want 1.5: a claim of 2^40 samples must weigh no more than the registered 10", mean[0])
+	}
+
+	// The model, the momentum and the aggregates are the cohort's: a registered member that did
+	// not join (eve) and a key never registered are refused, a member is served.
+	stranger := newClient(t, c, "stranger")
+	for _, cl := range []*Client{eve, stranger} {
+		if _, err := cl.CallAt(ctx, aggAddr, req); err == nil || !strings.Contains(err.Error(), "forbidden") {
+			t.Errorf("aggregate for a non-member: %v, want forbidden", err)
+		}
+	}
+	mreq := transport.Message{Header: transport.Header{Type: protocol.MsgModel}}
+	mreq.SetBody(protocol.ModelRequest{Cohort: 1})
+	for _, cl := range []*Client{eve, stranger} {
+		if _, err := cl.CallAt(ctx, aggAddr, mreq); err == nil || !strings.Contains(err.Error(), "forbidden") {
+			t.Errorf("model for a non-member: %v, want forbidden", err)
+		}
+	}
+	reply, err = alice.CallAt(ctx, aggAddr, mreq)
+	if err != nil {
+		t.Fatalf("model for a member: %v", err)
+	}
+	var mr protocol.ModelReply
+	if err := reply.DecodeBody(&mr); err != nil || len(mr.Root) != len(transport.Hash{}) {
+		t.Fatalf("model reply %+v, %v", mr, err)
+	}
+	// The blob itself: a stranger who learnt its root is refused it too.
+	if _, err := stranger.FetchBlob(ctx, aggAddr, transport.Hash(mr.Root), int64(8*mr.Params), 1); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		t.Errorf("model blob for a stranger: %v, want forbidden", err)
+	}
+	blob, err := alice.FetchBlob(ctx, aggAddr, transport.Hash(mr.Root), int64(8*mr.Params), 1)
+	if err != nil {
+		t.Fatalf("model blob for a member: %v", err)
+	}
+	both, err := protocol.DecodeFloats(nil, blob, 2*mr.Params)
+	if err != nil || protocol.HashParams(both[:mr.Params]) != [32]byte(mr.Hash) {
+		t.Fatalf("model blob: %v, or its hash differs from the reply's", err)
 	}
 }
 
@@ -167,6 +207,11 @@ func TestCheckHyperparams(t *testing.T) {
 		{consensus.Hyperparams{}, ""},
 		{consensus.Hyperparams{Codec: "topk:0.03/m+q1", OuterLR: "1", OuterMomentum: "0.8", ErrorDecay: "0.9"}, ""},
 		{consensus.Hyperparams{ErrorDecay: "1"}, ""},
+		{consensus.Hyperparams{InnerSteps: MaxInnerSteps, Rounds: MaxRounds}, ""},
+		{consensus.Hyperparams{InnerSteps: 0, Rounds: 1}, "inner steps H 0"},
+		{consensus.Hyperparams{InnerSteps: MaxInnerSteps + 1, Rounds: 1}, "inner steps H 1000001"},
+		{consensus.Hyperparams{InnerSteps: 1, Rounds: 0}, "rounds 0"},
+		{consensus.Hyperparams{InnerSteps: 1, Rounds: 1 << 31}, "rounds 2147483648"},
 		{consensus.Hyperparams{Codec: "topk:2"}, "codec"},
 		{consensus.Hyperparams{Codec: "gzip"}, "codec"},
 		{consensus.Hyperparams{OuterLR: "fast"}, "outer lr"},
@@ -174,11 +219,15 @@ func TestCheckHyperparams(t *testing.T) {
 		{consensus.Hyperparams{OuterLR: "Inf"}, "learning rate"},
 		{consensus.Hyperparams{OuterMomentum: "1"}, "momentum"},
 		{consensus.Hyperparams{OuterMomentum: "-0.1"}, "momentum"},
+		{consensus.Hyperparams{OuterMomentum: "0"}, "0 would mean the default 0.9"},
 		{consensus.Hyperparams{ErrorDecay: "0"}, "error decay"},
 		{consensus.Hyperparams{ErrorDecay: "1.01"}, "error decay"},
 		{consensus.Hyperparams{ErrorDecay: "NaN"}, "error decay"},
 		{consensus.Hyperparams{ErrorDecay: "0.9x"}, "error decay"},
 	} {
+		if tc.h.InnerSteps == 0 && tc.h.Rounds == 0 {
+			tc.h.InnerSteps, tc.h.Rounds = 50, 20 // the cases about the other fields
+		}
 		err := CheckHyperparams(tc.h)
 		if tc.want == "" {
 			if err != nil {

@@ -201,7 +201,7 @@ func New(cfg Config) (*Server, error) {
 	s.mux.Handle(MsgScore, s.handleScore)
 	s.store = transport.NewStore(transport.StoreConfig{AcceptPush: func(transport.NodeID, string, transport.Manifest) error {
 		return errors.New("coordinators take no pushed blobs")
-	}})
+	}, Allow: s.allowBlob})
 	s.store.Register(s.mux)
 	s.mux.Handle(MsgQuery, s.handleQuery)
 	s.metrics = newMetrics(s)

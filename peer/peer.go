@@ -26,6 +26,7 @@ import (
 	"github.com/cohortlab/cohort/coordinator"
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/trainer"
+	"github.com/cohortlab/cohort/trainer/nn"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -48,6 +49,11 @@ type Config struct {
 	Contributors []Contributor
 	// Source yields the training batches. Required.
 	Source trainer.Source
+	// Fits, if set, reports whether Source's data suits the cohort's model (ImagesFit for image
+	// shards). Join calls it with the model the cohort's proposal names before it registers the
+	// member or submits the join: data the model cannot train on is refused before anything is
+	// committed, rather than failing every round after.
+	Fits func(model nn.Model) error
 	// Batch is the inner batch size; zero means the model's default.
 	Batch int
 	// Inner configures the inner AdamW.
@@ -155,9 +161,18 @@ func New(cfg Config) (*Peer, error) {
 	return &Peer{cfg: cfg, log: cfg.Logger.With("peer", cfg.Name), cl: cfg.Client, addrs: map[string]string{}}, nil
 }
 
-// Join registers the member (with its contributor names) and joins the cohort with their data.
-// Joining twice is harmless.
+// Join reads the cohort's proposal and builds its model, checks the data against it
+// (Config.Fits), then registers the member (with its contributor names) and joins the cohort
+// with their data. Joining twice is harmless.
 func (p *Peer) Join(ctx context.Context) error {
+	if err := p.setup(ctx); err != nil {
+		return err
+	}
+	if p.cfg.Fits != nil {
+		if err := p.cfg.Fits(p.worker.Model()); err != nil {
+			return fmt.Errorf("cohort %d: %w", p.cfg.Cohort, err)
+		}
+	}
 	var names []string
 	for _, c := range p.cfg.Contributors {
 		names = append(names, c.Name)
@@ -174,17 +189,23 @@ func (p *Peer) Join(ctx context.Context) error {
 	if err != nil && !errors.Is(err, consensus.ErrExists) && !strings.Contains(err.Error(), "already") {
 		return fmt.Errorf("join cohort %d: %w", p.cfg.Cohort, err)
 	}
-	return p.setup(ctx)
+	return nil
 }
 
 func (p *Peer) setup(ctx context.Context) error {
 	r, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryCohort, ID: p.cfg.Cohort})
 	if err != nil {
-		return err
+		return fmt.Errorf("cohort %d: %w", p.cfg.Cohort, err)
+	}
+	if r.Cohort == nil {
+		return fmt.Errorf("cohort %d: empty answer", p.cfg.Cohort)
 	}
 	pr, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryProposal, ID: r.Cohort.Proposal})
 	if err != nil {
-		return err
+		return fmt.Errorf("cohort %d: proposal %d: %w", p.cfg.Cohort, r.Cohort.Proposal, err)
+	}
+	if len(pr.Proposals) != 1 {
+		return fmt.Errorf("cohort %d: proposal %d: %d answers", p.cfg.Cohort, r.Cohort.Proposal, len(pr.Proposals))
 	}
 	p.prop = pr.Proposals[0]
 	if h := int(p.prop.Params.InnerSteps); p.cfg.Overlap >= h {
@@ -275,6 +296,9 @@ func (p *Peer) Run(ctx context.Context) error {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
+			if errors.Is(err, nn.ErrBatch) {
+				return fmt.Errorf("the model cannot train on this peer's data: %w", err) // no round will be different
+			}
 			p.log.Warn("round", "err", err)
 		}
 		if done {
@@ -299,6 +323,9 @@ func (p *Peer) step(ctx context.Context) (done bool, err error) {
 		return false, err
 	}
 	c := q.Cohort
+	if c == nil {
+		return false, fmt.Errorf("cohort %d: the coordinator's answer holds no cohort", p.cfg.Cohort)
+	}
 	if c.Status == consensus.CohortDone {
 		// Finish on the recorded final model even if the last round passed this peer by.
 		if got := protocol.HashParams(p.worker.Global()); !bytes.Equal(got[:], c.ModelHash) {
@@ -720,6 +747,9 @@ func (p *Peer) resync(ctx context.Context, cohort uint64, hash []byte) error {
 	}
 	n := len(p.worker.Global())
 	var last error = errors.New("no coordinator")
+	if st.Status == nil {
+		return errors.New("the coordinator's status answer is empty")
+	}
 	for _, sv := range st.Status.Servers {
 		reply, err := p.cl.CallAt(ctx, sv.Addr, req)
 		if err != nil {
@@ -807,6 +837,9 @@ func (p *Peer) addrOf(ctx context.Context, keyID string) (string, error) {
 	st, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryStatus})
 	if err != nil {
 		return "", err
+	}
+	if st.Status == nil {
+		return "", errors.New("the coordinator's status answer is empty")
 	}
 	byName := map[string]string{}
 	for _, sv := range st.Status.Servers {

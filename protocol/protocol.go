@@ -43,7 +43,7 @@ type Upload struct {
 	Slice   int
 	Start   uint64 // the slice's range [Start, End) of the flat parameter vector
 	End     uint64
-	Samples uint64 // samples the peer consumed this round: its weight in the average
+	Samples uint64 // samples the peer consumed this round (a claim: the aggregator caps its weight)
 }
 
 // AggregateRequest asks for the aggregated pseudo-gradient of one slice of a round.

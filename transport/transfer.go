@@ -50,6 +50,9 @@ type StoreConfig struct {
 	// OnPush is called once for each completed push with the verified blob. It must not
 	// block for long: it runs on the request that delivered the last chunk.
 	OnPush func(peer NodeID, tag string, root Hash, data []byte)
+	// Allow, if set, decides whether peer may pull the blob root (its manifest and chunks); a
+	// non-nil error refuses the request with that error. Nil serves every blob to every peer.
+	Allow func(peer NodeID, root Hash) error
 }
 
 // Store serves blobs to pulling peers (Put, then the peer calls Fetch) and assembles
@@ -135,7 +138,7 @@ func (s *Store) Register(mux *Mux) {
 	mux.Handle(TypePut, s.handlePut)
 }
 
-func (s *Store) lookup(req Message) (storedBlob, int, error) {
+func (s *Store) lookup(peer NodeID, req Message) (storedBlob, int, error) {
 	var ref chunkRef
 	if err := req.DecodeBody(&ref); err != nil {
 		return storedBlob{}, 0, err
@@ -143,6 +146,11 @@ func (s *Store) lookup(req Message) (storedBlob, int, error) {
 	root, err := ref.root()
 	if err != nil {
 		return storedBlob{}, 0, err
+	}
+	if s.cfg.Allow != nil {
+		if err := s.cfg.Allow(peer, root); err != nil {
+			return storedBlob{}, 0, err
+		}
 	}
 	s.mu.Lock()
 	b, ok := s.blobs[root]
@@ -153,16 +161,16 @@ func (s *Store) lookup(req Message) (storedBlob, int, error) {
 	return b, ref.Index, nil
 }
 
-func (s *Store) handleManifest(_ context.Context, _ NodeID, req Message) (Message, error) {
-	b, _, err := s.lookup(req)
+func (s *Store) handleManifest(_ context.Context, peer NodeID, req Message) (Message, error) {
+	b, _, err := s.lookup(peer, req)
 	if err != nil {
 		return Message{}, err
 	}
 	return Message{Header: Header{Type: TypeManifest}, Payload: b.enc}, nil
 }
 
-func (s *Store) handleChunk(_ context.Context, _ NodeID, req Message) (Message, error) {
-	b, i, err := s.lookup(req)
+func (s *Store) handleChunk(_ context.Context, peer NodeID, req Message) (Message, error) {
+	b, i, err := s.lookup(peer, req)
 	if err != nil {
 		return Message{}, err
 	}

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -486,5 +488,49 @@ func TestStoreConfigValidate(t *testing.T) {
 	}
 	if err := (&StoreConfig{}).Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStoreAllow: the Allow hook sees the pulling peer's ID and the root; its error refuses both
+// the manifest and the chunks, and reaches the peer.
+func TestStoreAllow(t *testing.T) {
+	var allowed atomic.Bool
+	var asked atomic.Value
+	store := NewStore(StoreConfig{Allow: func(peer NodeID, root Hash) error {
+		asked.Store(peer)
+		if !allowed.Load() {
+			return fmt.Errorf("forbidden: %s may not read %s", peer, root)
+		}
+		return nil
+	}})
+	mux := NewMux()
+	store.Register(mux)
+	env := newXferEnv(t, "", mux.Serve)
+	data := randomBlob(200<<10, 5)
+	m, err := store.Put(data, 64<<10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := testCtx(t, 10*time.Second)
+	conns := env.dial(t, 1)
+	var re *RemoteError
+	if _, err := Fetch(ctx, conns, m.Root(), TransferOptions{}); !errors.As(err, &re) || !strings.Contains(re.Msg, "forbidden") {
+		t.Fatalf("refused fetch: %v, want a remote forbidden error", err)
+	}
+	if got := asked.Load(); got != testIdentity(t, 2).NodeID() {
+		t.Fatalf("Allow saw peer %v, want the client's ID %s", got, testIdentity(t, 2).NodeID())
+	}
+	req := Message{Header: Header{Type: TypeChunk}}
+	root := m.Root()
+	if err := req.SetBody(chunkRef{Root: root[:], Index: 0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Call(ctx, conns[0], req); !errors.As(err, &re) || !strings.Contains(re.Msg, "forbidden") {
+		t.Fatalf("refused chunk: %v, want a remote forbidden error", err)
+	}
+	allowed.Store(true)
+	got, err := Fetch(ctx, conns, m.Root(), TransferOptions{})
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("allowed fetch: %v", err)
 	}
 }

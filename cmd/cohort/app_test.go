@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"time"
 )
 
 func run(t *testing.T, args ...string) (string, error) {
@@ -57,8 +58,50 @@ func TestBadInputGivesOneLineError(t *testing.T) {
 		{[]string{"report", "--coordinator", "127.0.0.1:1", "--cohort", "1", "--format", "xml"}, "--format"},
 		{[]string{"report", "--coordinator", "127.0.0.1:1", "--cohort", "0"}, "--cohort"},
 		{[]string{"report", "--coordinator", "127.0.0.1:1"}, "cohort"},
+		// Zeros a config would read as a default, and values a narrower field would truncate.
+		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--inner-steps", "0"}, "--inner-steps 0: want 1 to 1e+06"},
+		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--rounds", "0"}, "--rounds 0"},
+		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--rounds", "4294967297"}, "--rounds 4294967297"},
+		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--min-members", "0"}, "--min-members 0"},
+		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--outer-momentum", "0"}, "0 would mean the default 0.9"},
+		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--quorum", "0.00001"}, "--quorum 1e-05 is below one basis point"},
+		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--voting-period", "500us"}, "--voting-period 500µs: want at least 1ms"},
+		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--voting-period", "0s"}, "--voting-period 0s"},
+		{[]string{"train", "--rounds", "0"}, "--rounds 0: want 1 to"},
+		{[]string{"train", "--inner-steps", "0"}, "--inner-steps 0"},
+		{[]string{"train", "--workers", "100000"}, "--workers 100000"},
+		{[]string{"train", "--batch", "1"}, "--batch 1: want 0 (the model's default) or 2 to"},
+		{[]string{"train", "--lr", "0"}, "--lr 0"},
+		{[]string{"train", "--lr", "NaN"}, "--lr NaN"},
+		{[]string{"train", "--outer-lr", "0"}, "--outer-lr 0"},
+		{[]string{"train", "--outer-momentum", "0"}, "--outer-momentum 0"},
+		{[]string{"train", "--ef-decay", "0"}, "--ef-decay 0"},
+		{[]string{"train", "--weight-decay", "-1"}, "--weight-decay -1"},
+		{[]string{"simulate", "--rounds", "0"}, "--rounds 0"},
+		{[]string{"simulate", "--peers", "0"}, "--peers 0"},
+		{[]string{"simulate", "--coordinators", "0"}, "--coordinators 0"},
+		{[]string{"simulate", "--inner-steps", "0"}, "--inner-steps 0"},
+		{[]string{"simulate", "--val-samples", "0"}, "--val-samples 0"},
+		{[]string{"simulate", "--round-timeout", "0s"}, "--round-timeout 0s"},
+		{[]string{"simulate", "--outer-momentum", "0"}, "0 would mean the default 0.9"},
+		{[]string{"join", "--coordinator", "127.0.0.1:1", "--cohort", "0", "--key", "k", "--data", "a", "--contributor", "x"}, "--cohort 0"},
+		{[]string{"join", "--coordinator", "127.0.0.1:1", "--cohort", "1", "--key", "k", "--data", "a", "--contributor", "x", "--batch", "-1"}, "--batch -1"},
+		{[]string{"join", "--coordinator", "127.0.0.1:1", "--cohort", "1", "--key", "k", "--data", "a", "--contributor", "x", "--overlap", "-1"}, "--overlap -1"},
+		{[]string{"vote", "--coordinator", "127.0.0.1:1", "--key", "k", "--proposal", "0", "--yes"}, "--proposal"},
+		{[]string{"report", "--coordinator", "127.0.0.1:1", "--cohort", "1", "--timeout", "0s"}, "--timeout 0s"},
+		{[]string{"shard", "--out", "x", "--peers", "0"}, "--peers 0"},
+		{[]string{"coordinator", "--id", "c1", "--dir", "x", "--listen", "127.0.0.1:1", "--val-samples", "0"}, "--val-samples 0"},
+		// A coordinator address without a port is refused at once, not retried for 30 s.
+		{[]string{"report", "--coordinator", "127.0.0.1", "--cohort", "1"}, `"127.0.0.1": want HOST:PORT`},
+		{[]string{"status", "--coordinator", "127.0.0.1:7001,10.0.0.2"}, `"10.0.0.2": want HOST:PORT`},
+		{[]string{"join", "--coordinator", "127.0.0.1", "--cohort", "1", "--key", "k", "--data", "a", "--contributor", "x"}, `"127.0.0.1": want HOST:PORT`},
+		{[]string{"proposals", "--coordinator", "127.0.0.1:http"}, `port "http"`},
 	} {
+		start := time.Now()
 		_, err := run(t, tc.args...)
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("%v: took %s, want the error at once", tc.args, d.Round(time.Millisecond))
+		}
 		if err == nil {
 			t.Errorf("%v: no error", tc.args)
 			continue

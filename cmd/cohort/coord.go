@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator"
+	"github.com/cohortlab/cohort/coordinator/report"
 	"github.com/cohortlab/cohort/sim"
 	"github.com/cohortlab/cohort/transport"
 )
@@ -94,6 +96,9 @@ func runCoordinator(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("coordinator: unexpected argument %q", c.Args().First())
 	}
+	if err := checkFlags(c, "coordinator", between("val-samples", 1, maxValSamples)); err != nil {
+		return err
+	}
 	dir := c.String("dir")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("coordinator: %w", err)
@@ -154,9 +159,30 @@ func clientFlags(write bool) []cli.Flag {
 	return append(fs, key)
 }
 
+// coordinatorAddrs reads --coordinator: one or more HOST:PORT, each checked
+// (coordinator.CheckAddr) so that a typo fails at once instead of after the retries.
+func coordinatorAddrs(c *cli.Context) ([]string, error) {
+	addrs := splitAddrs(c.String("coordinator"))
+	if len(addrs) == 0 {
+		return nil, fmt.Errorf("--coordinator %q: no address (want HOST:PORT[,HOST:PORT...])", c.String("coordinator"))
+	}
+	for _, a := range addrs {
+		if err := coordinator.CheckAddr(a); err != nil {
+			return nil, fmt.Errorf("--coordinator: %w", err)
+		}
+	}
+	return addrs, nil
+}
+
 func dialClient(c *cli.Context) (*coordinator.Client, error) {
+	addrs, err := coordinatorAddrs(c)
+	if err != nil {
+		return nil, err
+	}
+	if d := c.Duration("timeout"); d <= 0 {
+		return nil, fmt.Errorf("--timeout %s: want a positive duration, e.g. 30s", d)
+	}
 	var id *transport.Identity
-	var err error
 	if path := c.String("key"); path != "" {
 		id, err = transport.LoadKey(path)
 	} else {
@@ -165,7 +191,7 @@ func dialClient(c *cli.Context) (*coordinator.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return coordinator.Dial(coordinator.ClientConfig{Addrs: splitAddrs(c.String("coordinator")), Identity: id, Timeout: c.Duration("timeout")})
+	return coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: id, Timeout: c.Duration("timeout")})
 }
 
 // registeredClient dials and registers the member if needed.
@@ -270,13 +296,20 @@ func proposeCommand() *cli.Command {
 			&cli.Float64Flag{Name: "outer-momentum", Value: 0.8, Usage: "outer Nesterov momentum μ", EnvVars: envVars("outer_momentum")}, // sim.DefaultOuterMomentum
 			&cli.Float64Flag{Name: "ef-decay", Value: 0.9, Usage: "error-feedback decay β: each peer's residual becomes β·e + Δ each round (1: plain error feedback)", EnvVars: envVars("ef_decay")},
 			&cli.Uint64Flag{Name: "reward-pool", Value: 1_000_000, Usage: "reward pool (integer units)", EnvVars: envVars("reward_pool")},
-			&cli.UintFlag{Name: "min-members", Value: 2, Usage: "members needed before the first round", EnvVars: envVars("min_members")},
+			&cli.UintFlag{Name: "min-members", Value: 2, Usage: "members needed before the first round (at least 1)", EnvVars: envVars("min_members")},
 			&cli.Float64Flag{Name: "quorum", Value: 0.5, Usage: "share of the eligible vote weight that must vote", EnvVars: envVars("quorum")},
 			&cli.Float64Flag{Name: "threshold", Value: 0.5, Usage: "share of the cast weight that must vote yes", EnvVars: envVars("threshold")},
 			&cli.DurationFlag{Name: "voting-period", Value: time.Minute, Usage: "how long votes are open", EnvVars: envVars("voting_period")},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON", EnvVars: envVars("json")},
 		),
 		Action: func(c *cli.Context) error {
+			if c.NArg() > 0 {
+				return fmt.Errorf("propose: unexpected argument %q", c.Args().First())
+			}
+			if err := checkFlags(c, "propose", between("rounds", 1, coordinator.MaxRounds), between("inner-steps", 1, coordinator.MaxInnerSteps),
+				between("min-members", 1, math.MaxUint32)); err != nil {
+				return err
+			}
 			var vh []byte
 			if s := c.String("validation-hash"); s != "" {
 				b, err := hex.DecodeString(s)
@@ -289,8 +322,16 @@ func proposeCommand() *cli.Command {
 			if !(q >= 0 && q <= 1) || !(th >= 0 && th <= 1) {
 				return fmt.Errorf("propose: --quorum %v and --threshold %v must lie in [0, 1]", q, th)
 			}
-			if c.Duration("voting-period") <= 0 {
-				return fmt.Errorf("propose: --voting-period must be positive")
+			for _, f := range []struct {
+				flag string
+				v    float64
+			}{{"quorum", q}, {"threshold", th}} {
+				if f.v > 0 && uint32(f.v*10000+0.5) == 0 {
+					return fmt.Errorf("propose: --%s %v is below one basis point (0.0001): it would mean 0", f.flag, f.v)
+				}
+			}
+			if vp := c.Duration("voting-period"); vp < time.Millisecond {
+				return fmt.Errorf("propose: --voting-period %s: want at least 1ms", vp)
 			}
 			params := consensus.Hyperparams{InnerSteps: uint32(c.Uint("inner-steps")), Rounds: uint32(c.Uint("rounds")), Codec: c.String("codec"),
 				OuterLR: decimal(c.Float64("outer-lr")), OuterMomentum: decimal(c.Float64("outer-momentum")), ErrorDecay: decayDecimal(c.Float64("ef-decay"))}
@@ -314,7 +355,7 @@ func proposeCommand() *cli.Command {
 			if c.Bool("json") {
 				return printJSON(c.App.Writer, map[string]any{"proposal": res.ID, "status": res.Status, "duplicate": res.Duplicate})
 			}
-			fmt.Fprintf(c.App.Writer, "proposal %d (%s) is %s; voting closes in %s\n", res.ID, c.String("name"), res.Status, c.Duration("voting-period"))
+			fmt.Fprintf(c.App.Writer, "proposal %d (%s) is %s; voting closes in %s\n", res.ID, report.Escape(c.String("name")), report.Escape(string(res.Status)), c.Duration("voting-period"))
 			return nil
 		},
 	}
@@ -333,6 +374,9 @@ func voteCommand() *cli.Command {
 			if c.Bool("yes") == c.Bool("no") {
 				return errors.New("vote: give exactly one of --yes and --no")
 			}
+			if c.Uint64("proposal") == 0 {
+				return errors.New("vote: --proposal must be a proposal ID (1 or more)")
+			}
 			cl, err := registeredClient(c)
 			if err != nil {
 				return fmt.Errorf("vote: %w", err)
@@ -342,7 +386,7 @@ func voteCommand() *cli.Command {
 			if err != nil {
 				return fmt.Errorf("vote: %w", err)
 			}
-			fmt.Fprintf(c.App.Writer, "voted %s on proposal %d (%s)\n", map[bool]string{true: "yes", false: "no"}[c.Bool("yes")], res.ID, res.Status)
+			fmt.Fprintf(c.App.Writer, "voted %s on proposal %d (%s)\n", map[bool]string{true: "yes", false: "no"}[c.Bool("yes")], res.ID, report.Escape(string(res.Status)))
 			return nil
 		},
 	}
@@ -366,27 +410,32 @@ func proposalsCommand() *cli.Command {
 			if c.Bool("json") {
 				return printJSON(c.App.Writer, proposalsJSON(r.Proposals))
 			}
-			tw := tabwriter.NewWriter(c.App.Writer, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tMODEL\tROUNDS\tCODEC\tPOOL\tSTATUS\tVOTES\tYES\tNO\tDEADLINE\tCOHORT")
-			for _, p := range r.Proposals {
-				yes, no := 0, 0
-				for _, v := range p.Votes {
-					if v.Yes {
-						yes++
-					} else {
-						no++
-					}
-				}
-				cohort := "-"
-				if p.Cohort != 0 {
-					cohort = strconv.FormatUint(p.Cohort, 10)
-				}
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%s\t%d\t%d\t%d\t%s\t%s\n", p.ID, p.Name, p.Model, p.Params.Rounds, p.Params.Codec,
-					p.RewardPool, p.Status, len(p.Votes), yes, no, time.UnixMilli(p.Deadline).UTC().Format(time.RFC3339), cohort)
-			}
-			return tw.Flush()
+			return writeProposals(c.App.Writer, r.Proposals)
 		},
 	}
+}
+
+// writeProposals prints proposals as a table, their names escaped (cell).
+func writeProposals(w io.Writer, ps []consensus.Proposal) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tMODEL\tROUNDS\tCODEC\tPOOL\tSTATUS\tVOTES\tYES\tNO\tDEADLINE\tCOHORT")
+	for _, p := range ps {
+		yes, no := 0, 0
+		for _, v := range p.Votes {
+			if v.Yes {
+				yes++
+			} else {
+				no++
+			}
+		}
+		cohort := "-"
+		if p.Cohort != 0 {
+			cohort = strconv.FormatUint(p.Cohort, 10)
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%s\t%d\t%s\t%d\t%d\t%d\t%s\t%s\n", p.ID, cell(p.Name), cell(p.Model), p.Params.Rounds, cell(p.Params.Codec),
+			p.RewardPool, cell(string(p.Status)), len(p.Votes), yes, no, time.UnixMilli(p.Deadline).UTC().Format(time.RFC3339), cohort)
+	}
+	return tw.Flush()
 }
 
 func proposalsJSON(ps []consensus.Proposal) []map[string]any {
@@ -427,6 +476,9 @@ func statusCommand() *cli.Command {
 					ctx, cancel := context.WithTimeout(c.Context, 3*time.Second)
 					r, err := cl.QueryAt(ctx, strings.TrimSpace(a), coordinator.Query{What: coordinator.QueryStatus})
 					cancel()
+					if err == nil && r.Status == nil {
+						err = errors.New("empty answer")
+					}
 					if err != nil {
 						sts = append(sts, coordinator.Status{Addr: a, Role: "unreachable: " + err.Error()})
 						continue
@@ -437,6 +489,9 @@ func statusCommand() *cli.Command {
 				r, err := cl.Query(c.Context, coordinator.Query{What: coordinator.QueryStatus})
 				if err != nil {
 					return fmt.Errorf("status: %w", err)
+				}
+				if r.Status == nil {
+					return errors.New("status: the coordinator's answer is empty")
 				}
 				sts = append(sts, *r.Status)
 			}
@@ -454,23 +509,35 @@ func statusCommand() *cli.Command {
 	}
 }
 
+// printStatus prints a coordinator's status; every string in it came from the coordinator and is
+// escaped (report.Escape).
 func printStatus(w io.Writer, st coordinator.Status) {
+	e := report.Escape
 	if st.ID == "" {
-		fmt.Fprintf(w, "%s: %s\n", st.Addr, st.Role)
+		fmt.Fprintf(w, "%s: %s\n", e(st.Addr), e(st.Role))
 		return
 	}
-	fmt.Fprintf(w, "node %s at %s: %s, term %s, leader %s (%s)\n", st.ID, st.Addr, st.Role, st.Term, st.LeaderID, st.LeaderAddr)
-	fmt.Fprintf(w, "  log index %s, applied %d, state hash %s\n", st.LastIndex, st.AppliedIndex, st.StateHash[:16])
+	fmt.Fprintf(w, "node %s at %s: %s, term %s, leader %s (%s)\n", e(st.ID), e(st.Addr), e(st.Role), e(st.Term), e(st.LeaderID), e(st.LeaderAddr))
+	fmt.Fprintf(w, "  log index %s, applied %d, state hash %s\n", e(st.LastIndex), st.AppliedIndex, e(st.StateHash[:min(16, len(st.StateHash))]))
 	var servers []string
 	for _, s := range st.Servers {
-		servers = append(servers, s.ID+"="+s.Addr)
+		servers = append(servers, e(s.ID)+"="+e(s.Addr))
 	}
 	fmt.Fprintf(w, "  voters: %s\n  registered coordinators: %d, members: %d, proposals: %d\n", strings.Join(servers, " "), len(st.Coordinators), st.Members, st.Proposals)
 	// The keys to pin (--coordinator KEYID@HOST:PORT) and to approve or remove by.
 	fmt.Fprintf(w, "  coordinator keys: %s\n", strings.Join(st.Coordinators, " "))
 	for _, co := range st.Cohorts {
-		fmt.Fprintf(w, "  cohort %d (proposal %d): %s, %d members, round %d\n", co.ID, co.Proposal, co.Status, co.Members, co.CurrentRound)
+		fmt.Fprintf(w, "  cohort %d (proposal %d): %s, %d members, round %d\n", co.ID, co.Proposal, e(co.Status), co.Members, co.CurrentRound)
 	}
+}
+
+// cell is a table cell of text from the coordinators (names chosen by strangers): escaped
+// (report.Escape), or "-" when empty.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return report.Escape(s)
 }
 
 func printJSON(w io.Writer, v any) error {

@@ -217,7 +217,7 @@ func TestCoordinatorProcessesSurviveLeaderKill(t *testing.T) {
 		}
 		name := fmt.Sprintf("p%03d", i)
 		res, err := cl.Submit(ctx, &consensus.ProposeBody{Name: name, Model: "mlp", Dataset: "fashion-mnist",
-			Params: consensus.Hyperparams{Rounds: 1}, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 3_600_000})
+			Params: consensus.Hyperparams{InnerSteps: 1, Rounds: 1}, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 3_600_000})
 		if err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -14,6 +15,7 @@ import (
 	"github.com/cohortlab/cohort/peer"
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/trainer"
+	"github.com/cohortlab/cohort/trainer/nn"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -34,7 +36,7 @@ func joinCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "data", Required: true, Usage: "shard directory (repeatable)", EnvVars: envVars("data")},
 			&cli.StringSliceFlag{Name: "contributor", Required: true, Usage: "contributor of the --data at the same position (repeatable)", EnvVars: envVars("contributor")},
 			&cli.StringFlag{Name: "member-name", Usage: "member name (default: the key file's base name)", EnvVars: envVars("member_name")},
-			&cli.IntFlag{Name: "batch", Usage: "batch size (0: the model's default)", EnvVars: envVars("batch")},
+			&cli.IntFlag{Name: "batch", Usage: "batch size (0: the model's default; an update weighs at most H × the model's default in the aggregate)", EnvVars: envVars("batch")},
 			&cli.IntFlag{Name: "overlap", Usage: "inner steps τ to take while the update travels (overlaps communication with compute; 0: none)", EnvVars: envVars("overlap")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed of the batch order", EnvVars: envVars("seed")},
 			&cli.StringFlag{Name: "checkpoint", Usage: "file to save progress to after every round and resume from on restart", EnvVars: envVars("checkpoint")},
@@ -48,13 +50,25 @@ func runJoin(c *cli.Context) error {
 	if len(dirs) != len(names) {
 		return fmt.Errorf("join: %d --data but %d --contributor: give one contributor per data directory", len(dirs), len(names))
 	}
+	if c.NArg() > 0 {
+		return fmt.Errorf("join: unexpected argument %q", c.Args().First())
+	}
+	if err := checkFlags(c, "join", between("cohort", 1, math.MaxUint64), batchBound("batch"), between("overlap", 0, maxInnerSteps-1)); err != nil {
+		return err
+	}
+	addrs, err := coordinatorAddrs(c)
+	if err != nil {
+		return fmt.Errorf("join: %w", err)
+	}
 	var all *datasets.Images
+	var shards []*datasets.Images
 	var contributors []peer.Contributor
 	for i, dir := range dirs {
 		imgs, err := datasets.LoadImages(os.DirFS(dir), "train")
 		if err != nil {
 			return fmt.Errorf("join: --data %s: %w", dir, err)
 		}
+		shards = append(shards, imgs)
 		idx := make([]int, imgs.Len())
 		for j := range idx {
 			idx[j] = j
@@ -83,7 +97,7 @@ func runJoin(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
-	cl, err := coordinator.Dial(coordinator.ClientConfig{Addrs: splitAddrs(c.String("coordinator")), Identity: id})
+	cl, err := coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: id})
 	if err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
@@ -93,8 +107,17 @@ func runJoin(c *cli.Context) error {
 		name = trimExt(filepath.Base(c.String("key")))
 	}
 	out := c.App.Writer
+	// The cohort's model must take these images: checked before the join is committed.
+	fits := func(model nn.Model) error {
+		for i, imgs := range shards {
+			if err := peer.ImagesFit(model, imgs); err != nil {
+				return fmt.Errorf("--data %s: %w", imagesFile(dirs[i]), err)
+			}
+		}
+		return nil
+	}
 	p, err := peer.New(peer.Config{Name: name, Client: cl, Cohort: c.Uint64("cohort"), Contributors: contributors, Source: src, Batch: c.Int("batch"),
-		Checkpoint: c.String("checkpoint"), Overlap: c.Int("overlap"),
+		Checkpoint: c.String("checkpoint"), Overlap: c.Int("overlap"), Fits: fits,
 		OnRound: func(r peer.Report) {
 			state := "applied"
 			if !r.Applied {
@@ -124,6 +147,15 @@ func runJoin(c *cli.Context) error {
 	return nil
 }
 
+// imagesFile names the training images file of a shard directory, as datasets.LoadImages finds it.
+func imagesFile(dir string) string {
+	gz := filepath.Join(dir, "train-images-idx3-ubyte.gz")
+	if _, err := os.Stat(gz); err == nil {
+		return gz
+	}
+	return filepath.Join(dir, "train-images-idx3-ubyte")
+}
+
 func shardCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "shard",
@@ -136,6 +168,9 @@ func shardCommand() *cli.Command {
 			&cli.StringFlag{Name: "data", Value: "embedded", Usage: "Fashion-MNIST directory, or embedded", EnvVars: envVars("data")},
 		},
 		Action: func(c *cli.Context) error {
+			if err := checkFlags(c, "shard", between("peers", 1, maxWorkers)); err != nil {
+				return err
+			}
 			_, info, err := trainer.BuildTask(trainer.TaskSpec{Model: "mlp", Workers: c.Int("peers"), Partition: c.String("partition"),
 				Seed: c.Uint64("seed"), DataDir: c.String("data")})
 			if err != nil {

@@ -22,19 +22,7 @@ import (
 // TestReportCommand runs `cohort report` against an in-process coordinator holding a cohort with
 // one member, in every format, with --plot.
 func TestReportCommand(t *testing.T) {
-	addr := freeAddr(t)
-	srv, err := coordinator.New(coordinator.Config{ID: "c1", InMemory: true, Listen: addr,
-		Peers: []consensus.Peer{{ID: "c1", Addr: addr, Key: nodeIdentity(t, "c1").NodeID().String()}}, Identity: nodeIdentity(t, "c1"), Tick: 50 * time.Millisecond,
-		Raft: consensus.Config{HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond,
-			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done; srv.Close() })
-
+	addr := startCoordinator(t)
 	cl := memberClient(t, []string{addr}, "alice")
 	bg := context.Background()
 	eventually(t, 10*time.Second, "register", func() error { return cl.EnsureRegistered(bg, "alice", []string{"alice"}) })

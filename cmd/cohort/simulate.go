@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/cohortlab/cohort/coordinator/report"
 	"github.com/cohortlab/cohort/sim"
 )
 
@@ -40,7 +41,7 @@ func simulateCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for data, models and links", EnvVars: envVars("seed")},
 			&cli.StringFlag{Name: "data", Value: "embedded", Usage: "Fashion-MNIST directory, or embedded", EnvVars: envVars("data")},
 			&cli.IntFlag{Name: "val-samples", Value: 1000, Usage: "validation samples", EnvVars: envVars("val_samples")},
-			&cli.IntFlag{Name: "kill-leader-at", Usage: "kill the leader coordinator when this round opens", EnvVars: envVars("kill_leader_at")},
+			&cli.IntFlag{Name: "kill-leader-at", Usage: "kill the leader coordinator when this round opens (0: never)", EnvVars: envVars("kill_leader_at")},
 			&cli.StringFlag{Name: "kill-peer", Usage: "NAME@ROUND: stop a peer when the round opens, restart it a round later", EnvVars: envVars("kill_peer")},
 			&cli.StringFlag{Name: "straggler", Usage: "a peer (e.g. peer-3) whose updates arrive after every deadline", EnvVars: envVars("straggler")},
 			&cli.StringSliceFlag{Name: "bad-peer", Usage: "plant a dishonest peer, KIND[:ARG][@NAME] (repeatable); kinds: " + strings.Join(sim.BadKinds, ", "), EnvVars: envVars("bad_peer")},
@@ -50,6 +51,12 @@ func simulateCommand() *cli.Command {
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return fmt.Errorf("simulate: unexpected argument %q", c.Args().First())
+			}
+			if err := checkFlags(c, "simulate", between("coordinators", 1, 7), between("peers", 1, maxWorkers),
+				between("rounds", 1, maxRounds), between("inner-steps", 1, maxInnerSteps), batchBound("batch"),
+				between("overlap", 0, maxInnerSteps-1), between("val-samples", 1, maxValSamples),
+				between("kill-leader-at", 0, maxRounds), positive("round-timeout", 24*3600, "the default 2m")); err != nil {
+				return err
 			}
 			out := c.App.Writer
 			cfg := sim.Config{
@@ -102,8 +109,8 @@ func simulateCommand() *cli.Command {
 				if p.Bad != "" {
 					flags = "[planted " + p.Bad + "] " + flags
 				}
-				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%.2f%%\t%s\n", p.Name, p.RoundsParticipated, p.Samples, humanBytes(p.PayloadBytes),
-					humanBytes(p.WireBytesSent), sum.Shares[p.Name], share, flags)
+				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%.2f%%\t%s\n", report.Escape(p.Name), p.RoundsParticipated, p.Samples, humanBytes(p.PayloadBytes),
+					humanBytes(p.WireBytesSent), sum.Shares[p.Name], share, report.Escape(flags))
 			}
 			return tw.Flush()
 		},

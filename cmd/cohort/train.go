@@ -49,6 +49,13 @@ func runTrain(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("train: unexpected argument %q", c.Args().First())
 	}
+	if err := checkFlags(c, "train", between("workers", 1, maxWorkers), between("inner-steps", 1, maxInnerSteps),
+		between("rounds", 1, maxRounds), between("overlap", 0, maxInnerSteps-1), batchBound("batch"),
+		between("val-samples", 0, maxValSamples), positive("lr", 10, "the default 1e-3"), between("weight-decay", 0, 10),
+		positive("outer-lr", 100, "the default 0.7"), openUnit("outer-momentum"),
+		positive("ef-decay", 1, "no error feedback decay, as 1")); err != nil {
+		return err
+	}
 	spec := trainer.TaskSpec{
 		Model:      c.String("model"),
 		Workers:    c.Int("workers"),

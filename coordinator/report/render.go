@@ -8,7 +8,6 @@ import (
 	"strconv"
 	"strings"
 	"text/tabwriter"
-	"unicode"
 )
 
 // WriteTable writes r as an aligned terminal table: a heading with the totals, the contributors
@@ -34,7 +33,7 @@ func WriteTable(w io.Writer, r Report) error {
 	for _, c := range r.Contributors {
 		flags := "-"
 		if len(c.Flags) > 0 {
-			flags = clean(strings.Join(c.Flags, "; "))
+			flags = Escape(strings.Join(c.Flags, "; "))
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", orDash(c.Name), orDash(shortID(c.Member)), c.Samples, c.Rounds,
 			influence(c.Influence), c.Payout, c.Data, c.Compute, pct(c.SharePaid), pct(c.SharePool), flags)
@@ -60,7 +59,7 @@ func WriteTable(w io.Writer, r Report) error {
 		if rr.Scored {
 			budget, paid = strconv.FormatUint(rr.Budget, 10), strconv.FormatUint(rr.Paid, 10)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", rr.Number, rr.Status, rr.Participants, rr.Receipts,
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\n", rr.Number, orDash(rr.Status), rr.Participants, rr.Receipts,
 			Bytes(rr.BytesSent), loss, acc, budget, paid, orDash(rr.Note))
 	}
 	if err := tw.Flush(); err != nil {
@@ -91,8 +90,8 @@ var ContributorsCSVHeader = []string{"contributor", "member", "samples", "rounds
 func WriteCSV(w io.Writer, r Report) error {
 	rows := [][]string{ContributorsCSVHeader}
 	for _, c := range r.Contributors {
-		rows = append(rows, []string{c.Name, c.Member, u(c.Samples), strconv.Itoa(c.Rounds), f(c.Influence, -1), u(c.Payout),
-			u(c.Data), u(c.Compute), fixed(c.SharePaid), fixed(c.SharePool), c.DuplicateOf, strings.Join(c.Flags, "; ")})
+		rows = append(rows, []string{CSVText(c.Name), CSVText(c.Member), u(c.Samples), strconv.Itoa(c.Rounds), f(c.Influence, -1), u(c.Payout),
+			u(c.Data), u(c.Compute), fixed(c.SharePaid), fixed(c.SharePool), CSVText(c.DuplicateOf), CSVText(strings.Join(c.Flags, "; "))})
 	}
 	return writeCSV(w, rows)
 }
@@ -113,9 +112,9 @@ func WriteRoundsCSV(w io.Writer, r Report) error {
 		if rr.ValAccuracy != nil {
 			acc = f(*rr.ValAccuracy, -1)
 		}
-		rows = append(rows, []string{strconv.FormatUint(uint64(rr.Number), 10), rr.Status, strconv.Itoa(rr.Participants),
+		rows = append(rows, []string{strconv.FormatUint(uint64(rr.Number), 10), CSVText(rr.Status), strconv.Itoa(rr.Participants),
 			strconv.Itoa(rr.Receipts), u(rr.SamplesUsed), u(rr.BytesSent), loss, acc, strconv.FormatBool(rr.Scored),
-			u(rr.Budget), u(rr.Paid), strconv.Itoa(rr.Flags), rr.Note})
+			u(rr.Budget), u(rr.Paid), strconv.Itoa(rr.Flags), CSVText(rr.Note)})
 	}
 	return writeCSV(w, rows)
 }
@@ -157,21 +156,12 @@ func f(x float64, prec int) string { return strconv.FormatFloat(x, 'g', prec, 64
 
 func fixed(x float64) string { return strconv.FormatFloat(x, 'f', 4, 64) }
 
-// clean replaces control characters (tabs, newlines, terminal escapes) in a table cell.
-func clean(s string) string {
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return '?'
-		}
-		return r
-	}, s)
-}
-
+// orDash is a table cell: s escaped (Escape), or "-" when empty.
 func orDash(s string) string {
 	if s == "" {
 		return "-"
 	}
-	return clean(s)
+	return Escape(s)
 }
 
 // shortID shortens a member ID (32 hex digits) to its first 8 for the table.

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/cohortlab/cohort/consensus"
 )
@@ -270,8 +271,8 @@ func TestTableHasNoControlCharacters(t *testing.T) {
 			t.Errorf("line %q has a control character", line)
 		}
 	}
-	if !strings.Contains(b.String(), "tab?here?newline") {
-		t.Errorf("control characters not replaced:\n%s", b.String())
+	if !strings.Contains(b.String(), `tab\x09here\x0anewline`) {
+		t.Errorf("control characters not escaped:\n%s", b.String())
 	}
 	b.Reset()
 	if err := WriteCSV(&b, strangeNames()); err != nil {
@@ -280,6 +281,99 @@ func TestTableHasNoControlCharacters(t *testing.T) {
 	rows, err := csv.NewReader(&b).ReadAll()
 	if err != nil || len(rows) != 3 || rows[2][0] != "tab\there\nnewline & \"quotes\"" {
 		t.Fatalf("CSV does not read back: %v %q", err, rows)
+	}
+}
+
+// hostileNames is a cohort whose members chose names to attack whoever reads the report: a
+// terminal title change and a colour escape, a bidi override that reverses what follows, a
+// zero-width joiner, a backslash posing as an escape, bytes that are not UTF-8, and spreadsheet
+// formulas (= + - @, and a leading TAB or CR).
+func hostileNames() Report {
+	names := []string{"\x1b]0;owned\x07eve", "\x1b[31mred\x1b[0m", "good\u202egnp.exe", "zero\u200dwidth", `not\x1b`,
+		"bad\xffutf8", "=HYPERLINK(\"http://x\")", "+1+2", "-2+3", "@SUM(A1)", "\tcell", "\rcell", "plain-name"}
+	var ds []consensus.ContributorData
+	for i, n := range names {
+		ds = append(ds, consensus.ContributorData{Name: n, Samples: uint64(i + 1)})
+	}
+	c := consensus.Cohort{ID: 5, Status: consensus.CohortRunning, CurrentRound: 1,
+		Members: []consensus.CohortMember{{Member: "m0000000000000000000000000000001", Contributors: ds}}}
+	rounds := []consensus.Round{{Cohort: 5, Number: 1, Status: consensus.RoundClosed, Scored: true, Budget: 10, Paid: 10,
+		Flags:     []consensus.Flag{{Contributor: names[0], Kind: "odd", Detail: "=cmd|' /C calc'!A0"}},
+		ScoreNote: "-note\x1b[2J"}}
+	l := consensus.Ledger{Payouts: []consensus.Payout{{Cohort: 5, Round: 1, Contributor: names[0], Data: 10}}}
+	return Build(consensus.Proposal{Name: "\x1b]0;title\x07cohort", Model: "mlp\u202e", Dataset: "=1+1", RewardPool: 10,
+		Params: consensus.Hyperparams{Rounds: 2, Codec: "q8\x1b[K"}}, c, rounds, l)
+}
+
+// TestGoldenHostileNames: in the table every control and format character of a name is shown
+// escaped (\x1b, \u202e, ...) and a backslash doubled; in CSV a cell a spreadsheet would read as
+// a formula starts with ', and escapes are shown as in the table (TAB, CR and LF stay, quoted).
+func TestGoldenHostileNames(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteTable(&b, hostileNames()); err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "hostile_table.txt", b.Bytes())
+	if bytes.ContainsAny(b.Bytes(), "\x1b\x07\r\t") || bytes.Contains(b.Bytes(), []byte("\u202e")) || !utf8.Valid(b.Bytes()) {
+		t.Errorf("the table carries a raw control or format character:\n%q", b.String())
+	}
+	for _, want := range []string{`\x1b]0;owned\x07eve`, `good\u202egnp.exe`, `zero\u200dwidth`, `not\\x1b`, `bad\xffutf8`, `\x09cell`} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("table lacks %s", want)
+		}
+	}
+	for name, write := range map[string]func(io.Writer, Report) error{"hostile_contributors.csv": WriteCSV, "hostile_rounds.csv": WriteRoundsCSV} {
+		b.Reset()
+		if err := write(&b, hostileNames()); err != nil {
+			t.Fatal(err)
+		}
+		golden(t, name, b.Bytes())
+		if bytes.ContainsAny(b.Bytes(), "\x1b\x07") || bytes.Contains(b.Bytes(), []byte("\u202e")) {
+			t.Errorf("%s carries a raw escape:\n%q", name, b.String())
+		}
+		rows, err := csv.NewReader(bytes.NewReader(b.Bytes())).ReadAll()
+		if err != nil {
+			t.Fatalf("%s does not read back: %v", name, err)
+		}
+		for _, row := range rows[1:] {
+			for _, cell := range row {
+				if _, err := strconv.ParseFloat(cell, 64); err == nil {
+					continue // a number, written as it is
+				}
+				if cell != "" && strings.ContainsRune("=+-@\t\r", rune(cell[0])) {
+					t.Errorf("%s: cell %q starts a formula", name, cell)
+				}
+			}
+		}
+	}
+}
+
+func TestEscape(t *testing.T) {
+	for _, tc := range []struct{ in, table, csv string }{
+		{"alice", "alice", "alice"},
+		{"Zoë 日本", "Zoë 日本", "Zoë 日本"},
+		{"\x1b[31m", `\x1b[31m`, `\x1b[31m`},
+		{"a\tb\nc", `a\x09b\x0ac`, "a\tb\nc"},
+		{"\u202e\u2066\ufeff\u00ad", `\u202e\u2066\ufeff\u00ad`, `\u202e\u2066\ufeff\u00ad`},
+		{"\u0085\u2028", `\u0085\u2028`, `\u0085\u2028`},
+		{"\U000e0041", `\U000e0041`, `\U000e0041`}, // a tag character (format)
+		{`a\b`, `a\\b`, `a\b`},
+		{"\xff\xfe", `\xff\xfe`, `\xff\xfe`},
+		{"=1+1", "=1+1", "'=1+1"},
+		{"+1", "+1", "'+1"},
+		{"-1", "-1", "'-1"},
+		{"@x", "@x", "'@x"},
+		{"\tx", `\x09x`, "'\tx"},
+		{"\rx", `\x0dx`, "'\rx"},
+		{"a=b", "a=b", "a=b"},
+		{"", "", ""},
+	} {
+		if got := Escape(tc.in); got != tc.table {
+			t.Errorf("Escape(%q) = %q, want %q", tc.in, got, tc.table)
+		}
+		if got := CSVText(tc.in); got != tc.csv {
+			t.Errorf("CSVText(%q) = %q, want %q", tc.in, got, tc.csv)
+		}
 	}
 }
 

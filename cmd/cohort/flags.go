@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// bound is the values a numeric flag accepts. The configs the flags fill read a zero as "the
+// default" and the consensus commands hold 32-bit fields: a value outside the bound would silently
+// mean something else (--rounds 0 twenty rounds, --rounds 4294967297 one), so it is refused.
+type bound struct {
+	flag string
+	ok   func(v float64) bool
+	want string
+}
+
+// between accepts lo ≤ v ≤ hi.
+func between(flag string, lo, hi float64) bound {
+	return bound{flag, func(v float64) bool { return v >= lo && v <= hi }, fmt.Sprintf("%g to %g", lo, hi)}
+}
+
+// batchBound accepts 0 (the model's default) or 2 to maxBatch.
+func batchBound(flag string) bound {
+	return bound{flag, func(v float64) bool { return v == 0 || (v >= 2 && v <= maxBatch) },
+		fmt.Sprintf("0 (the model's default) or 2 to %d", maxBatch)}
+}
+
+// positive accepts 0 < v ≤ hi: a zero would be read as the default.
+func positive(flag string, hi float64, zero string) bound {
+	return bound{flag, func(v float64) bool { return v > 0 && v <= hi }, fmt.Sprintf("more than 0 and at most %g (0 would mean %s)", hi, zero)}
+}
+
+// openUnit accepts 0 < v < 1 (an outer momentum: 0 would be read as the default 0.9, 1 diverges).
+func openUnit(flag string) bound {
+	return bound{flag, func(v float64) bool { return v > 0 && v < 1 }, "more than 0 and less than 1 (0 would mean the default 0.9)"}
+}
+
+// Limits of the numeric flags: far beyond any useful run, and within the fields that carry them.
+const (
+	// maxBatch bounds a batch size: far above any model's default, far below what exhausts memory.
+	maxBatch      = 4096
+	maxRounds     = 1_000_000
+	maxInnerSteps = 1_000_000
+	maxWorkers    = 1024
+	maxValSamples = 10_000_000
+)
+
+// checkFlags refuses, naming the flag, the value and what it accepts, the first flag out of its
+// bound (NaN included).
+func checkFlags(c *cli.Context, cmd string, bounds ...bound) error {
+	for _, b := range bounds {
+		v, shown, err := flagNumber(c, b.flag)
+		if err != nil {
+			return fmt.Errorf("%s: %w", cmd, err)
+		}
+		if math.IsNaN(v) || !b.ok(v) {
+			return fmt.Errorf("%s: --%s %s: want %s", cmd, b.flag, shown, b.want)
+		}
+	}
+	return nil
+}
+
+// flagNumber reads a numeric flag's value, and how to show it.
+func flagNumber(c *cli.Context, name string) (float64, string, error) {
+	switch v := c.Value(name).(type) {
+	case int:
+		return float64(v), fmt.Sprint(v), nil
+	case int64:
+		return float64(v), fmt.Sprint(v), nil
+	case uint:
+		return float64(v), fmt.Sprint(v), nil
+	case uint64:
+		return float64(v), fmt.Sprint(v), nil
+	case float64:
+		return v, fmt.Sprint(v), nil
+	case time.Duration:
+		return v.Seconds(), v.String(), nil
+	}
+	return 0, "", fmt.Errorf("--%s is not a numeric flag", name)
+}

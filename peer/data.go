@@ -1,0 +1,49 @@
+package peer
+
+import (
+	"errors"
+	"fmt"
+	"math"
+
+	"github.com/cohortlab/cohort/datasets"
+	"github.com/cohortlab/cohort/trainer/nn"
+)
+
+// ErrDataMismatch is wrapped by the errors of a member's data the cohort's model cannot train on
+// (ImagesFit): the peer refuses to join with it rather than commit the join and fail every round.
+var ErrDataMismatch = errors.New("data does not fit the model")
+
+// classifier is a model that takes feature vectors and predicts one of Classes labels (nn.MLP).
+type classifier interface {
+	Features() int
+	Classes() int
+}
+
+// ImagesFit reports (nil) whether the cohort's model can train on imgs: a classifier taking
+// Rows×Cols features whose classes cover every label in imgs. The error, wrapping
+// ErrDataMismatch, states the shape found and the shape the model needs.
+func ImagesFit(model nn.Model, imgs *datasets.Images) error {
+	c, ok := model.(classifier)
+	if !ok {
+		return fmt.Errorf("%w: %s does not take images (it trains on text), these are %dx%d images", ErrDataMismatch, model.Name(), imgs.Rows, imgs.Cols)
+	}
+	if f := imgs.Features(); f != c.Features() {
+		return fmt.Errorf("%w: %dx%d images (%d features), the model %s takes %s", ErrDataMismatch, imgs.Rows, imgs.Cols, f, model.Name(), featureShape(c.Features()))
+	}
+	top := -1
+	for _, l := range imgs.Labels {
+		top = max(top, int(l))
+	}
+	if top >= c.Classes() {
+		return fmt.Errorf("%w: labels up to %d, the model %s has %d classes (labels 0 to %d)", ErrDataMismatch, top, model.Name(), c.Classes(), c.Classes()-1)
+	}
+	return nil
+}
+
+// featureShape describes n input features, as an image size when n is a square.
+func featureShape(n int) string {
+	if r := int(math.Sqrt(float64(n))); r*r == n {
+		return fmt.Sprintf("%dx%d images (%d features)", r, r, n)
+	}
+	return fmt.Sprintf("%d features per sample", n)
+}

@@ -1,0 +1,49 @@
+package peer
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/cohortlab/cohort/datasets"
+	"github.com/cohortlab/cohort/trainer"
+)
+
+// TestImagesFit: images the model cannot train on are refused with the shape found and the shape
+// the model needs; images that fit pass.
+func TestImagesFit(t *testing.T) {
+	imgs := func(rows, cols int, labels ...uint8) *datasets.Images {
+		return &datasets.Images{Name: "shard", Rows: rows, Cols: cols, Classes: datasets.MNISTClasses,
+			Pixels: make([]uint8, len(labels)*rows*cols), Labels: labels}
+	}
+	for _, tc := range []struct {
+		model string
+		imgs  *datasets.Images
+		want  string // "" = fits
+	}{
+		{"mlp:784-256-10", imgs(28, 28, 0, 9, 3), ""},
+		{"mlp", imgs(28, 28, 0, 9), ""},
+		{"mlp:100-16-10", imgs(10, 10, 0, 9), ""},
+		{"mlp:784-16-12", imgs(28, 28, 0, 9), ""}, // more classes than labels: trainable
+		{"mlp:784-256-10", imgs(10, 10, 0, 9), "10x10 images (100 features), the model mlp:784-256-10 takes 28x28 images (784 features)"},
+		{"mlp:784-256-10", imgs(28, 27, 0), "28x27 images (756 features)"},
+		{"mlp:50-8-10", imgs(28, 28, 0), "takes 50 features per sample"},
+		{"mlp:784-16-5", imgs(28, 28, 0, 7), "labels up to 7, the model mlp:784-16-5 has 5 classes"},
+		{"charlm", imgs(28, 28, 0), "does not take images (it trains on text), these are 28x28 images"},
+	} {
+		model, err := trainer.NewModel(tc.model, 0, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = ImagesFit(model, tc.imgs)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%s, %dx%d: %v", tc.model, tc.imgs.Rows, tc.imgs.Cols, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrDataMismatch) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s, %dx%d: error %v, want ErrDataMismatch containing %q", tc.model, tc.imgs.Rows, tc.imgs.Cols, err, tc.want)
+		}
+	}
+}
