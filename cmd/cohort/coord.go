@@ -524,8 +524,13 @@ func printStatus(w io.Writer, st coordinator.Status) {
 		servers = append(servers, e(s.ID)+"="+e(s.Addr))
 	}
 	fmt.Fprintf(w, "  voters: %s\n  registered coordinators: %d, members: %d, proposals: %d\n", strings.Join(servers, " "), len(st.Coordinators), st.Members, st.Proposals)
-	// The keys to pin (--coordinator KEYID@HOST:PORT) and to approve or remove by.
-	fmt.Fprintf(w, "  coordinator keys: %s\n", strings.Join(st.Coordinators, " "))
+	if len(st.Coordinators) > 0 { // the keys to pin (--coordinator KEYID@HOST:PORT) and to approve or remove by
+		keys := make([]string, len(st.Coordinators))
+		for i, k := range st.Coordinators {
+			keys[i] = e(k)
+		}
+		fmt.Fprintf(w, "  coordinator keys: %s\n", strings.Join(keys, " "))
+	}
 	for _, co := range st.Cohorts {
 		fmt.Fprintf(w, "  cohort %d (proposal %d): %s, %d members, round %d\n", co.ID, co.Proposal, e(co.Status), co.Members, co.CurrentRound)
 	}
