@@ -11,36 +11,17 @@ import (
 	"testing"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/internal/forge"
 	"github.com/cohortlab/cohort/transport"
 )
 
-// raftRPC encodes one RPC the way hashicorp/raft's network transport reads it: a type byte and
-// the msgpack request. A stranger needs nothing else to speak Raft to a plain-TCP node.
-func raftRPC(t *testing.T, typ byte, req map[string]any) []byte {
-	t.Helper()
-	b, err := msgpack.Marshal(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return append([]byte{typ}, b...)
-}
-
-const attackTerm = 1_000_000
+const attackTerm = forge.Term
 
 // forgedRPCs are the two RPCs that took a plain-TCP cluster: an AppendEntries with a huge term
 // (the leader steps down and follows "attacker") and an InstallSnapshot (it replaces the state).
-func forgedRPCs(t *testing.T) map[string][]byte {
-	hdr := map[string]any{"ProtocolVersion": 3, "ID": []byte("attacker"), "Addr": []byte("203.0.113.9:7001")}
-	return map[string][]byte{
-		"append-entries": raftRPC(t, 0, map[string]any{"RPCHeader": hdr, "Term": uint64(attackTerm),
-			"Leader": []byte("203.0.113.9:7001"), "PrevLogEntry": uint64(0), "PrevLogTerm": uint64(0), "LeaderCommitIndex": uint64(0)}),
-		"install-snapshot": raftRPC(t, 2, map[string]any{"RPCHeader": hdr, "SnapshotVersion": 1, "Term": uint64(attackTerm),
-			"Leader": []byte("203.0.113.9:7001"), "LastLogIndex": uint64(1 << 40), "LastLogTerm": uint64(attackTerm),
-			"Size": int64(16), "ConfigurationIndex": uint64(1), "Configuration": []byte{}}),
-	}
+func forgedRPCs(*testing.T) map[string][]byte {
+	return map[string][]byte{"append-entries": forge.RaftAppendEntries(), "install-snapshot": forge.RaftInstallSnapshot()}
 }
 
 // sendRaw writes b on a fresh TCP connection to addr and reads what comes back for a moment.

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator"
+	"github.com/cohortlab/cohort/internal/forge"
 	"github.com/cohortlab/cohort/internal/netutil"
 	"github.com/cohortlab/cohort/transport"
 )
@@ -275,4 +277,82 @@ func TestCoordinatorProcessesSurviveLeaderKill(t *testing.T) {
 		}
 	}
 	t.Logf("killed %s; %d writes acknowledged; final state %s", killed.id, len(acked), hash)
+}
+
+// TestCoordinatorProcessesRefuseStrangers attacks three `cohort coordinator` processes the way an
+// outsider would: forged Raft RPCs (a term of 10^6, a snapshot) on each Raft port, repeatedly,
+// and a fourth process with a key nobody approved asking to join. The terms, the leader and the
+// voters stay as they were, and a member is served throughout.
+func TestCoordinatorProcessesRefuseStrangers(t *testing.T) {
+	pc := startProcCluster(t, 3)
+	cl := memberClient(t, pc.addrs(), "alice")
+	ctx := context.Background()
+	eventually(t, 20*time.Second, "cluster up", func() error { return cl.EnsureRegistered(ctx, "alice", []string{"alice"}) })
+	leader := pc.leader(cl)
+	if leader == nil {
+		t.Fatal("no leader")
+	}
+	before := map[string]string{}
+	for _, p := range pc.procs {
+		st, err := statusOf(cl, p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[p.id] = st.Term
+	}
+	for i := 0; i < 10; i++ {
+		for _, p := range pc.procs {
+			for _, rpc := range [][]byte{forge.RaftAppendEntries(), forge.RaftInstallSnapshot()} {
+				if c, err := net.DialTimeout("tcp", p.addr, time.Second); err == nil {
+					c.Write(rpc)
+					c.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+					var b [64]byte
+					if n, _ := c.Read(b[:]); n > 0 && b[0] != 0x15 { // 0x15: a TLS alert
+						t.Fatalf("%s answered a forged Raft RPC: %x", p.id, b[:n])
+					}
+					c.Close()
+				}
+			}
+		}
+	}
+	// A node whose key no operator approved starts with --join and gets nowhere.
+	mallory := &proc{id: "c4", addr: freeAddr(t), dir: filepath.Join(t.TempDir(), "c4")}
+	if err := os.MkdirAll(mallory.dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(filepath.Join(mallory.dir, "stderr.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mallory.log = f
+	mallory.cmd = exec.Command(pc.bin, "--log-level", "debug", "coordinator", "--id", "c4", "--dir", mallory.dir,
+		"--listen", mallory.addr, "--join", pc.procs[0].key+"@"+pc.procs[0].addr)
+	mallory.cmd.Stdout, mallory.cmd.Stderr = f, f
+	if err := mallory.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer pc.kill(mallory)
+	eventually(t, 20*time.Second, "the unapproved node refused", func() error {
+		b, _ := os.ReadFile(f.Name())
+		if !strings.Contains(string(b), "not approved") {
+			return fmt.Errorf("no refusal in its log yet")
+		}
+		return nil
+	})
+	// The member is served; nothing moved.
+	if _, err := cl.Submit(ctx, &consensus.VoteBody{Proposal: 99, Yes: true}); err == nil || !strings.Contains(err.Error(), "not found") {
+		t.Fatalf("a member's request after the attack: %v, want the state's own answer", err)
+	}
+	for _, p := range pc.procs {
+		st, err := statusOf(cl, p.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Term != before[p.id] || len(st.Servers) != 3 || len(st.Coordinators) != 3 {
+			t.Fatalf("%s after the attack: term %s (was %s), %d voters, %d coordinators", p.id, st.Term, before[p.id], len(st.Servers), len(st.Coordinators))
+		}
+		if p == leader && st.Role != "Leader" {
+			t.Fatalf("leader %s lost its leadership", p.id)
+		}
+	}
 }
