@@ -14,12 +14,13 @@ import (
 )
 
 // Version is the envelope and log-entry format version this code writes and accepts.
-const Version uint16 = 2
+const Version uint16 = 3
 
 // Limits on decoded commands. They bound the memory one command can make the state hold.
 const (
 	MaxCommandBytes = 1 << 20 // one encoded Command (log entry)
-	MaxNameLen      = 256     // names, model spec, dataset ref, codec, fixed-point strings
+	MaxNameLen      = 256     // model spec, dataset ref, codec, fixed-point strings, notes
+	MaxShortNameLen = 64      // member, contributor, proposal and coordinator names (checkPrintable)
 	MaxHashLen      = 64      // model hashes, validation-set hash, data fingerprints
 	MaxListLen      = 4096    // contributors, participants, slices, weights in one command
 )
@@ -46,11 +47,15 @@ const (
 	CmdCloseRound                            // coordinator
 	CmdReassign                              // coordinator
 	CmdExtendRound                           // coordinator
+	CmdSetLimits                             // operator
+	CmdFund                                  // operator
+	CmdGrant                                 // operator
 	cmdEnd
 )
 
 var cmdNames = [...]string{"", "add-coordinator", "register", "propose", "vote", "tally", "join",
-	"open-round", "receipt", "score-commit", "close-round", "reassign", "extend-round"}
+	"open-round", "receipt", "score-commit", "close-round", "reassign", "extend-round", "set-limits",
+	"fund", "grant"}
 
 func (t CommandType) String() string {
 	if t > 0 && t < cmdEnd {
@@ -59,14 +64,30 @@ func (t CommandType) String() string {
 	return fmt.Sprintf("command(%d)", uint8(t))
 }
 
-// coordinatorOnly reports whether t must be issued by a coordinator node key.
+// coordinatorOnly reports whether t must be issued by a coordinator node key (operator commands
+// included).
 func (t CommandType) coordinatorOnly() bool {
 	switch t {
 	case CmdAddCoordinator, CmdTally, CmdOpenRound, CmdScoreCommit, CmdCloseRound, CmdReassign, CmdExtendRound:
 		return true
 	}
+	return t.operator()
+}
+
+// operator reports whether t is an operator command: a decision of the clusters' operators
+// (limits, the treasury, granted vote weight) rather than a step of the protocol. The state applies
+// one issued by any registered coordinator key; whoever submits it is expected to have gathered
+// the operators' agreement first.
+func (t CommandType) operator() bool {
+	switch t {
+	case CmdSetLimits, CmdFund, CmdGrant:
+		return true
+	}
 	return false
 }
+
+// IsOperator reports whether t is an operator command (see the command list).
+func (t CommandType) IsOperator() bool { return t.operator() }
 
 // IDOf returns the node/member ID of a public key: hex of the first 16 bytes of its SHA-256.
 func IDOf(pub ed25519.PublicKey) string {
@@ -199,6 +220,12 @@ func (e *Envelope) DecodeBody() (Body, error) {
 		b = &ReassignBody{}
 	case CmdExtendRound:
 		b = &ExtendRoundBody{}
+	case CmdSetLimits:
+		b = &SetLimitsBody{}
+	case CmdFund:
+		b = &FundBody{}
+	case CmdGrant:
+		b = &GrantBody{}
 	default:
 		return nil, errf(ErrDecode, "unknown command type %d", uint8(e.Type))
 	}
@@ -306,9 +333,11 @@ type ProposeBody struct {
 	Params         Hyperparams
 	RewardPool     uint64
 	MinMembers     uint32 // members needed in the cohort before its first round opens
-	QuorumBP       uint32 // share of the eligible vote weight that must vote, basis points
-	ThresholdBP    uint32 // share of the cast weight that must vote yes, basis points
-	VotingPeriodMs int64  // > 0
+	QuorumBP       uint32 // share of the eligible vote weight that must vote, basis points; ≥ Limits.MinQuorumBP
+	ThresholdBP    uint32 // share of the cast weight that must vote yes, basis points; ≥ Limits.MinThresholdBP
+	VotingPeriodMs int64  // > 0, ≤ Limits.MaxVotingPeriodMs
+	// MaxMembers caps the cohort's members: 0 means Limits.MaxCohortMembers, more is refused.
+	MaxMembers uint32
 }
 
 // VoteBody casts the issuer's vote on a proposal before its deadline.
@@ -492,3 +521,33 @@ type ExtendRoundBody struct {
 
 // Type implements Body.
 func (*ExtendRoundBody) Type() CommandType { return CmdExtendRound }
+
+// SetLimitsBody (operator) replaces the cluster's limits; zero fields mean the defaults. Lowering
+// a limit refuses new commands past it and leaves what the state already holds.
+type SetLimitsBody struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Limits   Limits
+}
+
+// Type implements Body.
+func (*SetLimitsBody) Type() CommandType { return CmdSetLimits }
+
+// FundBody (operator) credits the treasury, from which passed proposals take their reward pools.
+type FundBody struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Amount   uint64   // > 0
+}
+
+// Type implements Body.
+func (*FundBody) Type() CommandType { return CmdFund }
+
+// GrantBody (operator) sets the vote weight operators grant a member (0 takes it back). A fresh
+// key weighs nothing until it is granted weight or its contributors earn.
+type GrantBody struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Member   string   // member ID
+	Votes    uint64
+}
+
+// Type implements Body.
+func (*GrantBody) Type() CommandType { return CmdGrant }
