@@ -120,6 +120,7 @@ func TestProposeVoteTallyOverQUIC(t *testing.T) {
 			t.Fatalf("register %s: %v", m.name, err)
 		}
 	}
+	operate(t, c.addrs, 1_000_000, alice, bob)
 	// A proposal no peer could train with is refused before it reaches the log, naming the field,
 	// and the refusal is final (the client does not retry it at another coordinator).
 	_, err := alice.Submit(ctx, &consensus.ProposeBody{Name: "bad", Model: "mlp:784-256-10", Dataset: "fashion-mnist",
@@ -174,8 +175,9 @@ func TestForgedAndReplayedRequestsAreRejected(t *testing.T) {
 	if err := mallory.EnsureRegistered(ctx, "mallory", []string{"mallory"}); err != nil {
 		t.Fatal(err)
 	}
+	operate(t, c.addrs, 0, alice)
 	env, err := alice.signer.Sign(&consensus.ProposeBody{Name: "p", Model: "mlp", Dataset: "d",
-		Params: consensus.Hyperparams{Rounds: 1}, VotingPeriodMs: 60_000})
+		Params: consensus.Hyperparams{Rounds: 1, InnerSteps: 1}, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 60_000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -262,4 +264,26 @@ func TestNodeJoinsRunningCluster(t *testing.T) {
 		st := s.Status()
 		return len(st.Servers) == 4 && len(st.Coordinators) == 4 && st.StateHash == c.servers[0].Status().StateHash
 	})
+}
+
+// operate has an operator submit commands with coordinator c1's node key (the key startCluster
+// and dashboardNode give it): fund the treasury with pool and grant each member one vote.
+func operate(t *testing.T, addrs []string, pool uint64, members ...*Client) {
+	t.Helper()
+	op, err := Dial(ClientConfig{Addrs: addrs, Identity: testIdentity(t, "c1"), Timeout: 15 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	ctx := context.Background()
+	if pool > 0 {
+		if _, err := op.Submit(ctx, &consensus.FundBody{Amount: pool}); err != nil {
+			t.Fatalf("fund: %v", err)
+		}
+	}
+	for _, m := range members {
+		if _, err := op.Submit(ctx, &consensus.GrantBody{Member: m.ID(), Votes: 1}); err != nil {
+			t.Fatalf("grant %s: %v", m.ID(), err)
+		}
+	}
 }

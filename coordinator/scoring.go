@@ -269,13 +269,33 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 		body.Note = "unscored: " + err.Error()
 		return body, nil
 	}
+	hist, _ := s.memberRecord(c.ID, r.Number)
+	res, err := attribution.Score(sums, s.participants(c, r, hist), attribution.Config{})
+	if err != nil {
+		body.Note = "unscored: " + err.Error()
+		return body, nil
+	}
+	body.Data, body.Compute, body.Influence, body.Flags = res.Data, res.Compute, res.Influence, res.Flags
+	if len(body.Data) == 0 {
+		body.Note = "no update improved the validation loss"
+	}
+	// The validation loss and accuracy of θ_{t+1}, as measured by this node.
+	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	if st, err := val.state(mctx, r.NewModelHash); err == nil {
+		body.Metrics = st.metrics
+	}
+	cancel()
+	return body, nil
+}
+
+// participants are the members of cohort c that sent a receipt for round r, as scoring sees them.
+// Compute is paid by the samples the protocol lets a participant train on, not by what its
+// receipt claims: min(claim, consensus.State.SampleCap), the cap the state clamps receipts to.
+func (s *Server) participants(c consensus.Cohort, r consensus.Round, hist map[string][]float64) []attribution.Participant {
 	orders := map[string]consensus.CohortMember{}
 	for _, m := range c.Members {
 		orders[m.Member] = m
 	}
-	hist, _ := s.memberRecord(c.ID, r.Number)
-	// Compute is paid by the samples the protocol lets a participant train on, not by what its
-	// receipt claims: the state clamps the claim, and so does this, with the same cap.
 	caps := map[string]uint64{}
 	s.node.View(func(st *consensus.State) error {
 		for _, rc := range r.Receipts {
@@ -292,22 +312,7 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 		parts = append(parts, attribution.Participant{Member: rc.Member, Order: m.Order, Samples: min(rc.SamplesUsed, caps[rc.Member]),
 			Contributors: m.Contributors, History: hist[rc.Member]})
 	}
-	res, err := attribution.Score(sums, parts, attribution.Config{})
-	if err != nil {
-		body.Note = "unscored: " + err.Error()
-		return body, nil
-	}
-	body.Data, body.Compute, body.Influence, body.Flags = res.Data, res.Compute, res.Influence, res.Flags
-	if len(body.Data) == 0 {
-		body.Note = "no update improved the validation loss"
-	}
-	// The validation loss and accuracy of θ_{t+1}, as measured by this node.
-	mctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	if st, err := val.state(mctx, r.NewModelHash); err == nil {
-		body.Metrics = st.metrics
-	}
-	cancel()
-	return body, nil
+	return parts
 }
 
 // fetchPartial asks a slice's aggregator (this node or another) for its validation sums.
