@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"crypto/sha256"
 	"errors"
 	"go/parser"
 	"go/token"
@@ -184,4 +185,51 @@ func TestSignerConcurrentUniqueIDs(t *testing.T) {
 	if _, err := NewSigner([]byte("short"), 0); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("short key: %v", err)
 	}
+}
+
+// Hash is computed once per state change: asking again costs nothing, and every Apply that
+// changes the state (and only those) gives the hash of the new snapshot bytes.
+func TestHashCachedBetweenChanges(t *testing.T) {
+	s := applyAll(t, scenario(t, 4, 3, 1))
+	fresh := func() [32]byte {
+		b, err := s.MarshalSnapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sha256.Sum256(b)
+	}
+	h := s.Hash()
+	if h != fresh() {
+		t.Fatal("Hash differs from the snapshot's hash")
+	}
+	if n := testing.AllocsPerRun(20, func() { s.Hash() }); n != 0 {
+		t.Fatalf("a repeated Hash allocates %v times: it is recomputed", n)
+	}
+	mustApply(t, s, 1, "c1", 1000, &FundBody{Amount: 1})
+	if s.Hash() == h || s.Hash() != fresh() {
+		t.Fatal("Hash after a change is stale")
+	}
+	h = s.Hash()
+	if _, err := s.Apply(Command{Version: Version, Time: 1, Env: mustEnv(t, "c1", 1001, &FundBody{})}); err == nil {
+		t.Fatal("fund of 0 accepted")
+	}
+	if s.Hash() != h || fresh() != h {
+		t.Fatal("a refused command changed the hash")
+	}
+	r, err := UnmarshalSnapshot(mustSnapshot(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Hash() != h {
+		t.Fatal("restored state has another hash")
+	}
+}
+
+func mustSnapshot(t *testing.T, s *State) []byte {
+	t.Helper()
+	b, err := s.MarshalSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -196,17 +197,27 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			members[i].bad = &bads[i-cfg.Peers]
 		}
 	}
+	if err := parallel(members, func(m *member) error { return m.client.EnsureRegistered(ctx, m.name, []string{m.name}) }); err != nil {
+		return nil, fmt.Errorf("register: %w", err)
+	}
+	// The operators (c1's node key) fund the treasury with the pool and grant the proposer and
+	// every member a vote: fresh keys weigh nothing.
+	const pool = 1_000_000
+	voters := []string{proposer.ID()}
+	for _, m := range members {
+		voters = append(voters, m.client.ID())
+	}
+	if err := operate(ctx, addrs, cfg.Seed, log, pool, voters); err != nil {
+		return nil, err
+	}
 	res, err := proposer.Submit(ctx, &consensus.ProposeBody{Name: "sim-" + cfg.Model, Model: modelSpec(cfg.Model), Dataset: info.Source, ValidationHash: valHash[:],
 		Params:     cfg.hyperparams(),
-		RewardPool: 1_000_000, MinMembers: uint32(len(members)), QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 1500})
+		RewardPool: pool, MinMembers: uint32(len(members)), QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 1500})
 	if err != nil {
 		return nil, fmt.Errorf("propose: %w", err)
 	}
 	proposal := res.ID
 	err = parallel(members, func(m *member) error {
-		if err := m.client.EnsureRegistered(ctx, m.name, []string{m.name}); err != nil {
-			return err
-		}
 		_, err := m.client.Submit(ctx, &consensus.VoteBody{Proposal: proposal, Yes: true})
 		return err
 	})
@@ -521,6 +532,29 @@ func ledgerOf(n *node, cohort uint64) (uint64, map[string]uint64, map[string][]s
 		return nil
 	})
 	return pool, shares, flags, infl
+}
+
+// operate submits, with the first coordinator's node key, the operator commands a simulated
+// cohort needs: fund the treasury with pool and grant each voter one vote.
+func operate(ctx context.Context, addrs []string, seed uint64, log *slog.Logger, pool uint64, voters []string) error {
+	id, err := identity(seed, "c1")
+	if err != nil {
+		return err
+	}
+	op, err := coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: id, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer op.Close()
+	if _, err := op.Submit(ctx, &consensus.FundBody{Amount: pool}); err != nil {
+		return fmt.Errorf("fund the treasury: %w", err)
+	}
+	for _, v := range voters {
+		if _, err := op.Submit(ctx, &consensus.GrantBody{Member: v, Votes: 1}); err != nil {
+			return fmt.Errorf("grant %s a vote: %w", v, err)
+		}
+	}
+	return nil
 }
 
 func modelSpec(m string) string {

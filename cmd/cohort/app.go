@@ -33,6 +33,8 @@ func newApp() *cli.App {
 			coordinatorCommand(),
 			proposeCommand(),
 			voteCommand(),
+			fundCommand(),
+			grantCommand(),
 			proposalsCommand(),
 			statusCommand(),
 			reportCommand(),

@@ -237,6 +237,67 @@ func proposeCommand() *cli.Command {
 	}
 }
 
+// operatorFlags are those of the operator commands: they are signed with a coordinator's node key.
+func operatorFlags(fs ...cli.Flag) []cli.Flag {
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "coordinator", Required: true, Usage: "coordinator address(es), comma-separated", EnvVars: envVars("coordinator")},
+		&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up after this long", EnvVars: envVars("timeout")},
+		&cli.StringFlag{Name: "key", Required: true, Usage: "a registered coordinator's node key (DIR/node.key of cohort coordinator)", EnvVars: envVars("key")},
+	}, fs...)
+}
+
+// operatorSubmit submits an operator command signed with the node key of --key.
+func operatorSubmit(c *cli.Context, what string, body consensus.Body) (consensus.Result, error) {
+	cl, err := dialClient(c)
+	if err != nil {
+		return consensus.Result{}, fmt.Errorf("%s: %w", what, err)
+	}
+	defer cl.Close()
+	res, err := cl.Submit(c.Context, body)
+	if err != nil {
+		return consensus.Result{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return res, nil
+}
+
+func fundCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "fund",
+		Usage: "operator: credit the treasury that passed proposals take their reward pools from",
+		Flags: operatorFlags(&cli.Uint64Flag{Name: "amount", Required: true, Usage: "amount to credit (integer units, > 0)", EnvVars: envVars("amount")}),
+		Action: func(c *cli.Context) error {
+			if c.Uint64("amount") == 0 {
+				return errors.New("fund: --amount must be positive")
+			}
+			res, err := operatorSubmit(c, "fund", &consensus.FundBody{Amount: c.Uint64("amount")})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "funded %d; the treasury holds %d\n", c.Uint64("amount"), res.Amount)
+			return nil
+		},
+	}
+}
+
+func grantCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "grant",
+		Usage: "operator: set the vote weight granted to a member (0 takes it back); fresh keys weigh nothing",
+		Flags: operatorFlags(
+			&cli.StringFlag{Name: "member", Required: true, Usage: "member ID (hex, as printed by keygen)", EnvVars: envVars("member")},
+			&cli.Uint64Flag{Name: "votes", Required: true, Usage: "vote weight to grant", EnvVars: envVars("votes")},
+		),
+		Action: func(c *cli.Context) error {
+			res, err := operatorSubmit(c, "grant", &consensus.GrantBody{Member: c.String("member"), Votes: c.Uint64("votes")})
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "member %s is granted %d votes\n", res.Member, res.Amount)
+			return nil
+		},
+	}
+}
+
 func voteCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "vote",

@@ -142,6 +142,26 @@ func memberClient(t *testing.T, addrs []string, name string) *coordinator.Client
 	return cl
 }
 
+// operator runs an operator command of the CLI (fund, grant) signed with the first coordinator's
+// node key, retrying while that key is not registered yet; only use it for commands that may be
+// applied twice (a grant sets the weight) or after the key is known to be registered.
+func (pc *procCluster) operator(t *testing.T, args ...string) string {
+	t.Helper()
+	full := append([]string{args[0], "--coordinator", strings.Join(pc.addrs(), ","), "--key", pc.nodeKey()}, args[1:]...)
+	var out []byte
+	eventually(t, 20*time.Second, "cohort "+strings.Join(args, " "), func() error {
+		var err error
+		if out, err = exec.Command(pc.bin, full...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, out)
+		}
+		return nil
+	})
+	return string(out)
+}
+
+// nodeKey is the node key file of the first coordinator.
+func (pc *procCluster) nodeKey() string { return filepath.Join(pc.procs[0].dir, "node.key") }
+
 func statusOf(cl *coordinator.Client, addr string) (*coordinator.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -191,6 +211,20 @@ func TestCoordinatorProcessesSurviveLeaderKill(t *testing.T) {
 	eventually(t, 20*time.Second, "cluster up", func() error {
 		return cl.EnsureRegistered(ctx, "alice", []string{"alice"})
 	})
+	// The operators grant alice a vote and let one member keep many proposals open.
+	pc.operator(t, "grant", "--member", cl.ID(), "--votes", "1")
+	id, err := transport.LoadKey(pc.nodeKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	op, err := coordinator.Dial(coordinator.ClientConfig{Addrs: pc.addrs(), Identity: id, Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	if _, err := op.Submit(ctx, &consensus.SetLimitsBody{Limits: consensus.Limits{MaxOpenProposals: 1000, MaxOpenProposalsPerMember: 1000}}); err != nil {
+		t.Fatal(err)
+	}
 	acked := map[string]uint64{} // proposal name → ID
 	var killed *proc
 	for i := 0; i < writes; i++ {
@@ -203,7 +237,7 @@ func TestCoordinatorProcessesSurviveLeaderKill(t *testing.T) {
 		}
 		name := fmt.Sprintf("p%03d", i)
 		res, err := cl.Submit(ctx, &consensus.ProposeBody{Name: name, Model: "mlp", Dataset: "fashion-mnist",
-			Params: consensus.Hyperparams{Rounds: 1}, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 3_600_000})
+			Params: consensus.Hyperparams{Rounds: 1, InnerSteps: 1}, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 3_600_000})
 		if err != nil {
 			t.Fatalf("write %d: %v", i, err)
 		}
