@@ -304,6 +304,10 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 	if u.Samples == 0 || u.Samples > 1<<40 {
 		return transport.Message{}, fmt.Errorf("upload: %d samples", u.Samples)
 	}
+	// The aggregate weighs updates by their samples, which the peer reports: no more counts than
+	// the protocol lets it train on in a round (inner steps × the MaxBatch limit), or one claim of
+	// 2^40 would outweigh every other participant.
+	u.Samples = min(u.Samples, s.roundSampleCap(u.Cohort))
 	codec, err := compress.New(compress.Config{Setting: rt.codec, Shape: rt.shape.Slice(sl.Start, sl.End), MaxElements: sl.End - sl.Start})
 	if err != nil {
 		return transport.Message{}, err
@@ -351,6 +355,25 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 // roundSlice looks up a round and one of its slices that this node aggregates. A peer may learn of
 // a round from the leader before this node has applied it: a round just ahead of the local state
 // is waited for (a few seconds at most) rather than refused.
+// roundSampleCap is the most samples one participant's update counts for in a round of cohort:
+// the proposal's inner steps × the cluster's MaxBatch limit.
+func (s *Server) roundSampleCap(cohort uint64) uint64 {
+	var most uint64
+	s.node.View(func(st *consensus.State) error {
+		c, err := st.Cohort(cohort)
+		if err != nil {
+			return err
+		}
+		p, err := st.Proposal(c.Proposal)
+		if err != nil {
+			return err
+		}
+		most = uint64(p.Params.InnerSteps) * uint64(st.Limits().MaxBatch)
+		return nil
+	})
+	return max(most, 1)
+}
+
 func (s *Server) roundSlice(cohort uint64, round uint32, slice int) (*cohortRT, consensus.Round, protocol.Slice, error) {
 	deadline := time.Now().Add(5 * time.Second)
 	for {

@@ -147,6 +147,10 @@ func TestParticipantsSamplesAreCappedByTheProtocol(t *testing.T) {
 	if r.Receipts[0].SamplesUsed != want || r.Receipts[0].Claimed != math.MaxUint64 {
 		t.Fatalf("receipt as recorded: %+v, want %d samples counted", r.Receipts[0], want)
 	}
+	// An update's weight in the aggregate is capped the same way (without the registered data).
+	if got := s.roundSampleCap(1); got != want {
+		t.Fatalf("aggregate weight cap %d, want %d", got, want)
+	}
 	// Even a receipt that reached scoring unclamped (an older state) counts no more than the cap.
 	r.Receipts[0].SamplesUsed = math.MaxUint64
 	parts := s.participants(c, r, nil)
