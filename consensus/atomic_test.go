@@ -33,7 +33,8 @@ func TestRandomCommandsAtomicAndReplayable(t *testing.T) {
 			req := map[string]uint64{}
 			pick := func(xs []string) string { return xs[rng.IntN(len(xs))] }
 			contrib := func() string {
-				return pick([]string{fmt.Sprintf("s%d-m0/a", seed), fmt.Sprintf("s%d-m1/b", seed), "ghost", ""})
+				m0, m1 := fmt.Sprintf("s%d-m0", seed), fmt.Sprintf("s%d-m1", seed)
+				return pick([]string{ContributorKey(testID(m0), m0+"/a"), ContributorKey(testID(m1), m1+"/b"), m0 + "/a", "ghost", ""})
 			}
 			var cmds []Command
 			accepted, rejected := 0, 0

@@ -81,7 +81,7 @@ func benchRound(b testing.TB, r uint32, ids []string, next func(name string, bod
 	for i := range ids {
 		m := fmt.Sprintf("bm%d", i)
 		out = append(out, next(m, &ReceiptBody{Cohort: 1, Round: r, SamplesUsed: 100, BytesSent: 1 << 20}))
-		ws = append(ws, Weight{Contributor: m, Weight: uint64(i%7 + 1)})
+		ws = append(ws, Weight{Contributor: ContributorKey(testID(m), m), Weight: uint64(i%7 + 1)})
 	}
 	sort.Slice(ws, func(i, j int) bool { return ws[i].Contributor < ws[j].Contributor })
 	out = append(out, next("c1", &CloseRoundBody{Cohort: 1, Round: r, ModelHash: []byte(fmt.Sprintf("m%d", r))}))

@@ -97,9 +97,9 @@ func scenario(t testing.TB, seed uint64, members int, rounds uint32) []Command {
 		var data, compute []Weight
 		for i := 0; i < members; i++ {
 			m := fmt.Sprintf("s%d-m%d", seed, i)
-			data = append(data, Weight{Contributor: m + "/a", Weight: (seed*31 + uint64(i)*17 + uint64(r)) % 7})
-			compute = append(compute, Weight{Contributor: m + "/a", Weight: uint64(10 + i)},
-				Weight{Contributor: m + "/b", Weight: uint64(20 + i)})
+			a, b := ContributorKey(testID(m), m+"/a"), ContributorKey(testID(m), m+"/b")
+			data = append(data, Weight{Contributor: a, Weight: (seed*31 + uint64(i)*17 + uint64(r)) % 7})
+			compute = append(compute, Weight{Contributor: a, Weight: uint64(10 + i)}, Weight{Contributor: b, Weight: uint64(20 + i)})
 		}
 		sort.Slice(data, func(i, j int) bool { return data[i].Contributor < data[j].Contributor })
 		sort.Slice(compute, func(i, j int) bool { return compute[i].Contributor < compute[j].Contributor })

@@ -97,6 +97,25 @@ func argI64(t *testing.T, td *datadriven.TestData, key string, def int64) int64 
 	return v
 }
 
+// contributor turns a script's contributor into its ledger key: "member/name" names it in full;
+// a bare name is the one contributor of that name registered, if exactly one is (else it stays
+// as written, to be refused).
+func (it *interaction) contributor(n string) string {
+	if m, local, ok := strings.Cut(n, "/"); ok {
+		return ContributorKey(it.id(m), local)
+	}
+	var found []string
+	for _, kv := range it.s.Contributors() {
+		if ContributorName(kv[0]) == n {
+			found = append(found, kv[0])
+		}
+	}
+	if len(found) == 1 {
+		return found[0]
+	}
+	return n
+}
+
 // unescape reads Go escapes (\x1b, \u202e) in a script argument, so scripts can spell bytes
 // datadriven cannot carry.
 func unescape(t *testing.T, td *datadriven.TestData, s string) string {
@@ -223,7 +242,7 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 				if err != nil {
 					td.Fatalf(t, "%s %q: %v", key, v, err)
 				}
-				ws = append(ws, Weight{Contributor: n, Weight: x})
+				ws = append(ws, Weight{Contributor: it.contributor(n), Weight: x})
 			}
 			return ws
 		}
@@ -234,12 +253,12 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 			if err != nil {
 				td.Fatalf(t, "influence %q: %v", v, err)
 			}
-			infl = append(infl, Influence{Contributor: n, Value: x})
+			infl = append(infl, Influence{Contributor: it.contributor(n), Value: x})
 		}
 		var flags []Flag
 		for _, v := range argList(td, "flags") {
 			n, k, _ := strings.Cut(v, ":")
-			flags = append(flags, Flag{Contributor: n, Kind: k})
+			flags = append(flags, Flag{Contributor: it.contributor(n), Kind: k})
 		}
 		body = &ScoreCommitBody{Cohort: argU64(t, td, "cohort", 1), Round: uint32(argU64(t, td, "round", 1)),
 			Data: parse("data"), Compute: parse("compute"), Influence: infl, Flags: flags,
@@ -418,7 +437,7 @@ func (it *interaction) ledger() string {
 	fmt.Fprintln(w, "contributor\tbalance\t")
 	var total uint64
 	for _, bal := range l.Balances {
-		fmt.Fprintf(w, "%s\t%d\t\n", bal.Contributor, bal.Amount)
+		fmt.Fprintf(w, "%s\t%d\t\n", it.readable(bal.Contributor), bal.Amount)
 		total += bal.Amount
 	}
 	fmt.Fprintf(w, "total\t%d\t\n", total)
@@ -434,7 +453,7 @@ func (it *interaction) ledger() string {
 	w = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "cohort\tround\tcontributor\tdata\tcompute\t")
 	for _, p := range l.Payouts {
-		fmt.Fprintf(w, "%d\t%d\t%s\t%d\t%d\t\n", p.Cohort, p.Round, p.Contributor, p.Data, p.Compute)
+		fmt.Fprintf(w, "%d\t%d\t%s\t%d\t%d\t\n", p.Cohort, p.Round, it.readable(p.Contributor), p.Data, p.Compute)
 	}
 	w.Flush()
 	return b.String()

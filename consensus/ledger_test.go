@@ -8,7 +8,9 @@ import (
 	mrand "math/rand"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"testing/quick"
 )
@@ -211,7 +213,8 @@ func ledgerScenario(t *testing.T, seed uint64) {
 			var data, compute []Weight
 			for i := 0; i < nm; i++ {
 				for _, sfx := range []string{"-x", "-y"} {
-					w := Weight{Contributor: fmt.Sprintf("m%d%s", i, sfx)}
+					m := fmt.Sprintf("m%d", i)
+					w := Weight{Contributor: ContributorKey(testID(m), m+sfx)}
 					if rng.IntN(3) != 0 {
 						w.Weight = rng.Uint64N(1000)
 					}
@@ -223,8 +226,12 @@ func ledgerScenario(t *testing.T, seed uint64) {
 					compute = append(compute, cw)
 				}
 			}
+			// Weights are sorted by contributor key (member ID, then name).
+			byKey := func(a, b Weight) int { return strings.Compare(a.Contributor, b.Contributor) }
+			slices.SortFunc(data, byKey)
+			slices.SortFunc(compute, byKey)
 			if r == rounds { // someone earns on the last round, in both parts
-				data = append(data[:0], Weight{Contributor: "m0-x", Weight: 1})
+				data = append(data[:0], Weight{Contributor: ContributorKey(testID("m0"), "m0-x"), Weight: 1})
 				compute[0].Weight++
 			}
 			budgetBefore := s.pools[1].Remaining()

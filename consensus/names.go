@@ -50,3 +50,27 @@ func checkPrintable(field, v string, required bool) error {
 	}
 	return nil
 }
+
+// ContributorKey is how the ledger names a contributor: the ID of the member that speaks for it,
+// a slash and the name that member registered it under. Contributor names are the member's own:
+// two members may both have a contributor "carol", and nobody can take a name from another
+// member. Cohort records (ContributorData.Name, DuplicateOf), ScoreCommit weights, influence,
+// flags, balances and payouts all use keys; show ContributorName(key) to people.
+func ContributorKey(member, name string) string { return member + "/" + name }
+
+// SplitContributorKey splits a ContributorKey into the member ID and the contributor's name; ok
+// is false when key is not one (no slash).
+func SplitContributorKey(key string) (member, name string, ok bool) {
+	for i := 0; i < len(key); i++ {
+		if key[i] == '/' {
+			return key[:i], key[i+1:], true
+		}
+	}
+	return "", key, false
+}
+
+// ContributorName is the name part of a ContributorKey (key itself when it is not one).
+func ContributorName(key string) string {
+	_, n, _ := SplitContributorKey(key)
+	return n
+}

@@ -138,8 +138,8 @@ func (s *State) LastRequestID(issuer string) uint64 {
 	return w.Floor
 }
 
-// Contributors returns contributor name -> member ID for every registered contributor, as sorted
-// pairs.
+// Contributors returns contributor key (ContributorKey) -> member ID for every registered
+// contributor, as pairs sorted by key.
 func (s *State) Contributors() [][2]string {
 	out := make([][2]string, 0, len(s.owners))
 	for c, m := range s.owners {

@@ -179,10 +179,11 @@ func fromCanonical(d *snapshotData) (*State, error) {
 		}
 		s.members[m.ID] = m
 		for _, c := range m.Contributors {
-			if _, ok := s.owners[c]; ok {
-				return nil, dup("contributor", c)
+			k := ContributorKey(m.ID, c)
+			if _, ok := s.owners[k]; ok {
+				return nil, dup("contributor", k)
 			}
-			s.owners[c] = m.ID
+			s.owners[k] = m.ID
 		}
 	}
 	var reserved uint64

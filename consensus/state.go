@@ -61,7 +61,7 @@ type State struct {
 
 	coordinators map[string]*Coordinator
 	members      map[string]*Member
-	owners       map[string]string // contributor name -> member ID
+	owners       map[string]string // contributor key (ContributorKey) -> member ID
 	proposals    map[uint64]*Proposal
 	cohorts      map[uint64]*Cohort
 	rounds       map[roundKey]*Round
@@ -427,15 +427,10 @@ func (s *State) register(now int64, b *RegisterBody) (Result, error) {
 	if _, ok := s.coordinators[id]; ok {
 		return Result{}, errf(ErrExists, "key %s is registered as a coordinator", id)
 	}
-	for _, c := range b.Contributors {
-		if owner, ok := s.owners[c]; ok {
-			return Result{}, errf(ErrExists, "contributor %q is spoken for by member %s", c, owner)
-		}
-	}
 	s.members[id] = &Member{ID: id, PublicKey: cloneBytes(b.PublicKey), Name: b.Name,
 		Contributors: append([]string{}, b.Contributors...), RegisteredAt: now}
 	for _, c := range b.Contributors {
-		s.owners[c] = id
+		s.owners[ContributorKey(id, c)] = id
 	}
 	return Result{Member: id}, nil
 }
@@ -529,7 +524,7 @@ func (s *State) weightOf(m *Member) uint64 {
 	}
 	w := m.Granted
 	for _, c := range m.Contributors {
-		w += s.balances[c]
+		w += s.balances[ContributorKey(m.ID, c)]
 	}
 	return w
 }
@@ -670,7 +665,7 @@ func (s *State) join(now int64, issuer string, b *JoinBody) (Result, error) {
 	names := make([]string, len(b.Contributors))
 	for i, cd := range b.Contributors {
 		names[i] = cd.Name
-		if s.owners[cd.Name] != issuer {
+		if s.owners[ContributorKey(issuer, cd.Name)] != issuer {
 			return Result{}, errf(ErrForbidden, "member %s does not speak for contributor %q", issuer, cd.Name)
 		}
 		if err := checkHash("fingerprint of "+cd.Name, cd.Fingerprint, true); err != nil {
@@ -685,7 +680,7 @@ func (s *State) join(now int64, issuer string, b *JoinBody) (Result, error) {
 	}
 	cm := CohortMember{Member: issuer, JoinedAt: now, Order: uint32(len(c.Members) + 1)}
 	for _, cd := range b.Contributors {
-		d := ContributorData{Name: cd.Name, Fingerprint: cloneBytes(cd.Fingerprint), Samples: cd.Samples}
+		d := ContributorData{Name: ContributorKey(issuer, cd.Name), Fingerprint: cloneBytes(cd.Fingerprint), Samples: cd.Samples}
 		d.DuplicateOf = firstWithFingerprint(c.Members, cd.Fingerprint)
 		if d.DuplicateOf == "" { // or earlier in this same join
 			d.DuplicateOf = firstWithFingerprint([]CohortMember{cm}, cd.Fingerprint)

@@ -128,8 +128,9 @@ func TestRefusedScoreCommitRecordsTheRoundUnscored(t *testing.T) {
 	if _, err := s.applyAsSelf(ctx, &consensus.CloseRoundBody{Cohort: 1, Round: 2, ModelHash: []byte("m2")}); err != nil {
 		t.Fatal(err)
 	}
-	good := &consensus.ScoreCommitBody{Cohort: 1, Round: 2, Data: []consensus.Weight{{Contributor: "alice", Weight: 1}},
-		Compute: []consensus.Weight{{Contributor: "alice", Weight: 1}}}
+	alice := consensus.ContributorKey(testIdentity(t, "alice").NodeID().String(), "alice")
+	good := &consensus.ScoreCommitBody{Cohort: 1, Round: 2, Data: []consensus.Weight{{Contributor: alice, Weight: 1}},
+		Compute: []consensus.Weight{{Contributor: alice, Weight: 1}}}
 	if res, err := s.commitScore(ctx, good); err != nil || res.Amount != 1000 {
 		t.Fatalf("round 2: %+v, %v; want the whole pool (its budget and round 1's carry) paid", res, err)
 	}

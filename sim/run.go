@@ -499,12 +499,12 @@ func ledgerOf(n *node, cohort uint64) (uint64, map[string]uint64, map[string][]s
 		}
 		for _, m := range c.Members {
 			for _, cd := range m.Contributors {
-				shares[cd.Name] += 0
+				shares[consensus.ContributorName(cd.Name)] += 0
 			}
 		}
 		for _, p := range s.Ledger().Payouts {
 			if p.Cohort == cohort {
-				shares[p.Contributor] += p.Data + p.Compute
+				shares[consensus.ContributorName(p.Contributor)] += p.Data + p.Compute
 			}
 		}
 		seen := map[[2]string]bool{}
@@ -517,15 +517,16 @@ func ledgerOf(n *node, cohort uint64) (uint64, map[string]uint64, map[string][]s
 				infl[name] = append(infl[name], 0)
 			}
 			for _, x := range r.Influence {
-				if v, ok := infl[x.Contributor]; ok && len(v) > 0 {
+				if v, ok := infl[consensus.ContributorName(x.Contributor)]; ok && len(v) > 0 {
 					v[len(v)-1] = float64(x.Value) / consensus.InfluenceUnit
 				}
 			}
 			_ = i
 			for _, f := range r.Flags {
-				if !seen[[2]string{f.Contributor, f.Kind}] {
-					seen[[2]string{f.Contributor, f.Kind}] = true
-					flags[f.Contributor] = append(flags[f.Contributor], f.Kind+": "+f.Detail)
+				name := consensus.ContributorName(f.Contributor)
+				if !seen[[2]string{name, f.Kind}] {
+					seen[[2]string{name, f.Kind}] = true
+					flags[name] = append(flags[name], f.Kind+": "+f.Detail)
 				}
 			}
 		}

@@ -274,7 +274,7 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 		}
 		for _, cd := range p.Contributors {
 			if cd.DuplicateOf != "" {
-				fl.add(p, "duplicate", "duplicate of "+cd.DuplicateOf+" (same data fingerprint)")
+				fl.add(p, "duplicate", "duplicate of "+consensus.ContributorName(cd.DuplicateOf)+" (same data fingerprint)")
 			}
 			influence[cd.Name] = toFixed(ms[a].LCB)
 		}
