@@ -308,7 +308,7 @@ type RegisterBody struct {
 	_msgpack     struct{} `msgpack:",as_array"`
 	PublicKey    []byte
 	Name         string
-	Contributors []string // contributor names this member speaks for; unique across members
+	Contributors []string // names of the contributors this member speaks for: its own (see ContributorKey); ≤ MaxContributorsPerMember
 }
 
 // Hyperparams are the training settings of a proposal. Floats travel as decimal strings so the
@@ -355,7 +355,9 @@ type TallyBody struct {
 
 // ContributorData is one contributor's data as registered when joining a cohort.
 type ContributorData struct {
-	_msgpack    struct{} `msgpack:",as_array"`
+	_msgpack struct{} `msgpack:",as_array"`
+	// Name is the member's name for the contributor in a JoinBody, and its ContributorKey in the
+	// cohort's record.
 	Name        string
 	Fingerprint []byte
 	Samples     uint64
@@ -418,8 +420,8 @@ type ScoreCommitBody struct {
 	_msgpack struct{} `msgpack:",as_array"`
 	Cohort   uint64
 	Round    uint32
-	Data     []Weight // sorted by contributor, unique
-	Compute  []Weight // sorted by contributor, unique
+	Data     []Weight // sorted by contributor key (ContributorKey), unique
+	Compute  []Weight // sorted by contributor key, unique
 	// What the validator measured, recorded for reports (the ledger pays by Data and Compute only).
 	Influence []Influence // sorted by contributor, unique
 	Flags     []Flag      // sorted by (contributor, kind), unique

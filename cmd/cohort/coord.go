@@ -188,6 +188,7 @@ func proposeCommand() *cli.Command {
 			&cli.Float64Flag{Name: "ef-decay", Value: 0.9, Usage: "error-feedback decay β: each peer's residual becomes β·e + Δ each round (1: plain error feedback)", EnvVars: envVars("ef_decay")},
 			&cli.Uint64Flag{Name: "reward-pool", Value: 1_000_000, Usage: "reward pool (integer units)", EnvVars: envVars("reward_pool")},
 			&cli.UintFlag{Name: "min-members", Value: 2, Usage: "members needed before the first round", EnvVars: envVars("min_members")},
+			&cli.UintFlag{Name: "max-members", Usage: "members the cohort takes at most (0: the cluster's limit)", EnvVars: envVars("max_members")},
 			&cli.Float64Flag{Name: "quorum", Value: 0.5, Usage: "share of the eligible vote weight that must vote", EnvVars: envVars("quorum")},
 			&cli.Float64Flag{Name: "threshold", Value: 0.5, Usage: "share of the cast weight that must vote yes", EnvVars: envVars("threshold")},
 			&cli.DurationFlag{Name: "voting-period", Value: time.Minute, Usage: "how long votes are open", EnvVars: envVars("voting_period")},
@@ -222,7 +223,7 @@ func proposeCommand() *cli.Command {
 			res, err := cl.Submit(c.Context, &consensus.ProposeBody{
 				Name: c.String("name"), Model: c.String("model"), Dataset: c.String("dataset"), ValidationHash: vh,
 				Params:     params,
-				RewardPool: c.Uint64("reward-pool"), MinMembers: uint32(c.Uint("min-members")),
+				RewardPool: c.Uint64("reward-pool"), MinMembers: uint32(c.Uint("min-members")), MaxMembers: uint32(c.Uint("max-members")),
 				QuorumBP: uint32(q*10000 + 0.5), ThresholdBP: uint32(th*10000 + 0.5), VotingPeriodMs: c.Duration("voting-period").Milliseconds(),
 			})
 			if err != nil {
@@ -380,6 +381,7 @@ func proposalsJSON(ps []consensus.Proposal) []map[string]any {
 			"outer_lr": p.Params.OuterLR, "outer_momentum": p.Params.OuterMomentum, "ef_decay": p.Params.ErrorDecay,
 			"reward_pool": p.RewardPool, "min_members": p.MinMembers, "quorum_bp": p.QuorumBP, "threshold_bp": p.ThresholdBP,
 			"deadline_ms": p.Deadline, "status": p.Status, "votes": votes, "cohort": p.Cohort,
+			"max_members": p.MaxMembers, "reason": p.Reason,
 		})
 	}
 	return out
