@@ -33,6 +33,7 @@ func newApp() *cli.App {
 			coordinatorCommand(),
 			proposeCommand(),
 			voteCommand(),
+			registerCommand(),
 			fundCommand(),
 			grantCommand(),
 			proposalsCommand(),

@@ -238,6 +238,23 @@ func proposeCommand() *cli.Command {
 	}
 }
 
+func registerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "register",
+		Usage: "register a member key (every write registers it first); operators can then grant it votes",
+		Flags: clientFlags(true),
+		Action: func(c *cli.Context) error {
+			cl, err := registeredClient(c)
+			if err != nil {
+				return fmt.Errorf("register: %w", err)
+			}
+			defer cl.Close()
+			fmt.Fprintf(c.App.Writer, "member %s is registered\n", cl.ID())
+			return nil
+		},
+	}
+}
+
 // operatorFlags are those of the operator commands: they are signed with a coordinator's node key.
 func operatorFlags(fs ...cli.Flag) []cli.Flag {
 	return append([]cli.Flag{
