@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"bytes"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -32,7 +33,8 @@ func TestRandomCommandsAtomicAndReplayable(t *testing.T) {
 			req := map[string]uint64{}
 			pick := func(xs []string) string { return xs[rng.IntN(len(xs))] }
 			contrib := func() string {
-				return pick([]string{fmt.Sprintf("s%d-m0/a", seed), fmt.Sprintf("s%d-m1/b", seed), "ghost", ""})
+				m0, m1 := fmt.Sprintf("s%d-m0", seed), fmt.Sprintf("s%d-m1", seed)
+				return pick([]string{ContributorKey(testID(m0), m0+"/a"), ContributorKey(testID(m1), m1+"/b"), m0 + "/a", "ghost", ""})
 			}
 			var cmds []Command
 			accepted, rejected := 0, 0
@@ -43,14 +45,15 @@ func TestRandomCommandsAtomicAndReplayable(t *testing.T) {
 				round := uint32(rng.IntN(5))
 				var body Body
 				self := "" // the issuer, when the body names its own key
-				switch rng.IntN(10) {
+				switch rng.IntN(13) {
 				case 0:
 					self = fmt.Sprintf("new%d", rng.IntN(40))
 					body = &RegisterBody{PublicKey: testPub(self), Name: self, Contributors: []string{self + "/x" + fmt.Sprint(rng.IntN(3))}}
 				case 1:
-					body = &ProposeBody{Name: "p", Model: "m", Dataset: "d", Params: Hyperparams{Rounds: uint32(rng.IntN(4))},
+					body = &ProposeBody{Name: "p", Model: pick([]string{"mlp", "mlp:784-100000000-10", "m", "gpt:2-64-4-32"}),
+						Dataset: "d", Params: Hyperparams{Rounds: uint32(rng.IntN(4)), InnerSteps: uint32(rng.IntN(3))},
 						RewardPool: rng.Uint64N(1000), MinMembers: uint32(rng.IntN(3)), QuorumBP: uint32(rng.IntN(11000)),
-						ThresholdBP: uint32(rng.IntN(11000)), VotingPeriodMs: int64(rng.IntN(2000))}
+						ThresholdBP: uint32(rng.IntN(11000)), VotingPeriodMs: int64(rng.IntN(2000)), MaxMembers: uint32(rng.IntN(4))}
 				case 2:
 					body = &VoteBody{Proposal: uint64(rng.IntN(5)), Yes: rng.IntN(2) == 0}
 				case 3:
@@ -76,6 +79,13 @@ func TestRandomCommandsAtomicAndReplayable(t *testing.T) {
 					body = &CloseRoundBody{Cohort: cohort, Round: round, ModelHash: []byte(fmt.Sprintf("m%d", rng.IntN(4)))}
 				case 9:
 					body = &AddCoordinatorBody{PublicKey: testPub(pick(names)), Name: "x"}
+				case 10:
+					body = &FundBody{Amount: rng.Uint64N(3) << (rng.IntN(2) * 63)}
+				case 11:
+					body = &GrantBody{Member: pick(ids), Votes: rng.Uint64N(3) << (rng.IntN(2) * 63)}
+				case 12:
+					body = &SetLimitsBody{Limits: Limits{MaxCohortMembers: uint32(rng.IntN(3) * 2100), MaxMembers: uint32(rng.IntN(12)),
+						MaxOpenProposalsPerMember: uint32(rng.IntN(3))}}
 				}
 				nm := pick(names)
 				if rng.IntN(5) != 0 { // mostly an issuer of the right kind
@@ -98,11 +108,12 @@ func TestRandomCommandsAtomicAndReplayable(t *testing.T) {
 					env.Sig[3] ^= 0x10
 				}
 				c := Command{Version: Version, Time: now, Env: env}
-				before := s.Hash()
+				// Hash is cached between changes: compare the snapshot bytes themselves.
+				before, _ := s.MarshalSnapshot()
 				res, err := s.Apply(c)
 				if err != nil {
 					rejected++
-					if s.Hash() != before {
+					if after, _ := s.MarshalSnapshot(); !bytes.Equal(after, before) {
 						t.Fatalf("command %d (%s by %s) was rejected (%v) but changed the state", i, body.Type(), nm, err)
 					}
 				} else if !res.Duplicate {

@@ -58,8 +58,10 @@ func benchCohort(b testing.TB, members int, period int64, apply func(name string
 		apply(m, &RegisterBody{PublicKey: testPub(m), Name: m, Contributors: []string{m}})
 	}
 	sort.Strings(ids)
-	apply("bm0", &ProposeBody{Name: "bench", Model: "m", Dataset: "d", Params: Hyperparams{Rounds: 1 << 30},
-		RewardPool: 1 << 50, VotingPeriodMs: period})
+	apply("c1", &SetLimitsBody{Limits: looseLimits})
+	apply("c1", &FundBody{Amount: 1 << 50})
+	apply("c1", &GrantBody{Member: testID("bm0"), Votes: 1})
+	apply("bm0", testProposal("bench", 1<<30, 1<<50, period))
 	apply("bm0", &VoteBody{Proposal: 1, Yes: true})
 	apply("c1", &TallyBody{Proposal: 1})
 	for i := 0; i < members; i++ {
@@ -83,11 +85,11 @@ func benchRound(b testing.TB, r uint32, ids []string, next func(name string, bod
 	for i := range ids {
 		m := fmt.Sprintf("bm%d", i)
 		out = append(out, next(m, &ReceiptBody{Cohort: 1, Round: r, SamplesUsed: 100, BytesSent: 1 << 20}))
-		ws = append(ws, Weight{Contributor: m, Weight: uint64(i%7 + 1)})
+		ws = append(ws, Weight{Contributor: ContributorKey(testID(m), m), Weight: uint64(i%7 + 1)})
 	}
 	sort.Slice(ws, func(i, j int) bool { return ws[i].Contributor < ws[j].Contributor })
-	out = append(out, next("c1", &ScoreCommitBody{Cohort: 1, Round: r, Data: ws, Compute: ws}))
 	out = append(out, next("c1", &CloseRoundBody{Cohort: 1, Round: r, ModelHash: []byte(fmt.Sprintf("m%d", r))}))
+	out = append(out, next("c1", &ScoreCommitBody{Cohort: 1, Round: r, Data: ws, Compute: ws}))
 	return out
 }
 

@@ -19,7 +19,8 @@ const Version uint16 = 3
 // Limits on decoded commands. They bound the memory one command can make the state hold.
 const (
 	MaxCommandBytes = 1 << 20 // one encoded Command (log entry)
-	MaxNameLen      = 256     // names, model spec, dataset ref, codec, fixed-point strings
+	MaxNameLen      = 256     // model spec, dataset ref, codec, fixed-point strings, notes
+	MaxShortNameLen = 64      // member, contributor, proposal and coordinator names (checkPrintable)
 	MaxHashLen      = 64      // model hashes, validation-set hash, data fingerprints
 	MaxListLen      = 4096    // contributors, participants, slices, weights in one command
 )
@@ -38,21 +39,24 @@ const (
 	CmdRegister                                  // member, self-signed by the key it registers
 	CmdPropose                                   // member
 	CmdVote                                      // member
-	CmdTally                                     // coordinator
+	CmdTally                                     // coordinator (the leader)
 	CmdJoin                                      // member
-	CmdOpenRound                                 // coordinator
+	CmdOpenRound                                 // coordinator (the leader)
 	CmdReceipt                                   // member
-	CmdScoreCommit                               // coordinator
-	CmdCloseRound                                // coordinator
-	CmdReassign                                  // coordinator
-	CmdExtendRound                               // coordinator
+	CmdScoreCommit                               // coordinator (the leader)
+	CmdCloseRound                                // coordinator (the leader)
+	CmdReassign                                  // coordinator (the leader)
+	CmdExtendRound                               // coordinator (the leader)
+	CmdSetLimits                                 // operator
+	CmdFund                                      // operator
+	CmdGrant                                     // operator
 	CmdApproveCoordinator                        // operator
 	cmdEnd
 )
 
 var cmdNames = [...]string{"", "add-coordinator", "register", "propose", "vote", "tally", "join",
-	"open-round", "receipt", "score-commit", "close-round", "reassign", "extend-round",
-	"approve-coordinator"}
+	"open-round", "receipt", "score-commit", "close-round", "reassign", "extend-round", "set-limits",
+	"fund", "grant", "approve-coordinator"}
 
 func (t CommandType) String() string {
 	if t > 0 && t < cmdEnd {
@@ -76,15 +80,20 @@ func (t CommandType) leaderOnly() bool {
 	return false
 }
 
-// operator reports whether t is an operator command: issued by any registered coordinator, and
-// applied once a majority of them have issued the same body (see operators.go).
+// operator reports whether t is an operator command: a decision of the cluster's operators (who
+// the coordinators are, limits, the treasury, granted vote weight) rather than a step of the
+// protocol. It is issued by registered coordinator keys and applied once a majority of them have
+// issued the same body (see operators.go).
 func (t CommandType) operator() bool {
 	switch t {
-	case CmdApproveCoordinator:
+	case CmdSetLimits, CmdFund, CmdGrant, CmdApproveCoordinator:
 		return true
 	}
 	return false
 }
+
+// IsOperator reports whether t is an operator command (see the command list).
+func (t CommandType) IsOperator() bool { return t.operator() }
 
 // IDOf returns the node/member ID of a public key: hex of the first 16 bytes of its SHA-256.
 func IDOf(pub ed25519.PublicKey) string {
@@ -217,6 +226,12 @@ func (e *Envelope) DecodeBody() (Body, error) {
 		b = &ReassignBody{}
 	case CmdExtendRound:
 		b = &ExtendRoundBody{}
+	case CmdSetLimits:
+		b = &SetLimitsBody{}
+	case CmdFund:
+		b = &FundBody{}
+	case CmdGrant:
+		b = &GrantBody{}
 	case CmdApproveCoordinator:
 		b = &ApproveCoordinatorBody{}
 	default:
@@ -307,7 +322,7 @@ type RegisterBody struct {
 	_msgpack     struct{} `msgpack:",as_array"`
 	PublicKey    []byte
 	Name         string
-	Contributors []string // contributor names this member speaks for; unique across members
+	Contributors []string // names of the contributors this member speaks for: its own (see ContributorKey); ≤ MaxContributorsPerMember
 }
 
 // Hyperparams are the training settings of a proposal. Floats travel as decimal strings so the
@@ -332,9 +347,11 @@ type ProposeBody struct {
 	Params         Hyperparams
 	RewardPool     uint64
 	MinMembers     uint32 // members needed in the cohort before its first round opens
-	QuorumBP       uint32 // share of the eligible vote weight that must vote, basis points
-	ThresholdBP    uint32 // share of the cast weight that must vote yes, basis points
-	VotingPeriodMs int64  // > 0
+	QuorumBP       uint32 // share of the eligible vote weight that must vote, basis points; ≥ Limits.MinQuorumBP
+	ThresholdBP    uint32 // share of the cast weight that must vote yes, basis points; ≥ Limits.MinThresholdBP
+	VotingPeriodMs int64  // > 0, ≤ Limits.MaxVotingPeriodMs
+	// MaxMembers caps the cohort's members: 0 means Limits.MaxCohortMembers, more is refused.
+	MaxMembers uint32
 }
 
 // VoteBody casts the issuer's vote on a proposal before its deadline.
@@ -352,7 +369,9 @@ type TallyBody struct {
 
 // ContributorData is one contributor's data as registered when joining a cohort.
 type ContributorData struct {
-	_msgpack    struct{} `msgpack:",as_array"`
+	_msgpack struct{} `msgpack:",as_array"`
+	// Name is the member's name for the contributor in a JoinBody, and its ContributorKey in the
+	// cohort's record.
 	Name        string
 	Fingerprint []byte
 	Samples     uint64
@@ -415,8 +434,8 @@ type ScoreCommitBody struct {
 	_msgpack struct{} `msgpack:",as_array"`
 	Cohort   uint64
 	Round    uint32
-	Data     []Weight // sorted by contributor, unique
-	Compute  []Weight // sorted by contributor, unique
+	Data     []Weight // sorted by contributor key (ContributorKey), unique
+	Compute  []Weight // sorted by contributor key, unique
 	// What the validator measured, recorded for reports (the ledger pays by Data and Compute only).
 	Influence []Influence // sorted by contributor, unique
 	Flags     []Flag      // sorted by (contributor, kind), unique
@@ -518,3 +537,33 @@ type ExtendRoundBody struct {
 
 // Type implements Body.
 func (*ExtendRoundBody) Type() CommandType { return CmdExtendRound }
+
+// SetLimitsBody (operator) replaces the cluster's limits; zero fields mean the defaults. Lowering
+// a limit refuses new commands past it and leaves what the state already holds.
+type SetLimitsBody struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Limits   Limits
+}
+
+// Type implements Body.
+func (*SetLimitsBody) Type() CommandType { return CmdSetLimits }
+
+// FundBody (operator) credits the treasury, from which passed proposals take their reward pools.
+type FundBody struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Amount   uint64   // > 0
+}
+
+// Type implements Body.
+func (*FundBody) Type() CommandType { return CmdFund }
+
+// GrantBody (operator) sets the vote weight operators grant a member (0 takes it back). A fresh
+// key weighs nothing until it is granted weight or its contributors earn.
+type GrantBody struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Member   string   // member ID
+	Votes    uint64
+}
+
+// Type implements Body.
+func (*GrantBody) Type() CommandType { return CmdGrant }

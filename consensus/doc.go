@@ -15,8 +15,9 @@
 //   - Identity: a member or coordinator node is an ed25519 key; its ID is IDOf(pub), hex of the
 //     first 16 bytes of SHA-256(pub). Member commands (Register, Propose, Vote, Join, Receipt) must
 //     be signed by the member's registered key (Register by the key it registers). Coordinator
-//     commands (AddCoordinator, Tally, OpenRound, ScoreCommit, CloseRound) must be signed by a
-//     coordinator node key registered in the state. The very first AddCoordinator, while the state
+//     commands (AddCoordinator, Tally, OpenRound, ScoreCommit, CloseRound, Reassign, ExtendRound)
+//     must be signed by a coordinator node key registered in the state, and so must the operator
+//     commands (SetLimits, Fund, Grant: the operators' decisions, CommandType.IsOperator). The very first AddCoordinator, while the state
 //     has none, is self-signed by the key it adds; Node accepts it only through the separate path
 //     Node.BootstrapCoordinator (Node.Apply refuses it with ErrForbidden), which the coordinator
 //     service calls with its own key and never for a client. Later coordinators are added with
@@ -31,16 +32,27 @@
 //   - Times: votes are accepted while stamp < deadline; Tally at stamp >= deadline; receipts while
 //     stamp <= round deadline. Deadlines are absolute unix ms (a proposal's is stamp +
 //     VotingPeriodMs; a round's is chosen by the leader in OpenRound).
-//   - Voting: passed when len(votes) > 0, voted weight >= QuorumBP of the eligible weight (all
-//     members) and yes weight >= ThresholdBP of the voted weight; expired when nobody voted;
-//     rejected otherwise. A member's weight is its contributors' earned balance once anyone has
-//     earned, one member one vote before that; weights are evaluated at tally time. A passed
-//     proposal creates a cohort and its reward pool.
+//   - Limits: the state holds the cluster's Limits (SetLimits; zero fields are the documented
+//     defaults) and refuses with ErrLimit, naming the limit and the value, what would pass one: a
+//     model spec counting too many parameters, layers or width (ParseModel), too many rounds or
+//     inner steps, too long a vote, too big a pool, too low a quorum or threshold, too many open
+//     proposals (in all, per member), members, contributors per member or members in a cohort.
+//     Names people read (member, contributor, proposal, coordinator) are printable UTF-8 of at
+//     most MaxShortNameLen bytes.
+//   - Voting: a member's vote weight is its contributors' earned balances plus the weight
+//     operators granted it (Grant); a fresh key weighs 0 and can neither propose nor vote. Passed
+//     when len(votes) > 0, the eligible weight (all members) is > 0, voted weight >= QuorumBP of it
+//     and yes weight >= ThresholdBP of the voted weight; expired when nobody voted; rejected
+//     otherwise, with the reason recorded. Weights are evaluated at tally time.
+//   - Treasury: reward pools are not minted. Operators Fund the treasury; an open proposal
+//     reserves its pool in it (the pool must fit the unreserved balance) and a passed proposal
+//     takes it for its cohort's pool. Everything ever funded bounds every ledger sum, and with the
+//     granted weight every vote weight sum, within 64 bits.
 //   - Rounds: OpenRound numbers rounds 1, 2, ... with the previous one closed; round t+1's model
 //     hash must equal the hash CloseRound recorded for round t; slices are contiguous ranges from 0
 //     assigned to registered coordinators. The cohort is done when its last round closes.
-//   - Ledger: ScoreCommit(cohort, round) is idempotent per round and rounds are scored in
-//     increasing order. The round's budget is pool/rounds for every round since the last scored
+//   - Ledger: ScoreCommit(cohort, round) applies to a closed round only, is idempotent per round,
+//     and rounds are scored in increasing order. A receipt counts at most State.SampleCap samples. The round's budget is pool/rounds for every round since the last scored
 //     one, plus the carry of unpaid budgets, plus pool mod rounds on the last round. DataShareBP
 //     (80 %) goes by data weights and the rest by compute weights, each with Allocate (largest
 //     remainder, ties to the smaller contributor name), so payouts sum exactly to the part's budget;
@@ -103,7 +115,8 @@
 // # Queries
 //
 // State.Members, Member, Coordinators, Proposals, Proposal, Cohorts, Cohort, Rounds, Round,
-// Ledger, Balance, LastRequestID, Clock, Hash; State.Verify checks an envelope's signature against
+// Ledger, Balance, LastRequestID, Clock, Hash (cached between changes), Limits, Treasury,
+// SampleCap, VoteWeight; State.Verify checks an envelope's signature against
 // the current state without applying it (to refuse forged commands before they reach the log).
 // All return copies.
 package consensus

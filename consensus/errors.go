@@ -34,10 +34,11 @@ var (
 	ErrWrongStatus = errors.New("consensus: wrong status")
 	// ErrDeadline: the command arrived after (vote, receipt) or before (tally) a deadline.
 	ErrDeadline = errors.New("consensus: deadline")
+	// ErrLimit: the command would go past one of the cluster's limits (Limits) or a protocol
+	// bound; the message names the limit and the value.
+	ErrLimit = errors.New("consensus: over a limit")
 	// ErrOverflow: integer amounts or weights would overflow 64 bits.
 	ErrOverflow = errors.New("consensus: integer overflow")
-	// ErrLimit: a command exceeds a limit of the cluster (sizes, counts, quotas).
-	ErrLimit = errors.New("consensus: over a limit")
 	// ErrSnapshot: a snapshot is truncated, corrupt or fails its checksum.
 	ErrSnapshot = errors.New("consensus: bad snapshot")
 

@@ -4,6 +4,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
+	"math"
 	"sort"
 	"testing"
 )
@@ -39,7 +40,7 @@ func mustApply(t testing.TB, s *State, now int64, name string, req uint64, body 
 }
 
 // scenario returns a valid, deterministic command sequence for seed: coordinators, members, a
-// proposal that passes, joins, and `rounds` rounds each with open, receipts, score and close. It is
+// funded treasury, granted votes, a proposal that passes, joins, and `rounds` rounds each with open, receipts, score and close. It is
 // checked by applying it to a scratch state.
 func scenario(t testing.TB, seed uint64, members int, rounds uint32) []Command {
 	t.Helper()
@@ -65,10 +66,17 @@ func scenario(t testing.TB, seed uint64, members int, rounds uint32) []Command {
 		add(m, &RegisterBody{PublicKey: testPub(m), Name: m, Contributors: []string{m + "/a", m + "/b"}})
 	}
 	sort.Strings(ids)
+	// Operator commands take both coordinators' signatures (a majority of two).
+	add("c1", &FundBody{Amount: 2_000_000 + seed})
+	add("c2", &FundBody{Amount: 2_000_000 + seed})
+	for i := 0; i < members; i++ {
+		add("c1", &GrantBody{Member: testID(fmt.Sprintf("s%d-m%d", seed, i)), Votes: 1})
+		add("c2", &GrantBody{Member: testID(fmt.Sprintf("s%d-m%d", seed, i)), Votes: 1})
+	}
 	m0 := fmt.Sprintf("s%d-m0", seed)
 	add(m0, &ProposeBody{Name: "p", Model: "mlp:784-256-10", Dataset: "fashion-mnist", ValidationHash: []byte("v"),
 		Params:     Hyperparams{InnerSteps: 50, Rounds: rounds, Codec: "topk:0.05+int8", OuterLR: "0.7", OuterMomentum: "0.9"},
-		RewardPool: 1_000_000 + seed, MinMembers: 1, QuorumBP: 1000, ThresholdBP: 5000, VotingPeriodMs: 1000})
+		RewardPool: 1_000_000 + seed, MinMembers: 1, QuorumBP: 2000, ThresholdBP: 5000, VotingPeriodMs: 1000})
 	for i := 0; i < members; i++ {
 		add(fmt.Sprintf("s%d-m%d", seed, i), &VoteBody{Proposal: 1, Yes: i%3 != 2})
 	}
@@ -92,15 +100,15 @@ func scenario(t testing.TB, seed uint64, members int, rounds uint32) []Command {
 		var data, compute []Weight
 		for i := 0; i < members; i++ {
 			m := fmt.Sprintf("s%d-m%d", seed, i)
-			data = append(data, Weight{Contributor: m + "/a", Weight: (seed*31 + uint64(i)*17 + uint64(r)) % 7})
-			compute = append(compute, Weight{Contributor: m + "/a", Weight: uint64(10 + i)},
-				Weight{Contributor: m + "/b", Weight: uint64(20 + i)})
+			a, b := ContributorKey(testID(m), m+"/a"), ContributorKey(testID(m), m+"/b")
+			data = append(data, Weight{Contributor: a, Weight: (seed*31 + uint64(i)*17 + uint64(r)) % 7})
+			compute = append(compute, Weight{Contributor: a, Weight: uint64(10 + i)}, Weight{Contributor: b, Weight: uint64(20 + i)})
 		}
 		sort.Slice(data, func(i, j int) bool { return data[i].Contributor < data[j].Contributor })
 		sort.Slice(compute, func(i, j int) bool { return compute[i].Contributor < compute[j].Contributor })
-		add("c1", &ScoreCommitBody{Cohort: 1, Round: r, Data: data, Compute: compute})
 		hash = []byte(fmt.Sprintf("m%d", r))
 		add("c1", &CloseRoundBody{Cohort: 1, Round: r, ModelHash: hash})
+		add("c1", &ScoreCommitBody{Cohort: 1, Round: r, Data: data, Compute: compute})
 	}
 	return cmds
 }
@@ -115,4 +123,16 @@ func applyAll(t testing.TB, cmds []Command) *State {
 		}
 	}
 	return s
+}
+
+// looseLimits are limits wide enough for tests that make many proposals, many rounds or big pools.
+var looseLimits = Limits{MaxRounds: 1 << 31, MaxRewardPool: math.MaxUint64, MaxOpenProposals: math.MaxUint32,
+	MaxOpenProposalsPerMember: math.MaxUint32}
+
+// testProposal returns a proposal body every state accepts from a member with vote weight (the
+// reward pool needs a funded treasury).
+func testProposal(name string, rounds uint32, pool uint64, period int64) *ProposeBody {
+	return &ProposeBody{Name: name, Model: "mlp:784-16-10", Dataset: "d",
+		Params: Hyperparams{Rounds: rounds, InnerSteps: 10}, RewardPool: pool,
+		QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: period}
 }

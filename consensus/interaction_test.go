@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"sort"
 	"strconv"
 	"strings"
@@ -96,6 +97,38 @@ func argI64(t *testing.T, td *datadriven.TestData, key string, def int64) int64 
 	return v
 }
 
+// contributor turns a script's contributor into its ledger key: "member/name" names it in full;
+// a bare name is the one contributor of that name registered, if exactly one is (else it stays
+// as written, to be refused).
+func (it *interaction) contributor(n string) string {
+	if m, local, ok := strings.Cut(n, "/"); ok {
+		return ContributorKey(it.id(m), local)
+	}
+	var found []string
+	for _, kv := range it.s.Contributors() {
+		if ContributorName(kv[0]) == n {
+			found = append(found, kv[0])
+		}
+	}
+	if len(found) == 1 {
+		return found[0]
+	}
+	return n
+}
+
+// unescape reads Go escapes (\x1b, \u202e) in a script argument, so scripts can spell bytes
+// datadriven cannot carry.
+func unescape(t *testing.T, td *datadriven.TestData, s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	u, err := strconv.Unquote(`"` + s + `"`)
+	if err != nil {
+		td.Fatalf(t, "%q: %v", s, err)
+	}
+	return u
+}
+
 // hash turns a short label into hash bytes ("" stays empty).
 func hash(label string) []byte {
 	if label == "" {
@@ -122,7 +155,7 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 		for _, n := range argList(td, "initial") {
 			initial = append(initial, ApprovedCoordinator{ID: it.id(n), Name: n})
 		}
-		body = &AddCoordinatorBody{PublicKey: testPub(it.name(key)), Name: argStr(t, td, "name", key), Initial: initial}
+		body = &AddCoordinatorBody{PublicKey: testPub(it.name(key)), Name: unescape(t, td, argStr(t, td, "name", key)), Initial: initial}
 	case "approve":
 		key := argStr(t, td, "key", "")
 		body = &ApproveCoordinatorBody{ID: it.id(key), Name: argStr(t, td, "name", key), Remove: td.HasArg("remove")}
@@ -139,15 +172,50 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 		}
 		return b.String()
 	case "register":
-		body = &RegisterBody{PublicKey: testPub(by), Name: by, Contributors: argList(td, "contributors")}
+		var cs []string
+		for _, c := range argList(td, "contributors") {
+			cs = append(cs, unescape(t, td, c))
+		}
+		body = &RegisterBody{PublicKey: testPub(by), Name: unescape(t, td, argStr(t, td, "name", by)), Contributors: cs}
 	case "propose":
-		body = &ProposeBody{Name: argStr(t, td, "name", "p"), Model: argStr(t, td, "model", "mlp:784-256-10"),
+		body = &ProposeBody{Name: unescape(t, td, argStr(t, td, "name", "p")), Model: argStr(t, td, "model", "mlp:784-256-10"),
 			Dataset: argStr(t, td, "dataset", "fashion-mnist"), ValidationHash: hash(argStr(t, td, "valhash", "val")),
 			Params: Hyperparams{InnerSteps: uint32(argU64(t, td, "inner", 50)), Rounds: uint32(argU64(t, td, "rounds", 3)),
 				Codec: argStr(t, td, "codec", "topk:0.05+int8"), OuterLR: "0.7", OuterMomentum: "0.9"},
 			RewardPool: argU64(t, td, "pool", 1000), MinMembers: uint32(argU64(t, td, "min", 1)),
 			QuorumBP: uint32(argU64(t, td, "quorum", 5000)), ThresholdBP: uint32(argU64(t, td, "threshold", 5000)),
-			VotingPeriodMs: argI64(t, td, "period", 1000)}
+			VotingPeriodMs: argI64(t, td, "period", 1000), MaxMembers: uint32(argU64(t, td, "max", 0))}
+	case "set-limits":
+		// Arguments name Limits fields (e.g. MaxMembers=3); the others keep their defaults.
+		var l Limits
+		v := reflect.ValueOf(&l).Elem()
+		for _, a := range td.CmdArgs {
+			if a.Key == "by" || a.Key == "req" {
+				continue
+			}
+			f := v.FieldByName(a.Key)
+			if !f.IsValid() || len(a.Vals) != 1 {
+				td.Fatalf(t, "set-limits: unknown limit %q", a.Key)
+			}
+			if f.CanUint() {
+				x, err := strconv.ParseUint(a.Vals[0], 10, 64)
+				if err != nil {
+					td.Fatalf(t, "%s: %v", a.Key, err)
+				}
+				f.SetUint(x)
+			} else {
+				x, err := strconv.ParseInt(a.Vals[0], 10, 64)
+				if err != nil {
+					td.Fatalf(t, "%s: %v", a.Key, err)
+				}
+				f.SetInt(x)
+			}
+		}
+		body = &SetLimitsBody{Limits: l}
+	case "fund":
+		body = &FundBody{Amount: argU64(t, td, "amount", 0)}
+	case "grant":
+		body = &GrantBody{Member: it.id(argStr(t, td, "member", "")), Votes: argU64(t, td, "votes", 1)}
 	case "vote":
 		body = &VoteBody{Proposal: argU64(t, td, "proposal", 1), Yes: td.HasArg("yes")}
 	case "tally":
@@ -195,7 +263,7 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 				if err != nil {
 					td.Fatalf(t, "%s %q: %v", key, v, err)
 				}
-				ws = append(ws, Weight{Contributor: n, Weight: x})
+				ws = append(ws, Weight{Contributor: it.contributor(n), Weight: x})
 			}
 			return ws
 		}
@@ -206,12 +274,12 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 			if err != nil {
 				td.Fatalf(t, "influence %q: %v", v, err)
 			}
-			infl = append(infl, Influence{Contributor: n, Value: x})
+			infl = append(infl, Influence{Contributor: it.contributor(n), Value: x})
 		}
 		var flags []Flag
 		for _, v := range argList(td, "flags") {
 			n, k, _ := strings.Cut(v, ":")
-			flags = append(flags, Flag{Contributor: n, Kind: k})
+			flags = append(flags, Flag{Contributor: it.contributor(n), Kind: k})
 		}
 		body = &ScoreCommitBody{Cohort: argU64(t, td, "cohort", 1), Round: uint32(argU64(t, td, "round", 1)),
 			Data: parse("data"), Compute: parse("compute"), Influence: infl, Flags: flags,
@@ -258,6 +326,9 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 		var b strings.Builder
 		fmt.Fprintf(&b, "proposal %d %q by %s: %s deadline=%d eligible=%d yes=%d no=%d cohort=%d\n", p.ID, p.Name,
 			p.Proposer, p.Status, p.Deadline, p.EligibleWeight, p.YesWeight, p.NoWeight, p.Cohort)
+		if p.Reason != "" {
+			fmt.Fprintf(&b, "  reason: %s\n", p.Reason)
+		}
 		for _, v := range p.Votes {
 			fmt.Fprintf(&b, "  %s yes=%v weight=%d\n", v.Member, v.Yes, v.Weight)
 		}
@@ -296,7 +367,11 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 			fmt.Fprintf(&b, "  reassignments %d\n", r.Reassignments)
 		}
 		for _, rc := range r.Receipts {
-			fmt.Fprintf(&b, "  receipt %s samples=%d bytes=%d after=%s\n", rc.Member, rc.SamplesUsed, rc.BytesSent, rc.ModelHashAfter)
+			fmt.Fprintf(&b, "  receipt %s samples=%d bytes=%d after=%s", rc.Member, rc.SamplesUsed, rc.BytesSent, rc.ModelHashAfter)
+			if rc.Claimed != rc.SamplesUsed {
+				fmt.Fprintf(&b, " (claimed %d)", rc.Claimed)
+			}
+			b.WriteString("\n")
 		}
 		for _, x := range r.Influence {
 			fmt.Fprintf(&b, "  influence %s %d\n", x.Contributor, x.Value)
@@ -366,8 +441,13 @@ func (it *interaction) apply(c Command) string {
 	if res.Status != "" {
 		fmt.Fprintf(&b, " status=%s", res.Status)
 	}
-	if res.Type == CmdScoreCommit {
+	switch res.Type {
+	case CmdScoreCommit:
 		fmt.Fprintf(&b, " paid=%d", res.Amount)
+	case CmdFund:
+		fmt.Fprintf(&b, " treasury=%d", res.Amount)
+	case CmdGrant:
+		fmt.Fprintf(&b, " votes=%d", res.Amount)
 	}
 	if res.Duplicate {
 		b.WriteString(" (duplicate)")
@@ -382,12 +462,14 @@ func (it *interaction) ledger() string {
 	fmt.Fprintln(w, "contributor\tbalance\t")
 	var total uint64
 	for _, bal := range l.Balances {
-		fmt.Fprintf(w, "%s\t%d\t\n", bal.Contributor, bal.Amount)
+		fmt.Fprintf(w, "%s\t%d\t\n", it.readable(bal.Contributor), bal.Amount)
 		total += bal.Amount
 	}
 	fmt.Fprintf(w, "total\t%d\t\n", total)
 	w.Flush()
 	w = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
+	tr := l.Treasury
+	fmt.Fprintf(&b, "treasury balance=%d reserved=%d funded=%d\n", tr.Balance, tr.Reserved, tr.Funded)
 	fmt.Fprintln(w, "cohort\tpool\tpaid\tremaining\tcarry\tlast-scored\t")
 	for _, p := range l.Pools {
 		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\t\n", p.Cohort, p.Total, p.Paid, p.Remaining(), p.Carry, p.LastScored)
@@ -396,7 +478,7 @@ func (it *interaction) ledger() string {
 	w = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "cohort\tround\tcontributor\tdata\tcompute\t")
 	for _, p := range l.Payouts {
-		fmt.Fprintf(w, "%d\t%d\t%s\t%d\t%d\t\n", p.Cohort, p.Round, p.Contributor, p.Data, p.Compute)
+		fmt.Fprintf(w, "%d\t%d\t%s\t%d\t%d\t\n", p.Cohort, p.Round, it.readable(p.Contributor), p.Data, p.Compute)
 	}
 	w.Flush()
 	return b.String()

@@ -102,13 +102,14 @@ func checkWeights(field string, ws []Weight, inCohort map[string]bool) error {
 // roundBudget is the budget of round n of pool p: the base pool/rounds of every round since the
 // last scored one (skipped rounds carry their base forward), the carry of unpaid budgets, and on the
 // last round the remainder pool mod rounds, so that a pool is paid out exactly by its last round.
+// It never exceeds what the pool has left.
 func roundBudget(p *Pool, n uint32) uint64 {
 	base := p.Total / uint64(p.Rounds)
-	b := base*uint64(n-p.LastScored) + p.Carry
-	if n == p.Rounds {
-		b += p.Total % uint64(p.Rounds)
+	b := addSat(mulSat(base, uint64(n-p.LastScored)), p.Carry)
+	if n >= p.Rounds {
+		b = addSat(b, p.Total%uint64(p.Rounds))
 	}
-	return b
+	return min(b, p.Remaining())
 }
 
 func (s *State) scoreCommit(b *ScoreCommitBody) (Result, error) {
@@ -121,6 +122,9 @@ func (s *State) scoreCommit(b *ScoreCommitBody) (Result, error) {
 		// Idempotent per round: a second commit (any request ID, any weights) changes nothing.
 		res.Amount, res.Status, res.Duplicate = r.Paid, "scored", true
 		return res, nil
+	}
+	if r.Status != RoundClosed {
+		return Result{}, errf(ErrWrongStatus, "cohort %d round %d is %s: only a closed round is scored", r.Cohort, r.Number, r.Status)
 	}
 	pool := s.pools[r.Cohort]
 	if r.Number <= pool.LastScored {
@@ -171,14 +175,28 @@ func (s *State) scoreCommit(b *ScoreCommitBody) (Result, error) {
 		names = append(names, n)
 	}
 	sort.Strings(names)
+	// Every sum is checked before anything changes: data + compute ≤ budget ≤ what the pool has
+	// left, and every balance ≤ the treasury's Funded, so none can overflow unless the state is
+	// inconsistent, in which case the commit is refused rather than wrapped around.
 	var paid uint64
+	for _, n := range names {
+		e := earned[n]
+		sum, c1 := bits.Add64(e[0], e[1], 0)
+		_, c2 := bits.Add64(s.balances[n], sum, 0)
+		var c3 uint64
+		paid, c3 = bits.Add64(paid, sum, 0)
+		if c1|c2|c3 != 0 || paid > budget {
+			return Result{}, errf(ErrOverflow, "cohort %d round %d: payouts to %q overflow", r.Cohort, r.Number, n)
+		}
+	}
+	paid = 0
 	for _, n := range names {
 		e := earned[n]
 		if e[0]+e[1] == 0 {
 			continue
 		}
 		s.payouts = append(s.payouts, Payout{Cohort: r.Cohort, Round: r.Number, Contributor: n, Data: e[0], Compute: e[1]})
-		s.balances[n] += e[0] + e[1] // bounded by minted ≤ 2^64-1
+		s.balances[n] += e[0] + e[1]
 		paid += e[0] + e[1]
 	}
 	pool.Paid += paid

@@ -8,7 +8,9 @@ import (
 	mrand "math/rand"
 	"math/rand/v2"
 	"reflect"
+	"slices"
 	"sort"
+	"strings"
 	"testing"
 	"testing/quick"
 )
@@ -177,12 +179,21 @@ func ledgerScenario(t *testing.T, seed uint64) {
 	sort.Strings(members)
 	rounds := uint32(1 + rng.IntN(8))
 	pool := rng.Uint64N(1_000_000_007)
-	apply("m0", &ProposeBody{Name: "p", Model: "m", Dataset: "d", Params: Hyperparams{Rounds: rounds},
-		RewardPool: pool, VotingPeriodMs: 1})
+	extra := rng.Uint64N(1000)
+	apply("c1", &FundBody{Amount: pool + extra + 1})
+	apply("c1", &GrantBody{Member: testID("m0"), Votes: 1})
+	apply("m0", &ProposeBody{Name: "p", Model: "mlp", Dataset: "d", Params: Hyperparams{Rounds: rounds, InnerSteps: 1},
+		RewardPool: pool, QuorumBP: 2000, ThresholdBP: 5000, VotingPeriodMs: 1})
+	if tr := s.Treasury(); tr.Reserved != pool || tr.Unreserved() != extra+1 {
+		t.Fatalf("treasury after propose: %+v", tr)
+	}
 	apply("m0", &VoteBody{Proposal: 1, Yes: true})
 	now++
 	if r := apply("c1", &TallyBody{Proposal: 1}); r.Cohort != 1 {
 		t.Fatalf("proposal did not pass: %+v", r)
+	}
+	if tr := s.Treasury(); tr.Reserved != 0 || tr.Balance != extra+1 || tr.Funded != pool+extra+1 {
+		t.Fatalf("treasury after tally: %+v", tr)
 	}
 	for i := 0; i < nm; i++ {
 		m := fmt.Sprintf("m%d", i)
@@ -196,11 +207,14 @@ func ledgerScenario(t *testing.T, seed uint64) {
 	for r := uint32(1); r <= rounds; r++ {
 		apply("c1", &OpenRoundBody{Cohort: 1, Number: r, Participants: members,
 			Slices: []SliceAssignment{{Start: 0, End: 10, Aggregator: testID("c1")}}, ModelHash: hash, Deadline: now + 10})
+		hash = []byte(fmt.Sprintf("m%d", r))
+		apply("c1", &CloseRoundBody{Cohort: 1, Round: r, ModelHash: hash})
 		if rng.IntN(4) != 0 || r == rounds { // some rounds are skipped
 			var data, compute []Weight
 			for i := 0; i < nm; i++ {
 				for _, sfx := range []string{"-x", "-y"} {
-					w := Weight{Contributor: fmt.Sprintf("m%d%s", i, sfx)}
+					m := fmt.Sprintf("m%d", i)
+					w := Weight{Contributor: ContributorKey(testID(m), m+sfx)}
 					if rng.IntN(3) != 0 {
 						w.Weight = rng.Uint64N(1000)
 					}
@@ -212,8 +226,12 @@ func ledgerScenario(t *testing.T, seed uint64) {
 					compute = append(compute, cw)
 				}
 			}
+			// Weights are sorted by contributor key (member ID, then name).
+			byKey := func(a, b Weight) int { return strings.Compare(a.Contributor, b.Contributor) }
+			slices.SortFunc(data, byKey)
+			slices.SortFunc(compute, byKey)
 			if r == rounds { // someone earns on the last round, in both parts
-				data = append(data[:0], Weight{Contributor: "m0-x", Weight: 1})
+				data = append(data[:0], Weight{Contributor: ContributorKey(testID("m0"), "m0-x"), Weight: 1})
 				compute[0].Weight++
 			}
 			budgetBefore := s.pools[1].Remaining()
@@ -232,8 +250,6 @@ func ledgerScenario(t *testing.T, seed uint64) {
 			}
 			lastEarned = r == rounds
 		}
-		hash = []byte(fmt.Sprintf("m%d", r))
-		apply("c1", &CloseRoundBody{Cohort: 1, Round: r, ModelHash: hash})
 	}
 	l := s.Ledger()
 	var payoutSum, balanceSum uint64
@@ -251,6 +267,14 @@ func ledgerScenario(t *testing.T, seed uint64) {
 	p := l.Pools[0]
 	if payoutSum != paidTotal || balanceSum != paidTotal || p.Paid != paidTotal {
 		t.Fatalf("payouts %d, balances %d, pool paid %d, results %d", payoutSum, balanceSum, p.Paid, paidTotal)
+	}
+	// Conservation: what was funded is in the treasury, in the pools, or earned.
+	var pooled uint64
+	for _, p := range l.Pools {
+		pooled += p.Total
+	}
+	if tr := l.Treasury; tr.Balance+pooled != tr.Funded || balanceSum > tr.Funded {
+		t.Fatalf("treasury %+v, pools %d, balances %d: funds not conserved", tr, pooled, balanceSum)
 	}
 	if lastEarned && p.Paid != pool {
 		t.Fatalf("last round scored: paid %d of pool %d (carry %d)", p.Paid, pool, p.Carry)

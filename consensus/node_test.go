@@ -233,7 +233,9 @@ func TestClusterInmemFailover(t *testing.T) {
 	for i := 0; i < clients; i++ {
 		m := fmt.Sprintf("m%d", i)
 		mustC(m, 1, &RegisterBody{PublicKey: testPub(m), Name: m, Contributors: []string{m + "-data"}})
+		mustC("c1", uint64(2+i), &GrantBody{Member: testID(m), Votes: 1})
 	}
+	mustC("c1", 100, &SetLimitsBody{Limits: looseLimits})
 
 	var applied atomic.Int64
 	var wg sync.WaitGroup
@@ -244,8 +246,7 @@ func TestClusterInmemFailover(t *testing.T) {
 			defer wg.Done()
 			m := fmt.Sprintf("m%d", i)
 			for k := 0; k < perClient; k++ {
-				env, err := NewEnvelope(testKey(m), uint64(2+k), &ProposeBody{Name: fmt.Sprintf("%s-%d", m, k),
-					Model: "m", Dataset: "d", Params: Hyperparams{Rounds: 1}, VotingPeriodMs: 1000})
+				env, err := NewEnvelope(testKey(m), uint64(2+k), testProposal(fmt.Sprintf("%s-%d", m, k), 1, 0, 1000))
 				if err != nil {
 					errs <- err
 					return

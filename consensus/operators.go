@@ -117,7 +117,7 @@ func (s *State) addCoordinator(now int64, b *AddCoordinatorBody) (Result, error)
 	if len(b.PublicKey) != ed25519.PublicKeySize {
 		return Result{}, errf(ErrInvalid, "coordinator public key is %d bytes", len(b.PublicKey))
 	}
-	if err := checkName("coordinator name", b.Name, true); err != nil {
+	if err := checkPrintable("coordinator name", b.Name, true); err != nil {
 		return Result{}, err
 	}
 	id := IDOf(b.PublicKey)
@@ -146,7 +146,7 @@ func (s *State) addCoordinator(now int64, b *AddCoordinatorBody) (Result, error)
 			if _, err := hex.DecodeString(a.ID); err != nil {
 				return Result{}, errf(ErrInvalid, "initial coordinator %q: want a 32-hex-digit key ID", a.ID)
 			}
-			if err := checkName("initial coordinator name", a.Name, true); err != nil {
+			if err := checkPrintable("initial coordinator name", a.Name, true); err != nil {
 				return Result{}, err
 			}
 			if seen[a.ID] || names[a.Name] {
@@ -174,7 +174,22 @@ func (s *State) addCoordinator(now int64, b *AddCoordinatorBody) (Result, error)
 	return Result{Member: id}, nil
 }
 
-func (s *State) approveCoordinator(b *ApproveCoordinatorBody) (Result, error) {
+// operate checks an operator command's body against the state and, unless dry, applies it.
+func (s *State) operate(body Body, dry bool) (Result, error) {
+	switch b := body.(type) {
+	case *SetLimitsBody:
+		return s.setLimits(b, dry)
+	case *FundBody:
+		return s.fund(b, dry)
+	case *GrantBody:
+		return s.grant(b, dry)
+	case *ApproveCoordinatorBody:
+		return s.approveCoordinator(b, dry)
+	}
+	panic("consensus: operate called with " + body.Type().String()) // operator() lists exactly the cases above
+}
+
+func (s *State) approveCoordinator(b *ApproveCoordinatorBody, dry bool) (Result, error) {
 	if len(b.ID) != 32 {
 		return Result{}, errf(ErrInvalid, "coordinator key ID %q: want 32 hex digits", b.ID)
 	}
@@ -185,6 +200,9 @@ func (s *State) approveCoordinator(b *ApproveCoordinatorBody) (Result, error) {
 		c, ok := s.coordinators[b.ID]
 		if !ok {
 			if _, ok := s.approved[b.ID]; ok { // withdraw an approval not used yet
+				if dry {
+					return Result{}, nil
+				}
 				delete(s.approved, b.ID)
 				return Result{Member: b.ID, Status: "removed"}, nil
 			}
@@ -193,11 +211,14 @@ func (s *State) approveCoordinator(b *ApproveCoordinatorBody) (Result, error) {
 		if len(s.coordinators) == 1 {
 			return Result{}, errf(ErrForbidden, "coordinator %s (%s) is the last one", b.ID, c.Name)
 		}
+		if dry {
+			return Result{}, nil
+		}
 		delete(s.coordinators, b.ID)
 		s.pruneMotions()
 		return Result{Member: b.ID, Status: "removed"}, nil
 	}
-	if err := checkName("coordinator name", b.Name, true); err != nil {
+	if err := checkPrintable("coordinator name", b.Name, true); err != nil {
 		return Result{}, err
 	}
 	if _, ok := s.coordinators[b.ID]; ok {
@@ -213,6 +234,9 @@ func (s *State) approveCoordinator(b *ApproveCoordinatorBody) (Result, error) {
 	}
 	if len(s.approved) >= MaxMotions {
 		return Result{}, errf(ErrLimit, "%d approvals are waiting to be used, limit %d", len(s.approved), MaxMotions)
+	}
+	if dry {
+		return Result{}, nil
 	}
 	s.approved[b.ID] = &ApprovedCoordinator{ID: b.ID, Name: b.Name}
 	return Result{Member: b.ID, Status: "approved"}, nil

@@ -11,12 +11,14 @@ func TestPreverifyFindsTheForgedOnes(t *testing.T) {
 	for _, workers := range []int{1, 2, 3, 8} {
 		s := NewState()
 		mustApply(t, s, 1, "c1", 1, &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})
+		mustApply(t, s, 1, "c1", 2, &SetLimitsBody{Limits: looseLimits})
 		var cmds []*Command
 		forged := map[int]bool{5: true, 37: true, 63: true}
 		for i := 0; i < 64; i++ {
 			name := fmt.Sprintf("m%d", i)
 			mustApply(t, s, 2, name, 1, &RegisterBody{PublicKey: testPub(name), Name: name})
-			env := mustEnv(t, name, 2, &ProposeBody{Name: "p", Model: "m", Dataset: "d", Params: Hyperparams{Rounds: 1}, VotingPeriodMs: 10})
+			mustApply(t, s, 2, "c1", uint64(3+i), &GrantBody{Member: testID(name), Votes: 1})
+			env := mustEnv(t, name, 2, testProposal("p", 1, 0, 10))
 			if forged[i] {
 				env.Sig[3] ^= 1
 			}

@@ -112,7 +112,7 @@ func (s *State) Rounds(cohort uint64) ([]Round, error) {
 
 // Ledger returns the whole contribution ledger.
 func (s *State) Ledger() Ledger {
-	d := Ledger{Payouts: s.payouts}
+	d := Ledger{Payouts: s.payouts, Treasury: s.treasury}
 	for _, k := range keysOf(s.balances) {
 		d.Balances = append(d.Balances, Balance{Contributor: k, Amount: s.balances[k]})
 	}
@@ -138,8 +138,8 @@ func (s *State) LastRequestID(issuer string) uint64 {
 	return w.Floor
 }
 
-// Contributors returns contributor name -> member ID for every registered contributor, as sorted
-// pairs.
+// Contributors returns contributor key (ContributorKey) -> member ID for every registered
+// contributor, as pairs sorted by key.
 func (s *State) Contributors() [][2]string {
 	out := make([][2]string, 0, len(s.owners))
 	for c, m := range s.owners {
@@ -148,3 +148,18 @@ func (s *State) Contributors() [][2]string {
 	sort.Slice(out, func(i, j int) bool { return out[i][0] < out[j][0] })
 	return out
 }
+
+// Limits returns the cluster's limits in force, defaults filled in.
+func (s *State) Limits() Limits { return s.limits.Effective() }
+
+// Treasury returns the treasury: its balance, what open proposals reserve, and all ever funded.
+func (s *State) Treasury() Treasury { return s.treasury }
+
+// SampleCap returns the most samples a receipt of member counts in a round of cohort (its
+// claim is clamped to this): InnerSteps × Limits.MaxBatch, and at most the samples its
+// contributors registered in the cohort. 0 when member is not in the cohort.
+func (s *State) SampleCap(cohort uint64, member string) uint64 { return s.sampleCap(cohort, member) }
+
+// VoteWeight returns a member's vote weight now: its contributors' balances plus the weight
+// operators granted it (0 for an unknown member).
+func (s *State) VoteWeight(member string) uint64 { return s.weightOf(s.members[member]) }

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"math/bits"
 	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -22,7 +23,8 @@ type snapshotData struct {
 	Clock        int64
 	NextProposal uint64
 	NextCohort   uint64
-	Minted       uint64
+	Limits       Limits
+	Treasury     Treasury
 	Coordinators []Coordinator // by ID
 	Members      []Member      // by ID
 	Proposals    []Proposal    // by ID
@@ -54,8 +56,8 @@ func keysOf[K string | uint64, V any](m map[K]V) []K {
 }
 
 func (s *State) canonical() *snapshotData {
-	d := &snapshotData{Clock: s.clock, NextProposal: s.nextProposal, NextCohort: s.nextCohort, Minted: s.minted,
-		Payouts: s.payouts}
+	d := &snapshotData{Clock: s.clock, NextProposal: s.nextProposal, NextCohort: s.nextCohort, Limits: s.limits,
+		Treasury: s.treasury, Payouts: s.payouts}
 	for _, k := range keysOf(s.coordinators) {
 		d.Coordinators = append(d.Coordinators, *s.coordinators[k])
 	}
@@ -109,13 +111,20 @@ func (s *State) MarshalSnapshot() ([]byte, error) {
 
 // Hash returns the SHA-256 of the canonical snapshot bytes: replicas that applied the same
 // commands have the same Hash, and a restored snapshot has the Hash of the state it was taken of.
+// It is computed at most once per state change (Apply clears the cached value), so it is cheap to
+// ask for often. Safe to call concurrently with other readers.
 func (s *State) Hash() [32]byte {
+	if h := s.hash.Load(); h != nil {
+		return *h
+	}
 	b, err := s.MarshalSnapshot()
 	if err != nil {
 		// Encoding plain structs into memory cannot fail; reaching this is a programming error.
 		panic("consensus: " + err.Error())
 	}
-	return sha256.Sum256(b)
+	h := sha256.Sum256(b)
+	s.hash.Store(&h)
+	return h
 }
 
 // UnmarshalSnapshot decodes snapshot bytes written by MarshalSnapshot into a new State. Truncated
@@ -156,7 +165,13 @@ func ReadSnapshot(r io.Reader) (*State, error) {
 
 func fromCanonical(d *snapshotData) (*State, error) {
 	s := NewState()
-	s.clock, s.nextProposal, s.nextCohort, s.minted = d.Clock, d.NextProposal, d.NextCohort, d.Minted
+	s.clock, s.nextProposal, s.nextCohort, s.limits, s.treasury = d.Clock, d.NextProposal, d.NextCohort, d.Limits, d.Treasury
+	if err := s.limits.Validate(); err != nil {
+		return nil, errf(ErrSnapshot, "limits: %v", err)
+	}
+	if t := s.treasury; t.Reserved > t.Balance || t.Balance > t.Funded {
+		return nil, errf(ErrSnapshot, "treasury reserves %d of %d, funded %d", t.Reserved, t.Balance, t.Funded)
+	}
 	dup := func(what string, k any) error { return errf(ErrSnapshot, "duplicate %s %v", what, k) }
 	for i := range d.Coordinators {
 		c := &d.Coordinators[i]
@@ -172,18 +187,31 @@ func fromCanonical(d *snapshotData) (*State, error) {
 		}
 		s.members[m.ID] = m
 		for _, c := range m.Contributors {
-			if _, ok := s.owners[c]; ok {
-				return nil, dup("contributor", c)
+			k := ContributorKey(m.ID, c)
+			if _, ok := s.owners[k]; ok {
+				return nil, dup("contributor", k)
 			}
-			s.owners[c] = m.ID
+			s.owners[k] = m.ID
 		}
 	}
+	var reserved uint64
 	for i := range d.Proposals {
 		p := &d.Proposals[i]
 		if _, ok := s.proposals[p.ID]; ok || p.ID == 0 || p.ID > s.nextProposal {
 			return nil, errf(ErrSnapshot, "bad or duplicate proposal id %d", p.ID)
 		}
 		s.proposals[p.ID] = p
+		if p.Status == ProposalOpen {
+			s.open++
+			s.openBy[p.Proposer]++
+			var c uint64
+			if reserved, c = bits.Add64(reserved, p.RewardPool, 0); c != 0 {
+				return nil, errf(ErrSnapshot, "open proposals reserve more than 2^64-1")
+			}
+		}
+	}
+	if reserved != s.treasury.Reserved {
+		return nil, errf(ErrSnapshot, "treasury reserves %d, open proposals %d", s.treasury.Reserved, reserved)
 	}
 	for i := range d.Cohorts {
 		c := &d.Cohorts[i]
@@ -211,11 +239,24 @@ func fromCanonical(d *snapshotData) (*State, error) {
 			return nil, errf(ErrSnapshot, "cohort %d current round %d missing", c.ID, c.CurrentRound)
 		}
 	}
+	// Every weight sum stays within 64 bits (see State.weightOf).
+	bound := s.treasury.Funded
+	for _, m := range s.members {
+		var c uint64
+		if bound, c = bits.Add64(bound, m.Granted, 0); c != 0 {
+			return nil, errf(ErrSnapshot, "funded plus granted vote weight exceeds 2^64-1")
+		}
+	}
+	var earned uint64
 	for _, b := range d.Balances {
 		if _, ok := s.balances[b.Contributor]; ok {
 			return nil, dup("balance", b.Contributor)
 		}
 		s.balances[b.Contributor] = b.Amount
+		var c uint64
+		if earned, c = bits.Add64(earned, b.Amount, 0); c != 0 || earned > s.treasury.Funded {
+			return nil, errf(ErrSnapshot, "balances exceed the %d funded", s.treasury.Funded)
+		}
 	}
 	for i := range d.Pools {
 		p := &d.Pools[i]

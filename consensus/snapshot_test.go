@@ -6,9 +6,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"flag"
+	"math"
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/vmihailenco/msgpack/v5"
 )
 
 var updateGolden = flag.Bool("update", false, "rewrite testdata golden files")
@@ -113,5 +116,42 @@ func TestSnapshotGolden(t *testing.T) {
 	}
 	if strings.TrimSpace(string(want)) != got {
 		t.Fatalf("snapshot encoding changed: sha256 %s, golden %s", got, strings.TrimSpace(string(want)))
+	}
+}
+
+// A snapshot whose treasury, limits or weights break the state's bounds is refused, even with a
+// good checksum: Restore rebuilds the derived state from it and must be able to trust the sums.
+func TestSnapshotRejectsInconsistentTreasury(t *testing.T) {
+	s := applyAll(t, scenario(t, 5, 3, 1))
+	encode := func(d *snapshotData) []byte {
+		var buf bytes.Buffer
+		buf.Write(snapshotMagic)
+		if err := msgpack.NewEncoder(&buf).Encode(d); err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.Sum256(buf.Bytes())
+		return append(buf.Bytes(), sum[:]...)
+	}
+	if _, err := UnmarshalSnapshot(encode(s.canonical())); err != nil {
+		t.Fatalf("the untouched canonical form: %v", err)
+	}
+	for name, tamper := range map[string]func(d *snapshotData){
+		"reserved above balance": func(d *snapshotData) { d.Treasury.Reserved = d.Treasury.Balance + 1 },
+		"balance above funded":   func(d *snapshotData) { d.Treasury.Balance = d.Treasury.Funded + 1 },
+		"balances above funded":  func(d *snapshotData) { d.Treasury.Funded, d.Treasury.Balance = 1, 0 },
+		"grants overflow":        func(d *snapshotData) { d.Members[0].Granted = math.MaxUint64 },
+		"bad limits":             func(d *snapshotData) { d.Limits.MaxCohortMembers = MaxListLen },
+		"reservation mismatch": func(d *snapshotData) {
+			d.Proposals[0].Status = ProposalOpen
+			d.Proposals[0].RewardPool = 1
+		},
+	} {
+		d := s.canonical()
+		d.Members = append([]Member(nil), d.Members...)
+		d.Proposals = append([]Proposal(nil), d.Proposals...)
+		tamper(d)
+		if _, err := UnmarshalSnapshot(encode(d)); !errors.Is(err, ErrSnapshot) {
+			t.Errorf("%s: err = %v, want ErrSnapshot", name, err)
+		}
 	}
 }

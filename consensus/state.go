@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"fmt"
 	"math"
 	"math/bits"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hdevalence/ed25519consensus"
 )
@@ -54,11 +56,12 @@ type State struct {
 	clock        int64 // the latest leader stamp seen; stamps are made monotone
 	nextProposal uint64
 	nextCohort   uint64
-	minted       uint64 // sum of all reward pools ever proposed; bounds every ledger sum
+	limits       Limits   // as set by SetLimits; zero fields mean the defaults
+	treasury     Treasury // Funded bounds every ledger sum and, with the granted votes, every weight
 
 	coordinators map[string]*Coordinator
 	members      map[string]*Member
-	owners       map[string]string // contributor name -> member ID
+	owners       map[string]string // contributor key (ContributorKey) -> member ID
 	proposals    map[uint64]*Proposal
 	cohorts      map[uint64]*Cohort
 	rounds       map[roundKey]*Round
@@ -69,8 +72,14 @@ type State struct {
 	approved     map[string]*ApprovedCoordinator // keys approved to register as coordinators
 	motions      map[string]*Motion              // operator commands waiting for a majority
 
+	// Derived from the above (rebuilt by Restore), not replicated state:
+	openBy map[string]uint32 // proposer -> its open proposals
+	open   uint32            // open proposals
+
 	// preverified is a per-batch cache of verified signatures (not replicated state).
 	preverified map[[32]byte]struct{}
+	// hash caches Hash between state changes: Apply clears it, a restored state starts without.
+	hash atomic.Pointer[[32]byte]
 }
 
 // NewState returns an empty state.
@@ -87,6 +96,7 @@ func NewState() *State {
 		dedupe:       map[string]*dedupeWindow{},
 		approved:     map[string]*ApprovedCoordinator{},
 		motions:      map[string]*Motion{},
+		openBy:       map[string]uint32{},
 	}
 }
 
@@ -133,12 +143,17 @@ func (s *State) Apply(cmd Command) (Result, error) {
 	}
 	var motion string
 	if env.Type.operator() {
+		// A body that could not apply is refused now, not kept as a motion for others to sign.
+		if _, err := s.operate(body, true); err != nil {
+			return Result{}, err
+		}
 		done, digest, res, err := s.second(now, env)
 		if err != nil {
 			return Result{}, err
 		}
 		motion = digest
 		if !done {
+			s.hash.Store(nil)
 			res.Type = env.Type
 			s.clock = now
 			s.remember(env.Issuer, env.RequestID, res)
@@ -171,8 +186,10 @@ func (s *State) Apply(cmd Command) (Result, error) {
 		res, err = s.reassign(now, b)
 	case *ExtendRoundBody:
 		res, err = s.extendRound(now, b)
+	case *SetLimitsBody, *FundBody, *GrantBody:
+		res, err = s.operate(b, false)
 	case *ApproveCoordinatorBody:
-		res, err = s.approveCoordinator(b)
+		res, err = s.operate(b, false)
 	}
 	if err != nil {
 		return Result{}, err
@@ -180,6 +197,7 @@ func (s *State) Apply(cmd Command) (Result, error) {
 	if motion != "" {
 		delete(s.motions, motion)
 	}
+	s.hash.Store(nil)
 	res.Type = env.Type
 	s.clock = now
 	s.remember(env.Issuer, env.RequestID, res)
@@ -369,8 +387,13 @@ func checkList(field string, n int, required bool) error {
 
 // checkSortedUnique checks that names are non-empty, sorted and unique.
 func checkSortedUnique(field string, names []string) error {
+	return checkSortedUniqueWith(field, names, checkName)
+}
+
+// checkSortedUniqueWith is checkSortedUnique with check validating each name.
+func checkSortedUniqueWith(field string, names []string, check func(field, v string, required bool) error) error {
 	for i, n := range names {
-		if err := checkName(field, n, true); err != nil {
+		if err := check(field, n, true); err != nil {
 			return err
 		}
 		if i > 0 && names[i-1] >= n {
@@ -393,40 +416,42 @@ func (s *State) register(now int64, b *RegisterBody) (Result, error) {
 	if len(b.PublicKey) != ed25519.PublicKeySize {
 		return Result{}, errf(ErrInvalid, "member public key is %d bytes", len(b.PublicKey))
 	}
-	if err := checkName("member name", b.Name, true); err != nil {
+	if err := checkPrintable("member name", b.Name, true); err != nil {
 		return Result{}, err
 	}
-	if err := checkList("contributors", len(b.Contributors), false); err != nil {
-		return Result{}, err
+	l := s.limits.Effective()
+	if len(b.Contributors) > int(l.MaxContributorsPerMember) {
+		return Result{}, errf(ErrLimit, "member speaks for %d contributors, limit MaxContributorsPerMember %d", len(b.Contributors), l.MaxContributorsPerMember)
 	}
-	if err := checkSortedUnique("contributors", b.Contributors); err != nil {
+	if err := checkSortedUniqueWith("contributors", b.Contributors, checkPrintable); err != nil {
 		return Result{}, err
 	}
 	id := IDOf(b.PublicKey)
 	if _, ok := s.members[id]; ok {
 		return Result{}, errf(ErrExists, "member %s", id)
 	}
+	if len(s.members) >= int(l.MaxMembers) {
+		return Result{}, errf(ErrLimit, "%d members registered, limit MaxMembers %d", len(s.members), l.MaxMembers)
+	}
 	if _, ok := s.coordinators[id]; ok {
 		return Result{}, errf(ErrExists, "key %s is registered as a coordinator", id)
-	}
-	for _, c := range b.Contributors {
-		if owner, ok := s.owners[c]; ok {
-			return Result{}, errf(ErrExists, "contributor %q is spoken for by member %s", c, owner)
-		}
 	}
 	s.members[id] = &Member{ID: id, PublicKey: cloneBytes(b.PublicKey), Name: b.Name,
 		Contributors: append([]string{}, b.Contributors...), RegisteredAt: now}
 	for _, c := range b.Contributors {
-		s.owners[c] = id
+		s.owners[ContributorKey(id, c)] = id
 	}
 	return Result{Member: id}, nil
 }
 
 func (s *State) propose(now int64, issuer string, b *ProposeBody) (Result, error) {
+	if err := checkPrintable("proposal name", b.Name, true); err != nil {
+		return Result{}, err
+	}
 	for _, f := range []struct {
 		field, v string
 		req      bool
-	}{{"name", b.Name, true}, {"model", b.Model, true}, {"dataset", b.Dataset, true},
+	}{{"model", b.Model, true}, {"dataset", b.Dataset, true},
 		{"codec", b.Params.Codec, false}, {"outer lr", b.Params.OuterLR, false},
 		{"outer momentum", b.Params.OuterMomentum, false}, {"error decay", b.Params.ErrorDecay, false}} {
 		if err := checkName(f.field, f.v, f.req); err != nil {
@@ -436,55 +461,90 @@ func (s *State) propose(now int64, issuer string, b *ProposeBody) (Result, error
 	if err := checkHash("validation hash", b.ValidationHash, false); err != nil {
 		return Result{}, err
 	}
+	l := s.limits.Effective()
+	if err := checkModel(b.Model, l); err != nil {
+		return Result{}, err
+	}
+	maxMembers := b.MaxMembers
+	if maxMembers == 0 {
+		maxMembers = l.MaxCohortMembers
+	}
 	switch {
 	case b.Params.Rounds == 0:
 		return Result{}, errf(ErrInvalid, "rounds is 0")
+	case b.Params.Rounds > l.MaxRounds:
+		return Result{}, errf(ErrLimit, "%d rounds, limit MaxRounds %d", b.Params.Rounds, l.MaxRounds)
+	case b.Params.InnerSteps == 0:
+		return Result{}, errf(ErrInvalid, "inner steps is 0")
+	case b.Params.InnerSteps > l.MaxInnerSteps:
+		return Result{}, errf(ErrLimit, "%d inner steps, limit MaxInnerSteps %d", b.Params.InnerSteps, l.MaxInnerSteps)
 	case b.QuorumBP > 10000:
 		return Result{}, errf(ErrInvalid, "quorum %d bp > 10000", b.QuorumBP)
+	case b.QuorumBP < l.MinQuorumBP:
+		return Result{}, errf(ErrLimit, "quorum %d bp, limit MinQuorumBP %d", b.QuorumBP, l.MinQuorumBP)
 	case b.ThresholdBP > 10000:
 		return Result{}, errf(ErrInvalid, "threshold %d bp > 10000", b.ThresholdBP)
+	case b.ThresholdBP < l.MinThresholdBP:
+		return Result{}, errf(ErrLimit, "threshold %d bp, limit MinThresholdBP %d", b.ThresholdBP, l.MinThresholdBP)
 	case b.VotingPeriodMs <= 0:
 		return Result{}, errf(ErrInvalid, "voting period %d ms", b.VotingPeriodMs)
+	case b.VotingPeriodMs > l.MaxVotingPeriodMs:
+		return Result{}, errf(ErrLimit, "voting period %d ms, limit MaxVotingPeriodMs %d", b.VotingPeriodMs, l.MaxVotingPeriodMs)
 	case b.VotingPeriodMs > math.MaxInt64-now:
 		return Result{}, errf(ErrOverflow, "voting period %d ms", b.VotingPeriodMs)
+	case b.RewardPool > l.MaxRewardPool:
+		return Result{}, errf(ErrLimit, "reward pool %d, limit MaxRewardPool %d", b.RewardPool, l.MaxRewardPool)
+	case maxMembers > l.MaxCohortMembers:
+		return Result{}, errf(ErrLimit, "cohort of up to %d members, limit MaxCohortMembers %d", maxMembers, l.MaxCohortMembers)
+	case b.MinMembers > maxMembers:
+		return Result{}, errf(ErrInvalid, "min members %d exceeds the cohort's cap of %d", b.MinMembers, maxMembers)
+	case s.open >= l.MaxOpenProposals:
+		return Result{}, errf(ErrLimit, "%d proposals open, limit MaxOpenProposals %d", s.open, l.MaxOpenProposals)
+	case s.openBy[issuer] >= l.MaxOpenProposalsPerMember:
+		return Result{}, errf(ErrLimit, "member %s has %d proposals open, limit MaxOpenProposalsPerMember %d", issuer, s.openBy[issuer], l.MaxOpenProposalsPerMember)
 	}
-	minted, carry := bits.Add64(s.minted, b.RewardPool, 0)
-	if carry != 0 {
-		return Result{}, errf(ErrOverflow, "reward pool %d: total of all pools exceeds 2^64-1", b.RewardPool)
+	// A key nobody granted weight and that earned nothing can make proposals that nobody could
+	// tell from a real member's: proposing takes vote weight, as voting does.
+	if s.weightOf(s.members[issuer]) == 0 {
+		return Result{}, errf(ErrForbidden, "member %s has no vote weight (granted or earned), needed to propose", issuer)
 	}
-	s.minted = minted
+	if b.RewardPool > s.treasury.Unreserved() {
+		return Result{}, errf(ErrLimit, "reward pool %d exceeds the treasury's unreserved balance %d (balance %d, %d reserved by open proposals)",
+			b.RewardPool, s.treasury.Unreserved(), s.treasury.Balance, s.treasury.Reserved)
+	}
+	s.treasury.Reserved += b.RewardPool
+	s.open++
+	s.openBy[issuer]++
 	s.nextProposal++
 	p := &Proposal{ID: s.nextProposal, Name: b.Name, Proposer: issuer, Model: b.Model, Dataset: b.Dataset,
 		ValidationHash: cloneBytes(b.ValidationHash), Params: b.Params, RewardPool: b.RewardPool,
-		MinMembers: b.MinMembers, QuorumBP: b.QuorumBP, ThresholdBP: b.ThresholdBP,
+		MinMembers: b.MinMembers, MaxMembers: maxMembers, QuorumBP: b.QuorumBP, ThresholdBP: b.ThresholdBP,
 		CreatedAt: now, Deadline: now + b.VotingPeriodMs, Status: ProposalOpen}
 	s.proposals[p.ID] = p
 	return Result{ID: p.ID, Status: string(p.Status)}, nil
 }
 
-// totalEarned is the sum of all balances (never overflows: bounded by minted).
-func (s *State) totalEarned() uint64 {
-	var t uint64
-	for _, v := range s.balances {
-		t += v
-	}
-	return t
-}
-
-// weightOf is a member's vote weight: the sum of its contributors' balances once anybody has
-// earned anything (contributor-weighted), one member one vote before that.
-func (s *State) weightOf(m *Member, earned uint64) uint64 {
+// weightOf is a member's vote weight: its contributors' earned balances plus the weight operators
+// granted it. A fresh key weighs 0. It cannot overflow: the balances sum to at most the treasury's
+// Funded, and Fund and Grant keep Funded plus all granted weight within 64 bits.
+func (s *State) weightOf(m *Member) uint64 {
 	if m == nil {
-		return 0 // only reachable from an inconsistent restored snapshot
+		return 0
 	}
-	if earned == 0 {
-		return 1
-	}
-	var w uint64
+	w := m.Granted
 	for _, c := range m.Contributors {
-		w += s.balances[c]
+		w += s.balances[ContributorKey(m.ID, c)]
 	}
 	return w
+}
+
+// grantedTotal is the vote weight granted to all members.
+func (s *State) grantedTotal() uint64 {
+	var t uint64
+	for _, m := range s.members {
+		t += m.Granted // bounded: see weightOf
+	}
+	return t
 }
 
 func (s *State) vote(now int64, issuer string, b *VoteBody) (Result, error) {
@@ -502,7 +562,11 @@ func (s *State) vote(now int64, issuer string, b *VoteBody) (Result, error) {
 	if i < len(p.Votes) && p.Votes[i].Member == issuer {
 		return Result{}, errf(ErrExists, "member %s already voted on proposal %d", issuer, p.ID)
 	}
-	v := Vote{Member: issuer, Yes: b.Yes, Weight: s.weightOf(s.members[issuer], s.totalEarned()), At: now}
+	w := s.weightOf(s.members[issuer])
+	if w == 0 {
+		return Result{}, errf(ErrForbidden, "member %s has no vote weight (granted or earned)", issuer)
+	}
+	v := Vote{Member: issuer, Yes: b.Yes, Weight: w, At: now}
 	p.Votes = append(p.Votes, Vote{})
 	copy(p.Votes[i+1:], p.Votes[i:])
 	p.Votes[i] = v
@@ -527,14 +591,13 @@ func (s *State) tally(now int64, b *TallyBody) (Result, error) {
 	if now < p.Deadline {
 		return Result{}, errf(ErrDeadline, "tally of proposal %d at %d before its deadline %d", p.ID, now, p.Deadline)
 	}
-	earned := s.totalEarned()
 	var eligible, yes, no uint64
 	for _, m := range s.members {
-		eligible += s.weightOf(m, earned)
+		eligible += s.weightOf(m) // bounded: see weightOf
 	}
 	for i := range p.Votes {
 		v := &p.Votes[i]
-		v.Weight = s.weightOf(s.members[v.Member], earned)
+		v.Weight = s.weightOf(s.members[v.Member])
 		if v.Yes {
 			yes += v.Weight
 		} else {
@@ -543,17 +606,29 @@ func (s *State) tally(now int64, b *TallyBody) (Result, error) {
 	}
 	p.EligibleWeight, p.YesWeight, p.NoWeight = eligible, yes, no
 	voted := yes + no
+	p.Status = ProposalRejected
 	switch {
 	case len(p.Votes) == 0:
-		p.Status = ProposalExpired
-	case voted > 0 && yes > 0 && geq128(voted, 10000, eligible, uint64(p.QuorumBP)) &&
-		geq128(yes, 10000, voted, uint64(p.ThresholdBP)):
-		p.Status = ProposalPassed
+		p.Status, p.Reason = ProposalExpired, "nobody voted"
+	case eligible == 0 || voted == 0:
+		p.Reason = "no vote weight: nobody has been granted or earned any"
+	case !geq128(voted, 10000, eligible, uint64(p.QuorumBP)):
+		p.Reason = fmt.Sprintf("quorum not met: %d of %d eligible weight voted, %d bp needed", voted, eligible, p.QuorumBP)
+	case yes == 0 || !geq128(yes, 10000, voted, uint64(p.ThresholdBP)):
+		p.Reason = fmt.Sprintf("threshold not met: %d of %d cast weight voted yes, %d bp needed", yes, voted, p.ThresholdBP)
+	case p.RewardPool > s.treasury.Balance:
+		p.Reason = fmt.Sprintf("the treasury holds %d, the reward pool needs %d", s.treasury.Balance, p.RewardPool)
 	default:
-		p.Status = ProposalRejected
+		p.Status = ProposalPassed
+	}
+	s.treasury.Reserved -= min(p.RewardPool, s.treasury.Reserved)
+	s.open--
+	if s.openBy[p.Proposer]--; s.openBy[p.Proposer] == 0 {
+		delete(s.openBy, p.Proposer)
 	}
 	res := Result{ID: p.ID, Status: string(p.Status)}
 	if p.Status == ProposalPassed {
+		s.treasury.Balance -= p.RewardPool
 		s.nextCohort++
 		c := &Cohort{ID: s.nextCohort, Proposal: p.ID, Status: CohortForming}
 		s.cohorts[c.ID] = c
@@ -565,6 +640,10 @@ func (s *State) tally(now int64, b *TallyBody) (Result, error) {
 	return res, nil
 }
 
+// join adds the issuer to a cohort. Membership stays open while the cohort runs (a member can
+// join a running cohort with `cohort join`, and the leader makes every member a participant of
+// the next round), up to the cohort's cap (Proposal.MaxMembers); a member already in it gets
+// ErrExists whatever the cohort's state, so a restarted peer can tell it is in.
 func (s *State) join(now int64, issuer string, b *JoinBody) (Result, error) {
 	c, ok := s.cohorts[b.Cohort]
 	if !ok {
@@ -581,10 +660,21 @@ func (s *State) join(now int64, issuer string, b *JoinBody) (Result, error) {
 	if err := checkList("join contributors", len(b.Contributors), true); err != nil {
 		return Result{}, err
 	}
+	if p := s.proposals[c.Proposal]; len(c.Members) >= int(p.MaxMembers) {
+		return Result{}, errf(ErrLimit, "cohort %d is full: %d members, its cap is %d", c.ID, len(c.Members), p.MaxMembers)
+	}
+	// A round's ScoreCommit lists the cohort's contributors in one command list.
+	have := 0
+	for _, m := range c.Members {
+		have += len(m.Contributors)
+	}
+	if have+len(b.Contributors) > MaxListLen {
+		return Result{}, errf(ErrLimit, "cohort %d would have %d contributors, limit %d (MaxListLen)", c.ID, have+len(b.Contributors), MaxListLen)
+	}
 	names := make([]string, len(b.Contributors))
 	for i, cd := range b.Contributors {
 		names[i] = cd.Name
-		if s.owners[cd.Name] != issuer {
+		if s.owners[ContributorKey(issuer, cd.Name)] != issuer {
 			return Result{}, errf(ErrForbidden, "member %s does not speak for contributor %q", issuer, cd.Name)
 		}
 		if err := checkHash("fingerprint of "+cd.Name, cd.Fingerprint, true); err != nil {
@@ -599,7 +689,7 @@ func (s *State) join(now int64, issuer string, b *JoinBody) (Result, error) {
 	}
 	cm := CohortMember{Member: issuer, JoinedAt: now, Order: uint32(len(c.Members) + 1)}
 	for _, cd := range b.Contributors {
-		d := ContributorData{Name: cd.Name, Fingerprint: cloneBytes(cd.Fingerprint), Samples: cd.Samples}
+		d := ContributorData{Name: ContributorKey(issuer, cd.Name), Fingerprint: cloneBytes(cd.Fingerprint), Samples: cd.Samples}
 		d.DuplicateOf = firstWithFingerprint(c.Members, cd.Fingerprint)
 		if d.DuplicateOf == "" { // or earlier in this same join
 			d.DuplicateOf = firstWithFingerprint([]CohortMember{cm}, cd.Fingerprint)
@@ -742,8 +832,8 @@ func (s *State) receipt(now int64, issuer string, b *ReceiptBody) (Result, error
 	if i < len(r.Receipts) && r.Receipts[i].Member == issuer {
 		return Result{}, errf(ErrExists, "receipt from %s for cohort %d round %d", issuer, r.Cohort, r.Number)
 	}
-	rc := Receipt{Member: issuer, SamplesUsed: b.SamplesUsed, BytesSent: b.BytesSent,
-		ModelHashAfter: cloneBytes(b.ModelHashAfter), At: now}
+	rc := Receipt{Member: issuer, SamplesUsed: min(b.SamplesUsed, s.sampleCap(r.Cohort, issuer)), BytesSent: b.BytesSent,
+		ModelHashAfter: cloneBytes(b.ModelHashAfter), At: now, Claimed: b.SamplesUsed}
 	r.Receipts = append(r.Receipts, Receipt{})
 	copy(r.Receipts[i+1:], r.Receipts[i:])
 	r.Receipts[i] = rc
@@ -812,4 +902,71 @@ func (s *State) closeRound(now int64, b *CloseRoundBody) (Result, error) {
 		c.Status = CohortDone
 	}
 	return Result{ID: uint64(r.Number), Cohort: c.ID, Status: string(c.Status)}, nil
+}
+
+// sampleCap is the most samples a member's receipt counts in a round of a cohort: what the
+// protocol lets it train on, InnerSteps × Limits.MaxBatch, and no more than the samples its
+// contributors registered in the cohort. 0 for a member not in the cohort.
+func (s *State) sampleCap(cohort uint64, member string) uint64 {
+	c := s.cohorts[cohort]
+	if c == nil {
+		return 0
+	}
+	cm := c.member(member)
+	if cm == nil {
+		return 0
+	}
+	var registered uint64
+	for _, d := range cm.Contributors {
+		registered = addSat(registered, d.Samples)
+	}
+	steps := uint64(s.proposals[c.Proposal].Params.InnerSteps)
+	return min(registered, steps*uint64(s.limits.Effective().MaxBatch))
+}
+
+func (s *State) setLimits(b *SetLimitsBody, dry bool) (Result, error) {
+	if err := b.Limits.Validate(); err != nil {
+		return Result{}, err
+	}
+	if dry {
+		return Result{}, nil
+	}
+	s.limits = b.Limits
+	return Result{Status: "set"}, nil
+}
+
+func (s *State) fund(b *FundBody, dry bool) (Result, error) {
+	if b.Amount == 0 {
+		return Result{}, errf(ErrInvalid, "fund amount is 0")
+	}
+	funded, c1 := bits.Add64(s.treasury.Funded, b.Amount, 0)
+	_, c2 := bits.Add64(funded, s.grantedTotal(), 0)
+	if c1 != 0 || c2 != 0 {
+		return Result{}, errf(ErrOverflow, "fund %d: everything funded (%d) plus the granted vote weight would exceed 2^64-1",
+			b.Amount, s.treasury.Funded)
+	}
+	if dry {
+		return Result{}, nil
+	}
+	s.treasury.Funded = funded
+	s.treasury.Balance += b.Amount // ≤ Funded
+	return Result{Amount: s.treasury.Balance, Status: "funded"}, nil
+}
+
+func (s *State) grant(b *GrantBody, dry bool) (Result, error) {
+	m, ok := s.members[b.Member]
+	if !ok {
+		return Result{}, errf(ErrNotFound, "member %q", b.Member)
+	}
+	total, c1 := bits.Add64(s.grantedTotal()-m.Granted, b.Votes, 0)
+	_, c2 := bits.Add64(total, s.treasury.Funded, 0)
+	if c1 != 0 || c2 != 0 {
+		return Result{}, errf(ErrOverflow, "grant of %d votes: the granted vote weight plus everything funded (%d) would exceed 2^64-1",
+			b.Votes, s.treasury.Funded)
+	}
+	if dry {
+		return Result{}, nil
+	}
+	m.Granted = b.Votes
+	return Result{Member: m.ID, Amount: b.Votes, Status: "granted"}, nil
 }

@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"crypto/sha256"
 	"errors"
 	"go/parser"
 	"go/token"
@@ -13,37 +14,33 @@ import (
 func TestDedupeWindowBound(t *testing.T) {
 	s := NewState()
 	mustApply(t, s, 1, "c1", 1, &AddCoordinatorBody{PublicKey: testPub("c1"), Name: "c1"})
-	mustApply(t, s, 1, "alice", 1, &RegisterBody{PublicKey: testPub("alice"), Name: "alice"})
-	// Apply 2..DedupeWindow+10 in order; each creates a proposal.
+	// Apply 2..DedupeWindow+10 in order; each funds the treasury with 1.
 	last := uint64(DedupeWindow + 10)
 	for req := uint64(2); req <= last; req++ {
-		mustApply(t, s, 1, "alice", req, &ProposeBody{Name: "p", Model: "m", Dataset: "d",
-			Params: Hyperparams{Rounds: 1}, VotingPeriodMs: 10})
+		mustApply(t, s, 1, "c1", req, &FundBody{Amount: 1})
 	}
-	if got := len(s.dedupe[testID("alice")].Recent); got != DedupeWindow {
+	if got := len(s.dedupe[testID("c1")].Recent); got != DedupeWindow {
 		t.Fatalf("window holds %d results, want %d", got, DedupeWindow)
 	}
 	before := s.Hash()
 	// The oldest IDs fell out of the window: a retry is refused, not re-applied.
-	_, err := s.Apply(Command{Version: Version, Time: 2, Env: mustEnv(t, "alice", 5, &ProposeBody{Name: "p",
-		Model: "m", Dataset: "d", Params: Hyperparams{Rounds: 1}, VotingPeriodMs: 10})})
+	_, err := s.Apply(Command{Version: Version, Time: 2, Env: mustEnv(t, "c1", 5, &FundBody{Amount: 1})})
 	if !errors.Is(err, ErrStaleRequest) {
 		t.Fatalf("retry of evicted request: err = %v, want ErrStaleRequest", err)
 	}
 	// A retry inside the window returns the cached result.
-	res, err := s.Apply(Command{Version: Version, Time: 2, Env: mustEnv(t, "alice", last, &ProposeBody{Name: "p",
-		Model: "m", Dataset: "d", Params: Hyperparams{Rounds: 1}, VotingPeriodMs: 10})})
-	if err != nil || !res.Duplicate || res.ID != last-1 {
-		t.Fatalf("retry of request %d: res %+v err %v, want duplicate of proposal %d", last, res, err, last-1)
+	res, err := s.Apply(Command{Version: Version, Time: 2, Env: mustEnv(t, "c1", last, &FundBody{Amount: 1})})
+	if err != nil || !res.Duplicate || res.Amount != last-1 {
+		t.Fatalf("retry of request %d: res %+v err %v, want duplicate of treasury balance %d", last, res, err, last-1)
 	}
 	if s.Hash() != before {
 		t.Fatal("refused and duplicate requests changed the state")
 	}
-	if got := s.LastRequestID(testID("alice")); got != last {
+	if got := s.LastRequestID(testID("c1")); got != last {
 		t.Fatalf("LastRequestID = %d, want %d", got, last)
 	}
-	if len(s.Proposals()) != int(last-1) {
-		t.Fatalf("%d proposals, want %d", len(s.Proposals()), last-1)
+	if got := s.Treasury().Balance; got != last-1 {
+		t.Fatalf("treasury %d, want %d", got, last-1)
 	}
 }
 
@@ -192,4 +189,51 @@ func TestSignerConcurrentUniqueIDs(t *testing.T) {
 	if _, err := NewSigner([]byte("short"), 0); !errors.Is(err, ErrInvalid) {
 		t.Fatalf("short key: %v", err)
 	}
+}
+
+// Hash is computed once per state change: asking again costs nothing, and every Apply that
+// changes the state (and only those) gives the hash of the new snapshot bytes.
+func TestHashCachedBetweenChanges(t *testing.T) {
+	s := applyAll(t, scenario(t, 4, 3, 1))
+	fresh := func() [32]byte {
+		b, err := s.MarshalSnapshot()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sha256.Sum256(b)
+	}
+	h := s.Hash()
+	if h != fresh() {
+		t.Fatal("Hash differs from the snapshot's hash")
+	}
+	if n := testing.AllocsPerRun(20, func() { s.Hash() }); n != 0 {
+		t.Fatalf("a repeated Hash allocates %v times: it is recomputed", n)
+	}
+	mustApply(t, s, 1, "c1", 1000, &FundBody{Amount: 1})
+	if s.Hash() == h || s.Hash() != fresh() {
+		t.Fatal("Hash after a change is stale")
+	}
+	h = s.Hash()
+	if _, err := s.Apply(Command{Version: Version, Time: 1, Env: mustEnv(t, "c1", 1001, &FundBody{})}); err == nil {
+		t.Fatal("fund of 0 accepted")
+	}
+	if s.Hash() != h || fresh() != h {
+		t.Fatal("a refused command changed the hash")
+	}
+	r, err := UnmarshalSnapshot(mustSnapshot(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Hash() != h {
+		t.Fatal("restored state has another hash")
+	}
+}
+
+func mustSnapshot(t *testing.T, s *State) []byte {
+	t.Helper()
+	b, err := s.MarshalSnapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

@@ -19,6 +19,9 @@ type Member struct {
 	Name         string
 	Contributors []string // sorted
 	RegisteredAt int64    // unix ms
+	// Granted is the vote weight operators granted the member (Grant); its vote weight is this
+	// plus its contributors' earned balances.
+	Granted uint64
 }
 
 // ProposalStatus is the life-cycle state of a proposal.
@@ -54,6 +57,7 @@ type Proposal struct {
 	Params         Hyperparams
 	RewardPool     uint64
 	MinMembers     uint32
+	MaxMembers     uint32 // the cohort's member cap (ProposeBody.MaxMembers, 0 replaced by the limit)
 	QuorumBP       uint32
 	ThresholdBP    uint32
 	CreatedAt      int64
@@ -65,6 +69,7 @@ type Proposal struct {
 	YesWeight      uint64
 	NoWeight       uint64
 	Cohort         uint64 // the cohort created when passed, else 0
+	Reason         string // why it was rejected or expired, "" when passed
 }
 
 // CohortStatus is the life-cycle state of a cohort.
@@ -106,7 +111,8 @@ const (
 	RoundClosed RoundStatus = "closed"
 )
 
-// Receipt is a participant's signed report of its work in a round.
+// Receipt is a participant's signed report of its work in a round. SamplesUsed is what it
+// claimed clamped to what the protocol allows it (State.SampleCap); Claimed is what it claimed.
 type Receipt struct {
 	_msgpack       struct{} `msgpack:",as_array"`
 	Member         string
@@ -114,6 +120,7 @@ type Receipt struct {
 	BytesSent      uint64
 	ModelHashAfter []byte
 	At             int64
+	Claimed        uint64
 }
 
 // Round is one outer round of a cohort.
@@ -153,6 +160,18 @@ type Balance struct {
 	Amount      uint64
 }
 
+// Treasury is what operators funded (Fund) and no cohort's pool has taken yet. Open proposals
+// reserve their reward pools in it; a passed proposal's pool is taken from it at tally.
+type Treasury struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	Balance  uint64   // funded and not yet given to a pool
+	Reserved uint64   // the reward pools of open proposals, ≤ Balance
+	Funded   uint64   // everything ever funded: bounds every ledger sum
+}
+
+// Unreserved is the part of the balance a new proposal's reward pool may take.
+func (t Treasury) Unreserved() uint64 { return t.Balance - t.Reserved }
+
 // Pool is a cohort's reward pool.
 type Pool struct {
 	_msgpack   struct{} `msgpack:",as_array"`
@@ -181,11 +200,12 @@ type Payout struct {
 }
 
 // Ledger is the contribution ledger: balances sorted by contributor, pools by cohort, payouts in
-// the order they were made (cohort, round, contributor within one commit).
+// the order they were made (cohort, round, contributor within one commit), and the treasury.
 type Ledger struct {
 	Balances []Balance
 	Pools    []Pool
 	Payouts  []Payout
+	Treasury Treasury
 }
 
 // Result is what applying a command returns.
@@ -199,8 +219,119 @@ type Result struct {
 	Member string
 	Cohort uint64
 	Status string // proposal status after tally; round/cohort status otherwise
-	Amount uint64 // score-commit: amount paid
+	Amount uint64 // score-commit: amount paid; fund: the treasury's balance after; grant: the votes granted
 	// Duplicate is set when the request had already been applied and this is its cached result,
 	// or when a ScoreCommit names a round that was already scored.
 	Duplicate bool
+}
+
+// Limits are the cluster's limits, part of the replicated state (SetLimits changes them). A zero
+// field means its documented default (the Default* constants); Effective fills them in. They bound
+// what a stranger can make the state hold or the coordinators compute.
+type Limits struct {
+	_msgpack struct{} `msgpack:",as_array"`
+	// MaxModelParams bounds a proposed model's parameter count (ParseModel).
+	MaxModelParams uint64
+	// MaxModelLayers bounds its layers (weight layers of an MLP, blocks of a transformer).
+	MaxModelLayers uint32
+	// MaxModelWidth bounds its widest dimension (ModelShape.Width).
+	MaxModelWidth uint64
+	// MaxRounds bounds a proposal's outer rounds.
+	MaxRounds uint32
+	// MaxInnerSteps bounds a proposal's inner steps H.
+	MaxInnerSteps uint32
+	// MaxBatch is the largest inner batch a receipt is paid for: a receipt's samples are clamped to
+	// InnerSteps × MaxBatch (and to the data the member registered in the cohort).
+	MaxBatch uint32
+	// MaxRewardPool bounds one proposal's reward pool.
+	MaxRewardPool uint64
+	// MaxVotingPeriodMs bounds a proposal's voting period.
+	MaxVotingPeriodMs int64
+	// MinQuorumBP and MinThresholdBP are the least quorum and threshold a proposal may ask for.
+	MinQuorumBP    uint32
+	MinThresholdBP uint32
+	// MaxCohortMembers bounds a cohort's members; it must stay below MaxListLen (a round's
+	// participants travel in one list).
+	MaxCohortMembers uint32
+	// MaxMembers bounds the registered members.
+	MaxMembers uint32
+	// MaxContributorsPerMember bounds the contributors one member speaks for.
+	MaxContributorsPerMember uint32
+	// MaxOpenProposals and MaxOpenProposalsPerMember bound the proposals not tallied yet, in all
+	// and per proposer.
+	MaxOpenProposals          uint32
+	MaxOpenProposalsPerMember uint32
+}
+
+// Defaults of the Limits fields.
+const (
+	DefaultMaxModelParams            = 16_777_216
+	DefaultMaxModelLayers            = 64
+	DefaultMaxModelWidth             = 65_536
+	DefaultMaxRounds                 = 10_000
+	DefaultMaxInnerSteps             = 10_000
+	DefaultMaxBatch                  = 256
+	DefaultMaxRewardPool             = 1_000_000_000_000_000
+	DefaultMaxVotingPeriodMs         = 30 * 24 * 3600 * 1000 // 30 days
+	DefaultMinQuorumBP               = 2_000
+	DefaultMinThresholdBP            = 5_000
+	DefaultMaxCohortMembers          = 2_048
+	DefaultMaxMembers                = 100_000
+	DefaultMaxContributorsPerMember  = 16
+	DefaultMaxOpenProposals          = 256
+	DefaultMaxOpenProposalsPerMember = 4
+)
+
+// Effective returns l with every zero field replaced by its default.
+func (l Limits) Effective() Limits {
+	def := func(v *uint32, d uint32) {
+		if *v == 0 {
+			*v = d
+		}
+	}
+	if l.MaxModelParams == 0 {
+		l.MaxModelParams = DefaultMaxModelParams
+	}
+	if l.MaxModelWidth == 0 {
+		l.MaxModelWidth = DefaultMaxModelWidth
+	}
+	if l.MaxRewardPool == 0 {
+		l.MaxRewardPool = DefaultMaxRewardPool
+	}
+	if l.MaxVotingPeriodMs == 0 {
+		l.MaxVotingPeriodMs = DefaultMaxVotingPeriodMs
+	}
+	def(&l.MaxModelLayers, DefaultMaxModelLayers)
+	def(&l.MaxRounds, DefaultMaxRounds)
+	def(&l.MaxInnerSteps, DefaultMaxInnerSteps)
+	def(&l.MaxBatch, DefaultMaxBatch)
+	def(&l.MinQuorumBP, DefaultMinQuorumBP)
+	def(&l.MinThresholdBP, DefaultMinThresholdBP)
+	def(&l.MaxCohortMembers, DefaultMaxCohortMembers)
+	def(&l.MaxMembers, DefaultMaxMembers)
+	def(&l.MaxContributorsPerMember, DefaultMaxContributorsPerMember)
+	def(&l.MaxOpenProposals, DefaultMaxOpenProposals)
+	def(&l.MaxOpenProposalsPerMember, DefaultMaxOpenProposalsPerMember)
+	return l
+}
+
+// Validate checks limits a SetLimits command sets: each must leave the state's other bounds
+// intact (e.g. a cohort's participants must fit in one command list).
+func (l Limits) Validate() error {
+	e := l.Effective()
+	switch {
+	case e.MaxCohortMembers >= MaxListLen:
+		return errf(ErrInvalid, "limit MaxCohortMembers %d must be below MaxListLen %d", e.MaxCohortMembers, MaxListLen)
+	case e.MaxContributorsPerMember > MaxListLen:
+		return errf(ErrInvalid, "limit MaxContributorsPerMember %d exceeds MaxListLen %d", e.MaxContributorsPerMember, MaxListLen)
+	case e.MinQuorumBP > 10000:
+		return errf(ErrInvalid, "limit MinQuorumBP %d exceeds 10000", e.MinQuorumBP)
+	case e.MinThresholdBP > 10000:
+		return errf(ErrInvalid, "limit MinThresholdBP %d exceeds 10000", e.MinThresholdBP)
+	case e.MaxVotingPeriodMs < 0:
+		return errf(ErrInvalid, "limit MaxVotingPeriodMs %d is negative", e.MaxVotingPeriodMs)
+	case e.MaxOpenProposalsPerMember > e.MaxOpenProposals:
+		return errf(ErrInvalid, "limit MaxOpenProposalsPerMember %d exceeds MaxOpenProposals %d", e.MaxOpenProposalsPerMember, e.MaxOpenProposals)
+	}
+	return nil
 }

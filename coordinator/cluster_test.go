@@ -121,6 +121,7 @@ func TestProposeVoteTallyOverQUIC(t *testing.T) {
 			t.Fatalf("register %s: %v", m.name, err)
 		}
 	}
+	operate(t, c.addrs, 1_000_000, alice, bob)
 	// A proposal no peer could train with is refused before it reaches the log, naming the field,
 	// and the refusal is final (the client does not retry it at another coordinator).
 	_, err := alice.Submit(ctx, &consensus.ProposeBody{Name: "bad", Model: "mlp:784-256-10", Dataset: "fashion-mnist",
@@ -175,8 +176,9 @@ func TestForgedAndReplayedRequestsAreRejected(t *testing.T) {
 	if err := mallory.EnsureRegistered(ctx, "mallory", []string{"mallory"}); err != nil {
 		t.Fatal(err)
 	}
+	operate(t, c.addrs, 0, alice)
 	env, err := alice.signer.Sign(&consensus.ProposeBody{Name: "p", Model: "mlp", Dataset: "d",
-		Params: consensus.Hyperparams{InnerSteps: 1, Rounds: 1}, VotingPeriodMs: 60_000})
+		Params: consensus.Hyperparams{Rounds: 1, InnerSteps: 1}, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 60_000})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,4 +305,29 @@ func approve(t *testing.T, c *cluster, by []string, body consensus.Body) consens
 		}
 	}
 	return res
+}
+
+// operate has the operators submit commands with their coordinators' node keys (c1, c2, ... as
+// startCluster and dashboardNode name them), as many as make a majority of the len(addrs)
+// coordinators: fund the treasury with pool and grant each member one vote.
+func operate(t *testing.T, addrs []string, pool uint64, members ...*Client) {
+	t.Helper()
+	ctx := context.Background()
+	for i := 0; i < len(addrs)/2+1; i++ {
+		op, err := Dial(ClientConfig{Addrs: addrs, Identity: testIdentity(t, fmt.Sprintf("c%d", i+1)), Timeout: 15 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if pool > 0 {
+			if _, err := op.Submit(ctx, &consensus.FundBody{Amount: pool}); err != nil {
+				t.Fatalf("fund: %v", err)
+			}
+		}
+		for _, m := range members {
+			if _, err := op.Submit(ctx, &consensus.GrantBody{Member: m.ID(), Votes: 1}); err != nil {
+				t.Fatalf("grant %s: %v", m.ID(), err)
+			}
+		}
+		op.Close()
+	}
 }

@@ -34,6 +34,7 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	operate(t, c.addrs, 100, alice, bob)
 	res, err := alice.Submit(ctx, &consensus.ProposeBody{Name: "tiny", Model: "mlp:784-16-10", Dataset: "fashion-mnist",
 		Params: consensus.Hyperparams{InnerSteps: 1, Rounds: 2, Codec: "q8"}, RewardPool: 100, MinMembers: 2,
 		QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 400})

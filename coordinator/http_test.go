@@ -49,6 +49,7 @@ func dashboardNode(t *testing.T) (*Server, string) {
 	if err := cl.EnsureRegistered(bg, "alice", []string{"alice"}); err != nil {
 		t.Fatal(err)
 	}
+	operate(t, []string{addr}, 1_000_000, cl)
 	res, err := cl.Submit(bg, &consensus.ProposeBody{Name: "fmnist-<mlp>", Model: "mlp:784-256-10", Dataset: "fashion-mnist",
 		Params: consensus.Hyperparams{InnerSteps: 50, Rounds: 10, Codec: "topk:0.01+q4"}, RewardPool: 1_000_000,
 		MinMembers: 2, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 300})

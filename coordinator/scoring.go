@@ -185,7 +185,7 @@ func (s *Server) scoreNext(ctx context.Context, rt *cohortRT, c consensus.Cohort
 			s.log.Debug("score round: will retry", "cohort", c.ID, "round", r.Number, "err", err)
 			return
 		}
-		res, err := s.applyAsSelf(ctx, body)
+		res, err := s.commitScore(ctx, body)
 		s.metrics.observeScore(time.Since(start), err)
 		if err != nil {
 			if !errors.Is(err, consensus.ErrWrongStatus) {
@@ -196,6 +196,34 @@ func (s *Server) scoreNext(ctx context.Context, rt *cohortRT, c consensus.Cohort
 		s.log.Info("scored round", "cohort", c.ID, "round", r.Number, "paid", res.Amount, "earners", len(body.Data),
 			"flags", len(body.Flags), "note", body.Note, "took", time.Since(start).Round(time.Millisecond))
 	}()
+}
+
+// commitScore commits a round's scores. When the state refuses them for good (a rejection other
+// than ErrWrongStatus, which means the round is not scorable yet or already was), retrying the same
+// scores would refuse them again on every tick and hold up every later round, which are scored in
+// order: the round is recorded unscored instead, with the refusal as its note, and its budget
+// carries over to the next round scored.
+func (s *Server) commitScore(ctx context.Context, body *consensus.ScoreCommitBody) (consensus.Result, error) {
+	res, err := s.applyAsSelf(ctx, body)
+	if err == nil || errors.Is(err, consensus.ErrWrongStatus) || !rejected(err) {
+		return res, err
+	}
+	s.log.Warn("score commit refused: recording the round unscored", "cohort", body.Cohort, "round", body.Round, "err", err)
+	note := "unscored: the ledger refused the scores: " + err.Error()
+	if len(note) > consensus.MaxNameLen {
+		note = strings.ToValidUTF8(note[:consensus.MaxNameLen], "")
+	}
+	return s.applyAsSelf(ctx, &consensus.ScoreCommitBody{Cohort: body.Cohort, Round: body.Round, Note: note})
+}
+
+// rejected reports whether err is the state's final verdict on a command (see rejections).
+func rejected(err error) bool {
+	for _, r := range rejections {
+		if errors.Is(err, r) {
+			return true
+		}
+	}
+	return false
 }
 
 // scoreRound builds the ScoreCommit of closed round r. An error means "not yet": the leader
@@ -241,21 +269,8 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 		body.Note = "unscored: " + err.Error()
 		return body, nil
 	}
-	orders := map[string]consensus.CohortMember{}
-	for _, m := range c.Members {
-		orders[m.Member] = m
-	}
 	hist, _ := s.memberRecord(c.ID, r.Number)
-	var parts []attribution.Participant
-	for _, rc := range r.Receipts {
-		m, ok := orders[rc.Member]
-		if !ok {
-			continue
-		}
-		parts = append(parts, attribution.Participant{Member: rc.Member, Order: m.Order, Samples: rc.SamplesUsed,
-			Contributors: m.Contributors, History: hist[rc.Member]})
-	}
-	res, err := attribution.Score(sums, parts, attribution.Config{})
+	res, err := attribution.Score(sums, s.participants(c, r, hist), attribution.Config{})
 	if err != nil {
 		body.Note = "unscored: " + err.Error()
 		return body, nil
@@ -271,6 +286,33 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 	}
 	cancel()
 	return body, nil
+}
+
+// participants are the members of cohort c that sent a receipt for round r, as scoring sees them.
+// Compute is paid by the samples the protocol lets a participant train on, not by what its
+// receipt claims: min(claim, consensus.State.SampleCap), the cap the state clamps receipts to.
+func (s *Server) participants(c consensus.Cohort, r consensus.Round, hist map[string][]float64) []attribution.Participant {
+	orders := map[string]consensus.CohortMember{}
+	for _, m := range c.Members {
+		orders[m.Member] = m
+	}
+	caps := map[string]uint64{}
+	s.node.View(func(st *consensus.State) error {
+		for _, rc := range r.Receipts {
+			caps[rc.Member] = st.SampleCap(c.ID, rc.Member)
+		}
+		return nil
+	})
+	var parts []attribution.Participant
+	for _, rc := range r.Receipts {
+		m, ok := orders[rc.Member]
+		if !ok {
+			continue
+		}
+		parts = append(parts, attribution.Participant{Member: rc.Member, Order: m.Order, Samples: min(rc.SamplesUsed, caps[rc.Member]),
+			Contributors: m.Contributors, History: hist[rc.Member]})
+	}
+	return parts
 }
 
 // fetchPartial asks a slice's aggregator (this node or another) for its validation sums.

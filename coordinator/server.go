@@ -644,7 +644,7 @@ var rejections = []error{
 	consensus.ErrDecode, consensus.ErrVersion, consensus.ErrInvalid, consensus.ErrUnsigned,
 	consensus.ErrBadSignature, consensus.ErrUnknownIssuer, consensus.ErrForbidden,
 	consensus.ErrStaleRequest, consensus.ErrExists, consensus.ErrNotFound, consensus.ErrWrongStatus,
-	consensus.ErrDeadline, consensus.ErrOverflow,
+	consensus.ErrDeadline, consensus.ErrOverflow, consensus.ErrLimit,
 }
 
 // classify marks an Apply or Barrier error as final (a rejection) or retryable (anything else:

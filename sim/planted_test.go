@@ -82,7 +82,7 @@ func TestPlantedContributors(t *testing.T) {
 		}
 		got := map[string]uint64{}
 		for _, p := range st.Ledger().Payouts {
-			got[p.Contributor] += p.Data + p.Compute
+			got[consensus.ContributorName(p.Contributor)] += p.Data + p.Compute
 		}
 		for name, v := range sum.Shares {
 			if got[name] != v {

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -201,17 +202,27 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			members[i].bad = &bads[i-cfg.Peers]
 		}
 	}
+	if err := parallel(members, func(m *member) error { return m.client.EnsureRegistered(ctx, m.name, []string{m.name}) }); err != nil {
+		return nil, fmt.Errorf("register: %w", err)
+	}
+	// The operators (c1's node key) fund the treasury with the pool and grant the proposer and
+	// every member a vote: fresh keys weigh nothing.
+	const pool = 1_000_000
+	voters := []string{proposer.ID()}
+	for _, m := range members {
+		voters = append(voters, m.client.ID())
+	}
+	if err := operate(ctx, addrs, cfg.Seed, log, pool, voters); err != nil {
+		return nil, err
+	}
 	res, err := proposer.Submit(ctx, &consensus.ProposeBody{Name: "sim-" + cfg.Model, Model: modelSpec(cfg.Model), Dataset: info.Source, ValidationHash: valHash[:],
 		Params:     cfg.hyperparams(),
-		RewardPool: 1_000_000, MinMembers: uint32(len(members)), QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 1500})
+		RewardPool: pool, MinMembers: uint32(len(members)), QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 1500})
 	if err != nil {
 		return nil, fmt.Errorf("propose: %w", err)
 	}
 	proposal := res.ID
 	err = parallel(members, func(m *member) error {
-		if err := m.client.EnsureRegistered(ctx, m.name, []string{m.name}); err != nil {
-			return err
-		}
 		_, err := m.client.Submit(ctx, &consensus.VoteBody{Proposal: proposal, Yes: true})
 		return err
 	})
@@ -493,12 +504,12 @@ func ledgerOf(n *node, cohort uint64) (uint64, map[string]uint64, map[string][]s
 		}
 		for _, m := range c.Members {
 			for _, cd := range m.Contributors {
-				shares[cd.Name] += 0
+				shares[consensus.ContributorName(cd.Name)] += 0
 			}
 		}
 		for _, p := range s.Ledger().Payouts {
 			if p.Cohort == cohort {
-				shares[p.Contributor] += p.Data + p.Compute
+				shares[consensus.ContributorName(p.Contributor)] += p.Data + p.Compute
 			}
 		}
 		seen := map[[2]string]bool{}
@@ -511,21 +522,50 @@ func ledgerOf(n *node, cohort uint64) (uint64, map[string]uint64, map[string][]s
 				infl[name] = append(infl[name], 0)
 			}
 			for _, x := range r.Influence {
-				if v, ok := infl[x.Contributor]; ok && len(v) > 0 {
+				if v, ok := infl[consensus.ContributorName(x.Contributor)]; ok && len(v) > 0 {
 					v[len(v)-1] = float64(x.Value) / consensus.InfluenceUnit
 				}
 			}
 			_ = i
 			for _, f := range r.Flags {
-				if !seen[[2]string{f.Contributor, f.Kind}] {
-					seen[[2]string{f.Contributor, f.Kind}] = true
-					flags[f.Contributor] = append(flags[f.Contributor], f.Kind+": "+f.Detail)
+				name := consensus.ContributorName(f.Contributor)
+				if !seen[[2]string{name, f.Kind}] {
+					seen[[2]string{name, f.Kind}] = true
+					flags[name] = append(flags[name], f.Kind+": "+f.Detail)
 				}
 			}
 		}
 		return nil
 	})
 	return pool, shares, flags, infl
+}
+
+// operate submits the operator commands a simulated cohort needs — fund the treasury with pool
+// and grant each voter one vote — signed by a majority of the coordinators' operators (c1, c2, …),
+// as operator commands must be.
+func operate(ctx context.Context, addrs []string, seed uint64, log *slog.Logger, pool uint64, voters []string) error {
+	for i := 0; i < len(addrs)/2+1; i++ {
+		id, err := identity(seed, fmt.Sprintf("c%d", i+1))
+		if err != nil {
+			return err
+		}
+		op, err := coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: id, Logger: log})
+		if err != nil {
+			return err
+		}
+		if _, err := op.Submit(ctx, &consensus.FundBody{Amount: pool}); err != nil {
+			op.Close()
+			return fmt.Errorf("fund the treasury: %w", err)
+		}
+		for _, v := range voters {
+			if _, err := op.Submit(ctx, &consensus.GrantBody{Member: v, Votes: 1}); err != nil {
+				op.Close()
+				return fmt.Errorf("grant %s a vote: %w", v, err)
+			}
+		}
+		op.Close()
+	}
+	return nil
 }
 
 func modelSpec(m string) string {

@@ -211,37 +211,13 @@ func registeredClient(c *cli.Context) (*coordinator.Client, error) {
 	return cl, nil
 }
 
-// operatorFlags are shared by the commands an operator signs with a coordinator's node key.
-func operatorFlags() []cli.Flag {
-	return []cli.Flag{
-		&cli.StringFlag{Name: "coordinator", Required: true, Usage: "coordinator address(es) KEYID@HOST:PORT or HOST:PORT, comma-separated", EnvVars: envVars("coordinator")},
-		&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up after this long", EnvVars: envVars("timeout")},
-		&cli.StringFlag{Name: "key", Required: true, Usage: "your coordinator's node key (DIR/node.key)", EnvVars: envVars("key")},
-		&cli.BoolFlag{Name: "json", Usage: "print the result as JSON", EnvVars: envVars("json")},
+// pending reports an operator command that awaits more operators' signatures, if it does.
+func pending(c *cli.Context, what string, res consensus.Result) bool {
+	if res.Status != "pending" {
+		return false
 	}
-}
-
-// submitOperator signs body with the operator's coordinator key and reports whether it took
-// effect or awaits more operators' signatures.
-func submitOperator(c *cli.Context, what string, body consensus.Body) error {
-	cl, err := dialClient(c)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	defer cl.Close()
-	res, err := cl.Submit(c.Context, body)
-	if err != nil {
-		return fmt.Errorf("%s: %w", what, err)
-	}
-	if c.Bool("json") {
-		return printJSON(c.App.Writer, map[string]any{"status": res.Status, "signatures": res.ID, "duplicate": res.Duplicate})
-	}
-	if res.Status == "pending" {
-		fmt.Fprintf(c.App.Writer, "%s: signed (%d signature(s) so far); it takes effect when a majority of the coordinators' operators have signed the same\n", what, res.ID)
-		return nil
-	}
-	fmt.Fprintf(c.App.Writer, "%s: %s\n", what, res.Status)
-	return nil
+	fmt.Fprintf(c.App.Writer, "%s: signed (%d signature(s) so far); it takes effect once a majority of the coordinators' operators have signed the same\n", what, res.ID)
+	return true
 }
 
 func approveCoordinatorCommand() *cli.Command {
@@ -251,7 +227,7 @@ func approveCoordinatorCommand() *cli.Command {
 		Description: `Each operator of a majority runs, with its own coordinator's node key:
      cohort approve-coordinator --coordinator KEYID@127.0.0.1:7001 --key ./c1/node.key --name c4 --node-id NEWKEYID
    The new node then starts with: cohort coordinator --id c4 ... --join KEYID@127.0.0.1:7001`,
-		Flags: append(operatorFlags(),
+		Flags: operatorFlags(
 			&cli.StringFlag{Name: "name", Required: true, Usage: "the new node's --id (its raft server ID)", EnvVars: envVars("name")},
 			&cli.StringFlag{Name: "node-id", Required: true, Usage: "the new node's key ID (cohort keygen prints it)", EnvVars: envVars("node_id")},
 		),
@@ -259,7 +235,12 @@ func approveCoordinatorCommand() *cli.Command {
 			if _, err := transport.ParseNodeID(c.String("node-id")); err != nil {
 				return fmt.Errorf("approve-coordinator: --node-id: %w", err)
 			}
-			return submitOperator(c, "approve-coordinator", &consensus.ApproveCoordinatorBody{ID: c.String("node-id"), Name: c.String("name")})
+			res, err := operatorSubmit(c, "approve-coordinator", &consensus.ApproveCoordinatorBody{ID: c.String("node-id"), Name: c.String("name")})
+			if err != nil || pending(c, "approve-coordinator", res) {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "approve-coordinator: %s may now join as %s\n", c.String("node-id"), report.Escape(c.String("name")))
+			return nil
 		},
 	}
 }
@@ -268,14 +249,19 @@ func removeCoordinatorCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "remove-coordinator",
 		Usage: "remove a coordinator and its Raft voter, e.g. a dead one (a majority of operators must sign it)",
-		Flags: append(operatorFlags(),
+		Flags: operatorFlags(
 			&cli.StringFlag{Name: "node-id", Required: true, Usage: "the key ID of the coordinator to remove (cohort status lists them)", EnvVars: envVars("node_id")},
 		),
 		Action: func(c *cli.Context) error {
 			if _, err := transport.ParseNodeID(c.String("node-id")); err != nil {
 				return fmt.Errorf("remove-coordinator: --node-id: %w", err)
 			}
-			return submitOperator(c, "remove-coordinator", &consensus.ApproveCoordinatorBody{ID: c.String("node-id"), Remove: true})
+			res, err := operatorSubmit(c, "remove-coordinator", &consensus.ApproveCoordinatorBody{ID: c.String("node-id"), Remove: true})
+			if err != nil || pending(c, "remove-coordinator", res) {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "remove-coordinator: %s removed; the leader drops its voter\n", c.String("node-id"))
+			return nil
 		},
 	}
 }
@@ -297,6 +283,7 @@ func proposeCommand() *cli.Command {
 			&cli.Float64Flag{Name: "ef-decay", Value: 0.9, Usage: "error-feedback decay β: each peer's residual becomes β·e + Δ each round (1: plain error feedback)", EnvVars: envVars("ef_decay")},
 			&cli.Uint64Flag{Name: "reward-pool", Value: 1_000_000, Usage: "reward pool (integer units)", EnvVars: envVars("reward_pool")},
 			&cli.UintFlag{Name: "min-members", Value: 2, Usage: "members needed before the first round (at least 1)", EnvVars: envVars("min_members")},
+			&cli.UintFlag{Name: "max-members", Usage: "members the cohort takes at most (0: the cluster's limit)", EnvVars: envVars("max_members")},
 			&cli.Float64Flag{Name: "quorum", Value: 0.5, Usage: "share of the eligible vote weight that must vote", EnvVars: envVars("quorum")},
 			&cli.Float64Flag{Name: "threshold", Value: 0.5, Usage: "share of the cast weight that must vote yes", EnvVars: envVars("threshold")},
 			&cli.DurationFlag{Name: "voting-period", Value: time.Minute, Usage: "how long votes are open", EnvVars: envVars("voting_period")},
@@ -346,7 +333,7 @@ func proposeCommand() *cli.Command {
 			res, err := cl.Submit(c.Context, &consensus.ProposeBody{
 				Name: c.String("name"), Model: c.String("model"), Dataset: c.String("dataset"), ValidationHash: vh,
 				Params:     params,
-				RewardPool: c.Uint64("reward-pool"), MinMembers: uint32(c.Uint("min-members")),
+				RewardPool: c.Uint64("reward-pool"), MinMembers: uint32(c.Uint("min-members")), MaxMembers: uint32(c.Uint("max-members")),
 				QuorumBP: uint32(q*10000 + 0.5), ThresholdBP: uint32(th*10000 + 0.5), VotingPeriodMs: c.Duration("voting-period").Milliseconds(),
 			})
 			if err != nil {
@@ -356,6 +343,84 @@ func proposeCommand() *cli.Command {
 				return printJSON(c.App.Writer, map[string]any{"proposal": res.ID, "status": res.Status, "duplicate": res.Duplicate})
 			}
 			fmt.Fprintf(c.App.Writer, "proposal %d (%s) is %s; voting closes in %s\n", res.ID, report.Escape(c.String("name")), report.Escape(string(res.Status)), c.Duration("voting-period"))
+			return nil
+		},
+	}
+}
+
+func registerCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "register",
+		Usage: "register a member key (every write registers it first); operators can then grant it votes",
+		Flags: clientFlags(true),
+		Action: func(c *cli.Context) error {
+			cl, err := registeredClient(c)
+			if err != nil {
+				return fmt.Errorf("register: %w", err)
+			}
+			defer cl.Close()
+			fmt.Fprintf(c.App.Writer, "member %s is registered\n", cl.ID())
+			return nil
+		},
+	}
+}
+
+// operatorFlags are those of the operator commands: they are signed with a coordinator's node key.
+func operatorFlags(fs ...cli.Flag) []cli.Flag {
+	return append([]cli.Flag{
+		&cli.StringFlag{Name: "coordinator", Required: true, Usage: "coordinator address(es), comma-separated", EnvVars: envVars("coordinator")},
+		&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up after this long", EnvVars: envVars("timeout")},
+		&cli.StringFlag{Name: "key", Required: true, Usage: "a registered coordinator's node key (DIR/node.key of cohort coordinator)", EnvVars: envVars("key")},
+	}, fs...)
+}
+
+// operatorSubmit submits an operator command signed with the node key of --key.
+func operatorSubmit(c *cli.Context, what string, body consensus.Body) (consensus.Result, error) {
+	cl, err := dialClient(c)
+	if err != nil {
+		return consensus.Result{}, fmt.Errorf("%s: %w", what, err)
+	}
+	defer cl.Close()
+	res, err := cl.Submit(c.Context, body)
+	if err != nil {
+		return consensus.Result{}, fmt.Errorf("%s: %w", what, err)
+	}
+	return res, nil
+}
+
+func fundCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "fund",
+		Usage: "operator: credit the treasury that passed proposals take their reward pools from (a majority of operators must sign it)",
+		Flags: operatorFlags(&cli.Uint64Flag{Name: "amount", Required: true, Usage: "amount to credit (integer units, > 0)", EnvVars: envVars("amount")}),
+		Action: func(c *cli.Context) error {
+			if c.Uint64("amount") == 0 {
+				return errors.New("fund: --amount must be positive")
+			}
+			res, err := operatorSubmit(c, "fund", &consensus.FundBody{Amount: c.Uint64("amount")})
+			if err != nil || pending(c, "fund", res) {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "funded %d; the treasury holds %d\n", c.Uint64("amount"), res.Amount)
+			return nil
+		},
+	}
+}
+
+func grantCommand() *cli.Command {
+	return &cli.Command{
+		Name:  "grant",
+		Usage: "operator: set the vote weight granted to a member (0 takes it back; a majority of operators must sign it); fresh keys weigh nothing",
+		Flags: operatorFlags(
+			&cli.StringFlag{Name: "member", Required: true, Usage: "member ID (hex, as printed by keygen)", EnvVars: envVars("member")},
+			&cli.Uint64Flag{Name: "votes", Required: true, Usage: "vote weight to grant", EnvVars: envVars("votes")},
+		),
+		Action: func(c *cli.Context) error {
+			res, err := operatorSubmit(c, "grant", &consensus.GrantBody{Member: c.String("member"), Votes: c.Uint64("votes")})
+			if err != nil || pending(c, "grant", res) {
+				return err
+			}
+			fmt.Fprintf(c.App.Writer, "member %s is granted %d votes\n", res.Member, res.Amount)
 			return nil
 		},
 	}
@@ -451,6 +516,7 @@ func proposalsJSON(ps []consensus.Proposal) []map[string]any {
 			"outer_lr": p.Params.OuterLR, "outer_momentum": p.Params.OuterMomentum, "ef_decay": p.Params.ErrorDecay,
 			"reward_pool": p.RewardPool, "min_members": p.MinMembers, "quorum_bp": p.QuorumBP, "threshold_bp": p.ThresholdBP,
 			"deadline_ms": p.Deadline, "status": p.Status, "votes": votes, "cohort": p.Cohort,
+			"max_members": p.MaxMembers, "reason": p.Reason,
 		})
 	}
 	return out

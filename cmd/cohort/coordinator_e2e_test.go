@@ -158,6 +158,28 @@ func memberClient(t *testing.T, addrs []string, name string) *coordinator.Client
 	return cl
 }
 
+// operator runs an operator command of the CLI (fund, grant) as a majority of the operators do:
+// signed with the node keys of the first coordinators, one after the other, each retried while
+// its key is not registered yet. It returns what the last signature printed.
+func (pc *procCluster) operator(t *testing.T, args ...string) string {
+	t.Helper()
+	var out []byte
+	for i := 0; i < len(pc.procs)/2+1; i++ {
+		full := append([]string{args[0], "--coordinator", strings.Join(pc.addrs(), ","), "--key", pc.nodeKey(i)}, args[1:]...)
+		eventually(t, 20*time.Second, "cohort "+strings.Join(args, " "), func() error {
+			var err error
+			if out, err = exec.Command(pc.bin, full...).CombinedOutput(); err != nil && !strings.Contains(string(out), "already issued") {
+				return fmt.Errorf("%v: %s", err, out)
+			}
+			return nil
+		})
+	}
+	return string(out)
+}
+
+// nodeKey is the node key file of coordinator i.
+func (pc *procCluster) nodeKey(i int) string { return filepath.Join(pc.procs[i].dir, "node.key") }
+
 func statusOf(cl *coordinator.Client, addr string) (*coordinator.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
@@ -207,6 +229,23 @@ func TestCoordinatorProcessesSurviveLeaderKill(t *testing.T) {
 	eventually(t, 20*time.Second, "cluster up", func() error {
 		return cl.EnsureRegistered(ctx, "alice", []string{"alice"})
 	})
+	// The operators grant alice a vote and let one member keep many proposals open.
+	pc.operator(t, "grant", "--member", cl.ID(), "--votes", "1")
+	for i := 0; i < 2; i++ { // two of the three operators
+		id, err := transport.LoadKey(pc.nodeKey(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		op, err := coordinator.Dial(coordinator.ClientConfig{Addrs: pc.addrs(), Identity: id, Timeout: 30 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		res, err := op.Submit(ctx, &consensus.SetLimitsBody{Limits: consensus.Limits{MaxOpenProposals: 1000, MaxOpenProposalsPerMember: 1000}})
+		op.Close()
+		if err != nil || (res.Status == "pending") != (i == 0) {
+			t.Fatalf("set-limits signed by c%d: %+v, %v", i+1, res, err)
+		}
+	}
 	acked := map[string]uint64{} // proposal name → ID
 	var killed *proc
 	for i := 0; i < writes; i++ {

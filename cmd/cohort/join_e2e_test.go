@@ -57,11 +57,18 @@ func cohortOfProcesses(t *testing.T, faults bool) int {
 	ctx := context.Background()
 	cl := memberClient(t, pc.addrs(), "proposer")
 	eventually(t, 20*time.Second, "cluster up", func() error { return cl.EnsureRegistered(ctx, "proposer", nil) })
+	// The operators grant the proposer a vote (a fresh key weighs nothing) and fund the pool.
+	if out := pc.operator(t, "grant", "--member", cl.ID(), "--votes", "1"); !strings.Contains(out, "granted 1 votes") {
+		t.Fatalf("grant: %s", out)
+	}
+	if out := pc.operator(t, "fund", "--amount", "800"); !strings.Contains(out, "the treasury holds 800") {
+		t.Fatalf("fund: %s", out)
+	}
 	const rounds = 8
 	res, err := cl.Submit(ctx, &consensus.ProposeBody{Name: "e2e", Model: "mlp:784-32-10", Dataset: "fashion-mnist",
 		Params: consensus.Hyperparams{InnerSteps: 60, Rounds: rounds, Codec: sim.DefaultCodec,
 			OuterLR: sim.DefaultOuterLR, OuterMomentum: sim.DefaultOuterMomentum, ErrorDecay: sim.DefaultErrorDecay}, RewardPool: 800,
-		MinMembers: 4, QuorumBP: 1, ThresholdBP: 5000, VotingPeriodMs: 1000})
+		MinMembers: 4, QuorumBP: 2000, ThresholdBP: 5000, VotingPeriodMs: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -292,9 +292,9 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 		for _, cd := range p.Contributors {
 			switch {
 			case confirmed[cd.Name]:
-				fl.add(p, "duplicate", "duplicate of "+cd.DuplicateOf+" (same data fingerprint)")
+				fl.add(p, "duplicate", "duplicate of "+consensus.ContributorName(cd.DuplicateOf)+" (same data fingerprint)")
 			case cd.DuplicateOf != "":
-				fl.add(p, "fingerprint", "same data fingerprint as "+cd.DuplicateOf+", but the updates differ: not grouped")
+				fl.add(p, "fingerprint", "same data fingerprint as "+consensus.ContributorName(cd.DuplicateOf)+", but the updates differ: not grouped")
 			}
 			influence[cd.Name] = toFixed(ms[a].LCB)
 		}

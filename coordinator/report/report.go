@@ -119,7 +119,9 @@ func Build(p consensus.Proposal, c consensus.Cohort, rounds []consensus.Round, l
 		if x := byName[name]; x != nil {
 			return x
 		}
-		x := &Contributor{Name: name, Member: member, Flags: []string{}}
+		// The ledger names a contributor by its member's ID and its name (consensus.ContributorKey):
+		// people read the name, with the member beside it.
+		x := &Contributor{Name: consensus.ContributorName(name), Member: member, Flags: []string{}}
 		byName[name] = x
 		order = append(order, name)
 		return x
@@ -129,7 +131,7 @@ func Build(p consensus.Proposal, c consensus.Cohort, rounds []consensus.Round, l
 		for _, d := range m.Contributors {
 			x := add(d.Name, m.Member)
 			x.Samples += d.Samples
-			x.DuplicateOf = d.DuplicateOf
+			x.DuplicateOf = consensus.ContributorName(d.DuplicateOf)
 			r.Totals.Samples += d.Samples
 			memberOf[m.Member] = append(memberOf[m.Member], d.Name)
 		}
@@ -201,7 +203,7 @@ func Build(p consensus.Proposal, c consensus.Cohort, rounds []consensus.Round, l
 		x.Payout += po.Data + po.Compute
 		paid += po.Data + po.Compute
 		if i, ok := roundIdx[po.Round]; ok {
-			r.Rounds[i].Payouts = append(r.Rounds[i].Payouts, Payout{Contributor: po.Contributor, Data: po.Data, Compute: po.Compute})
+			r.Rounds[i].Payouts = append(r.Rounds[i].Payouts, Payout{Contributor: consensus.ContributorName(po.Contributor), Data: po.Data, Compute: po.Compute})
 		}
 	}
 	for i := range r.Rounds {
