@@ -145,6 +145,7 @@ func TestForgedRaftRPCsCannotReachCoordinators(t *testing.T) {
 	if err := alice.EnsureRegistered(ctx, "alice", []string{"alice-data"}); err != nil {
 		t.Fatal(err)
 	}
+	operate(t, c.addrs, 10, alice)
 	if _, err := alice.Submit(ctx, &consensus.ProposeBody{Name: "after-attack", Model: "mlp:784-32-10", Dataset: "fashion-mnist",
 		Params: consensus.Hyperparams{InnerSteps: 10, Rounds: 2}, RewardPool: 10, MinMembers: 1, QuorumBP: 5000, ThresholdBP: 5000,
 		VotingPeriodMs: 60_000}); err != nil {

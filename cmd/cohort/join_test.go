@@ -39,6 +39,7 @@ func TestJoinRefusesDataTheModelCannotTrainOn(t *testing.T) {
 	cl := memberClient(t, []string{addr}, "alice")
 	bg := context.Background()
 	eventually(t, 10*time.Second, "register", func() error { return cl.EnsureRegistered(bg, "alice", []string{"alice"}) })
+	fundAndGrant(t, addr, 100, cl)
 	res, err := cl.Submit(bg, &consensus.ProposeBody{Name: "fmnist", Model: "mlp:784-32-10", Dataset: "fashion-mnist",
 		Params: consensus.Hyperparams{InnerSteps: 5, Rounds: 2}, RewardPool: 100,
 		MinMembers: 2, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 300})
@@ -102,5 +103,26 @@ func TestJoinRefusesDataTheModelCannotTrainOn(t *testing.T) {
 		if m.Name == "bob" {
 			t.Errorf("bob was registered by a refused join: %+v", m)
 		}
+	}
+}
+
+// fundAndGrant has the operator of startCoordinator's one-node cluster (its node key) fund the
+// treasury with pool and grant each member a vote.
+func fundAndGrant(t *testing.T, addr string, pool uint64, members ...*coordinator.Client) {
+	t.Helper()
+	bg := context.Background()
+	op, err := coordinator.Dial(coordinator.ClientConfig{Addrs: []string{addr}, Identity: nodeIdentity(t, "c1"), Timeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer op.Close()
+	for _, m := range members {
+		eventually(t, 10*time.Second, "grant", func() error {
+			_, err := op.Submit(bg, &consensus.GrantBody{Member: m.ID(), Votes: 1})
+			return err
+		})
+	}
+	if _, err := op.Submit(bg, &consensus.FundBody{Amount: pool}); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -26,19 +26,7 @@ func TestReportCommand(t *testing.T) {
 	cl := memberClient(t, []string{addr}, "alice")
 	bg := context.Background()
 	eventually(t, 10*time.Second, "register", func() error { return cl.EnsureRegistered(bg, "alice", []string{"alice"}) })
-	// The operators (the node's key) fund the pool and grant alice a vote.
-	op, err := coordinator.Dial(coordinator.ClientConfig{Addrs: []string{addr}, Identity: nodeIdentity(t, "c1"), Timeout: 30 * time.Second})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer op.Close()
-	eventually(t, 10*time.Second, "grant", func() error {
-		_, err := op.Submit(bg, &consensus.GrantBody{Member: cl.ID(), Votes: 1})
-		return err
-	})
-	if _, err := op.Submit(bg, &consensus.FundBody{Amount: 1000}); err != nil {
-		t.Fatal(err)
-	}
+	fundAndGrant(t, addr, 1000, cl)
 	res, err := cl.Submit(bg, &consensus.ProposeBody{Name: "fmnist-mlp", Model: "mlp:784-256-10", Dataset: "fashion-mnist",
 		Params: consensus.Hyperparams{InnerSteps: 50, Rounds: 10, Codec: "topk:0.01+q4"}, RewardPool: 1000,
 		MinMembers: 2, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 300})

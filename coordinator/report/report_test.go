@@ -291,16 +291,18 @@ func TestTableHasNoControlCharacters(t *testing.T) {
 func hostileNames() Report {
 	names := []string{"\x1b]0;owned\x07eve", "\x1b[31mred\x1b[0m", "good\u202egnp.exe", "zero\u200dwidth", `not\x1b`,
 		"bad\xffutf8", "=HYPERLINK(\"http://x\")", "+1+2", "-2+3", "@SUM(A1)", "\tcell", "\rcell", "plain-name"}
+	const member = "m0000000000000000000000000000001"
 	var ds []consensus.ContributorData
 	for i, n := range names {
-		ds = append(ds, consensus.ContributorData{Name: n, Samples: uint64(i + 1)})
+		ds = append(ds, consensus.ContributorData{Name: consensus.ContributorKey(member, n), Samples: uint64(i + 1)})
 	}
 	c := consensus.Cohort{ID: 5, Status: consensus.CohortRunning, CurrentRound: 1,
-		Members: []consensus.CohortMember{{Member: "m0000000000000000000000000000001", Contributors: ds}}}
+		Members: []consensus.CohortMember{{Member: member, Contributors: ds}}}
+	eve := consensus.ContributorKey(member, names[0])
 	rounds := []consensus.Round{{Cohort: 5, Number: 1, Status: consensus.RoundClosed, Scored: true, Budget: 10, Paid: 10,
-		Flags:     []consensus.Flag{{Contributor: names[0], Kind: "odd", Detail: "=cmd|' /C calc'!A0"}},
+		Flags:     []consensus.Flag{{Contributor: eve, Kind: "odd", Detail: "=cmd|' /C calc'!A0"}},
 		ScoreNote: "-note\x1b[2J"}}
-	l := consensus.Ledger{Payouts: []consensus.Payout{{Cohort: 5, Round: 1, Contributor: names[0], Data: 10}}}
+	l := consensus.Ledger{Payouts: []consensus.Payout{{Cohort: 5, Round: 1, Contributor: eve, Data: 10}}}
 	return Build(consensus.Proposal{Name: "\x1b]0;title\x07cohort", Model: "mlp\u202e", Dataset: "=1+1", RewardPool: 10,
 		Params: consensus.Hyperparams{Rounds: 2, Codec: "q8\x1b[K"}}, c, rounds, l)
 }
