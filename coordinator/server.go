@@ -153,18 +153,20 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	s := &Server{cfg: cfg, log: log, node: node, ep: ep, mux: transport.NewMux(), conns: map[string]*transport.Conn{}, rts: map[uint64]*cohortRT{}}
-	s.mux.Handle(MsgSubmit, s.handleSubmit)
-	s.mux.Handle(protocol.MsgUpload, s.handleUpload)
-	s.mux.Handle(protocol.MsgAggregate, s.handleAggregate)
-	s.mux.Handle(protocol.MsgModel, s.handleModel)
-	s.mux.Handle(MsgScore, s.handleScore)
-	s.store = transport.NewStore(transport.StoreConfig{AcceptPush: func(transport.NodeID, string, transport.Manifest) error {
-		return errors.New("coordinators take no pushed blobs")
-	}})
+	// Every request but an upload says all it has to say in its header body: a payload
+	// announced with one is refused before a byte of it is read.
+	none := transport.Limit{}
+	s.mux.Handle(MsgSubmit, s.handleSubmit, none)
+	s.mux.Handle(protocol.MsgUpload, s.handleUpload, transport.Limit{Payload: s.uploadLimit})
+	s.mux.Handle(protocol.MsgAggregate, s.handleAggregate, none)
+	s.mux.Handle(protocol.MsgModel, s.handleModel, none)
+	s.mux.Handle(MsgScore, s.handleScore, none)
+	// Coordinators take no pushed blobs: offers and puts are unknown types here.
+	s.store = transport.NewStore(transport.StoreConfig{PullOnly: true})
 	s.store.Register(s.mux)
-	s.mux.Handle(MsgQuery, s.handleQuery)
+	s.mux.Handle(MsgQuery, s.handleQuery, none)
 	s.metrics = newMetrics(s)
-	s.mux.Handle(MsgJoinCluster, s.handleJoinCluster)
+	s.mux.Handle(MsgJoinCluster, s.handleJoinCluster, none)
 	return s, nil
 }
 
@@ -189,7 +191,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	defer stopHTTP()
 	errc := make(chan error, 1)
-	go func() { errc <- s.ep.Serve(ctx, s.mux.Serve) }()
+	go func() { errc <- s.ep.Serve(ctx, s.mux) }()
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
 	for {

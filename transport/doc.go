@@ -25,8 +25,8 @@
 //		if err := req.DecodeBody(&h); err != nil { return transport.Message{}, err }
 //		... req.Payload holds the raw bytes ...
 //		return transport.Message{Header: transport.Header{Type: "round.upload.ok"}}, nil
-//	})
-//	go ep.Serve(ctx, mux.Serve)
+//	}, transport.Limit{MaxPayload: 16 << 20})
+//	go ep.Serve(ctx, mux)
 //
 //	conn, err := transport.Dial(ctx, "10.0.0.1:7001", transport.Config{Identity: id})
 //	reply, err := transport.Call(ctx, conn, transport.Message{Header: hdr, Payload: blob})

@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"math"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -21,8 +23,17 @@ const (
 	DefaultMaxStreamWindow     = 16 << 20 // 16 MiB
 	DefaultInitialConnWindow   = 2 << 20  // 2 MiB
 	DefaultMaxConnWindow       = 32 << 20 // 32 MiB
-	DefaultMaxIncomingStreams  = 256
+	DefaultMaxIncomingStreams  = 64
 	DefaultMaxPayload          = 64 << 20 // 64 MiB
+	// DefaultMaxConcurrentRequests is how many requests one connection has served at once.
+	DefaultMaxConcurrentRequests = 32
+	// DefaultMaxConnsPerKey leaves a member its DefaultStripes transfer connections and its
+	// call connection, twice over for a restart whose old connections are still timing out.
+	DefaultMaxConnsPerKey = 16
+	// DefaultMaxConnsPerSource leaves room for about 15 members behind one NAT address.
+	DefaultMaxConnsPerSource = 256
+	DefaultRequestTimeout    = 10 * time.Second
+	DefaultMinRate           = 16 << 10 // 16 KiB/s
 )
 
 // ErrConfig is wrapped by every Config.Validate error.
@@ -51,12 +62,33 @@ type Config struct {
 	// InitialConnWindow and MaxConnWindow bound the per-connection receive window.
 	// Zero means 2 MiB and 32 MiB.
 	InitialConnWindow, MaxConnWindow uint64
-	// MaxIncomingStreams is the number of concurrent streams a peer may open.
-	// Zero means DefaultMaxIncomingStreams (256).
+	// MaxIncomingStreams is the number of concurrent streams a peer may open on one
+	// connection. Zero means DefaultMaxIncomingStreams (64).
 	MaxIncomingStreams int64
-	// MaxPayload caps the payload of a message read by Call and Serve. Zero means
-	// DefaultMaxPayload (64 MiB).
+	// MaxPayload caps the payload of a message read by Call and Serve (a Router may cap a
+	// request type lower). Zero means DefaultMaxPayload (64 MiB).
 	MaxPayload int64
+	// MaxConcurrentRequests bounds the requests Serve handles at once on one connection
+	// (reading, handling and answering); the peer's further streams wait unread, within
+	// MaxIncomingStreams and the flow-control windows. Zero means
+	// DefaultMaxConcurrentRequests (32).
+	MaxConcurrentRequests int
+	// MaxConnsPerKey caps the connections one peer key holds to this endpoint at once: the
+	// next is closed as it is accepted, with a reason naming the limit. Zero means
+	// DefaultMaxConnsPerKey (16); negative means no limit.
+	MaxConnsPerKey int
+	// MaxConnsPerSource does the same per source address: an IPv4 address, or the /64 of an
+	// IPv6 address (one host's allocation). Zero means DefaultMaxConnsPerSource (256);
+	// negative means no limit (a simulation running every peer on 127.0.0.1).
+	MaxConnsPerSource int
+	// RequestTimeout bounds how long a served request's header may take to arrive once
+	// Serve takes up its stream; its payload gets RequestTimeout plus its length at MinRate,
+	// and so does the reply. A stream that stalls is reset. Zero means
+	// DefaultRequestTimeout (10 s).
+	RequestTimeout time.Duration
+	// MinRate, in bytes per second, is the slowest a served request's payload or its reply
+	// may move (see RequestTimeout). Zero means DefaultMinRate (16 KiB/s).
+	MinRate int64
 }
 
 // Validate reports the first invalid field.
@@ -72,6 +104,12 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: MaxIncomingStreams %d is negative", ErrConfig, c.MaxIncomingStreams)
 	case c.MaxPayload < 0:
 		return fmt.Errorf("%w: MaxPayload %d is negative", ErrConfig, c.MaxPayload)
+	case c.MaxConcurrentRequests < 0:
+		return fmt.Errorf("%w: MaxConcurrentRequests %d is negative", ErrConfig, c.MaxConcurrentRequests)
+	case c.RequestTimeout < 0:
+		return fmt.Errorf("%w: RequestTimeout %v is negative", ErrConfig, c.RequestTimeout)
+	case c.MinRate < 0:
+		return fmt.Errorf("%w: MinRate %d is negative", ErrConfig, c.MinRate)
 	}
 	d := c.withDefaults()
 	if d.InitialStreamWindow > d.MaxStreamWindow {
@@ -111,7 +149,43 @@ func (c Config) withDefaults() Config {
 	if c.MaxPayload == 0 {
 		c.MaxPayload = DefaultMaxPayload
 	}
+	if c.MaxConcurrentRequests == 0 {
+		c.MaxConcurrentRequests = DefaultMaxConcurrentRequests
+	}
+	if c.MaxConnsPerKey == 0 {
+		c.MaxConnsPerKey = DefaultMaxConnsPerKey
+	}
+	if c.MaxConnsPerSource == 0 {
+		c.MaxConnsPerSource = DefaultMaxConnsPerSource
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.MinRate == 0 {
+		c.MinRate = DefaultMinRate
+	}
 	return c
+}
+
+// connLimits are the parts of the Config a Conn's Serve applies.
+type connLimits struct {
+	maxRequests    int
+	requestTimeout time.Duration
+	minRate        int64
+}
+
+func (c *Config) connLimits() connLimits {
+	return connLimits{maxRequests: c.MaxConcurrentRequests, requestTimeout: c.RequestTimeout, minRate: c.MinRate}
+}
+
+// transferTime is how long n bytes of a request or reply may take: RequestTimeout plus n at
+// MinRate.
+func (l connLimits) transferTime(n uint64) time.Duration {
+	secs := n / uint64(l.minRate)
+	if secs > uint64(math.MaxInt64/int64(time.Second))/2 {
+		secs = uint64(math.MaxInt64/int64(time.Second)) / 2
+	}
+	return l.requestTimeout + time.Duration(secs)*time.Second
 }
 
 func (c *Config) quicConfig() *quic.Config {
@@ -148,6 +222,8 @@ type Endpoint struct {
 	ln       *quic.Listener
 	closeErr error
 	closed   bool
+	byKey    map[NodeID]int // accepted connections open, per peer key
+	bySource map[string]int // and per source (sourceOf)
 }
 
 // NewEndpoint makes a dial-only endpoint on pc; call Listen to accept connections too.
@@ -158,7 +234,8 @@ func NewEndpoint(pc net.PacketConn, cfg Config) (*Endpoint, error) {
 		return nil, err
 	}
 	c := cfg.withDefaults()
-	return &Endpoint{cfg: c, pc: pc, tr: &quic.Transport{Conn: pc}, qcfg: c.quicConfig()}, nil
+	return &Endpoint{cfg: c, pc: pc, tr: &quic.Transport{Conn: pc}, qcfg: c.quicConfig(),
+		byKey: map[NodeID]int{}, bySource: map[string]int{}}, nil
 }
 
 // Listen makes an endpoint on pc that accepts connections (and can dial).
@@ -225,7 +302,14 @@ func (e *Endpoint) Addr() net.Addr { return e.pc.LocalAddr() }
 // Config returns the endpoint's configuration with defaults filled in.
 func (e *Endpoint) Config() Config { return e.cfg }
 
-// Accept waits for the next connection that completed the handshake (and passed Allow).
+// CodeConnLimit is the application error code of a connection closed at accept because its
+// key or source already holds the most connections allowed (Config.MaxConnsPerKey,
+// MaxConnsPerSource); the close reason says which.
+const CodeConnLimit = 0x20
+
+// Accept waits for the next connection that completed the handshake, passed Allow and fits
+// the per-key and per-source connection limits; connections over a limit are closed with
+// CodeConnLimit and a reason naming it, and Accept waits on.
 func (e *Endpoint) Accept(ctx context.Context) (*Conn, error) {
 	e.mu.Lock()
 	ln := e.ln
@@ -233,12 +317,68 @@ func (e *Endpoint) Accept(ctx context.Context) (*Conn, error) {
 	if ln == nil {
 		return nil, errors.New("transport: Accept on an endpoint that is not listening")
 	}
-	qc, err := ln.Accept(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("transport: accept: %w", err)
+	for {
+		qc, err := ln.Accept(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("transport: accept: %w", err)
+		}
+		c, err := newConn(qc, &e.cfg)
+		if err != nil {
+			continue // newConn closed it; the next one may be fine
+		}
+		if err := e.admit(c); err != nil {
+			c.CloseWithError(CodeConnLimit, err.Error())
+			continue
+		}
+		return c, nil
 	}
-	return newConn(qc, e.cfg.MaxPayload)
 }
+
+// admit counts c against its key's and source's limits, or says which it exceeds. The
+// counts go down when c closes.
+func (e *Endpoint) admit(c *Conn) error {
+	src := sourceOf(c.RemoteAddr())
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if n := e.byKey[c.peer]; e.cfg.MaxConnsPerKey > 0 && n >= e.cfg.MaxConnsPerKey {
+		return fmt.Errorf("too many connections from key %s: %d open, limit %d", c.peer, n, e.cfg.MaxConnsPerKey)
+	}
+	if n := e.bySource[src]; e.cfg.MaxConnsPerSource > 0 && n >= e.cfg.MaxConnsPerSource {
+		return fmt.Errorf("too many connections from %s: %d open, limit %d", src, n, e.cfg.MaxConnsPerSource)
+	}
+	e.byKey[c.peer]++
+	e.bySource[src]++
+	context.AfterFunc(c.Context(), func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.byKey[c.peer]--; e.byKey[c.peer] <= 0 {
+			delete(e.byKey, c.peer)
+		}
+		if e.bySource[src]--; e.bySource[src] <= 0 {
+			delete(e.bySource, src)
+		}
+	})
+	return nil
+}
+
+// sourceOf names the source a connection is counted against: its IPv4 address, or the /64
+// of its IPv6 address.
+func sourceOf(a net.Addr) string {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}
+
+// SourceOf is the source (an IPv4 address, or an IPv6 /64) that connection limits count addr
+// against; applications that limit per source (rate limits) use the same grouping.
+func SourceOf(addr net.Addr) string { return sourceOf(addr) }
 
 // Dial connects to a listening endpoint at addr ("host:port").
 func (e *Endpoint) Dial(ctx context.Context, addr string) (*Conn, error) {
@@ -255,7 +395,7 @@ func (e *Endpoint) DialAddr(ctx context.Context, addr net.Addr) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
 	}
-	return newConn(qc, e.cfg.MaxPayload)
+	return newConn(qc, &e.cfg)
 }
 
 // DialNode connects to addr and checks that the peer is the node want.
@@ -326,9 +466,10 @@ type Conn struct {
 	peer       NodeID
 	peerKey    ed25519.PublicKey
 	maxPayload int64
+	limits     connLimits
 }
 
-func newConn(qc *quic.Conn, maxPayload int64) (*Conn, error) {
+func newConn(qc *quic.Conn, cfg *Config) (*Conn, error) {
 	st := qc.ConnectionState().TLS
 	if len(st.PeerCertificates) != 1 {
 		qc.CloseWithError(1, "no peer certificate")
@@ -343,7 +484,7 @@ func newConn(qc *quic.Conn, maxPayload int64) (*Conn, error) {
 		qc.CloseWithError(1, "bad ALPN")
 		return nil, fmt.Errorf("transport: peer negotiated ALPN %q, want %q", st.NegotiatedProtocol, ALPN)
 	}
-	return &Conn{qc: qc, peer: NodeIDFromPublicKey(pub), peerKey: pub, maxPayload: maxPayload}, nil
+	return &Conn{qc: qc, peer: NodeIDFromPublicKey(pub), peerKey: pub, maxPayload: cfg.MaxPayload, limits: cfg.connLimits()}, nil
 }
 
 // Peer is the NodeID of the remote node.
