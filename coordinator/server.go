@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -51,6 +52,12 @@ type Config struct {
 	HTTP string
 	// Validation configures the validator that scores contributions.
 	Validation ValidationConfig
+	// Transport tunes the QUIC endpoint: the limits a stranger's connections, streams and
+	// requests meet (transport.Config documents each and its default). Identity is taken
+	// from this Config.
+	Transport transport.Config
+	// Limits bounds what strangers may ask of this node: write rates and long-polls.
+	Limits Limits
 }
 
 // Validate reports the first invalid field.
@@ -73,6 +80,14 @@ func (c *Config) Validate() error {
 	}
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		return fmt.Errorf("coordinator: --listen %q: want a concrete IP address and port", c.Listen)
+	}
+	if l := c.Limits; math.IsNaN(l.RegisterRate) || math.IsInf(l.RegisterRate, 0) || math.IsNaN(l.SubmitRate) || math.IsInf(l.SubmitRate, 0) {
+		return fmt.Errorf("coordinator: rate limits %g/s (register) and %g/s (submit) must be finite", l.RegisterRate, l.SubmitRate)
+	}
+	tc := c.Transport
+	tc.Identity = c.Identity
+	if err := tc.Validate(); err != nil {
+		return fmt.Errorf("coordinator: transport: %w", err)
 	}
 	if v := c.Validation; v.Samples < 0 || v.Batches < 0 || v.BatchSize < 0 {
 		return fmt.Errorf("coordinator: validation samples %d, batches %d and batch size %d must be ≥ 0", v.Samples, v.Batches, v.BatchSize)
@@ -98,6 +113,8 @@ type Server struct {
 	store *transport.Store // model blobs served in chunks (late joiners, re-syncs)
 
 	runCtx context.Context // lives as long as Run: background fetches use it
+
+	lim *limiters // write rates and long-polls per source and key (limits.go)
 
 	metrics *metrics // Prometheus metrics (metrics.go)
 	web     webState // the dashboard (http.go)
@@ -138,7 +155,9 @@ func New(cfg Config) (*Server, error) {
 		log = slog.Default()
 	}
 	log = log.With("node", cfg.ID)
-	ep, err := transport.ListenAddr(cfg.Listen, transport.Config{Identity: cfg.Identity})
+	tc := cfg.Transport
+	tc.Identity = cfg.Identity
+	ep, err := transport.ListenAddr(cfg.Listen, tc)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
@@ -152,7 +171,8 @@ func New(cfg Config) (*Server, error) {
 		ep.Close()
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, node: node, ep: ep, mux: transport.NewMux(), conns: map[string]*transport.Conn{}, rts: map[uint64]*cohortRT{}}
+	s := &Server{cfg: cfg, log: log, node: node, ep: ep, mux: transport.NewMux(), conns: map[string]*transport.Conn{}, rts: map[uint64]*cohortRT{},
+		lim: newLimiters(cfg.Limits)}
 	// Every request but an upload says all it has to say in its header body: a payload
 	// announced with one is refused before a byte of it is read.
 	none := transport.Limit{}
@@ -432,6 +452,12 @@ func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req tr
 		// tries another coordinator rather than giving the write up.
 		return transport.Message{}, fmt.Errorf("%s submit: request issued by %s but sent by %s, not a registered coordinator", unavailablePrefix, env.Issuer, peer)
 	}
+	if !forwarded {
+		// Before anything costs the cluster a signature check or a log entry.
+		if err := s.rateLimit(ctx, peer, env); err != nil {
+			return transport.Message{}, fmt.Errorf("submit: %w", err)
+		}
+	}
 	if env.Type == consensus.CmdPropose {
 		// The state machine checks sizes only; a proposal nobody could train with is refused here.
 		if b, err := env.DecodeBody(); err == nil {
@@ -450,6 +476,21 @@ func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req tr
 	reply := transport.Message{Header: transport.Header{Type: MsgSubmit}}
 	err = reply.SetBody(SubmitReply{Result: res, Leader: s.cfg.ID})
 	return reply, err
+}
+
+// rateLimit spends a token of the sender's submit budget and, for a registration, one of its
+// source's: a key is free to make, a source address is not.
+func (s *Server) rateLimit(ctx context.Context, peer transport.NodeID, env consensus.Envelope) error {
+	if env.Type == consensus.CmdRegister {
+		src := "unknown source"
+		if c, ok := transport.ConnFromContext(ctx); ok {
+			src = s.lim.cfg.Source(c.RemoteAddr())
+		}
+		if err := s.lim.register.take(src); err != nil {
+			return err
+		}
+	}
+	return s.lim.submit.take(peer.String())
 }
 
 func (s *Server) isMember(id string) bool {
@@ -527,7 +568,7 @@ func (s *Server) call(ctx context.Context, addr string, req transport.Message) (
 	return reply, err
 }
 
-func (s *Server) handleQuery(ctx context.Context, _ transport.NodeID, req transport.Message) (transport.Message, error) {
+func (s *Server) handleQuery(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
 	var q Query
 	if err := req.DecodeBody(&q); err != nil {
 		return transport.Message{}, fmt.Errorf("query: %w", err)
@@ -549,7 +590,7 @@ func (s *Server) handleQuery(ctx context.Context, _ transport.NodeID, req transp
 		st := s.Status()
 		out.Status = &st
 	case QueryNextRound:
-		qerr = s.nextRound(ctx, q, &out)
+		qerr = s.nextRound(ctx, peer, q, &out)
 	default:
 		qerr = s.node.View(func(st *consensus.State) error {
 			switch q.What {
@@ -593,11 +634,18 @@ func (s *Server) handleQuery(ctx context.Context, _ transport.NodeID, req transp
 
 // nextRound waits until the cohort has a round newer than q.After or is done (or NextRoundWait
 // passes) and fills out with the cohort and its latest round: one message per round for a peer
-// instead of a poll every few hundred milliseconds.
-func (s *Server) nextRound(ctx context.Context, q Query, out *QueryReply) error {
+// instead of a poll every few hundred milliseconds. It looks at the state only when an applied
+// batch changed it (Node.Changed), and a key has at most Limits.MaxLongPolls of them waiting.
+func (s *Server) nextRound(ctx context.Context, peer transport.NodeID, q Query, out *QueryReply) error {
+	done, err := s.lim.startLongPoll(peer.String())
+	if err != nil {
+		return err
+	}
+	defer done()
 	ctx, cancel := context.WithTimeout(ctx, NextRoundWait)
 	defer cancel()
 	for {
+		changed := s.node.Changed() // before the look, so a change after it still wakes us
 		var c consensus.Cohort
 		var last *consensus.Round
 		err := s.node.View(func(st *consensus.State) error {
@@ -626,7 +674,7 @@ func (s *Server) nextRound(ctx context.Context, q Query, out *QueryReply) error 
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(25 * time.Millisecond):
+		case <-changed:
 		}
 	}
 }
