@@ -295,6 +295,11 @@ func (s *Server) uploadLimit(_ context.Context, peer transport.NodeID, h transpo
 	if err := h.DecodeBody(&u); err != nil {
 		return 0, err
 	}
+	if !s.isMember(peer.String()) {
+		// Before roundSlice, which waits a few seconds for a round this node has not applied
+		// yet: a participant registered long before its round.
+		return 0, fmt.Errorf("upload: %s is not a registered member", peer)
+	}
 	rt, r, sl, err := s.roundSlice(u.Cohort, u.Round, u.Slice)
 	if err != nil {
 		return 0, err // as handleUpload would say it

@@ -23,10 +23,11 @@ const (
 	DefaultMaxStreamWindow     = 16 << 20 // 16 MiB
 	DefaultInitialConnWindow   = 2 << 20  // 2 MiB
 	DefaultMaxConnWindow       = 32 << 20 // 32 MiB
-	DefaultMaxIncomingStreams  = 64
-	DefaultMaxPayload          = 64 << 20 // 64 MiB
-	// DefaultMaxConcurrentRequests is how many requests one connection has served at once.
-	DefaultMaxConcurrentRequests = 32
+	// DefaultMaxIncomingStreams is also how many requests one connection has served at once
+	// (MaxConcurrentRequests): every stream a peer may open is being read, so none holds
+	// data waiting, unread, in the flow-control windows.
+	DefaultMaxIncomingStreams = 32
+	DefaultMaxPayload         = 64 << 20 // 64 MiB
 	// DefaultMaxConnsPerKey leaves a member its DefaultStripes transfer connections and its
 	// call connection, twice over for a restart whose old connections are still timing out.
 	DefaultMaxConnsPerKey = 16
@@ -63,15 +64,16 @@ type Config struct {
 	// Zero means 2 MiB and 32 MiB.
 	InitialConnWindow, MaxConnWindow uint64
 	// MaxIncomingStreams is the number of concurrent streams a peer may open on one
-	// connection. Zero means DefaultMaxIncomingStreams (64).
+	// connection. Zero means DefaultMaxIncomingStreams (32).
 	MaxIncomingStreams int64
 	// MaxPayload caps the payload of a message read by Call and Serve (a Router may cap a
 	// request type lower). Zero means DefaultMaxPayload (64 MiB).
 	MaxPayload int64
 	// MaxConcurrentRequests bounds the requests Serve handles at once on one connection
-	// (reading, handling and answering); the peer's further streams wait unread, within
-	// MaxIncomingStreams and the flow-control windows. Zero means
-	// DefaultMaxConcurrentRequests (32).
+	// (reading, handling and answering). Zero means MaxIncomingStreams, the most a peer can
+	// have open: every open stream is read as its bytes arrive. Set lower, the peer's further
+	// streams wait unaccepted, and what it sends on them sits in the connection's
+	// flow-control window (up to MaxConnWindow) until their turn.
 	MaxConcurrentRequests int
 	// MaxConnsPerKey caps the connections one peer key holds to this endpoint at once: the
 	// next is closed as it is accepted, with a reason naming the limit. Zero means
@@ -149,8 +151,8 @@ func (c Config) withDefaults() Config {
 	if c.MaxPayload == 0 {
 		c.MaxPayload = DefaultMaxPayload
 	}
-	if c.MaxConcurrentRequests == 0 {
-		c.MaxConcurrentRequests = DefaultMaxConcurrentRequests
+	if c.MaxConcurrentRequests == 0 || int64(c.MaxConcurrentRequests) > c.MaxIncomingStreams {
+		c.MaxConcurrentRequests = int(c.MaxIncomingStreams)
 	}
 	if c.MaxConnsPerKey == 0 {
 		c.MaxConnsPerKey = DefaultMaxConnsPerKey
