@@ -431,3 +431,77 @@ func TestRegistrationFloodIsRateLimited(t *testing.T) {
 		t.Fatalf("%d submits judged by the state and %d rate limited, want %d and 5", rejected, limited, DefaultSubmitBurst)
 	}
 }
+
+// TestLongPollsPerKeyBounded: one key has at most MaxLongPolls next-round long-polls waiting
+// on a coordinator; the next is refused at once (retryable), another key has its own, and a
+// place is free again when a long-poll ends.
+func TestLongPollsPerKeyBounded(t *testing.T) {
+	c := startCluster(t, 3)
+	ctx := context.Background()
+	alice := newClient(t, c, "alice")
+	if err := alice.EnsureRegistered(ctx, "alice", []string{"alice"}); err != nil {
+		t.Fatal(err)
+	}
+	res, err := alice.Submit(ctx, &consensus.ProposeBody{Name: "p", Model: "mlp:784-256-10", Dataset: "fashion-mnist",
+		Params: consensus.Hyperparams{InnerSteps: 50, Rounds: 10, Codec: "topk:0.01+q4", OuterLR: "1", OuterMomentum: "0.8", ErrorDecay: "0.9"}, RewardPool: 1000,
+		MinMembers: 1, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 500})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Submit(ctx, &consensus.VoteBody{Proposal: res.ID, Yes: true}); err != nil {
+		t.Fatal(err)
+	}
+	target := c.addrs[0]
+	waitFor(t, 15*time.Second, "cohort 1 on the target", func() bool {
+		q, err := alice.QueryAt(ctx, target, Query{What: QueryCohort, ID: 1})
+		return err == nil && q.Cohort != nil
+	})
+	poll := func(conn *transport.Conn) error {
+		req := transport.Message{Header: transport.Header{Type: MsgQuery}}
+		if err := req.SetBody(Query{What: QueryNextRound, ID: 1, After: 1000}); err != nil {
+			t.Fatal(err)
+		}
+		cctx, cancel := context.WithTimeout(ctx, NextRoundWait+5*time.Second)
+		defer cancel()
+		_, err := transport.Call(cctx, conn, req)
+		return err
+	}
+	dial := func(name string) *transport.Conn {
+		conn, err := transport.Dial(ctx, target, transport.Config{Identity: testIdentity(t, name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return conn
+	}
+	mallory := dial("mallory")
+	errs := make(chan error, DefaultMaxLongPolls)
+	start := time.Now()
+	for range DefaultMaxLongPolls {
+		go func() { errs <- poll(mallory) }()
+	}
+	time.Sleep(time.Second) // all are waiting
+	err = poll(mallory)
+	if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("unavailable: too many long-polls from %s: %d waiting, limit %d", testIdentity(t, "mallory").NodeID(), DefaultMaxLongPolls, DefaultMaxLongPolls)) {
+		t.Fatalf("long-poll %d of one key: err = %v", DefaultMaxLongPolls+1, err)
+	}
+	if d := time.Since(start); d > NextRoundWait {
+		t.Fatalf("the refusal came after %v, not at once", d)
+	}
+	otherDone := make(chan error, 1)
+	go func() { otherDone <- poll(dial("trent")) }()
+	for range DefaultMaxLongPolls {
+		if err := <-errs; err != nil {
+			t.Fatalf("a long-poll within the limit: %v", err)
+		}
+	}
+	if err := <-otherDone; err != nil {
+		t.Fatalf("another key's long-poll: %v", err)
+	}
+	if d := time.Since(start); d < NextRoundWait {
+		t.Fatalf("long-polls answered after %v, before NextRoundWait with nothing new", d)
+	}
+	if err := poll(mallory); err != nil {
+		t.Fatalf("a long-poll after the others ended: %v", err)
+	}
+}

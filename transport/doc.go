@@ -43,6 +43,19 @@
 // ErrPayloadTooLarge, ErrChecksum, ErrMalformedHeader, ErrBadMagic). QUIC already
 // authenticates every packet; the CRC catches bugs above it (a payload cut or reused).
 //
+// # What a peer can cost a server
+//
+// Any key may connect, so Serve answers a stream from its header: a Router (a Mux, whose
+// types are registered with a Limit) names the handler and the payload the request may
+// carry before any payload byte is read; an unknown type or a payload above the limit is
+// answered with the reason at once, its payload never read (Call returns that reply though
+// its write was cut). An endpoint holds at most MaxConnsPerKey connections per peer key and
+// MaxConnsPerSource per source address (SourceOf), closing further ones at accept with
+// CodeConnLimit; a connection has at most MaxIncomingStreams streams open and
+// MaxConcurrentRequests served at once (by default the same, so none waits unread); a
+// request's header must arrive within RequestTimeout and its payload, like the reply, at
+// MinRate, or the stream is reset.
+//
 // # Large transfers
 //
 // A blob is cut into chunks (DefaultChunkSize), each named by its SHA-256; a Manifest
