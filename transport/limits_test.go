@@ -408,3 +408,35 @@ func TestReadHeaderLyingLengthAllocation(t *testing.T) {
 		t.Fatalf("reading a lying header allocated %d bytes, want ≤ %d", allocs, 4*headerStep)
 	}
 }
+
+// TestConnLimitsOff: negative limits admit any number of connections from one key and source.
+func TestConnLimitsOff(t *testing.T) {
+	srv, err := ListenAddr("127.0.0.1:0", Config{Identity: testIdentity(t, 1), MaxConnsPerKey: -1, MaxConnsPerSource: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() {
+		srv.Serve(ctx, Handler(func(context.Context, NodeID, Message) (Message, error) {
+			return Message{Header: Header{Type: "ok"}}, nil
+		}))
+		close(served)
+	}()
+	defer func() { cancel(); srv.Close(); <-served }()
+	cli, err := NewEndpoint(mustUDP(t), Config{Identity: testIdentity(t, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	dctx := testCtx(t, 20*time.Second)
+	for i := range DefaultMaxConnsPerKey + 4 {
+		c, err := cli.Dial(dctx, srv.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Call(dctx, c, Message{Header: Header{Type: "x"}}); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
+}

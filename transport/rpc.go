@@ -72,6 +72,7 @@ func exchange(st *Stream, req Message, maxPayload int64) (Message, error) {
 		// type's limit) stops reading the payload and replies at once: its reply, if one
 		// came, says why, and is worth more than the write error.
 		if reply, rerr := ReadMessage(st, maxPayload); rerr == nil && reply.Err != "" {
+			expectEOF(st) // lets the stream be retired
 			return reply, nil
 		}
 		return Message{}, err
