@@ -324,9 +324,10 @@ func submitAs(ctx context.Context, t *testing.T, conn *transport.Conn, sg *conse
 }
 
 // TestRegistrationFloodIsRateLimited: fresh keys from one source register until the source's
-// bucket (20) is empty, then are refused with a retryable error before anything reaches Raft; an
+// bucket (20) is empty, then are refused with a retryable error before anything reaches Raft, as
+// is any other submit from a key the state does not know; an
 // honest member from another source registers meanwhile; the bucket refills with the (injected)
-// clock. One key's submits are limited the same way (50), whether the state would take them
+// clock. One key's submits are limited the same way (100), whether the state would take them
 // or not.
 func TestRegistrationFloodIsRateLimited(t *testing.T) {
 	clk := &syncClock{t: time.Unix(1_700_000_000, 0)}
@@ -364,7 +365,7 @@ func TestRegistrationFloodIsRateLimited(t *testing.T) {
 		switch {
 		case err == nil:
 			ok++
-		case strings.Contains(err.Error(), "unavailable: rate limited: registrations from 127.0.0.1 exceed 20 at 2/s"):
+		case strings.Contains(err.Error(), "unavailable: rate limited: registrations and unregistered keys' submits from 127.0.0.1 exceed 20 at 2/s"):
 			limited++
 		default:
 			t.Fatalf("registration %d: %v", i, err)
@@ -372,6 +373,24 @@ func TestRegistrationFloodIsRateLimited(t *testing.T) {
 	}
 	if ok != DefaultRegisterBurst || limited != 30-DefaultRegisterBurst {
 		t.Fatalf("%d registrations from one source taken and %d limited, want %d and %d", ok, limited, DefaultRegisterBurst, 30-DefaultRegisterBurst)
+	}
+	// Any other submit from a key the state does not know spends the same budget: it too would
+	// cost a log entry.
+	{
+		id := testIdentity(t, "sybil-vote")
+		conn, err := transport.Dial(ctx, target, transport.Config{Identity: id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sg, err := consensus.NewSigner(id.Key, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = submitAs(ctx, t, conn, sg, &consensus.VoteBody{Proposal: 1, Yes: true})
+		conn.Close()
+		if err == nil || !strings.Contains(err.Error(), "rate limited: registrations and unregistered keys' submits from 127.0.0.1") {
+			t.Fatalf("a vote from an unregistered key once its source's budget is spent: %v", err)
+		}
 	}
 	// The honest member, from its own source, is not held up by the flood.
 	honest, err := Dial(ClientConfig{Addrs: c.addrs, Identity: testIdentity(t, "honest"), Timeout: 15 * time.Second, PacketConn: pc})

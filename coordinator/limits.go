@@ -13,15 +13,16 @@ import (
 // reaches Raft: write rates per source and per key, and long-polls per key. Zero fields mean
 // the documented defaults; a negative rate turns its limit off.
 type Limits struct {
-	// RegisterBurst and RegisterRate bound registrations from one source (Source): a token
-	// bucket of RegisterBurst tokens refilled at RegisterRate per second. A registration
-	// costs the cluster a signature check and a log entry, and keys cost nothing to make.
-	// Zero means 20 and 2/s.
+	// RegisterBurst and RegisterRate bound registrations from one source (Source), and any
+	// other submit from a key this node does not know as a member or coordinator: a token
+	// bucket of RegisterBurst tokens refilled at RegisterRate per second. Such a submit costs
+	// the cluster a signature check and a log entry, and keys cost nothing to make, so a key's
+	// own budget would not bound them. Zero means 20 and 2/s.
 	RegisterBurst int
 	RegisterRate  float64
 	// SubmitBurst and SubmitRate bound every submit a key sends directly (registrations
 	// included) the same way. Submits a registered coordinator forwards were counted at the
-	// coordinator that took them. Zero means 50 and 10/s.
+	// coordinator that took them. Zero means 100 and 20/s.
 	SubmitBurst int
 	SubmitRate  float64
 	// MaxLongPolls caps the next-round long-polls one key has waiting on this node at once.
@@ -38,8 +39,8 @@ type Limits struct {
 const (
 	DefaultRegisterBurst = 20
 	DefaultRegisterRate  = 2.0
-	DefaultSubmitBurst   = 50
-	DefaultSubmitRate    = 10.0
+	DefaultSubmitBurst   = 100
+	DefaultSubmitRate    = 20.0
 	DefaultMaxLongPolls  = 8
 )
 
@@ -154,7 +155,7 @@ func newLimiters(l Limits) *limiters {
 	l = l.withDefaults()
 	return &limiters{
 		cfg:       l,
-		register:  newRateLimiter("registrations from", l.RegisterBurst, l.RegisterRate, l.Now),
+		register:  newRateLimiter("registrations and unregistered keys' submits from", l.RegisterBurst, l.RegisterRate, l.Now),
 		submit:    newRateLimiter("submits from", l.SubmitBurst, l.SubmitRate, l.Now),
 		longPolls: map[string]int{},
 	}

@@ -455,7 +455,7 @@ func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req tr
 	if !forwarded {
 		// Before anything costs the cluster a signature check or a log entry.
 		if err := s.rateLimit(ctx, peer, env); err != nil {
-			return transport.Message{}, fmt.Errorf("submit: %w", err)
+			return transport.Message{}, err // starts with unavailablePrefix: the client retries it
 		}
 	}
 	if env.Type == consensus.CmdPropose {
@@ -478,10 +478,11 @@ func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req tr
 	return reply, err
 }
 
-// rateLimit spends a token of the sender's submit budget and, for a registration, one of its
-// source's: a key is free to make, a source address is not.
+// rateLimit spends a token of the sender's submit budget and, for a registration or anything
+// else from a key the state does not know, one of its source's: a key is free to make, a source
+// address is not.
 func (s *Server) rateLimit(ctx context.Context, peer transport.NodeID, env consensus.Envelope) error {
-	if env.Type == consensus.CmdRegister {
+	if env.Type == consensus.CmdRegister || !s.isMember(peer.String()) && !s.isCoordinator(peer.String()) {
 		src := "unknown source"
 		if c, ok := transport.ConnFromContext(ctx); ok {
 			src = s.lim.cfg.Source(c.RemoteAddr())
