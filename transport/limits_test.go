@@ -207,22 +207,35 @@ func rawStream(t *testing.T, ctx context.Context, c *Conn, b []byte) *Stream {
 	return st
 }
 
-// waitReset reads st until the server resets it, or fails after limit.
-func waitReset(t *testing.T, st *Stream, limit time.Duration) time.Duration {
+// waitRefusal reads st until the server answers it, or fails after limit; it returns how long
+// that took and the answer's error text. The server has stopped reading: a write fails.
+func waitRefusal(t *testing.T, st *Stream, limit time.Duration) (time.Duration, string) {
 	t.Helper()
 	start := time.Now()
 	st.SetDeadline(start.Add(limit))
-	_, err := st.Read(make([]byte, 1))
-	var se *quic.StreamError
-	if !errors.As(err, &se) || !se.Remote {
-		t.Fatalf("read on a stalled stream: err = %v after %v, want a reset by the server", err, time.Since(start))
+	m, err := ReadMessage(st, 0)
+	if err != nil {
+		t.Fatalf("read on a stalled stream: err = %v after %v, want the server's refusal", err, time.Since(start))
 	}
-	return time.Since(start)
+	took := time.Since(start)
+	var se *quic.StreamError
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		_, err := st.Write([]byte{0})
+		if errors.As(err, &se) && se.Remote && se.ErrorCode == quic.StreamErrorCode(codeRefused) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("writes to a refused stream still go: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return took, m.Err
 }
 
-// TestStalledRequestsAreReset: a stream that sends one byte and stalls, or a header and then
-// a payload too slowly, is reset once its time is up, and frees its place.
-func TestStalledRequestsAreReset(t *testing.T) {
+// TestStalledRequestsAreRefused: a stream that sends one byte and stalls, or a header and then
+// a payload too slowly, is answered with ErrTooSlow naming the limit once its time is up and
+// closed for reading, and frees its place.
+func TestStalledRequestsAreRefused(t *testing.T) {
 	h := Handler(func(_ context.Context, _ NodeID, req Message) (Message, error) {
 		return Message{Header: Header{Type: "ok"}}, nil
 	})
@@ -230,15 +243,17 @@ func TestStalledRequestsAreReset(t *testing.T) {
 	ctx := testCtx(t, 20*time.Second)
 
 	one := rawStream(t, ctx, cli, []byte{'C'})
-	if d := waitReset(t, one, 5*time.Second); d < 200*time.Millisecond {
-		t.Fatalf("a one-byte stream was reset after %v, before its 300 ms", d)
+	d, msg := waitRefusal(t, one, 5*time.Second)
+	if d < 200*time.Millisecond || !strings.Contains(msg, "request too slow: header not received within 300ms (RequestTimeout)") {
+		t.Fatalf("a one-byte stream was refused after %v with %q, want after its 300 ms naming the limit", d, msg)
 	}
 	// A header announcing 2 MiB at ≥ 1 MiB/s has 300 ms + 2 s; half a payload then a stall
 	// is reset then.
 	frame := frameBytes(t, Header{Type: "x"}, make([]byte, 2<<20))
 	slow := rawStream(t, ctx, cli, frame[:len(frame)/2])
-	if d := waitReset(t, slow, 8*time.Second); d < 2*time.Second {
-		t.Fatalf("a slow payload was reset after %v, before its 2.3 s", d)
+	d, msg = waitRefusal(t, slow, 8*time.Second)
+	if d < 2*time.Second || !strings.Contains(msg, "x payload of 2097152 bytes not received within 2.3s (RequestTimeout 300ms plus its size at MinRate 1048576 B/s)") {
+		t.Fatalf("a slow payload was refused after %v with %q, want after its 2.3 s naming the limit", d, msg)
 	}
 	// The one place (MaxConcurrentRequests 1) is free again.
 	if _, err := Call(ctx, cli, Message{Header: Header{Type: "x"}}); err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"os"
 	"sync"
 	"time"
 
@@ -18,6 +19,11 @@ const (
 	codeBadFrame uint64 = 0x11
 	codeRefused  uint64 = 0x12 // refused from its header: the payload is not read
 )
+
+// ErrTooSlow is returned (to the caller, as a RemoteError) when a request's header or payload
+// did not arrive in the time Config.RequestTimeout and MinRate give it; the stream is then
+// closed for reading.
+var ErrTooSlow = errors.New("transport: request too slow")
 
 // ErrUnknownType is returned (to the caller, as a RemoteError) when a Mux has no handler
 // for a message type.
@@ -53,11 +59,11 @@ func Call(ctx context.Context, c *Conn, req Message) (Message, error) {
 		}
 		return Message{}, fmt.Errorf("transport: call %s to %s: %w", req.Type, c.peer, err)
 	}
+	if reply.Err != "" && (reply.ID == req.ID || reply.ID == 0) { // 0: refused before its header was read
+		return reply, &RemoteError{Type: req.Type, Msg: reply.Err}
+	}
 	if reply.ID != req.ID {
 		return Message{}, fmt.Errorf("%w: reply id %d to request %d", ErrMalformedHeader, reply.ID, req.ID)
-	}
-	if reply.Err != "" {
-		return reply, &RemoteError{Type: req.Type, Msg: reply.Err}
 	}
 	return reply, nil
 }
@@ -173,6 +179,11 @@ func serveStream(ctx context.Context, c *Conn, st *Stream, r Router) {
 	lim := c.limits
 	st.s.SetReadDeadline(time.Now().Add(lim.requestTimeout))
 	wh, err := readHeader(st)
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		st.s.CancelRead(quic.StreamErrorCode(codeRefused))
+		reply(st, lim, Message{}, fmt.Errorf("%w: header not received within %v (RequestTimeout)", ErrTooSlow, lim.requestTimeout))
+		return
+	}
 	if err != nil {
 		st.Abort(codeBadFrame)
 		return
@@ -187,10 +198,17 @@ func serveStream(ctx context.Context, c *Conn, st *Stream, r Router) {
 		reply(st, lim, Message{Header: Header{Type: wh.Type, ID: wh.ID}}, err)
 		return
 	}
-	st.s.SetReadDeadline(time.Now().Add(lim.transferTime(wh.Len)))
+	budget := lim.transferTime(wh.Len)
+	st.s.SetReadDeadline(time.Now().Add(budget))
 	req, err := readBody(st, wh)
 	if err == nil {
 		err = expectEOF(st)
+	}
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		st.s.CancelRead(quic.StreamErrorCode(codeRefused))
+		reply(st, lim, Message{Header: Header{Type: wh.Type, ID: wh.ID}}, fmt.Errorf("%w: %s payload of %d bytes not received within %v (RequestTimeout %v plus its size at MinRate %d B/s)",
+			ErrTooSlow, wh.Type, wh.Len, budget, lim.requestTimeout, lim.minRate))
+		return
 	}
 	if err != nil {
 		st.Abort(codeBadFrame)
