@@ -264,6 +264,13 @@ func TestStrangerCannotExhaustACoordinator(t *testing.T) {
 	if min := int64(2 * transport.DefaultMaxConnsPerKey * transport.DefaultMaxIncomingStreams); opened < min {
 		t.Fatalf("the attacker opened %d streams, fewer than %d: no attack to speak of", opened, min)
 	}
+	// The operator sees the attack in the target's metrics.
+	srv := c.servers[0]
+	for reason, least := range map[string]float64{"connection_limit": 4, "unknown_type": 2, "payload_limit": 2, "too_slow": 1, "refused_from_header": 1} {
+		if n := refusedCount(t, srv, reason); n < least {
+			t.Errorf("cohort_refused_total{reason=%q} = %v, want ≥ %v", reason, n, least)
+		}
+	}
 	if grew := int64(peak.heap) - int64(base.heap); grew > 64<<20 {
 		t.Fatalf("coordinator heap grew by %d MiB under the attack, limit 64 MiB", grew>>20)
 	}
@@ -285,6 +292,28 @@ func attackField(t *testing.T, report, name string) int64 {
 		}
 	}
 	t.Fatalf("no %s in the attacker's report %q", name, report)
+	return 0
+}
+
+// refusedCount reads cohort_refused_total{reason} from s's metrics.
+func refusedCount(t *testing.T, s *Server, reason string) float64 {
+	t.Helper()
+	mfs, err := s.metrics.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "cohort_refused_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "reason" && l.GetValue() == reason {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
 	return 0
 }
 
@@ -448,6 +477,9 @@ func TestRegistrationFloodIsRateLimited(t *testing.T) {
 	}
 	if rejected != DefaultSubmitBurst || limited != 5 {
 		t.Fatalf("%d submits judged by the state and %d rate limited, want %d and 5", rejected, limited, DefaultSubmitBurst)
+	}
+	if src, key := refusedCount(t, c.servers[0], "rate_limited_source"), refusedCount(t, c.servers[0], "rate_limited_key"); src != 12 || key != 5 {
+		t.Fatalf("cohort_refused_total: %v rate_limited_source, %v rate_limited_key, want 12 (10 + 1 + 1) and 5", src, key)
 	}
 }
 

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"sync"
@@ -139,6 +140,21 @@ func (l *rateLimiter) sweep(now time.Time) bool {
 		}
 	}
 	return len(l.buckets) < maxBuckets
+}
+
+// refusalReason labels a refusal the transport reports (cohort_refused_total).
+func refusalReason(err error) string {
+	switch {
+	case errors.Is(err, transport.ErrConnLimit):
+		return "connection_limit"
+	case errors.Is(err, transport.ErrUnknownType):
+		return "unknown_type"
+	case errors.Is(err, transport.ErrPayloadTooLarge):
+		return "payload_limit"
+	case errors.Is(err, transport.ErrTooSlow):
+		return "too_slow"
+	}
+	return "refused_from_header" // by a type's Limit hook: an upload from a non-participant
 }
 
 // limiters holds a Server's per-source and per-key budgets.

@@ -155,8 +155,16 @@ func New(cfg Config) (*Server, error) {
 		log = slog.Default()
 	}
 	log = log.With("node", cfg.ID)
+	var s *Server // set below, before Run serves anything
 	tc := cfg.Transport
 	tc.Identity = cfg.Identity
+	tc.Refused = func(peer transport.NodeID, err error) {
+		if cfg.Transport.Refused != nil {
+			cfg.Transport.Refused(peer, err)
+		}
+		s.metrics.observeRefused(refusalReason(err))
+		s.log.Debug("refused", "peer", peer, "err", err)
+	}
 	ep, err := transport.ListenAddr(cfg.Listen, tc)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
@@ -171,7 +179,7 @@ func New(cfg Config) (*Server, error) {
 		ep.Close()
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, node: node, ep: ep, mux: transport.NewMux(), conns: map[string]*transport.Conn{}, rts: map[uint64]*cohortRT{},
+	s = &Server{cfg: cfg, log: log, node: node, ep: ep, mux: transport.NewMux(), conns: map[string]*transport.Conn{}, rts: map[uint64]*cohortRT{},
 		lim: newLimiters(cfg.Limits)}
 	// Every request but an upload says all it has to say in its header body: a payload
 	// announced with one is refused before a byte of it is read.
@@ -488,10 +496,15 @@ func (s *Server) rateLimit(ctx context.Context, peer transport.NodeID, env conse
 			src = s.lim.cfg.Source(c.RemoteAddr())
 		}
 		if err := s.lim.register.take(src); err != nil {
+			s.metrics.observeRefused("rate_limited_source")
 			return err
 		}
 	}
-	return s.lim.submit.take(peer.String())
+	if err := s.lim.submit.take(peer.String()); err != nil {
+		s.metrics.observeRefused("rate_limited_key")
+		return err
+	}
+	return nil
 }
 
 func (s *Server) isMember(id string) bool {
@@ -640,6 +653,7 @@ func (s *Server) handleQuery(ctx context.Context, peer transport.NodeID, req tra
 func (s *Server) nextRound(ctx context.Context, peer transport.NodeID, q Query, out *QueryReply) error {
 	done, err := s.lim.startLongPoll(peer.String())
 	if err != nil {
+		s.metrics.observeRefused("long_polls")
 		return err
 	}
 	defer done()

@@ -91,6 +91,11 @@ type Config struct {
 	// MinRate, in bytes per second, is the slowest a served request's payload or its reply
 	// may move (see RequestTimeout). Zero means DefaultMinRate (16 KiB/s).
 	MinRate int64
+	// Refused, if set, is told of every connection and request this endpoint refuses on a
+	// limit or from its header, with the reason sent to the peer: it wraps ErrConnLimit,
+	// ErrUnknownType, ErrPayloadTooLarge or ErrTooSlow, or is a Router's own refusal. For
+	// metrics and logs; it must not block.
+	Refused func(peer NodeID, err error)
 }
 
 // Validate reports the first invalid field.
@@ -174,10 +179,18 @@ type connLimits struct {
 	maxRequests    int
 	requestTimeout time.Duration
 	minRate        int64
+	refused        func(NodeID, error)
 }
 
 func (c *Config) connLimits() connLimits {
-	return connLimits{maxRequests: c.MaxConcurrentRequests, requestTimeout: c.RequestTimeout, minRate: c.MinRate}
+	return connLimits{maxRequests: c.MaxConcurrentRequests, requestTimeout: c.RequestTimeout, minRate: c.MinRate, refused: c.Refused}
+}
+
+// refuse tells the Refused hook, if any, of err.
+func (l connLimits) refuse(peer NodeID, err error) {
+	if l.refused != nil {
+		l.refused(peer, err)
+	}
 }
 
 // transferTime is how long n bytes of a request or reply may take: RequestTimeout plus n at
@@ -309,6 +322,10 @@ func (e *Endpoint) Config() Config { return e.cfg }
 // MaxConnsPerSource); the close reason says which.
 const CodeConnLimit = 0x20
 
+// ErrConnLimit is wrapped by the reason a connection over MaxConnsPerKey or MaxConnsPerSource
+// is closed with.
+var ErrConnLimit = errors.New("transport: connection limit")
+
 // Accept waits for the next connection that completed the handshake, passed Allow and fits
 // the per-key and per-source connection limits; connections over a limit are closed with
 // CodeConnLimit and a reason naming it, and Accept waits on.
@@ -329,6 +346,7 @@ func (e *Endpoint) Accept(ctx context.Context) (*Conn, error) {
 			continue // newConn closed it; the next one may be fine
 		}
 		if err := e.admit(c); err != nil {
+			c.limits.refuse(c.peer, err)
 			c.CloseWithError(CodeConnLimit, err.Error())
 			continue
 		}
@@ -343,10 +361,10 @@ func (e *Endpoint) admit(c *Conn) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if n := e.byKey[c.peer]; e.cfg.MaxConnsPerKey > 0 && n >= e.cfg.MaxConnsPerKey {
-		return fmt.Errorf("too many connections from key %s: %d open, limit %d", c.peer, n, e.cfg.MaxConnsPerKey)
+		return fmt.Errorf("%w: too many connections from key %s: %d open, limit %d", ErrConnLimit, c.peer, n, e.cfg.MaxConnsPerKey)
 	}
 	if n := e.bySource[src]; e.cfg.MaxConnsPerSource > 0 && n >= e.cfg.MaxConnsPerSource {
-		return fmt.Errorf("too many connections from %s: %d open, limit %d", src, n, e.cfg.MaxConnsPerSource)
+		return fmt.Errorf("%w: too many connections from %s: %d open, limit %d", ErrConnLimit, src, n, e.cfg.MaxConnsPerSource)
 	}
 	e.byKey[c.peer]++
 	e.bySource[src]++

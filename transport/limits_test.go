@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
 	"strings"
@@ -76,7 +77,13 @@ func TestMuxRefusesFromHeader(t *testing.T) {
 		}
 		return n, nil
 	}})
-	cli, srv := servedPair(t, mux, Config{}, 2)
+	refused := make(chan error, 16)
+	cli, srv := servedPair(t, mux, Config{Refused: func(peer NodeID, err error) {
+		if peer != testIdentity(t, 2).NodeID() {
+			err = fmt.Errorf("refusal reported for %s: %w", peer, err)
+		}
+		refused <- err
+	}}, 2)
 	ctx := testCtx(t, 30*time.Second)
 	body := func(v int64) []byte {
 		b, err := msgpack.Marshal(v)
@@ -114,6 +121,14 @@ func TestMuxRefusesFromHeader(t *testing.T) {
 			var re *RemoteError
 			if !errors.As(err, &re) || !strings.Contains(re.Msg, tc.wantErr) {
 				t.Fatalf("err = %v, want a remote error containing %q", err, tc.wantErr)
+			}
+			select {
+			case got := <-refused:
+				if got.Error() != re.Msg {
+					t.Fatalf("Refused was told %q, the caller %q", got, re.Msg)
+				}
+			default:
+				t.Fatal("Refused was not told")
 			}
 			// The server's windows start at 1 MiB per stream and 2 MiB per connection, and
 			// the payload is never read: far less than the 40 MiB sent can arrive.
@@ -324,7 +339,13 @@ func closedWith(t *testing.T, c *Conn) *quic.ApplicationError {
 // MaxConnsPerSource from one address; the next is closed with CodeConnLimit and a reason
 // naming the limit, and a closed connection frees its place.
 func TestConnLimits(t *testing.T) {
-	srv, err := ListenAddr("127.0.0.1:0", Config{Identity: testIdentity(t, 1), MaxConnsPerKey: 2, MaxConnsPerSource: 3})
+	var limited atomic.Int32
+	srv, err := ListenAddr("127.0.0.1:0", Config{Identity: testIdentity(t, 1), MaxConnsPerKey: 2, MaxConnsPerSource: 3,
+		Refused: func(_ NodeID, err error) {
+			if errors.Is(err, ErrConnLimit) {
+				limited.Add(1)
+			}
+		}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,6 +394,9 @@ func TestConnLimits(t *testing.T) {
 	ae = closedWith(t, dial(other))
 	if ae.ErrorCode != CodeConnLimit || !strings.Contains(ae.ErrorMessage, "too many connections from 127.0.0.1") || !strings.Contains(ae.ErrorMessage, "limit 3") {
 		t.Fatalf("fourth connection from one address closed with %v", ae)
+	}
+	if n := limited.Load(); n != 2 {
+		t.Fatalf("Refused told of %d connections over a limit, want 2", n)
 	}
 	// Closing one frees a place for the key.
 	a.Close()

@@ -180,8 +180,7 @@ func serveStream(ctx context.Context, c *Conn, st *Stream, r Router) {
 	st.s.SetReadDeadline(time.Now().Add(lim.requestTimeout))
 	wh, err := readHeader(st)
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		st.s.CancelRead(quic.StreamErrorCode(codeRefused))
-		reply(st, lim, Message{}, fmt.Errorf("%w: header not received within %v (RequestTimeout)", ErrTooSlow, lim.requestTimeout))
+		refuse(st, c, Message{}, fmt.Errorf("%w: header not received within %v (RequestTimeout)", ErrTooSlow, lim.requestTimeout))
 		return
 	}
 	if err != nil {
@@ -194,8 +193,7 @@ func serveStream(ctx context.Context, c *Conn, st *Stream, r Router) {
 	}
 	if err != nil {
 		// Refused from the header: the payload is never read.
-		st.s.CancelRead(quic.StreamErrorCode(codeRefused))
-		reply(st, lim, Message{Header: Header{Type: wh.Type, ID: wh.ID}}, err)
+		refuse(st, c, Message{Header: Header{Type: wh.Type, ID: wh.ID}}, err)
 		return
 	}
 	budget := lim.transferTime(wh.Len)
@@ -205,8 +203,7 @@ func serveStream(ctx context.Context, c *Conn, st *Stream, r Router) {
 		err = expectEOF(st)
 	}
 	if errors.Is(err, os.ErrDeadlineExceeded) {
-		st.s.CancelRead(quic.StreamErrorCode(codeRefused))
-		reply(st, lim, Message{Header: Header{Type: wh.Type, ID: wh.ID}}, fmt.Errorf("%w: %s payload of %d bytes not received within %v (RequestTimeout %v plus its size at MinRate %d B/s)",
+		refuse(st, c, Message{Header: Header{Type: wh.Type, ID: wh.ID}}, fmt.Errorf("%w: %s payload of %d bytes not received within %v (RequestTimeout %v plus its size at MinRate %d B/s)",
 			ErrTooSlow, wh.Type, wh.Len, budget, lim.requestTimeout, lim.minRate))
 		return
 	}
@@ -221,6 +218,13 @@ func serveStream(ctx context.Context, c *Conn, st *Stream, r Router) {
 	}
 	out.ID = req.ID
 	reply(st, lim, out, err)
+}
+
+// refuse stops reading st and answers it with err.
+func refuse(st *Stream, c *Conn, out Message, err error) {
+	st.s.CancelRead(quic.StreamErrorCode(codeRefused))
+	c.limits.refuse(c.peer, err)
+	reply(st, c.limits, out, err)
 }
 
 // reply sends out (or err as the reply's Err) and ends the stream.
