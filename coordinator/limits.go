@@ -147,12 +147,17 @@ func refusalReason(err error) string {
 	switch {
 	case errors.Is(err, transport.ErrConnLimit):
 		return "connection_limit"
+	case errors.Is(err, transport.ErrBusy):
+		return "busy"
 	case errors.Is(err, transport.ErrUnknownType):
 		return "unknown_type"
 	case errors.Is(err, transport.ErrPayloadTooLarge):
 		return "payload_limit"
 	case errors.Is(err, transport.ErrTooSlow):
 		return "too_slow"
+	case errors.Is(err, transport.ErrBadMagic), errors.Is(err, transport.ErrHeaderTooLarge), errors.Is(err, transport.ErrMalformedHeader),
+		errors.Is(err, transport.ErrChecksum), errors.Is(err, transport.ErrTrailingData):
+		return "bad_frame"
 	}
 	return "refused_from_header" // by a type's Limit hook: an upload from a non-participant
 }

@@ -51,7 +51,7 @@ func newMetrics(s *Server) *metrics {
 	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cohort_http_requests_total",
 		Help: "Dashboard and API requests by page and status code."}, []string{"page", "code"})
 	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cohort_refused_total",
-		Help: "Connections and requests refused on a limit before any work: connection_limit, unknown_type, payload_limit, too_slow, refused_from_header, rate_limited_source, rate_limited_key, long_polls."},
+		Help: "Connections and requests refused on a limit before any work: connection_limit, busy, bad_frame, unknown_type, payload_limit, too_slow, refused_from_header, rate_limited_source, rate_limited_key, long_polls."},
 		[]string{"reason"})
 	m.reg.MustRegister(m.uploads, m.uploadBytes, m.uploadSeconds, m.roundsClosed, m.roundSeconds, m.scoreSeconds,
 		m.scoreFailures, m.httpRequests, m.refused, newStateCollector(s),

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -35,6 +36,10 @@ const (
 	DefaultMaxConnsPerSource = 256
 	DefaultRequestTimeout    = 10 * time.Second
 	DefaultMinRate           = 16 << 10 // 16 KiB/s
+	// DefaultMaxServing bounds the requests an endpoint serves at once over all its
+	// connections: a few per member (a next-round and an aggregate long-poll, an upload) for
+	// several hundred members.
+	DefaultMaxServing = 4096
 )
 
 // ErrConfig is wrapped by every Config.Validate error.
@@ -91,9 +96,15 @@ type Config struct {
 	// MinRate, in bytes per second, is the slowest a served request's payload or its reply
 	// may move (see RequestTimeout). Zero means DefaultMinRate (16 KiB/s).
 	MinRate int64
+	// MaxServing bounds the requests the endpoint serves at once over all its connections,
+	// whatever their keys and sources: a request beyond it is answered at once with ErrBusy,
+	// its payload unread. Zero means DefaultMaxServing (4096).
+	MaxServing int
 	// Refused, if set, is told of every connection and request this endpoint refuses on a
-	// limit or from its header, with the reason sent to the peer: it wraps ErrConnLimit,
-	// ErrUnknownType, ErrPayloadTooLarge or ErrTooSlow, or is a Router's own refusal. For
+	// limit, as malformed, or from its header, with the reason sent to the peer: it wraps
+	// ErrConnLimit, ErrBusy, ErrTooSlow, ErrUnknownType, ErrPayloadTooLarge, one of the frame
+	// errors (ErrBadMagic, ErrHeaderTooLarge, ErrMalformedHeader, ErrChecksum,
+	// ErrTrailingData), or is a Router's own refusal. For
 	// metrics and logs; it must not block.
 	Refused func(peer NodeID, err error)
 }
@@ -117,6 +128,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: RequestTimeout %v is negative", ErrConfig, c.RequestTimeout)
 	case c.MinRate < 0:
 		return fmt.Errorf("%w: MinRate %d is negative", ErrConfig, c.MinRate)
+	case c.MaxServing < 0:
+		return fmt.Errorf("%w: MaxServing %d is negative", ErrConfig, c.MaxServing)
 	}
 	d := c.withDefaults()
 	if d.InitialStreamWindow > d.MaxStreamWindow {
@@ -171,6 +184,9 @@ func (c Config) withDefaults() Config {
 	if c.MinRate == 0 {
 		c.MinRate = DefaultMinRate
 	}
+	if c.MaxServing == 0 {
+		c.MaxServing = DefaultMaxServing
+	}
 	return c
 }
 
@@ -180,11 +196,25 @@ type connLimits struct {
 	requestTimeout time.Duration
 	minRate        int64
 	refused        func(NodeID, error)
+	serving        *atomic.Int64 // requests being served by the endpoint, all connections
+	maxServing     int64
 }
 
 func (c *Config) connLimits() connLimits {
-	return connLimits{maxRequests: c.MaxConcurrentRequests, requestTimeout: c.RequestTimeout, minRate: c.MinRate, refused: c.Refused}
+	return connLimits{maxRequests: c.MaxConcurrentRequests, requestTimeout: c.RequestTimeout, minRate: c.MinRate, refused: c.Refused,
+		serving: new(atomic.Int64), maxServing: int64(c.MaxServing)}
 }
+
+// startServing takes one of the endpoint's MaxServing places, or says it has none.
+func (l connLimits) startServing() error {
+	if n := l.serving.Add(1); n > l.maxServing {
+		l.serving.Add(-1)
+		return fmt.Errorf("%w: %d requests in progress, limit %d (MaxServing)", ErrBusy, n-1, l.maxServing)
+	}
+	return nil
+}
+
+func (l connLimits) doneServing() { l.serving.Add(-1) }
 
 // refuse tells the Refused hook, if any, of err.
 func (l connLimits) refuse(peer NodeID, err error) {
@@ -239,6 +269,7 @@ type Endpoint struct {
 	closed   bool
 	byKey    map[NodeID]int // accepted connections open, per peer key
 	bySource map[string]int // and per source (sourceOf)
+	limits   connLimits     // shared by the endpoint's connections
 }
 
 // NewEndpoint makes a dial-only endpoint on pc; call Listen to accept connections too.
@@ -250,7 +281,7 @@ func NewEndpoint(pc net.PacketConn, cfg Config) (*Endpoint, error) {
 	}
 	c := cfg.withDefaults()
 	return &Endpoint{cfg: c, pc: pc, tr: &quic.Transport{Conn: pc}, qcfg: c.quicConfig(),
-		byKey: map[NodeID]int{}, bySource: map[string]int{}}, nil
+		byKey: map[NodeID]int{}, bySource: map[string]int{}, limits: c.connLimits()}, nil
 }
 
 // Listen makes an endpoint on pc that accepts connections (and can dial).
@@ -341,7 +372,7 @@ func (e *Endpoint) Accept(ctx context.Context) (*Conn, error) {
 		if err != nil {
 			return nil, fmt.Errorf("transport: accept: %w", err)
 		}
-		c, err := newConn(qc, &e.cfg)
+		c, err := e.newConn(qc)
 		if err != nil {
 			continue // newConn closed it; the next one may be fine
 		}
@@ -415,7 +446,7 @@ func (e *Endpoint) DialAddr(ctx context.Context, addr net.Addr) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
 	}
-	return newConn(qc, &e.cfg)
+	return e.newConn(qc)
 }
 
 // DialNode connects to addr and checks that the peer is the node want.
@@ -489,7 +520,7 @@ type Conn struct {
 	limits     connLimits
 }
 
-func newConn(qc *quic.Conn, cfg *Config) (*Conn, error) {
+func (e *Endpoint) newConn(qc *quic.Conn) (*Conn, error) {
 	st := qc.ConnectionState().TLS
 	if len(st.PeerCertificates) != 1 {
 		qc.CloseWithError(1, "no peer certificate")
@@ -504,7 +535,7 @@ func newConn(qc *quic.Conn, cfg *Config) (*Conn, error) {
 		qc.CloseWithError(1, "bad ALPN")
 		return nil, fmt.Errorf("transport: peer negotiated ALPN %q, want %q", st.NegotiatedProtocol, ALPN)
 	}
-	return &Conn{qc: qc, peer: NodeIDFromPublicKey(pub), peerKey: pub, maxPayload: cfg.MaxPayload, limits: cfg.connLimits()}, nil
+	return &Conn{qc: qc, peer: NodeIDFromPublicKey(pub), peerKey: pub, maxPayload: e.cfg.MaxPayload, limits: e.limits}, nil
 }
 
 // Peer is the NodeID of the remote node.

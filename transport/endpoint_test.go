@@ -52,6 +52,7 @@ func TestConfigValidate(t *testing.T) {
 		{"neg-requests", Config{Identity: id, MaxConcurrentRequests: -1}, "MaxConcurrentRequests"},
 		{"neg-request-timeout", Config{Identity: id, RequestTimeout: -time.Second}, "RequestTimeout"},
 		{"neg-rate", Config{Identity: id, MinRate: -1}, "MinRate"},
+		{"neg-serving", Config{Identity: id, MaxServing: -1}, "MaxServing"},
 		{"no-conn-limits", Config{Identity: id, MaxConnsPerKey: -1, MaxConnsPerSource: -1}, ""},
 		{"neg-payload", Config{Identity: id, MaxPayload: -1}, "MaxPayload"},
 		{"stream-window", Config{Identity: id, InitialStreamWindow: 8 << 20, MaxStreamWindow: 1 << 20}, "InitialStreamWindow"},

@@ -479,3 +479,117 @@ func TestConnLimitsOff(t *testing.T) {
 		}
 	}
 }
+
+// TestMaxServing: an endpoint serves at most MaxServing requests at once over all its
+// connections and keys; one more is answered at once with ErrBusy, and served once a place is
+// free.
+func TestMaxServing(t *testing.T) {
+	release := make(chan struct{})
+	var busy atomic.Int32
+	srv, err := ListenAddr("127.0.0.1:0", Config{Identity: testIdentity(t, 1), MaxServing: 2,
+		Refused: func(_ NodeID, err error) {
+			if errors.Is(err, ErrBusy) {
+				busy.Add(1)
+			}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() {
+		srv.Serve(ctx, Handler(func(_ context.Context, _ NodeID, req Message) (Message, error) {
+			if req.Type == "wait" {
+				<-release
+			}
+			return Message{Header: Header{Type: "ok"}}, nil
+		}))
+		close(served)
+	}()
+	defer func() { cancel(); srv.Close(); <-served }()
+	dctx := testCtx(t, 20*time.Second)
+	dial := func(seed byte) *Conn {
+		c, err := Dial(dctx, srv.Addr().String(), Config{Identity: testIdentity(t, seed)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	a, b := dial(2), dial(3)
+	errs := make(chan error, 2)
+	for _, c := range []*Conn{a, b} {
+		go func() {
+			_, err := Call(dctx, c, Message{Header: Header{Type: "wait"}})
+			errs <- err
+		}()
+	}
+	time.Sleep(300 * time.Millisecond) // both are being served
+	start := time.Now()
+	_, err = Call(dctx, dial(4), Message{Header: Header{Type: "x", ID: 7}, Payload: make([]byte, 4<<20)})
+	var re *RemoteError
+	if !errors.As(err, &re) || !strings.Contains(re.Msg, "transport: server busy: 2 requests in progress, limit 2 (MaxServing)") {
+		t.Fatalf("a third request: err = %v, want ErrBusy", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("ErrBusy after %v", d)
+	}
+	if busy.Load() != 1 {
+		t.Fatalf("Refused told of %d busy refusals, want 1", busy.Load())
+	}
+	close(release)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := Call(dctx, a, Message{Header: Header{Type: "x"}}); err != nil {
+		t.Fatalf("after the others ended: %v", err)
+	}
+}
+
+// TestBadFramesAreAnswered: a request that is not a valid frame is answered with the frame
+// error, naming what was wrong and the limit, rather than dropped without a word.
+func TestBadFramesAreAnswered(t *testing.T) {
+	var refusals atomic.Int32
+	h := Handler(func(_ context.Context, _ NodeID, req Message) (Message, error) {
+		return Message{Header: Header{Type: "ok"}}, nil
+	})
+	cli, _ := servedPair(t, h, Config{Refused: func(NodeID, error) { refusals.Add(1) }}, 2)
+	ctx := testCtx(t, 20*time.Second)
+	good := frameBytes(t, Header{Type: "x", ID: 5}, []byte("payload"))
+	badCRC := append([]byte(nil), good...)
+	badCRC[len(badCRC)-1] ^= 1
+	tooLarge := append([]byte{'C', 'H', 1}, binary.BigEndian.AppendUint32(nil, MaxHeaderSize+1)...)
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		want  string
+	}{
+		{"bad magic", []byte("GET / HTTP/1.1\r\n\r\n"), "not a Cohort frame"},
+		{"header too large", tooLarge, "frame header too large: 65537 bytes, limit 65536"},
+		{"malformed header", append([]byte{'C', 'H', 1, 0, 0, 0, 1}, 0xc1), "malformed frame header"},
+		{"checksum", badCRC, "x payload CRC32C"},
+		{"trailing data", append(append([]byte(nil), good...), 0), "data after the message"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := rawStream(t, ctx, cli, tc.frame)
+			st.Close()
+			st.SetDeadline(time.Now().Add(5 * time.Second))
+			m, err := ReadMessage(st, 0)
+			if err != nil || !strings.Contains(m.Err, tc.want) {
+				t.Fatalf("reply %+v, %v; want an error containing %q", m.Header, err, tc.want)
+			}
+		})
+	}
+	if n := refusals.Load(); n != 5 {
+		t.Fatalf("Refused told of %d bad frames, want 5", n)
+	}
+	// A stream that ends inside its frame is simply dropped: there is nobody to tell.
+	st := rawStream(t, ctx, cli, good[:10])
+	st.Close()
+	st.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := ReadMessage(st, 0); err == nil {
+		t.Fatal("a truncated request got a reply")
+	}
+}

@@ -20,6 +20,10 @@ const (
 	codeRefused  uint64 = 0x12 // refused from its header: the payload is not read
 )
 
+// ErrBusy is returned (to the caller, as a RemoteError) when the endpoint already serves
+// Config.MaxServing requests; the request is not read. Retrying later may succeed.
+var ErrBusy = errors.New("transport: server busy")
+
 // ErrTooSlow is returned (to the caller, as a RemoteError) when a request's header or payload
 // did not arrive in the time Config.RequestTimeout and MinRate give it; the stream is then
 // closed for reading.
@@ -155,6 +159,11 @@ func Serve(ctx context.Context, c *Conn, r Router) error {
 		}
 		wg.Go(func() {
 			defer func() { <-slots }()
+			if err := c.limits.startServing(); err != nil {
+				refuse(st, c, Message{}, err)
+				return
+			}
+			defer c.limits.doneServing()
 			serveStream(ctx, c, st, r)
 		})
 	}
@@ -183,6 +192,10 @@ func serveStream(ctx context.Context, c *Conn, st *Stream, r Router) {
 		refuse(st, c, Message{}, fmt.Errorf("%w: header not received within %v (RequestTimeout)", ErrTooSlow, lim.requestTimeout))
 		return
 	}
+	if badFrame(err) {
+		refuse(st, c, Message{}, err) // a sender that speaks the protocol wrongly learns how
+		return
+	}
 	if err != nil {
 		st.Abort(codeBadFrame)
 		return
@@ -207,8 +220,12 @@ func serveStream(ctx context.Context, c *Conn, st *Stream, r Router) {
 			ErrTooSlow, wh.Type, wh.Len, budget, lim.requestTimeout, lim.minRate))
 		return
 	}
+	if badFrame(err) {
+		refuse(st, c, Message{Header: Header{Type: wh.Type, ID: wh.ID}}, err)
+		return
+	}
 	if err != nil {
-		st.Abort(codeBadFrame)
+		st.Abort(codeBadFrame) // the stream ended or was reset: nobody to tell
 		return
 	}
 	st.s.SetReadDeadline(time.Time{})
@@ -218,6 +235,16 @@ func serveStream(ctx context.Context, c *Conn, st *Stream, r Router) {
 	}
 	out.ID = req.ID
 	reply(st, lim, out, err)
+}
+
+// badFrame reports a frame error the sender can be told about (not an ended or reset stream).
+func badFrame(err error) bool {
+	for _, e := range []error{ErrBadMagic, ErrHeaderTooLarge, ErrMalformedHeader, ErrChecksum, ErrTrailingData} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // refuse stops reading st and answers it with err.
