@@ -135,9 +135,10 @@ func (h Handler) Route(context.Context, NodeID, Header) (Handler, int64, error) 
 }
 
 // Serve answers every stream c's peer opens with r, each in its own goroutine, until c
-// closes or ctx is done. At most the endpoint's MaxConcurrentRequests streams are served
-// at once; further streams wait, unread, until one ends. It waits for running handlers
-// before returning.
+// closes or ctx is done. At most the endpoint's MaxConcurrentRequests streams of c are
+// served at once (further streams wait until one ends), and at most MaxServing over all the
+// endpoint's connections (a stream beyond it is answered with ErrBusy). It waits for running
+// handlers before returning.
 func Serve(ctx context.Context, c *Conn, r Router) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
