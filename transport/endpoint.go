@@ -32,7 +32,8 @@ const (
 	// DefaultMaxConnsPerKey leaves a member its DefaultStripes transfer connections and its
 	// call connection, twice over for a restart whose old connections are still timing out.
 	DefaultMaxConnsPerKey = 16
-	// DefaultMaxConnsPerSource leaves room for about 15 members behind one NAT address.
+	// DefaultMaxConnsPerSource leaves room behind one NAT address for about 28 members
+	// fetching a model at once (9 connections each), and more between fetches.
 	DefaultMaxConnsPerSource = 256
 	DefaultRequestTimeout    = 10 * time.Second
 	DefaultMinRate           = 16 << 10 // 16 KiB/s
@@ -90,8 +91,8 @@ type Config struct {
 	MaxConnsPerSource int
 	// RequestTimeout bounds how long a served request's header may take to arrive once
 	// Serve takes up its stream; its payload gets RequestTimeout plus its length at MinRate,
-	// and so does the reply. A stream that stalls is reset. Zero means
-	// DefaultRequestTimeout (10 s).
+	// and so does the reply. A request that stalls is answered with ErrTooSlow and no
+	// longer read. Zero means DefaultRequestTimeout (10 s).
 	RequestTimeout time.Duration
 	// MinRate, in bytes per second, is the slowest a served request's payload or its reply
 	// may move (see RequestTimeout). Zero means DefaultMinRate (16 KiB/s).
@@ -104,8 +105,8 @@ type Config struct {
 	// limit, as malformed, or from its header, with the reason sent to the peer: it wraps
 	// ErrConnLimit, ErrBusy, ErrTooSlow, ErrUnknownType, ErrPayloadTooLarge, one of the frame
 	// errors (ErrBadMagic, ErrHeaderTooLarge, ErrMalformedHeader, ErrChecksum,
-	// ErrTrailingData), or is a Router's own refusal. For
-	// metrics and logs; it must not block.
+	// ErrTrailingData), or is a Router's own refusal. For metrics and logs; it must not
+	// block.
 	Refused func(peer NodeID, err error)
 }
 
