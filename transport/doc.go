@@ -53,7 +53,8 @@
 // MaxConnsPerSource per source address (SourceOf), closing further ones at accept with
 // CodeConnLimit; a connection has at most MaxIncomingStreams streams open and
 // MaxConcurrentRequests served at once (by default the same, so none waits unread), and the
-// endpoint at most MaxServing over all connections (beyond it a request gets ErrBusy, unread);
+// endpoint at most MaxServing over all connections and MaxServingPerSource from one source
+// (beyond them a request gets ErrBusy, unread);
 // a request's header must arrive within RequestTimeout and its payload, like the reply, at
 // MinRate, or it is answered with ErrTooSlow. Refused tells the application of each refusal.
 //

@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -41,6 +40,9 @@ const (
 	// connections: a few per member (a next-round and an aggregate long-poll, an upload) for
 	// several hundred members.
 	DefaultMaxServing = 4096
+	// DefaultMaxServingPerSource is a quarter of it: taking them all needs four sources, and
+	// one source holds two keys' worth (MaxConnsPerKey × MaxIncomingStreams each).
+	DefaultMaxServingPerSource = 1024
 )
 
 // ErrConfig is wrapped by every Config.Validate error.
@@ -101,6 +103,10 @@ type Config struct {
 	// whatever their keys and sources: a request beyond it is answered at once with ErrBusy,
 	// its payload unread. Zero means DefaultMaxServing (4096).
 	MaxServing int
+	// MaxServingPerSource does the same for the connections of one source (SourceOf), so
+	// that one address cannot take them all. Zero means DefaultMaxServingPerSource (1024);
+	// negative means no limit but MaxServing.
+	MaxServingPerSource int
 	// Refused, if set, is told of every connection and request this endpoint refuses on a
 	// limit, as malformed, or from its header, with the reason sent to the peer: it wraps
 	// ErrConnLimit, ErrBusy, ErrTooSlow, ErrUnknownType, ErrPayloadTooLarge, one of the frame
@@ -131,6 +137,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: MinRate %d is negative", ErrConfig, c.MinRate)
 	case c.MaxServing < 0:
 		return fmt.Errorf("%w: MaxServing %d is negative", ErrConfig, c.MaxServing)
+	case c.MaxServingPerSource > 0 && c.MaxServing > 0 && c.MaxServingPerSource > c.MaxServing:
+		return fmt.Errorf("%w: MaxServingPerSource %d exceeds MaxServing %d", ErrConfig, c.MaxServingPerSource, c.MaxServing)
 	}
 	d := c.withDefaults()
 	if d.InitialStreamWindow > d.MaxStreamWindow {
@@ -188,6 +196,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxServing == 0 {
 		c.MaxServing = DefaultMaxServing
 	}
+	if c.MaxServingPerSource == 0 {
+		c.MaxServingPerSource = DefaultMaxServingPerSource
+	}
 	return c
 }
 
@@ -197,25 +208,46 @@ type connLimits struct {
 	requestTimeout time.Duration
 	minRate        int64
 	refused        func(NodeID, error)
-	serving        *atomic.Int64 // requests being served by the endpoint, all connections
-	maxServing     int64
+	serving        *serving // shared by the endpoint's connections
 }
 
 func (c *Config) connLimits() connLimits {
 	return connLimits{maxRequests: c.MaxConcurrentRequests, requestTimeout: c.RequestTimeout, minRate: c.MinRate, refused: c.Refused,
-		serving: new(atomic.Int64), maxServing: int64(c.MaxServing)}
+		serving: &serving{max: c.MaxServing, maxPerSource: c.MaxServingPerSource, bySource: map[string]int{}}}
 }
 
-// startServing takes one of the endpoint's MaxServing places, or says it has none.
-func (l connLimits) startServing() error {
-	if n := l.serving.Add(1); n > l.maxServing {
-		l.serving.Add(-1)
-		return fmt.Errorf("%w: %d requests in progress, limit %d (MaxServing)", ErrBusy, n-1, l.maxServing)
+// serving counts the requests an endpoint serves, in all and per source.
+type serving struct {
+	max, maxPerSource int
+	mu                sync.Mutex
+	total             int
+	bySource          map[string]int
+}
+
+// start takes one of the endpoint's places and one of src's, or says which it lacks.
+func (s *serving) start(src string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.total >= s.max {
+		return fmt.Errorf("%w: %d requests in progress, limit %d (MaxServing)", ErrBusy, s.total, s.max)
 	}
+	if n := s.bySource[src]; s.maxPerSource > 0 && n >= s.maxPerSource {
+		return fmt.Errorf("%w: %d requests in progress from %s, limit %d (MaxServingPerSource)", ErrBusy, n, src, s.maxPerSource)
+	}
+	s.total++
+	s.bySource[src]++
 	return nil
 }
 
-func (l connLimits) doneServing() { l.serving.Add(-1) }
+// done gives back what start took.
+func (s *serving) done(src string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total--
+	if s.bySource[src]--; s.bySource[src] <= 0 {
+		delete(s.bySource, src)
+	}
+}
 
 // refuse tells the Refused hook, if any, of err.
 func (l connLimits) refuse(peer NodeID, err error) {
@@ -389,7 +421,7 @@ func (e *Endpoint) Accept(ctx context.Context) (*Conn, error) {
 // admit counts c against its key's and source's limits, or says which it exceeds. The
 // counts go down when c closes.
 func (e *Endpoint) admit(c *Conn) error {
-	src := sourceOf(c.RemoteAddr())
+	src := c.source
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if n := e.byKey[c.peer]; e.cfg.MaxConnsPerKey > 0 && n >= e.cfg.MaxConnsPerKey {
@@ -519,6 +551,7 @@ type Conn struct {
 	peerKey    ed25519.PublicKey
 	maxPayload int64
 	limits     connLimits
+	source     string // sourceOf(RemoteAddr())
 }
 
 func (e *Endpoint) newConn(qc *quic.Conn) (*Conn, error) {
@@ -536,7 +569,8 @@ func (e *Endpoint) newConn(qc *quic.Conn) (*Conn, error) {
 		qc.CloseWithError(1, "bad ALPN")
 		return nil, fmt.Errorf("transport: peer negotiated ALPN %q, want %q", st.NegotiatedProtocol, ALPN)
 	}
-	return &Conn{qc: qc, peer: NodeIDFromPublicKey(pub), peerKey: pub, maxPayload: e.cfg.MaxPayload, limits: e.limits}, nil
+	return &Conn{qc: qc, peer: NodeIDFromPublicKey(pub), peerKey: pub, maxPayload: e.cfg.MaxPayload, limits: e.limits,
+		source: sourceOf(qc.RemoteAddr())}, nil
 }
 
 // Peer is the NodeID of the remote node.

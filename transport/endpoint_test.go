@@ -53,6 +53,7 @@ func TestConfigValidate(t *testing.T) {
 		{"neg-request-timeout", Config{Identity: id, RequestTimeout: -time.Second}, "RequestTimeout"},
 		{"neg-rate", Config{Identity: id, MinRate: -1}, "MinRate"},
 		{"neg-serving", Config{Identity: id, MaxServing: -1}, "MaxServing"},
+		{"per-source-above-all", Config{Identity: id, MaxServing: 10, MaxServingPerSource: 11}, "MaxServingPerSource"},
 		{"no-conn-limits", Config{Identity: id, MaxConnsPerKey: -1, MaxConnsPerSource: -1}, ""},
 		{"neg-payload", Config{Identity: id, MaxPayload: -1}, "MaxPayload"},
 		{"stream-window", Config{Identity: id, InitialStreamWindow: 8 << 20, MaxStreamWindow: 1 << 20}, "InitialStreamWindow"},

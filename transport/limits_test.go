@@ -593,3 +593,66 @@ func TestBadFramesAreAnswered(t *testing.T) {
 		t.Fatal("a truncated request got a reply")
 	}
 }
+
+// TestMaxServingPerSource: one source address gets at most MaxServingPerSource of the
+// endpoint's places; another source is served meanwhile.
+func TestMaxServingPerSource(t *testing.T) {
+	other, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 2)})
+	if err != nil {
+		t.Skipf("no second loopback address: %v", err)
+	}
+	release := make(chan struct{})
+	srv, err := ListenAddr("127.0.0.1:0", Config{Identity: testIdentity(t, 1), MaxServing: 10, MaxServingPerSource: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan struct{})
+	go func() {
+		srv.Serve(ctx, Handler(func(_ context.Context, _ NodeID, req Message) (Message, error) {
+			if req.Type == "wait" {
+				<-release
+			}
+			return Message{Header: Header{Type: "ok"}}, nil
+		}))
+		close(served)
+	}()
+	defer func() { cancel(); srv.Close(); <-served }()
+	dctx := testCtx(t, 20*time.Second)
+	c, err := Dial(dctx, srv.Addr().String(), Config{Identity: testIdentity(t, 2)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() {
+			_, err := Call(dctx, c, Message{Header: Header{Type: "wait"}})
+			errs <- err
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	_, err = Call(dctx, c, Message{Header: Header{Type: "x"}})
+	var re *RemoteError
+	if !errors.As(err, &re) || !strings.Contains(re.Msg, "server busy: 2 requests in progress from 127.0.0.1, limit 2 (MaxServingPerSource)") {
+		t.Fatalf("a third request from one source: err = %v", err)
+	}
+	oep, err := NewEndpoint(other, Config{Identity: testIdentity(t, 3)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oep.Close()
+	oc, err := oep.Dial(dctx, srv.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Call(dctx, oc, Message{Header: Header{Type: "x"}}); err != nil {
+		t.Fatalf("a request from another source: %v", err)
+	}
+	close(release)
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -160,11 +160,11 @@ func Serve(ctx context.Context, c *Conn, r Router) error {
 		}
 		wg.Go(func() {
 			defer func() { <-slots }()
-			if err := c.limits.startServing(); err != nil {
+			if err := c.limits.serving.start(c.source); err != nil {
 				refuse(st, c, Message{}, err)
 				return
 			}
-			defer c.limits.doneServing()
+			defer c.limits.serving.done(c.source)
 			serveStream(ctx, c, st, r)
 		})
 	}
