@@ -482,6 +482,31 @@ func TestRegistrationFloodIsRateLimited(t *testing.T) {
 	if src, key := refusedCount(t, c.servers[0], "rate_limited_source"), refusedCount(t, c.servers[0], "rate_limited_key"); src != 12 || key != 5 {
 		t.Fatalf("cohort_refused_total: %v rate_limited_source, %v rate_limited_key, want 12 (10 + 1 + 1) and 5", src, key)
 	}
+
+	// Another registered key of the same source has a budget of its own, but the source's
+	// (400, full again a second after the flood; since then 2 registrations and sybil-0's 205
+	// submits spent it) bounds them together.
+	id1 := testIdentity(t, "sybil-1")
+	conn1, err := transport.Dial(ctx, target, transport.Config{Identity: id1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn1.Close()
+	sg1, err := consensus.NewSigner(id1.Key, uint64(clk.now().UnixNano()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	judged := 0
+	for range DefaultSubmitBurst {
+		err := submitAs(ctx, t, conn1, sg1, &consensus.VoteBody{Proposal: 4242, Yes: true})
+		if err != nil && strings.Contains(err.Error(), "rate limited: submits from 127.0.0.1 exceed 400 at 100/s") {
+			break
+		}
+		judged++
+	}
+	if want := DefaultSourceBurst - 2 - (DefaultSubmitBurst + 5); judged != want {
+		t.Fatalf("sybil-1 had %d submits judged before its source's budget ran out, want %d", judged, want)
+	}
 }
 
 // TestLongPollsPerKeyBounded: one key has at most MaxLongPolls next-round long-polls waiting

@@ -23,9 +23,14 @@ type Limits struct {
 	RegisterRate  float64
 	// SubmitBurst and SubmitRate bound every submit a key sends directly (registrations
 	// included) the same way. Submits a registered coordinator forwards were counted at the
-	// coordinator that took them. Zero means 100 and 20/s.
+	// coordinator that took them. Zero means 200 and 20/s.
 	SubmitBurst int
 	SubmitRate  float64
+	// SourceBurst and SourceRate bound every submit from one source, whatever its keys: the
+	// keys a source registered over time each have their own SubmitBurst, this bounds them
+	// together. Zero means 400 and 100/s (an office of members behind one address).
+	SourceBurst int
+	SourceRate  float64
 	// MaxLongPolls caps the next-round long-polls one key has waiting on this node at once.
 	// Zero means 8.
 	MaxLongPolls int
@@ -40,8 +45,10 @@ type Limits struct {
 const (
 	DefaultRegisterBurst = 20
 	DefaultRegisterRate  = 2.0
-	DefaultSubmitBurst   = 100
+	DefaultSubmitBurst   = 200
 	DefaultSubmitRate    = 20.0
+	DefaultSourceBurst   = 400
+	DefaultSourceRate    = 100.0
 	DefaultMaxLongPolls  = 8
 )
 
@@ -57,6 +64,12 @@ func (l Limits) withDefaults() Limits {
 	}
 	if l.SubmitRate == 0 {
 		l.SubmitRate = DefaultSubmitRate
+	}
+	if l.SourceBurst <= 0 {
+		l.SourceBurst = DefaultSourceBurst
+	}
+	if l.SourceRate == 0 {
+		l.SourceRate = DefaultSourceRate
 	}
 	if l.MaxLongPolls <= 0 {
 		l.MaxLongPolls = DefaultMaxLongPolls
@@ -165,7 +178,8 @@ func refusalReason(err error) string {
 // limiters holds a Server's per-source and per-key budgets.
 type limiters struct {
 	cfg      Limits
-	register *rateLimiter // per source
+	register *rateLimiter // per source: registrations and unknown keys' submits
+	source   *rateLimiter // per source: all submits
 	submit   *rateLimiter // per key
 
 	mu        sync.Mutex
@@ -177,6 +191,7 @@ func newLimiters(l Limits) *limiters {
 	return &limiters{
 		cfg:       l,
 		register:  newRateLimiter("registrations and unregistered keys' submits from", l.RegisterBurst, l.RegisterRate, l.Now),
+		source:    newRateLimiter("submits from", l.SourceBurst, l.SourceRate, l.Now),
 		submit:    newRateLimiter("submits from", l.SubmitBurst, l.SubmitRate, l.Now),
 		longPolls: map[string]int{},
 	}

@@ -81,8 +81,10 @@ func (c *Config) Validate() error {
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		return fmt.Errorf("coordinator: --listen %q: want a concrete IP address and port", c.Listen)
 	}
-	if l := c.Limits; math.IsNaN(l.RegisterRate) || math.IsInf(l.RegisterRate, 0) || math.IsNaN(l.SubmitRate) || math.IsInf(l.SubmitRate, 0) {
-		return fmt.Errorf("coordinator: rate limits %g/s (register) and %g/s (submit) must be finite", l.RegisterRate, l.SubmitRate)
+	for _, r := range []float64{c.Limits.RegisterRate, c.Limits.SubmitRate, c.Limits.SourceRate} {
+		if math.IsNaN(r) || math.IsInf(r, 0) {
+			return fmt.Errorf("coordinator: rate limit %g/s must be finite", r)
+		}
 	}
 	tc := c.Transport
 	tc.Identity = c.Identity
@@ -486,19 +488,23 @@ func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req tr
 	return reply, err
 }
 
-// rateLimit spends a token of the sender's submit budget and, for a registration or anything
-// else from a key the state does not know, one of its source's: a key is free to make, a source
-// address is not.
+// rateLimit spends a token of the sender's submit budget and of its source's and, for a
+// registration or anything else from a key the state does not know, one of its source's
+// registration budget: a key is free to make, a source address is not.
 func (s *Server) rateLimit(ctx context.Context, peer transport.NodeID, env consensus.Envelope) error {
+	src := "unknown source"
+	if c, ok := transport.ConnFromContext(ctx); ok {
+		src = s.lim.cfg.Source(c.RemoteAddr())
+	}
 	if env.Type == consensus.CmdRegister || !s.isMember(peer.String()) && !s.isCoordinator(peer.String()) {
-		src := "unknown source"
-		if c, ok := transport.ConnFromContext(ctx); ok {
-			src = s.lim.cfg.Source(c.RemoteAddr())
-		}
 		if err := s.lim.register.take(src); err != nil {
 			s.metrics.observeRefused("rate_limited_source")
 			return err
 		}
+	}
+	if err := s.lim.source.take(src); err != nil {
+		s.metrics.observeRefused("rate_limited_source")
+		return err
 	}
 	if err := s.lim.submit.take(peer.String()); err != nil {
 		s.metrics.observeRefused("rate_limited_key")

@@ -122,7 +122,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			Raft: consensus.Config{HeartbeatTimeout: 2 * time.Second, ElectionTimeout: 2 * time.Second, LeaderLeaseTimeout: time.Second},
 			// Every peer of a simulation connects and registers from 127.0.0.1: limits per
 			// source address would count them all as one. Per-key limits stay.
-			Transport: transport.Config{MaxConnsPerSource: -1, MaxServingPerSource: -1}, Limits: coordinator.Limits{RegisterRate: -1}})
+			Transport: transport.Config{MaxConnsPerSource: -1, MaxServingPerSource: -1}, Limits: coordinator.Limits{RegisterRate: -1, SourceRate: -1}})
 		if err != nil {
 			return nil, err
 		}
