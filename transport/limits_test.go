@@ -485,7 +485,7 @@ func TestConnLimitsOff(t *testing.T) {
 // free.
 func TestMaxServing(t *testing.T) {
 	release := make(chan struct{})
-	var busy atomic.Int32
+	var busy, waiting atomic.Int32
 	srv, err := ListenAddr("127.0.0.1:0", Config{Identity: testIdentity(t, 1), MaxServing: 2,
 		Refused: func(_ NodeID, err error) {
 			if errors.Is(err, ErrBusy) {
@@ -500,6 +500,7 @@ func TestMaxServing(t *testing.T) {
 	go func() {
 		srv.Serve(ctx, Handler(func(_ context.Context, _ NodeID, req Message) (Message, error) {
 			if req.Type == "wait" {
+				waiting.Add(1)
 				<-release
 			}
 			return Message{Header: Header{Type: "ok"}}, nil
@@ -524,7 +525,11 @@ func TestMaxServing(t *testing.T) {
 			errs <- err
 		}()
 	}
-	time.Sleep(300 * time.Millisecond) // both are being served
+	for deadline := time.Now().Add(10 * time.Second); waiting.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the two requests were not served")
+		}
+	}
 	start := time.Now()
 	_, err = Call(dctx, dial(4), Message{Header: Header{Type: "x", ID: 7}, Payload: make([]byte, 4<<20)})
 	var re *RemoteError
@@ -602,6 +607,7 @@ func TestMaxServingPerSource(t *testing.T) {
 		t.Skipf("no second loopback address: %v", err)
 	}
 	release := make(chan struct{})
+	var waiting atomic.Int32
 	srv, err := ListenAddr("127.0.0.1:0", Config{Identity: testIdentity(t, 1), MaxServing: 10, MaxServingPerSource: 2})
 	if err != nil {
 		t.Fatal(err)
@@ -611,6 +617,7 @@ func TestMaxServingPerSource(t *testing.T) {
 	go func() {
 		srv.Serve(ctx, Handler(func(_ context.Context, _ NodeID, req Message) (Message, error) {
 			if req.Type == "wait" {
+				waiting.Add(1)
 				<-release
 			}
 			return Message{Header: Header{Type: "ok"}}, nil
@@ -631,7 +638,11 @@ func TestMaxServingPerSource(t *testing.T) {
 			errs <- err
 		}()
 	}
-	time.Sleep(300 * time.Millisecond)
+	for deadline := time.Now().Add(10 * time.Second); waiting.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the two requests were not served")
+		}
+	}
 	_, err = Call(dctx, c, Message{Header: Header{Type: "x"}})
 	var re *RemoteError
 	if !errors.As(err, &re) || !strings.Contains(re.Msg, "server busy: 2 requests in progress from 127.0.0.1, limit 2 (MaxServingPerSource)") {
