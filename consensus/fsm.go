@@ -21,7 +21,8 @@ type applyResponse struct {
 type fsm struct {
 	mu      sync.RWMutex
 	state   *State
-	applied uint64 // index of the last log entry applied
+	applied uint64   // index of the last log entry applied
+	changed notifier // told after every applied batch and restore (Node.Changed)
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -42,6 +43,7 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		}
 	}
 	out := make([]any, len(logs))
+	defer f.changed.notify() // deferred first, so it runs after the unlock
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if len(logs) > 1 {
@@ -97,6 +99,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	f.state = s
 	f.applied = binary.BigEndian.Uint64(hdr[:])
 	f.mu.Unlock()
+	f.changed.notify()
 	return nil
 }
 

@@ -281,7 +281,8 @@ func retryable(err error) bool {
 	if !errors.As(err, &re) {
 		return true // dial or connection failure
 	}
-	return strings.HasPrefix(re.Msg, unavailablePrefix)
+	// A coordinator serving all it may (transport.Config.MaxServing) did not read the request.
+	return strings.HasPrefix(re.Msg, unavailablePrefix) || strings.HasPrefix(re.Msg, transport.ErrBusy.Error())
 }
 
 // callLimit bounds one call to one coordinator before the client tries the next.

@@ -47,6 +47,12 @@ type cluster struct {
 
 func startCluster(t *testing.T, n int) *cluster {
 	t.Helper()
+	return startClusterWith(t, n, nil)
+}
+
+// startClusterWith is startCluster with each node's Config changed by tune (if not nil).
+func startClusterWith(t *testing.T, n int, tune func(*Config)) *cluster {
+	t.Helper()
 	c := &cluster{}
 	var peers []consensus.Peer
 	for i := 0; i < n; i++ {
@@ -57,8 +63,12 @@ func startCluster(t *testing.T, n int) *cluster {
 	}
 	dir := t.TempDir()
 	for i := 0; i < n; i++ {
-		s, err := New(Config{ID: peers[i].ID, Dir: fmt.Sprintf("%s/%s", dir, peers[i].ID), Listen: c.addrs[i],
-			Peers: peers, Identity: testIdentity(t, peers[i].ID), Raft: fastRaft(), Tick: 50 * time.Millisecond})
+		cfg := Config{ID: peers[i].ID, Dir: fmt.Sprintf("%s/%s", dir, peers[i].ID), Listen: c.addrs[i],
+			Peers: peers, Identity: testIdentity(t, peers[i].ID), Raft: fastRaft(), Tick: 50 * time.Millisecond}
+		if tune != nil {
+			tune(&cfg)
+		}
+		s, err := New(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -303,6 +303,37 @@ func CheckHyperparams(h consensus.Hyperparams) error {
 	return err
 }
 
+// uploadSlack is what an upload's payload may exceed its codec's largest encoding by: none is
+// needed today; it absorbs a codec header that grows by a few bytes in a later version.
+const uploadSlack = 4 << 10
+
+// uploadLimit bounds an upload's payload from its header, before any of it is read: only a
+// participant of the round may send one, for a slice this node aggregates, and no larger than
+// the cohort's codec can encode that slice in. A stranger's upload costs its header.
+func (s *Server) uploadLimit(_ context.Context, peer transport.NodeID, h transport.Header) (int64, error) {
+	var u protocol.Upload
+	if err := h.DecodeBody(&u); err != nil {
+		return 0, err
+	}
+	if !s.isMember(peer.String()) {
+		// Before roundSlice, which waits a few seconds for a round this node has not applied
+		// yet: a participant registered long before its round.
+		return 0, fmt.Errorf("upload: %s is not a registered member", peer)
+	}
+	rt, r, sl, err := s.roundSlice(u.Cohort, u.Round, u.Slice)
+	if err != nil {
+		return 0, err // as handleUpload would say it
+	}
+	if _, ok := slices.BinarySearch(r.Participants, peer.String()); !ok {
+		return 0, fmt.Errorf("upload: %s is not a participant of cohort %d round %d", peer, u.Cohort, u.Round)
+	}
+	codec, err := compress.New(compress.Config{Setting: rt.codec, Shape: rt.shape.Slice(sl.Start, sl.End), MaxElements: sl.End - sl.Start})
+	if err != nil {
+		return 0, err
+	}
+	return int64(codec.MaxEncodedLen(sl.End-sl.Start)) + uploadSlack, nil
+}
+
 // handleUpload receives a participant's compressed pseudo-gradient for one slice.
 func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
 	t0 := time.Now()

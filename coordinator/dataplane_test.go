@@ -26,6 +26,7 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 	c := startCluster(t, 3)
 	ctx := context.Background()
 	alice, bob, eve := newClient(t, c, "alice"), newClient(t, c, "bob"), newClient(t, c, "eve")
+	mallory := newClient(t, c, "mallory") // never registers
 	for _, m := range []struct {
 		cl   *Client
 		name string
@@ -50,6 +51,24 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 		r, err := alice.Query(ctx, Query{What: QueryProposal, ID: res.ID})
 		return err == nil && r.Proposals[0].Cohort == 1
 	})
+	// A long-poll for the first round, waiting before anyone joined, is woken by the round.
+	polled := make(chan error, 1)
+	go func() {
+		for {
+			q, err := eve.Query(ctx, Query{What: QueryNextRound, ID: 1, After: 0})
+			if err != nil {
+				polled <- err
+				return
+			}
+			if len(q.Rounds) == 1 && q.Rounds[0].Number == 1 {
+				if late := time.Since(time.UnixMilli(q.Rounds[0].OpenedAt)); late > time.Second {
+					polled <- fmt.Errorf("next-round answered %v after round 1 opened", late)
+				}
+				polled <- nil
+				return
+			}
+		}
+	}()
 	for _, cl := range []*Client{alice, bob} {
 		name := map[*Client]string{alice: "alice", bob: "bob"}[cl]
 		fp := sha256.Sum256([]byte(name))
@@ -66,6 +85,14 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 		round = r.Rounds[0]
 		return true
 	})
+	select {
+	case err := <-polled:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the next-round long-poll did not return round 1")
+	}
 	if len(round.Slices) != 1 {
 		t.Fatalf("%d slices for a model smaller than one chunk", len(round.Slices))
 	}
@@ -120,6 +147,10 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 		{"wrong size", alice, sl.Start, vec(n-1, 0.1), "values for a slice of"},
 		{"wrong range", alice, sl.Start + 1, vec(n, 0.1), "not ["},
 		{"not a participant", eve, sl.Start, vec(n, 0.1), "not a participant"},
+		{"not a member", mallory, sl.Start, vec(n, 0.1), "is not a registered member"},
+		// Refused from the header, before a byte of the payload is read.
+		{"above the codec's largest encoding", alice, sl.Start, make([]byte, codec.MaxEncodedLen(n)+uploadSlack+1),
+			fmt.Sprintf("round.upload payload of %d bytes, limit %d", codec.MaxEncodedLen(n)+uploadSlack+1, codec.MaxEncodedLen(n)+uploadSlack)},
 	} {
 		err := upload(tc.cl, tc.start, sl.End, tc.payload, 10)
 		t.Logf("%s: %v", tc.name, err)

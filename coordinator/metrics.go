@@ -26,6 +26,7 @@ type metrics struct {
 	scoreSeconds  prometheus.Histogram
 	scoreFailures prometheus.Counter
 	httpRequests  *prometheus.CounterVec
+	refused       *prometheus.CounterVec
 }
 
 // durationBuckets span 10 ms to 10 min (uploads over slow links, rounds of many inner steps).
@@ -49,8 +50,11 @@ func newMetrics(s *Server) *metrics {
 		Help: "Rounds this node failed to score."})
 	m.httpRequests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cohort_http_requests_total",
 		Help: "Dashboard and API requests by page and status code."}, []string{"page", "code"})
+	m.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cohort_refused_total",
+		Help: "Connections and requests refused on a limit before any work: connection_limit, busy, bad_frame, unknown_type, payload_limit, too_slow, refused_from_header, rate_limited_source, rate_limited_key, long_polls."},
+		[]string{"reason"})
 	m.reg.MustRegister(m.uploads, m.uploadBytes, m.uploadSeconds, m.roundsClosed, m.roundSeconds, m.scoreSeconds,
-		m.scoreFailures, m.httpRequests, newStateCollector(s),
+		m.scoreFailures, m.httpRequests, m.refused, newStateCollector(s),
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -84,6 +88,14 @@ func (m *metrics) observeScore(d time.Duration, err error) {
 		return
 	}
 	m.scoreSeconds.Observe(d.Seconds())
+}
+
+// observeRefused counts a connection or request refused for reason (see cohort_refused_total).
+func (m *metrics) observeRefused(reason string) {
+	if m == nil {
+		return
+	}
+	m.refused.WithLabelValues(reason).Inc()
 }
 
 func (m *metrics) observeHTTP(page string, code int) {

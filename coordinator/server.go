@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -56,6 +57,12 @@ type Config struct {
 	HTTP string
 	// Validation configures the validator that scores contributions.
 	Validation ValidationConfig
+	// Transport tunes the QUIC endpoint: the limits a stranger's connections, streams and
+	// requests meet (transport.Config documents each and its default). Identity is taken
+	// from this Config.
+	Transport transport.Config
+	// Limits bounds what strangers may ask of this node: write rates and long-polls.
+	Limits Limits
 }
 
 // Validate reports the first invalid field.
@@ -98,6 +105,16 @@ func (c *Config) Validate() error {
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
 		return fmt.Errorf("coordinator: --listen %q: want a concrete IP address and port", c.Listen)
 	}
+	for _, r := range []float64{c.Limits.RegisterRate, c.Limits.SubmitRate, c.Limits.SourceRate} {
+		if math.IsNaN(r) || math.IsInf(r, 0) {
+			return fmt.Errorf("coordinator: rate limit %g/s must be finite", r)
+		}
+	}
+	tc := c.Transport
+	tc.Identity = c.Identity
+	if err := tc.Validate(); err != nil {
+		return fmt.Errorf("coordinator: transport: %w", err)
+	}
 	if v := c.Validation; v.Samples < 0 || v.Batches < 0 || v.BatchSize < 0 {
 		return fmt.Errorf("coordinator: validation samples %d, batches %d and batch size %d must be ≥ 0", v.Samples, v.Batches, v.BatchSize)
 	}
@@ -122,6 +139,8 @@ type Server struct {
 	store *transport.Store // model blobs served in chunks (late joiners, re-syncs)
 
 	runCtx context.Context // lives as long as Run: background fetches use it
+
+	lim *limiters // write rates and long-polls per source and key (limits.go)
 
 	metrics *metrics // Prometheus metrics (metrics.go)
 	web     webState // the dashboard (http.go)
@@ -167,12 +186,22 @@ func New(cfg Config) (*Server, error) {
 		log = slog.Default()
 	}
 	log = log.With("node", cfg.ID)
-	ep, err := transport.ListenAddr(cfg.Listen, transport.Config{Identity: cfg.Identity})
+	var s *Server // set below, before Run serves anything
+	tc := cfg.Transport
+	tc.Identity = cfg.Identity
+	tc.Refused = func(peer transport.NodeID, err error) {
+		if cfg.Transport.Refused != nil {
+			cfg.Transport.Refused(peer, err)
+		}
+		s.metrics.observeRefused(refusalReason(err))
+		s.log.Debug("refused", "peer", peer, "err", err)
+	}
+	ep, err := transport.ListenAddr(cfg.Listen, tc)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	s := &Server{cfg: cfg, log: log, ep: ep, mux: transport.NewMux(), conns: map[string]*transport.Conn{}, rts: map[uint64]*cohortRT{},
-		learned: map[string]bool{}}
+	s = &Server{cfg: cfg, log: log, ep: ep, mux: transport.NewMux(), conns: map[string]*transport.Conn{}, rts: map[uint64]*cohortRT{},
+		lim: newLimiters(cfg.Limits), learned: map[string]bool{}}
 	// Raft listens on TCP at the same port, behind TLS 1.3 that admits only coordinator keys.
 	raftLn, err := transport.ListenStream(cfg.Listen, transport.StreamConfig{Identity: cfg.Identity, Allow: s.raftAllowed})
 	if err != nil {
@@ -194,18 +223,21 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.node = node
 	s.raftNode.Store(node)
-	s.mux.Handle(MsgSubmit, s.handleSubmit)
-	s.mux.Handle(protocol.MsgUpload, s.handleUpload)
-	s.mux.Handle(protocol.MsgAggregate, s.handleAggregate)
-	s.mux.Handle(protocol.MsgModel, s.handleModel)
-	s.mux.Handle(MsgScore, s.handleScore)
-	s.store = transport.NewStore(transport.StoreConfig{AcceptPush: func(transport.NodeID, string, transport.Manifest) error {
-		return errors.New("coordinators take no pushed blobs")
-	}, Allow: s.allowBlob})
+	// Every request but an upload says all it has to say in its header body: a payload
+	// announced with one is refused before a byte of it is read.
+	none := transport.Limit{}
+	s.mux.Handle(MsgSubmit, s.handleSubmit, none)
+	s.mux.Handle(protocol.MsgUpload, s.handleUpload, transport.Limit{Payload: s.uploadLimit})
+	s.mux.Handle(protocol.MsgAggregate, s.handleAggregate, none)
+	s.mux.Handle(protocol.MsgModel, s.handleModel, none)
+	s.mux.Handle(MsgScore, s.handleScore, none)
+	// Coordinators take no pushed blobs (offers and puts are unknown types here), and serve a
+	// cohort's model blobs only to its members and the coordinators.
+	s.store = transport.NewStore(transport.StoreConfig{PullOnly: true, Allow: s.allowBlob})
 	s.store.Register(s.mux)
-	s.mux.Handle(MsgQuery, s.handleQuery)
+	s.mux.Handle(MsgQuery, s.handleQuery, none)
 	s.metrics = newMetrics(s)
-	s.mux.Handle(MsgJoinCluster, s.handleJoinCluster)
+	s.mux.Handle(MsgJoinCluster, s.handleJoinCluster, none)
 	return s, nil
 }
 
@@ -230,7 +262,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	defer stopHTTP()
 	errc := make(chan error, 1)
-	go func() { errc <- s.ep.Serve(ctx, s.mux.Serve) }()
+	go func() { errc <- s.ep.Serve(ctx, s.mux) }()
 	t := time.NewTicker(s.cfg.Tick)
 	defer t.Stop()
 	for {
@@ -349,6 +381,12 @@ func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req tr
 		// tries another coordinator rather than giving the write up.
 		return transport.Message{}, fmt.Errorf("%s submit: request issued by %s but sent by %s, not a registered coordinator", unavailablePrefix, env.Issuer, peer)
 	}
+	if !forwarded {
+		// Before anything costs the cluster a signature check or a log entry.
+		if err := s.rateLimit(ctx, peer, env); err != nil {
+			return transport.Message{}, err // starts with unavailablePrefix: the client retries it
+		}
+	}
 	if env.Type == consensus.CmdPropose {
 		// The state machine checks sizes only; a proposal nobody could train with is refused here.
 		if b, err := env.DecodeBody(); err == nil {
@@ -367,6 +405,31 @@ func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req tr
 	reply := transport.Message{Header: transport.Header{Type: MsgSubmit}}
 	err = reply.SetBody(SubmitReply{Result: res, Leader: s.cfg.ID})
 	return reply, err
+}
+
+// rateLimit spends a token of the sender's submit budget and of its source's and, for a
+// registration or anything else from a key the state does not know, one of its source's
+// registration budget: a key is free to make, a source address is not.
+func (s *Server) rateLimit(ctx context.Context, peer transport.NodeID, env consensus.Envelope) error {
+	src := "unknown source"
+	if c, ok := transport.ConnFromContext(ctx); ok {
+		src = s.lim.cfg.Source(c.RemoteAddr())
+	}
+	if env.Type == consensus.CmdRegister || !s.isMember(peer.String()) && !s.isCoordinator(peer.String()) {
+		if err := s.lim.register.take(src); err != nil {
+			s.metrics.observeRefused("rate_limited_source")
+			return err
+		}
+	}
+	if err := s.lim.source.take(src); err != nil {
+		s.metrics.observeRefused("rate_limited_source")
+		return err
+	}
+	if err := s.lim.submit.take(peer.String()); err != nil {
+		s.metrics.observeRefused("rate_limited_key")
+		return err
+	}
+	return nil
 }
 
 func (s *Server) isMember(id string) bool {
@@ -464,7 +527,7 @@ func (s *Server) callPinned(ctx context.Context, addr, want string, req transpor
 	return reply, err
 }
 
-func (s *Server) handleQuery(ctx context.Context, _ transport.NodeID, req transport.Message) (transport.Message, error) {
+func (s *Server) handleQuery(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
 	var q Query
 	if err := req.DecodeBody(&q); err != nil {
 		return transport.Message{}, fmt.Errorf("query: %w", err)
@@ -486,7 +549,7 @@ func (s *Server) handleQuery(ctx context.Context, _ transport.NodeID, req transp
 		st := s.Status()
 		out.Status = &st
 	case QueryNextRound:
-		qerr = s.nextRound(ctx, q, &out)
+		qerr = s.nextRound(ctx, peer, q, &out)
 	default:
 		qerr = s.node.View(func(st *consensus.State) error {
 			switch q.What {
@@ -530,11 +593,19 @@ func (s *Server) handleQuery(ctx context.Context, _ transport.NodeID, req transp
 
 // nextRound waits until the cohort has a round newer than q.After or is done (or NextRoundWait
 // passes) and fills out with the cohort and its latest round: one message per round for a peer
-// instead of a poll every few hundred milliseconds.
-func (s *Server) nextRound(ctx context.Context, q Query, out *QueryReply) error {
+// instead of a poll every few hundred milliseconds. It looks at the state only when an applied
+// batch changed it (Node.Changed), and a key has at most Limits.MaxLongPolls of them waiting.
+func (s *Server) nextRound(ctx context.Context, peer transport.NodeID, q Query, out *QueryReply) error {
+	done, err := s.lim.startLongPoll(peer.String())
+	if err != nil {
+		s.metrics.observeRefused("long_polls")
+		return err
+	}
+	defer done()
 	ctx, cancel := context.WithTimeout(ctx, NextRoundWait)
 	defer cancel()
 	for {
+		changed := s.node.Changed() // before the look, so a change after it still wakes us
 		var c consensus.Cohort
 		var last *consensus.Round
 		err := s.node.View(func(st *consensus.State) error {
@@ -563,7 +634,7 @@ func (s *Server) nextRound(ctx context.Context, q Query, out *QueryReply) error 
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(25 * time.Millisecond):
+		case <-changed:
 		}
 	}
 }

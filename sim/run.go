@@ -125,7 +125,10 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			Validation: coordinator.ValidationConfig{Data: cfg.DataDir, Samples: cfg.ValSamples, LoadDelay: cfg.SlowValidator},
 			// Raft's own default timeouts: every coordinator and peer shares this machine's cores,
 			// and the node's tighter defaults (250 ms lease) make a loaded leader step down.
-			Raft: consensus.Config{HeartbeatTimeout: 2 * time.Second, ElectionTimeout: 2 * time.Second, LeaderLeaseTimeout: time.Second}})
+			Raft: consensus.Config{HeartbeatTimeout: 2 * time.Second, ElectionTimeout: 2 * time.Second, LeaderLeaseTimeout: time.Second},
+			// Every peer of a simulation connects and registers from 127.0.0.1: limits per
+			// source address would count them all as one. Per-key limits stay.
+			Transport: transport.Config{MaxConnsPerSource: -1, MaxServingPerSource: -1}, Limits: coordinator.Limits{RegisterRate: -1, SourceRate: -1}})
 		if err != nil {
 			return nil, err
 		}

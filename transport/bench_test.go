@@ -43,7 +43,7 @@ func BenchmarkStripedGoodput(b *testing.B) {
 				store := NewStore(StoreConfig{OnPush: func(_ NodeID, _ string, _ Hash, d []byte) { pushed <- d }})
 				mux := NewMux()
 				store.Register(mux)
-				env := newXferEnv(b, link.String(), mux.Serve)
+				env := newXferEnv(b, link.String(), mux)
 				m, err := store.Put(data, *benchChunk)
 				if err != nil {
 					b.Fatal(err)

@@ -25,8 +25,8 @@
 //		if err := req.DecodeBody(&h); err != nil { return transport.Message{}, err }
 //		... req.Payload holds the raw bytes ...
 //		return transport.Message{Header: transport.Header{Type: "round.upload.ok"}}, nil
-//	})
-//	go ep.Serve(ctx, mux.Serve)
+//	}, transport.Limit{MaxPayload: 16 << 20})
+//	go ep.Serve(ctx, mux)
 //
 //	conn, err := transport.Dial(ctx, "10.0.0.1:7001", transport.Config{Identity: id})
 //	reply, err := transport.Call(ctx, conn, transport.Message{Header: hdr, Payload: blob})
@@ -42,6 +42,21 @@
 // corrupt or foreign frames with sentinel errors (ErrTruncated, ErrHeaderTooLarge,
 // ErrPayloadTooLarge, ErrChecksum, ErrMalformedHeader, ErrBadMagic). QUIC already
 // authenticates every packet; the CRC catches bugs above it (a payload cut or reused).
+//
+// # What a peer can cost a server
+//
+// Any key may connect, so Serve answers a stream from its header: a Router (a Mux, whose
+// types are registered with a Limit) names the handler and the payload the request may
+// carry before any payload byte is read; an unknown type or a payload above the limit is
+// answered with the reason at once, its payload never read (Call returns that reply though
+// its write was cut). An endpoint holds at most MaxConnsPerKey connections per peer key and
+// MaxConnsPerSource per source address (SourceOf), closing further ones at accept with
+// CodeConnLimit; a connection has at most MaxIncomingStreams streams open and
+// MaxConcurrentRequests served at once (by default the same, so none waits unread), and the
+// endpoint at most MaxServing over all connections and MaxServingPerSource from one source
+// (beyond them a request gets ErrBusy, unread);
+// a request's header must arrive within RequestTimeout and its payload, like the reply, at
+// MinRate, or it is answered with ErrTooSlow. Refused tells the application of each refusal.
 //
 // # Large transfers
 //

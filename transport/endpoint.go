@@ -5,7 +5,9 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"math"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -21,8 +23,26 @@ const (
 	DefaultMaxStreamWindow     = 16 << 20 // 16 MiB
 	DefaultInitialConnWindow   = 2 << 20  // 2 MiB
 	DefaultMaxConnWindow       = 32 << 20 // 32 MiB
-	DefaultMaxIncomingStreams  = 256
-	DefaultMaxPayload          = 64 << 20 // 64 MiB
+	// DefaultMaxIncomingStreams is also how many requests one connection has served at once
+	// (MaxConcurrentRequests): every stream a peer may open is being read, so none holds
+	// data waiting, unread, in the flow-control windows.
+	DefaultMaxIncomingStreams = 32
+	DefaultMaxPayload         = 64 << 20 // 64 MiB
+	// DefaultMaxConnsPerKey leaves a member its DefaultStripes transfer connections and its
+	// call connection, twice over for a restart whose old connections are still timing out.
+	DefaultMaxConnsPerKey = 16
+	// DefaultMaxConnsPerSource leaves room behind one NAT address for about 28 members
+	// fetching a model at once (9 connections each), and more between fetches.
+	DefaultMaxConnsPerSource = 256
+	DefaultRequestTimeout    = 10 * time.Second
+	DefaultMinRate           = 16 << 10 // 16 KiB/s
+	// DefaultMaxServing bounds the requests an endpoint serves at once over all its
+	// connections: a few per member (a next-round and an aggregate long-poll, an upload) for
+	// several hundred members.
+	DefaultMaxServing = 4096
+	// DefaultMaxServingPerSource is a quarter of it: taking them all needs four sources, and
+	// one source holds two keys' worth (MaxConnsPerKey × MaxIncomingStreams each).
+	DefaultMaxServingPerSource = 1024
 )
 
 // ErrConfig is wrapped by every Config.Validate error.
@@ -51,12 +71,49 @@ type Config struct {
 	// InitialConnWindow and MaxConnWindow bound the per-connection receive window.
 	// Zero means 2 MiB and 32 MiB.
 	InitialConnWindow, MaxConnWindow uint64
-	// MaxIncomingStreams is the number of concurrent streams a peer may open.
-	// Zero means DefaultMaxIncomingStreams (256).
+	// MaxIncomingStreams is the number of concurrent streams a peer may open on one
+	// connection. Zero means DefaultMaxIncomingStreams (32).
 	MaxIncomingStreams int64
-	// MaxPayload caps the payload of a message read by Call and Serve. Zero means
-	// DefaultMaxPayload (64 MiB).
+	// MaxPayload caps the payload of a message read by Call and Serve (a Router may cap a
+	// request type lower). Zero means DefaultMaxPayload (64 MiB).
 	MaxPayload int64
+	// MaxConcurrentRequests bounds the requests Serve handles at once on one connection
+	// (reading, handling and answering). Zero means MaxIncomingStreams, the most a peer can
+	// have open: every open stream is read as its bytes arrive. Set lower, the peer's further
+	// streams wait unaccepted, and what it sends on them sits in the connection's
+	// flow-control window (up to MaxConnWindow) until their turn.
+	MaxConcurrentRequests int
+	// MaxConnsPerKey caps the connections one peer key holds to this endpoint at once: the
+	// next is closed as it is accepted, with a reason naming the limit. Zero means
+	// DefaultMaxConnsPerKey (16); negative means no limit.
+	MaxConnsPerKey int
+	// MaxConnsPerSource does the same per source address: an IPv4 address, or the /64 of an
+	// IPv6 address (one host's allocation). Zero means DefaultMaxConnsPerSource (256);
+	// negative means no limit (a simulation running every peer on 127.0.0.1).
+	MaxConnsPerSource int
+	// RequestTimeout bounds how long a served request's header may take to arrive once
+	// Serve takes up its stream; its payload gets RequestTimeout plus its length at MinRate,
+	// and so does the reply. A request that stalls is answered with ErrTooSlow and no
+	// longer read. Zero means DefaultRequestTimeout (10 s).
+	RequestTimeout time.Duration
+	// MinRate, in bytes per second, is the slowest a served request's payload or its reply
+	// may move (see RequestTimeout). Zero means DefaultMinRate (16 KiB/s).
+	MinRate int64
+	// MaxServing bounds the requests the endpoint serves at once over all its connections,
+	// whatever their keys and sources: a request beyond it is answered at once with ErrBusy,
+	// its payload unread. Zero means DefaultMaxServing (4096).
+	MaxServing int
+	// MaxServingPerSource does the same for the connections of one source (SourceOf), so
+	// that one address cannot take them all. Zero means DefaultMaxServingPerSource (1024);
+	// negative means no limit but MaxServing.
+	MaxServingPerSource int
+	// Refused, if set, is told of every connection and request this endpoint refuses on a
+	// limit, as malformed, or from its header, with the reason sent to the peer: it wraps
+	// ErrConnLimit, ErrBusy, ErrTooSlow, ErrUnknownType, ErrPayloadTooLarge, one of the frame
+	// errors (ErrBadMagic, ErrHeaderTooLarge, ErrMalformedHeader, ErrChecksum,
+	// ErrTrailingData), or is a Router's own refusal. For metrics and logs; it must not
+	// block.
+	Refused func(peer NodeID, err error)
 }
 
 // Validate reports the first invalid field.
@@ -72,6 +129,16 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: MaxIncomingStreams %d is negative", ErrConfig, c.MaxIncomingStreams)
 	case c.MaxPayload < 0:
 		return fmt.Errorf("%w: MaxPayload %d is negative", ErrConfig, c.MaxPayload)
+	case c.MaxConcurrentRequests < 0:
+		return fmt.Errorf("%w: MaxConcurrentRequests %d is negative", ErrConfig, c.MaxConcurrentRequests)
+	case c.RequestTimeout < 0:
+		return fmt.Errorf("%w: RequestTimeout %v is negative", ErrConfig, c.RequestTimeout)
+	case c.MinRate < 0:
+		return fmt.Errorf("%w: MinRate %d is negative", ErrConfig, c.MinRate)
+	case c.MaxServing < 0:
+		return fmt.Errorf("%w: MaxServing %d is negative", ErrConfig, c.MaxServing)
+	case c.MaxServingPerSource > 0 && c.MaxServing > 0 && c.MaxServingPerSource > c.MaxServing:
+		return fmt.Errorf("%w: MaxServingPerSource %d exceeds MaxServing %d", ErrConfig, c.MaxServingPerSource, c.MaxServing)
 	}
 	d := c.withDefaults()
 	if d.InitialStreamWindow > d.MaxStreamWindow {
@@ -111,7 +178,92 @@ func (c Config) withDefaults() Config {
 	if c.MaxPayload == 0 {
 		c.MaxPayload = DefaultMaxPayload
 	}
+	if c.MaxConcurrentRequests == 0 || int64(c.MaxConcurrentRequests) > c.MaxIncomingStreams {
+		c.MaxConcurrentRequests = int(c.MaxIncomingStreams)
+	}
+	if c.MaxConnsPerKey == 0 {
+		c.MaxConnsPerKey = DefaultMaxConnsPerKey
+	}
+	if c.MaxConnsPerSource == 0 {
+		c.MaxConnsPerSource = DefaultMaxConnsPerSource
+	}
+	if c.RequestTimeout == 0 {
+		c.RequestTimeout = DefaultRequestTimeout
+	}
+	if c.MinRate == 0 {
+		c.MinRate = DefaultMinRate
+	}
+	if c.MaxServing == 0 {
+		c.MaxServing = DefaultMaxServing
+	}
+	if c.MaxServingPerSource == 0 {
+		c.MaxServingPerSource = DefaultMaxServingPerSource
+	}
 	return c
+}
+
+// connLimits are the parts of the Config a Conn's Serve applies.
+type connLimits struct {
+	maxRequests    int
+	requestTimeout time.Duration
+	minRate        int64
+	refused        func(NodeID, error)
+	serving        *serving // shared by the endpoint's connections
+}
+
+func (c *Config) connLimits() connLimits {
+	return connLimits{maxRequests: c.MaxConcurrentRequests, requestTimeout: c.RequestTimeout, minRate: c.MinRate, refused: c.Refused,
+		serving: &serving{max: c.MaxServing, maxPerSource: c.MaxServingPerSource, bySource: map[string]int{}}}
+}
+
+// serving counts the requests an endpoint serves, in all and per source.
+type serving struct {
+	max, maxPerSource int
+	mu                sync.Mutex
+	total             int
+	bySource          map[string]int
+}
+
+// start takes one of the endpoint's places and one of src's, or says which it lacks.
+func (s *serving) start(src string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.total >= s.max {
+		return fmt.Errorf("%w: %d requests in progress, limit %d (MaxServing)", ErrBusy, s.total, s.max)
+	}
+	if n := s.bySource[src]; s.maxPerSource > 0 && n >= s.maxPerSource {
+		return fmt.Errorf("%w: %d requests in progress from %s, limit %d (MaxServingPerSource)", ErrBusy, n, src, s.maxPerSource)
+	}
+	s.total++
+	s.bySource[src]++
+	return nil
+}
+
+// done gives back what start took.
+func (s *serving) done(src string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.total--
+	if s.bySource[src]--; s.bySource[src] <= 0 {
+		delete(s.bySource, src)
+	}
+}
+
+// refuse tells the Refused hook, if any, of err.
+func (l connLimits) refuse(peer NodeID, err error) {
+	if l.refused != nil {
+		l.refused(peer, err)
+	}
+}
+
+// transferTime is how long n bytes of a request or reply may take: RequestTimeout plus n at
+// MinRate.
+func (l connLimits) transferTime(n uint64) time.Duration {
+	secs := n / uint64(l.minRate)
+	if secs > uint64(math.MaxInt64/int64(time.Second))/2 {
+		secs = uint64(math.MaxInt64/int64(time.Second)) / 2
+	}
+	return l.requestTimeout + time.Duration(secs)*time.Second
 }
 
 func (c *Config) quicConfig() *quic.Config {
@@ -148,6 +300,9 @@ type Endpoint struct {
 	ln       *quic.Listener
 	closeErr error
 	closed   bool
+	byKey    map[NodeID]int // accepted connections open, per peer key
+	bySource map[string]int // and per source (sourceOf)
+	limits   connLimits     // shared by the endpoint's connections
 }
 
 // NewEndpoint makes a dial-only endpoint on pc; call Listen to accept connections too.
@@ -158,7 +313,8 @@ func NewEndpoint(pc net.PacketConn, cfg Config) (*Endpoint, error) {
 		return nil, err
 	}
 	c := cfg.withDefaults()
-	return &Endpoint{cfg: c, pc: pc, tr: &quic.Transport{Conn: pc}, qcfg: c.quicConfig()}, nil
+	return &Endpoint{cfg: c, pc: pc, tr: &quic.Transport{Conn: pc}, qcfg: c.quicConfig(),
+		byKey: map[NodeID]int{}, bySource: map[string]int{}, limits: c.connLimits()}, nil
 }
 
 // Listen makes an endpoint on pc that accepts connections (and can dial).
@@ -225,7 +381,18 @@ func (e *Endpoint) Addr() net.Addr { return e.pc.LocalAddr() }
 // Config returns the endpoint's configuration with defaults filled in.
 func (e *Endpoint) Config() Config { return e.cfg }
 
-// Accept waits for the next connection that completed the handshake (and passed Allow).
+// CodeConnLimit is the application error code of a connection closed at accept because its
+// key or source already holds the most connections allowed (Config.MaxConnsPerKey,
+// MaxConnsPerSource); the close reason says which.
+const CodeConnLimit = 0x20
+
+// ErrConnLimit is wrapped by the reason a connection over MaxConnsPerKey or MaxConnsPerSource
+// is closed with.
+var ErrConnLimit = errors.New("transport: connection limit")
+
+// Accept waits for the next connection that completed the handshake, passed Allow and fits
+// the per-key and per-source connection limits; connections over a limit are closed with
+// CodeConnLimit and a reason naming it, and Accept waits on.
 func (e *Endpoint) Accept(ctx context.Context) (*Conn, error) {
 	e.mu.Lock()
 	ln := e.ln
@@ -233,12 +400,69 @@ func (e *Endpoint) Accept(ctx context.Context) (*Conn, error) {
 	if ln == nil {
 		return nil, errors.New("transport: Accept on an endpoint that is not listening")
 	}
-	qc, err := ln.Accept(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("transport: accept: %w", err)
+	for {
+		qc, err := ln.Accept(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("transport: accept: %w", err)
+		}
+		c, err := e.newConn(qc)
+		if err != nil {
+			continue // newConn closed it; the next one may be fine
+		}
+		if err := e.admit(c); err != nil {
+			c.limits.refuse(c.peer, err)
+			c.CloseWithError(CodeConnLimit, err.Error())
+			continue
+		}
+		return c, nil
 	}
-	return newConn(qc, e.cfg.MaxPayload)
 }
+
+// admit counts c against its key's and source's limits, or says which it exceeds. The
+// counts go down when c closes.
+func (e *Endpoint) admit(c *Conn) error {
+	src := c.source
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if n := e.byKey[c.peer]; e.cfg.MaxConnsPerKey > 0 && n >= e.cfg.MaxConnsPerKey {
+		return fmt.Errorf("%w: too many connections from key %s: %d open, limit %d", ErrConnLimit, c.peer, n, e.cfg.MaxConnsPerKey)
+	}
+	if n := e.bySource[src]; e.cfg.MaxConnsPerSource > 0 && n >= e.cfg.MaxConnsPerSource {
+		return fmt.Errorf("%w: too many connections from %s: %d open, limit %d", ErrConnLimit, src, n, e.cfg.MaxConnsPerSource)
+	}
+	e.byKey[c.peer]++
+	e.bySource[src]++
+	context.AfterFunc(c.Context(), func() {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.byKey[c.peer]--; e.byKey[c.peer] <= 0 {
+			delete(e.byKey, c.peer)
+		}
+		if e.bySource[src]--; e.bySource[src] <= 0 {
+			delete(e.bySource, src)
+		}
+	})
+	return nil
+}
+
+// sourceOf names the source a connection is counted against: its IPv4 address, or the /64
+// of its IPv6 address.
+func sourceOf(a net.Addr) string {
+	ap, err := netip.ParseAddrPort(a.String())
+	if err != nil {
+		return a.String()
+	}
+	ip := ap.Addr().Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
+}
+
+// SourceOf is the source (an IPv4 address, or an IPv6 /64) that connection limits count addr
+// against; applications that limit per source (rate limits) use the same grouping.
+func SourceOf(addr net.Addr) string { return sourceOf(addr) }
 
 // Dial connects to a listening endpoint at addr ("host:port").
 func (e *Endpoint) Dial(ctx context.Context, addr string) (*Conn, error) {
@@ -255,7 +479,7 @@ func (e *Endpoint) DialAddr(ctx context.Context, addr net.Addr) (*Conn, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: dial %s: %w", addr, err)
 	}
-	return newConn(qc, e.cfg.MaxPayload)
+	return e.newConn(qc)
 }
 
 // DialNode connects to addr and checks that the peer is the node want.
@@ -326,9 +550,11 @@ type Conn struct {
 	peer       NodeID
 	peerKey    ed25519.PublicKey
 	maxPayload int64
+	limits     connLimits
+	source     string // sourceOf(RemoteAddr())
 }
 
-func newConn(qc *quic.Conn, maxPayload int64) (*Conn, error) {
+func (e *Endpoint) newConn(qc *quic.Conn) (*Conn, error) {
 	st := qc.ConnectionState().TLS
 	if len(st.PeerCertificates) != 1 {
 		qc.CloseWithError(1, "no peer certificate")
@@ -343,7 +569,8 @@ func newConn(qc *quic.Conn, maxPayload int64) (*Conn, error) {
 		qc.CloseWithError(1, "bad ALPN")
 		return nil, fmt.Errorf("transport: peer negotiated ALPN %q, want %q", st.NegotiatedProtocol, ALPN)
 	}
-	return &Conn{qc: qc, peer: NodeIDFromPublicKey(pub), peerKey: pub, maxPayload: maxPayload}, nil
+	return &Conn{qc: qc, peer: NodeIDFromPublicKey(pub), peerKey: pub, maxPayload: e.cfg.MaxPayload, limits: e.limits,
+		source: sourceOf(qc.RemoteAddr())}, nil
 }
 
 // Peer is the NodeID of the remote node.

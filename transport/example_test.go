@@ -24,7 +24,7 @@ func Example() {
 	store.Register(mux)
 	mux.Handle("hello", func(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
 		return transport.Message{Header: transport.Header{Type: "hello.reply"}, Payload: []byte("hi " + peer.String()[:8])}, nil
-	})
+	}, transport.Limit{}) // "hello" carries no payload
 	srv, err := transport.ListenAddr("127.0.0.1:0", transport.Config{
 		Identity: coordID,
 		Allow: func(id transport.NodeID) error { // only known peers
@@ -39,7 +39,7 @@ func Example() {
 		return
 	}
 	defer srv.Close()
-	go srv.Serve(ctx, mux.Serve)
+	go srv.Serve(ctx, mux)
 
 	conn, err := transport.Dial(ctx, srv.Addr().String(), transport.Config{Identity: peerID})
 	if err != nil {

@@ -29,6 +29,9 @@ const (
 	// payloadStep is how much of a payload is allocated before the bytes arrive: a peer
 	// that announces a large payload and sends less costs at most this much extra memory.
 	payloadStep = 1 << 20
+	// headerStep is the same for a header: a stalled request costs a few KiB, not the
+	// MaxHeaderSize its prefix may announce.
+	headerStep = 4 << 10
 )
 
 // Frame errors. ReadMessage wraps exactly one of them (or returns io.EOF at a clean end).
@@ -139,45 +142,68 @@ func WriteMessage(w io.Writer, h Header, payload []byte) error {
 // the header is capped at MaxHeaderSize. At a clean end of stream (no byte of a new frame)
 // it returns io.EOF; otherwise errors wrap ErrBadMagic, ErrHeaderTooLarge,
 // ErrPayloadTooLarge, ErrTruncated, ErrChecksum, ErrMalformedHeader, or the reader's error.
-// Memory is allocated only for lengths already checked against the caps, and a payload
-// grows as its bytes arrive.
+// Memory is allocated only for lengths already checked against the caps, and the header
+// and payload grow as their bytes arrive.
 func ReadMessage(r io.Reader, maxPayload int64) (Message, error) {
 	if maxPayload <= 0 {
 		maxPayload = DefaultMaxPayload
 	}
-	var prefix [framePrefixLen]byte
-	if _, err := io.ReadFull(r, prefix[:]); err != nil {
-		if err == io.EOF {
-			return Message{}, io.EOF
-		}
-		return Message{}, readErr("prefix", err)
-	}
-	if prefix[0] != frameMagic0 || prefix[1] != frameMagic1 || prefix[2] != frameVersion {
-		return Message{}, fmt.Errorf("%w: got % x", ErrBadMagic, prefix[:3])
-	}
-	hlen := binary.BigEndian.Uint32(prefix[3:])
-	if hlen > MaxHeaderSize {
-		return Message{}, fmt.Errorf("%w: %d bytes, limit %d", ErrHeaderTooLarge, hlen, MaxHeaderSize)
-	}
-	hbuf := make([]byte, hlen)
-	if _, err := io.ReadFull(r, hbuf); err != nil {
-		return Message{}, readErr("header", err)
-	}
-	wh, err := decodeWireHeader(hbuf)
+	wh, err := readHeader(r)
 	if err != nil {
 		return Message{}, err
 	}
-	if wh.Len > uint64(maxPayload) {
-		return Message{}, fmt.Errorf("%w: %s payload of %d bytes, limit %d", ErrPayloadTooLarge, wh.Type, wh.Len, maxPayload)
+	if err := checkPayloadLen(wh, maxPayload); err != nil {
+		return Message{}, err
 	}
-	payload, err := readPayload(r, int(wh.Len))
+	return readBody(r, wh)
+}
+
+// readHeader reads a frame's prefix and header, not its payload: enough to route the
+// request and check the payload length it announces before any payload byte is read.
+func readHeader(r io.Reader) (wireHeader, error) {
+	var prefix [framePrefixLen]byte
+	if _, err := io.ReadFull(r, prefix[:]); err != nil {
+		if err == io.EOF {
+			return wireHeader{}, io.EOF
+		}
+		return wireHeader{}, readErr("prefix", err)
+	}
+	if prefix[0] != frameMagic0 || prefix[1] != frameMagic1 || prefix[2] != frameVersion {
+		return wireHeader{}, fmt.Errorf("%w: got % x", ErrBadMagic, prefix[:3])
+	}
+	hlen := binary.BigEndian.Uint32(prefix[3:])
+	if hlen > MaxHeaderSize {
+		return wireHeader{}, fmt.Errorf("%w: %d bytes, limit %d", ErrHeaderTooLarge, hlen, MaxHeaderSize)
+	}
+	hbuf, err := readGrowing(r, int(hlen), headerStep)
+	if err != nil {
+		return wireHeader{}, readErr("header", err)
+	}
+	return decodeWireHeader(hbuf)
+}
+
+// checkPayloadLen refuses a payload the header announces above limit.
+func checkPayloadLen(wh wireHeader, limit int64) error {
+	if wh.Len > uint64(max(limit, 0)) {
+		return fmt.Errorf("%w: %s payload of %d bytes, limit %d", ErrPayloadTooLarge, wh.Type, wh.Len, max(limit, 0))
+	}
+	return nil
+}
+
+// readBody reads the payload wh announces (its length already checked) and verifies it.
+func readBody(r io.Reader, wh wireHeader) (Message, error) {
+	payload, err := readGrowing(r, int(wh.Len), payloadStep)
 	if err != nil {
 		return Message{}, readErr(wh.Type+" payload", err)
 	}
 	if got := crc32.Checksum(payload, castagnoli); got != wh.CRC {
 		return Message{}, fmt.Errorf("%w: %s payload CRC32C %08x, header says %08x", ErrChecksum, wh.Type, got, wh.CRC)
 	}
-	return Message{Header: Header{Type: wh.Type, ID: wh.ID, Err: wh.Err, Body: wh.Body}, Payload: payload}, nil
+	return Message{Header: wh.header(), Payload: payload}, nil
+}
+
+func (wh wireHeader) header() Header {
+	return Header{Type: wh.Type, ID: wh.ID, Err: wh.Err, Body: wh.Body}
 }
 
 func decodeWireHeader(b []byte) (wireHeader, error) {
@@ -202,12 +228,12 @@ func readErr(what string, err error) error {
 	return fmt.Errorf("transport: read frame %s: %w", what, err)
 }
 
-// readPayload reads exactly n bytes, growing the buffer by at most payloadStep ahead of
-// the bytes received.
-func readPayload(r io.Reader, n int) ([]byte, error) {
-	buf := make([]byte, 0, min(n, payloadStep))
+// readGrowing reads exactly n bytes, growing the buffer by at most step ahead of the bytes
+// received.
+func readGrowing(r io.Reader, n, step int) ([]byte, error) {
+	buf := make([]byte, 0, min(n, step))
 	for len(buf) < n {
-		want := min(n-len(buf), payloadStep)
+		want := min(n-len(buf), step)
 		if cap(buf)-len(buf) < want {
 			nb := make([]byte, len(buf), min(n, max(2*cap(buf), len(buf)+want)))
 			copy(nb, buf)

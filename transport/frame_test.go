@@ -188,7 +188,7 @@ func FuzzReadMessage(f *testing.F) {
 }
 
 // rpcPair returns a client connection to a server endpoint serving h.
-func rpcPair(t *testing.T, h Handler, cfg Config) *Conn {
+func rpcPair(t *testing.T, h Router, cfg Config) *Conn {
 	t.Helper()
 	srvCfg := cfg
 	srvCfg.Identity = testIdentity(t, 1)
@@ -222,15 +222,15 @@ func TestCallServe(t *testing.T) {
 			return Message{}, fmt.Errorf("peer %s, want %s", peer, client)
 		}
 		return Message{Header: Header{Type: "echo.reply", Body: req.Body}, Payload: req.Payload}, nil
-	})
+	}, Limit{MaxPayload: 1 << 30})
 	mux.Handle("fail", func(context.Context, NodeID, Message) (Message, error) {
 		return Message{}, errors.New("no such round")
-	})
+	}, Limit{})
 	mux.Handle("slow", func(ctx context.Context, _ NodeID, _ Message) (Message, error) {
 		<-ctx.Done()
 		return Message{}, ctx.Err()
-	})
-	c := rpcPair(t, mux.Serve, Config{MaxPayload: 1 << 20})
+	}, Limit{})
+	c := rpcPair(t, mux, Config{MaxPayload: 1 << 20})
 	ctx := testCtx(t, 10*time.Second)
 
 	payload := bytes.Repeat([]byte("abc"), 100000)
@@ -273,13 +273,13 @@ func TestCallServe(t *testing.T) {
 func TestMuxDuplicatePanics(t *testing.T) {
 	m := NewMux()
 	h := func(context.Context, NodeID, Message) (Message, error) { return Message{}, nil }
-	m.Handle("a", h)
+	m.Handle("a", h, Limit{})
 	defer func() {
 		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "duplicate handler for type a") {
 			t.Fatalf("recover() = %v", r)
 		}
 	}()
-	m.Handle("a", h)
+	m.Handle("a", h, Limit{})
 }
 
 // TestManyCallsReleaseStreams checks that finished request streams give their credit
@@ -288,7 +288,7 @@ func TestManyCallsReleaseStreams(t *testing.T) {
 	h := func(_ context.Context, _ NodeID, req Message) (Message, error) {
 		return Message{Header: Header{Type: "ok"}, Payload: req.Payload}, nil
 	}
-	c := rpcPair(t, h, Config{MaxIncomingStreams: 4})
+	c := rpcPair(t, Handler(h), Config{MaxIncomingStreams: 4})
 	ctx := testCtx(t, 20*time.Second)
 	for i := range 60 {
 		if _, err := Call(ctx, c, Message{Header: Header{Type: "x", ID: uint64(i)}, Payload: make([]byte, i*100)}); err != nil {
@@ -316,12 +316,12 @@ func TestServerInitiatedCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cli.Close()
-	go Serve(ctx, cli, func(_ context.Context, peer NodeID, req Message) (Message, error) {
+	go Serve(ctx, cli, Handler(func(_ context.Context, peer NodeID, req Message) (Message, error) {
 		if peer != srvID.NodeID() {
 			return Message{}, fmt.Errorf("called by %s", peer)
 		}
 		return Message{Header: Header{Type: "aggregate.ok"}, Payload: []byte{byte(len(req.Payload))}}, nil
-	})
+	}))
 	sc := <-accepted
 	reply, err := Call(ctx, sc, Message{Header: Header{Type: "aggregate", ID: 9}, Payload: make([]byte, 42)})
 	if err != nil {

@@ -53,6 +53,9 @@ type StoreConfig struct {
 	// Allow, if set, decides whether peer may pull the blob root (its manifest and chunks); a
 	// non-nil error refuses the request with that error. Nil serves every blob to every peer.
 	Allow func(peer NodeID, root Hash) error
+	// PullOnly serves pulls only: Register leaves the push types out, so offers and puts
+	// are refused as unknown types from their header, their payload unread.
+	PullOnly bool
 }
 
 // Store serves blobs to pulling peers (Put, then the peer calls Fetch) and assembles
@@ -130,12 +133,53 @@ func (s *Store) Remove(root Hash) {
 	s.mu.Unlock()
 }
 
-// Register adds the transfer message types to mux.
+// Register adds the transfer message types to mux. Pull requests carry no payload; an offer
+// carries at most the manifest of a MaxPushSize blob, and a put exactly the size of the chunk
+// it names in a push this peer offered (anything else is refused before its payload is read).
 func (s *Store) Register(mux *Mux) {
-	mux.Handle(TypeManifest, s.handleManifest)
-	mux.Handle(TypeChunk, s.handleChunk)
-	mux.Handle(TypeOffer, s.handleOffer)
-	mux.Handle(TypePut, s.handlePut)
+	mux.Handle(TypeManifest, s.handleManifest, Limit{})
+	mux.Handle(TypeChunk, s.handleChunk, Limit{})
+	if s.cfg.PullOnly {
+		return
+	}
+	mux.Handle(TypeOffer, s.handleOffer, Limit{MaxPayload: maxManifestLen(s.cfg.MaxPushSize)})
+	mux.Handle(TypePut, s.handlePut, Limit{Payload: s.putLimit})
+}
+
+// maxManifestLen is the encoded size of the largest manifest of a blob of up to size bytes.
+func maxManifestLen(size int64) int64 {
+	chunks := min((size+MinChunkSize-1)/MinChunkSize, MaxManifestChunks)
+	return manifestHeaderLen + 32*chunks
+}
+
+// putLimit is the size of the chunk a put names, in a push its sender offered.
+func (s *Store) putLimit(_ context.Context, peer NodeID, h Header) (int64, error) {
+	var body putBody
+	if err := h.DecodeBody(&body); err != nil {
+		return 0, err
+	}
+	root, err := body.root()
+	if err != nil {
+		return 0, err
+	}
+	key := pushKey{peer: peer, root: root, tag: body.Tag}
+	s.mu.Lock()
+	p, done := s.pending[key], s.done[key]
+	s.mu.Unlock()
+	var m Manifest
+	switch {
+	case p != nil:
+		m = p.asm.Manifest()
+	case done:
+		return MaxChunkSize, nil // a late duplicate of a finished push: answered, not stored
+	default:
+		return 0, fmt.Errorf("%w: no offer for %s from %s", ErrNotFound, root, peer)
+	}
+	if body.Index < 0 || body.Index >= len(m.Chunks) {
+		return 0, fmt.Errorf("transport: chunk %d out of range [0, %d)", body.Index, len(m.Chunks))
+	}
+	off, end := m.ChunkRange(body.Index)
+	return end - off, nil
 }
 
 func (s *Store) lookup(peer NodeID, req Message) (storedBlob, int, error) {

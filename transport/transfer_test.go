@@ -174,7 +174,7 @@ type xferEnv struct {
 
 // newXferEnv starts a server serving h on a link shaped by spec in both directions
 // (each endpoint shapes its egress) and a client endpoint.
-func newXferEnv(t testing.TB, spec string, h Handler) *xferEnv {
+func newXferEnv(t testing.TB, spec string, h Router) *xferEnv {
 	t.Helper()
 	spc, sl := shapedUDP(t, spec, 1)
 	cpc, cl := shapedUDP(t, spec, 2)
@@ -216,7 +216,7 @@ func TestFetchOverShapedLink(t *testing.T) {
 	store := NewStore(StoreConfig{})
 	mux := NewMux()
 	store.Register(mux)
-	env := newXferEnv(t, "20mbit,10ms,1%", mux.Serve)
+	env := newXferEnv(t, "20mbit,10ms,1%", mux)
 	data := randomBlob(1<<20+12345, 4)
 	m, err := store.Put(data, 64<<10)
 	if err != nil {
@@ -258,7 +258,7 @@ func TestFetchResumesAfterBrokenConnections(t *testing.T) {
 		breakConn func()
 	)
 	mux := NewMux()
-	mux.Handle(TypeManifest, store.handleManifest)
+	mux.Handle(TypeManifest, store.handleManifest, Limit{})
 	mux.Handle(TypeChunk, func(ctx context.Context, peer NodeID, req Message) (Message, error) {
 		var ref chunkRef
 		if err := req.DecodeBody(&ref); err != nil {
@@ -272,8 +272,8 @@ func TestFetchResumesAfterBrokenConnections(t *testing.T) {
 			brk() // the network dies after 6 chunk requests
 		}
 		return store.handleChunk(ctx, peer, req)
-	})
-	env := newXferEnv(t, "", mux.Serve)
+	}, Limit{})
+	env := newXferEnv(t, "", mux)
 	data := randomBlob(20*MinChunkSize*4, 5)
 	m, err := store.Put(data, 4*MinChunkSize)
 	if err != nil {
@@ -357,7 +357,7 @@ func TestPushAndResume(t *testing.T) {
 		},
 	})
 	mux := NewMux()
-	mux.Handle(TypeOffer, store.handleOffer)
+	mux.Handle(TypeOffer, store.handleOffer, Limit{MaxPayload: 1 << 20})
 	var putMu sync.Mutex
 	putIdx := map[int]bool{}
 	mux.Handle(TypePut, func(ctx context.Context, peer NodeID, req Message) (Message, error) {
@@ -372,8 +372,8 @@ func TestPushAndResume(t *testing.T) {
 			cancelPush()
 		}
 		return store.handlePut(ctx, peer, req)
-	})
-	env := newXferEnv(t, "", mux.Serve)
+	}, Limit{Payload: store.putLimit})
+	env := newXferEnv(t, "", mux)
 	data := randomBlob(40*MinChunkSize, 6)
 	m, err := NewManifest(data, 2*MinChunkSize) // 20 chunks
 	if err != nil {
@@ -450,7 +450,7 @@ func TestQUICOverBothWaysShaping(t *testing.T) {
 	store.Register(mux)
 	ctx := testCtx(t, 20*time.Second)
 	served := make(chan struct{})
-	go func() { srv.Serve(ctx, mux.Serve); close(served) }()
+	go func() { srv.Serve(ctx, mux); close(served) }()
 	data := randomBlob(256<<10, 7)
 	m, _ := store.Put(data, 0)
 	start := time.Now()
@@ -505,7 +505,7 @@ func TestStoreAllow(t *testing.T) {
 	}})
 	mux := NewMux()
 	store.Register(mux)
-	env := newXferEnv(t, "", mux.Serve)
+	env := newXferEnv(t, "", mux)
 	data := randomBlob(200<<10, 5)
 	m, err := store.Put(data, 64<<10)
 	if err != nil {
