@@ -195,6 +195,7 @@ func TestStrangerCannotExhaustACoordinator(t *testing.T) {
 	if err := honest.EnsureRegistered(ctx, "honest", []string{"honest"}); err != nil {
 		t.Fatalf("register during the attack: %v", err)
 	}
+	operate(t, c.addrs, 1000, honest) // the operators fund the pool and grant the member a vote
 	res, err := honest.Submit(ctx, &consensus.ProposeBody{Name: "under-attack", Model: "mlp:784-256-10", Dataset: "fashion-mnist",
 		Params: consensus.Hyperparams{InnerSteps: 50, Rounds: 10, Codec: "topk:0.01+q4", OuterLR: "1", OuterMomentum: "0.8", ErrorDecay: "0.9"}, RewardPool: 1000,
 		MinMembers: 1, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 60_000})
@@ -522,6 +523,7 @@ func TestLongPollsPerKeyBounded(t *testing.T) {
 	if err := alice.EnsureRegistered(ctx, "alice", []string{"alice"}); err != nil {
 		t.Fatal(err)
 	}
+	operate(t, c.addrs, 1000, alice)
 	res, err := alice.Submit(ctx, &consensus.ProposeBody{Name: "p", Model: "mlp:784-256-10", Dataset: "fashion-mnist",
 		Params: consensus.Hyperparams{InnerSteps: 50, Rounds: 10, Codec: "topk:0.01+q4", OuterLR: "1", OuterMomentum: "0.8", ErrorDecay: "0.9"}, RewardPool: 1000,
 		MinMembers: 1, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 500})
