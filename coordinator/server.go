@@ -395,6 +395,13 @@ func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req tr
 			}
 		}
 	}
+	if s.node.IsLeader() {
+		// A forged or unsigned envelope, or one its issuer may not send, is refused before it
+		// becomes a log entry (the state checks it again when applying).
+		if err := s.node.Verify(env); err != nil {
+			return transport.Message{}, classify(err)
+		}
+	}
 	res, err := s.node.Apply(ctx, env)
 	if errors.Is(err, consensus.ErrNotLeader) && !forwarded {
 		return s.forward(ctx, req)
