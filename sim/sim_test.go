@@ -51,7 +51,7 @@ func TestCohortTrainsOverQUIC(t *testing.T) {
 // TestFaults kills the leader coordinator in round 2 (its slice moves to a live coordinator and the
 // round completes) and a peer in round 3 (restarted in round 4),
 // and makes another peer late every round, with every peer overlapping 3 of its 8 steps with the
-// exchange, on issue 3's tuned setting (sign codes, outer lr 1, μ 0.8, error-feedback decay 0.9):
+// exchange, on the tuned default setting (sign codes, outer lr 1, μ 0.8, error-feedback decay 0.9):
 // the cohort still finishes every round, every replica
 // holds the recorded model, the late peer's updates never count, and the killed peer re-syncs.
 func TestFaults(t *testing.T) {
