@@ -479,7 +479,7 @@ func ExampleResidual() {
 
 // TestCompressionRatio pins the message sizes that low-bandwidth training
 // depends on, on 2^20 Gaussian values: top-k 1 % with 4-bit values must be
-// at least 100× smaller than fp32 (DESIGN.md §7).
+// at least 100× smaller than fp32.
 func TestCompressionRatio(t *testing.T) {
 	n := 1 << 20
 	x := gaussian(n, 1e-3, 1)

@@ -15,7 +15,7 @@ import (
 	"github.com/cohortlab/cohort/transport"
 )
 
-// Scoring (DESIGN.md §6): every coordinator measures each θ_t its replica reaches (validator);
+// Scoring: every coordinator measures each θ_t its replica reaches (validator);
 // an aggregator answers the leader with the validation sums of its slice (handleScore); the leader
 // adds them up, scores the round (package attribution) and commits one ScoreCommit per round, in
 // round order, which the ledger pays by.

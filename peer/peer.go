@@ -4,7 +4,7 @@
 // aggregator over QUIC, fetches the aggregated slices, applies the outer step — staying
 // bit-identical with every other replica — and reports a signed receipt.
 //
-// A peer never aggregates for others and never sees other peers' updates (DESIGN.md §4). It talks
+// A peer never aggregates for others and never sees other peers' updates. It talks
 // to the coordinators through a coordinator.Client: consensus commands are signed envelopes, data
 // plane messages are protocol messages on the same mutually authenticated QUIC connections.
 package peer

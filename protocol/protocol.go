@@ -1,7 +1,7 @@
 // Package protocol defines the data-plane messages peers and coordinators exchange over QUIC
 // (package transport) during a training round, and the model hash every replica agrees on.
 //
-// A round of cohort C, number t (DESIGN.md §3–4):
+// A round of cohort C, number t:
 //
 //	peer → aggregator of slice s   MsgUpload      Upload header, payload = compress message of e_i[s]
 //	peer → aggregator of slice s   MsgAggregate   long-polls until the slice's aggregate is ready;

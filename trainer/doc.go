@@ -1,7 +1,7 @@
 // Package trainer is the peer side of Cohort: it trains a local model on local data and takes part
 // in the DiLoCo outer loop.
 //
-// The loop (DESIGN.md §3), for round t with global parameters θ_t:
+// The loop, for round t with global parameters θ_t:
 //
 //  1. every participant starts from θ_t (the replicas are bit-identical; ParamsHash compares them);
 //  2. H inner steps of AdamW on local batches give θ_i; the pseudo-gradient is Δ_i = θ_t − θ_i;

@@ -19,7 +19,7 @@
 //     reward weight is max(0, LCB_i): noise, whose alignment with the validation gradient is small
 //     and inconsistent across micro-batches, earns ~nothing;
 //   - and it is paid only while the member's influence is consistently positive across rounds
-//     (Consistent: the same lower bound over its per-round LCBs), which DESIGN.md §6 does not
+//     (Consistent: the same lower bound over its per-round LCBs), which the design sketch did not
 //     have: measured here, label-flipped data earns a positive first-order score in some rounds
 //     (it tempers an over-confident model), and a per-round bound alone paid it 7 % of a pool.
 //
@@ -31,7 +31,7 @@
 // its slice of the parameter vector and the leader adds them up (Combine): ⟨g_k,Δ_i⟩, ⟨u,Δ_i⟩,
 // ⟨g_k,u⟩, ‖u‖² and the Gram matrix ⟨Δ_i,Δ_j⟩. The exact Gram matrix (P² dot products per slice,
 // cheap next to the K·P validation products for cohorts up to a few hundred peers) replaces the
-// random projection DESIGN.md §6 suggests for spotting near-identical updates: it is exact and
+// random projection first planned for spotting near-identical updates: it is exact and
 // needs no seed.
 //
 // # Duplicates

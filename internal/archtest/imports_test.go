@@ -131,7 +131,7 @@ func TestRulesCatchAForbiddenImport(t *testing.T) {
 	if mayImport("datasets", "datasets", "trainer") || mayImport("consensus", "consensus", "transport") ||
 		mayImport("trainer", "trainer", "coordinator") || !mayImport("trainer", "trainer", "compress") ||
 		!mayImport("trainer", "trainer", "trainer/nn") || within("coordinator", confined["gorgonia.org/"]) {
-		t.Fatal("import rules do not say what DESIGN.md §2 says")
+		t.Fatal("import rules do not say what the layout says")
 	}
 	if _, err := os.Stat("../../go.mod"); err != nil {
 		t.Fatal("archtest must sit two levels below the module root")
