@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -26,6 +27,12 @@ var allowed = map[string][]string{
 	"sim":         {"peer", "trainer", "coordinator", "protocol", "transport", "consensus", "compress", "datasets"},
 	"internal":    {"internal/"},
 	"cmd":         {""}, // the CLI wires everything
+}
+
+// narrower tightens the rules for a subpackage, on top of its top-level directory's: the round
+// engine is pure decision logic, with no transport, service or scoring under it.
+var narrower = map[string][]string{
+	"coordinator/round": {"consensus", "protocol", "compress", "trainer"},
 }
 
 // testOnly lets a package's tests import one more project package that its code may not: the
@@ -83,6 +90,9 @@ func TestImportsPointOneWay(t *testing.T) {
 				}
 				if !mayImport(top, dir, inner) {
 					t.Errorf("%s imports %s: %s may import only %v", rel, p, top, allowed[top])
+				}
+				if rules, ok := narrower[dir]; ok && !slices.Contains(rules, inner) && !strings.HasPrefix(inner, dir+"/") {
+					t.Errorf("%s imports %s: %s may import only %v", rel, p, dir, rules)
 				}
 				continue
 			}
