@@ -108,14 +108,14 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 	defer rt.mu.Unlock()
 	switch err := a.sl.Admit(member, weight, vals, s.cfg.Now(), v); {
 	case errors.Is(err, round.ErrLate):
-		return transport.Message{}, fmt.Errorf("upload: cohort %d round %d slice %d closed at its deadline: late", u.Cohort, u.Round, u.Slice)
+		return transport.Message{}, fmt.Errorf("upload: cohort %d round %d slice %d closed at its deadline: %w", u.Cohort, u.Round, u.Slice, protocol.ErrLate)
 	case errors.Is(err, round.ErrHeld):
 		// Past the upload deadline the round records, in a slice held open while leadership
 		// settles: it counts only if the new leader moves the deadline, so the peer is told to
 		// resend — then it counts, or the slice has closed and it is late.
-		return transport.Message{}, fmt.Errorf("%s upload: cohort %d round %d slice %d is past its upload deadline, held while a new leader may move it: resend", unavailablePrefix, u.Cohort, u.Round, u.Slice)
+		return transport.Message{}, fmt.Errorf("%w: upload: cohort %d round %d slice %d is past its upload deadline, held while a new leader may move it: resend", protocol.ErrUnavailable, u.Cohort, u.Round, u.Slice)
 	case errors.Is(err, round.ErrDuplicate):
-		return transport.Message{}, fmt.Errorf("upload: %s already sent slice %d of round %d", member, u.Slice, u.Round)
+		return transport.Message{}, fmt.Errorf("upload: %s: slice %d of round %d: %w", member, u.Slice, u.Round, protocol.ErrDuplicate)
 	case err != nil:
 		return transport.Message{}, fmt.Errorf("upload: %w", err)
 	}
@@ -218,7 +218,7 @@ func (s *Server) roundSliceNow(cohort uint64, round uint32, slice int) (*cohortR
 	}
 	as := r.Slices[slice]
 	if as.Aggregator != s.KeyID() {
-		return nil, r, protocol.Slice{}, fmt.Errorf("slice %d of round %d is aggregated by %s, not this node", slice, round, as.Aggregator)
+		return nil, r, protocol.Slice{}, fmt.Errorf("slice %d of round %d is aggregated by %s: %w", slice, round, as.Aggregator, protocol.ErrNotAggregator)
 	}
 	rt, err := s.runtime(c, p)
 	if err != nil {
@@ -348,7 +348,7 @@ func (s *Server) handleAggregate(ctx context.Context, peer transport.NodeID, req
 	select {
 	case <-a.done:
 	case <-ctx.Done():
-		return transport.Message{}, fmt.Errorf("%s aggregate of round %d slice %d not ready: %w", unavailablePrefix, q.Round, q.Slice, ctx.Err())
+		return transport.Message{}, fmt.Errorf("%w: aggregate of round %d slice %d not ready: %w", protocol.ErrUnavailable, q.Round, q.Slice, ctx.Err())
 	}
 	reply := transport.Message{Header: transport.Header{Type: protocol.MsgAggregate}}
 	if err := reply.SetBody(protocol.AggregateReply{Start: uint64(a.sl.Start), End: uint64(a.sl.End), Contributors: a.contributors, Aborted: a.aborted}); err != nil {

@@ -2,18 +2,12 @@ package coordinator
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
-
-// ErrForbidden is wrapped by the errors that refuse a peer what is not for it: a cohort's model
-// parameters, outer momentum, aggregates and model blobs go only to the cohort's members and to
-// registered coordinators. (The ledger, rounds, proposals and cohorts are public.)
-var ErrForbidden = errors.New("forbidden")
 
 // mayRead reports (nil) whether peer may read cohort's model, momentum and aggregates: a member of
 // the cohort, a registered coordinator, or this node itself (the zero NodeID: a local call).
@@ -35,7 +29,7 @@ func (s *Server) mayRead(peer transport.NodeID, cohort uint64) error {
 		return nil
 	})
 	if !ok {
-		return fmt.Errorf("%w: %s is neither a member of cohort %d nor a coordinator: the cohort's model and aggregates are for them only", ErrForbidden, id, cohort)
+		return fmt.Errorf("%w: %s is neither a member of cohort %d nor a coordinator: the cohort's model and aggregates are for them only", protocol.ErrForbidden, id, cohort)
 	}
 	return nil
 }
@@ -57,7 +51,7 @@ func (s *Server) allowBlob(peer transport.NodeID, root transport.Hash) error {
 			return s.mayRead(peer, rt.id)
 		}
 	}
-	return fmt.Errorf("%w: blob %s is no cohort's current model", ErrForbidden, root)
+	return fmt.Errorf("%w: blob %s is no cohort's current model", protocol.ErrForbidden, root)
 }
 
 // handleModel answers with where to fetch θ and the outer momentum of a cohort's replica: the blob
@@ -75,7 +69,7 @@ func (s *Server) handleModel(_ context.Context, peer transport.NodeID, req trans
 	rt := s.rts[q.Cohort]
 	s.rtMu.Unlock()
 	if rt == nil {
-		return transport.Message{}, fmt.Errorf("%s cohort %d has no model on this node yet", unavailablePrefix, q.Cohort)
+		return transport.Message{}, fmt.Errorf("%w: cohort %d has no model on this node yet", protocol.ErrUnavailable, q.Cohort)
 	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()

@@ -186,7 +186,7 @@ func (p *Peer) Join(ctx context.Context) error {
 	}
 	sort.Slice(data, func(i, j int) bool { return data[i].Name < data[j].Name })
 	_, err := p.cl.Submit(ctx, &consensus.JoinBody{Cohort: p.cfg.Cohort, Contributors: data})
-	if err != nil && !errors.Is(err, consensus.ErrExists) && !strings.Contains(err.Error(), "already") {
+	if err != nil && !errors.Is(err, consensus.ErrExists) {
 		return fmt.Errorf("join cohort %d: %w", p.cfg.Cohort, err)
 	}
 	return nil
@@ -662,8 +662,7 @@ func (p *Peer) send(ctx context.Context, r consensus.Round, i int, req transport
 				return agg, nil
 			}
 		}
-		var re *transport.RemoteError
-		if errors.As(err, &re) && strings.Contains(re.Msg, "already sent") {
+		if errors.Is(err, protocol.ErrDuplicate) {
 			return agg, nil // a resend the aggregator had: it counts once
 		}
 		if !retryable(err) || ctx.Err() != nil {
@@ -703,11 +702,7 @@ func (p *Peer) waitLate(ctx context.Context, r consensus.Round) consensus.Round 
 // retryable reports whether an aggregator call failed in a way worth trying again (after looking
 // at the round): the aggregator did not answer, was not ready, or no longer aggregates the slice.
 func retryable(err error) bool {
-	var re *transport.RemoteError
-	if !errors.As(err, &re) {
-		return true // no answer: the node may be down
-	}
-	return strings.HasPrefix(re.Msg, "unavailable:") || strings.Contains(re.Msg, "not this node")
+	return coordinator.Retryable(err) || errors.Is(err, protocol.ErrNotAggregator)
 }
 
 // roundNow reads round r as the coordinators record it now.
