@@ -17,6 +17,9 @@
 //		if a.LiveChecked {
 //			lastCheck, suspects = v.Now, a.Suspects
 //		}
+//		if a.Kind == round.Extend {
+//			extended = a.Round // asked once; back to 0 if the write fails
+//		}
 //		execute(a) // OpenRound, CloseRound, ExtendRound or Reassign commands
 //		break
 //	}
@@ -25,6 +28,9 @@
 //
 //	err := sl.Admit(member, weight, vals, now, sv) // ErrLate, ErrHeld, ErrDuplicate
 //	if closeNow, next := sl.Due(now, sv); closeNow { avg, n, err := sl.Finalize(cfg) ... } else { rearm(next) }
+//
+// The service answers a refused upload with the wire's error for it: ErrLate as protocol.ErrLate,
+// ErrHeld as protocol.ErrUnavailable (resend), ErrDuplicate as protocol.ErrDuplicate.
 //
 // The aggregate a Slice finalizes to is coded for the way down with the aggregator's error
 // feedback (Downlink, one compress.Residual per slice).
