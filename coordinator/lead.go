@@ -11,6 +11,7 @@ import (
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator/round"
+	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -184,8 +185,8 @@ func (s *Server) live(ctx context.Context, ids []string) []string {
 			continue
 		}
 		wg.Go(func() {
-			req := transport.Message{Header: transport.Header{Type: MsgQuery}}
-			req.SetBody(Query{What: QueryPing})
+			req := transport.Message{Header: transport.Header{Type: protocol.MsgQuery}}
+			req.SetBody(protocol.Query{What: protocol.QueryPing})
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
 			_, err := s.call(cctx, addr, req)

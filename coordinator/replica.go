@@ -8,6 +8,7 @@ import (
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -74,7 +75,7 @@ func (s *Server) applyRound(ctx context.Context, rt *cohortRT, r consensus.Round
 		if rep.Aborted {
 			return // nobody's update arrived: the leader abandons the round
 		}
-		if err := DecodeAggregate(rt.down, rt.shape, int(sl.Start), int(sl.End), payload, delta[sl.Start:sl.End]); err != nil {
+		if err := spec.DecodeAggregate(rt.down, rt.shape, int(sl.Start), int(sl.End), payload, delta[sl.Start:sl.End]); err != nil {
 			s.log.Warn("aggregate", "cohort", rt.id, "round", r.Number, "slice", i, "err", err)
 			return
 		}
