@@ -74,9 +74,7 @@ func (s *Server) handleModel(_ context.Context, peer transport.NodeID, req trans
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if rt.blobRound != rt.applied || rt.blobRoot == (transport.Hash{}) {
-		b := make([]byte, 0, 8*len(rt.theta))
-		b = protocol.AppendFloats(b, rt.theta)
-		b = protocol.AppendFloats(b, rt.outer.Momentum())
+		b := protocol.AppendModel(make([]byte, 0, 8*len(rt.theta)), rt.theta, rt.outer.Momentum())
 		m, err := s.store.Put(b, 0)
 		if err != nil {
 			return transport.Message{}, err

@@ -176,7 +176,7 @@ func (s *Server) resync(ctx context.Context, rt *cohortRT, r consensus.Round) {
 			continue
 		}
 		var mr protocol.ModelReply
-		if err := reply.DecodeBody(&mr); err != nil || mr.Round != r.Number || !bytes.Equal(mr.Hash, r.NewModelHash) || mr.Params != len(rt.theta) || len(mr.Root) != len(transport.Hash{}) {
+		if err := reply.DecodeBody(&mr); err != nil || mr.Round != r.Number || mr.Want(len(rt.theta), r.NewModelHash) != nil {
 			continue
 		}
 		cctx, cancel = context.WithTimeout(ctx, time.Minute)
@@ -185,13 +185,13 @@ func (s *Server) resync(ctx context.Context, rt *cohortRT, r consensus.Round) {
 		if err != nil {
 			continue
 		}
-		both, err := protocol.DecodeFloats(nil, blob, 2*mr.Params)
-		if err != nil || protocol.HashParams(both[:mr.Params]) != [32]byte(mr.Hash) {
+		theta, momentum, err := protocol.DecodeModel(blob, mr.Params, mr.Hash)
+		if err != nil {
 			continue
 		}
 		rt.mu.Lock()
-		copy(rt.theta, both[:mr.Params])
-		copy(rt.outer.Momentum(), both[mr.Params:])
+		copy(rt.theta, theta)
+		copy(rt.outer.Momentum(), momentum)
 		rt.applied, rt.hash = r.Number, [32]byte(mr.Hash)
 		rt.measure(rt.theta, rt.hash)
 		rt.mu.Unlock()
