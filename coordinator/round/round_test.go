@@ -65,10 +65,18 @@ func (h *harness) last() *consensus.Round {
 // and prints it.
 func (h *harness) next() string {
 	var out strings.Builder
+	a := h.step(func() { out.WriteString("check: live " + strings.Join(h.live, ",") + "\n") })
+	out.WriteString(h.format(a))
+	return out.String()
+}
+
+// step asks for the leader's action (answering a Check from h.live, after calling checked) and
+// executes it on the state.
+func (h *harness) step(checked func()) Action {
 	v := h.view()
 	a := Next(v)
 	if a.Kind == Check {
-		out.WriteString("check: live " + strings.Join(h.live, ",") + "\n")
+		checked()
 		v.Checked, v.Live, v.Distrusted = true, h.live, h.distrusted
 		a = Next(v)
 		if a.Kind == Check {
@@ -105,8 +113,7 @@ func (h *harness) next() string {
 		r.Deadline = a.Deadline
 		r.Reassignments++
 	}
-	out.WriteString(h.format(a))
-	return out.String()
+	return a
 }
 
 func (h *harness) format(a Action) string {
