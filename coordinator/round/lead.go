@@ -27,7 +27,7 @@ func Settling(r consensus.Round, l Leadership) bool {
 // View is what the leader's decision for one cohort reads.
 type View struct {
 	Now    time.Time
-	Config Config // with the defaults filled in
+	Config Config // zero fields mean the defaults
 
 	Cohort     consensus.Cohort
 	MinMembers uint32            // the proposal's minimum members (0 counts as 1)
@@ -123,6 +123,7 @@ const AbandonNote = "abandoned: an aggregate could not be fetched"
 // deadline a whole round-time from now (Extend, once), or move the slices of aggregators that
 // failed two checks in a row to live coordinators (Reassign, at most every LiveCheck).
 func Next(v View) Action {
+	v.Config = v.Config.WithDefaults()
 	if v.Cohort.Status == consensus.CohortDone {
 		return Action{Kind: Wait}
 	}

@@ -31,7 +31,7 @@ type Update struct {
 
 // SliceView is what a slice's rules read besides the slice: the round as the replicated state
 // records it now (the leader may have moved its deadline since the slice was made), the
-// leadership, and the round configuration (AbortAfter).
+// leadership, and the round configuration (AbortAfter; zero means the default).
 type SliceView struct {
 	Round      consensus.Round
 	Leadership Leadership
@@ -107,6 +107,7 @@ func (s *Slice) Due(now time.Time, v SliceView) (closeNow bool, next time.Time) 
 }
 
 func (s *Slice) hold(now time.Time, v SliceView) bool {
+	v.Config = v.Config.WithDefaults()
 	deadline := time.UnixMilli(v.Round.Deadline)
 	if len(s.Updates) == 0 {
 		return now.Before(deadline.Add(v.Config.AbortAfter))
@@ -131,6 +132,7 @@ func (s *Slice) Finalize(cfg Config) ([]float32, int, error) {
 	if len(s.Updates) == 0 {
 		return nil, 0, ErrEmpty
 	}
+	cfg = cfg.WithDefaults()
 	avg, err := Aggregate(s.Updates, s.Excluded, cfg.ClipMultiple, cfg.DropMultiple)
 	return avg, len(s.Updates), err
 }
