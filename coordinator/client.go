@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -273,16 +274,17 @@ func (c *Client) EnsureRegistered(ctx context.Context, name string, contributors
 	return err
 }
 
-// retryable reports errors worth another try at another coordinator: transport failures and
-// leadership changes. Rejections by the state (a forged signature, a vote after the deadline)
-// are final.
-func retryable(err error) bool {
+// Retryable reports errors worth another try, later or at another coordinator: no answer (a
+// dial or connection failure), protocol.ErrUnavailable (no leader, a rate limit, not ready) and
+// transport.ErrBusy. Rejections by the state (a forged signature, a vote after the deadline) are
+// final.
+func Retryable(err error) bool {
 	var re *transport.RemoteError
 	if !errors.As(err, &re) {
 		return true // dial or connection failure
 	}
 	// A coordinator serving all it may (transport.Config.MaxServing) did not read the request.
-	return strings.HasPrefix(re.Msg, unavailablePrefix) || strings.HasPrefix(re.Msg, transport.ErrBusy.Error())
+	return errors.Is(err, protocol.ErrUnavailable) || errors.Is(err, transport.ErrBusy)
 }
 
 // callLimit bounds one call to one coordinator before the client tries the next.
@@ -301,10 +303,10 @@ func (c *Client) roundTrip(ctx context.Context, req transport.Message, limit tim
 		if err == nil {
 			return reply, nil
 		}
-		if !retryable(err) {
+		if !Retryable(err) {
 			var re *transport.RemoteError
 			if errors.As(err, &re) {
-				return transport.Message{}, errors.New(re.Msg)
+				return transport.Message{}, re.Reason() // the coordinator's words, matching its sentinel
 			}
 			return transport.Message{}, err
 		}

@@ -381,7 +381,7 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 	defer rt.mu.Unlock()
 	select {
 	case <-a.done:
-		return transport.Message{}, fmt.Errorf("upload: cohort %d round %d slice %d closed at its deadline: late", u.Cohort, u.Round, u.Slice)
+		return transport.Message{}, fmt.Errorf("upload: cohort %d round %d slice %d closed at its deadline: %w", u.Cohort, u.Round, u.Slice, protocol.ErrLate)
 	default:
 	}
 	if time.Now().After(time.UnixMilli(protocol.UploadDeadline(now.OpenedAt, now.Deadline))) && (len(a.updates) > 0 || s.settling(now)) {
@@ -390,10 +390,10 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 		// told to resend — then it counts, or the slice has closed and it is late. (A slice
 		// that nothing reached, with no leader change, takes late uploads: the round would be
 		// lost otherwise.)
-		return transport.Message{}, fmt.Errorf("%s upload: cohort %d round %d slice %d is past its upload deadline, held while a new leader may move it: resend", unavailablePrefix, u.Cohort, u.Round, u.Slice)
+		return transport.Message{}, fmt.Errorf("%w: upload: cohort %d round %d slice %d is past its upload deadline, held while a new leader may move it: resend", protocol.ErrUnavailable, u.Cohort, u.Round, u.Slice)
 	}
 	if _, dup := a.updates[member]; dup {
-		return transport.Message{}, fmt.Errorf("upload: %s already sent slice %d of round %d", member, u.Slice, u.Round)
+		return transport.Message{}, fmt.Errorf("upload: %s: slice %d of round %d: %w", member, u.Slice, u.Round, protocol.ErrDuplicate)
 	}
 	a.updates[member] = upd{vals: vals, samples: weight}
 	s.metrics.observeUpload(len(req.Payload), time.Since(t0))
@@ -442,11 +442,6 @@ func satAdd(a, b uint64) uint64 {
 	return a + b
 }
 
-// ErrForbidden is wrapped by the errors that refuse a peer what is not for it: a cohort's model
-// parameters, outer momentum, aggregates and model blobs go only to the cohort's members and to
-// registered coordinators. (The ledger, rounds, proposals and cohorts are public.)
-var ErrForbidden = errors.New("forbidden")
-
 // mayRead reports (nil) whether peer may read cohort's model, momentum and aggregates: a member of
 // the cohort, a registered coordinator, or this node itself (the zero NodeID: a local call).
 func (s *Server) mayRead(peer transport.NodeID, cohort uint64) error {
@@ -467,7 +462,7 @@ func (s *Server) mayRead(peer transport.NodeID, cohort uint64) error {
 		return nil
 	})
 	if !ok {
-		return fmt.Errorf("%w: %s is neither a member of cohort %d nor a coordinator: the cohort's model and aggregates are for them only", ErrForbidden, id, cohort)
+		return fmt.Errorf("%w: %s is neither a member of cohort %d nor a coordinator: the cohort's model and aggregates are for them only", protocol.ErrForbidden, id, cohort)
 	}
 	return nil
 }
@@ -489,7 +484,7 @@ func (s *Server) allowBlob(peer transport.NodeID, root transport.Hash) error {
 			return s.mayRead(peer, rt.id)
 		}
 	}
-	return fmt.Errorf("%w: blob %s is no cohort's current model", ErrForbidden, root)
+	return fmt.Errorf("%w: blob %s is no cohort's current model", protocol.ErrForbidden, root)
 }
 
 // roundSlice looks up a round and one of its slices that this node aggregates. A peer may learn of
@@ -539,7 +534,7 @@ func (s *Server) roundSliceNow(cohort uint64, round uint32, slice int) (*cohortR
 	}
 	as := r.Slices[slice]
 	if as.Aggregator != s.KeyID() {
-		return nil, r, protocol.Slice{}, fmt.Errorf("slice %d of round %d is aggregated by %s, not this node", slice, round, as.Aggregator)
+		return nil, r, protocol.Slice{}, fmt.Errorf("slice %d of round %d is aggregated by %s: %w", slice, round, as.Aggregator, protocol.ErrNotAggregator)
 	}
 	rt, err := s.runtime(c, p)
 	if err != nil {
@@ -763,7 +758,7 @@ func (s *Server) handleAggregate(ctx context.Context, peer transport.NodeID, req
 	select {
 	case <-a.done:
 	case <-ctx.Done():
-		return transport.Message{}, fmt.Errorf("%s aggregate of round %d slice %d not ready: %w", unavailablePrefix, q.Round, q.Slice, ctx.Err())
+		return transport.Message{}, fmt.Errorf("%w: aggregate of round %d slice %d not ready: %w", protocol.ErrUnavailable, q.Round, q.Slice, ctx.Err())
 	}
 	reply := transport.Message{Header: transport.Header{Type: protocol.MsgAggregate}}
 	if err := reply.SetBody(protocol.AggregateReply{Start: uint64(a.start), End: uint64(a.end), Contributors: a.contributors, Aborted: a.aborted}); err != nil {
@@ -790,7 +785,7 @@ func (s *Server) handleModel(_ context.Context, peer transport.NodeID, req trans
 	rt := s.rts[q.Cohort]
 	s.rtMu.Unlock()
 	if rt == nil {
-		return transport.Message{}, fmt.Errorf("%s cohort %d has no model on this node yet", unavailablePrefix, q.Cohort)
+		return transport.Message{}, fmt.Errorf("%w: cohort %d has no model on this node yet", protocol.ErrUnavailable, q.Cohort)
 	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()

@@ -13,6 +13,7 @@ import (
 	"github.com/cohortlab/cohort/compress"
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator/attribution"
+	"github.com/cohortlab/cohort/internal/wirecode"
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
@@ -196,14 +197,14 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 	// not join (eve) and a key never registered are refused, a member is served.
 	stranger := newClient(t, c, "stranger")
 	for _, cl := range []*Client{eve, stranger} {
-		if _, err := cl.CallAt(ctx, aggAddr, req); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		if _, err := cl.CallAt(ctx, aggAddr, req); !errors.Is(err, protocol.ErrForbidden) {
 			t.Errorf("aggregate for a non-member: %v, want forbidden", err)
 		}
 	}
 	mreq := transport.Message{Header: transport.Header{Type: protocol.MsgModel}}
 	mreq.SetBody(protocol.ModelRequest{Cohort: 1})
 	for _, cl := range []*Client{eve, stranger} {
-		if _, err := cl.CallAt(ctx, aggAddr, mreq); err == nil || !strings.Contains(err.Error(), "forbidden") {
+		if _, err := cl.CallAt(ctx, aggAddr, mreq); !errors.Is(err, protocol.ErrForbidden) {
 			t.Errorf("model for a non-member: %v, want forbidden", err)
 		}
 	}
@@ -216,7 +217,7 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 		t.Fatalf("model reply %+v, %v", mr, err)
 	}
 	// The blob itself: a stranger who learnt its root is refused it too.
-	if _, err := stranger.FetchBlob(ctx, aggAddr, transport.Hash(mr.Root), int64(8*mr.Params), 1); err == nil || !strings.Contains(err.Error(), "forbidden") {
+	if _, err := stranger.FetchBlob(ctx, aggAddr, transport.Hash(mr.Root), int64(8*mr.Params), 1); !errors.Is(err, protocol.ErrForbidden) {
 		t.Errorf("model blob for a stranger: %v, want forbidden", err)
 	}
 	blob, err := alice.FetchBlob(ctx, aggAddr, transport.Hash(mr.Root), int64(8*mr.Params), 1)
@@ -320,9 +321,10 @@ func TestUnscorable(t *testing.T) {
 		want bool
 	}{
 		{final, true},
-		{&transport.RemoteError{Type: MsgScore, Msg: final.Error()}, true},
-		{&transport.RemoteError{Type: MsgScore, Msg: unavailablePrefix + " slice 0 of round 3 still aggregating"}, false},
-		{fmt.Errorf("%s score: this node has not reached round 3's model yet", unavailablePrefix), false},
+		{&transport.RemoteError{Type: MsgScore, Code: wirecode.Of(final), Msg: final.Error()}, true},
+		{&transport.RemoteError{Type: MsgScore, Msg: final.Error()}, false}, // the text alone classifies nothing
+		{&transport.RemoteError{Type: MsgScore, Code: wirecode.Of(protocol.ErrUnavailable), Msg: "unavailable: slice 0 of round 3 still aggregating"}, false},
+		{fmt.Errorf("%w: score: this node has not reached round 3's model yet", protocol.ErrUnavailable), false},
 		{errValidatorLoading, false},
 		{errors.New("dial: connection refused"), false},
 	} {

@@ -379,12 +379,12 @@ func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req tr
 		// Most likely a coordinator whose key this node has not seen registered yet (a fresh
 		// cluster, a lagging replica) forwarding a member's write: retryable, so the client
 		// tries another coordinator rather than giving the write up.
-		return transport.Message{}, fmt.Errorf("%s submit: request issued by %s but sent by %s, not a registered coordinator", unavailablePrefix, env.Issuer, peer)
+		return transport.Message{}, fmt.Errorf("%w: submit: request issued by %s but sent by %s, not a registered coordinator", protocol.ErrUnavailable, env.Issuer, peer)
 	}
 	if !forwarded {
 		// Before anything costs the cluster a signature check or a log entry.
 		if err := s.rateLimit(ctx, peer, env); err != nil {
-			return transport.Message{}, err // starts with unavailablePrefix: the client retries it
+			return transport.Message{}, err // wraps protocol.ErrUnavailable: the client retries it
 		}
 	}
 	if env.Type == consensus.CmdPropose {
@@ -464,19 +464,19 @@ func (s *Server) isCoordinator(id string) bool {
 func (s *Server) forward(ctx context.Context, req transport.Message) (transport.Message, error) {
 	_, addr := s.node.Leader()
 	if addr == "" || addr == s.cfg.Listen {
-		return transport.Message{}, fmt.Errorf("%s no leader elected yet", unavailablePrefix)
+		return transport.Message{}, fmt.Errorf("%w: no leader elected yet", protocol.ErrUnavailable)
 	}
 	if !s.registered() {
 		// The leader takes forwarded requests from registered coordinators only.
-		return transport.Message{}, fmt.Errorf("%s this coordinator's key is not registered yet: cannot forward", unavailablePrefix)
+		return transport.Message{}, fmt.Errorf("%w: this coordinator's key is not registered yet: cannot forward", protocol.ErrUnavailable)
 	}
 	reply, err := s.call(ctx, addr, transport.Message{Header: transport.Header{Type: MsgSubmit, Body: req.Body}})
 	if err != nil {
 		var re *transport.RemoteError
 		if errors.As(err, &re) {
-			return transport.Message{}, errors.New(re.Msg) // already classified by the leader
+			return transport.Message{}, re.Reason() // classified by the leader: its code goes back as it came
 		}
-		return transport.Message{}, fmt.Errorf("%s forwarding to leader at %s: %w", unavailablePrefix, addr, err)
+		return transport.Message{}, fmt.Errorf("%w: forwarding to leader at %s: %w", protocol.ErrUnavailable, addr, err)
 	}
 	return transport.Message{Header: transport.Header{Type: MsgSubmit, Body: reply.Body}}, nil
 }
@@ -488,7 +488,7 @@ func (s *Server) forward(ctx context.Context, req transport.Message) (transport.
 func (s *Server) call(ctx context.Context, addr string, req transport.Message) (transport.Message, error) {
 	want := s.keyAt(addr)
 	if want == "" {
-		return transport.Message{}, fmt.Errorf("%s no coordinator key known for %s", unavailablePrefix, addr)
+		return transport.Message{}, fmt.Errorf("%w: no coordinator key known for %s", protocol.ErrUnavailable, addr)
 	}
 	return s.callPinned(ctx, addr, want, req)
 }
@@ -542,7 +542,7 @@ func (s *Server) handleQuery(ctx context.Context, peer transport.NodeID, req tra
 	if q.Linearizable {
 		if !s.node.IsLeader() {
 			_, addr := s.node.Leader()
-			return transport.Message{}, fmt.Errorf("%s not the leader (leader: %q)", unavailablePrefix, addr)
+			return transport.Message{}, fmt.Errorf("%w: not the leader (leader: %q)", protocol.ErrUnavailable, addr)
 		}
 		if err := s.node.Barrier(ctx); err != nil {
 			return transport.Message{}, classify(err)
@@ -712,11 +712,6 @@ func ParsePinned(s string) (key, addr string, err error) {
 	return key, addr, nil
 }
 
-// unavailablePrefix starts the text of every error worth retrying at another coordinator; the
-// client retries those with the same envelope and gives up on anything else (a rejection by the
-// state is final).
-const unavailablePrefix = "unavailable:"
-
 // rejections are the state's verdicts on a command: retrying the same envelope cannot help.
 var rejections = []error{
 	consensus.ErrDecode, consensus.ErrVersion, consensus.ErrInvalid, consensus.ErrUnsigned,
@@ -734,5 +729,5 @@ func classify(err error) error {
 			return err
 		}
 	}
-	return fmt.Errorf("%s %w", unavailablePrefix, err)
+	return fmt.Errorf("%w: %w", protocol.ErrUnavailable, err)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/trainer/nn"
 )
@@ -170,6 +171,6 @@ func (v *validator) state(ctx context.Context, h []byte) (*valState, error) {
 	case <-st.done:
 		return st, st.err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%s validation at %x not ready: %w", unavailablePrefix, h[:8], ctx.Err())
+		return nil, fmt.Errorf("%w: validation at %x not ready: %w", protocol.ErrUnavailable, h[:8], ctx.Err())
 	}
 }

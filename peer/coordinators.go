@@ -16,10 +16,11 @@ import (
 )
 
 // Coordinators is what a peer asks of the coordinators. ClientCoordinators is the implementation
-// over a member's client; a simulation may wrap it. Errors from Upload and Aggregate are read by
-// errors.Is against the data plane's sentinels: a duplicate upload counts once, an aggregator
-// that is unavailable or no longer aggregates the slice is worth another try after the peer looks
-// at the round again, and an error that is not a coordinator's answer (no answer) is too.
+// over a member's client; a simulation may wrap it. The peer reads errors with errors.Is against
+// the sentinels: an upload matching protocol.ErrDuplicate (or a join matching consensus.ErrExists)
+// counts once; protocol.ErrUnavailable, transport.ErrBusy, protocol.ErrNotAggregator and an error
+// that is no coordinator's answer (the node did not answer) are worth another try after the peer
+// looks at the round again; anything else is final.
 type Coordinators interface {
 	// ID is this member's key ID, as rounds list their participants.
 	ID() string
@@ -52,17 +53,13 @@ const (
 	failDuplicate                // already recorded (an upload resent, a join repeated): it counts once
 )
 
-// classify reads an error of the coordinators. It is the one place that knows how their errors are
-// told apart.
+// classify reads an error of the coordinators by its sentinel: the one place that tells them apart.
 func classify(err error) failure {
-	var re *transport.RemoteError
 	switch {
-	case errors.Is(err, consensus.ErrExists), strings.Contains(err.Error(), "already"):
+	case errors.Is(err, consensus.ErrExists), errors.Is(err, protocol.ErrDuplicate):
 		return failDuplicate
-	case !errors.As(err, &re):
-		return failRetry // no answer: the node may be down
-	case strings.HasPrefix(re.Msg, "unavailable:"), strings.Contains(re.Msg, "not this node"):
-		return failRetry
+	case coordinator.Retryable(err), errors.Is(err, protocol.ErrNotAggregator):
+		return failRetry // no answer, unavailable or busy; or the slice is aggregated elsewhere now
 	}
 	return failFinal
 }
