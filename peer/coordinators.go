@@ -5,12 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
+	"github.com/cohortlab/cohort/client"
 	"github.com/cohortlab/cohort/consensus"
-	"github.com/cohortlab/cohort/coordinator"
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
@@ -58,7 +57,7 @@ func classify(err error) failure {
 	switch {
 	case errors.Is(err, consensus.ErrExists), errors.Is(err, protocol.ErrDuplicate):
 		return failDuplicate
-	case coordinator.Retryable(err), errors.Is(err, protocol.ErrNotAggregator):
+	case client.Retryable(err), errors.Is(err, protocol.ErrNotAggregator):
 		return failRetry // no answer, unavailable or busy; or the slice is aggregated elsewhere now
 	}
 	return failFinal
@@ -67,12 +66,12 @@ func classify(err error) failure {
 // ClientCoordinators is Coordinators over a member's client: consensus commands are signed
 // envelopes, data-plane messages go to the aggregator's address on the same authenticated
 // connections.
-func ClientCoordinators(cl *coordinator.Client) Coordinators {
+func ClientCoordinators(cl *client.Client) Coordinators {
 	return &clientCoordinators{cl: cl, addrs: map[string]string{}}
 }
 
 type clientCoordinators struct {
-	cl     *coordinator.Client
+	cl     *client.Client
 	addrMu sync.Mutex
 	addrs  map[string]string // coordinator key ID → address
 }
@@ -93,14 +92,14 @@ const (
 func (c *clientCoordinators) ID() string { return c.cl.ID() }
 
 func (c *clientCoordinators) Proposal(ctx context.Context, cohort uint64) (consensus.Proposal, error) {
-	r, err := c.cl.Query(ctx, coordinator.Query{What: coordinator.QueryCohort, ID: cohort})
+	r, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryCohort, ID: cohort})
 	if err != nil {
 		return consensus.Proposal{}, err
 	}
 	if r.Cohort == nil {
 		return consensus.Proposal{}, errors.New("empty answer")
 	}
-	pr, err := c.cl.Query(ctx, coordinator.Query{What: coordinator.QueryProposal, ID: r.Cohort.Proposal})
+	pr, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryProposal, ID: r.Cohort.Proposal})
 	if err != nil {
 		return consensus.Proposal{}, fmt.Errorf("proposal %d: %w", r.Cohort.Proposal, err)
 	}
@@ -120,7 +119,7 @@ func (c *clientCoordinators) Submit(ctx context.Context, body consensus.Body) er
 }
 
 func (c *clientCoordinators) NextRound(ctx context.Context, cohort uint64, after uint32) (*consensus.Cohort, []consensus.Round, error) {
-	q, err := c.cl.Query(ctx, coordinator.Query{What: coordinator.QueryNextRound, ID: cohort, After: after})
+	q, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryNextRound, ID: cohort, After: after})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -131,12 +130,12 @@ func (c *clientCoordinators) NextRound(ctx context.Context, cohort uint64, after
 // latest), else from the cohort's rounds (a newer one opened meanwhile).
 func (c *clientCoordinators) Round(ctx context.Context, cohort uint64, number uint32) (consensus.Round, error) {
 	qctx, cancel := context.WithTimeout(ctx, roundTimeout)
-	q, err := c.cl.Query(qctx, coordinator.Query{What: coordinator.QueryNextRound, ID: cohort, After: number - 1})
+	q, err := c.cl.Query(qctx, protocol.Query{What: protocol.QueryNextRound, ID: cohort, After: number - 1})
 	cancel()
 	if err == nil && len(q.Rounds) > 0 && q.Rounds[0].Number == number {
 		return q.Rounds[0], nil
 	}
-	qr, err := c.cl.Query(ctx, coordinator.Query{What: coordinator.QueryRounds, ID: cohort})
+	qr, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryRounds, ID: cohort})
 	if err != nil {
 		return consensus.Round{}, err
 	}
@@ -188,7 +187,7 @@ func (c *clientCoordinators) Aggregate(ctx context.Context, aggregator string, q
 // Model asks every coordinator in turn for the cohort's model and takes the first whose hash
 // matches.
 func (c *clientCoordinators) Model(ctx context.Context, cohort uint64, hash []byte, n int) ([]float32, []float32, error) {
-	st, err := c.cl.Query(ctx, coordinator.Query{What: coordinator.QueryStatus})
+	st, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryStatus})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -237,22 +236,15 @@ func (c *clientCoordinators) addrOf(ctx context.Context, keyID string) (string, 
 	if a, ok := c.addrs[keyID]; ok {
 		return a, nil
 	}
-	st, err := c.cl.Query(ctx, coordinator.Query{What: coordinator.QueryStatus})
+	st, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryStatus})
 	if err != nil {
 		return "", err
 	}
 	if st.Status == nil {
 		return "", errors.New("the coordinator's status answer is empty")
 	}
-	byName := map[string]string{}
-	for _, sv := range st.Status.Servers {
-		byName[sv.ID] = sv.Addr
-	}
-	for _, s := range st.Status.Coordinators {
-		name, id, _ := strings.Cut(s, "=")
-		if a, ok := byName[name]; ok {
-			c.addrs[id] = a
-		}
+	for id, a := range st.Status.KeyAddrs() {
+		c.addrs[id] = a
 	}
 	if a, ok := c.addrs[keyID]; ok {
 		return a, nil

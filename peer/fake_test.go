@@ -15,10 +15,10 @@ import (
 
 	"github.com/cohortlab/cohort/compress"
 	"github.com/cohortlab/cohort/consensus"
-	"github.com/cohortlab/cohort/coordinator"
 	"github.com/cohortlab/cohort/datasets"
 	"github.com/cohortlab/cohort/internal/wirecode"
 	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/transport"
 )
@@ -323,15 +323,15 @@ func newTestPeer(t *testing.T, f *fakeCoordinators, edit func(*Config)) *Peer {
 // bit for bit.
 func mirror(t *testing.T, p *Peer) *trainer.Worker {
 	t.Helper()
-	model, err := trainer.NewModel(testModel, testBatch, coordinator.InitSeed(testProp))
+	ts, err := spec.Of(p.prop)
 	if err != nil {
 		t.Fatal(err)
 	}
-	oc, err := coordinator.OuterConfigOf(p.prop)
+	model, err := trainer.NewModel(testModel, testBatch, ts.Seed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := trainer.NewWorker(model, testSource(t), trainer.WorkerConfig{Outer: oc})
+	w, err := trainer.NewWorker(model, testSource(t), trainer.WorkerConfig{Outer: ts.Outer})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,10 +10,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cohortlab/cohort/client"
 	"github.com/cohortlab/cohort/compress"
 	"github.com/cohortlab/cohort/consensus"
-	"github.com/cohortlab/cohort/coordinator"
 	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/trainer/nn"
 )
@@ -30,7 +31,7 @@ type Config struct {
 	// Name is the member name registered with the cohort. Required.
 	Name string
 	// Client is the member's connection to the coordinators. Required unless Coordinators is set.
-	Client *coordinator.Client
+	Client *client.Client
 	// Coordinators, if set, is how the peer reaches the coordinators instead of
 	// ClientCoordinators(Client).
 	Coordinators Coordinators
@@ -181,40 +182,28 @@ func (p *Peer) setup(ctx context.Context) error {
 		return fmt.Errorf("cohort %d: %w", p.cfg.Cohort, err)
 	}
 	p.prop = prop
-	h := int(p.prop.Params.InnerSteps)
+	ts, err := spec.Of(p.prop)
+	if err != nil {
+		return err
+	}
+	h := int(ts.InnerSteps)
 	if p.cfg.Overlap >= h {
 		return fmt.Errorf("peer: overlap %d steps: the cohort's rounds have %d inner steps, want τ < H", p.cfg.Overlap, h)
 	}
-	model, err := trainer.NewModel(p.prop.Model, p.cfg.Batch, coordinator.InitSeed(p.prop.ID))
+	model, err := trainer.NewModel(p.prop.Model, p.cfg.Batch, ts.Seed)
 	if err != nil {
 		return err
 	}
-	oc, err := coordinator.OuterConfigOf(p.prop)
-	if err != nil {
-		return err
-	}
-	if p.worker, err = trainer.NewWorker(model, p.cfg.Source, trainer.WorkerConfig{Inner: p.cfg.Inner, Outer: oc}); err != nil {
+	if p.worker, err = trainer.NewWorker(model, p.cfg.Source, trainer.WorkerConfig{Inner: p.cfg.Inner, Outer: ts.Outer}); err != nil {
 		return err
 	}
 	p.w = replica{p.worker}
 	if p.cfg.Worker != nil {
 		p.w = p.cfg.Worker(p.w)
 	}
-	codec := p.prop.Params.Codec
-	if codec == "" {
-		codec = "fp32"
-	}
-	p.fb = feedback{e: make([]float32, len(model.Params())), shape: trainer.CodecShape(model.Layout())}
-	if p.fb.codec, err = compress.Parse(codec); err != nil {
-		return err
-	}
-	if p.down, err = compress.Parse(protocol.DownCodec(codec)); err != nil {
-		return err
-	}
-	if p.fb.decay, err = coordinator.ErrorDecayOf(p.prop); err != nil {
-		return err
-	}
-	p.st = state{me: p.co.ID(), h: h, rounds: p.prop.Params.Rounds, tau: p.cfg.Overlap, batch: model.BatchSize()}
+	p.fb = feedback{e: make([]float32, len(model.Params())), decay: ts.ErrorDecay, codec: ts.Up, shape: trainer.CodecShape(model.Layout())}
+	p.down = ts.Down
+	p.st = state{me: p.co.ID(), h: h, rounds: ts.Rounds, tau: p.cfg.Overlap, batch: model.BatchSize()}
 	return p.resume()
 }
 
@@ -472,7 +461,7 @@ func (p *Peer) fetch(ctx context.Context, x *exchange, i int, dst []float32) err
 			if rep.Aborted {
 				return nil
 			}
-			if err := coordinator.DecodeAggregate(p.down, p.fb.shape, int(sl.Start), int(sl.End), payload, dst); err != nil {
+			if err := spec.DecodeAggregate(p.down, p.fb.shape, int(sl.Start), int(sl.End), payload, dst); err != nil {
 				return err
 			}
 			x.received(i)

@@ -90,3 +90,15 @@ func TestDownCodec(t *testing.T) {
 		}
 	}
 }
+
+func TestStatusKeyAddrs(t *testing.T) {
+	st := &Status{
+		Servers:      []ServerInfo{{ID: "c1", Addr: "10.0.0.1:7001"}, {ID: "c2", Addr: "10.0.0.2:7001"}},
+		Coordinators: []string{"c1=aaaa", "c2=bbbb", "c3=cccc", "garbage"},
+	}
+	got := st.KeyAddrs()
+	want := map[string]string{"aaaa": "10.0.0.1:7001", "bbbb": "10.0.0.2:7001"}
+	if len(got) != len(want) || got["aaaa"] != want["aaaa"] || got["bbbb"] != want["bbbb"] {
+		t.Fatalf("KeyAddrs = %v, want %v (a coordinator that is no voter, or a malformed entry, has no address)", got, want)
+	}
+}
