@@ -1,7 +1,6 @@
 package peer
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -184,8 +183,8 @@ func (c *clientCoordinators) Aggregate(ctx context.Context, aggregator string, q
 	return rep, reply.Payload, nil
 }
 
-// Model asks every coordinator in turn for the cohort's model and takes the first whose hash
-// matches.
+// Model asks every coordinator in turn for the cohort's model and takes the first that has the one
+// wanted (protocol.ModelReply.Want) and sends it whole (protocol.DecodeModel checks its hash).
 func (c *clientCoordinators) Model(ctx context.Context, cohort uint64, hash []byte, n int) ([]float32, []float32, error) {
 	st, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryStatus})
 	if err != nil {
@@ -206,8 +205,12 @@ func (c *clientCoordinators) Model(ctx context.Context, cohort uint64, hash []by
 			continue
 		}
 		var mr protocol.ModelReply
-		if err := reply.DecodeBody(&mr); err != nil || mr.Params != n || !bytes.Equal(mr.Hash, hash) || len(mr.Root) != len(transport.Hash{}) {
-			last = fmt.Errorf("%s has round %d of the model, not the one wanted (%x)", sv.ID, mr.Round, hash[:min(len(hash), 8)])
+		if err := reply.DecodeBody(&mr); err != nil {
+			last = fmt.Errorf("%s: %w", sv.ID, err)
+			continue
+		}
+		if err := mr.Want(n, hash); err != nil {
+			last = fmt.Errorf("%s: %w", sv.ID, err)
 			continue
 		}
 		blob, err := c.cl.FetchBlob(ctx, sv.Addr, transport.Hash(mr.Root), int64(8*n), 0)
@@ -215,16 +218,12 @@ func (c *clientCoordinators) Model(ctx context.Context, cohort uint64, hash []by
 			last = fmt.Errorf("fetching the model from %s: %w", sv.ID, err)
 			continue
 		}
-		both, err := protocol.DecodeFloats(nil, blob, 2*n)
+		theta, momentum, err := protocol.DecodeModel(blob, n, hash)
 		if err != nil {
-			last = err
+			last = fmt.Errorf("%s: %w", sv.ID, err)
 			continue
 		}
-		if h := protocol.HashParams(both[:n]); !bytes.Equal(h[:], hash) {
-			last = fmt.Errorf("%s sent a model whose hash does not match", sv.ID)
-			continue
-		}
-		return both[:n], both[n:], nil
+		return theta, momentum, nil
 	}
 	return nil, nil, last
 }

@@ -549,7 +549,7 @@ func (p *Peer) resync(ctx context.Context, cohort uint64, hash []byte) error {
 		return err
 	}
 	if differs(protocol.HashParams(theta), hash) {
-		return errors.New("the model fetched does not have the hash wanted")
+		return fmt.Errorf("%w: the model fetched hashes otherwise", protocol.ErrWrongModel)
 	}
 	if err := p.w.Reset(theta, momentum); err != nil {
 		return err
