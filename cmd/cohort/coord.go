@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/cohortlab/cohort/client"
 	"io"
 	"log/slog"
 	"math"
@@ -19,6 +18,8 @@ import (
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	"github.com/cohortlab/cohort/client"
 
 	"github.com/urfave/cli/v2"
 
@@ -538,9 +539,17 @@ func statusCommand() *cli.Command {
 			defer cl.Close()
 			var sts []protocol.Status
 			if c.Bool("all") {
-				for _, a := range strings.Split(c.String("coordinator"), ",") {
+				addrs, err := coordinatorAddrs(c)
+				if err != nil {
+					return fmt.Errorf("status: %w", err)
+				}
+				for _, a := range addrs {
+					_, addr, err := transport.ParsePinned(a) // the client holds the pin: ask the address
+					if err != nil {
+						return fmt.Errorf("status: --coordinator: %w", err)
+					}
 					ctx, cancel := context.WithTimeout(c.Context, 3*time.Second)
-					r, err := cl.QueryAt(ctx, strings.TrimSpace(a), protocol.Query{What: protocol.QueryStatus})
+					r, err := cl.QueryAt(ctx, addr, protocol.Query{What: protocol.QueryStatus})
 					cancel()
 					if err == nil && r.Status == nil {
 						err = errors.New("empty answer")

@@ -339,6 +339,20 @@ func TestCoordinatorProcessesRefuseStrangers(t *testing.T) {
 		}
 		return nil
 	})
+	// cohort status --all asks every pinned address given, each about itself.
+	var pinned []string
+	for _, p := range pc.procs {
+		pinned = append(pinned, p.key+"@"+p.addr)
+	}
+	out, err := exec.Command(pc.bin, "status", "--all", "--json", "--coordinator", strings.Join(pinned, ",")).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "unreachable") {
+		t.Fatalf("cohort status --all with pinned addresses: %v\n%s", err, out)
+	}
+	for _, p := range pc.procs {
+		if !strings.Contains(string(out), `"id": "`+p.id+`"`) && !strings.Contains(string(out), `"id":"`+p.id+`"`) {
+			t.Fatalf("cohort status --all does not show %s:\n%s", p.id, out)
+		}
+	}
 	leader := pc.leader(cl)
 	if leader == nil {
 		t.Fatal("no leader")
