@@ -11,6 +11,7 @@ import (
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/trainer/nn"
 )
@@ -92,7 +93,7 @@ func newValidator(cfg ValidationConfig, p consensus.Proposal) (*validator, error
 	if m < 1 {
 		return nil, fmt.Errorf("validation split of %d samples is too small for %d micro-batches", val.Len(), k)
 	}
-	model, err := trainer.NewModel(p.Model, m, InitSeed(p.ID))
+	model, err := trainer.NewModel(p.Model, m, spec.InitSeed(p.ID))
 	if err != nil {
 		return nil, err
 	}

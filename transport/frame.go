@@ -37,12 +37,12 @@ const (
 
 // Frame errors. ReadMessage wraps exactly one of them (or returns io.EOF at a clean end).
 var (
-	ErrBadMagic        = errors.New("transport: not a Cohort frame (bad magic or version)")
-	ErrHeaderTooLarge  = errors.New("transport: frame header too large")
+	ErrBadMagic              = errors.New("transport: not a Cohort frame (bad magic or version)")
+	ErrHeaderTooLarge        = errors.New("transport: frame header too large")
 	ErrPayloadTooLarge error = wirecode.New(5, "transport: frame payload too large")
-	ErrTruncated       = errors.New("transport: truncated frame")
-	ErrChecksum        = errors.New("transport: payload checksum mismatch")
-	ErrMalformedHeader = errors.New("transport: malformed frame header")
+	ErrTruncated             = errors.New("transport: truncated frame")
+	ErrChecksum              = errors.New("transport: payload checksum mismatch")
+	ErrMalformedHeader       = errors.New("transport: malformed frame header")
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)

@@ -47,12 +47,13 @@ var layers = map[string][]string{
 // shared are dependency-free helpers any package may use.
 var shared = []string{"internal/msgcheck", "internal/wirecode"}
 
-// testOnly lets a package's tests import more than its code may: test helpers, and the consensus
+// testOnly lets a package's tests import more than its code may: test helpers; the consensus
 // benchmarks, which measure raft on the transport's authenticated stream layer (consensus itself
-// knows only its StreamLayer interface).
+// knows only its StreamLayer interface); the coordinator's tests, whose members use the client.
 var testOnly = map[string][]string{
-	"":          {"internal/netutil", "internal/forge"},
-	"consensus": {"transport"},
+	"":            {"internal/netutil", "internal/forge"},
+	"consensus":   {"transport"},
+	"coordinator": {"client"}, // members talk to a real cluster in the coordinator's tests
 }
 
 // confined lists third-party import prefixes and the only directories that may import them.
