@@ -1,6 +1,8 @@
-// Package protocol defines the data-plane messages peers and coordinators exchange over QUIC
-// (package transport) during a training round, the model hash every replica agrees on, and the
-// wire error codes of the data plane and the client API (errors.go).
+// Package protocol defines the messages members, peers and coordinators exchange over QUIC
+// (package transport): the client API (api.go: MsgSubmit with a signed consensus envelope,
+// MsgQuery with a Query, the Status a coordinator reports), the data-plane messages of a training
+// round, the model hash every replica agrees on and the model blob a late joiner fetches
+// (model.go), and the wire error codes of both (errors.go).
 //
 // A round of cohort C, number t:
 //
