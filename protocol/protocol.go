@@ -1,17 +1,31 @@
-// Package protocol defines the data-plane messages peers and coordinators exchange over QUIC
-// (package transport) during a training round, and the model hash every replica agrees on.
+// Package protocol defines the messages members, peers and coordinators exchange over QUIC
+// (package transport): the client API (api.go: MsgSubmit with a signed consensus envelope,
+// MsgQuery with a Query, the Status a coordinator reports), the data-plane messages of a training
+// round, the model hash every replica agrees on and the model blob a late joiner fetches
+// (model.go), and the wire error codes of both (errors.go).
 //
 // A round of cohort C, number t:
 //
-//	peer → aggregator of slice s   MsgUpload      Upload header, payload = compress message of e_i[s]
+//	peer → aggregator of slice s   MsgUpload      Upload header; payload = compress message of the
+//	                                              peer's error-fed update for slice s, in the
+//	                                              cohort's codec
 //	peer → aggregator of slice s   MsgAggregate   long-polls until the slice's aggregate is ready;
-//	                                              reply payload = Δ[s] as little-endian float32
+//	                                              reply payload = the aggregate Δ[s] coded with
+//	                                              DownCodec(codec), which every receiver decodes
+//	                                              to the same floats
 //	coordinator → aggregator       MsgAggregate   the same: every coordinator keeps a full replica
 //	                                              of θ and the outer momentum
-//	peer → any coordinator         MsgModel       θ_t and the outer momentum (late join, re-sync)
+//	peer → any coordinator         MsgModel       where to fetch θ_t and the outer momentum (a
+//	                                              blob of hashed chunks: late join, re-sync)
 //
-// The model hash is a hash of chunk hashes (ChunkLen parameters per chunk), so aggregators that
-// hold different slices and peers that hold the whole vector compute the same value.
+// Slices cut the flat parameter vector on ChunkLen boundaries (Slices); uploads close at
+// UploadDeadline, 3/4 of the way from a round's opening to its deadline. The model hash is a hash
+// of chunk hashes (ChunkLen parameters per chunk), so aggregators that hold different slices and
+// peers that hold the whole vector compute the same value.
+//
+// A handler's refusal wraps one of the sentinel errors (ErrLate, ErrDuplicate, ErrNotAggregator,
+// ErrForbidden, ErrUnavailable, ...): the reply carries its wire code, and the caller matches it
+// with errors.Is, never by its text.
 package protocol
 
 import (
