@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # DiLoCo against data-parallel (docs/figures.md): Fashion-MNIST accuracy, MLP 784-256-10, 8 workers,
 # DDP vs DiLoCo at H ∈ {10, 50, 200}, IID and Dirichlet(0.5), the same total samples (STEPS inner
-# steps per worker; docs/figures.md has STEPS=1000), and the bytes sent; fp32, cohort train's
-# defaults otherwise (batch 64, lr 1e-3, outer lr 1, μ 0.8; the table in docs/figures.md was
-# measured at outer lr 0.7, μ 0.9, the flags it spells out).
+# steps per worker; docs/figures.md has STEPS=1000), and the bytes sent; fp32 at the DiLoCo
+# paper's outer step (outer lr 0.7, μ 0.9, β 1, as the table in docs/figures.md was measured),
+# batch 64, inner lr 1e-3.
 # Usage: scripts/train-figures.sh [OUTDIR]   (env: STEPS=2000 DATA= (default: the full set if installed); BIN=bin/cohort)
 # A result already in OUTDIR is not recomputed: remove it to re-run.
 set -euo pipefail
