@@ -38,6 +38,7 @@ var buildBinary = sync.OnceValues(func() (string, error) {
 
 type proc struct {
 	id, addr, dir string
+	socks         netutil.Sockets // bound by the test for the node's life, restarts included
 	cmd           *exec.Cmd
 	log           *os.File
 	key           string // node key ID
@@ -50,13 +51,46 @@ type procCluster struct {
 	procs []*proc
 }
 
-func freeAddr(t *testing.T) string {
+// newProc binds a coordinator process's sockets (TCP and UDP at one 127.0.0.1 port). The test
+// holds them until it ends and hands them to every process it starts for that node: the port
+// is never released, so a restarted node comes back on it and nothing else can take it.
+func newProc(t *testing.T, id, dir string) *proc {
 	t.Helper()
-	a, err := netutil.FreeAddr()
+	s, err := netutil.Listen()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a
+	t.Cleanup(func() { s.Close() })
+	return &proc{id: id, addr: s.Addr(), dir: dir, socks: s}
+}
+
+// command is `cohort coordinator` for p with args, inheriting p's sockets as fds 3 (UDP) and 4 (TCP).
+func (p *proc) command(t *testing.T, bin string, args ...string) *exec.Cmd {
+	t.Helper()
+	udp, err := p.socks.UDP.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := p.socks.TCP.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, append([]string{"--log-level", "debug", "coordinator", "--id", p.id, "--dir", p.dir,
+		"--listen", p.addr, "--listen-fds", "3,4"}, args...)...)
+	cmd.ExtraFiles = []*os.File{udp, tcp}
+	return cmd
+}
+
+// startCmd starts cmd and closes the test's copies of the descriptors it inherited.
+func startCmd(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	err := cmd.Start()
+	for _, f := range cmd.ExtraFiles {
+		f.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func startProcCluster(t *testing.T, n int) *procCluster {
@@ -68,8 +102,8 @@ func startProcCluster(t *testing.T, n int) *procCluster {
 	var peers []string
 	root := t.TempDir()
 	for i := 0; i < n; i++ {
-		p := &proc{id: fmt.Sprintf("c%d", i+1), addr: freeAddr(t)}
-		p.dir = filepath.Join(root, p.id)
+		id := fmt.Sprintf("c%d", i+1)
+		p := newProc(t, id, filepath.Join(root, id))
 		// The operators make their node keys first and share the voter list with the key IDs.
 		if err := os.MkdirAll(p.dir, 0o700); err != nil {
 			t.Fatal(err)
@@ -122,13 +156,10 @@ func (pc *procCluster) start(p *proc) {
 		pc.t.Fatal(err)
 	}
 	p.log = f
-	p.cmd = exec.Command(pc.bin, "--log-level", "debug", "coordinator", "--id", p.id, "--dir", p.dir, "--listen", p.addr,
-		"--peers", pc.peers, "--heartbeat-timeout", "300ms", "--election-timeout", "300ms",
+	p.cmd = p.command(pc.t, pc.bin, "--peers", pc.peers, "--heartbeat-timeout", "300ms", "--election-timeout", "300ms",
 		"--snapshot-threshold", "40", "--trailing-logs", "10", "--snapshot-interval", "200ms")
 	p.cmd.Stdout, p.cmd.Stderr = f, f
-	if err := p.cmd.Start(); err != nil {
-		pc.t.Fatal(err)
-	}
+	startCmd(pc.t, p.cmd)
 }
 
 func (pc *procCluster) kill(p *proc) {
@@ -355,7 +386,7 @@ func TestCoordinatorProcessesRefuseStrangers(t *testing.T) {
 		}
 	}
 	// A node whose key no operator approved starts with --join and gets nowhere.
-	mallory := &proc{id: "c4", addr: freeAddr(t), dir: filepath.Join(t.TempDir(), "c4")}
+	mallory := newProc(t, "c4", filepath.Join(t.TempDir(), "c4"))
 	if err := os.MkdirAll(mallory.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -364,12 +395,9 @@ func TestCoordinatorProcessesRefuseStrangers(t *testing.T) {
 		t.Fatal(err)
 	}
 	mallory.log = f
-	mallory.cmd = exec.Command(pc.bin, "--log-level", "debug", "coordinator", "--id", "c4", "--dir", mallory.dir,
-		"--listen", mallory.addr, "--join", pc.procs[0].key+"@"+pc.procs[0].addr)
+	mallory.cmd = mallory.command(t, pc.bin, "--join", pc.procs[0].key+"@"+pc.procs[0].addr)
 	mallory.cmd.Stdout, mallory.cmd.Stderr = f, f
-	if err := mallory.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	startCmd(t, mallory.cmd)
 	defer pc.kill(mallory)
 	eventually(t, 20*time.Second, "the unapproved node refused", func() error {
 		b, _ := os.ReadFile(f.Name())
