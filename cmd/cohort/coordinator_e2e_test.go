@@ -39,6 +39,7 @@ var buildBinary = sync.OnceValues(func() (string, error) {
 type proc struct {
 	id, addr, dir string
 	socks         netutil.Sockets // bound by the test for the node's life, restarts included
+	refusing      chan struct{}   // while the node is down (kill): closed when refuse stops
 	cmd           *exec.Cmd
 	log           *os.File
 	key           string // node key ID
@@ -156,15 +157,51 @@ func (pc *procCluster) start(p *proc) {
 		pc.t.Fatal(err)
 	}
 	p.log = f
+	p.unrefuse()
 	p.cmd = p.command(pc.t, pc.bin, "--peers", pc.peers, "--heartbeat-timeout", "300ms", "--election-timeout", "300ms",
 		"--snapshot-threshold", "40", "--trailing-logs", "10", "--snapshot-interval", "200ms")
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	startCmd(pc.t, p.cmd)
 }
 
+// kill SIGKILLs p's process. Its sockets stay bound — the test holds them for the node's next
+// process — but refuse as a dead process's port does: the test resets every Raft connection
+// (refuse) until start hands the sockets to a new process.
 func (pc *procCluster) kill(p *proc) {
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	p.cmd.Wait()
+	p.refuse()
+}
+
+// refuse resets every TCP connection made to p's held listener until unrefuse.
+func (p *proc) refuse() {
+	done := make(chan struct{})
+	p.refusing = done
+	go func() {
+		defer close(done)
+		for {
+			c, err := p.socks.TCP.Accept()
+			if err != nil {
+				if ne, ok := err.(net.Error); ok && ne.Timeout() {
+					return // unrefuse
+				}
+				return // closed: the test is over
+			}
+			c.(*net.TCPConn).SetLinger(0) // a reset, at once
+			c.Close()
+		}
+	}()
+}
+
+// unrefuse stops refuse, leaving connections made since to the next process.
+func (p *proc) unrefuse() {
+	if p.refusing == nil {
+		return
+	}
+	p.socks.TCP.SetDeadline(time.Now())
+	<-p.refusing
+	p.socks.TCP.SetDeadline(time.Time{})
+	p.refusing = nil
 }
 
 func (pc *procCluster) addrs() []string {
