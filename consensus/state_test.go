@@ -3,11 +3,6 @@ package consensus
 import (
 	"crypto/sha256"
 	"errors"
-	"go/parser"
-	"go/token"
-	"os"
-	"path/filepath"
-	"strings"
 	"testing"
 )
 
@@ -88,38 +83,6 @@ func TestApplyRejectsBadEnvelopes(t *testing.T) {
 	}
 	if len(s.Coordinators()) != 0 {
 		t.Fatal("a rejected command changed the state")
-	}
-}
-
-// TestImports fences the package: consensus imports no other package of this module (its
-// tests may import transport, whose stream layer the benchmarks run raft on).
-func TestImports(t *testing.T) {
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range files {
-		src, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		af, err := parser.ParseFile(token.NewFileSet(), f, src, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range af.Imports {
-			p := strings.Trim(imp.Path.Value, `"`)
-			if p == "github.com/cohortlab/cohort/internal/msgcheck" {
-				continue // the shared, dependency-free guard for decoding untrusted msgpack
-			}
-			if p == "github.com/cohortlab/cohort/transport" && strings.HasSuffix(f, "_test.go") {
-				continue // benchmarks run raft on the coordinators' authenticated stream layer
-			}
-			if strings.HasPrefix(p, "github.com/cohortlab/cohort") ||
-				strings.Contains(p, "quic-go") || strings.Contains(p, "gorgonia") {
-				t.Errorf("%s imports %s; consensus must not", f, p)
-			}
-		}
 	}
 }
 

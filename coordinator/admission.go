@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -152,7 +153,7 @@ func (s *Server) handleJoinCluster(ctx context.Context, peer transport.NodeID, r
 	if !s.node.IsLeader() {
 		id, addr := s.node.Leader()
 		if addr == "" {
-			return transport.Message{}, fmt.Errorf("%s no leader elected yet", unavailablePrefix)
+			return transport.Message{}, fmt.Errorf("%w: no leader elected yet", protocol.ErrUnavailable)
 		}
 		return reply, reply.SetBody(joinReply{Leader: addr, LeaderKey: s.keyOfServer(id), Coordinators: s.coordinatorKeys()})
 	}

@@ -2,11 +2,13 @@ package coordinator
 
 import (
 	"context"
+	"github.com/cohortlab/cohort/client"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/protocol"
 )
 
 // A registered coordinator that is not the leader cannot write rounds or the ledger: its signed
@@ -24,7 +26,7 @@ func TestFollowerCoordinatorCannotIssueRoundCommands(t *testing.T) {
 	if err := alice.EnsureRegistered(ctx, "alice", []string{"alice-data"}); err != nil {
 		t.Fatal(err)
 	}
-	rogue, err := Dial(ClientConfig{Addrs: c.addrs, Identity: testIdentity(t, follower), Timeout: 10 * time.Second})
+	rogue, err := client.Dial(client.Config{Addrs: c.addrs, Identity: testIdentity(t, follower), Timeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +42,7 @@ func TestFollowerCoordinatorCannotIssueRoundCommands(t *testing.T) {
 		}
 	}
 	// The cluster still serves the member.
-	if _, err := alice.Query(ctx, Query{What: QueryLedger, Linearizable: true}); err != nil {
+	if _, err := alice.Query(ctx, protocol.Query{What: protocol.QueryLedger, Linearizable: true}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -71,7 +73,7 @@ func TestMajorityRemovesADeadCoordinator(t *testing.T) {
 			live = append(live, s)
 		}
 	}
-	cl, err := Dial(ClientConfig{Addrs: []string{c.addrs[(victim+1)%3], c.addrs[(victim+2)%3]}, Identity: testIdentity(t, others[0]), Timeout: 20 * time.Second})
+	cl, err := client.Dial(client.Config{Addrs: []string{c.addrs[(victim+1)%3], c.addrs[(victim+2)%3]}, Identity: testIdentity(t, others[0]), Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +83,7 @@ func TestMajorityRemovesADeadCoordinator(t *testing.T) {
 	if err != nil || res.Status != "pending" {
 		t.Fatalf("first signature: %+v, %v", res, err)
 	}
-	cl2, err := Dial(ClientConfig{Addrs: []string{c.addrs[(victim+1)%3], c.addrs[(victim+2)%3]}, Identity: testIdentity(t, others[1]), Timeout: 20 * time.Second})
+	cl2, err := client.Dial(client.Config{Addrs: []string{c.addrs[(victim+1)%3], c.addrs[(victim+2)%3]}, Identity: testIdentity(t, others[1]), Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +106,7 @@ func TestMajorityRemovesADeadCoordinator(t *testing.T) {
 		}
 	}
 	// Two voters of two: writes go on.
-	alice, err := Dial(ClientConfig{Addrs: []string{c.addrs[(victim+1)%3], c.addrs[(victim+2)%3]}, Identity: testIdentity(t, "alice"), Timeout: 20 * time.Second})
+	alice, err := client.Dial(client.Config{Addrs: []string{c.addrs[(victim+1)%3], c.addrs[(victim+2)%3]}, Identity: testIdentity(t, "alice"), Timeout: 20 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"github.com/cohortlab/cohort/client"
 	"net"
 	"os"
 	"os/exec"
@@ -85,7 +86,7 @@ func TestAttackerProcess(t *testing.T) {
 	bigHeader := append([]byte{'C', 'H', 1}, 0, 1, 0, 0) // announces a 64 KiB header
 	frames := [][]byte{
 		{'C'},
-		append(headerOnly(t, transport.Header{Type: MsgSubmit}, 64<<20), junk...),
+		append(headerOnly(t, transport.Header{Type: protocol.MsgSubmit}, 64<<20), junk...),
 		append(headerOnly(t, upload, 64<<20), junk...),
 		append(bigHeader, junk[:1<<10]...),
 	}
@@ -156,7 +157,7 @@ func TestStrangerCannotExhaustACoordinator(t *testing.T) {
 	ctx := context.Background()
 	target := c.addrs[0] // the first address the honest client tries
 	honest := newClient(t, c, "honest")
-	if _, err := honest.Query(ctx, Query{What: QueryPing}); err != nil {
+	if _, err := honest.Query(ctx, protocol.Query{What: protocol.QueryPing}); err != nil {
 		t.Fatal(err)
 	}
 	big := make([]byte, 32<<20) // the payload of the stranger's refused requests below
@@ -207,7 +208,7 @@ func TestStrangerCannotExhaustACoordinator(t *testing.T) {
 	}
 	// The target may be a follower a moment behind the leader that applied the vote.
 	waitFor(t, 5*time.Second, "the proposal and its vote on the attacked node", func() bool {
-		q, err := honest.QueryAt(ctx, target, Query{What: QueryProposal, ID: res.ID})
+		q, err := honest.QueryAt(ctx, target, protocol.Query{What: protocol.QueryProposal, ID: res.ID})
 		return err == nil && len(q.Proposals) == 1 && len(q.Proposals[0].Votes) == 1
 	})
 
@@ -223,8 +224,8 @@ func TestStrangerCannotExhaustACoordinator(t *testing.T) {
 		want string
 	}{
 		{"no.such.type", `no handler for message type "no.such.type"`},
-		{MsgSubmit, "submit payload of 33554432 bytes, limit 0"},
-		{MsgQuery, "query payload of 33554432 bytes, limit 0"},
+		{protocol.MsgSubmit, "submit payload of 33554432 bytes, limit 0"},
+		{protocol.MsgQuery, "query payload of 33554432 bytes, limit 0"},
 		{transport.TypePut, `no handler for message type "xfer.put"`}, // coordinators take no pushes
 	} {
 		sent := stranger.Stats().BytesSent
@@ -347,7 +348,7 @@ func submitAs(ctx context.Context, t *testing.T, conn *transport.Conn, sg *conse
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := transport.Message{Header: transport.Header{Type: MsgSubmit}}
+	req := transport.Message{Header: transport.Header{Type: protocol.MsgSubmit}}
 	if err := req.SetBody(env); err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +428,7 @@ func TestRegistrationFloodIsRateLimited(t *testing.T) {
 		}
 	}
 	// The honest member, from its own source, is not held up by the flood.
-	honest, err := Dial(ClientConfig{Addrs: c.addrs, Identity: testIdentity(t, "honest"), Timeout: 15 * time.Second, PacketConn: pc})
+	honest, err := client.Dial(client.Config{Addrs: c.addrs, Identity: testIdentity(t, "honest"), Timeout: 15 * time.Second, PacketConn: pc})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +437,7 @@ func TestRegistrationFloodIsRateLimited(t *testing.T) {
 		t.Fatalf("honest registration during the flood: %v", err)
 	}
 	// Nothing the flood was refused reached the state.
-	q, err := honest.Query(ctx, Query{What: QueryMembers, Linearizable: true})
+	q, err := honest.Query(ctx, protocol.Query{What: protocol.QueryMembers, Linearizable: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,15 +536,15 @@ func TestLongPollsPerKeyBounded(t *testing.T) {
 	}
 	target := c.addrs[0]
 	waitFor(t, 15*time.Second, "cohort 1 on the target", func() bool {
-		q, err := alice.QueryAt(ctx, target, Query{What: QueryCohort, ID: 1})
+		q, err := alice.QueryAt(ctx, target, protocol.Query{What: protocol.QueryCohort, ID: 1})
 		return err == nil && q.Cohort != nil
 	})
 	poll := func(conn *transport.Conn) error {
-		req := transport.Message{Header: transport.Header{Type: MsgQuery}}
-		if err := req.SetBody(Query{What: QueryNextRound, ID: 1, After: 1000}); err != nil {
+		req := transport.Message{Header: transport.Header{Type: protocol.MsgQuery}}
+		if err := req.SetBody(protocol.Query{What: protocol.QueryNextRound, ID: 1, After: 1000}); err != nil {
 			t.Fatal(err)
 		}
-		cctx, cancel := context.WithTimeout(ctx, NextRoundWait+5*time.Second)
+		cctx, cancel := context.WithTimeout(ctx, protocol.NextRoundWait+5*time.Second)
 		defer cancel()
 		_, err := transport.Call(cctx, conn, req)
 		return err
@@ -587,8 +588,8 @@ func TestLongPollsPerKeyBounded(t *testing.T) {
 	if err := <-otherDone; err != nil {
 		t.Fatalf("another key's long-poll: %v", err)
 	}
-	if d := time.Since(start); d < NextRoundWait {
-		t.Fatalf("long-polls answered after %v, before NextRoundWait with nothing new", d)
+	if d := time.Since(start); d < protocol.NextRoundWait {
+		t.Fatalf("long-polls answered after %v, before protocol.NextRoundWait with nothing new", d)
 	}
 	if err := poll(mallory); err != nil {
 		t.Fatalf("a long-poll after the others ended: %v", err)

@@ -4,14 +4,18 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/cohortlab/cohort/client"
+
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/internal/netutil"
+	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -117,8 +121,8 @@ func waitFor(t *testing.T, d time.Duration, what string, f func() bool) {
 	}
 }
 
-func newClient(t *testing.T, c *cluster, name string) *Client {
-	cl, err := Dial(ClientConfig{Addrs: c.addrs, Identity: testIdentity(t, name), Timeout: 15 * time.Second})
+func newClient(t *testing.T, c *cluster, name string) *client.Client {
+	cl, err := client.Dial(client.Config{Addrs: c.addrs, Identity: testIdentity(t, name), Timeout: 15 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -131,7 +135,7 @@ func TestProposeVoteTallyOverQUIC(t *testing.T) {
 	ctx := context.Background()
 	alice, bob := newClient(t, c, "alice"), newClient(t, c, "bob")
 	for _, m := range []struct {
-		cl   *Client
+		cl   *client.Client
 		name string
 	}{{alice, "alice"}, {bob, "bob"}} {
 		if err := m.cl.EnsureRegistered(ctx, m.name, []string{m.name}); err != nil {
@@ -154,7 +158,7 @@ func TestProposeVoteTallyOverQUIC(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := res.ID
-	for _, cl := range []*Client{alice, bob} {
+	for _, cl := range []*client.Client{alice, bob} {
 		if _, err := cl.Submit(ctx, &consensus.VoteBody{Proposal: pid, Yes: true}); err != nil {
 			t.Fatal(err)
 		}
@@ -164,10 +168,10 @@ func TestProposeVoteTallyOverQUIC(t *testing.T) {
 	}
 	// The leader tallies once the deadline passes; the passed proposal becomes cohort 1.
 	waitFor(t, 10*time.Second, "tally", func() bool {
-		r, err := bob.Query(ctx, Query{What: QueryProposal, ID: pid})
+		r, err := bob.Query(ctx, protocol.Query{What: protocol.QueryProposal, ID: pid})
 		return err == nil && len(r.Proposals) == 1 && r.Proposals[0].Status == consensus.ProposalPassed
 	})
-	r, err := alice.Query(ctx, Query{What: QueryCohort, ID: 1, Linearizable: true})
+	r, err := alice.Query(ctx, protocol.Query{What: protocol.QueryCohort, ID: 1, Linearizable: true})
 	if err != nil || r.Cohort == nil || r.Cohort.Proposal != pid {
 		t.Fatalf("cohort 1: %+v, %v", r.Cohort, err)
 	}
@@ -194,7 +198,7 @@ func TestForgedAndReplayedRequestsAreRejected(t *testing.T) {
 		t.Fatal(err)
 	}
 	operate(t, c.addrs, 0, alice)
-	env, err := alice.signer.Sign(&consensus.ProposeBody{Name: "p", Model: "mlp", Dataset: "d",
+	env, err := alice.Sign(&consensus.ProposeBody{Name: "p", Model: "mlp", Dataset: "d",
 		Params: consensus.Hyperparams{Rounds: 1, InnerSteps: 1}, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 60_000})
 	if err != nil {
 		t.Fatal(err)
@@ -203,13 +207,13 @@ func TestForgedAndReplayedRequestsAreRejected(t *testing.T) {
 	forged := env
 	forged.Body = append([]byte(nil), env.Body...)
 	forged.Body[len(forged.Body)-1] ^= 1
-	if _, err := alice.SubmitEnvelope(ctx, forged); err == nil || !strings.Contains(err.Error(), "signature") {
+	if _, err := alice.SubmitEnvelope(ctx, forged); !errors.Is(err, consensus.ErrBadSignature) || !strings.Contains(err.Error(), "signature") {
 		t.Fatalf("forged envelope: %v", err)
 	}
 	// Unsigned.
 	unsigned := env
 	unsigned.Sig = nil
-	if _, err := alice.SubmitEnvelope(ctx, unsigned); err == nil || !strings.Contains(err.Error(), "unsigned") {
+	if _, err := alice.SubmitEnvelope(ctx, unsigned); !errors.Is(err, consensus.ErrUnsigned) || client.Retryable(err) {
 		t.Fatalf("unsigned envelope: %v", err)
 	}
 	// Replayed by another member: refused at the door.
@@ -225,7 +229,7 @@ func TestForgedAndReplayedRequestsAreRejected(t *testing.T) {
 	if err != nil || !r2.Duplicate || r2.ID != r1.ID {
 		t.Fatalf("retry: %+v, %v (first %+v)", r2, err, r1)
 	}
-	q, err := alice.Query(ctx, Query{What: QueryProposals, Linearizable: true})
+	q, err := alice.Query(ctx, protocol.Query{What: protocol.QueryProposals, Linearizable: true})
 	if err != nil || len(q.Proposals) != 1 {
 		t.Fatalf("proposals after retry: %d, %v", len(q.Proposals), err)
 	}
@@ -312,7 +316,7 @@ func approve(t *testing.T, c *cluster, by []string, body consensus.Body) consens
 	t.Helper()
 	var res consensus.Result
 	for i, name := range by {
-		cl, err := Dial(ClientConfig{Addrs: c.addrs, Identity: testIdentity(t, name), Timeout: 20 * time.Second})
+		cl, err := client.Dial(client.Config{Addrs: c.addrs, Identity: testIdentity(t, name), Timeout: 20 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -331,11 +335,11 @@ func approve(t *testing.T, c *cluster, by []string, body consensus.Body) consens
 // operate has the operators submit commands with their coordinators' node keys (c1, c2, ... as
 // startCluster and dashboardNode name them), as many as make a majority of the len(addrs)
 // coordinators: fund the treasury with pool and grant each member one vote.
-func operate(t *testing.T, addrs []string, pool uint64, members ...*Client) {
+func operate(t *testing.T, addrs []string, pool uint64, members ...*client.Client) {
 	t.Helper()
 	ctx := context.Background()
 	for i := 0; i < len(addrs)/2+1; i++ {
-		op, err := Dial(ClientConfig{Addrs: addrs, Identity: testIdentity(t, fmt.Sprintf("c%d", i+1)), Timeout: 15 * time.Second})
+		op, err := client.Dial(client.Config{Addrs: addrs, Identity: testIdentity(t, fmt.Sprintf("c%d", i+1)), Timeout: 15 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -9,7 +9,6 @@ import (
 	"math"
 	"slices"
 	"sort"
-	"strconv"
 	"sync"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator/attribution"
 	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/transport"
 )
@@ -67,10 +67,6 @@ func (c RoundConfig) withDefaults() RoundConfig {
 	}
 	return c
 }
-
-// InitSeed is the seed θ_0 of a cohort is initialised with: every coordinator and peer builds the
-// proposal's model with it and gets the same parameters.
-func InitSeed(proposal uint64) uint64 { return proposal }
 
 // cohortRT is one coordinator's runtime for a cohort: a full replica of θ and the outer momentum
 // (every coordinator applies every round, so any of them can serve the model, take over slices
@@ -161,29 +157,22 @@ func (s *Server) runtime(c consensus.Cohort, p consensus.Proposal) (*cohortRT, e
 	if rt := s.rts[c.ID]; rt != nil {
 		return rt, nil
 	}
-	model, err := trainer.NewModel(p.Model, 0, InitSeed(p.ID))
+	ts, err := spec.Of(p)
 	if err != nil {
 		return nil, fmt.Errorf("cohort %d: %w", c.ID, err)
 	}
-	setting, err := compress.Parse(codecOf(p))
-	if err != nil {
-		return nil, fmt.Errorf("cohort %d: %w", c.ID, err)
-	}
-	oc, err := OuterConfigOf(p)
+	model, err := trainer.NewModel(p.Model, 0, ts.Seed)
 	if err != nil {
 		return nil, fmt.Errorf("cohort %d: %w", c.ID, err)
 	}
 	theta := append([]float32(nil), model.Params()...)
-	outer, err := trainer.NewNesterov(len(theta), oc)
+	outer, err := trainer.NewNesterov(len(theta), ts.Outer)
 	if err != nil {
 		return nil, err
 	}
-	down, err := compress.Parse(protocol.DownCodec(codecOf(p)))
-	if err != nil {
-		return nil, err
-	}
+	setting, down, oc := ts.Up, ts.Down, ts.Outer
 	rt := &cohortRT{id: c.ID, codec: setting, down: down, downE: map[int][]float32{}, shape: trainer.CodecShape(model.Layout()), outerC: oc,
-		roundSamples: uint64(p.Params.InnerSteps) * uint64(model.BatchSize()), theta: theta, outer: outer, hash: protocol.HashParams(theta), aggs: map[[2]int]*sliceAgg{}, deltaTo: map[[32]byte][]float32{}}
+		roundSamples: uint64(ts.InnerSteps) * uint64(model.BatchSize()), theta: theta, outer: outer, hash: protocol.HashParams(theta), aggs: map[[2]int]*sliceAgg{}, deltaTo: map[[32]byte][]float32{}}
 	// The validator loads its data and model in the background: rounds need not wait for it.
 	rt.measure(rt.theta, rt.hash)
 	go func() {
@@ -207,100 +196,6 @@ func (s *Server) runtime(c consensus.Cohort, p consensus.Proposal) (*cohortRT, e
 	}()
 	s.rts[c.ID] = rt
 	return rt, nil
-}
-
-func codecOf(p consensus.Proposal) string {
-	if p.Params.Codec == "" {
-		return "fp32"
-	}
-	return p.Params.Codec
-}
-
-// OuterConfigOf parses a proposal's outer learning rate and momentum (decimal strings; empty
-// means the DiLoCo defaults).
-func OuterConfigOf(p consensus.Proposal) (trainer.OuterConfig, error) {
-	oc, err := outerConfig(p.Params)
-	if err != nil {
-		return oc, fmt.Errorf("proposal %d: %w", p.ID, err)
-	}
-	return oc, nil
-}
-
-func outerConfig(h consensus.Hyperparams) (trainer.OuterConfig, error) {
-	var oc trainer.OuterConfig
-	for _, f := range []struct {
-		name, s string
-		dst     *float32
-	}{{"outer lr", h.OuterLR, &oc.LR}, {"outer momentum", h.OuterMomentum, &oc.Momentum}} {
-		if f.s == "" {
-			continue
-		}
-		v, err := strconv.ParseFloat(f.s, 32)
-		if err != nil {
-			return oc, fmt.Errorf("%s %q: not a decimal number", f.name, f.s)
-		}
-		if v == 0 && f.dst == &oc.LR {
-			// OuterConfig reads a zero learning rate as "the default"; a proposal means zero.
-			return oc, fmt.Errorf("outer: learning rate %q must be positive and finite", f.s)
-		}
-		if v == 0 {
-			// Nor can it hold a zero momentum: it would train with the default 0.9.
-			return oc, fmt.Errorf("outer: momentum %q: want 0 < μ < 1 (0 would mean the default 0.9)", f.s)
-		}
-		*f.dst = float32(v)
-	}
-	return oc, oc.Validate()
-}
-
-// ErrorDecayOf parses a proposal's error-feedback decay β (compress.Residual.SetDecay): the
-// peers' residuals become β·e + Δ each round. Empty means 1, plain error feedback.
-func ErrorDecayOf(p consensus.Proposal) (float32, error) {
-	b, err := errorDecay(p.Params)
-	if err != nil {
-		return 0, fmt.Errorf("proposal %d: %w", p.ID, err)
-	}
-	return b, nil
-}
-
-func errorDecay(h consensus.Hyperparams) (float32, error) {
-	if h.ErrorDecay == "" {
-		return 1, nil
-	}
-	v, err := strconv.ParseFloat(h.ErrorDecay, 32)
-	if err != nil || !(v > 0 && v <= 1) {
-		return 0, fmt.Errorf("error decay %q: want a decimal β with 0 < β ≤ 1", h.ErrorDecay)
-	}
-	return float32(v), nil
-}
-
-// MaxInnerSteps and MaxRounds bound a proposal's H and rounds: far beyond any useful cohort, and
-// small enough that H × a batch size and the round numbers never overflow.
-const (
-	MaxInnerSteps = 1_000_000
-	MaxRounds     = 1_000_000
-)
-
-// CheckHyperparams reports whether peers can train with a proposal's settings: 1 to MaxInnerSteps
-// inner steps, 1 to MaxRounds rounds, a codec that parses, an outer step that validates, an error
-// decay in (0, 1]. The consensus state machine checks only sizes, so coordinators check these
-// before a proposal reaches the log, and the CLI before it is sent.
-func CheckHyperparams(h consensus.Hyperparams) error {
-	if h.InnerSteps == 0 || h.InnerSteps > MaxInnerSteps {
-		return fmt.Errorf("inner steps H %d: want 1 to %d (with 0 no peer could train)", h.InnerSteps, MaxInnerSteps)
-	}
-	if h.Rounds == 0 || h.Rounds > MaxRounds {
-		return fmt.Errorf("rounds %d: want 1 to %d", h.Rounds, MaxRounds)
-	}
-	if h.Codec != "" {
-		if _, err := compress.Parse(h.Codec); err != nil {
-			return fmt.Errorf("codec: %w", err)
-		}
-	}
-	if _, err := outerConfig(h); err != nil {
-		return err
-	}
-	_, err := errorDecay(h)
-	return err
 }
 
 // uploadSlack is what an upload's payload may exceed its codec's largest encoding by: none is
@@ -381,7 +276,7 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 	defer rt.mu.Unlock()
 	select {
 	case <-a.done:
-		return transport.Message{}, fmt.Errorf("upload: cohort %d round %d slice %d closed at its deadline: late", u.Cohort, u.Round, u.Slice)
+		return transport.Message{}, fmt.Errorf("upload: cohort %d round %d slice %d closed at its deadline: %w", u.Cohort, u.Round, u.Slice, protocol.ErrLate)
 	default:
 	}
 	if time.Now().After(time.UnixMilli(protocol.UploadDeadline(now.OpenedAt, now.Deadline))) && (len(a.updates) > 0 || s.settling(now)) {
@@ -390,10 +285,10 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 		// told to resend — then it counts, or the slice has closed and it is late. (A slice
 		// that nothing reached, with no leader change, takes late uploads: the round would be
 		// lost otherwise.)
-		return transport.Message{}, fmt.Errorf("%s upload: cohort %d round %d slice %d is past its upload deadline, held while a new leader may move it: resend", unavailablePrefix, u.Cohort, u.Round, u.Slice)
+		return transport.Message{}, fmt.Errorf("%w: upload: cohort %d round %d slice %d is past its upload deadline, held while a new leader may move it: resend", protocol.ErrUnavailable, u.Cohort, u.Round, u.Slice)
 	}
 	if _, dup := a.updates[member]; dup {
-		return transport.Message{}, fmt.Errorf("upload: %s already sent slice %d of round %d", member, u.Slice, u.Round)
+		return transport.Message{}, fmt.Errorf("upload: %s: slice %d of round %d: %w", member, u.Slice, u.Round, protocol.ErrDuplicate)
 	}
 	a.updates[member] = upd{vals: vals, samples: weight}
 	s.metrics.observeUpload(len(req.Payload), time.Since(t0))
@@ -442,11 +337,6 @@ func satAdd(a, b uint64) uint64 {
 	return a + b
 }
 
-// ErrForbidden is wrapped by the errors that refuse a peer what is not for it: a cohort's model
-// parameters, outer momentum, aggregates and model blobs go only to the cohort's members and to
-// registered coordinators. (The ledger, rounds, proposals and cohorts are public.)
-var ErrForbidden = errors.New("forbidden")
-
 // mayRead reports (nil) whether peer may read cohort's model, momentum and aggregates: a member of
 // the cohort, a registered coordinator, or this node itself (the zero NodeID: a local call).
 func (s *Server) mayRead(peer transport.NodeID, cohort uint64) error {
@@ -467,7 +357,7 @@ func (s *Server) mayRead(peer transport.NodeID, cohort uint64) error {
 		return nil
 	})
 	if !ok {
-		return fmt.Errorf("%w: %s is neither a member of cohort %d nor a coordinator: the cohort's model and aggregates are for them only", ErrForbidden, id, cohort)
+		return fmt.Errorf("%w: %s is neither a member of cohort %d nor a coordinator: the cohort's model and aggregates are for them only", protocol.ErrForbidden, id, cohort)
 	}
 	return nil
 }
@@ -489,7 +379,7 @@ func (s *Server) allowBlob(peer transport.NodeID, root transport.Hash) error {
 			return s.mayRead(peer, rt.id)
 		}
 	}
-	return fmt.Errorf("%w: blob %s is no cohort's current model", ErrForbidden, root)
+	return fmt.Errorf("%w: blob %s is no cohort's current model", protocol.ErrForbidden, root)
 }
 
 // roundSlice looks up a round and one of its slices that this node aggregates. A peer may learn of
@@ -539,7 +429,7 @@ func (s *Server) roundSliceNow(cohort uint64, round uint32, slice int) (*cohortR
 	}
 	as := r.Slices[slice]
 	if as.Aggregator != s.KeyID() {
-		return nil, r, protocol.Slice{}, fmt.Errorf("slice %d of round %d is aggregated by %s, not this node", slice, round, as.Aggregator)
+		return nil, r, protocol.Slice{}, fmt.Errorf("slice %d of round %d is aggregated by %s: %w", slice, round, as.Aggregator, protocol.ErrNotAggregator)
 	}
 	rt, err := s.runtime(c, p)
 	if err != nil {
@@ -763,7 +653,7 @@ func (s *Server) handleAggregate(ctx context.Context, peer transport.NodeID, req
 	select {
 	case <-a.done:
 	case <-ctx.Done():
-		return transport.Message{}, fmt.Errorf("%s aggregate of round %d slice %d not ready: %w", unavailablePrefix, q.Round, q.Slice, ctx.Err())
+		return transport.Message{}, fmt.Errorf("%w: aggregate of round %d slice %d not ready: %w", protocol.ErrUnavailable, q.Round, q.Slice, ctx.Err())
 	}
 	reply := transport.Message{Header: transport.Header{Type: protocol.MsgAggregate}}
 	if err := reply.SetBody(protocol.AggregateReply{Start: uint64(a.start), End: uint64(a.end), Contributors: a.contributors, Aborted: a.aborted}); err != nil {
@@ -790,7 +680,7 @@ func (s *Server) handleModel(_ context.Context, peer transport.NodeID, req trans
 	rt := s.rts[q.Cohort]
 	s.rtMu.Unlock()
 	if rt == nil {
-		return transport.Message{}, fmt.Errorf("%s cohort %d has no model on this node yet", unavailablePrefix, q.Cohort)
+		return transport.Message{}, fmt.Errorf("%w: cohort %d has no model on this node yet", protocol.ErrUnavailable, q.Cohort)
 	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
@@ -923,7 +813,7 @@ func (s *Server) applyRound(ctx context.Context, rt *cohortRT, r consensus.Round
 		if rep.Aborted {
 			return // nobody's update arrived: the leader abandons the round
 		}
-		if err := DecodeAggregate(rt.down, rt.shape, int(sl.Start), int(sl.End), payload, delta[sl.Start:sl.End]); err != nil {
+		if err := spec.DecodeAggregate(rt.down, rt.shape, int(sl.Start), int(sl.End), payload, delta[sl.Start:sl.End]); err != nil {
 			s.log.Warn("aggregate", "cohort", rt.id, "round", r.Number, "slice", i, "err", err)
 			return
 		}
@@ -952,23 +842,6 @@ func (s *Server) applyRound(ctx context.Context, rt *cohortRT, r consensus.Round
 	rt.hash = protocol.HashParams(rt.theta)
 	rt.remember(rt.hash, delta)
 	s.log.Debug("applied round", "cohort", rt.id, "round", r.Number, "hash", fmt.Sprintf("%x", rt.hash[:8]))
-}
-
-// DecodeAggregate decodes a slice's aggregate message (coded with down and the model's shape sliced
-// to [start, end)) into dst, which must have end−start values.
-func DecodeAggregate(down compress.Setting, shape compress.Shape, start, end int, msg []byte, dst []float32) error {
-	codec, err := compress.New(compress.Config{Setting: down, Shape: shape.Slice(start, end), MaxElements: end - start})
-	if err != nil {
-		return err
-	}
-	got, err := codec.Decode(dst[:0:len(dst)], msg)
-	if err != nil {
-		return fmt.Errorf("aggregate of [%d,%d): %w", start, end, err)
-	}
-	if len(got) != end-start {
-		return fmt.Errorf("aggregate of [%d,%d) has %d values", start, end, len(got))
-	}
-	return nil
 }
 
 // fetchAggregate gets one slice's aggregate from its aggregator (this node or another).
@@ -1303,8 +1176,8 @@ func (s *Server) live(ctx context.Context, ids []string) []string {
 			continue
 		}
 		wg.Go(func() {
-			req := transport.Message{Header: transport.Header{Type: MsgQuery}}
-			req.SetBody(Query{What: QueryPing})
+			req := transport.Message{Header: transport.Header{Type: protocol.MsgQuery}}
+			req.SetBody(protocol.Query{What: protocol.QueryPing})
 			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			defer cancel()
 			_, err := s.call(cctx, addr, req)

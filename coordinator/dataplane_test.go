@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/cohortlab/cohort/client"
 	"slices"
 	"strings"
 	"testing"
@@ -13,7 +14,9 @@ import (
 	"github.com/cohortlab/cohort/compress"
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator/attribution"
+	"github.com/cohortlab/cohort/internal/wirecode"
 	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -28,7 +31,7 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 	alice, bob, eve := newClient(t, c, "alice"), newClient(t, c, "bob"), newClient(t, c, "eve")
 	mallory := newClient(t, c, "mallory") // never registers
 	for _, m := range []struct {
-		cl   *Client
+		cl   *client.Client
 		name string
 	}{{alice, "alice"}, {bob, "bob"}, {eve, "eve"}} {
 		if err := m.cl.EnsureRegistered(ctx, m.name, []string{m.name}); err != nil {
@@ -42,20 +45,20 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, cl := range []*Client{alice, bob} {
+	for _, cl := range []*client.Client{alice, bob} {
 		if _, err := cl.Submit(ctx, &consensus.VoteBody{Proposal: res.ID, Yes: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	waitFor(t, 10*time.Second, "cohort", func() bool {
-		r, err := alice.Query(ctx, Query{What: QueryProposal, ID: res.ID})
+		r, err := alice.Query(ctx, protocol.Query{What: protocol.QueryProposal, ID: res.ID})
 		return err == nil && r.Proposals[0].Cohort == 1
 	})
 	// A long-poll for the first round, waiting before anyone joined, is woken by the round.
 	polled := make(chan error, 1)
 	go func() {
 		for {
-			q, err := eve.Query(ctx, Query{What: QueryNextRound, ID: 1, After: 0})
+			q, err := eve.Query(ctx, protocol.Query{What: protocol.QueryNextRound, ID: 1, After: 0})
 			if err != nil {
 				polled <- err
 				return
@@ -69,8 +72,8 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 			}
 		}
 	}()
-	for _, cl := range []*Client{alice, bob} {
-		name := map[*Client]string{alice: "alice", bob: "bob"}[cl]
+	for _, cl := range []*client.Client{alice, bob} {
+		name := map[*client.Client]string{alice: "alice", bob: "bob"}[cl]
 		fp := sha256.Sum256([]byte(name))
 		if _, err := cl.Submit(ctx, &consensus.JoinBody{Cohort: 1, Contributors: []consensus.ContributorData{{Name: name, Fingerprint: fp[:], Samples: 10}}}); err != nil {
 			t.Fatal(err)
@@ -78,7 +81,7 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 	}
 	var round consensus.Round
 	waitFor(t, 10*time.Second, "round 1 open", func() bool {
-		r, err := alice.Query(ctx, Query{What: QueryRounds, ID: 1})
+		r, err := alice.Query(ctx, protocol.Query{What: protocol.QueryRounds, ID: 1})
 		if err != nil || len(r.Rounds) == 0 {
 			return false
 		}
@@ -117,7 +120,7 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	good := codec
-	upload := func(cl *Client, start, end uint64, payload []byte, samples uint64) error {
+	upload := func(cl *client.Client, start, end uint64, payload []byte, samples uint64) error {
 		req := transport.Message{Header: transport.Header{Type: protocol.MsgUpload}, Payload: payload}
 		if err := req.SetBody(protocol.Upload{Cohort: 1, Round: 1, Slice: 0, Start: start, End: end, Samples: samples}); err != nil {
 			t.Fatal(err)
@@ -138,7 +141,7 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		name    string
-		cl      *Client
+		cl      *client.Client
 		start   uint64
 		payload []byte
 		want    string
@@ -161,7 +164,7 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 	// Uploads encoded with the model's codec shape are aggregated. Alice claims 2^40 samples, bob
 	// 10: both registered 10 samples, so both weigh 10 (H × batch is 64) and the mean is 1.5.
 	// Weighted by the claims it would be alice's 1.0.
-	for i, cl := range []*Client{alice, bob} {
+	for i, cl := range []*client.Client{alice, bob} {
 		x := make([]float32, n)
 		for j := range x {
 			x[j] = float32(i + 1) // alice sends 1s, bob 2s
@@ -182,7 +185,7 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 		t.Fatalf("aggregate %+v, %v", ar, err)
 	}
 	mean := make([]float32, n)
-	if err := DecodeAggregate(rt.down, rt.shape, int(sl.Start), int(sl.End), reply.Payload, mean); err != nil {
+	if err := spec.DecodeAggregate(rt.down, rt.shape, int(sl.Start), int(sl.End), reply.Payload, mean); err != nil {
 		t.Fatal(err)
 	}
 	if len(reply.Payload) > n+n/4 {
@@ -195,15 +198,15 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 	// The model, the momentum and the aggregates are the cohort's: a registered member that did
 	// not join (eve) and a key never registered are refused, a member is served.
 	stranger := newClient(t, c, "stranger")
-	for _, cl := range []*Client{eve, stranger} {
-		if _, err := cl.CallAt(ctx, aggAddr, req); err == nil || !strings.Contains(err.Error(), "forbidden") {
+	for _, cl := range []*client.Client{eve, stranger} {
+		if _, err := cl.CallAt(ctx, aggAddr, req); !errors.Is(err, protocol.ErrForbidden) {
 			t.Errorf("aggregate for a non-member: %v, want forbidden", err)
 		}
 	}
 	mreq := transport.Message{Header: transport.Header{Type: protocol.MsgModel}}
 	mreq.SetBody(protocol.ModelRequest{Cohort: 1})
-	for _, cl := range []*Client{eve, stranger} {
-		if _, err := cl.CallAt(ctx, aggAddr, mreq); err == nil || !strings.Contains(err.Error(), "forbidden") {
+	for _, cl := range []*client.Client{eve, stranger} {
+		if _, err := cl.CallAt(ctx, aggAddr, mreq); !errors.Is(err, protocol.ErrForbidden) {
 			t.Errorf("model for a non-member: %v, want forbidden", err)
 		}
 	}
@@ -216,7 +219,7 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 		t.Fatalf("model reply %+v, %v", mr, err)
 	}
 	// The blob itself: a stranger who learnt its root is refused it too.
-	if _, err := stranger.FetchBlob(ctx, aggAddr, transport.Hash(mr.Root), int64(8*mr.Params), 1); err == nil || !strings.Contains(err.Error(), "forbidden") {
+	if _, err := stranger.FetchBlob(ctx, aggAddr, transport.Hash(mr.Root), int64(8*mr.Params), 1); !errors.Is(err, protocol.ErrForbidden) {
 		t.Errorf("model blob for a stranger: %v, want forbidden", err)
 	}
 	blob, err := alice.FetchBlob(ctx, aggAddr, transport.Hash(mr.Root), int64(8*mr.Params), 1)
@@ -226,61 +229,6 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 	both, err := protocol.DecodeFloats(nil, blob, 2*mr.Params)
 	if err != nil || protocol.HashParams(both[:mr.Params]) != [32]byte(mr.Hash) {
 		t.Fatalf("model blob: %v, or its hash differs from the reply's", err)
-	}
-}
-
-// TestCheckHyperparams: a proposal's training settings are refused, with the field named, when
-// no peer could train with them; the parsed values are what peers use.
-func TestCheckHyperparams(t *testing.T) {
-	for _, tc := range []struct {
-		h    consensus.Hyperparams
-		want string // "" = valid
-	}{
-		{consensus.Hyperparams{}, ""},
-		{consensus.Hyperparams{Codec: "topk:0.03/m+q1", OuterLR: "1", OuterMomentum: "0.8", ErrorDecay: "0.9"}, ""},
-		{consensus.Hyperparams{ErrorDecay: "1"}, ""},
-		{consensus.Hyperparams{InnerSteps: MaxInnerSteps, Rounds: MaxRounds}, ""},
-		{consensus.Hyperparams{InnerSteps: 0, Rounds: 1}, "inner steps H 0"},
-		{consensus.Hyperparams{InnerSteps: MaxInnerSteps + 1, Rounds: 1}, "inner steps H 1000001"},
-		{consensus.Hyperparams{InnerSteps: 1, Rounds: 0}, "rounds 0"},
-		{consensus.Hyperparams{InnerSteps: 1, Rounds: 1 << 31}, "rounds 2147483648"},
-		{consensus.Hyperparams{Codec: "topk:2"}, "codec"},
-		{consensus.Hyperparams{Codec: "gzip"}, "codec"},
-		{consensus.Hyperparams{OuterLR: "fast"}, "outer lr"},
-		{consensus.Hyperparams{OuterLR: "0"}, "learning rate"},
-		{consensus.Hyperparams{OuterLR: "Inf"}, "learning rate"},
-		{consensus.Hyperparams{OuterMomentum: "1"}, "momentum"},
-		{consensus.Hyperparams{OuterMomentum: "-0.1"}, "momentum"},
-		{consensus.Hyperparams{OuterMomentum: "0"}, "0 would mean the default 0.9"},
-		{consensus.Hyperparams{ErrorDecay: "0"}, "error decay"},
-		{consensus.Hyperparams{ErrorDecay: "1.01"}, "error decay"},
-		{consensus.Hyperparams{ErrorDecay: "NaN"}, "error decay"},
-		{consensus.Hyperparams{ErrorDecay: "0.9x"}, "error decay"},
-	} {
-		if tc.h.InnerSteps == 0 && tc.h.Rounds == 0 {
-			tc.h.InnerSteps, tc.h.Rounds = 50, 20 // the cases about the other fields
-		}
-		err := CheckHyperparams(tc.h)
-		if tc.want == "" {
-			if err != nil {
-				t.Errorf("%+v: %v", tc.h, err)
-			}
-			continue
-		}
-		if err == nil || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%+v: error %v, want one naming %q", tc.h, err, tc.want)
-		}
-	}
-	p := consensus.Proposal{ID: 7, Params: consensus.Hyperparams{OuterLR: "1", OuterMomentum: "0.8", ErrorDecay: "0.9"}}
-	oc, err := OuterConfigOf(p)
-	if err != nil || oc.LR != 1 || oc.Momentum != 0.8 {
-		t.Fatalf("OuterConfigOf = %+v, %v", oc, err)
-	}
-	if b, err := ErrorDecayOf(p); err != nil || b != 0.9 {
-		t.Fatalf("ErrorDecayOf = %v, %v", b, err)
-	}
-	if b, err := ErrorDecayOf(consensus.Proposal{}); err != nil || b != 1 {
-		t.Fatalf("ErrorDecayOf(no decay) = %v, %v; want 1", b, err)
 	}
 }
 
@@ -320,9 +268,10 @@ func TestUnscorable(t *testing.T) {
 		want bool
 	}{
 		{final, true},
-		{&transport.RemoteError{Type: MsgScore, Msg: final.Error()}, true},
-		{&transport.RemoteError{Type: MsgScore, Msg: unavailablePrefix + " slice 0 of round 3 still aggregating"}, false},
-		{fmt.Errorf("%s score: this node has not reached round 3's model yet", unavailablePrefix), false},
+		{&transport.RemoteError{Type: MsgScore, Code: wirecode.Of(final), Msg: final.Error()}, true},
+		{&transport.RemoteError{Type: MsgScore, Msg: final.Error()}, false}, // the text alone classifies nothing
+		{&transport.RemoteError{Type: MsgScore, Code: wirecode.Of(protocol.ErrUnavailable), Msg: "unavailable: slice 0 of round 3 still aggregating"}, false},
+		{fmt.Errorf("%w: score: this node has not reached round 3's model yet", protocol.ErrUnavailable), false},
 		{errValidatorLoading, false},
 		{errors.New("dial: connection refused"), false},
 	} {

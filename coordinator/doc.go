@@ -11,10 +11,10 @@
 // a follower forwards the envelope to the leader; the leader stamps its clock and applies it
 // through Raft, where the state verifies the signature and applies each (issuer, request ID) once.
 // Errors whose text starts with "unavailable:" (no leader, leadership lost, timeouts) leave the
-// outcome unknown: the Client retries the same envelope at the next coordinator, which is safe
+// outcome unknown: a client (package client) retries the same envelope at the next coordinator, which is safe
 // because of that exactly-once rule. Every other error is the state's final verdict.
 //
-// Reads. MsgQuery answers from the node's replica, or, with Linearizable, only on the leader after
+// Reads. protocol.MsgQuery answers from the node's replica, or, with Linearizable, only on the leader after
 // a Raft barrier.
 //
 // Cluster membership. Every node's key must be registered in the state (consensus

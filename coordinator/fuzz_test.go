@@ -18,7 +18,7 @@ func FuzzMessageBodies(f *testing.F) {
 		protocol.ModelRequest{Cohort: 1},
 		protocol.ModelReply{Round: 3, Params: 10, Hash: make([]byte, 32)},
 		protocol.AggregateReply{Start: 0, End: 10, Contributors: 3},
-		Query{What: QueryRounds, ID: 1, Linearizable: true},
+		protocol.Query{What: protocol.QueryRounds, ID: 1, Linearizable: true},
 		joinRequest{ID: "c4", Addr: "127.0.0.1:7004", Env: consensus.Envelope{Version: 1, Issuer: "x", RequestID: 1}},
 		ScoreRequest{Cohort: 1, Round: 2, Slice: 1},
 		attribution.Partial{Start: 0, End: 10, Members: []string{"a", "b"}, K: 2, GD: []float64{1, 2, 3, 4}, UD: []float64{1, 2},
@@ -35,7 +35,7 @@ func FuzzMessageBodies(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		h := transport.Header{Type: "fuzz", Body: body}
 		targets := []any{&protocol.Upload{}, &protocol.AggregateRequest{}, &protocol.ModelRequest{}, &protocol.ModelReply{},
-			&protocol.AggregateReply{}, &Query{}, &joinRequest{}, &consensus.Envelope{}, &SubmitReply{}, &QueryReply{},
+			&protocol.AggregateReply{}, &protocol.Query{}, &joinRequest{}, &consensus.Envelope{}, &protocol.SubmitReply{}, &protocol.QueryReply{},
 			&ScoreRequest{}, &attribution.Partial{}}
 		for _, v := range targets {
 			if err := h.DecodeBody(v); err != nil {

@@ -6,7 +6,7 @@ package coordinator
 //	/                 cluster status: this node, leader, voters, cohorts with round progress
 //	/cohort/{id}      a cohort: proposal, current round, loss and share charts, contributions
 //	/api/cohort/{id}  the cohort's report (package report) as JSON
-//	/api/status       this node's Status as JSON
+//	/api/status       this node's protocol.Status as JSON
 //	/metrics          Prometheus metrics (metrics.go)
 //
 // Pages are html/template (every value escaped), with no script and no external resource, and
@@ -31,6 +31,7 @@ import (
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator/report"
+	"github.com/cohortlab/cohort/protocol"
 )
 
 // RefreshSeconds is how often dashboard pages reload themselves.
@@ -173,7 +174,7 @@ func (r *statusRecorder) WriteHeader(code int) {
 // statusPage is the data of the / page.
 type statusPage struct {
 	Refresh int
-	Status  Status
+	Status  protocol.Status
 	Cohorts []cohortRow
 	Now     string
 }

@@ -3,6 +3,7 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
+	"github.com/cohortlab/cohort/client"
 	"io"
 	"net/http"
 	"os"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator/report"
+	"github.com/cohortlab/cohort/protocol"
 )
 
 // dashboardNode starts a single in-memory coordinator with the dashboard on a free port and,
@@ -41,7 +43,7 @@ func dashboardNode(t *testing.T) (*Server, string) {
 	waitFor(t, 10*time.Second, "node registered and dashboard up", func() bool {
 		return len(s.Status().Coordinators) == 1 && s.HTTPAddr() != ""
 	})
-	cl, err := Dial(ClientConfig{Addrs: []string{addr}, Identity: testIdentity(t, "alice"), Timeout: 15 * time.Second})
+	cl, err := client.Dial(client.Config{Addrs: []string{addr}, Identity: testIdentity(t, "alice"), Timeout: 15 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +63,7 @@ func dashboardNode(t *testing.T) (*Server, string) {
 		t.Fatal(err)
 	}
 	waitFor(t, 10*time.Second, "cohort 1", func() bool {
-		r, err := cl.Query(bg, Query{What: QueryCohort, ID: 1})
+		r, err := cl.Query(bg, protocol.Query{What: protocol.QueryCohort, ID: 1})
 		return err == nil && r.Cohort != nil
 	})
 	fp := make([]byte, 32)

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -120,7 +121,7 @@ func (l *rateLimiter) take(key string) error {
 	b := l.buckets[key]
 	if b == nil {
 		if len(l.buckets) >= maxBuckets && !l.sweep(now) {
-			return fmt.Errorf("%s rate limited: %d keys are using their %s budget; retry later", unavailablePrefix, len(l.buckets), l.what)
+			return fmt.Errorf("%w: rate limited: %d keys are using their %s budget; retry later", protocol.ErrUnavailable, len(l.buckets), l.what)
 		}
 		b = &bucket{tokens: l.burst, at: now}
 		l.buckets[key] = b
@@ -128,7 +129,7 @@ func (l *rateLimiter) take(key string) error {
 	l.refill(b, now)
 	if b.tokens < 1 {
 		wait := time.Duration((1 - b.tokens) / l.rate * float64(time.Second))
-		return fmt.Errorf("%s rate limited: %s %s exceed %g at %g/s; retry in %v", unavailablePrefix, l.what, key, l.burst, l.rate, wait.Round(time.Millisecond))
+		return fmt.Errorf("%w: rate limited: %s %s exceed %g at %g/s; retry in %v", protocol.ErrUnavailable, l.what, key, l.burst, l.rate, wait.Round(time.Millisecond))
 	}
 	b.tokens--
 	return nil
@@ -202,7 +203,7 @@ func (l *limiters) startLongPoll(key string) (func(), error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if n := l.longPolls[key]; n >= l.cfg.MaxLongPolls {
-		return nil, fmt.Errorf("%s too many long-polls from %s: %d waiting, limit %d", unavailablePrefix, key, n, l.cfg.MaxLongPolls)
+		return nil, fmt.Errorf("%w: too many long-polls from %s: %d waiting, limit %d", protocol.ErrUnavailable, key, n, l.cfg.MaxLongPolls)
 	}
 	l.longPolls[key]++
 	return func() {

@@ -12,6 +12,8 @@ import (
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator/attribution"
+	"github.com/cohortlab/cohort/internal/wirecode"
+	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -73,12 +75,12 @@ func (s *Server) partial(ctx context.Context, q ScoreRequest) (attribution.Parti
 		if r.Status != consensus.RoundOpen {
 			return attribution.Partial{}, fmt.Errorf("score: slice %d of round %d: this node holds no updates for it (restarted, or the round is long past): %w", q.Slice, q.Round, errUnscorable)
 		}
-		return attribution.Partial{}, fmt.Errorf("%s score: round %d is still open on this node", unavailablePrefix, q.Round)
+		return attribution.Partial{}, fmt.Errorf("%w: score: round %d is still open on this node", protocol.ErrUnavailable, q.Round)
 	}
 	select {
 	case <-a.done:
 	case <-ctx.Done():
-		return attribution.Partial{}, fmt.Errorf("%s slice %d of round %d still aggregating", unavailablePrefix, q.Slice, q.Round)
+		return attribution.Partial{}, fmt.Errorf("%w: slice %d of round %d still aggregating", protocol.ErrUnavailable, q.Slice, q.Round)
 	}
 	if a.aborted {
 		return attribution.Partial{}, fmt.Errorf("score: slice %d of round %d has no updates: %w", q.Slice, q.Round, errUnscorable)
@@ -94,7 +96,7 @@ func (s *Server) partial(ctx context.Context, q ScoreRequest) (attribution.Parti
 	st, err := val.state(ctx, r.ModelHash)
 	switch {
 	case errors.Is(err, errNotMeasured) && behind:
-		return attribution.Partial{}, fmt.Errorf("%s score: this node has not reached round %d's model yet", unavailablePrefix, q.Round)
+		return attribution.Partial{}, fmt.Errorf("%w: score: this node has not reached round %d's model yet", protocol.ErrUnavailable, q.Round)
 	case errors.Is(err, errNotMeasured):
 		return attribution.Partial{}, fmt.Errorf("score: %v: %w", err, errUnscorable)
 	case err != nil:
@@ -139,17 +141,11 @@ func (s *Server) partial(ctx context.Context, q ScoreRequest) (attribution.Parti
 // errUnscorable marks a slice the leader can never have validation sums for (its updates are
 // gone, it had none, or the validator never saw the round's model): the round is recorded
 // unscored at once rather than retried until scoreWait, which would hold up the rounds behind it.
-var errUnscorable = errors.New("cannot be scored")
+var errUnscorable error = wirecode.New(192, "cannot be scored")
 
-// unscorable reports whether err, from this node or (as a remote error's text) from another,
+// unscorable reports whether err, from this node or (a remote error of its code) from another,
 // is final for the slice's scoring.
-func unscorable(err error) bool {
-	var re *transport.RemoteError
-	if errors.As(err, &re) {
-		return strings.HasSuffix(re.Msg, errUnscorable.Error())
-	}
-	return errors.Is(err, errUnscorable)
-}
+func unscorable(err error) bool { return errors.Is(err, errUnscorable) }
 
 // scoreNext (leader) starts scoring the cohort's oldest closed, unscored round, unless a scoring
 // is under way.
@@ -414,7 +410,7 @@ func (s *Server) memberRecord(cohort uint64, n uint32) (hist map[string][]float6
 	return hist, flagged
 }
 
-var errValidatorLoading = fmt.Errorf("%s the validator is still loading", unavailablePrefix)
+var errValidatorLoading = fmt.Errorf("%w: the validator is still loading", protocol.ErrUnavailable)
 
 // validator returns the cohort's validator, errValidatorLoading while it loads, or why this node
 // cannot validate.

@@ -15,6 +15,7 @@ import (
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -142,8 +143,8 @@ type Server struct {
 	ep   *transport.Endpoint
 	mux  *transport.Mux
 
+	pool   *transport.Pool // outgoing connections to the other coordinators, by address
 	mu     sync.Mutex
-	conns  map[string]*transport.Conn // outgoing, by address
 	signer *consensus.Signer
 
 	rtMu sync.Mutex
@@ -224,7 +225,7 @@ func newServer(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
-	s = &Server{cfg: cfg, log: log, ep: ep, mux: transport.NewMux(), conns: map[string]*transport.Conn{}, rts: map[uint64]*cohortRT{},
+	s = &Server{cfg: cfg, log: log, ep: ep, pool: transport.NewPool(ep), mux: transport.NewMux(), rts: map[uint64]*cohortRT{},
 		lim: newLimiters(cfg.Limits), learned: map[string]bool{}}
 	// Raft listens on TCP at the same port, behind TLS 1.3 that admits only coordinator keys.
 	raftLn, err := cfg.listenRaft(transport.StreamConfig{Identity: cfg.Identity, Allow: s.raftAllowed})
@@ -250,7 +251,7 @@ func newServer(cfg Config) (*Server, error) {
 	// Every request but an upload says all it has to say in its header body: a payload
 	// announced with one is refused before a byte of it is read.
 	none := transport.Limit{}
-	s.mux.Handle(MsgSubmit, s.handleSubmit, none)
+	s.mux.Handle(protocol.MsgSubmit, s.handleSubmit, none)
 	s.mux.Handle(protocol.MsgUpload, s.handleUpload, transport.Limit{Payload: s.uploadLimit})
 	s.mux.Handle(protocol.MsgAggregate, s.handleAggregate, none)
 	s.mux.Handle(protocol.MsgModel, s.handleModel, none)
@@ -259,7 +260,7 @@ func newServer(cfg Config) (*Server, error) {
 	// cohort's model blobs only to its members and the coordinators.
 	s.store = transport.NewStore(transport.StoreConfig{PullOnly: true, Allow: s.allowBlob})
 	s.store.Register(s.mux)
-	s.mux.Handle(MsgQuery, s.handleQuery, none)
+	s.mux.Handle(protocol.MsgQuery, s.handleQuery, none)
 	s.metrics = newMetrics(s)
 	s.mux.Handle(MsgJoinCluster, s.handleJoinCluster, none)
 	return s, nil
@@ -305,14 +306,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// Close stops the API and the raft node.
+// Close stops the API and the raft node, and closes the sockets Config.PacketConn and RaftListener gave it.
 func (s *Server) Close() error {
-	s.mu.Lock()
-	for _, c := range s.conns {
-		c.Close()
-	}
-	s.conns = map[string]*transport.Conn{}
-	s.mu.Unlock()
+	s.pool.Close()
 	s.ep.Close()
 	err := s.node.Shutdown()
 	s.cfg.closeSockets()
@@ -405,18 +401,18 @@ func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req tr
 		// Most likely a coordinator whose key this node has not seen registered yet (a fresh
 		// cluster, a lagging replica) forwarding a member's write: retryable, so the client
 		// tries another coordinator rather than giving the write up.
-		return transport.Message{}, fmt.Errorf("%s submit: request issued by %s but sent by %s, not a registered coordinator", unavailablePrefix, env.Issuer, peer)
+		return transport.Message{}, fmt.Errorf("%w: submit: request issued by %s but sent by %s, not a registered coordinator", protocol.ErrUnavailable, env.Issuer, peer)
 	}
 	if !forwarded {
 		// Before anything costs the cluster a signature check or a log entry.
 		if err := s.rateLimit(ctx, peer, env); err != nil {
-			return transport.Message{}, err // starts with unavailablePrefix: the client retries it
+			return transport.Message{}, err // wraps protocol.ErrUnavailable: the client retries it
 		}
 	}
 	if env.Type == consensus.CmdPropose {
 		// The state machine checks sizes only; a proposal nobody could train with is refused here.
 		if b, err := env.DecodeBody(); err == nil {
-			if err := CheckHyperparams(b.(*consensus.ProposeBody).Params); err != nil {
+			if err := spec.Check(b.(*consensus.ProposeBody).Params); err != nil {
 				return transport.Message{}, fmt.Errorf("submit: proposal: %w: %w", consensus.ErrInvalid, err)
 			}
 		}
@@ -435,8 +431,8 @@ func (s *Server) handleSubmit(ctx context.Context, peer transport.NodeID, req tr
 	if err != nil {
 		return transport.Message{}, classify(err)
 	}
-	reply := transport.Message{Header: transport.Header{Type: MsgSubmit}}
-	err = reply.SetBody(SubmitReply{Result: res, Leader: s.cfg.ID})
+	reply := transport.Message{Header: transport.Header{Type: protocol.MsgSubmit}}
+	err = reply.SetBody(protocol.SubmitReply{Result: res, Leader: s.cfg.ID})
 	return reply, err
 }
 
@@ -490,21 +486,21 @@ func (s *Server) isCoordinator(id string) bool {
 func (s *Server) forward(ctx context.Context, req transport.Message) (transport.Message, error) {
 	_, addr := s.node.Leader()
 	if addr == "" || addr == s.cfg.Listen {
-		return transport.Message{}, fmt.Errorf("%s no leader elected yet", unavailablePrefix)
+		return transport.Message{}, fmt.Errorf("%w: no leader elected yet", protocol.ErrUnavailable)
 	}
 	if !s.registered() {
 		// The leader takes forwarded requests from registered coordinators only.
-		return transport.Message{}, fmt.Errorf("%s this coordinator's key is not registered yet: cannot forward", unavailablePrefix)
+		return transport.Message{}, fmt.Errorf("%w: this coordinator's key is not registered yet: cannot forward", protocol.ErrUnavailable)
 	}
-	reply, err := s.call(ctx, addr, transport.Message{Header: transport.Header{Type: MsgSubmit, Body: req.Body}})
+	reply, err := s.call(ctx, addr, transport.Message{Header: transport.Header{Type: protocol.MsgSubmit, Body: req.Body}})
 	if err != nil {
 		var re *transport.RemoteError
 		if errors.As(err, &re) {
-			return transport.Message{}, errors.New(re.Msg) // already classified by the leader
+			return transport.Message{}, re.Reason() // classified by the leader: its code goes back as it came
 		}
-		return transport.Message{}, fmt.Errorf("%s forwarding to leader at %s: %w", unavailablePrefix, addr, err)
+		return transport.Message{}, fmt.Errorf("%w: forwarding to leader at %s: %w", protocol.ErrUnavailable, addr, err)
 	}
-	return transport.Message{Header: transport.Header{Type: MsgSubmit, Body: reply.Body}}, nil
+	return transport.Message{Header: transport.Header{Type: protocol.MsgSubmit, Body: reply.Body}}, nil
 }
 
 // call sends req to the coordinator at addr over a cached connection from this node's endpoint.
@@ -514,7 +510,7 @@ func (s *Server) forward(ctx context.Context, req transport.Message) (transport.
 func (s *Server) call(ctx context.Context, addr string, req transport.Message) (transport.Message, error) {
 	want := s.keyAt(addr)
 	if want == "" {
-		return transport.Message{}, fmt.Errorf("%s no coordinator key known for %s", unavailablePrefix, addr)
+		return transport.Message{}, fmt.Errorf("%w: no coordinator key known for %s", protocol.ErrUnavailable, addr)
 	}
 	return s.callPinned(ctx, addr, want, req)
 }
@@ -525,90 +521,58 @@ func (s *Server) callPinned(ctx context.Context, addr, want string, req transpor
 	if err != nil {
 		return transport.Message{}, fmt.Errorf("coordinator at %s: %w", addr, err)
 	}
-	s.mu.Lock()
-	c := s.conns[addr]
-	s.mu.Unlock()
-	if c != nil && c.Peer() != wantID {
-		c.Close()
-		c = nil
-	}
-	if c == nil || c.Context().Err() != nil {
-		nc, err := s.ep.DialNode(ctx, addr, wantID)
-		if err != nil {
-			return transport.Message{}, err
-		}
-		s.mu.Lock()
-		if old := s.conns[addr]; old != nil {
-			old.Close()
-		}
-		s.conns[addr] = nc
-		s.mu.Unlock()
-		c = nc
-	}
-	reply, err := transport.Call(ctx, c, req)
-	if err != nil {
-		var re *transport.RemoteError
-		if !errors.As(err, &re) { // a broken connection: drop it so the next call redials
-			s.mu.Lock()
-			if s.conns[addr] == c {
-				delete(s.conns, addr)
-			}
-			s.mu.Unlock()
-			c.Close()
-		}
-	}
-	return reply, err
+	return s.pool.Call(ctx, addr, wantID, req)
 }
 
 func (s *Server) handleQuery(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
-	var q Query
+	var q protocol.Query
 	if err := req.DecodeBody(&q); err != nil {
 		return transport.Message{}, fmt.Errorf("query: %w", err)
 	}
 	if q.Linearizable {
 		if !s.node.IsLeader() {
 			_, addr := s.node.Leader()
-			return transport.Message{}, fmt.Errorf("%s not the leader (leader: %q)", unavailablePrefix, addr)
+			return transport.Message{}, fmt.Errorf("%w: not the leader (leader: %q)", protocol.ErrUnavailable, addr)
 		}
 		if err := s.node.Barrier(ctx); err != nil {
 			return transport.Message{}, classify(err)
 		}
 	}
-	var out QueryReply
+	var out protocol.QueryReply
 	var qerr error
 	switch q.What {
-	case QueryPing:
-	case QueryStatus:
+	case protocol.QueryPing:
+	case protocol.QueryStatus:
 		st := s.Status()
 		out.Status = &st
-	case QueryNextRound:
+	case protocol.QueryNextRound:
 		qerr = s.nextRound(ctx, peer, q, &out)
 	default:
 		qerr = s.node.View(func(st *consensus.State) error {
 			switch q.What {
-			case QueryProposals:
+			case protocol.QueryProposals:
 				out.Proposals = st.Proposals()
-			case QueryProposal:
+			case protocol.QueryProposal:
 				p, err := st.Proposal(q.ID)
 				if err != nil {
 					return err
 				}
 				out.Proposals = []consensus.Proposal{p}
-			case QueryCohort:
+			case protocol.QueryCohort:
 				c, err := st.Cohort(q.ID)
 				if err != nil {
 					return err
 				}
 				out.Cohort = &c
-			case QueryRounds:
+			case protocol.QueryRounds:
 				r, err := st.Rounds(q.ID)
 				if err != nil {
 					return err
 				}
 				out.Rounds = r
-			case QueryMembers:
+			case protocol.QueryMembers:
 				out.Members = st.Members()
-			case QueryLedger:
+			case protocol.QueryLedger:
 				l := st.Ledger()
 				out.Ledger = &l
 			default:
@@ -620,22 +584,22 @@ func (s *Server) handleQuery(ctx context.Context, peer transport.NodeID, req tra
 	if qerr != nil {
 		return transport.Message{}, qerr
 	}
-	reply := transport.Message{Header: transport.Header{Type: MsgQuery}}
+	reply := transport.Message{Header: transport.Header{Type: protocol.MsgQuery}}
 	return reply, reply.SetBody(out)
 }
 
-// nextRound waits until the cohort has a round newer than q.After or is done (or NextRoundWait
+// nextRound waits until the cohort has a round newer than q.After or is done (or protocol.NextRoundWait
 // passes) and fills out with the cohort and its latest round: one message per round for a peer
 // instead of a poll every few hundred milliseconds. It looks at the state only when an applied
 // batch changed it (Node.Changed), and a key has at most Limits.MaxLongPolls of them waiting.
-func (s *Server) nextRound(ctx context.Context, peer transport.NodeID, q Query, out *QueryReply) error {
+func (s *Server) nextRound(ctx context.Context, peer transport.NodeID, q protocol.Query, out *protocol.QueryReply) error {
 	done, err := s.lim.startLongPoll(peer.String())
 	if err != nil {
 		s.metrics.observeRefused("long_polls")
 		return err
 	}
 	defer done()
-	ctx, cancel := context.WithTimeout(ctx, NextRoundWait)
+	ctx, cancel := context.WithTimeout(ctx, protocol.NextRoundWait)
 	defer cancel()
 	for {
 		changed := s.node.Changed() // before the look, so a change after it still wakes us
@@ -673,18 +637,18 @@ func (s *Server) nextRound(ctx context.Context, peer transport.NodeID, q Query, 
 }
 
 // Status describes this node and the cluster as it sees it.
-func (s *Server) Status() Status {
+func (s *Server) Status() protocol.Status {
 	lid, laddr := s.node.Leader()
 	hash, applied := s.node.Hash()
 	stats := s.node.Stats()
-	st := Status{
+	st := protocol.Status{
 		ID: s.cfg.ID, Addr: s.cfg.Listen, NodeKeyID: s.KeyID(), Role: s.node.State(),
 		LeaderID: lid, LeaderAddr: laddr, Term: stats["term"], LastIndex: stats["last_log_index"],
 		AppliedIndex: applied, StateHash: fmt.Sprintf("%x", hash[:]),
 	}
 	if servers, err := s.node.Servers(); err == nil {
 		for _, sv := range servers {
-			st.Servers = append(st.Servers, ServerInfo{ID: sv.ID, Addr: sv.Addr})
+			st.Servers = append(st.Servers, protocol.ServerInfo{ID: sv.ID, Addr: sv.Addr})
 		}
 	}
 	s.node.View(func(state *consensus.State) error {
@@ -694,7 +658,7 @@ func (s *Server) Status() Status {
 		st.Members = len(state.Members())
 		st.Proposals = len(state.Proposals())
 		for _, c := range state.Cohorts() {
-			st.Cohorts = append(st.Cohorts, CohortBrief{ID: c.ID, Proposal: c.Proposal, Members: len(c.Members), Status: string(c.Status), CurrentRound: c.CurrentRound})
+			st.Cohorts = append(st.Cohorts, protocol.CohortBrief{ID: c.ID, Proposal: c.Proposal, Members: len(c.Members), Status: string(c.Status), CurrentRound: c.CurrentRound})
 		}
 		return nil
 	})
@@ -713,7 +677,7 @@ func ParsePeers(s string) ([]consensus.Peer, error) {
 		if !ok || id == "" || rest == "" {
 			return nil, fmt.Errorf("peer %q: want ID=KEYID@HOST:PORT", part)
 		}
-		key, addr, err := ParsePinned(rest)
+		key, addr, err := transport.ParsePinned(rest)
 		if err != nil {
 			return nil, fmt.Errorf("peer %q: %w", part, err)
 		}
@@ -721,27 +685,6 @@ func ParsePeers(s string) ([]consensus.Peer, error) {
 	}
 	return out, nil
 }
-
-// ParsePinned parses "KEYID@HOST:PORT" (a node key ID pinned to an address) or "HOST:PORT" (key
-// "" : not pinned). The address must have a port.
-func ParsePinned(s string) (key, addr string, err error) {
-	addr = strings.TrimSpace(s)
-	if k, a, ok := strings.Cut(addr, "@"); ok {
-		if _, err := transport.ParseNodeID(k); err != nil {
-			return "", "", fmt.Errorf("key before @: %w", err)
-		}
-		key, addr = k, a
-	}
-	if _, _, err := net.SplitHostPort(addr); err != nil {
-		return "", "", fmt.Errorf("address %q: %w (want HOST:PORT)", addr, err)
-	}
-	return key, addr, nil
-}
-
-// unavailablePrefix starts the text of every error worth retrying at another coordinator; the
-// client retries those with the same envelope and gives up on anything else (a rejection by the
-// state is final).
-const unavailablePrefix = "unavailable:"
 
 // rejections are the state's verdicts on a command: retrying the same envelope cannot help.
 var rejections = []error{
@@ -760,5 +703,5 @@ func classify(err error) error {
 			return err
 		}
 	}
-	return fmt.Errorf("%s %w", unavailablePrefix, err)
+	return fmt.Errorf("%w: %w", protocol.ErrUnavailable, err)
 }

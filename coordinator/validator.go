@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/trainer/nn"
 )
@@ -91,7 +93,7 @@ func newValidator(cfg ValidationConfig, p consensus.Proposal) (*validator, error
 	if m < 1 {
 		return nil, fmt.Errorf("validation split of %d samples is too small for %d micro-batches", val.Len(), k)
 	}
-	model, err := trainer.NewModel(p.Model, m, InitSeed(p.ID))
+	model, err := trainer.NewModel(p.Model, m, spec.InitSeed(p.ID))
 	if err != nil {
 		return nil, err
 	}
@@ -170,6 +172,6 @@ func (v *validator) state(ctx context.Context, h []byte) (*valState, error) {
 	case <-st.done:
 		return st, st.err
 	case <-ctx.Done():
-		return nil, fmt.Errorf("%s validation at %x not ready: %w", unavailablePrefix, h[:8], ctx.Err())
+		return nil, fmt.Errorf("%w: validation at %x not ready: %w", protocol.ErrUnavailable, h[:8], ctx.Err())
 	}
 }

@@ -5,7 +5,7 @@
 // bit-identical with every other replica — and reports a signed receipt.
 //
 // A peer never aggregates for others and never sees other peers' updates. It talks
-// to the coordinators through a coordinator.Client: consensus commands are signed envelopes, data
+// to the coordinators through a client.Client: consensus commands are signed envelopes, data
 // plane messages are protocol messages on the same mutually authenticated QUIC connections.
 package peer
 
@@ -21,10 +21,11 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cohortlab/cohort/client"
 	"github.com/cohortlab/cohort/compress"
 	"github.com/cohortlab/cohort/consensus"
-	"github.com/cohortlab/cohort/coordinator"
 	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/trainer/nn"
 	"github.com/cohortlab/cohort/transport"
@@ -42,7 +43,7 @@ type Config struct {
 	// Name is the member name registered with the cohort. Required.
 	Name string
 	// Client is the member's connection to the coordinators. Required.
-	Client *coordinator.Client
+	Client *client.Client
 	// Cohort to join. Required.
 	Cohort uint64
 	// Contributors whose data Source draws from. Required.
@@ -98,7 +99,7 @@ type Report struct {
 type Peer struct {
 	cfg    Config
 	log    *slog.Logger
-	cl     *coordinator.Client
+	cl     *client.Client
 	prop   consensus.Proposal
 	worker *trainer.Worker
 	resid  []float32 // error feedback: what earlier messages did not carry
@@ -186,21 +187,21 @@ func (p *Peer) Join(ctx context.Context) error {
 	}
 	sort.Slice(data, func(i, j int) bool { return data[i].Name < data[j].Name })
 	_, err := p.cl.Submit(ctx, &consensus.JoinBody{Cohort: p.cfg.Cohort, Contributors: data})
-	if err != nil && !errors.Is(err, consensus.ErrExists) && !strings.Contains(err.Error(), "already") {
+	if err != nil && !errors.Is(err, consensus.ErrExists) {
 		return fmt.Errorf("join cohort %d: %w", p.cfg.Cohort, err)
 	}
 	return nil
 }
 
 func (p *Peer) setup(ctx context.Context) error {
-	r, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryCohort, ID: p.cfg.Cohort})
+	r, err := p.cl.Query(ctx, protocol.Query{What: protocol.QueryCohort, ID: p.cfg.Cohort})
 	if err != nil {
 		return fmt.Errorf("cohort %d: %w", p.cfg.Cohort, err)
 	}
 	if r.Cohort == nil {
 		return fmt.Errorf("cohort %d: empty answer", p.cfg.Cohort)
 	}
-	pr, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryProposal, ID: r.Cohort.Proposal})
+	pr, err := p.cl.Query(ctx, protocol.Query{What: protocol.QueryProposal, ID: r.Cohort.Proposal})
 	if err != nil {
 		return fmt.Errorf("cohort %d: proposal %d: %w", p.cfg.Cohort, r.Cohort.Proposal, err)
 	}
@@ -211,30 +212,18 @@ func (p *Peer) setup(ctx context.Context) error {
 	if h := int(p.prop.Params.InnerSteps); p.cfg.Overlap >= h {
 		return fmt.Errorf("peer: overlap %d steps: the cohort's rounds have %d inner steps, want τ < H", p.cfg.Overlap, h)
 	}
-	model, err := trainer.NewModel(p.prop.Model, p.cfg.Batch, coordinator.InitSeed(p.prop.ID))
+	ts, err := spec.Of(p.prop)
 	if err != nil {
 		return err
 	}
-	oc, err := coordinator.OuterConfigOf(p.prop)
+	model, err := trainer.NewModel(p.prop.Model, p.cfg.Batch, ts.Seed)
 	if err != nil {
 		return err
 	}
-	if p.worker, err = trainer.NewWorker(model, p.cfg.Source, trainer.WorkerConfig{Inner: p.cfg.Inner, Outer: oc}); err != nil {
+	if p.worker, err = trainer.NewWorker(model, p.cfg.Source, trainer.WorkerConfig{Inner: p.cfg.Inner, Outer: ts.Outer}); err != nil {
 		return err
 	}
-	codec := p.prop.Params.Codec
-	if codec == "" {
-		codec = "fp32"
-	}
-	if p.codec, err = compress.Parse(codec); err != nil {
-		return err
-	}
-	if p.down, err = compress.Parse(protocol.DownCodec(codec)); err != nil {
-		return err
-	}
-	if p.decay, err = coordinator.ErrorDecayOf(p.prop); err != nil {
-		return err
-	}
+	p.codec, p.down, p.decay = ts.Up, ts.Down, ts.ErrorDecay
 	p.shape = trainer.CodecShape(model.Layout())
 	p.resid = make([]float32, len(model.Params()))
 	return p.resume()
@@ -318,7 +307,7 @@ func (p *Peer) Run(ctx context.Context) error {
 // step looks at the cohort and takes part in its open round if it has not yet.
 // It long-polls a coordinator for the next round, so an idle peer sends one small query per round.
 func (p *Peer) step(ctx context.Context) (done bool, err error) {
-	q, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryNextRound, ID: p.cfg.Cohort, After: p.last})
+	q, err := p.cl.Query(ctx, protocol.Query{What: protocol.QueryNextRound, ID: p.cfg.Cohort, After: p.last})
 	if err != nil {
 		return false, err
 	}
@@ -579,7 +568,7 @@ func (p *Peer) fetch(ctx context.Context, r consensus.Round, i int, sl consensus
 			if rep.Aborted {
 				return false, nil
 			}
-			err := coordinator.DecodeAggregate(p.down, p.shape, int(sl.Start), int(sl.End), reply.Payload, dst)
+			err := spec.DecodeAggregate(p.down, p.shape, int(sl.Start), int(sl.End), reply.Payload, dst)
 			return err == nil, err
 		}
 		if ctx.Err() != nil {
@@ -662,8 +651,7 @@ func (p *Peer) send(ctx context.Context, r consensus.Round, i int, req transport
 				return agg, nil
 			}
 		}
-		var re *transport.RemoteError
-		if errors.As(err, &re) && strings.Contains(re.Msg, "already sent") {
+		if errors.Is(err, protocol.ErrDuplicate) {
 			return agg, nil // a resend the aggregator had: it counts once
 		}
 		if !retryable(err) || ctx.Err() != nil {
@@ -703,18 +691,14 @@ func (p *Peer) waitLate(ctx context.Context, r consensus.Round) consensus.Round 
 // retryable reports whether an aggregator call failed in a way worth trying again (after looking
 // at the round): the aggregator did not answer, was not ready, or no longer aggregates the slice.
 func retryable(err error) bool {
-	var re *transport.RemoteError
-	if !errors.As(err, &re) {
-		return true // no answer: the node may be down
-	}
-	return strings.HasPrefix(re.Msg, "unavailable:") || strings.Contains(re.Msg, "not this node")
+	return client.Retryable(err) || errors.Is(err, protocol.ErrNotAggregator)
 }
 
 // roundNow reads round r as the coordinators record it now.
 func (p *Peer) roundNow(ctx context.Context, r consensus.Round) (consensus.Round, bool) {
 	qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	q, err := p.cl.Query(qctx, coordinator.Query{What: coordinator.QueryNextRound, ID: r.Cohort, After: r.Number - 1})
+	q, err := p.cl.Query(qctx, protocol.Query{What: protocol.QueryNextRound, ID: r.Cohort, After: r.Number - 1})
 	if err != nil || len(q.Rounds) == 0 || q.Rounds[0].Number != r.Number || len(q.Rounds[0].Slices) != len(r.Slices) {
 		return consensus.Round{}, false
 	}
@@ -723,7 +707,7 @@ func (p *Peer) roundNow(ctx context.Context, r consensus.Round) (consensus.Round
 
 // roundIn reads round r from the cohort's rounds (when it is no longer the latest).
 func (p *Peer) roundIn(ctx context.Context, r consensus.Round) (consensus.Round, bool) {
-	qr, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryRounds, ID: r.Cohort})
+	qr, err := p.cl.Query(ctx, protocol.Query{What: protocol.QueryRounds, ID: r.Cohort})
 	if err != nil {
 		return consensus.Round{}, false
 	}
@@ -737,7 +721,7 @@ func (p *Peer) roundIn(ctx context.Context, r consensus.Round) (consensus.Round,
 
 // resync fetches θ and the outer momentum from a coordinator whose replica has the given hash.
 func (p *Peer) resync(ctx context.Context, cohort uint64, hash []byte) error {
-	st, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryStatus})
+	st, err := p.cl.Query(ctx, protocol.Query{What: protocol.QueryStatus})
 	if err != nil {
 		return err
 	}
@@ -834,7 +818,7 @@ func (p *Peer) addrOf(ctx context.Context, keyID string) (string, error) {
 	if a, ok := p.addrs[keyID]; ok {
 		return a, nil
 	}
-	st, err := p.cl.Query(ctx, coordinator.Query{What: coordinator.QueryStatus})
+	st, err := p.cl.Query(ctx, protocol.Query{What: protocol.QueryStatus})
 	if err != nil {
 		return "", err
 	}

@@ -17,7 +17,6 @@ package protocol
 import (
 	"crypto/sha256"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -32,9 +31,6 @@ const (
 
 // ChunkLen is the number of parameters per hashed chunk; slice boundaries fall on chunks.
 const ChunkLen = 1 << 14
-
-// ErrMalformed is wrapped by every decoding error.
-var ErrMalformed = errors.New("protocol: malformed message")
 
 // Upload is the header body of MsgUpload: a peer's compressed pseudo-gradient for one slice.
 type Upload struct {

@@ -10,7 +10,7 @@ mkdir -p "$out"
 run() { # name args...
   local name=$1; shift
   if [ ! -s "$out/$name.json" ]; then
-    "$bin" --log-level warn train --workers 8 --seed 1 ${DATA:+--data "$DATA"} "$@" --json | tail -n 1 > "$out/$name.json.tmp"
+    "$bin" --log-level warn train --workers 8 --seed 1 --outer-lr 0.7 --outer-momentum 0.9 --ef-decay 1 ${DATA:+--data "$DATA"} "$@" --json | tail -n 1 > "$out/$name.json.tmp"
     mv "$out/$name.json.tmp" "$out/$name.json"
   fi
   echo "$name $(cat "$out/$name.json" | head -c 400)"

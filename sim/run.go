@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"github.com/cohortlab/cohort/client"
 	"log/slog"
 	"net"
 	"os"
@@ -39,7 +40,7 @@ type node struct {
 
 type member struct {
 	name    string
-	client  *coordinator.Client
+	client  *client.Client
 	peer    *peer.Peer
 	cancel  context.CancelFunc
 	done    chan struct{}
@@ -160,7 +161,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	proposer, err := coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: propID, Logger: log})
+	proposer, err := client.Dial(client.Config{Addrs: addrs, Identity: propID, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -204,7 +205,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				return nil, err
 			}
 		}
-		cl, err := coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: id, PacketConn: pc, Logger: log, Timeout: time.Minute})
+		cl, err := client.Dial(client.Config{Addrs: addrs, Identity: id, PacketConn: pc, Logger: log, Timeout: time.Minute})
 		if err != nil {
 			return nil, err
 		}
@@ -242,7 +243,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	var cohort uint64
 	if err := waitUntil(ctx, 30*time.Second, func() bool {
-		r, err := proposer.Query(ctx, coordinator.Query{What: coordinator.QueryProposal, ID: proposal})
+		r, err := proposer.Query(ctx, protocol.Query{What: protocol.QueryProposal, ID: proposal})
 		if err == nil && len(r.Proposals) == 1 && r.Proposals[0].Cohort != 0 {
 			cohort = r.Proposals[0].Cohort
 			return true
@@ -560,7 +561,7 @@ func operate(ctx context.Context, addrs []string, seed uint64, log *slog.Logger,
 		if err != nil {
 			return err
 		}
-		op, err := coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: id, Logger: log})
+		op, err := client.Dial(client.Config{Addrs: addrs, Identity: id, Logger: log})
 		if err != nil {
 			return err
 		}

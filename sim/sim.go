@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
-	"github.com/cohortlab/cohort/coordinator"
+	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/transport/linkshape"
 )
@@ -26,16 +26,15 @@ type Config struct {
 	Coordinators int    // default 3
 	Peers        int    // default 6
 	Model        string // default "mlp"
-	Rounds       int    // default 20
-	InnerSteps   int    // default 50
+	Rounds       int    // default spec.Defaults.Rounds
+	InnerSteps   int    // default spec.Defaults.InnerSteps
 	// Overlap is τ, the inner steps every peer takes while its update travels (peer.Config.Overlap);
 	// 0: none.
 	Overlap int
 	Batch   int    // default: the model's
-	Codec   string // default DefaultCodec
+	Codec   string // default spec.Defaults.Codec
 	// OuterLR, OuterMomentum and ErrorDecay are the proposal's outer Nesterov step and the peers'
-	// error-feedback decay β, as decimals; defaults DefaultOuterLR, DefaultOuterMomentum and
-	// DefaultErrorDecay.
+	// error-feedback decay β, as decimals; defaults from spec.Defaults.
 	OuterLR, OuterMomentum, ErrorDecay string
 	Partition                          string // default "dirichlet:0.5"
 	Link                               string // each peer's link, e.g. "10mbit,50ms,1%"; "" = unshaped loopback
@@ -78,16 +77,6 @@ type Config struct {
 	Progress func(Progress)
 }
 
-// The training settings a cohort gets unless told otherwise: top-3 % sign-coded updates (116×
-// fewer bytes than fp32 DiLoCo) with the outer step and error-feedback decay that keep them within
-// a point of it. cohort propose and cohort simulate default to them too.
-const (
-	DefaultCodec         = "topk:0.03/m+q1"
-	DefaultOuterLR       = "1"
-	DefaultOuterMomentum = "0.8"
-	DefaultErrorDecay    = "0.9"
-)
-
 func (c Config) withDefaults() Config {
 	if c.Coordinators == 0 {
 		c.Coordinators = 3
@@ -99,22 +88,22 @@ func (c Config) withDefaults() Config {
 		c.Model = "mlp"
 	}
 	if c.Rounds == 0 {
-		c.Rounds = 20
+		c.Rounds = int(spec.Defaults.Rounds)
 	}
 	if c.InnerSteps == 0 {
-		c.InnerSteps = 50
+		c.InnerSteps = int(spec.Defaults.InnerSteps)
 	}
 	if c.Codec == "" {
-		c.Codec = DefaultCodec
+		c.Codec = spec.Defaults.Codec
 	}
 	if c.OuterLR == "" {
-		c.OuterLR = DefaultOuterLR
+		c.OuterLR = spec.Defaults.OuterLR
 	}
 	if c.OuterMomentum == "" {
-		c.OuterMomentum = DefaultOuterMomentum
+		c.OuterMomentum = spec.Defaults.OuterMomentum
 	}
 	if c.ErrorDecay == "" {
-		c.ErrorDecay = DefaultErrorDecay
+		c.ErrorDecay = spec.Defaults.ErrorDecay
 	}
 	if c.Partition == "" {
 		c.Partition = "dirichlet:0.5"
@@ -158,7 +147,7 @@ func (c Config) Validate() error {
 	if c.KillLeaderAt > 0 && c.Coordinators < 3 {
 		return fmt.Errorf("kill-leader-at needs at least 3 coordinators to keep a quorum")
 	}
-	if err := coordinator.CheckHyperparams(c.hyperparams()); err != nil {
+	if err := spec.Check(c.hyperparams()); err != nil {
 		return err
 	}
 	if c.Link != "" {

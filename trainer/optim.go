@@ -114,16 +114,17 @@ func (o *AdamW) State() (m, v []float32, t int) {
 
 // OuterConfig configures the DiLoCo outer optimizer. Zero values mean the defaults shown.
 type OuterConfig struct {
-	LR       float32 // outer learning rate η; default 0.7
-	Momentum float32 // Nesterov momentum μ; default 0.9
+	LR       float32 // outer learning rate η; must be positive
+	Momentum float32 // Nesterov momentum μ in [0, 1); 0 is plain SGD on Δ
 }
 
+// DefaultOuter is the DiLoCo paper's outer step (η = 0.7, μ = 0.9): what the zero OuterConfig
+// means. Only the whole zero value does: OuterConfig{LR: 1} has no momentum.
+var DefaultOuter = OuterConfig{LR: 0.7, Momentum: 0.9}
+
 func (c OuterConfig) withDefaults() OuterConfig {
-	if c.LR == 0 {
-		c.LR = 0.7
-	}
-	if c.Momentum == 0 {
-		c.Momentum = 0.9
+	if c == (OuterConfig{}) {
+		return DefaultOuter
 	}
 	return c
 }

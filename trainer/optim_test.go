@@ -66,13 +66,29 @@ func TestNesterovHandComputed(t *testing.T) {
 }
 
 func TestNesterovWithUnitLRAndNoMomentumIsFedAvg(t *testing.T) {
-	// η = 1, μ → 0 makes the outer step θ − Δ = the average of the local models (FedAvg).
-	o, _ := NewNesterov(2, OuterConfig{LR: 1, Momentum: 1e-30})
+	// η = 1, μ = 0 makes the outer step θ − Δ = the average of the local models (FedAvg).
+	o, err := NewNesterov(2, OuterConfig{LR: 1, Momentum: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
 	theta := []float32{1, 2}
 	local := []float32{0.5, 2.5}
 	delta := []float32{theta[0] - local[0], theta[1] - local[1]}
 	o.Step(theta, delta)
 	assertClose(t, "fedavg", theta, []float64{0.5, 2.5}, 1e-7)
+}
+
+// TestNesterovZeroMomentumIsNone: μ = 0 is a setting (no momentum), not "the default": the
+// momentum buffer is only Δ and the step is η·Δ.
+func TestNesterovZeroMomentumIsNone(t *testing.T) {
+	o, err := NewNesterov(1, OuterConfig{LR: 0.5, Momentum: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := []float32{1}
+	o.Step(p, []float32{0.2})
+	o.Step(p, []float32{0.2})
+	assertClose(t, "two steps without momentum", p, []float64{1 - 2*0.5*0.2}, 1e-7)
 }
 
 func TestOptimizerConfigValidation(t *testing.T) {
@@ -82,7 +98,7 @@ func TestOptimizerConfigValidation(t *testing.T) {
 			t.Errorf("NewAdamW(%+v) accepted a bad config", c)
 		}
 	}
-	for _, c := range []OuterConfig{{LR: -0.1}, {Momentum: 1}, {Momentum: -0.5}} {
+	for _, c := range []OuterConfig{{LR: -0.1}, {LR: 1, Momentum: 1}, {LR: 1, Momentum: -0.5}, {Momentum: 0.5}} {
 		if _, err := NewNesterov(1, c); err == nil {
 			t.Errorf("NewNesterov(%+v) accepted a bad config", c)
 		}

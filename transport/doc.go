@@ -35,8 +35,10 @@
 //
 // One request and one reply per QUIC stream. A frame is "CH", a version byte, a uint32
 // header length, a msgpack header (type, request id, payload length, CRC32C of the
-// payload, error text, application body as msgpack bytes) and then the payload as raw
-// bytes: tensors are never encoded element by element. ReadMessage caps the header at
+// payload, error text and code, application body as msgpack bytes) and then the payload as raw
+// bytes: tensors are never encoded element by element. A reply's error code is the wire code of
+// the sentinel its handler wrapped (internal/wirecode): the caller's RemoteError matches that
+// sentinel with errors.Is, so no caller reads error text. ReadMessage caps the header at
 // MaxHeaderSize and the payload at a caller-given limit, checks every length before
 // allocating (a payload grows as its bytes arrive), and reports truncated, oversized,
 // corrupt or foreign frames with sentinel errors (ErrTruncated, ErrHeaderTooLarge,

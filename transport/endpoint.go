@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/cohortlab/cohort/internal/wirecode"
 )
 
 // Defaults for the zero fields of Config.
@@ -388,7 +390,7 @@ const CodeConnLimit = 0x20
 
 // ErrConnLimit is wrapped by the reason a connection over MaxConnsPerKey or MaxConnsPerSource
 // is closed with.
-var ErrConnLimit = errors.New("transport: connection limit")
+var ErrConnLimit error = wirecode.New(6, "transport: connection limit")
 
 // Accept waits for the next connection that completed the handshake, passed Allow and fits
 // the per-key and per-source connection limits; connections over a limit are closed with

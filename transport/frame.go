@@ -11,6 +11,7 @@ import (
 	"github.com/vmihailenco/msgpack/v5"
 
 	"github.com/cohortlab/cohort/internal/msgcheck"
+	"github.com/cohortlab/cohort/internal/wirecode"
 )
 
 // Frame layout (all integers big-endian):
@@ -36,12 +37,12 @@ const (
 
 // Frame errors. ReadMessage wraps exactly one of them (or returns io.EOF at a clean end).
 var (
-	ErrBadMagic        = errors.New("transport: not a Cohort frame (bad magic or version)")
-	ErrHeaderTooLarge  = errors.New("transport: frame header too large")
-	ErrPayloadTooLarge = errors.New("transport: frame payload too large")
-	ErrTruncated       = errors.New("transport: truncated frame")
-	ErrChecksum        = errors.New("transport: payload checksum mismatch")
-	ErrMalformedHeader = errors.New("transport: malformed frame header")
+	ErrBadMagic              = errors.New("transport: not a Cohort frame (bad magic or version)")
+	ErrHeaderTooLarge        = errors.New("transport: frame header too large")
+	ErrPayloadTooLarge error = wirecode.New(5, "transport: frame payload too large")
+	ErrTruncated             = errors.New("transport: truncated frame")
+	ErrChecksum              = errors.New("transport: payload checksum mismatch")
+	ErrMalformedHeader       = errors.New("transport: malformed frame header")
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -57,6 +58,9 @@ type Header struct {
 	ID uint64
 	// Err, in a reply, is the handler's error text; Call turns it into a *RemoteError.
 	Err string
+	// Code, in a reply with Err, classifies the error (the wire code of the sentinel the handler
+	// wrapped; 0 for none): the caller's *RemoteError matches that sentinel with errors.Is.
+	Code uint16
 	// Body is an application-defined msgpack document (see SetBody, DecodeBody).
 	Body []byte
 }
@@ -95,6 +99,7 @@ type wireHeader struct {
 	Len  uint64 `msgpack:"n"`
 	CRC  uint32 `msgpack:"c"`
 	Err  string `msgpack:"e,omitempty"`
+	Code uint16 `msgpack:"k,omitempty"`
 	Body []byte `msgpack:"b,omitempty"`
 }
 
@@ -102,7 +107,7 @@ type wireHeader struct {
 func appendFrameHeader(dst []byte, h Header, payload []byte) ([]byte, error) {
 	wh := wireHeader{
 		Type: h.Type, ID: h.ID, Len: uint64(len(payload)),
-		CRC: crc32.Checksum(payload, castagnoli), Err: h.Err, Body: h.Body,
+		CRC: crc32.Checksum(payload, castagnoli), Err: h.Err, Code: h.Code, Body: h.Body,
 	}
 	enc, err := msgpack.Marshal(&wh)
 	if err != nil {
@@ -203,7 +208,7 @@ func readBody(r io.Reader, wh wireHeader) (Message, error) {
 }
 
 func (wh wireHeader) header() Header {
-	return Header{Type: wh.Type, ID: wh.ID, Err: wh.Err, Body: wh.Body}
+	return Header{Type: wh.Type, ID: wh.ID, Err: wh.Err, Code: wh.Code, Body: wh.Body}
 }
 
 func decodeWireHeader(b []byte) (wireHeader, error) {

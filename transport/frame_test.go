@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cohortlab/cohort/internal/wirecode"
 	"github.com/vmihailenco/msgpack/v5"
 )
 
@@ -353,5 +354,49 @@ func BenchmarkFrameRoundTrip(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestErrorCodesCrossTheWire: a handler's sentinel reaches the caller as a code beside the text,
+// and errors.Is matches it there — on the RemoteError and on its Reason — while the text alone
+// classifies nothing.
+func TestErrorCodesCrossTheWire(t *testing.T) {
+	errLate := wirecode.New(131, "late")
+	errOther := wirecode.New(129, "already sent")
+	mux := NewMux()
+	mux.Handle("late", func(context.Context, NodeID, Message) (Message, error) {
+		return Message{}, fmt.Errorf("upload: slice 2 closed at its deadline: %w", errLate)
+	}, Limit{})
+	mux.Handle("plain", func(context.Context, NodeID, Message) (Message, error) {
+		return Message{}, errors.New("upload: late") // the same word, no code
+	}, Limit{})
+	c := rpcPair(t, mux, Config{})
+	ctx := testCtx(t, 10*time.Second)
+
+	_, err := Call(ctx, c, Message{Header: Header{Type: "late", ID: 1}})
+	var re *RemoteError
+	if !errors.As(err, &re) || re.Code != 131 {
+		t.Fatalf("got %v, want a RemoteError of code 131", err)
+	}
+	if !errors.Is(err, errLate) || errors.Is(err, errOther) {
+		t.Errorf("errors.Is on the remote error: late %v, other %v", errors.Is(err, errLate), errors.Is(err, errOther))
+	}
+	reason := re.Reason()
+	if reason.Error() != "upload: slice 2 closed at its deadline: late" || !errors.Is(reason, errLate) {
+		t.Errorf("reason %q does not keep the text or the code", reason)
+	}
+	// A handler that forwards a RemoteError passes its code on.
+	if wirecode.Of(fmt.Errorf("forwarded: %w", re)) != 131 || wirecode.Of(reason) != 131 {
+		t.Error("a forwarded remote error loses its code")
+	}
+
+	_, err = Call(ctx, c, Message{Header: Header{Type: "plain", ID: 2}})
+	if !errors.As(err, &re) || re.Code != 0 || errors.Is(err, errLate) {
+		t.Errorf("an uncoded error: %v (code %d) matches a sentinel", err, re.Code)
+	}
+	// The transport's own refusals carry codes too.
+	_, err = Call(ctx, c, Message{Header: Header{Type: "nope", ID: 3}})
+	if !errors.Is(err, ErrUnknownType) {
+		t.Errorf("unknown type: %v does not match ErrUnknownType", err)
 	}
 }

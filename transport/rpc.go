@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/quic-go/quic-go"
+
+	"github.com/cohortlab/cohort/internal/wirecode"
 )
 
 // Stream error codes sent when a request stream is abandoned.
@@ -22,24 +24,37 @@ const (
 
 // ErrBusy is returned (to the caller, as a RemoteError) when the endpoint already serves
 // Config.MaxServing requests; the request is not read. Retrying later may succeed.
-var ErrBusy = errors.New("transport: server busy")
+var ErrBusy error = wirecode.New(1, "transport: server busy")
 
 // ErrTooSlow is returned (to the caller, as a RemoteError) when a request's header or payload
 // did not arrive in the time Config.RequestTimeout and MinRate give it; the stream is then
 // closed for reading.
-var ErrTooSlow = errors.New("transport: request too slow")
+var ErrTooSlow error = wirecode.New(2, "transport: request too slow")
 
 // ErrUnknownType is returned (to the caller, as a RemoteError) when a Mux has no handler
 // for a message type.
-var ErrUnknownType = errors.New("transport: no handler for message type")
+var ErrUnknownType error = wirecode.New(3, "transport: no handler for message type")
 
-// RemoteError is a handler's error as seen by the caller.
+// RemoteError is a handler's error as seen by the caller. It matches, with errors.Is, the
+// sentinel errors of its Code (those declared with internal/wirecode: transport's, consensus's,
+// protocol's), so callers never read its text to classify it.
 type RemoteError struct {
 	Type string // the request type
+	Code uint16 // the wire code of the sentinel the handler wrapped; 0 for none
 	Msg  string // the handler's error text
 }
 
 func (e *RemoteError) Error() string { return fmt.Sprintf("transport: remote %s: %s", e.Type, e.Msg) }
+
+// WireCode is e's code: a handler that returns a RemoteError (a forwarded reply) passes it on.
+func (e *RemoteError) WireCode() uint16 { return e.Code }
+
+// Is reports whether target is a sentinel of e's code.
+func (e *RemoteError) Is(target error) bool { return e.Code != 0 && wirecode.Of(target) == e.Code }
+
+// Reason is the remote error as its handler wrote it — its text without the transport's prefix —
+// still matching the sentinels of its code: what a client hands its caller.
+func (e *RemoteError) Reason() error { return wirecode.New(e.Code, e.Msg) }
 
 // Handler answers one request from peer. A returned error is sent to the caller as the
 // reply's Err (and becomes a *RemoteError there); the reply's ID is set to the request's.
@@ -64,7 +79,7 @@ func Call(ctx context.Context, c *Conn, req Message) (Message, error) {
 		return Message{}, fmt.Errorf("transport: call %s to %s: %w", req.Type, c.peer, err)
 	}
 	if reply.Err != "" && (reply.ID == req.ID || reply.ID == 0) { // 0: refused before its header was read
-		return reply, &RemoteError{Type: req.Type, Msg: reply.Err}
+		return reply, &RemoteError{Type: req.Type, Code: reply.Code, Msg: reply.Err}
 	}
 	if reply.ID != req.ID {
 		return Message{}, fmt.Errorf("%w: reply id %d to request %d", ErrMalformedHeader, reply.ID, req.ID)
@@ -258,7 +273,7 @@ func refuse(st *Stream, c *Conn, out Message, err error) {
 // reply sends out (or err as the reply's Err) and ends the stream.
 func reply(st *Stream, lim connLimits, out Message, err error) {
 	if err != nil {
-		out = Message{Header: Header{Type: out.Type, ID: out.ID, Err: err.Error()}}
+		out = Message{Header: Header{Type: out.Type, ID: out.ID, Err: err.Error(), Code: wirecode.Of(err)}}
 		if out.Err == "" {
 			out.Err = "error"
 		}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+
+	"github.com/cohortlab/cohort/internal/wirecode"
 )
 
 // Message types of the chunked transfer protocol (served by Store.Register).
@@ -17,7 +19,7 @@ const (
 )
 
 // ErrNotFound is returned (as a RemoteError text) for a blob the Store does not hold.
-var ErrNotFound = errors.New("transport: blob not found")
+var ErrNotFound error = wirecode.New(4, "transport: blob not found")
 
 type chunkRef struct {
 	Root  []byte `msgpack:"r"`

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/cohortlab/cohort/client"
 	"io"
 	"log/slog"
 	"math"
@@ -25,7 +26,8 @@ import (
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator"
 	"github.com/cohortlab/cohort/coordinator/report"
-	"github.com/cohortlab/cohort/sim"
+	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -129,7 +131,7 @@ func runCoordinator(c *cli.Context) error {
 	}
 	var joinKey, join string
 	if s := c.String("join"); s != "" {
-		if joinKey, join, err = coordinator.ParsePinned(s); err != nil {
+		if joinKey, join, err = transport.ParsePinned(s); err != nil {
 			return fmt.Errorf("coordinator: --join: %w", err)
 		}
 	}
@@ -230,14 +232,14 @@ func coordinatorAddrs(c *cli.Context) ([]string, error) {
 		return nil, fmt.Errorf("--coordinator %q: no address (want HOST:PORT[,HOST:PORT...])", c.String("coordinator"))
 	}
 	for _, a := range addrs {
-		if err := coordinator.CheckAddr(a); err != nil {
+		if err := client.CheckAddr(a); err != nil {
 			return nil, fmt.Errorf("--coordinator: %w", err)
 		}
 	}
 	return addrs, nil
 }
 
-func dialClient(c *cli.Context) (*coordinator.Client, error) {
+func dialClient(c *cli.Context) (*client.Client, error) {
 	addrs, err := coordinatorAddrs(c)
 	if err != nil {
 		return nil, err
@@ -254,11 +256,11 @@ func dialClient(c *cli.Context) (*coordinator.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: id, Timeout: c.Duration("timeout")})
+	return client.Dial(client.Config{Addrs: addrs, Identity: id, Timeout: c.Duration("timeout")})
 }
 
 // registeredClient dials and registers the member if needed.
-func registeredClient(c *cli.Context) (*coordinator.Client, error) {
+func registeredClient(c *cli.Context) (*client.Client, error) {
 	cl, err := dialClient(c)
 	if err != nil {
 		return nil, err
@@ -338,12 +340,10 @@ func proposeCommand() *cli.Command {
 			&cli.StringFlag{Name: "model", Value: "mlp:784-256-10", Usage: "model spec", EnvVars: envVars("model")},
 			&cli.StringFlag{Name: "dataset", Value: "fashion-mnist", Usage: "dataset reference", EnvVars: envVars("dataset")},
 			&cli.StringFlag{Name: "validation-hash", Usage: "hex SHA-256 of the held-out validation split", EnvVars: envVars("validation_hash")},
-			&cli.UintFlag{Name: "rounds", Value: 30, Usage: "outer rounds", EnvVars: envVars("rounds")},
-			&cli.UintFlag{Name: "inner-steps", Value: 50, Usage: "inner steps H", EnvVars: envVars("inner_steps")},
-			&cli.StringFlag{Name: "codec", Value: sim.DefaultCodec, Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
-			&cli.Float64Flag{Name: "outer-lr", Value: 1, Usage: "outer Nesterov learning rate η", EnvVars: envVars("outer_lr")},          // sim.DefaultOuterLR
-			&cli.Float64Flag{Name: "outer-momentum", Value: 0.8, Usage: "outer Nesterov momentum μ", EnvVars: envVars("outer_momentum")}, // sim.DefaultOuterMomentum
-			&cli.Float64Flag{Name: "ef-decay", Value: 0.9, Usage: "error-feedback decay β: each peer's residual becomes β·e + Δ each round (1: plain error feedback)", EnvVars: envVars("ef_decay")},
+			&cli.UintFlag{Name: "rounds", Value: uint(spec.Defaults.Rounds), Usage: "outer rounds", EnvVars: envVars("rounds")},
+			&cli.UintFlag{Name: "inner-steps", Value: uint(spec.Defaults.InnerSteps), Usage: "inner steps H", EnvVars: envVars("inner_steps")},
+			&cli.StringFlag{Name: "codec", Value: spec.Defaults.Codec, Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
+			outerLRFlag(), outerMomentumFlag(), errorDecayFlag(),
 			&cli.Uint64Flag{Name: "reward-pool", Value: 1_000_000, Usage: "reward pool (integer units)", EnvVars: envVars("reward_pool")},
 			&cli.UintFlag{Name: "min-members", Value: 2, Usage: "members needed before the first round (at least 1)", EnvVars: envVars("min_members")},
 			&cli.UintFlag{Name: "max-members", Usage: "members the cohort takes at most (0: the cluster's limit)", EnvVars: envVars("max_members")},
@@ -356,7 +356,7 @@ func proposeCommand() *cli.Command {
 			if c.NArg() > 0 {
 				return fmt.Errorf("propose: unexpected argument %q", c.Args().First())
 			}
-			if err := checkFlags(c, "propose", between("rounds", 1, coordinator.MaxRounds), between("inner-steps", 1, coordinator.MaxInnerSteps),
+			if err := checkFlags(c, "propose", between("rounds", 1, spec.MaxRounds), between("inner-steps", 1, spec.MaxInnerSteps),
 				between("min-members", 1, math.MaxUint32)); err != nil {
 				return err
 			}
@@ -384,8 +384,8 @@ func proposeCommand() *cli.Command {
 				return fmt.Errorf("propose: --voting-period %s: want at least 1ms", vp)
 			}
 			params := consensus.Hyperparams{InnerSteps: uint32(c.Uint("inner-steps")), Rounds: uint32(c.Uint("rounds")), Codec: c.String("codec"),
-				OuterLR: decimal(c.Float64("outer-lr")), OuterMomentum: decimal(c.Float64("outer-momentum")), ErrorDecay: decayDecimal(c.Float64("ef-decay"))}
-			if err := coordinator.CheckHyperparams(params); err != nil {
+				OuterLR: decimal(c.Float64("outer-lr")), OuterMomentum: decimal(c.Float64("outer-momentum")), ErrorDecay: decimal(c.Float64("ef-decay"))}
+			if err := spec.Check(params); err != nil {
 				return fmt.Errorf("propose: %w", err)
 			}
 			cl, err := registeredClient(c)
@@ -531,7 +531,7 @@ func proposalsCommand() *cli.Command {
 				return fmt.Errorf("proposals: %w", err)
 			}
 			defer cl.Close()
-			r, err := cl.Query(c.Context, coordinator.Query{What: coordinator.QueryProposals})
+			r, err := cl.Query(c.Context, protocol.Query{What: protocol.QueryProposals})
 			if err != nil {
 				return fmt.Errorf("proposals: %w", err)
 			}
@@ -599,23 +599,23 @@ func statusCommand() *cli.Command {
 				return fmt.Errorf("status: %w", err)
 			}
 			defer cl.Close()
-			var sts []coordinator.Status
+			var sts []protocol.Status
 			if c.Bool("all") {
 				for _, a := range strings.Split(c.String("coordinator"), ",") {
 					ctx, cancel := context.WithTimeout(c.Context, 3*time.Second)
-					r, err := cl.QueryAt(ctx, strings.TrimSpace(a), coordinator.Query{What: coordinator.QueryStatus})
+					r, err := cl.QueryAt(ctx, strings.TrimSpace(a), protocol.Query{What: protocol.QueryStatus})
 					cancel()
 					if err == nil && r.Status == nil {
 						err = errors.New("empty answer")
 					}
 					if err != nil {
-						sts = append(sts, coordinator.Status{Addr: a, Role: "unreachable: " + err.Error()})
+						sts = append(sts, protocol.Status{Addr: a, Role: "unreachable: " + err.Error()})
 						continue
 					}
 					sts = append(sts, *r.Status)
 				}
 			} else {
-				r, err := cl.Query(c.Context, coordinator.Query{What: coordinator.QueryStatus})
+				r, err := cl.Query(c.Context, protocol.Query{What: protocol.QueryStatus})
 				if err != nil {
 					return fmt.Errorf("status: %w", err)
 				}
@@ -640,7 +640,7 @@ func statusCommand() *cli.Command {
 
 // printStatus prints a coordinator's status; every string in it came from the coordinator and is
 // escaped (report.Escape).
-func printStatus(w io.Writer, st coordinator.Status) {
+func printStatus(w io.Writer, st protocol.Status) {
 	e := report.Escape
 	if st.ID == "" {
 		fmt.Fprintf(w, "%s: %s\n", e(st.Addr), e(st.Role))
@@ -698,10 +698,25 @@ func trimExt(name string) string { return strings.TrimSuffix(name, filepath.Ext(
 // decimal writes a flag's value as the decimal string a proposal carries.
 func decimal(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 
-// decayDecimal is decimal, with β = 1 (no decay) as the empty string.
-func decayDecimal(v float64) string {
-	if v == 1 {
-		return ""
+// The outer step's and error feedback's flags default to spec.Defaults: the same for
+// `cohort propose`, `cohort simulate` and `cohort train`.
+func outerLRFlag() cli.Flag {
+	return &cli.Float64Flag{Name: "outer-lr", Value: defaultFloat(spec.Defaults.OuterLR), Usage: "outer Nesterov learning rate η", EnvVars: envVars("outer_lr")}
+}
+
+func outerMomentumFlag() cli.Flag {
+	return &cli.Float64Flag{Name: "outer-momentum", Value: defaultFloat(spec.Defaults.OuterMomentum), Usage: "outer Nesterov momentum μ (0: none)", EnvVars: envVars("outer_momentum")}
+}
+
+func errorDecayFlag() cli.Flag {
+	return &cli.Float64Flag{Name: "ef-decay", Value: defaultFloat(spec.Defaults.ErrorDecay), Usage: "error-feedback decay β: each peer's residual becomes β·e + Δ each round (1: plain error feedback)", EnvVars: envVars("ef_decay")}
+}
+
+// defaultFloat parses a decimal of spec.Defaults (spec's tests parse them all).
+func defaultFloat(s string) float64 {
+	v, err := strconv.ParseFloat(s, 64)
+	if err != nil {
+		panic("cohort: spec.Defaults holds a decimal that does not parse: " + s)
 	}
-	return decimal(v)
+	return v
 }

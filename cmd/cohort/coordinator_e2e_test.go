@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
+	"github.com/cohortlab/cohort/client"
 	"net"
 	"os"
 	"os/exec"
@@ -16,9 +17,9 @@ import (
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
-	"github.com/cohortlab/cohort/coordinator"
 	"github.com/cohortlab/cohort/internal/forge"
 	"github.com/cohortlab/cohort/internal/netutil"
+	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -212,13 +213,13 @@ func (pc *procCluster) addrs() []string {
 	return a
 }
 
-func memberClient(t *testing.T, addrs []string, name string) *coordinator.Client {
+func memberClient(t *testing.T, addrs []string, name string) *client.Client {
 	seed := sha256.Sum256([]byte(name))
 	id, err := transport.NewIdentity(ed25519.NewKeyFromSeed(seed[:]))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cl, err := coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: id, Timeout: 30 * time.Second})
+	cl, err := client.Dial(client.Config{Addrs: addrs, Identity: id, Timeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,17 +249,17 @@ func (pc *procCluster) operator(t *testing.T, args ...string) string {
 // nodeKey is the node key file of coordinator i.
 func (pc *procCluster) nodeKey(i int) string { return filepath.Join(pc.procs[i].dir, "node.key") }
 
-func statusOf(cl *coordinator.Client, addr string) (*coordinator.Status, error) {
+func statusOf(cl *client.Client, addr string) (*protocol.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	r, err := cl.QueryAt(ctx, addr, coordinator.Query{What: coordinator.QueryStatus})
+	r, err := cl.QueryAt(ctx, addr, protocol.Query{What: protocol.QueryStatus})
 	if err != nil {
 		return nil, err
 	}
 	return r.Status, nil
 }
 
-func (pc *procCluster) leader(cl *coordinator.Client) *proc {
+func (pc *procCluster) leader(cl *client.Client) *proc {
 	for _, p := range pc.procs {
 		if st, err := statusOf(cl, p.addr); err == nil && st.Role == "Leader" {
 			return p
@@ -304,7 +305,7 @@ func TestCoordinatorProcessesSurviveLeaderKill(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		op, err := coordinator.Dial(coordinator.ClientConfig{Addrs: pc.addrs(), Identity: id, Timeout: 30 * time.Second})
+		op, err := client.Dial(client.Config{Addrs: pc.addrs(), Identity: id, Timeout: 30 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -360,7 +361,7 @@ func TestCoordinatorProcessesSurviveLeaderKill(t *testing.T) {
 		t.Errorf("restarted %s did not install a snapshot from the leader", killed.id)
 	}
 	for _, p := range pc.procs {
-		r, err := cl.QueryAt(ctx, p.addr, coordinator.Query{What: coordinator.QueryProposals})
+		r, err := cl.QueryAt(ctx, p.addr, protocol.Query{What: protocol.QueryProposals})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -5,6 +5,7 @@ import (
 	"math"
 	"time"
 
+	"github.com/cohortlab/cohort/spec"
 	"github.com/urfave/cli/v2"
 )
 
@@ -33,17 +34,17 @@ func positive(flag string, hi float64, zero string) bound {
 	return bound{flag, func(v float64) bool { return v > 0 && v <= hi }, fmt.Sprintf("more than 0 and at most %g (0 would mean %s)", hi, zero)}
 }
 
-// openUnit accepts 0 < v < 1 (an outer momentum: 0 would be read as the default 0.9, 1 diverges).
-func openUnit(flag string) bound {
-	return bound{flag, func(v float64) bool { return v > 0 && v < 1 }, "more than 0 and less than 1 (0 would mean the default 0.9)"}
+// momentum accepts 0 ≤ v < 1 (an outer momentum: 0 is none, 1 diverges).
+func momentum(flag string) bound {
+	return bound{flag, func(v float64) bool { return v >= 0 && v < 1 }, "at least 0 (none) and less than 1"}
 }
 
 // Limits of the numeric flags: far beyond any useful run, and within the fields that carry them.
 const (
 	// maxBatch bounds a batch size: far above any model's default, far below what exhausts memory.
 	maxBatch      = 4096
-	maxRounds     = 1_000_000
-	maxInnerSteps = 1_000_000
+	maxRounds     = spec.MaxRounds
+	maxInnerSteps = spec.MaxInnerSteps
 	maxWorkers    = 1024
 	maxValSamples = 10_000_000
 )

@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"github.com/cohortlab/cohort/client"
 	"math"
 	"os"
 	"os/signal"
@@ -10,7 +11,6 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/cohortlab/cohort/coordinator"
 	"github.com/cohortlab/cohort/datasets"
 	"github.com/cohortlab/cohort/peer"
 	"github.com/cohortlab/cohort/protocol"
@@ -97,7 +97,7 @@ func runJoin(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("join: %w", err)
 	}
-	cl, err := coordinator.Dial(coordinator.ClientConfig{Addrs: addrs, Identity: id})
+	cl, err := client.Dial(client.Config{Addrs: addrs, Identity: id})
 	if err != nil {
 		return fmt.Errorf("join: %w", err)
 	}

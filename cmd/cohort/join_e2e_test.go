@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
-	"github.com/cohortlab/cohort/coordinator"
-	"github.com/cohortlab/cohort/sim"
+	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/spec"
 )
 
 // TestCohortOfProcesses runs the mission across real processes: three `cohort coordinator` and
@@ -23,7 +23,7 @@ import (
 // of the same cohort's without the faults (the mean over the last three rounds, on the 1,000
 // embedded test images).
 //
-// The cohort trains with the defaults every proposal gets (sim.DefaultCodec and its outer step):
+// The cohort trains with the defaults every proposal gets (spec.Defaults' codec and outer step):
 // both runs reach 79–81 % and agree within a few tenths. (With plain topk:0.05+q4, whose chunks
 // starve the classifier and biases — see compress.Setting.Matrices — the fault-free run reached
 // only 65–70 % and the faulty one, with fewer outer steps, did better.) Every round is scored:
@@ -66,8 +66,8 @@ func cohortOfProcesses(t *testing.T, faults bool) int {
 	}
 	const rounds = 8
 	res, err := cl.Submit(ctx, &consensus.ProposeBody{Name: "e2e", Model: "mlp:784-32-10", Dataset: "fashion-mnist",
-		Params: consensus.Hyperparams{InnerSteps: 60, Rounds: rounds, Codec: sim.DefaultCodec,
-			OuterLR: sim.DefaultOuterLR, OuterMomentum: sim.DefaultOuterMomentum, ErrorDecay: sim.DefaultErrorDecay}, RewardPool: 800,
+		Params: consensus.Hyperparams{InnerSteps: 60, Rounds: rounds, Codec: spec.Defaults.Codec,
+			OuterLR: spec.Defaults.OuterLR, OuterMomentum: spec.Defaults.OuterMomentum, ErrorDecay: spec.Defaults.ErrorDecay}, RewardPool: 800,
 		MinMembers: 4, QuorumBP: 2000, ThresholdBP: 5000, VotingPeriodMs: 1000})
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +76,7 @@ func cohortOfProcesses(t *testing.T, faults bool) int {
 		t.Fatal(err)
 	}
 	eventually(t, 20*time.Second, "proposal passed", func() error {
-		r, err := cl.Query(ctx, coordinator.Query{What: coordinator.QueryProposal, ID: res.ID})
+		r, err := cl.Query(ctx, protocol.Query{What: protocol.QueryProposal, ID: res.ID})
 		if err != nil || r.Proposals[0].Cohort == 0 {
 			return fmt.Errorf("not yet: %v", err)
 		}
@@ -111,7 +111,7 @@ func cohortOfProcesses(t *testing.T, faults bool) int {
 	}
 	joiners := []*joiner{start(0), start(1), start(2), start(3)}
 	current := func() uint32 {
-		r, err := cl.Query(ctx, coordinator.Query{What: coordinator.QueryCohort, ID: 1})
+		r, err := cl.Query(ctx, protocol.Query{What: protocol.QueryCohort, ID: 1})
 		if err != nil {
 			return 0
 		}
@@ -173,7 +173,7 @@ func cohortOfProcesses(t *testing.T, faults bool) int {
 	}
 	// The replicated record agrees with the peers (a follower may answer a moment behind).
 	eventually(t, 20*time.Second, "the cohort recorded done", func() error {
-		r, err := cl.Query(ctx, coordinator.Query{What: coordinator.QueryCohort, ID: 1, Linearizable: true})
+		r, err := cl.Query(ctx, protocol.Query{What: protocol.QueryCohort, ID: 1, Linearizable: true})
 		if err != nil || r.Cohort.Status != consensus.CohortDone || !strings.HasPrefix(fmt.Sprintf("%x", r.Cohort.ModelHash), hashes[0]) {
 			return fmt.Errorf("cohort record %+v (err %v), peers hold %s", r.Cohort, err, hashes[0])
 		}
@@ -182,7 +182,7 @@ func cohortOfProcesses(t *testing.T, faults bool) int {
 	// The leader scores the last round just after it closes, with the final model's accuracy.
 	var acc int
 	eventually(t, 90*time.Second, "last round scored", func() error {
-		q, err := cl.Query(ctx, coordinator.Query{What: coordinator.QueryRounds, ID: 1})
+		q, err := cl.Query(ctx, protocol.Query{What: protocol.QueryRounds, ID: 1})
 		if err != nil || len(q.Rounds) != rounds {
 			return fmt.Errorf("rounds: %v", err)
 		}

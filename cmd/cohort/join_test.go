@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"github.com/cohortlab/cohort/client"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,6 +13,7 @@ import (
 	"github.com/cohortlab/cohort/coordinator"
 	"github.com/cohortlab/cohort/datasets"
 	"github.com/cohortlab/cohort/internal/netutil"
+	"github.com/cohortlab/cohort/protocol"
 )
 
 // startCoordinator runs a one-node in-process coordinator cluster and returns its address.
@@ -55,7 +57,7 @@ func TestJoinRefusesDataTheModelCannotTrainOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "cohort 1", func() error {
-		_, err := cl.Query(bg, coordinator.Query{What: coordinator.QueryCohort, ID: 1})
+		_, err := cl.Query(bg, protocol.Query{What: protocol.QueryCohort, ID: 1})
 		return err
 	})
 
@@ -93,14 +95,14 @@ func TestJoinRefusesDataTheModelCannotTrainOn(t *testing.T) {
 		t.Errorf("refused after %s", d)
 	}
 	// Nothing was committed.
-	q, err := cl.Query(bg, coordinator.Query{What: coordinator.QueryCohort, ID: 1, Linearizable: true})
+	q, err := cl.Query(bg, protocol.Query{What: protocol.QueryCohort, ID: 1, Linearizable: true})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(q.Cohort.Members) != 0 {
 		t.Errorf("cohort 1 has members %+v after a refused join", q.Cohort.Members)
 	}
-	ms, err := cl.Query(bg, coordinator.Query{What: coordinator.QueryMembers})
+	ms, err := cl.Query(bg, protocol.Query{What: protocol.QueryMembers})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,10 +115,10 @@ func TestJoinRefusesDataTheModelCannotTrainOn(t *testing.T) {
 
 // fundAndGrant has the operator of startCoordinator's one-node cluster (its node key) fund the
 // treasury with pool and grant each member a vote.
-func fundAndGrant(t *testing.T, addr string, pool uint64, members ...*coordinator.Client) {
+func fundAndGrant(t *testing.T, addr string, pool uint64, members ...*client.Client) {
 	t.Helper()
 	bg := context.Background()
-	op, err := coordinator.Dial(coordinator.ClientConfig{Addrs: []string{addr}, Identity: nodeIdentity(t, "c1"), Timeout: 30 * time.Second})
+	op, err := client.Dial(client.Config{Addrs: []string{addr}, Identity: nodeIdentity(t, "c1"), Timeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

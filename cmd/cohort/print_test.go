@@ -9,7 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/cohortlab/cohort/consensus"
-	"github.com/cohortlab/cohort/coordinator"
+	"github.com/cohortlab/cohort/protocol"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files in testdata")
@@ -57,10 +57,10 @@ func TestPrintingEscapesNames(t *testing.T) {
 	}
 
 	b.Reset()
-	printStatus(&b, coordinator.Status{ID: "c1\x1b[31m", Addr: "127.0.0.1:7001", Role: "leader\u202e", Term: "3", LeaderID: "c1",
+	printStatus(&b, protocol.Status{ID: "c1\x1b[31m", Addr: "127.0.0.1:7001", Role: "leader\u202e", Term: "3", LeaderID: "c1",
 		LeaderAddr: "127.0.0.1:7001", LastIndex: "42", AppliedIndex: 42, StateHash: "abc", // shorter than 16: no panic
-		Servers: []coordinator.ServerInfo{{ID: "c1", Addr: "127.0.0.1:7001\x1b[0m"}}, Cohorts: []coordinator.CohortBrief{{ID: 1, Proposal: 2, Status: "running\x1b]0;x\x07", Members: 3}}})
-	printStatus(&b, coordinator.Status{Addr: "10.0.0.2:7001", Role: "unreachable: \x1b[5mdial failed"})
+		Servers: []protocol.ServerInfo{{ID: "c1", Addr: "127.0.0.1:7001\x1b[0m"}}, Cohorts: []protocol.CohortBrief{{ID: 1, Proposal: 2, Status: "running\x1b]0;x\x07", Members: 3}}})
+	printStatus(&b, protocol.Status{Addr: "10.0.0.2:7001", Role: "unreachable: \x1b[5mdial failed"})
 	golden(t, "status_hostile.txt", b.Bytes())
 	if rawTerminal(b.Bytes()) {
 		t.Errorf("status carries raw control or format characters:\n%q", b.String())

@@ -2,14 +2,15 @@ package main
 
 import (
 	"fmt"
+	"github.com/cohortlab/cohort/client"
 	"io"
 	"log/slog"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/cohortlab/cohort/consensus"
-	"github.com/cohortlab/cohort/coordinator"
 	"github.com/cohortlab/cohort/coordinator/report"
+	"github.com/cohortlab/cohort/protocol"
 )
 
 // reportFormats are the values of `cohort report --format`.
@@ -66,33 +67,33 @@ func runReport(c *cli.Context) error {
 }
 
 // fetchReport queries the cohort, its proposal, its rounds and the ledger and builds the report.
-func fetchReport(c *cli.Context, cl *coordinator.Client, id uint64) (report.Report, error) {
-	q := func(what string, id uint64) (coordinator.QueryReply, error) {
-		r, err := cl.Query(c.Context, coordinator.Query{What: what, ID: id})
+func fetchReport(c *cli.Context, cl *client.Client, id uint64) (report.Report, error) {
+	q := func(what string, id uint64) (protocol.QueryReply, error) {
+		r, err := cl.Query(c.Context, protocol.Query{What: what, ID: id})
 		if err != nil {
 			return r, fmt.Errorf("query %s: %w", what, err)
 		}
 		return r, nil
 	}
-	cr, err := q(coordinator.QueryCohort, id)
+	cr, err := q(protocol.QueryCohort, id)
 	if err != nil {
 		return report.Report{}, err
 	}
 	if cr.Cohort == nil {
 		return report.Report{}, fmt.Errorf("cohort %d: empty answer", id)
 	}
-	pr, err := q(coordinator.QueryProposal, cr.Cohort.Proposal)
+	pr, err := q(protocol.QueryProposal, cr.Cohort.Proposal)
 	if err != nil {
 		return report.Report{}, err
 	}
 	if len(pr.Proposals) != 1 {
 		return report.Report{}, fmt.Errorf("proposal %d: %d answers", cr.Cohort.Proposal, len(pr.Proposals))
 	}
-	rr, err := q(coordinator.QueryRounds, id)
+	rr, err := q(protocol.QueryRounds, id)
 	if err != nil {
 		return report.Report{}, err
 	}
-	lr, err := q(coordinator.QueryLedger, 0)
+	lr, err := q(protocol.QueryLedger, 0)
 	if err != nil {
 		return report.Report{}, err
 	}

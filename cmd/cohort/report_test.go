@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
-	"github.com/cohortlab/cohort/coordinator"
 	"github.com/cohortlab/cohort/coordinator/report"
+	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -37,7 +37,7 @@ func TestReportCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	eventually(t, 10*time.Second, "cohort 1", func() error {
-		_, err := cl.Query(bg, coordinator.Query{What: coordinator.QueryCohort, ID: 1})
+		_, err := cl.Query(bg, protocol.Query{What: protocol.QueryCohort, ID: 1})
 		return err
 	})
 	if _, err := cl.Submit(bg, &consensus.JoinBody{Cohort: 1, Contributors: []consensus.ContributorData{

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cohortlab/cohort/coordinator/report"
 	"github.com/cohortlab/cohort/sim"
+	"github.com/cohortlab/cohort/spec"
 )
 
 func simulateCommand() *cli.Command {
@@ -28,15 +29,13 @@ func simulateCommand() *cli.Command {
 			&cli.IntFlag{Name: "coordinators", Value: 3, Usage: "coordinator nodes", EnvVars: envVars("coordinators")},
 			&cli.IntFlag{Name: "peers", Value: 6, Usage: "peers, each with its own data shard and link", EnvVars: envVars("peers")},
 			&cli.StringFlag{Name: "model", Value: "mlp", Usage: "mlp, mlp:784-256-10 or charlm", EnvVars: envVars("model")},
-			&cli.IntFlag{Name: "rounds", Value: 20, Usage: "outer rounds", EnvVars: envVars("rounds")},
-			&cli.IntFlag{Name: "inner-steps", Value: 50, Usage: "inner steps H", EnvVars: envVars("inner_steps")},
+			&cli.IntFlag{Name: "rounds", Value: int(spec.Defaults.Rounds), Usage: "outer rounds", EnvVars: envVars("rounds")},
+			&cli.IntFlag{Name: "inner-steps", Value: int(spec.Defaults.InnerSteps), Usage: "inner steps H", EnvVars: envVars("inner_steps")},
 			&cli.IntFlag{Name: "batch", Usage: "batch size per peer (0: the model's default)", EnvVars: envVars("batch")},
 			&cli.IntFlag{Name: "overlap", Usage: "inner steps τ each peer takes while its update travels (overlaps communication with compute; 0: none)", EnvVars: envVars("overlap")},
-			&cli.StringFlag{Name: "codec", Value: sim.DefaultCodec, Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
+			&cli.StringFlag{Name: "codec", Value: spec.Defaults.Codec, Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
 			&cli.StringFlag{Name: "partition", Value: "dirichlet:0.5", Usage: "iid, dirichlet:ALPHA or natural", EnvVars: envVars("partition")},
-			&cli.Float64Flag{Name: "outer-lr", Value: 1, Usage: "outer Nesterov learning rate η", EnvVars: envVars("outer_lr")},          // sim.DefaultOuterLR
-			&cli.Float64Flag{Name: "outer-momentum", Value: 0.8, Usage: "outer Nesterov momentum μ", EnvVars: envVars("outer_momentum")}, // sim.DefaultOuterMomentum
-			&cli.Float64Flag{Name: "ef-decay", Value: 0.9, Usage: "error-feedback decay β: each peer's residual becomes β·e + Δ each round (1: plain error feedback)", EnvVars: envVars("ef_decay")},
+			outerLRFlag(), outerMomentumFlag(), errorDecayFlag(),
 			&cli.StringFlag{Name: "link", Value: "10mbit,50ms,1%", Usage: `each peer's link: RATE,DELAY[,LOSS%] ("" for plain loopback)`, EnvVars: envVars("link")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for data, models and links", EnvVars: envVars("seed")},
 			&cli.StringFlag{Name: "data", Value: "embedded", Usage: "Fashion-MNIST directory, or embedded", EnvVars: envVars("data")},
@@ -62,7 +61,7 @@ func simulateCommand() *cli.Command {
 			cfg := sim.Config{
 				Coordinators: c.Int("coordinators"), Peers: c.Int("peers"), Model: c.String("model"), Rounds: c.Int("rounds"),
 				InnerSteps: c.Int("inner-steps"), Overlap: c.Int("overlap"), Batch: c.Int("batch"), Codec: c.String("codec"), Partition: c.String("partition"),
-				OuterLR: decimal(c.Float64("outer-lr")), OuterMomentum: decimal(c.Float64("outer-momentum")), ErrorDecay: decayDecimal(c.Float64("ef-decay")),
+				OuterLR: decimal(c.Float64("outer-lr")), OuterMomentum: decimal(c.Float64("outer-momentum")), ErrorDecay: decimal(c.Float64("ef-decay")),
 				Link: c.String("link"), Seed: c.Uint64("seed"), DataDir: c.String("data"), ValSamples: c.Int("val-samples"),
 				KillLeaderAt: c.Int("kill-leader-at"), KillPeer: c.String("kill-peer"), Straggler: c.String("straggler"),
 				RoundTimeout: c.Duration("round-timeout"), Logger: slog.Default(), BadPeers: c.StringSlice("bad-peer"),

@@ -35,9 +35,7 @@ func trainCommand() *cli.Command {
 			&cli.StringFlag{Name: "data", Usage: "Fashion-MNIST directory, or \"embedded\" (default: the system copy if installed, else the embedded subset)", EnvVars: envVars("data")},
 			&cli.Float64Flag{Name: "lr", Value: 1e-3, Usage: "inner AdamW learning rate", EnvVars: envVars("lr")},
 			&cli.Float64Flag{Name: "weight-decay", Value: 0, Usage: "inner AdamW decoupled weight decay", EnvVars: envVars("weight_decay")},
-			&cli.Float64Flag{Name: "outer-lr", Value: 0.7, Usage: "outer Nesterov learning rate η", EnvVars: envVars("outer_lr")},
-			&cli.Float64Flag{Name: "outer-momentum", Value: 0.9, Usage: "outer Nesterov momentum μ", EnvVars: envVars("outer_momentum")},
-			&cli.Float64Flag{Name: "ef-decay", Value: 1, Usage: "error-feedback decay β: the residual becomes β·e + Δ each round (1: plain error feedback)", EnvVars: envVars("ef_decay")},
+			outerLRFlag(), outerMomentumFlag(), errorDecayFlag(),
 			&cli.IntFlag{Name: "val-samples", Value: 0, Usage: "validation samples (0: the whole test split)", EnvVars: envVars("val_samples")},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON summary as the last line", EnvVars: envVars("json")},
 		},
@@ -52,7 +50,7 @@ func runTrain(c *cli.Context) error {
 	if err := checkFlags(c, "train", between("workers", 1, maxWorkers), between("inner-steps", 1, maxInnerSteps),
 		between("rounds", 1, maxRounds), between("overlap", 0, maxInnerSteps-1), batchBound("batch"),
 		between("val-samples", 0, maxValSamples), positive("lr", 10, "the default 1e-3"), between("weight-decay", 0, 10),
-		positive("outer-lr", 100, "the default 0.7"), openUnit("outer-momentum"),
+		positive("outer-lr", 100, "no outer step"), momentum("outer-momentum"),
 		positive("ef-decay", 1, "no error feedback decay, as 1")); err != nil {
 		return err
 	}

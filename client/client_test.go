@@ -1,9 +1,13 @@
-package coordinator
+package client
 
 import (
+	"crypto/ed25519"
+	"crypto/sha256"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cohortlab/cohort/transport"
 )
 
 // TestDialRefusesBadAddresses: an address a client could never reach is refused at once, naming
@@ -25,7 +29,7 @@ func TestDialRefusesBadAddresses(t *testing.T) {
 		{[]string{"127.0.0.1:-1"}, `port "-1"`},
 	} {
 		start := time.Now()
-		cl, err := Dial(ClientConfig{Addrs: tc.addrs, Identity: id})
+		cl, err := Dial(Config{Addrs: tc.addrs, Identity: id})
 		if cl != nil {
 			cl.Close()
 		}
@@ -42,7 +46,16 @@ func TestDialRefusesBadAddresses(t *testing.T) {
 			t.Errorf("%v: refused after %s, want at once", tc.addrs, d)
 		}
 	}
-	if _, err := Dial(ClientConfig{Addrs: []string{"127.0.0.1:7001"}, Identity: id, Timeout: -time.Second}); err == nil || !strings.Contains(err.Error(), "negative") {
+	if _, err := Dial(Config{Addrs: []string{"127.0.0.1:7001"}, Identity: id, Timeout: -time.Second}); err == nil || !strings.Contains(err.Error(), "negative") {
 		t.Errorf("negative timeout: %v", err)
 	}
+}
+
+func testIdentity(t *testing.T, name string) *transport.Identity {
+	seed := sha256.Sum256([]byte(name))
+	id, err := transport.NewIdentity(ed25519.NewKeyFromSeed(seed[:]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
 }

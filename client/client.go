@@ -1,4 +1,4 @@
-package coordinator
+package client
 
 import (
 	"context"
@@ -12,15 +12,17 @@ import (
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/internal/wirecode"
+	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
 
-// ClientConfig configures a Client. Zero values mean the documented defaults.
-type ClientConfig struct {
+// Config configures a Client. Zero values mean the documented defaults.
+type Config struct {
 	// Addrs are coordinator addresses, "HOST:PORT" or "KEYID@HOST:PORT"; any one will do, the
 	// client tries them in turn. Required. A KEYID pins the address: the client talks only to a
 	// node presenting that key there. The client also pins every coordinator a status reply
-	// lists (Query with QueryStatus: its key at its raft address) unless already pinned, so a
+	// lists (protocol.Query with protocol.QueryStatus: its key at its raft address) unless already pinned, so a
 	// client given one pinned address holds the whole cluster's keys after one status query.
 	Addrs []string
 	// Identity is the member's key. Required.
@@ -38,43 +40,23 @@ type ClientConfig struct {
 // member's key and retries the same signed envelope (same request ID) across coordinators until
 // one applies it, so a request is applied exactly once even across leader changes.
 type Client struct {
-	cfg    ClientConfig
+	cfg    Config
 	ep     *transport.Endpoint
 	signer *consensus.Signer
 	log    *slog.Logger
 
-	mu    sync.Mutex // guards conns, next and pins; calls themselves run concurrently
-	conns map[string]*transport.Conn
-	next  int
-	pins  map[string]transport.NodeID // address -> the key the node there must have
+	mu   sync.Mutex // guards next and pins; calls themselves run concurrently
+	next int
+	pins map[string]transport.NodeID // address -> the key the node there must have
 
-	stripeStats statsSum // counters of closed transfer stripes
-}
+	pool *transport.Pool // one connection per coordinator address
 
-// statsSum accumulates the counters of connections that are gone.
-type statsSum struct {
-	mu sync.Mutex
-	t  transport.Stats
-}
-
-func (s *statsSum) add(x transport.Stats) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.t.BytesSent += x.BytesSent
-	s.t.BytesReceived += x.BytesReceived
-	s.t.PacketsSent += x.PacketsSent
-	s.t.PacketsLost += x.PacketsLost
-	s.t.BytesLost += x.BytesLost
-}
-
-func (s *statsSum) get() transport.Stats {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.t
+	stripeMu sync.Mutex
+	stripes  transport.Stats // counters of closed transfer stripes
 }
 
 // Dial returns a client; connections are made lazily.
-func Dial(cfg ClientConfig) (*Client, error) {
+func Dial(cfg Config) (*Client, error) {
 	if len(cfg.Addrs) == 0 {
 		return nil, errors.New("no coordinator address (--coordinator)")
 	}
@@ -95,7 +77,7 @@ func Dial(cfg ClientConfig) (*Client, error) {
 	pins := map[string]transport.NodeID{}
 	addrs := make([]string, 0, len(cfg.Addrs))
 	for _, a := range cfg.Addrs {
-		key, addr, err := ParsePinned(a)
+		key, addr, err := transport.ParsePinned(a)
 		if err != nil {
 			return nil, fmt.Errorf("coordinator address %q: %w", a, err)
 		}
@@ -125,7 +107,7 @@ func Dial(cfg ClientConfig) (*Client, error) {
 		ep.Close()
 		return nil, err
 	}
-	return &Client{cfg: cfg, ep: ep, signer: sg, conns: map[string]*transport.Conn{}, log: cfg.Logger, pins: pins}, nil
+	return &Client{cfg: cfg, ep: ep, signer: sg, pool: transport.NewPool(ep), log: cfg.Logger, pins: pins}, nil
 }
 
 // Pin makes the client talk to addr only with the node of key ID key (an aggregator's address
@@ -144,7 +126,7 @@ func (c *Client) Pin(addr, key string) error {
 }
 
 // learn pins the coordinators a status reply lists, at their raft addresses.
-func (c *Client) learn(st *Status) {
+func (c *Client) learn(st *protocol.Status) {
 	if st == nil {
 		return
 	}
@@ -188,12 +170,17 @@ func (c *Client) ID() string { return c.signer.ID() }
 
 // Close closes the client's connections (and its PacketConn).
 func (c *Client) Close() error {
+	c.pool.Close()
 	err := c.ep.Close()
 	if c.cfg.PacketConn != nil {
 		c.cfg.PacketConn.Close()
 	}
 	return err
 }
+
+// Sign signs body with the member's key and the client's next request ID, without sending it
+// (SubmitEnvelope sends it; an operator collects co-signatures first).
+func (c *Client) Sign(body consensus.Body) (consensus.Envelope, error) { return c.signer.Sign(body) }
 
 // Submit signs body and has the cluster apply it.
 func (c *Client) Submit(ctx context.Context, body consensus.Body) (consensus.Result, error) {
@@ -207,7 +194,7 @@ func (c *Client) Submit(ctx context.Context, body consensus.Body) (consensus.Res
 // SubmitEnvelope submits an already signed envelope, retrying it unchanged until a coordinator
 // answers with the outcome or the client's timeout passes.
 func (c *Client) SubmitEnvelope(ctx context.Context, env consensus.Envelope) (consensus.Result, error) {
-	req := transport.Message{Header: transport.Header{Type: MsgSubmit}}
+	req := transport.Message{Header: transport.Header{Type: protocol.MsgSubmit}}
 	if err := req.SetBody(env); err != nil {
 		return consensus.Result{}, err
 	}
@@ -215,7 +202,7 @@ func (c *Client) SubmitEnvelope(ctx context.Context, env consensus.Envelope) (co
 	if err != nil {
 		return consensus.Result{}, err
 	}
-	var sr SubmitReply
+	var sr protocol.SubmitReply
 	if err := reply.DecodeBody(&sr); err != nil {
 		return consensus.Result{}, err
 	}
@@ -223,44 +210,44 @@ func (c *Client) SubmitEnvelope(ctx context.Context, env consensus.Envelope) (co
 }
 
 // Query asks one coordinator for read-only state.
-func (c *Client) Query(ctx context.Context, q Query) (QueryReply, error) {
-	req := transport.Message{Header: transport.Header{Type: MsgQuery}}
+func (c *Client) Query(ctx context.Context, q protocol.Query) (protocol.QueryReply, error) {
+	req := transport.Message{Header: transport.Header{Type: protocol.MsgQuery}}
 	if err := req.SetBody(q); err != nil {
-		return QueryReply{}, err
+		return protocol.QueryReply{}, err
 	}
 	limit := callLimit
-	if q.What == QueryNextRound {
-		limit = NextRoundWait + 2*time.Second // a long-poll; a dead node is found out this soon
+	if q.What == protocol.QueryNextRound {
+		limit = protocol.NextRoundWait + 2*time.Second // a long-poll; a dead node is found out this soon
 	}
 	reply, err := c.roundTrip(ctx, req, limit)
 	if err != nil {
-		return QueryReply{}, err
+		return protocol.QueryReply{}, err
 	}
-	var out QueryReply
+	var out protocol.QueryReply
 	if err := reply.DecodeBody(&out); err != nil {
-		return QueryReply{}, err
+		return protocol.QueryReply{}, err
 	}
 	c.learn(out.Status)
 	return out, nil
 }
 
 // QueryAt asks the coordinator at addr (no failover): `cohort status` on one node.
-func (c *Client) QueryAt(ctx context.Context, addr string, q Query) (QueryReply, error) {
-	req := transport.Message{Header: transport.Header{Type: MsgQuery}}
+func (c *Client) QueryAt(ctx context.Context, addr string, q protocol.Query) (protocol.QueryReply, error) {
+	req := transport.Message{Header: transport.Header{Type: protocol.MsgQuery}}
 	if err := req.SetBody(q); err != nil {
-		return QueryReply{}, err
+		return protocol.QueryReply{}, err
 	}
 	reply, err := c.callAddr(ctx, addr, req)
 	if err != nil {
-		return QueryReply{}, err
+		return protocol.QueryReply{}, err
 	}
-	var out QueryReply
+	var out protocol.QueryReply
 	return out, reply.DecodeBody(&out)
 }
 
 // EnsureRegistered registers the member (name, contributors) unless it already is.
 func (c *Client) EnsureRegistered(ctx context.Context, name string, contributors []string) error {
-	r, err := c.Query(ctx, Query{What: QueryMembers})
+	r, err := c.Query(ctx, protocol.Query{What: protocol.QueryMembers})
 	if err != nil {
 		return err
 	}
@@ -273,16 +260,17 @@ func (c *Client) EnsureRegistered(ctx context.Context, name string, contributors
 	return err
 }
 
-// retryable reports errors worth another try at another coordinator: transport failures and
-// leadership changes. Rejections by the state (a forged signature, a vote after the deadline)
-// are final.
-func retryable(err error) bool {
+// Retryable reports errors worth another try, later or at another coordinator: no answer (a
+// dial or connection failure), protocol.ErrUnavailable (no leader, a rate limit, not ready) and
+// transport.ErrBusy. Rejections by the state (a forged signature, a vote after the deadline) are
+// final.
+func Retryable(err error) bool {
 	var re *transport.RemoteError
-	if !errors.As(err, &re) {
-		return true // dial or connection failure
+	if !errors.As(err, &re) && wirecode.Of(err) == 0 {
+		return true // no answer: a dial or connection failure, a timeout
 	}
 	// A coordinator serving all it may (transport.Config.MaxServing) did not read the request.
-	return strings.HasPrefix(re.Msg, unavailablePrefix) || strings.HasPrefix(re.Msg, transport.ErrBusy.Error())
+	return errors.Is(err, protocol.ErrUnavailable) || errors.Is(err, transport.ErrBusy)
 }
 
 // callLimit bounds one call to one coordinator before the client tries the next.
@@ -301,10 +289,10 @@ func (c *Client) roundTrip(ctx context.Context, req transport.Message, limit tim
 		if err == nil {
 			return reply, nil
 		}
-		if !retryable(err) {
+		if !Retryable(err) {
 			var re *transport.RemoteError
 			if errors.As(err, &re) {
-				return transport.Message{}, errors.New(re.Msg)
+				return transport.Message{}, re.Reason() // the coordinator's words, matching its sentinel
 			}
 			return transport.Message{}, err
 		}
@@ -346,27 +334,20 @@ func (c *Client) FetchBlob(ctx context.Context, addr string, root transport.Hash
 	}
 	defer func() {
 		for _, conn := range conns {
-			c.stripeStats.add(conn.Stats())
+			c.stripeMu.Lock()
+			c.stripes = c.stripes.Plus(conn.Stats())
+			c.stripeMu.Unlock()
 			conn.Close()
 		}
 	}()
 	return transport.Fetch(ctx, conns, root, transport.TransferOptions{MaxSize: maxSize})
 }
 
-// WireStats sums the QUIC counters of the client's open connections.
+// WireStats sums the QUIC counters of the client's connections, open and closed.
 func (c *Client) WireStats() transport.Stats {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	t := c.stripeStats.get()
-	for _, conn := range c.conns {
-		s := conn.Stats()
-		t.BytesSent += s.BytesSent
-		t.BytesReceived += s.BytesReceived
-		t.PacketsSent += s.PacketsSent
-		t.PacketsLost += s.PacketsLost
-		t.BytesLost += s.BytesLost
-	}
-	return t
+	c.stripeMu.Lock()
+	defer c.stripeMu.Unlock()
+	return c.stripes.Plus(c.pool.Stats())
 }
 
 func (c *Client) callAddr(ctx context.Context, addr string, req transport.Message) (transport.Message, error) {
@@ -374,48 +355,11 @@ func (c *Client) callAddr(ctx context.Context, addr string, req transport.Messag
 }
 
 func (c *Client) call(ctx context.Context, addr string, req transport.Message, limit time.Duration) (transport.Message, error) {
-	c.mu.Lock()
-	conn := c.conns[addr]
-	c.mu.Unlock()
-	if conn == nil || conn.Context().Err() != nil {
-		dctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		var nc *transport.Conn
-		var err error
-		if want, ok := c.pinOf(addr); ok {
-			nc, err = c.ep.DialNode(dctx, addr, want)
-		} else {
-			nc, err = c.ep.Dial(dctx, addr)
-		}
-		cancel()
-		if err != nil {
-			return transport.Message{}, err
-		}
-		c.mu.Lock()
-		if old := c.conns[addr]; old != nil && old != conn && old.Context().Err() == nil {
-			nc.Close() // another call dialled first
-			nc = old
-		}
-		c.conns[addr] = nc
-		c.mu.Unlock()
-		conn = nc
-	}
-	cctx := ctx
 	if limit > 0 {
 		var cancel context.CancelFunc
-		cctx, cancel = context.WithTimeout(ctx, limit)
+		ctx, cancel = context.WithTimeout(ctx, limit)
 		defer cancel()
 	}
-	reply, err := transport.Call(cctx, conn, req)
-	if err != nil {
-		var re *transport.RemoteError
-		if !errors.As(err, &re) {
-			conn.Close()
-			c.mu.Lock()
-			if c.conns[addr] == conn {
-				delete(c.conns, addr)
-			}
-			c.mu.Unlock()
-		}
-	}
-	return reply, err
+	want, _ := c.pinOf(addr)
+	return c.pool.Call(ctx, addr, want, req)
 }
