@@ -306,7 +306,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// Close stops the API and the raft node, and closes the sockets Config.PacketConn and RaftListener gave it.
+// Close stops the API and the raft node, and closes the sockets given in Config.PacketConn
+// and RaftListener.
 func (s *Server) Close() error {
 	s.pool.Close()
 	s.ep.Close()
