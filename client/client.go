@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -130,15 +129,8 @@ func (c *Client) learn(st *protocol.Status) {
 	if st == nil {
 		return
 	}
-	addrOf := map[string]string{}
-	for _, sv := range st.Servers {
-		addrOf[sv.ID] = sv.Addr
-	}
-	for _, co := range st.Coordinators {
-		name, key, _ := strings.Cut(co, "=")
-		if a, ok := addrOf[name]; ok {
-			c.Pin(a, key)
-		}
+	for key, addr := range st.KeyAddrs() {
+		c.Pin(addr, key)
 	}
 }
 

@@ -1,6 +1,7 @@
 package protocol
 
 import (
+	"strings"
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
@@ -65,21 +66,22 @@ type QueryReply struct {
 
 // Status describes one coordinator node and the cluster as it sees it.
 type Status struct {
-	ID           string        `json:"id"`
-	Addr         string        `json:"addr"`
-	NodeKeyID    string        `json:"node_key_id"`
-	Role         string        `json:"role"`
-	LeaderID     string        `json:"leader_id"`
-	LeaderAddr   string        `json:"leader_addr"`
-	Term         string        `json:"term"`
-	LastIndex    string        `json:"last_log_index"`
-	AppliedIndex uint64        `json:"applied_index"`
-	StateHash    string        `json:"state_hash"`
-	Servers      []ServerInfo  `json:"servers"`
-	Coordinators []string      `json:"coordinators"`
-	Members      int           `json:"members"`
-	Proposals    int           `json:"proposals"`
-	Cohorts      []CohortBrief `json:"cohorts"`
+	ID           string       `json:"id"`
+	Addr         string       `json:"addr"`
+	NodeKeyID    string       `json:"node_key_id"`
+	Role         string       `json:"role"`
+	LeaderID     string       `json:"leader_id"`
+	LeaderAddr   string       `json:"leader_addr"`
+	Term         string       `json:"term"`
+	LastIndex    string       `json:"last_log_index"`
+	AppliedIndex uint64       `json:"applied_index"`
+	StateHash    string       `json:"state_hash"`
+	Servers      []ServerInfo `json:"servers"`
+	Coordinators []string     `json:"coordinators"` // "NAME=KEYID", NAME a raft server ID
+
+	Members   int           `json:"members"`
+	Proposals int           `json:"proposals"`
+	Cohorts   []CohortBrief `json:"cohorts"`
 }
 
 // ServerInfo is one raft voter.
@@ -95,4 +97,22 @@ type CohortBrief struct {
 	Members      int    `json:"members"`
 	Status       string `json:"status"`
 	CurrentRound uint32 `json:"current_round"`
+}
+
+// KeyAddrs maps the key ID of every registered coordinator that is a raft voter to its address
+// (where its QUIC API and raft listen): how a peer finds an aggregator named by key in a round,
+// and a client the key to pin at each address.
+func (st *Status) KeyAddrs() map[string]string {
+	addrOf := make(map[string]string, len(st.Servers))
+	for _, sv := range st.Servers {
+		addrOf[sv.ID] = sv.Addr
+	}
+	out := make(map[string]string, len(st.Coordinators))
+	for _, co := range st.Coordinators {
+		name, key, ok := strings.Cut(co, "=")
+		if a, known := addrOf[name]; ok && known {
+			out[key] = a
+		}
+	}
+	return out
 }

@@ -1,7 +1,9 @@
 package protocol
 
 import (
+	"errors"
 	"math"
+	"slices"
 	"testing"
 )
 
@@ -87,6 +89,44 @@ func TestDownCodec(t *testing.T) {
 	} {
 		if got := DownCodec(up); got != want {
 			t.Errorf("DownCodec(%q) = %q, want %q", up, got, want)
+		}
+	}
+}
+
+func TestStatusKeyAddrs(t *testing.T) {
+	st := &Status{
+		Servers:      []ServerInfo{{ID: "c1", Addr: "10.0.0.1:7001"}, {ID: "c2", Addr: "10.0.0.2:7001"}},
+		Coordinators: []string{"c1=aaaa", "c2=bbbb", "c3=cccc", "garbage"},
+	}
+	got := st.KeyAddrs()
+	want := map[string]string{"aaaa": "10.0.0.1:7001", "bbbb": "10.0.0.2:7001"}
+	if len(got) != len(want) || got["aaaa"] != want["aaaa"] || got["bbbb"] != want["bbbb"] {
+		t.Fatalf("KeyAddrs = %v, want %v (a coordinator that is no voter, or a malformed entry, has no address)", got, want)
+	}
+}
+
+func TestModelBlob(t *testing.T) {
+	theta, mom := []float32{1, 2, 3}, []float32{0.1, 0.2, 0.3}
+	h := HashParams(theta)
+	blob := AppendModel(nil, theta, mom)
+	gotT, gotM, err := DecodeModel(blob, 3, h[:])
+	if err != nil || !slices.Equal(gotT, theta) || !slices.Equal(gotM, mom) {
+		t.Fatalf("DecodeModel = %v %v %v", gotT, gotM, err)
+	}
+	other := HashParams([]float32{1, 2, 4})
+	if _, _, err := DecodeModel(blob, 3, other[:]); !errors.Is(err, ErrWrongModel) {
+		t.Errorf("a blob of another model: %v, want ErrWrongModel", err)
+	}
+	if _, _, err := DecodeModel(blob[:len(blob)-1], 3, h[:]); !errors.Is(err, ErrMalformed) {
+		t.Errorf("a truncated blob: %v, want ErrMalformed", err)
+	}
+	r := ModelReply{Round: 4, Params: 3, Hash: h[:], Root: make([]byte, 32)}
+	if err := r.Want(3, h[:]); err != nil {
+		t.Errorf("the wanted reply: %v", err)
+	}
+	for _, bad := range []ModelReply{{Params: 4, Hash: h[:], Root: r.Root}, {Params: 3, Hash: other[:], Root: r.Root}, {Params: 3, Hash: h[:], Root: r.Root[:5]}} {
+		if err := bad.Want(3, h[:]); err == nil {
+			t.Errorf("%+v accepted", bad)
 		}
 	}
 }

@@ -1,13 +1,18 @@
 package sim
 
 import (
+	"context"
 	"fmt"
 	"hash/fnv"
 	"math"
 	"math/rand/v2"
 	"strconv"
 	"strings"
+	"time"
 
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/peer"
+	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/trainer/nn"
 )
@@ -57,7 +62,8 @@ func ParseBadPeer(s string) (BadPeer, error) {
 	return b, nil
 }
 
-// tamper returns the peer's update rule, or nil for the kinds that cheat with data instead.
+// tamper returns the peer's update rule, or nil for the kinds that cheat with data instead. prev is
+// the aggregate applied in the previous round the peer took part in (nil before the first).
 func (b BadPeer) tamper(seed uint64) func(round uint32, delta, prev []float32) []float32 {
 	h := fnv.New64a()
 	h.Write([]byte(b.Name))
@@ -124,5 +130,62 @@ func (f flipSource) Next(b *nn.Batch, n int) {
 	f.Source.Next(b, n)
 	for i, y := range b.Y {
 		b.Y[i] = f.classes - 1 - y
+	}
+}
+
+// tampered is a planted peer's model side: it trains like any peer, and rule replaces each
+// round's pseudo-gradient before the peer encodes it.
+type tampered struct {
+	peer.Worker
+	rule func(round uint32, delta, prev []float32) []float32
+	prev []float32 // the aggregate applied last
+}
+
+func (t *tampered) Update(round uint32) []float32 {
+	return t.rule(round, t.Worker.Update(round), t.prev)
+}
+
+func (t *tampered) OuterStep(agg []float32) error {
+	if err := t.Worker.OuterStep(agg); err != nil {
+		return err
+	}
+	t.prev = append(t.prev[:0], agg...)
+	return nil
+}
+
+func (t *tampered) OuterStepCarry(agg []float32) error {
+	if err := t.Worker.OuterStepCarry(agg); err != nil {
+		return err
+	}
+	t.prev = append(t.prev[:0], agg...)
+	return nil
+}
+
+// late is a straggler's link to the coordinators: every upload waits until just past its round's
+// upload deadline, so it is refused; the peer earns nothing and still follows the model.
+type late struct{ peer.Coordinators }
+
+func (l late) Upload(ctx context.Context, aggregator string, u protocol.Upload, payload []byte) error {
+	l.wait(ctx, u.Cohort, u.Round)
+	return l.Coordinators.Upload(ctx, aggregator, u, payload)
+}
+
+// wait waits until just past the round's upload deadline as the round records it then — a new
+// leader may have moved it (consensus.Reassign), and the aggregators follow it.
+func (l late) wait(ctx context.Context, cohort uint64, round uint32) {
+	r, err := l.Round(ctx, cohort, round)
+	if err != nil {
+		return
+	}
+	for ctx.Err() == nil {
+		select {
+		case <-time.After(time.Until(time.UnixMilli(protocol.UploadDeadline(r.OpenedAt, r.Deadline)).Add(500 * time.Millisecond))):
+		case <-ctx.Done():
+		}
+		x, err := l.Round(ctx, cohort, round)
+		if err != nil || x.Status != consensus.RoundOpen || x.Deadline == r.Deadline {
+			break
+		}
+		r = x
 	}
 }

@@ -261,9 +261,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	killName, killRound, _ := parseKill(cfg.KillPeer)
 	for i, m := range members {
 		src, contrib := task.Sources[i], peer.Contributor{Name: m.name, Fingerprint: info.Fingerprints[i], Samples: uint64(info.ShardSizes[i])}
-		var tamper func(uint32, []float32, []float32) []float32
+		var wrap func(peer.Worker) peer.Worker
 		if b := m.bad; b != nil {
-			tamper = b.tamper(cfg.Seed)
+			if rule := b.tamper(cfg.Seed); rule != nil {
+				wrap = func(w peer.Worker) peer.Worker { return &tampered{Worker: w, rule: rule} }
+			}
 			switch b.Kind {
 			case "labelflip":
 				src = flipSource{Source: src, classes: 10}
@@ -280,10 +282,14 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				contrib.Fingerprint, contrib.Samples = info.Fingerprints[of-1], uint64(info.ShardSizes[of-1])
 			}
 		}
-		p, err := peer.New(peer.Config{Name: m.name, Client: m.client, Cohort: cohort, Source: src, Batch: cfg.Batch,
+		co := peer.ClientCoordinators(m.client)
+		if m.name == cfg.Straggler {
+			co = late{co}
+		}
+		p, err := peer.New(peer.Config{Name: m.name, Coordinators: co, Cohort: cohort, Source: src, Batch: cfg.Batch,
 			Inner:        trainer.AdamWConfig{LR: cfg.LR},
-			Contributors: []peer.Contributor{contrib}, Tamper: tamper,
-			Logger: log, Late: m.name == cfg.Straggler, Overlap: cfg.Overlap,
+			Contributors: []peer.Contributor{contrib}, Worker: wrap,
+			Logger: log, Overlap: cfg.Overlap,
 			OnRound: func(r peer.Report) {
 				mu.Lock()
 				defer mu.Unlock()

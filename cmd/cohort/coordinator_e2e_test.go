@@ -396,6 +396,17 @@ func TestCoordinatorProcessesRefuseStrangers(t *testing.T) {
 	cl := memberClient(t, pc.addrs(), "alice")
 	ctx := context.Background()
 	eventually(t, 20*time.Second, "cluster up", func() error { return cl.EnsureRegistered(ctx, "alice", []string{"alice"}) })
+	// Every node registers its key in the background once it knows the leader: wait for all three.
+	eventually(t, 20*time.Second, "every coordinator registered", func() error {
+		st, err := statusOf(cl, pc.procs[0].addr)
+		if err != nil {
+			return err
+		}
+		if len(st.Coordinators) != 3 {
+			return fmt.Errorf("%d of 3 coordinators registered", len(st.Coordinators))
+		}
+		return nil
+	})
 	leader := pc.leader(cl)
 	if leader == nil {
 		t.Fatal("no leader")
