@@ -183,10 +183,7 @@ func (p *proc) refuse() {
 		for {
 			c, err := p.socks.TCP.Accept()
 			if err != nil {
-				if ne, ok := err.(net.Error); ok && ne.Timeout() {
-					return // unrefuse
-				}
-				return // closed: the test is over
+				return // the deadline unrefuse sets, or the sockets closed at the test's end
 			}
 			c.(*net.TCPConn).SetLinger(0) // a reset, at once
 			c.Close()
