@@ -2,10 +2,11 @@ package coordinator
 
 import (
 	"context"
-	"github.com/cohortlab/cohort/client"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cohortlab/cohort/client"
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/protocol"

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"github.com/cohortlab/cohort/client"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/cohortlab/cohort/client"
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/protocol"

@@ -5,15 +5,17 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"github.com/cohortlab/cohort/client"
+	"math"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/cohortlab/cohort/client"
 	"github.com/cohortlab/cohort/compress"
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator/attribution"
+	"github.com/cohortlab/cohort/coordinator/round"
 	"github.com/cohortlab/cohort/internal/wirecode"
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/spec"
@@ -277,6 +279,23 @@ func TestUnscorable(t *testing.T) {
 	} {
 		if got := unscorable(tc.err); got != tc.want {
 			t.Errorf("unscorable(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+}
+
+// TestConfigValidatesRounds: a coordinator refuses round settings the round engine would misread.
+func TestConfigValidatesRounds(t *testing.T) {
+	id := testIdentity(t, "c1")
+	base := Config{ID: "c1", InMemory: true, Listen: "127.0.0.1:7000", Identity: id,
+		Peers: []consensus.Peer{{ID: "c1", Addr: "127.0.0.1:7000", Key: id.NodeID().String()}}}
+	if err := base.Validate(); err != nil {
+		t.Fatalf("base config: %v", err)
+	}
+	for _, r := range []RoundConfig{{Timeout: -time.Second}, {ClipMultiple: 0.5}, {ClipMultiple: 8}, {DropMultiple: math.NaN()}} {
+		cfg := base
+		cfg.Rounds = r
+		if err := cfg.Validate(); !errors.Is(err, round.ErrConfig) {
+			t.Errorf("rounds %+v: Validate() = %v, want round.ErrConfig", r, err)
 		}
 	}
 }

@@ -26,4 +26,11 @@
 // Governance. While leader, a node tallies every open proposal whose voting deadline has passed;
 // a passed proposal becomes a cohort (package consensus decides quorum, threshold and
 // contributor-weighted votes).
+//
+// Rounds. On every tick each node keeps its replica of each cohort's θ in step with the rounds
+// the state records (fetching every slice's aggregate, then the outer step); the leader gathers a
+// round.View per cohort, pings the coordinators when the decision asks for it, and executes the
+// round.Action it gets (a Raft write). An aggregator admits uploads to its slices and closes them
+// by package round's rules (round.Slice), with one timer per slice. Every decision reads one
+// clock, Config.Now.
 package coordinator

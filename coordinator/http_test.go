@@ -3,7 +3,6 @@ package coordinator
 import (
 	"context"
 	"encoding/json"
-	"github.com/cohortlab/cohort/client"
 	"io"
 	"net/http"
 	"os"
@@ -11,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cohortlab/cohort/client"
 
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
 	"strings"
 	"time"
 
@@ -107,14 +106,10 @@ func (s *Server) partial(ctx context.Context, q ScoreRequest) (attribution.Parti
 	if a.partial != nil {
 		return *a.partial, nil
 	}
-	members := make([]string, 0, len(a.updates))
-	for m := range a.updates {
-		members = append(members, m)
-	}
-	sort.Strings(members)
+	members := a.sl.Members()
 	updates := make([][]float32, len(members))
 	for i, m := range members {
-		updates[i] = a.updates[m].vals
+		updates[i] = a.sl.Updates[m].Vals
 	}
 	g := make([][]float32, len(st.grads))
 	for k, gk := range st.grads {
@@ -132,9 +127,7 @@ func (s *Server) partial(ctx context.Context, q ScoreRequest) (attribution.Parti
 	}
 	a.partial = &p
 	// The sums are all scoring needs: the updates' values can go.
-	for m, u := range a.updates {
-		a.updates[m] = upd{samples: u.samples}
-	}
+	a.sl.DropValues()
 	return p, nil
 }
 

@@ -84,7 +84,7 @@ func closedRound(t *testing.T, s *Server, n uint32, samples uint64) {
 	self(&consensus.CloseRoundBody{Cohort: 1, Round: n, ModelHash: []byte{'m', byte('0' + n)}})
 }
 
-func round(t *testing.T, s *Server, n uint32) (r consensus.Round, pool consensus.Pool) {
+func roundOf(t *testing.T, s *Server, n uint32) (r consensus.Round, pool consensus.Pool) {
 	t.Helper()
 	s.node.View(func(st *consensus.State) error {
 		var err error
@@ -106,7 +106,7 @@ func TestRefusedScoreCommitRecordsTheRoundUnscored(t *testing.T) {
 	if err != nil {
 		t.Fatalf("commit of refused scores: %v", err)
 	}
-	r, pool := round(t, s, 1)
+	r, pool := roundOf(t, s, 1)
 	if !r.Scored || r.Paid != 0 || !strings.Contains(r.ScoreNote, "refused") || !strings.Contains(r.ScoreNote, "ghost") {
 		t.Fatalf("round 1 after a refused commit: scored %v paid %d note %q (result %+v)", r.Scored, r.Paid, r.ScoreNote, res)
 	}
@@ -123,7 +123,7 @@ func TestRefusedScoreCommitRecordsTheRoundUnscored(t *testing.T) {
 	if _, err := s.commitScore(ctx, &consensus.ScoreCommitBody{Cohort: 1, Round: 2}); err == nil || !strings.Contains(err.Error(), "closed") {
 		t.Fatalf("score of an open round: %v, want a wrong-status refusal", err)
 	}
-	if r, _ := round(t, s, 2); r.Scored {
+	if r, _ := roundOf(t, s, 2); r.Scored {
 		t.Fatal("an open round was recorded scored")
 	}
 	if _, err := s.applyAsSelf(ctx, &consensus.CloseRoundBody{Cohort: 1, Round: 2, ModelHash: []byte("m2")}); err != nil {
@@ -142,7 +142,7 @@ func TestRefusedScoreCommitRecordsTheRoundUnscored(t *testing.T) {
 func TestParticipantsSamplesAreCappedByTheProtocol(t *testing.T) {
 	s := quietServer(t)
 	closedRound(t, s, 1, math.MaxUint64)
-	r, _ := round(t, s, 1)
+	r, _ := roundOf(t, s, 1)
 	var c consensus.Cohort
 	s.node.View(func(st *consensus.State) error { c, _ = st.Cohort(1); return nil })
 	want := uint64(5 * consensus.DefaultMaxBatch)

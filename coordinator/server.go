@@ -58,7 +58,8 @@ type Config struct {
 	Raft consensus.Config
 	// Logger receives the node's logs; nil means slog.Default().
 	Logger *slog.Logger
-	// Now is the clock the leader stamps commands with; nil means time.Now.
+	// Now is the clock the leader stamps commands with and every round decision reads (deadlines,
+	// a slice's closing, leader changes); nil means time.Now.
 	Now func() time.Time
 	// Rounds configures training rounds.
 	Rounds RoundConfig
@@ -129,6 +130,9 @@ func (c *Config) Validate() error {
 	if err := tc.Validate(); err != nil {
 		return fmt.Errorf("coordinator: transport: %w", err)
 	}
+	if err := c.Rounds.Validate(); err != nil {
+		return fmt.Errorf("coordinator: rounds: %w", err)
+	}
 	if v := c.Validation; v.Samples < 0 || v.Batches < 0 || v.BatchSize < 0 {
 		return fmt.Errorf("coordinator: validation samples %d, batches %d and batch size %d must be ≥ 0", v.Samples, v.Batches, v.BatchSize)
 	}
@@ -177,7 +181,7 @@ func (s *Server) leaderChange() (id string, since time.Time) {
 	s.leaderMu.Lock()
 	defer s.leaderMu.Unlock()
 	if id != s.leaderID || s.leaderSince.IsZero() {
-		s.leaderID, s.leaderSince = id, time.Now()
+		s.leaderID, s.leaderSince = id, s.cfg.Now()
 	}
 	return id, s.leaderSince
 }
@@ -204,7 +208,7 @@ func newServer(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	cfg.Rounds = cfg.Rounds.withDefaults()
+	cfg.Rounds = cfg.Rounds.WithDefaults()
 	cfg.Validation = cfg.Validation.withDefaults()
 	log := cfg.Logger
 	if log == nil {
