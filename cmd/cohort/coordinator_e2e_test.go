@@ -176,6 +176,11 @@ func (pc *procCluster) kill(p *proc) {
 
 // refuse resets every TCP connection made to p's held listener until unrefuse.
 func (p *proc) refuse() {
+	// Starting a child put the shared socket in blocking mode (os.File.Fd), and a child that died
+	// before taking it over left it so: a blocking accept would not see unrefuse's deadline.
+	if rc, err := p.socks.TCP.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { syscall.SetNonblock(int(fd), true) })
+	}
 	done := make(chan struct{})
 	p.refusing = done
 	go func() {
