@@ -85,7 +85,11 @@ func TestForgedRaftRPCTakesPlainTCPNode(t *testing.T) {
 // in plain TCP or over TLS with a key of the attacker's, never reach raft; the leader keeps its
 // term and its leadership, and members are served throughout.
 func TestForgedRaftRPCsCannotReachCoordinators(t *testing.T) {
-	c := startCluster(t, 3)
+	// Raft timeouts a loaded 2-core machine under -race keeps to: a leader that steps down
+	// because its own heartbeats came late is not to be mistaken for the attack's doing.
+	c := startClusterWith(t, 3, func(cfg *Config) {
+		cfg.Raft.HeartbeatTimeout, cfg.Raft.ElectionTimeout, cfg.Raft.LeaderLeaseTimeout = 600*time.Millisecond, 600*time.Millisecond, 500*time.Millisecond
+	})
 	ctx := context.Background()
 	leader := -1
 	for i, s := range c.servers {
