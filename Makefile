@@ -24,6 +24,7 @@ test:
 	COHORT_PLANTED=1 $(GO) test -short -shuffle=on -timeout 9m ./...
 	@if [ -n "$(RACE_PKGS)" ]; then $(GO) test -race -short -shuffle=on -timeout 9m $(RACE_PKGS); fi
 	$(GO) test -race -count=1 -run 'TestCohortTrainsOverQUIC' ./sim/   # the data plane, peers and coordinators together
+	$(GO) test -count=1 -run 'TestCohortOfProcesses' ./cmd/cohort/     # real processes, a leader SIGKILLed, a peer restarted
 	@if [ "$(HAVE_OPENBLAS)" = yes ]; then $(GO) test -short -tags openblas ./trainer/...; \
 	 else echo "libopenblas not installed: skipping the -tags openblas run"; fi
 

@@ -19,13 +19,17 @@ import (
 	"github.com/cohortlab/cohort/transport"
 )
 
-func freePort(t *testing.T) string {
+// bound binds a coordinator's sockets — TCP and UDP at one 127.0.0.1 port, held — for
+// Config.RaftListener and PacketConn: no port is picked, released and hoped for. The test closes
+// them at the end if no Server took them over.
+func bound(t *testing.T) netutil.Sockets {
 	t.Helper()
-	a, err := netutil.FreeAddr()
+	s, err := netutil.Listen()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a
+	t.Cleanup(func() { s.Close() })
+	return s
 }
 
 func testIdentity(t *testing.T, name string) *transport.Identity {
@@ -59,8 +63,11 @@ func startClusterWith(t *testing.T, n int, tune func(*Config)) *cluster {
 	t.Helper()
 	c := &cluster{}
 	var peers []consensus.Peer
+	var socks []netutil.Sockets
 	for i := 0; i < n; i++ {
-		a := freePort(t)
+		sk := bound(t)
+		a := sk.Addr()
+		socks = append(socks, sk)
 		c.addrs = append(c.addrs, a)
 		name := fmt.Sprintf("c%d", i+1)
 		peers = append(peers, consensus.Peer{ID: name, Addr: a, Key: testIdentity(t, name).NodeID().String()})
@@ -68,7 +75,7 @@ func startClusterWith(t *testing.T, n int, tune func(*Config)) *cluster {
 	dir := t.TempDir()
 	for i := 0; i < n; i++ {
 		cfg := Config{ID: peers[i].ID, Dir: fmt.Sprintf("%s/%s", dir, peers[i].ID), Listen: c.addrs[i],
-			Peers: peers, Identity: testIdentity(t, peers[i].ID), Raft: fastRaft(), Tick: 50 * time.Millisecond}
+			PacketConn: socks[i].UDP, RaftListener: socks[i].TCP, Peers: peers, Identity: testIdentity(t, peers[i].ID), Raft: fastRaft(), Tick: 50 * time.Millisecond}
 		if tune != nil {
 			tune(&cfg)
 		}
@@ -259,7 +266,6 @@ func TestJoinClusterRefusesAnImpostor(t *testing.T) {
 
 func TestNodeJoinsRunningCluster(t *testing.T) {
 	c := startCluster(t, 3)
-	addr := freePort(t)
 	// Ask a follower: it points the new node at the leader.
 	via := c.addrs[0]
 	for i, s := range c.servers {
@@ -275,7 +281,9 @@ func TestNodeJoinsRunningCluster(t *testing.T) {
 	}
 	c4 := testIdentity(t, "c4")
 	// Unapproved, the node cannot get in: the leader refuses its key.
-	s, err := New(Config{ID: "c4", Dir: t.TempDir(), Listen: addr, Join: via, JoinKey: viaKey, Identity: c4, Raft: fastRaft(), Tick: 50 * time.Millisecond})
+	sk := bound(t)
+	s, err := New(Config{ID: "c4", Dir: t.TempDir(), Listen: sk.Addr(), PacketConn: sk.UDP, RaftListener: sk.TCP,
+		Join: via, JoinKey: viaKey, Identity: c4, Raft: fastRaft(), Tick: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,7 +293,10 @@ func TestNodeJoinsRunningCluster(t *testing.T) {
 	s.Close()
 	// A majority of the operators (two of three) approve its key.
 	approve(t, c, []string{"c1", "c2"}, &consensus.ApproveCoordinatorBody{ID: c4.NodeID().String(), Name: "c4"})
-	s, err = New(Config{ID: "c4", Dir: t.TempDir(), Listen: addr, Join: via, JoinKey: viaKey, Identity: c4, Raft: fastRaft(), Tick: 50 * time.Millisecond})
+	// The refused node's sockets closed with it; it comes back on fresh ones.
+	sk = bound(t)
+	s, err = New(Config{ID: "c4", Dir: t.TempDir(), Listen: sk.Addr(), PacketConn: sk.UDP, RaftListener: sk.TCP,
+		Join: via, JoinKey: viaKey, Identity: c4, Raft: fastRaft(), Tick: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,9 @@
 // (package transport).
 //
 // One address names a coordinator: the client API listens there on UDP (QUIC, ALPN cohort/1) and
-// Raft on TCP, on the same port.
+// Raft on TCP, on the same port. New binds both at Config.Listen, or takes over the two sockets a
+// supervisor already bound (Config.PacketConn and RaftListener: systemd socket activation, a test
+// that bound port 0), which the Server then closes.
 //
 // Writes. A member signs each command with its ed25519 key (consensus.Envelope) and sends it with
 // MsgSubmit to any coordinator. The envelope's issuer must be the key the QUIC connection was

@@ -26,8 +26,9 @@ import (
 // second, so no round opens and the pages are deterministic.
 func dashboardNode(t *testing.T) (*Server, string) {
 	t.Helper()
-	addr := freePort(t)
-	s, err := New(Config{ID: "c1", InMemory: true, Listen: addr, Peers: []consensus.Peer{{ID: "c1", Addr: addr, Key: testIdentity(t, "c1").NodeID().String()}},
+	sk := bound(t)
+	addr := sk.Addr()
+	s, err := New(Config{ID: "c1", InMemory: true, Listen: addr, PacketConn: sk.UDP, RaftListener: sk.TCP, Peers: []consensus.Peer{{ID: "c1", Addr: addr, Key: testIdentity(t, "c1").NodeID().String()}},
 		Identity: testIdentity(t, "c1"), Raft: fastRaft(), Tick: 50 * time.Millisecond, HTTP: "127.0.0.1:0"})
 	if err != nil {
 		t.Fatal(err)

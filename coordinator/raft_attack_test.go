@@ -51,11 +51,23 @@ func term(t *testing.T, n *consensus.Node) uint64 {
 	return v
 }
 
+// plainTCP is raft's own TCP stream layer (what consensus.Config.BindAddr alone gives) on a
+// listener the test has bound: no TLS, no admission.
+type plainTCP struct{ net.Listener }
+
+func (plainTCP) Dial(addr string, timeout time.Duration) (net.Conn, error) {
+	return net.DialTimeout("tcp", addr, timeout)
+}
+
 // The forged RPC is real: a node on plain TCP (what every coordinator ran before Raft was
 // authenticated) takes the stranger's term and loses its leadership.
 func TestForgedRaftRPCTakesPlainTCPNode(t *testing.T) {
-	addr := freePort(t)
-	n, err := consensus.NewNode(consensus.Config{ID: "c1", InMemory: true, BindAddr: addr,
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	n, err := consensus.NewNode(consensus.Config{ID: "c1", InMemory: true, Stream: plainTCP{ln},
 		Peers: []consensus.Peer{{ID: "c1", Addr: addr}}, HeartbeatTimeout: 150 * time.Millisecond,
 		ElectionTimeout: 150 * time.Millisecond, LeaderLeaseTimeout: 100 * time.Millisecond, LogOutput: io.Discard})
 	if err != nil {

@@ -15,8 +15,9 @@ import (
 // coordinator.
 func quietServer(t *testing.T) *Server {
 	t.Helper()
-	addr := freePort(t)
-	s, err := New(Config{ID: "c1", Dir: t.TempDir(), Listen: addr, Peers: []consensus.Peer{{ID: "c1", Addr: addr, Key: testIdentity(t, "c1").NodeID().String()}},
+	sk := bound(t)
+	addr := sk.Addr()
+	s, err := New(Config{ID: "c1", Dir: t.TempDir(), Listen: addr, PacketConn: sk.UDP, RaftListener: sk.TCP, Peers: []consensus.Peer{{ID: "c1", Addr: addr, Key: testIdentity(t, "c1").NodeID().String()}},
 		Identity: testIdentity(t, "c1"), Raft: fastRaft()})
 	if err != nil {
 		t.Fatal(err)

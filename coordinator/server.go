@@ -28,8 +28,17 @@ type Config struct {
 	// InMemory keeps raft's stores in memory (simulations).
 	InMemory bool
 	// Listen is host:port. The client API listens there on UDP (QUIC) and raft on TCP: the same
-	// port number, so one address names a coordinator. Required, with a concrete IP.
+	// port number, so one address names a coordinator. Required, with a concrete IP, unless
+	// PacketConn and RaftListener are given.
 	Listen string
+	// PacketConn (UDP, for QUIC) and RaftListener (TCP, for Raft) are sockets already bound to
+	// one address, for a supervisor that binds them (systemd socket activation, a test binding
+	// port 0) instead of New binding Listen. Give both or neither. With them Listen may be
+	// empty: it is taken from their address; when given it must name the same port (and IP,
+	// unless they are bound to every interface). The Server owns them from New on: Close
+	// closes them, and so does New when it fails.
+	PacketConn   net.PacketConn
+	RaftListener net.Listener
 	// Peers are the initial voters, this node included, each with its pinned key ID (Peer.Key:
 	// only those keys can speak Raft to this node, or register as the cluster's first
 	// coordinators); empty when the node joins a running cluster through Join.
@@ -100,12 +109,16 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("coordinator: --join: %w", err)
 		}
 	}
-	host, _, err := net.SplitHostPort(c.Listen)
+	listen, err := c.listenAddr()
 	if err != nil {
-		return fmt.Errorf("coordinator: --listen %q: %w", c.Listen, err)
+		return err
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return fmt.Errorf("coordinator: --listen %q: %w", listen, err)
 	}
 	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
-		return fmt.Errorf("coordinator: --listen %q: want a concrete IP address and port", c.Listen)
+		return fmt.Errorf("coordinator: --listen %q: want a concrete IP address and port", listen)
 	}
 	for _, r := range []float64{c.Limits.RegisterRate, c.Limits.SubmitRate, c.Limits.SourceRate} {
 		if math.IsNaN(r) || math.IsInf(r, 0) {
@@ -175,6 +188,17 @@ func (s *Server) leaderChange() (id string, since time.Time) {
 
 // New starts the raft node and the QUIC endpoint. Call Run to serve.
 func New(cfg Config) (*Server, error) {
+	if a, err := cfg.listenAddr(); err == nil {
+		cfg.Listen = a
+	}
+	s, err := newServer(cfg)
+	if err != nil {
+		cfg.closeSockets()
+	}
+	return s, err
+}
+
+func newServer(cfg Config) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -201,14 +225,14 @@ func New(cfg Config) (*Server, error) {
 		s.metrics.observeRefused(refusalReason(err))
 		s.log.Debug("refused", "peer", peer, "err", err)
 	}
-	ep, err := transport.ListenAddr(cfg.Listen, tc)
+	ep, err := cfg.listenQUIC(tc)
 	if err != nil {
 		return nil, fmt.Errorf("coordinator: %w", err)
 	}
 	s = &Server{cfg: cfg, log: log, ep: ep, pool: transport.NewPool(ep), mux: transport.NewMux(), rts: map[uint64]*cohortRT{},
 		lim: newLimiters(cfg.Limits), learned: map[string]bool{}}
 	// Raft listens on TCP at the same port, behind TLS 1.3 that admits only coordinator keys.
-	raftLn, err := transport.ListenStream(cfg.Listen, transport.StreamConfig{Identity: cfg.Identity, Allow: s.raftAllowed})
+	raftLn, err := cfg.listenRaft(transport.StreamConfig{Identity: cfg.Identity, Allow: s.raftAllowed})
 	if err != nil {
 		ep.Close()
 		return nil, fmt.Errorf("coordinator: raft: %w", err)
@@ -286,11 +310,14 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-// Close stops the API and the raft node.
+// Close stops the API and the raft node, and closes the sockets given in Config.PacketConn
+// and RaftListener.
 func (s *Server) Close() error {
 	s.pool.Close()
 	s.ep.Close()
-	return s.node.Shutdown()
+	err := s.node.Shutdown()
+	s.cfg.closeSockets()
+	return err
 }
 
 // tick does the periodic work: make sure this node's key is registered, and on the leader

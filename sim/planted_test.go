@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -73,6 +74,20 @@ func TestPlantedContributors(t *testing.T) {
 		}
 	}
 	report(t, sum)
+	// By name: the planted peers every update of which is flagged — scaled (big), empty (nil),
+	// a duplicate of peer-2's data (copycat) — are left out of the last round's aggregate. (An
+	// honest peer may be left out too: peer-2 was, in the rounds its copy dragged it below zero.)
+	rec := recorded(t, attacked.Dir, 3)
+	rec.log(t)
+	if n := len(rec.excluded); n != base.Rounds {
+		t.Fatalf("%d rounds recorded, want %d", n, base.Rounds)
+	}
+	last := rec.excluded[base.Rounds-1]
+	for _, who := range []string{"big", "nil", "copycat"} {
+		if !slices.Contains(last, who) {
+			t.Errorf("round %d left out %v, not the planted %s", base.Rounds, last, who)
+		}
+	}
 
 	// Replaying each coordinator's log from scratch gives the ledger the cohort reported.
 	for _, id := range []string{"c1", "c2", "c3"} {

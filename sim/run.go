@@ -93,12 +93,19 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 
 	// Coordinators: real Raft nodes with on-disk stores, QUIC on loopback.
+	// Each binds its port (TCP and UDP, held) before anything is started: the voter list names them.
+	socks, err := netutil.ListenN(cfg.Coordinators)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		for _, s := range socks {
+			s.Close() // the coordinator's own Close closed them already, or New never took them
+		}
+	}()
 	var peers []consensus.Peer
 	for i := 0; i < cfg.Coordinators; i++ {
-		a, err := netutil.FreeAddr()
-		if err != nil {
-			return nil, err
-		}
+		a := socks[i].Addr()
 		name := fmt.Sprintf("c%d", i+1)
 		id, err := identity(cfg.Seed, name)
 		if err != nil {
@@ -121,7 +128,8 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		if err != nil {
 			return nil, err
 		}
-		srv, err := coordinator.New(coordinator.Config{ID: p.ID, Dir: filepath.Join(dir, p.ID), Listen: p.Addr, Peers: peers,
+		srv, err := coordinator.New(coordinator.Config{ID: p.ID, Dir: filepath.Join(dir, p.ID), Listen: p.Addr,
+			PacketConn: socks[i].UDP, RaftListener: socks[i].TCP, Peers: peers,
 			Identity: id, Logger: log, Rounds: coordinator.RoundConfig{Timeout: cfg.RoundTimeout}, Tick: 100 * time.Millisecond,
 			Validation: coordinator.ValidationConfig{Data: cfg.DataDir, Samples: cfg.ValSamples, LoadDelay: cfg.SlowValidator},
 			// Raft's own default timeouts: every coordinator and peer shares this machine's cores,

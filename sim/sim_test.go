@@ -2,13 +2,73 @@ package sim
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/cohortlab/cohort/consensus"
 )
 
 func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// record is a simulated cohort's rounds as its coordinators' Raft logs hold them: who sent a
+// receipt for each round, and who was left out of its aggregate, by member name.
+type record struct {
+	receipts, excluded [][]string // by round number - 1, sorted
+}
+
+// recorded replays the Raft log of each of a simulation's coordinators (Config.Dir dir, nodes
+// c1…cN; a killed one's log stops early) and returns the record of the one holding most rounds
+// of the simulation's cohort.
+func recorded(t *testing.T, dir string, coordinators int) record {
+	t.Helper()
+	var rounds []consensus.Round
+	names := map[string]string{}
+	for i := 1; i <= coordinators; i++ {
+		st, _, err := consensus.ReplayDir(filepath.Join(dir, fmt.Sprintf("c%d", i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := st.Rounds(1)
+		if err != nil || len(rs) <= len(rounds) {
+			continue
+		}
+		rounds = rs
+		for _, m := range st.Members() {
+			names[m.ID] = m.Name
+		}
+	}
+	var rec record
+	named := func(ids []string) []string {
+		out := []string{}
+		for _, id := range ids {
+			out = append(out, names[id])
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, r := range rounds {
+		var ids []string
+		for _, rc := range r.Receipts {
+			ids = append(ids, rc.Member)
+		}
+		rec.receipts = append(rec.receipts, named(ids))
+		rec.excluded = append(rec.excluded, named(r.Excluded))
+	}
+	return rec
+}
+
+// log prints the record, a line a round.
+func (rec record) log(t *testing.T) {
+	t.Helper()
+	for i := range rec.receipts {
+		t.Logf("round %d: receipts %v, left out %v", i+1, rec.receipts[i], rec.excluded[i])
+	}
+}
 
 func TestCohortTrainsOverQUIC(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -17,9 +77,10 @@ func TestCohortTrainsOverQUIC(t *testing.T) {
 	// Overlap 2: the race detector (make test) also watches the overlap steps run beside the exchange.
 	// The validators are ready only after the first rounds closed, as on a busy machine (the process
 	// end-to-end test's took 1.3–1.9 s against a 1.5 s first round): those rounds are scored too.
+	dir := t.TempDir()
 	sum, err := Run(ctx, Config{Coordinators: 3, Peers: 3, Model: "mlp:784-32-10", Rounds: 4, InnerSteps: 10, Batch: 32, Overlap: 2,
 		Codec: "q8", Partition: "iid", Seed: 1, ValSamples: 300, Logger: quiet(), Link: "50mbit,5ms,0.5%", SlowValidator: 3 * time.Second,
-		Progress: func(p Progress) { rounds = append(rounds, p) }})
+		Dir: dir, Progress: func(p Progress) { rounds = append(rounds, p) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,6 +96,19 @@ func TestCohortTrainsOverQUIC(t *testing.T) {
 	for _, p := range sum.Peers {
 		if p.RoundsParticipated != 4 || p.PayloadBytes == 0 || p.WireBytesSent < p.PayloadBytes {
 			t.Fatalf("peer %+v", p)
+		}
+	}
+	// The coordinators recorded each peer's receipt in every round: by name, the rounds the
+	// peers counted themselves.
+	rec := recorded(t, dir, 3)
+	rec.log(t)
+	all := []string{"peer-1", "peer-2", "peer-3"}
+	if len(rec.receipts) != 4 {
+		t.Fatalf("%d rounds recorded, want 4", len(rec.receipts))
+	}
+	for i, got := range rec.receipts {
+		if !slices.Equal(got, all) {
+			t.Fatalf("round %d: receipts from %v, want from %v", i+1, got, all)
 		}
 	}
 	// Every round was scored and paid out of the pool, exactly, to the peers that helped.
@@ -58,10 +132,11 @@ func TestFaults(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
 	var rounds []Progress
+	dir := t.TempDir()
 	sum, err := Run(ctx, Config{Coordinators: 3, Peers: 4, Model: "mlp:784-32-10", Rounds: 5, InnerSteps: 8, Batch: 32,
 		Codec: "topk:0.05/m+q1", OuterLR: "1", OuterMomentum: "0.8", ErrorDecay: "0.9", Partition: "iid", Seed: 2, ValSamples: 300, Logger: quiet(),
 		KillLeaderAt: 2, KillPeer: "peer-2@3", Straggler: "peer-4", RoundTimeout: 12 * time.Second, Overlap: 3,
-		Progress: func(p Progress) { rounds = append(rounds, p) }})
+		Dir: dir, Progress: func(p Progress) { rounds = append(rounds, p) }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,6 +156,25 @@ func TestFaults(t *testing.T) {
 	// coordinator, the peers resend it there, and the round completes instead of being abandoned.
 	if applied < 5 || rounds[len(rounds)-1].ValLoss >= rounds[0].ValLoss {
 		t.Fatalf("%d of 5 rounds applied: %+v", applied, rounds)
+	}
+	// By name: the late peer-4's receipt never counts, and peer-2 — killed as round 3 opened,
+	// restarted in round 4 — re-synced and counts again in the last round.
+	rec := recorded(t, dir, 3)
+	rec.log(t)
+	if len(rec.receipts) != 5 {
+		t.Fatalf("%d rounds recorded, want 5", len(rec.receipts))
+	}
+	for i, got := range rec.receipts {
+		if slices.Contains(got, "peer-4") {
+			t.Errorf("round %d: receipts from %v: the late peer-4's was counted", i+1, got)
+		}
+	}
+	if last := rec.receipts[4]; !slices.Contains(last, "peer-2") {
+		t.Errorf("round 5: receipts from %v, none from the restarted peer-2", last)
+	}
+	// Nor is it paid: no receipt, no score, no share of the pool.
+	if got := sum.Shares["peer-4"]; got != 0 {
+		t.Errorf("the late peer-4 was paid %d of %d; shares %v", got, sum.Pool, sum.Shares)
 	}
 }
 

@@ -92,6 +92,10 @@ func TestBadInputGivesOneLineError(t *testing.T) {
 		{[]string{"report", "--coordinator", "127.0.0.1:1", "--cohort", "1", "--timeout", "0s"}, "--timeout 0s"},
 		{[]string{"shard", "--out", "x", "--peers", "0"}, "--peers 0"},
 		{[]string{"coordinator", "--id", "c1", "--dir", "x", "--listen", "127.0.0.1:1", "--val-samples", "0"}, "--val-samples 0"},
+		{[]string{"coordinator", "--id", "c1", "--dir", "x"}, "--listen IP:PORT is required"},
+		{[]string{"coordinator", "--id", "c1", "--dir", "x", "--listen-fds", "3"}, `--listen-fds "3": want UDP,TCP`},
+		{[]string{"coordinator", "--id", "c1", "--dir", "x", "--listen-fds", "1,2"}, `--listen-fds "1,2": want UDP,TCP`},
+		{[]string{"coordinator", "--id", "c1", "--dir", "x", "--listen-fds", "3,3"}, `--listen-fds "3,3": want UDP,TCP`},
 		// A coordinator address without a port is refused at once, not retried for 30 s.
 		{[]string{"report", "--coordinator", "127.0.0.1", "--cohort", "1"}, `"127.0.0.1": want HOST:PORT`},
 		{[]string{"status", "--coordinator", "127.0.0.1:7001,10.0.0.2"}, `"10.0.0.2": want HOST:PORT`},

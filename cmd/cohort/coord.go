@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -73,12 +74,16 @@ func coordinatorCommand() *cli.Command {
    The address is used twice: QUIC (UDP) for the client API and TCP for Raft. Raft speaks
    TLS 1.3 and admits only the cluster's coordinator keys; expose both to the other
    coordinators, and only UDP to members (see SECURITY.md).
+   With --listen-fds 3,4 the node serves on a UDP and a TCP socket already bound to one
+   address and inherited as those descriptors (systemd socket activation, or a parent that
+   bound port 0) instead of binding --listen itself.
    --http 127.0.0.1:8080 serves a read-only dashboard (cluster, cohorts, contributions) and
    Prometheus metrics at /metrics.`,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "id", Required: true, Usage: "node ID, e.g. c1", EnvVars: envVars("id")},
 			&cli.StringFlag{Name: "dir", Required: true, Usage: "data directory (raft log, snapshots, node key)", EnvVars: envVars("dir")},
-			&cli.StringFlag{Name: "listen", Required: true, Usage: "IP:PORT for QUIC (UDP) and Raft (TCP)", EnvVars: envVars("listen")},
+			&cli.StringFlag{Name: "listen", Usage: "IP:PORT for QUIC (UDP) and Raft (TCP); required unless --listen-fds", EnvVars: envVars("listen")},
+			&cli.StringFlag{Name: "listen-fds", Usage: "UDP,TCP: inherited file descriptors (e.g. 3,4) of sockets already bound to one IP:PORT, for QUIC and Raft, from a supervisor such as systemd socket activation; --listen, if given, must be their address", EnvVars: envVars("listen_fds")},
 			&cli.StringFlag{Name: "peers", Usage: "initial voters ID=KEYID@IP:PORT,... (this node included; KEYID from cohort keygen)", EnvVars: envVars("peers")},
 			&cli.StringFlag{Name: "join", Usage: "KEYID@IP:PORT of a running coordinator to join through (the majority must have approved this node's key)", EnvVars: envVars("join")},
 			&cli.StringFlag{Name: "key", Usage: "node key file (default DIR/node.key, created if missing)", EnvVars: envVars("key")},
@@ -100,6 +105,13 @@ func runCoordinator(c *cli.Context) error {
 		return fmt.Errorf("coordinator: unexpected argument %q", c.Args().First())
 	}
 	if err := checkFlags(c, "coordinator", between("val-samples", 1, maxValSamples)); err != nil {
+		return err
+	}
+	if c.String("listen") == "" && c.String("listen-fds") == "" {
+		return errors.New("coordinator: --listen IP:PORT is required (or --listen-fds with sockets already bound)")
+	}
+	fds, err := parseListenFDs(c.String("listen-fds"))
+	if err != nil {
 		return err
 	}
 	dir := c.String("dir")
@@ -135,7 +147,15 @@ func runCoordinator(c *cli.Context) error {
 	if rc.HeartbeatTimeout > 0 && rc.HeartbeatTimeout < time.Second {
 		rc.LeaderLeaseTimeout = rc.HeartbeatTimeout / 2
 	}
+	var pc net.PacketConn
+	var ln net.Listener
+	if fds != nil {
+		if pc, ln, err = inheritSockets(fds[0], fds[1]); err != nil {
+			return err
+		}
+	}
 	srv, err := coordinator.New(coordinator.Config{ID: c.String("id"), Dir: dir, Listen: c.String("listen"), Peers: peers,
+		PacketConn: pc, RaftListener: ln,
 		Validation: coordinator.ValidationConfig{Data: c.String("data"), Samples: c.Int("val-samples")},
 		Join:       join, JoinKey: joinKey, Identity: id, Raft: rc, HTTP: c.String("http")})
 	if err != nil {
@@ -146,6 +166,49 @@ func runCoordinator(c *cli.Context) error {
 	defer stop()
 	slog.Info("coordinator running", "id", c.String("id"), "listen", srv.Addr(), "key", srv.KeyID(), "dir", dir)
 	return srv.Run(ctx)
+}
+
+// parseListenFDs parses --listen-fds "UDP,TCP" (nil when empty): two distinct descriptors past
+// stdin, stdout and stderr.
+func parseListenFDs(s string) ([]int, error) {
+	if s == "" {
+		return nil, nil
+	}
+	u, t, ok := strings.Cut(s, ",")
+	fu, err1 := strconv.Atoi(u)
+	ft, err2 := strconv.Atoi(t)
+	if !ok || err1 != nil || err2 != nil || fu < 3 || ft < 3 || fu == ft {
+		return nil, fmt.Errorf("coordinator: --listen-fds %q: want UDP,TCP: two distinct inherited file descriptors, 3 or more (e.g. 3,4)", s)
+	}
+	return []int{fu, ft}, nil
+}
+
+// inheritSockets takes over the inherited descriptors of a bound UDP socket and a listening TCP
+// socket; the coordinator owns and closes them.
+func inheritSockets(udpFD, tcpFD int) (net.PacketConn, net.Listener, error) {
+	uf := os.NewFile(uintptr(udpFD), "listen-fd-udp")
+	defer uf.Close() // FilePacketConn and FileListener hold duplicates
+	tf := os.NewFile(uintptr(tcpFD), "listen-fd-tcp")
+	defer tf.Close()
+	pc, err := net.FilePacketConn(uf)
+	if err != nil {
+		return nil, nil, fmt.Errorf("coordinator: --listen-fds: fd %d: %w", udpFD, err)
+	}
+	if _, ok := pc.(*net.UDPConn); !ok {
+		pc.Close()
+		return nil, nil, fmt.Errorf("coordinator: --listen-fds: fd %d is not a UDP socket", udpFD)
+	}
+	ln, err := net.FileListener(tf)
+	if err != nil {
+		pc.Close()
+		return nil, nil, fmt.Errorf("coordinator: --listen-fds: fd %d: %w", tcpFD, err)
+	}
+	if _, ok := ln.(*net.TCPListener); !ok {
+		pc.Close()
+		ln.Close()
+		return nil, nil, fmt.Errorf("coordinator: --listen-fds: fd %d is not a listening TCP socket", tcpFD)
+	}
+	return pc, ln, nil
 }
 
 // clientFlags are shared by every command that talks to the coordinators.

@@ -39,6 +39,8 @@ var buildBinary = sync.OnceValues(func() (string, error) {
 
 type proc struct {
 	id, addr, dir string
+	socks         netutil.Sockets // bound by the test for the node's life, restarts included
+	refusing      chan struct{}   // while the node is down (kill): closed when refuse stops
 	cmd           *exec.Cmd
 	log           *os.File
 	key           string // node key ID
@@ -51,13 +53,46 @@ type procCluster struct {
 	procs []*proc
 }
 
-func freeAddr(t *testing.T) string {
+// newProc binds a coordinator process's sockets (TCP and UDP at one 127.0.0.1 port). The test
+// holds them until it ends and hands them to every process it starts for that node: the port
+// is never released, so a restarted node comes back on it and nothing else can take it.
+func newProc(t *testing.T, id, dir string) *proc {
 	t.Helper()
-	a, err := netutil.FreeAddr()
+	s, err := netutil.Listen()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return a
+	t.Cleanup(func() { s.Close() })
+	return &proc{id: id, addr: s.Addr(), dir: dir, socks: s}
+}
+
+// command is `cohort coordinator` for p with args, inheriting p's sockets as fds 3 (UDP) and 4 (TCP).
+func (p *proc) command(t *testing.T, bin string, args ...string) *exec.Cmd {
+	t.Helper()
+	udp, err := p.socks.UDP.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp, err := p.socks.TCP.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, append([]string{"--log-level", "debug", "coordinator", "--id", p.id, "--dir", p.dir,
+		"--listen", p.addr, "--listen-fds", "3,4"}, args...)...)
+	cmd.ExtraFiles = []*os.File{udp, tcp}
+	return cmd
+}
+
+// startCmd starts cmd and closes the test's copies of the descriptors it inherited.
+func startCmd(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	err := cmd.Start()
+	for _, f := range cmd.ExtraFiles {
+		f.Close()
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
 }
 
 func startProcCluster(t *testing.T, n int) *procCluster {
@@ -69,8 +104,8 @@ func startProcCluster(t *testing.T, n int) *procCluster {
 	var peers []string
 	root := t.TempDir()
 	for i := 0; i < n; i++ {
-		p := &proc{id: fmt.Sprintf("c%d", i+1), addr: freeAddr(t)}
-		p.dir = filepath.Join(root, p.id)
+		id := fmt.Sprintf("c%d", i+1)
+		p := newProc(t, id, filepath.Join(root, id))
 		// The operators make their node keys first and share the voter list with the key IDs.
 		if err := os.MkdirAll(p.dir, 0o700); err != nil {
 			t.Fatal(err)
@@ -123,18 +158,53 @@ func (pc *procCluster) start(p *proc) {
 		pc.t.Fatal(err)
 	}
 	p.log = f
-	p.cmd = exec.Command(pc.bin, "--log-level", "debug", "coordinator", "--id", p.id, "--dir", p.dir, "--listen", p.addr,
-		"--peers", pc.peers, "--heartbeat-timeout", "300ms", "--election-timeout", "300ms",
+	p.unrefuse()
+	p.cmd = p.command(pc.t, pc.bin, "--peers", pc.peers, "--heartbeat-timeout", "300ms", "--election-timeout", "300ms",
 		"--snapshot-threshold", "40", "--trailing-logs", "10", "--snapshot-interval", "200ms")
 	p.cmd.Stdout, p.cmd.Stderr = f, f
-	if err := p.cmd.Start(); err != nil {
-		pc.t.Fatal(err)
-	}
+	startCmd(pc.t, p.cmd)
 }
 
+// kill SIGKILLs p's process. Its sockets stay bound — the test holds them for the node's next
+// process — but refuse as a dead process's port does: the test resets every Raft connection
+// (refuse) until start hands the sockets to a new process.
 func (pc *procCluster) kill(p *proc) {
 	p.cmd.Process.Signal(syscall.SIGKILL)
 	p.cmd.Wait()
+	p.refuse()
+}
+
+// refuse resets every TCP connection made to p's held listener until unrefuse.
+func (p *proc) refuse() {
+	// Starting a child put the shared socket in blocking mode (os.File.Fd), and a child that died
+	// before taking it over left it so: a blocking accept would not see unrefuse's deadline.
+	if rc, err := p.socks.TCP.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { syscall.SetNonblock(int(fd), true) })
+	}
+	done := make(chan struct{})
+	p.refusing = done
+	go func() {
+		defer close(done)
+		for {
+			c, err := p.socks.TCP.Accept()
+			if err != nil {
+				return // the deadline unrefuse sets, or the sockets closed at the test's end
+			}
+			c.(*net.TCPConn).SetLinger(0) // a reset, at once
+			c.Close()
+		}
+	}()
+}
+
+// unrefuse stops refuse, leaving connections made since to the next process.
+func (p *proc) unrefuse() {
+	if p.refusing == nil {
+		return
+	}
+	p.socks.TCP.SetDeadline(time.Now())
+	<-p.refusing
+	p.socks.TCP.SetDeadline(time.Time{})
+	p.refusing = nil
 }
 
 func (pc *procCluster) addrs() []string {
@@ -381,7 +451,7 @@ func TestCoordinatorProcessesRefuseStrangers(t *testing.T) {
 		}
 	}
 	// A node whose key no operator approved starts with --join and gets nowhere.
-	mallory := &proc{id: "c4", addr: freeAddr(t), dir: filepath.Join(t.TempDir(), "c4")}
+	mallory := newProc(t, "c4", filepath.Join(t.TempDir(), "c4"))
 	if err := os.MkdirAll(mallory.dir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -390,12 +460,9 @@ func TestCoordinatorProcessesRefuseStrangers(t *testing.T) {
 		t.Fatal(err)
 	}
 	mallory.log = f
-	mallory.cmd = exec.Command(pc.bin, "--log-level", "debug", "coordinator", "--id", "c4", "--dir", mallory.dir,
-		"--listen", mallory.addr, "--join", pc.procs[0].key+"@"+pc.procs[0].addr)
+	mallory.cmd = mallory.command(t, pc.bin, "--join", pc.procs[0].key+"@"+pc.procs[0].addr)
 	mallory.cmd.Stdout, mallory.cmd.Stderr = f, f
-	if err := mallory.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	startCmd(t, mallory.cmd)
 	defer pc.kill(mallory)
 	eventually(t, 20*time.Second, "the unapproved node refused", func() error {
 		b, _ := os.ReadFile(f.Name())

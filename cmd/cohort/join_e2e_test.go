@@ -21,7 +21,8 @@ import (
 // restarted (it resumes from its checkpoint); the cohort finishes, every peer ends on the same
 // model, and the model's validation accuracy (as the coordinators measured it) is within 1 point
 // of the same cohort's without the faults (the mean over the last three rounds, on the 1,000
-// embedded test images).
+// embedded test images) and, in both runs, at least cohortAccuracyFloorBP: two runs that fail
+// alike agree too.
 //
 // The cohort trains with the defaults every proposal gets (spec.Defaults' codec and outer step):
 // both runs reach 79–81 % and agree within a few tenths. (With plain topk:0.05+q4, whose chunks
@@ -29,13 +30,32 @@ import (
 // only 65–70 % and the faulty one, with fewer outer steps, did better.) Every round is scored:
 // the test logs each round's accuracy, and why a round went unscored.
 func TestCohortOfProcesses(t *testing.T) {
+	if testing.Short() {
+		// Measured at 44–67 s on 2 cores, most of it the run with the faults: `make e2e` runs it.
+		t.Skip("two cohorts of real processes, about a minute; run without -short (make e2e)")
+	}
 	faulty := cohortOfProcesses(t, true)
 	clean := cohortOfProcesses(t, false)
 	t.Logf("validation accuracy with faults %.2f %%, without %.2f %%", float64(faulty)/100, float64(clean)/100)
 	if d := faulty - clean; d < -100 || d > 100 {
 		t.Fatalf("accuracy with faults %.2f %%, without %.2f %%: more than 1 point apart", float64(faulty)/100, float64(clean)/100)
 	}
+	for _, run := range []struct {
+		name string
+		bp   int
+	}{{"with faults", faulty}, {"without", clean}} {
+		if run.bp < cohortAccuracyFloorBP {
+			t.Errorf("accuracy %s %.2f %%, below the floor of %.2f %%", run.name, float64(run.bp)/100, float64(cohortAccuracyFloorBP)/100)
+		}
+	}
 }
+
+// cohortAccuracyFloorBP is the least validation accuracy (basis points, the mean of the last
+// three rounds) TestCohortOfProcesses accepts from either run. Measured in eight runs:
+// 79.50–80.60 % with the faults, 79.73 % without (the same each time); the round before the
+// last three is at 76–78 %. 75 % leaves four points for a slow machine's unlucky run and still fails
+// a cohort that stopped learning early (round 3 of these runs is at 67–69 %).
+const cohortAccuracyFloorBP = 7500
 
 // cohortOfProcesses runs the cohort, with or without the faults, and returns the final model's
 // validation accuracy in basis points.
@@ -55,6 +75,8 @@ func cohortOfProcesses(t *testing.T, faults bool) int {
 		run("keygen", "--out", filepath.Join(dir, n+".key"))
 	}
 	ctx := context.Background()
+	began := time.Now()
+	defer func() { t.Logf("faults %v: the cohort took %s", faults, time.Since(began).Round(100*time.Millisecond)) }()
 	cl := memberClient(t, pc.addrs(), "proposer")
 	eventually(t, 20*time.Second, "cluster up", func() error { return cl.EnsureRegistered(ctx, "proposer", nil) })
 	// The operators grant the proposer a vote (a fresh key weighs nothing) and fund the pool.

@@ -12,14 +12,19 @@ import (
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator"
 	"github.com/cohortlab/cohort/datasets"
+	"github.com/cohortlab/cohort/internal/netutil"
 	"github.com/cohortlab/cohort/protocol"
 )
 
 // startCoordinator runs a one-node in-process coordinator cluster and returns its address.
 func startCoordinator(t *testing.T) string {
 	t.Helper()
-	addr := freeAddr(t)
-	srv, err := coordinator.New(coordinator.Config{ID: "c1", InMemory: true, Listen: addr,
+	sk, err := netutil.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := sk.Addr()
+	srv, err := coordinator.New(coordinator.Config{ID: "c1", InMemory: true, Listen: addr, PacketConn: sk.UDP, RaftListener: sk.TCP,
 		Peers: []consensus.Peer{{ID: "c1", Addr: addr, Key: nodeIdentity(t, "c1").NodeID().String()}}, Identity: nodeIdentity(t, "c1"), Tick: 50 * time.Millisecond,
 		Raft: consensus.Config{HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond,
 			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond}})

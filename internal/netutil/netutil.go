@@ -1,66 +1,81 @@
-// Package netutil has the small network helpers the simulations and tests share.
 package netutil
 
 import (
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
-	"sync"
+	"syscall"
 )
 
-// Ports are picked below the kernel's ephemeral range (32768–60999 on Linux), so a client
-// socket — a QUIC dialer, a raft TCP connection, in this or any other process — cannot take the
-// port between the check here and the server's bind.
-const (
-	portLo = 20000
-	portHi = 32000
-)
+// maxAttempts bounds the fresh TCP ports Listen tries before giving up: each attempt fails only
+// when some other socket already holds UDP at the port the kernel gave TCP.
+const maxAttempts = 64
 
-var (
-	mu     sync.Mutex
-	handed = map[int]bool{}
-)
+// ErrNoPort is returned by Listen when no port could be bound for both TCP and UDP.
+var ErrNoPort = errors.New("netutil: no port free for both TCP and UDP on 127.0.0.1")
 
-// FreeAddr returns a 127.0.0.1 address whose port is free for both TCP and UDP: a coordinator
-// listens on both (Raft over TCP, QUIC over UDP) at the same port. A process never gets the same
-// port twice, so addresses handed out for one cluster are distinct even before anything binds
-// them. Ports come from outside the ephemeral range, in random order, so that test packages
-// running side by side rarely probe the same one.
-func FreeAddr() (string, error) {
-	mu.Lock()
-	defer mu.Unlock()
-	for i := 0; i < 1000; i++ {
-		p := portLo + rand.IntN(portHi-portLo)
-		if handed[p] {
-			continue
-		}
-		a := fmt.Sprintf("127.0.0.1:%d", p)
-		l, err := net.Listen("tcp", a)
-		if err != nil {
-			continue
-		}
-		u, err := net.ListenPacket("udp", a)
-		l.Close()
-		if err != nil {
-			continue
-		}
-		u.Close()
-		handed[p] = true
-		return a, nil
-	}
-	return "", errors.New("netutil: no port free for both TCP and UDP on 127.0.0.1 in 20000–32000")
+// Sockets are a TCP listener and a UDP socket bound to the same 127.0.0.1 port.
+type Sockets struct {
+	TCP *net.TCPListener
+	UDP *net.UDPConn
 }
 
-// FreeAddrs returns n distinct addresses from FreeAddr.
-func FreeAddrs(n int) ([]string, error) {
-	out := make([]string, 0, n)
-	for i := 0; i < n; i++ {
-		a, err := FreeAddr()
+// Addr is the address both sockets are bound to, "127.0.0.1:PORT".
+func (s Sockets) Addr() string { return s.UDP.LocalAddr().String() }
+
+// Close closes both sockets.
+func (s Sockets) Close() error { return errors.Join(s.TCP.Close(), s.UDP.Close()) }
+
+// Listen binds TCP on 127.0.0.1:0, then UDP on the port the kernel chose. When that UDP port is
+// taken it tries again with a fresh TCP port, holding the refused ones until it is done so the
+// kernel cannot hand the same port back.
+func Listen() (Sockets, error) { return listen(freshTCP) }
+
+// freshTCP binds TCP on 127.0.0.1 at a port the kernel chooses.
+func freshTCP() (*net.TCPListener, error) {
+	return net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+}
+
+// listen is Listen with the TCP binding given (tests hand it ports whose UDP is taken).
+func listen(bindTCP func() (*net.TCPListener, error)) (Sockets, error) {
+	var refused []net.Listener
+	defer func() {
+		for _, l := range refused {
+			l.Close()
+		}
+	}()
+	var last error
+	for range maxAttempts {
+		tl, err := bindTCP()
 		if err != nil {
+			return Sockets{}, fmt.Errorf("netutil: listen tcp: %w", err)
+		}
+		port := tl.Addr().(*net.TCPAddr).Port
+		uc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: port})
+		if err == nil {
+			return Sockets{TCP: tl, UDP: uc}, nil
+		}
+		refused = append(refused, tl)
+		last = err
+		if !errors.Is(err, syscall.EADDRINUSE) {
+			break
+		}
+	}
+	return Sockets{}, fmt.Errorf("%w: %w", ErrNoPort, last)
+}
+
+// ListenN returns n pairs from Listen, or closes those it bound and returns the error.
+func ListenN(n int) ([]Sockets, error) {
+	out := make([]Sockets, 0, n)
+	for range n {
+		s, err := Listen()
+		if err != nil {
+			for _, o := range out {
+				o.Close()
+			}
 			return nil, err
 		}
-		out = append(out, a)
+		out = append(out, s)
 	}
 	return out, nil
 }
