@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	rtmetrics "runtime/metrics"
 	"strconv"
 	"strings"
 	"sync"
@@ -132,15 +133,19 @@ func TestAttackerProcess(t *testing.T) {
 }
 
 type memSample struct {
-	heap       uint64
+	heap       uint64 // live heap: bytes the last collection found reachable
 	goroutines int
 }
 
+// sampleMem collects garbage and reads the live heap it marked. Not MemStats.HeapAlloc: that
+// also counts whatever was allocated between the end of the collection and the reading, and
+// under load (the sampler descheduled for tens of milliseconds while the attack's packets are
+// parsed at hundreds of MB/s) that garbage came to tens of MiB and made the bound flaky.
 func sampleMem() memSample {
 	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return memSample{heap: m.HeapAlloc, goroutines: runtime.NumGoroutine()}
+	s := []rtmetrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	rtmetrics.Read(s)
+	return memSample{heap: s[0].Value.Uint64(), goroutines: runtime.NumGoroutine()}
 }
 
 // TestStrangerCannotExhaustACoordinator: a key nobody registered attacks a coordinator of a
