@@ -25,6 +25,11 @@ const (
 	DefaultMaxStreamWindow     = 16 << 20 // 16 MiB
 	DefaultInitialConnWindow   = 2 << 20  // 2 MiB
 	DefaultMaxConnWindow       = 32 << 20 // 32 MiB
+	// DefaultMaxWindowPerKey is a key's MaxConnsPerKey connections at their initial window,
+	// and 16 MiB for auto-tuning to share: a member's call connection and DefaultStripes
+	// transfer connections may grow to 48 MiB together, which keeps 3.8 Gbit/s in flight
+	// over a 100 ms round trip (a 100 Mbit/s link at 100 ms needs 1.25 MB).
+	DefaultMaxWindowPerKey = DefaultMaxConnsPerKey*DefaultInitialConnWindow + 16<<20 // 48 MiB
 	// DefaultMaxIncomingStreams is also how many requests one connection has served at once
 	// (MaxConcurrentRequests): every stream a peer may open is being read, so none holds
 	// data waiting, unread, in the flow-control windows.
@@ -73,6 +78,15 @@ type Config struct {
 	// InitialConnWindow and MaxConnWindow bound the per-connection receive window.
 	// Zero means 2 MiB and 32 MiB.
 	InitialConnWindow, MaxConnWindow uint64
+	// MaxWindowPerKey caps the connection receive windows of one peer key's connections to
+	// this endpoint together: auto-tuning grows a connection's window past InitialConnWindow
+	// only while the sum over the key's connections stays within it (each connection gets
+	// InitialConnWindow regardless). The windows bound what a peer has sent and the endpoint
+	// holds unconsumed — on streams not read yet, or refused and not yet reset by the peer —
+	// so this bounds the memory one key can make the endpoint hold however slowly it reads:
+	// MaxWindowPerKey, or MaxConnsPerKey × InitialConnWindow if that is more. Zero means
+	// DefaultMaxWindowPerKey (48 MiB).
+	MaxWindowPerKey uint64
 	// MaxIncomingStreams is the number of concurrent streams a peer may open on one
 	// connection. Zero means DefaultMaxIncomingStreams (32).
 	MaxIncomingStreams int64
@@ -173,6 +187,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxConnWindow == 0 {
 		c.MaxConnWindow = max(DefaultMaxConnWindow, c.InitialConnWindow)
+	}
+	if c.MaxWindowPerKey == 0 {
+		c.MaxWindowPerKey = DefaultMaxWindowPerKey
 	}
 	if c.MaxIncomingStreams == 0 {
 		c.MaxIncomingStreams = DefaultMaxIncomingStreams
@@ -305,6 +322,7 @@ type Endpoint struct {
 	byKey    map[NodeID]int // accepted connections open, per peer key
 	bySource map[string]int // and per source (sourceOf)
 	limits   connLimits     // shared by the endpoint's connections
+	windows  *windowBudget  // receive windows per peer key (MaxWindowPerKey)
 }
 
 // NewEndpoint makes a dial-only endpoint on pc; call Listen to accept connections too.
@@ -315,8 +333,11 @@ func NewEndpoint(pc net.PacketConn, cfg Config) (*Endpoint, error) {
 		return nil, err
 	}
 	c := cfg.withDefaults()
-	return &Endpoint{cfg: c, pc: pc, tr: &quic.Transport{Conn: pc}, qcfg: c.quicConfig(),
-		byKey: map[NodeID]int{}, bySource: map[string]int{}, limits: c.connLimits()}, nil
+	e := &Endpoint{cfg: c, pc: pc, tr: &quic.Transport{Conn: pc}, qcfg: c.quicConfig(),
+		byKey: map[NodeID]int{}, bySource: map[string]int{}, limits: c.connLimits(),
+		windows: newWindowBudget(c.InitialConnWindow, c.MaxWindowPerKey)}
+	e.qcfg.AllowConnectionWindowIncrease = e.windows.allow
+	return e, nil
 }
 
 // Listen makes an endpoint on pc that accepts connections (and can dial).
@@ -571,8 +592,11 @@ func (e *Endpoint) newConn(qc *quic.Conn) (*Conn, error) {
 		qc.CloseWithError(1, "bad ALPN")
 		return nil, fmt.Errorf("transport: peer negotiated ALPN %q, want %q", st.NegotiatedProtocol, ALPN)
 	}
-	return &Conn{qc: qc, peer: NodeIDFromPublicKey(pub), peerKey: pub, maxPayload: e.cfg.MaxPayload, limits: e.limits,
-		source: sourceOf(qc.RemoteAddr())}, nil
+	c := &Conn{qc: qc, peer: NodeIDFromPublicKey(pub), peerKey: pub, maxPayload: e.cfg.MaxPayload, limits: e.limits,
+		source: sourceOf(qc.RemoteAddr())}
+	e.windows.add(qc, c.peer)
+	context.AfterFunc(qc.Context(), func() { e.windows.remove(qc) })
+	return c, nil
 }
 
 // Peer is the NodeID of the remote node.
