@@ -58,7 +58,10 @@
 // endpoint at most MaxServing over all connections and MaxServingPerSource from one source
 // (beyond them a request gets ErrBusy, unread);
 // a request's header must arrive within RequestTimeout and its payload, like the reply, at
-// MinRate, or it is answered with ErrTooSlow. Refused tells the application of each refusal.
+// MinRate, or it is answered with ErrTooSlow. What a peer has sent and the server has not
+// consumed yet (streams not read yet, refused ones the peer has not reset) is bounded by the
+// connections' receive windows, and auto-tuning grows those only while one key's connections
+// hold at most MaxWindowPerKey together. Refused tells the application of each refusal.
 //
 // # Large transfers
 //
