@@ -41,7 +41,7 @@ bench:
 ## killed at round 6 and the cohort carries on.
 demo: build
 	./$(BIN) --log-level warn simulate --coordinators 3 --peers 6 --model mlp --rounds 12 --inner-steps 30 \
-	  --partition dirichlet:0.5 --link 10mbit,50ms,1% --kill-leader-at 6 --seed 1
+	  --partition dirichlet:1 --link 10mbit,50ms,1% --kill-leader-at 6 --seed 1
 
 ## demo-train: the in-process DiLoCo trainer alone (no network).
 demo-train: build

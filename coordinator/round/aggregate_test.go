@@ -13,7 +13,7 @@ import (
 	"github.com/cohortlab/cohort/trainer"
 )
 
-// referenceAggregate is the aggregate as the coordinator computed it inline before this package:
+// referenceAggregate is the aggregate written out as its reference loop, without Norm or Downlink:
 // Aggregate must give the same bits.
 func referenceAggregate(updates map[string]Update, excluded map[string]bool, clip, drop float64) ([]float32, error) {
 	ids := make([]string, 0, len(updates))
