@@ -27,7 +27,7 @@ const (
 	DefaultMaxConnWindow       = 32 << 20 // 32 MiB
 	// DefaultMaxWindowPerKey is a key's MaxConnsPerKey connections at their initial window,
 	// and 16 MiB for auto-tuning to share: a member's call connection and DefaultStripes
-	// transfer connections may grow to 48 MiB together, which keeps 3.8 Gbit/s in flight
+	// transfer connections may grow to 48 MiB together, which keeps 4 Gbit/s in flight
 	// over a 100 ms round trip (a 100 Mbit/s link at 100 ms needs 1.25 MB).
 	DefaultMaxWindowPerKey = DefaultMaxConnsPerKey*DefaultInitialConnWindow + 16<<20 // 48 MiB
 	// DefaultMaxIncomingStreams is also how many requests one connection has served at once
