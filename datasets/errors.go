@@ -18,3 +18,7 @@ var (
 	// ErrInvalidArgument: a partition spec or parameter is out of its domain.
 	ErrInvalidArgument = errors.New("datasets: invalid argument")
 )
+
+// ErrEmpty: a text file or shard holds no bytes (or a directory no .txt file
+// with any).
+var ErrEmpty = errors.New("datasets: empty text")
