@@ -159,17 +159,20 @@ func imagesFile(dir string) string {
 func shardCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "shard",
-		Usage: "split Fashion-MNIST into per-peer training shards (directories for cohort join)",
+		Usage: "split Fashion-MNIST or a text (FILE or DIR of .txt) into per-peer training shards (directories for cohort join)",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "out", Required: true, Usage: "directory to write OUT/peer-1, OUT/peer-2, ...", EnvVars: envVars("out")},
 			&cli.IntFlag{Name: "peers", Value: 4, Usage: "number of shards", EnvVars: envVars("peers")},
-			&cli.StringFlag{Name: "partition", Value: "iid", Usage: "iid or dirichlet:ALPHA", EnvVars: envVars("partition")},
+			&cli.StringFlag{Name: "partition", Value: "iid", Usage: "images: iid or dirichlet:ALPHA; text: iid, iid:CHUNK, contiguous, speaker or play", EnvVars: envVars("partition")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "partition seed", EnvVars: envVars("seed")},
-			&cli.StringFlag{Name: "data", Value: "embedded", Usage: "Fashion-MNIST directory, or embedded", EnvVars: envVars("data")},
+			&cli.StringFlag{Name: "data", Value: "embedded", Usage: "Fashion-MNIST directory, or embedded; or a text file or directory of .txt files", EnvVars: envVars("data")},
 		},
 		Action: func(c *cli.Context) error {
 			if err := checkFlags(c, "shard", between("peers", 1, maxWorkers)); err != nil {
 				return err
+			}
+			if isTextData(c.String("data")) {
+				return shardText(c)
 			}
 			_, info, err := trainer.BuildTask(trainer.TaskSpec{Model: "mlp", Workers: c.Int("peers"), Partition: c.String("partition"),
 				Seed: c.Uint64("seed"), DataDir: c.String("data")})
