@@ -21,7 +21,15 @@
 //	vocab := datasets.NewVocab(play.Text())
 //	ids := vocab.Encode(play.Speeches[0].Text)
 //
+// A contributor's text is a UTF-8 file or a directory of .txt files, each a
+// Document that keeps its name; Tiny Shakespeare's "NAME:" layout parses
+// into speeches like the embedded play:
+//
+//	docs, err := datasets.LoadTexts(os.DirFS(dir), "input.txt")
+//	train, val, err := datasets.SplitText([]byte(docs[0].Text), 0.9) // nanoGPT's split
+//
 // Every decoder of bytes (ReadIDX, LoadImages, ParsePlay, LoadText,
+// LoadTexts, ParseSpeakerText,
 // Fingerprint.UnmarshalBinary) returns an error wrapping ErrMalformed,
 // ErrTruncated, ErrTooLarge or ErrNotFound and naming the file and what is
 // wrong; none panics on bad input, and none allocates more than the input
@@ -37,6 +45,14 @@
 //	p, err := datasets.ParsePartition("dirichlet:0.5") // or "iid", "natural"
 //	parts, err := p.Split(datasets.Samples{Labels: train.IntLabels(), Classes: 10}, peers, seed)
 //
+// Text is split with a TextPartition: "iid" (lines, or "iid:CHUNK" bytes,
+// dealt by a seeded permutation), "contiguous" (k consecutive runs cut at
+// line boundaries), "speaker" or "play" (each speaker's speeches, or each
+// document, whole to one part):
+//
+//	tp, err := datasets.ParseTextPartition("speaker")
+//	shards, err := tp.Split(docs, peers, seed) // shards[j]: peer j's documents
+//
 // A peer's shard is written with WriteImages (or Play.Subset + WritePlay)
 // and read back with LoadImages (or ParsePlay);
 // a Batcher deals its indices in seeded, resumable mini-batches:
@@ -51,4 +67,7 @@
 // independent of sample order and names: a hash of the sorted sample hashes
 // plus a 128-slot MinHash sketch, so the coordinator can estimate how much
 // two shards overlap (Overlap, a Jaccard estimate) without seeing the data.
+// A text shard's samples are its shingles (runs of ShingleWords normalised
+// words), so TextFingerprint finds copied or overlapping passages even when
+// the text is re-wrapped or cut differently.
 package datasets
