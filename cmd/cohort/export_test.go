@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/trainer/export"
@@ -108,6 +109,38 @@ func TestExportRefuses(t *testing.T) {
 		_, err := run(t, append([]string{"export"}, c.args...)...)
 		if err == nil || !strings.Contains(err.Error(), c.msg) || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%v: err = %v, want one line mentioning %q", c.args, err, c.msg)
+		}
+	}
+}
+
+func TestLastClosed(t *testing.T) {
+	h := []byte{1}
+	rounds := []consensus.Round{
+		{Cohort: 1, Number: 1, Status: consensus.RoundClosed, NewModelHash: h},
+		{Cohort: 1, Number: 3, Status: consensus.RoundOpen},
+		{Cohort: 1, Number: 2, Status: consensus.RoundClosed, NewModelHash: h},
+		{Cohort: 2, Number: 9, Status: consensus.RoundClosed, NewModelHash: h},
+	}
+	for _, c := range []struct {
+		rounds []consensus.Round
+		id     uint64
+		want   uint32
+		err    string
+	}{
+		{rounds, 1, 2, ""},
+		{rounds, 2, 9, ""},
+		{rounds[1:2], 1, 0, "no closed round"},
+		{nil, 1, 0, "no closed round"},
+	} {
+		r, err := lastClosed(c.rounds, c.id)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("cohort %d: err = %v, want %q", c.id, err, c.err)
+			}
+			continue
+		}
+		if err != nil || r.Number != c.want {
+			t.Errorf("cohort %d: round %d (%v), want %d", c.id, r.Number, err, c.want)
 		}
 	}
 }
