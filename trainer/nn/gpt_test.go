@@ -4,6 +4,7 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -475,4 +476,27 @@ func BenchmarkGPTGrad(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(b.N*len(bt.Tokens))/b.Elapsed().Seconds(), "tokens/s")
+}
+
+// TestGPTGradIndependentOfGOMAXPROCS: replicas on machines with different core counts compute the
+// same bits.
+func TestGPTGradIndependentOfGOMAXPROCS(t *testing.T) {
+	m := newTestGPT(t, GPTConfig{Layers: 2, Embed: 32, Heads: 4, Context: 16, Batch: 4, Seed: 1})
+	b := randomLMBatch(rand.New(rand.NewPCG(8, 8)), 256, 16, 4)
+	var first []float32
+	var firstLoss float32
+	for i, procs := range []int{1, 2, 4} {
+		old := runtime.GOMAXPROCS(procs)
+		g := make([]float32, len(m.Params()))
+		l, err := m.Grad(b, g)
+		runtime.GOMAXPROCS(old)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first, firstLoss = g, l
+		} else if !bitsEqual(first, g) || math.Float32bits(firstLoss) != math.Float32bits(l) {
+			t.Errorf("GOMAXPROCS %d changes the gradient", procs)
+		}
+	}
 }
