@@ -7,7 +7,7 @@
 
 An MLP spec (mlp:784-256-10) is loaded into nn.Sequential(Linear, ReLU, ..., Linear) with
 load_state_dict(strict=True). A GPT spec (gpt:L-D-NH-T) is loaded into nanoGPT's GPT (model.py
-from the directory given with --nanogpt, GPTConfig(vocab_size=256, bias=True)) strictly; without
+from the directory given with --nanogpt, GPTConfig(vocab_size=256 or the spec's -v<Vocab>, bias=True)) strictly; without
 --nanogpt the script checks the state dict's names, shapes and the lm_head/wte tie only. Cohort's
 GPT uses the tanh approximation of GELU and nanoGPT the exact one, so logits agree with Cohort's
 to a few decimal places, not bit for bit.
@@ -67,7 +67,11 @@ def main():
     print(f"{args.file}: {spec}, cohort {meta['cohort.cohort']}, round {meta['cohort.round']}, "
           f"model hash {meta['cohort.model_hash'][:16]}…")
     kind, rest = spec.split(":", 1)
-    sizes = [int(x) for x in rest.split("-")]
+    fields = rest.split("-")
+    vocab = 256
+    if kind == "gpt" and len(fields) == 5:  # gpt:L-D-NH-T-v<Vocab>
+        vocab = int(fields.pop()[1:])
+    sizes = [int(x) for x in fields]
     if kind == "mlp":
         layers = []
         for i in range(len(sizes) - 1):
@@ -92,13 +96,13 @@ def main():
     sys.path.insert(0, args.nanogpt)
     from model import GPT, GPTConfig
 
-    model = GPT(GPTConfig(block_size=T, vocab_size=256, n_layer=L, n_head=NH, n_embd=D, dropout=0.0, bias=True))
+    model = GPT(GPTConfig(block_size=T, vocab_size=vocab, n_layer=L, n_head=NH, n_embd=D, dropout=0.0, bias=True))
     missing, unexpected = model.load_state_dict(sd, strict=False)
     # nanoGPT registers a causal-mask buffer "attn.bias" only without flash attention (torch < 2.0).
     missing = [k for k in missing if not k.endswith(".attn.bias")]
     assert not missing and not unexpected, (missing, unexpected)
     model.eval()
-    idx = torch.randint(0, 256, (1, T))
+    idx = torch.randint(0, vocab, (1, T))
     logits, _ = model(idx)
     print("loaded into nanoGPT's GPT (all parameters); logits:", tuple(logits.shape))
 

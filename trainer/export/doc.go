@@ -6,7 +6,7 @@
 //   - The MLP ("mlp:784-256-10", layout "fc{i}.w" [in, out], "fc{i}.b" [out]) becomes the state
 //     dict of nn.Sequential(nn.Linear, nn.ReLU(), nn.Linear, ...): "{2i}.weight" [out, in] (the
 //     weight transposed) and "{2i}.bias".
-//   - The GPT ("gpt:L-D-NH-T", byte vocabulary 256, nanoGPT's parameter names with Linear weights
+//   - The GPT ("gpt:L-D-NH-T", byte vocabulary 256, or "gpt:L-D-NH-T-v<Vocab>"; nanoGPT's parameter names with Linear weights
 //     as [in, out]) becomes nanoGPT's state dict: every 2-D Linear weight transposed to [out, in],
 //     the embeddings and LayerNorm parameters as they are, and lm_head.weight, tied to
 //     transformer.wte.weight, written as a second copy of it. Cohort's GPT uses the tanh

@@ -47,7 +47,7 @@ func (k Kind) String() string {
 	return "unknown"
 }
 
-// GPTVocab is the GPT's vocabulary: bytes.
+// GPTVocab is the GPT's vocabulary unless its spec names another ("-v<Vocab>"): bytes.
 const GPTVocab = 256
 
 // KindOf tells the kind of model from its layout's names.
@@ -64,32 +64,16 @@ func KindOf(l nn.Layout) Kind {
 	return KindUnknown
 }
 
-// GPTSpec is a parsed "gpt:L-D-NH-T".
-type GPTSpec struct{ Layers, Width, Heads, Context int }
-
-// ParseGPTSpec parses "gpt:L-D-NH-T" (all positive, D a multiple of NH).
-func ParseGPTSpec(spec string) (GPTSpec, error) {
-	rest, ok := strings.CutPrefix(spec, "gpt:")
-	if !ok {
-		return GPTSpec{}, fmt.Errorf("%w: %q does not start with \"gpt:\"", ErrSpec, spec)
+// parseGPT parses "gpt:L-D-NH-T" or "gpt:L-D-NH-T-v<Vocab>" (nn.ParseGPTName), Vocab 0 meaning 256.
+func parseGPT(spec string) (nn.GPTConfig, error) {
+	c, err := nn.ParseGPTName(spec)
+	if err != nil {
+		return c, fmt.Errorf("%w: %w", ErrSpec, err)
 	}
-	parts := strings.Split(rest, "-")
-	if len(parts) != 4 {
-		return GPTSpec{}, fmt.Errorf("%w: %q, want gpt:L-D-NH-T", ErrSpec, spec)
+	if c.Vocab == 0 {
+		c.Vocab = GPTVocab
 	}
-	var v [4]int
-	for i, p := range parts {
-		n, err := strconv.Atoi(p)
-		if err != nil || n <= 0 || n > 1<<20 {
-			return GPTSpec{}, fmt.Errorf("%w: %q: field %d is %q, want a positive integer", ErrSpec, spec, i, p)
-		}
-		v[i] = n
-	}
-	g := GPTSpec{Layers: v[0], Width: v[1], Heads: v[2], Context: v[3]}
-	if g.Width%g.Heads != 0 {
-		return GPTSpec{}, fmt.Errorf("%w: %q: width %d is not a multiple of %d heads", ErrSpec, spec, g.Width, g.Heads)
-	}
-	return g, nil
+	return c, nil
 }
 
 // builder appends contiguous tensors to a layout.
@@ -118,12 +102,12 @@ func LayoutFor(spec string) (nn.Layout, error) {
 			b.add(fmt.Sprintf("fc%d.b", i), sizes[i+1])
 		}
 	case strings.HasPrefix(spec, "gpt:"):
-		g, err := ParseGPTSpec(spec)
+		g, err := parseGPT(spec)
 		if err != nil {
 			return nil, err
 		}
-		D := g.Width
-		b.add("transformer.wte.weight", GPTVocab, D)
+		D := g.Embed
+		b.add("transformer.wte.weight", g.Vocab, D)
 		b.add("transformer.wpe.weight", g.Context, D)
 		for i := range g.Layers {
 			p := fmt.Sprintf("transformer.h.%d.", i)
@@ -177,14 +161,14 @@ func sizeOf(spec string) (tensors int, params uint64, err error) {
 		}
 		return 2 * (len(sizes) - 1), params, nil
 	case strings.HasPrefix(spec, "gpt:"):
-		g, err := ParseGPTSpec(spec)
+		g, err := parseGPT(spec)
 		if err != nil {
 			return 0, 0, err
 		}
-		D, L := uint64(g.Width), uint64(g.Layers)
+		D, L, V := uint64(g.Embed), uint64(g.Layers), uint64(g.Vocab)
 		perLayer := 12*D*D + 13*D // ln 4D, c_attn 3D²+3D, c_proj D²+D, c_fc 4D²+4D, mlp.c_proj 4D²+D
-		params = add(add(mul(GPTVocab+uint64(g.Context), D), mul(L, perLayer)), 2*D)
-		return 12*g.Layers + 5, add(params, GPTVocab*D), nil // + lm_head
+		params = add(add(mul(V+uint64(g.Context), D), mul(L, perLayer)), 2*D)
+		return 12*g.Layers + 5, add(params, mul(V, D)), nil // + lm_head
 	}
 	return 0, 0, fmt.Errorf("%w: %q: only mlp:<sizes> and gpt:L-D-NH-T are exported", ErrSpec, spec)
 }

@@ -90,6 +90,22 @@ func gptLayout(D, T int) nn.Layout {
 	return b.l
 }
 
+func TestGPTLayoutMatchesTheModel(t *testing.T) {
+	for _, spec := range []string{"gpt:2-8-2-4", "gpt:1-4-1-3-v17"} {
+		m, err := nn.NewFromName(spec, 1, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := LayoutFor(m.Name())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !reflect.DeepEqual(l, m.Layout()) {
+			t.Fatalf("LayoutFor(%s) differs from the model's layout", spec)
+		}
+	}
+}
+
 func TestGPTToTorch(t *testing.T) {
 	const spec = "gpt:2-8-2-4"
 	l := gptLayout(8, 4)
@@ -139,7 +155,7 @@ func TestGPTToTorch(t *testing.T) {
 }
 
 func TestRoundTrip(t *testing.T) {
-	for _, spec := range []string{"mlp:3-2", "mlp:5-4-3-2", "gpt:2-8-2-4", "gpt:1-4-4-3"} {
+	for _, spec := range []string{"mlp:3-2", "mlp:5-4-3-2", "gpt:2-8-2-4", "gpt:1-4-4-3", "gpt:1-4-2-3-v5"} {
 		t.Run(spec, func(t *testing.T) {
 			l, err := LayoutFor(spec)
 			if err != nil {
@@ -242,7 +258,7 @@ func TestImportIsStrict(t *testing.T) {
 		})
 	}
 	// A hostile spec in a tiny file does not allocate its model.
-	for _, spec := range []string{"gpt:1048576-1048576-1-1048576", "mlp:9223372036854775807-9223372036854775807"} {
+	for _, spec := range []string{"gpt:1048576-1048576-1-1048576", "gpt:64-4096-64-4096-v65536", "mlp:9223372036854775807-9223372036854775807"} {
 		if _, _, err := FromTorch(spec, good); err == nil {
 			t.Errorf("%s: accepted", spec)
 		}
