@@ -26,7 +26,8 @@ func exportCommand() *cli.Command {
 		Usage: "write a trained model as a PyTorch-loadable .safetensors file and a .json provenance file",
 		Description: `Exports θ either from a peer's checkpoint (--checkpoint FILE --model SPEC) or from a
    cohort (--coordinator ADDR --cohort ID): the model after the cohort's last closed round,
-   fetched from a coordinator and checked against the model hash the cohort recorded.
+   fetched from a coordinator and checked against the model hash the cohort recorded
+   (--key: a member's key, as coordinators serve a cohort's model to its members only).
    The MLP is written as nn.Sequential's state dict ("0.weight" [out, in], "0.bias", ...),
    the GPT as nanoGPT's (Linear weights transposed to [out, in], lm_head.weight tied to
    transformer.wte.weight). The provenance (spec, cohort, round, model hash) goes into the
@@ -39,7 +40,7 @@ func exportCommand() *cli.Command {
 			&cli.StringFlag{Name: "coordinator", Usage: "coordinator address(es), comma-separated, to export a cohort's model", EnvVars: envVars("coordinator")},
 			&cli.Uint64Flag{Name: "cohort", Usage: "cohort ID (with --coordinator)", EnvVars: envVars("cohort")},
 			&cli.DurationFlag{Name: "timeout", Value: 2 * time.Minute, Usage: "give up after this long (with --coordinator)", EnvVars: envVars("timeout")},
-			&cli.StringFlag{Name: "key", Usage: "member key file (from cohort keygen); a throwaway key if not given", EnvVars: envVars("key")},
+			&cli.StringFlag{Name: "key", Usage: "member key file (from cohort keygen): a cohort's model is served to its members and coordinators only", EnvVars: envVars("key")},
 		},
 		Action: runExport,
 	}
