@@ -83,7 +83,7 @@ func runExport(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("export: %w", err)
 	}
-	fmt.Fprintf(c.App.Writer, "exported %s (cohort %d, round %d, model %x) to %s and %s\n", p.Spec, p.Cohort, p.Round, p.ModelHash[:8], paths[0], paths[1])
+	fmt.Fprintf(c.App.Writer, "exported %s (cohort %d, round %d, model %x) to %s and %s\n", p.Spec, p.Cohort, p.Round, p.ModelHash[:min(len(p.ModelHash), 8)], paths[0], paths[1])
 	return nil
 }
 

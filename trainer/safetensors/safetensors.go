@@ -113,7 +113,7 @@ func elements(shape []int, max uint64) (uint64, error) {
 
 // Encode writes tensors (in the order given) and metadata as a safetensors file. It refuses a
 // tensor whose dtype is not F32, whose data length is not its shape's product, a duplicate or
-// empty name, and the reserved name "__metadata__".
+// empty name, the reserved name "__metadata__", and a tensor of more than 2³¹−1 elements.
 func Encode(tensors []Tensor, metadata map[string]string) ([]byte, error) {
 	var h bytes.Buffer
 	h.WriteByte('{')
