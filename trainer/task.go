@@ -11,7 +11,7 @@ import (
 
 // TaskSpec names a training task in the terms a user gives on the command line.
 type TaskSpec struct {
-	Model      string // "mlp", "mlp:784-256-10" or "charlm"
+	Model      string // "mlp", "mlp:784-256-10", "charlm" or "gpt:L-D-NH-T" (e.g. "gpt:4-128-4-64", bytes)
 	Workers    int    // number of shards
 	Partition  string // "iid", "dirichlet:ALPHA" or "natural"
 	Seed       uint64
@@ -48,8 +48,10 @@ func BuildTask(spec TaskSpec) (Task, TaskInfo, error) {
 		return buildMLPTask(spec)
 	case spec.Model == "charlm" || strings.HasPrefix(spec.Model, "charlm:"):
 		return buildCharLMTask(spec)
+	case strings.HasPrefix(spec.Model, "gpt:"):
+		return buildGPTTask(spec)
 	}
-	return Task{}, TaskInfo{}, fmt.Errorf("unknown model %q (want mlp, mlp:784-256-10 or charlm)", spec.Model)
+	return Task{}, TaskInfo{}, fmt.Errorf("unknown model %q (want mlp, mlp:784-256-10, charlm or gpt:L-D-NH-T)", spec.Model)
 }
 
 func buildMLPTask(spec TaskSpec) (Task, TaskInfo, error) {
@@ -152,7 +154,8 @@ func LoadFashionMNIST(dir string) (train, test *datasets.Images, source string, 
 	return train, test, source, nil
 }
 
-// NewModel builds the model a spec names ("mlp", "mlp:784-256-10" or "charlm") with the given
+// NewModel builds the model a spec names ("mlp", "mlp:784-256-10", "charlm" or "gpt:L-D-NH-T", a
+// byte-level GPT with vocabulary 256) with the given
 // batch size (0 = the model's default) and initialisation seed: every replica of a cohort calls it
 // with the same arguments and gets bit-identical parameters.
 func NewModel(spec string, batch int, seed uint64) (nn.Model, error) {
@@ -173,6 +176,16 @@ func NewModel(spec string, batch int, seed uint64) (nn.Model, error) {
 			return nil, err
 		}
 		return nn.NewCharLM(nn.CharLMConfig{Vocab: datasets.NewVocab(play.Text()).Size(), Context: CharLMContext, Batch: batch, Seed: seed})
+	case strings.HasPrefix(spec, "gpt:"):
+		cfg, err := nn.ParseGPTName(spec)
+		if err != nil {
+			return nil, err
+		}
+		if cfg.Vocab != 0 && cfg.Vocab != 256 {
+			return nil, fmt.Errorf("model %s: text tasks are byte-level, want vocabulary 256", spec)
+		}
+		cfg.Batch, cfg.Seed = batch, seed
+		return nn.NewGPT(cfg)
 	}
-	return nil, fmt.Errorf("unknown model %q (want mlp, mlp:784-256-10 or charlm)", spec)
+	return nil, fmt.Errorf("unknown model %q (want mlp, mlp:784-256-10, charlm or gpt:L-D-NH-T)", spec)
 }

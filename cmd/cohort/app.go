@@ -44,6 +44,7 @@ func newApp() *cli.App {
 			simulateCommand(),
 			joinCommand(),
 			shardCommand(),
+			exportCommand(),
 		},
 		// One line, not the whole help text, for a mistyped flag.
 		OnUsageError:   func(c *cli.Context, err error, isSub bool) error { return err },

@@ -22,7 +22,7 @@ func trainCommand() *cli.Command {
    Example:
      cohort train --model mlp --mode diloco --workers 8 --inner-steps 50 --rounds 20 --partition dirichlet:0.5 --seed 1`,
 		Flags: []cli.Flag{
-			&cli.StringFlag{Name: "model", Value: "mlp", Usage: "model: mlp, mlp:784-256-10 (layer widths) or charlm", EnvVars: envVars("model")},
+			&cli.StringFlag{Name: "model", Value: "mlp", Usage: "model: mlp, mlp:784-256-10 (layer widths), charlm or gpt:L-D-NH-T (layers, width, heads, context; bytes), e.g. gpt:4-128-4-64", EnvVars: envVars("model")},
 			&cli.StringFlag{Name: "mode", Value: "diloco", Usage: "diloco or ddp", EnvVars: envVars("mode")},
 			&cli.IntFlag{Name: "workers", Value: 8, Usage: "number of workers K", EnvVars: envVars("workers")},
 			&cli.IntFlag{Name: "inner-steps", Value: 50, Usage: "inner steps H per round", EnvVars: envVars("inner_steps")},

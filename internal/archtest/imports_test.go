@@ -29,7 +29,10 @@ var layers = map[string][]string{
 	"protocol": {"consensus"},
 	// Training, and a proposal's settings turned into training settings.
 	"trainer": {"compress", "datasets"},
-	"spec":    {"consensus", "compress", "trainer", "protocol"},
+	// Tensor files, and a model's layout mapped to and from them.
+	"trainer/safetensors": {},
+	"trainer/export":      {"trainer/nn", "trainer/safetensors"},
+	"spec":                {"consensus", "compress", "trainer", "protocol"},
 	// The member's side of the cluster, and the training process built on it.
 	"client": {"consensus", "protocol", "transport"},
 	"peer":   {"client", "spec", "protocol", "transport", "consensus", "trainer", "compress", "datasets"},
@@ -272,6 +275,9 @@ func TestRulesCatchAForbiddenImport(t *testing.T) {
 		{"transport", "internal/forge", false, false},
 		{"coordinator", "internal/forge", true, true},
 		{"cmd/cohort", "sim", false, true},
+		{"trainer/safetensors", "trainer/nn", false, false},
+		{"trainer/export", "trainer/safetensors", false, true},
+		{"trainer/export", "coordinator", false, false},
 		{"newdir", "consensus", false, false},
 	} {
 		if got := mayImport(c.dir, c.inner, c.test) == ""; got != c.ok {

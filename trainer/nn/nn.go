@@ -17,7 +17,7 @@
 //
 // The loop a trainer drives:
 //
-//	m, _ := nn.NewFromName("mlp:784-256-10", 64, seed) // or NewMLP / NewCharLM with a config
+//	m, _ := nn.NewFromName("mlp:784-256-10", 64, seed) // or NewMLP / NewCharLM / NewGPT with a config
 //	grad := make([]float32, len(m.Params()))
 //	for step := range steps {
 //		loss, err := m.Grad(batch(step), grad) // len(b.Y) == m.BatchSize() samples (or sequences)
@@ -25,9 +25,11 @@
 //	}
 //	lossSum, correct, count, err := m.Eval(validation)
 //
-// Two models: MLP (a ReLU classifier, "mlp:784-256-10") and CharLM (a one-block causal
-// self-attention character model, "charlm:v96-t64-d64-h128"). Both are checked against independent
-// float64 reference implementations by central finite differences (ref_test.go).
+// Three models: MLP (a ReLU classifier, "mlp:784-256-10"), CharLM (a one-block causal
+// self-attention character model, "charlm:v96-t64-d64-h128") and GPT (nanoGPT's decoder-only
+// transformer over bytes, "gpt:4-128-4-64", with nanoGPT's parameter names). Each is checked against
+// an independent float64 reference implementation by central finite differences (ref_test.go,
+// gpt_test.go).
 //
 // gorgonia v0.9.18 notes that shaped this code: each graph has a fixed batch size, so Grad uses one
 // training graph and Eval caches one forward-only graph per chunk size (a forward-only graph also

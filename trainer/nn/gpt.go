@@ -1,0 +1,523 @@
+package nn
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// Bounds that GPTConfig.Validate enforces, so that a typo in a model name is refused instead of
+// exhausting memory.
+const (
+	// GPTMaxParams is the largest parameter count a GPT may have.
+	GPTMaxParams = 50_000_000
+	// GPTMaxContext is the longest context a GPT may have.
+	GPTMaxContext = 1024
+	// GPTMaxLayers is the deepest GPT.
+	GPTMaxLayers = 96
+	// GPTMaxVocab is the largest vocabulary.
+	GPTMaxVocab = 65536
+	// gptMaxBatchTokens caps sequences·Context of one graph (the one-hot targets and activations).
+	gptMaxBatchTokens = 1 << 17
+	// gptMaxScores caps sequences·Heads·Context² of one graph (the attention matrices).
+	gptMaxScores = 1 << 26
+)
+
+// GPTConfig configures a GPT. The zero value is gpt:4-128-4-64 over bytes (Vocab 256), batch 12
+// sequences, seed 0.
+type GPTConfig struct {
+	// Layers is the number of transformer blocks L. Zero means 4; otherwise 1 ≤ L ≤ GPTMaxLayers.
+	Layers int
+	// Embed is the model width D. Zero means 128; otherwise ≥ 2 and a multiple of Heads.
+	Embed int
+	// Heads is the number of attention heads NH. Zero means 4; otherwise 1 ≤ NH ≤ Embed.
+	Heads int
+	// Context is the sequence length T. Zero means 64; otherwise 2 ≤ T ≤ GPTMaxContext.
+	Context int
+	// Vocab is the number of distinct tokens. Zero means 256 (raw bytes); otherwise 2 ≤ V ≤ GPTMaxVocab.
+	Vocab int
+	// Batch is the number of sequences Grad expects. Zero means 12; otherwise ≥ 1.
+	Batch int
+	// EvalBatch is the number of sequences per Eval graph. Zero means Batch; otherwise ≥ 1.
+	EvalBatch int
+	// Seed seeds the weight initialisation (PCG). Same Seed ⇒ bit-identical parameters.
+	Seed uint64
+}
+
+func (c GPTConfig) withDefaults() GPTConfig {
+	if c.Layers == 0 {
+		c.Layers = 4
+	}
+	if c.Embed == 0 {
+		c.Embed = 128
+	}
+	if c.Heads == 0 {
+		c.Heads = 4
+	}
+	if c.Context == 0 {
+		c.Context = 64
+	}
+	if c.Vocab == 0 {
+		c.Vocab = 256
+	}
+	if c.Batch == 0 {
+		c.Batch = 12
+	}
+	if c.EvalBatch == 0 {
+		c.EvalBatch = c.Batch
+	}
+	return c
+}
+
+// gptParamCount is the number of parameters of the layout, in int64 (bounded inputs cannot
+// overflow it).
+func gptParamCount(L, D, T, V int64) int64 {
+	block := 2*D + (D*3*D + 3*D) + (D*D + D) + 2*D + (D*4*D + 4*D) + (4*D*D + D)
+	return V*D + T*D + L*block + 2*D
+}
+
+// Validate reports whether c (after defaults) describes a model that can be built within the
+// bounds above.
+func (c GPTConfig) Validate() error {
+	c = c.withDefaults()
+	switch {
+	case c.Layers < 1 || c.Layers > GPTMaxLayers:
+		return fmt.Errorf("%w: gpt Layers %d, want 1..%d", ErrConfig, c.Layers, GPTMaxLayers)
+	case c.Embed < 2 || c.Embed > 1<<14:
+		return fmt.Errorf("%w: gpt Embed %d, want 2..%d", ErrConfig, c.Embed, 1<<14)
+	case c.Heads < 1 || c.Heads > c.Embed:
+		return fmt.Errorf("%w: gpt Heads %d, want 1..Embed (%d)", ErrConfig, c.Heads, c.Embed)
+	case c.Embed%c.Heads != 0:
+		return fmt.Errorf("%w: gpt Embed %d is not a multiple of Heads %d", ErrConfig, c.Embed, c.Heads)
+	case c.Context < 2 || c.Context > GPTMaxContext:
+		return fmt.Errorf("%w: gpt Context %d, want 2..%d", ErrConfig, c.Context, GPTMaxContext)
+	case c.Vocab < 2 || c.Vocab > GPTMaxVocab:
+		return fmt.Errorf("%w: gpt Vocab %d, want 2..%d", ErrConfig, c.Vocab, GPTMaxVocab)
+	case c.Batch < 1:
+		return fmt.Errorf("%w: gpt Batch %d, want ≥ 1", ErrConfig, c.Batch)
+	case c.EvalBatch < 1:
+		return fmt.Errorf("%w: gpt EvalBatch %d, want ≥ 1", ErrConfig, c.EvalBatch)
+	}
+	if n := gptParamCount(int64(c.Layers), int64(c.Embed), int64(c.Context), int64(c.Vocab)); n > GPTMaxParams {
+		return fmt.Errorf("%w: gpt %d-%d-%d-%d has %d parameters, more than %d", ErrConfig, c.Layers, c.Embed, c.Heads, c.Context, n, GPTMaxParams)
+	}
+	for _, b := range []struct {
+		what string
+		n    int
+	}{{"Batch", c.Batch}, {"EvalBatch", c.EvalBatch}} {
+		if int64(b.n)*int64(c.Context) > gptMaxBatchTokens {
+			return fmt.Errorf("%w: gpt %s %d × Context %d is more than %d tokens per graph", ErrConfig, b.what, b.n, c.Context, gptMaxBatchTokens)
+		}
+		if int64(b.n)*int64(c.Heads)*int64(c.Context)*int64(c.Context) > gptMaxScores {
+			return fmt.Errorf("%w: gpt %s %d × Heads %d × Context² %d is more than %d attention scores per graph", ErrConfig, b.what, b.n, c.Heads, c.Context*c.Context, gptMaxScores)
+		}
+	}
+	return nil
+}
+
+// GPT is a decoder-only transformer in the shape of nanoGPT's model.py:
+//
+//	x = wte[token] + wpe[position]                                         [n·T, D]
+//	for each block i:
+//	    a = LN1(x);  q, k, v = columns [0,D), [D,2D), [2D,3D) of a·c_attn.w + c_attn.b
+//	    per head h (columns h·D/NH .. (h+1)·D/NH of q, k, v), per sequence:
+//	        y_h = softmax(q_h·k_hᵀ/√(D/NH) + mask)·v_h, mask = −1e9 above the diagonal (causal)
+//	    x = x + concat_h(y_h)·attn.c_proj.w + attn.c_proj.b
+//	    x = x + gelu(LN2(x)·mlp.c_fc.w + mlp.c_fc.b)·mlp.c_proj.w + mlp.c_proj.b
+//	logits = LN_f(x)·wteᵀ                                                   [n·T, V] (tied head)
+//
+// LayerNorm is (z − mean)/√(var + 1e-5)·weight + bias per row. GELU is the tanh approximation
+// 0.5·z·(1 + tanh(√(2/π)·(z + 0.044715·z³))), since gorgonia has no erf; nanoGPT's nn.GELU is the
+// exact one, so weights exported to PyTorch load as they are but outputs differ in the last digits.
+// There is no dropout.
+//
+// The loss is the mean next-token cross-entropy over all n·T positions; Eval's correct counts
+// positions whose arg-max is the target.
+//
+// Layout, in this order, with nanoGPT's state-dict names and Linear weights as [in, out]:
+// "transformer.wte.weight" [V,D], "transformer.wpe.weight" [T,D], then for each block i
+// "transformer.h.{i}." + "ln_1.weight", "ln_1.bias" [D], "attn.c_attn.weight" [D,3D],
+// "attn.c_attn.bias" [3D], "attn.c_proj.weight" [D,D], "attn.c_proj.bias" [D], "ln_2.weight",
+// "ln_2.bias" [D], "mlp.c_fc.weight" [D,4D], "mlp.c_fc.bias" [4D], "mlp.c_proj.weight" [4D,D],
+// "mlp.c_proj.bias" [D]; then "transformer.ln_f.weight", "transformer.ln_f.bias" [D]. The output
+// head is wte itself and has no tensor of its own.
+//
+// Initialisation (nanoGPT's): embeddings and Linear weights N(0, 0.02²), the two c_proj weights of
+// every block N(0, (0.02/√(2L))²), biases 0, LayerNorm weights 1; drawn from PCG seeded with Seed, in
+// layout order. Not safe for concurrent use.
+type GPT struct {
+	cfg    GPTConfig
+	layout Layout
+	flat   []float32
+
+	train *lmProgram
+	eval  evalCache[*lmProgram]
+}
+
+var _ Model = (*GPT)(nil)
+
+// gptBlockTensors are the per-block tensor names after "transformer.h.{i}.", in layout order.
+var gptBlockTensors = []string{
+	"ln_1.weight", "ln_1.bias",
+	"attn.c_attn.weight", "attn.c_attn.bias",
+	"attn.c_proj.weight", "attn.c_proj.bias",
+	"ln_2.weight", "ln_2.bias",
+	"mlp.c_fc.weight", "mlp.c_fc.bias",
+	"mlp.c_proj.weight", "mlp.c_proj.bias",
+}
+
+func gptBlockName(i int, tensor string) string {
+	return "transformer.h." + strconv.Itoa(i) + "." + tensor
+}
+
+// NewGPT builds a GPT and initialises its parameters from cfg.Seed.
+func NewGPT(cfg GPTConfig) (*GPT, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.withDefaults()
+	m := &GPT{cfg: cfg}
+	L, D, T, V := cfg.Layers, cfg.Embed, cfg.Context, cfg.Vocab
+	var lb layoutBuilder
+	lb.add("transformer.wte.weight", V, D)
+	lb.add("transformer.wpe.weight", T, D)
+	shapes := map[string][]int{
+		"ln_1.weight": {D}, "ln_1.bias": {D},
+		"attn.c_attn.weight": {D, 3 * D}, "attn.c_attn.bias": {3 * D},
+		"attn.c_proj.weight": {D, D}, "attn.c_proj.bias": {D},
+		"ln_2.weight": {D}, "ln_2.bias": {D},
+		"mlp.c_fc.weight": {D, 4 * D}, "mlp.c_fc.bias": {4 * D},
+		"mlp.c_proj.weight": {4 * D, D}, "mlp.c_proj.bias": {D},
+	}
+	for i := 0; i < L; i++ {
+		for _, t := range gptBlockTensors {
+			lb.add(gptBlockName(i, t), shapes[t]...)
+		}
+	}
+	lb.add("transformer.ln_f.weight", D)
+	lb.add("transformer.ln_f.bias", D)
+	m.layout = lb.l
+	m.flat = make([]float32, lb.off)
+
+	r := initRand(cfg.Seed)
+	projStd := 0.02 / math.Sqrt(float64(2*L))
+	for _, t := range m.layout {
+		dst := m.flat[t.Offset : t.Offset+t.Size()]
+		switch {
+		case strings.HasSuffix(t.Name, "c_proj.weight"):
+			fillNormal(r, dst, projStd)
+		case len(t.Shape) == 2: // embeddings and the other Linear weights
+			fillNormal(r, dst, 0.02)
+		case strings.Contains(t.Name, "ln_") && strings.HasSuffix(t.Name, ".weight"):
+			for i := range dst {
+				dst[i] = 1
+			}
+		} // biases stay 0
+	}
+	var err error
+	if m.train, err = m.build(cfg.Batch, true); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// fillNormal fills dst with N(0, std²) drawn from r, in index order.
+func fillNormal(r interface{ NormFloat64() float64 }, dst []float32, std float64) {
+	for i := range dst {
+		dst[i] = float32(r.NormFloat64() * std)
+	}
+}
+
+// Name is "gpt:L-D-NH-T", with "-v<Vocab>" appended when the vocabulary is not 256 bytes.
+func (m *GPT) Name() string { return m.cfg.name() }
+
+func (c GPTConfig) name() string {
+	c = c.withDefaults()
+	s := fmt.Sprintf("gpt:%d-%d-%d-%d", c.Layers, c.Embed, c.Heads, c.Context)
+	if c.Vocab != 256 {
+		s += "-v" + strconv.Itoa(c.Vocab)
+	}
+	return s
+}
+
+// Config returns the configuration with defaults filled in.
+func (m *GPT) Config() GPTConfig { return m.cfg }
+
+// Layout is the parameter layout.
+func (m *GPT) Layout() Layout { return m.layout }
+
+// Params is the live flat parameter vector.
+func (m *GPT) Params() []float32 { return m.flat }
+
+// BatchSize is the number of sequences Grad expects; each holds Context tokens.
+func (m *GPT) BatchSize() int { return m.cfg.Batch }
+
+// Context is the sequence length.
+func (m *GPT) Context() int { return m.cfg.Context }
+
+// Vocab is the number of distinct tokens.
+func (m *GPT) Vocab() int { return m.cfg.Vocab }
+
+// gelu is the tanh approximation 0.5·z·(1 + tanh(√(2/π)·(z + 0.044715·z³))).
+func gelu(z *G.Node) (*G.Node, error) {
+	sq, err := G.Square(z)
+	if err != nil {
+		return nil, err
+	}
+	cube, err := G.HadamardProd(sq, z)
+	if err != nil {
+		return nil, err
+	}
+	c3, err := G.Mul(cube, G.NewConstant(float32(0.044715)))
+	if err != nil {
+		return nil, err
+	}
+	inner, err := G.Add(z, c3)
+	if err != nil {
+		return nil, err
+	}
+	scaled, err := G.Mul(inner, G.NewConstant(float32(math.Sqrt(2/math.Pi))))
+	if err != nil {
+		return nil, err
+	}
+	th, err := G.Tanh(scaled)
+	if err != nil {
+		return nil, err
+	}
+	onePlus, err := G.Add(th, G.NewConstant(float32(1)))
+	if err != nil {
+		return nil, err
+	}
+	half, err := G.Mul(z, G.NewConstant(float32(0.5)))
+	if err != nil {
+		return nil, err
+	}
+	return G.HadamardProd(half, onePlus)
+}
+
+func (m *GPT) build(n int, training bool) (*lmProgram, error) {
+	p := &lmProgram{n: n}
+	err := buildSafely(func() error {
+		L, D, NH, T, V := m.cfg.Layers, m.cfg.Embed, m.cfg.Heads, m.cfg.Context, m.cfg.Vocab
+		hd := D / NH
+		N := n * T
+		g := G.NewGraph()
+		params := graphParams(g, m.layout, m.flat)
+
+		p.tokens = make([]int, N)
+		tok := G.NewVector(g, tensor.Int, G.WithShape(N), G.WithName("tokens"),
+			G.WithValue(tensor.New(tensor.WithShape(N), tensor.WithBacking(p.tokens))))
+		posIdx := make([]int, N)
+		for i := range posIdx {
+			posIdx[i] = i % T
+		}
+		pos := G.NewVector(g, tensor.Int, G.WithShape(N), G.WithName("positions"),
+			G.WithValue(tensor.New(tensor.WithShape(N), tensor.WithBacking(posIdx))))
+		maskVals := make([]float32, n*NH*T*T)
+		for s := 0; s < n*NH; s++ {
+			for i := 0; i < T; i++ {
+				for j := i + 1; j < T; j++ {
+					maskVals[(s*T+i)*T+j] = -1e9
+				}
+			}
+		}
+		mask := G.NewConstant(tensor.New(tensor.WithShape(n*NH, T, T), tensor.WithBacking(maskVals)), G.WithName("causalmask"))
+		scale := G.NewConstant(float32(1 / math.Sqrt(float64(hd))))
+
+		var err error
+		must := func(x *G.Node, e error) *G.Node {
+			if e != nil && err == nil {
+				err = e
+			}
+			return x
+		}
+		wte := params["transformer.wte.weight"]
+		x := must(G.Add(must(G.ByIndices(wte, tok, 0)), must(G.ByIndices(params["transformer.wpe.weight"], pos, 0))))
+		if err != nil {
+			return err
+		}
+		// heads turns columns [from, from+D) of qkv [N, 3D] into [n·NH, T, hd], head-major per
+		// sequence.
+		heads := func(qkv *G.Node, from int) *G.Node {
+			part := must(G.Slice(qkv, nil, G.S(from, from+D)))
+			r := must(G.Reshape(part, tensor.Shape{n, T, NH, hd}))
+			tr := must(G.Transpose(r, 0, 2, 1, 3))
+			return must(G.Reshape(tr, tensor.Shape{n * NH, T, hd}))
+		}
+		for i := 0; i < L; i++ {
+			pr := func(t string) *G.Node { return params[gptBlockName(i, t)] }
+			a := must(layerNorm(x, pr("ln_1.weight"), pr("ln_1.bias")))
+			qkv := must(dense(a, pr("attn.c_attn.weight"), pr("attn.c_attn.bias")))
+			if err != nil {
+				return err
+			}
+			q, k, v := heads(qkv, 0), heads(qkv, D), heads(qkv, 2*D)
+			if err != nil {
+				return err
+			}
+			scores := must(G.Mul(must(G.BatchedMatMul(q, k, false, true)), scale))
+			logAtt := must(logSoftmax(must(G.Reshape(must(G.Add(scores, mask)), tensor.Shape{n * NH * T, T}))))
+			att := must(G.Reshape(must(G.Exp(logAtt)), tensor.Shape{n * NH, T, T}))
+			y := must(G.BatchedMatMul(att, v))                 // [n·NH, T, hd]
+			y = must(G.Reshape(y, tensor.Shape{n, NH, T, hd})) //
+			y = must(G.Transpose(y, 0, 2, 1, 3))               // [n, T, NH, hd]
+			y = must(G.Reshape(y, tensor.Shape{N, D}))         // heads side by side
+			x = must(G.Add(x, must(dense(y, pr("attn.c_proj.weight"), pr("attn.c_proj.bias")))))
+			if err != nil {
+				return err
+			}
+			f := must(layerNorm(x, pr("ln_2.weight"), pr("ln_2.bias")))
+			f = must(gelu(must(dense(f, pr("mlp.c_fc.weight"), pr("mlp.c_fc.bias")))))
+			x = must(G.Add(x, must(dense(f, pr("mlp.c_proj.weight"), pr("mlp.c_proj.bias")))))
+			if err != nil {
+				return err
+			}
+		}
+		h := must(layerNorm(x, params["transformer.ln_f.weight"], params["transformer.ln_f.bias"]))
+		logits := must(G.Mul(h, must(G.Transpose(wte)))) // tied head
+		logp := must(logSoftmax(logits))
+		if err != nil {
+			return err
+		}
+		if !training {
+			p.program, err = compile(g, nil, nil, logp)
+			return err
+		}
+		p.onehot = make([]float32, N*V)
+		oh := G.NewMatrix(g, tensor.Float32, G.WithShape(N, V), G.WithName("onehot"),
+			G.WithValue(tensor.New(tensor.WithShape(N, V), tensor.WithBacking(p.onehot))))
+		loss, err := crossEntropy(logp, oh, N)
+		if err != nil {
+			return err
+		}
+		p.program, err = compile(g, orderedParams(m.layout, params), loss, nil)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("nn: building %s graph for %d sequences: %w", m.Name(), n, err)
+	}
+	return p, nil
+}
+
+// checkBatch validates b and returns its number of sequences.
+func (m *GPT) checkBatch(b Batch) (int, error) {
+	T := m.cfg.Context
+	if b.X != nil {
+		return 0, fmt.Errorf("%w: gpt takes Tokens, not X", ErrBatch)
+	}
+	if len(b.Tokens)%T != 0 {
+		return 0, fmt.Errorf("%w: %d tokens is not a multiple of the context %d", ErrBatch, len(b.Tokens), T)
+	}
+	if len(b.Y) != len(b.Tokens) {
+		return 0, fmt.Errorf("%w: %d targets for %d tokens, want one target per token", ErrBatch, len(b.Y), len(b.Tokens))
+	}
+	if err := checkLabels(b.Tokens, m.cfg.Vocab, "token"); err != nil {
+		return 0, err
+	}
+	if err := checkLabels(b.Y, m.cfg.Vocab, "target"); err != nil {
+		return 0, err
+	}
+	return len(b.Tokens) / T, nil
+}
+
+// Grad writes dLoss/dθ for b (exactly BatchSize sequences of Context tokens, with one target per
+// token) into grad and returns the mean cross-entropy over all positions.
+func (m *GPT) Grad(b Batch, grad []float32) (float32, error) {
+	n, err := m.checkBatch(b)
+	if err != nil {
+		return 0, err
+	}
+	if n != m.cfg.Batch {
+		return 0, fmt.Errorf("%w: %d sequences, want batch size %d", ErrBatch, n, m.cfg.Batch)
+	}
+	if len(grad) != len(m.flat) {
+		return 0, fmt.Errorf("%w: %d, want %d", ErrGrad, len(grad), len(m.flat))
+	}
+	p := m.train
+	copy(p.tokens, b.Tokens)
+	V := m.cfg.Vocab
+	clear(p.onehot)
+	for i, y := range b.Y {
+		p.onehot[i*V+y] = 1
+	}
+	if err := p.run(); err != nil {
+		return 0, err
+	}
+	if err := p.copyGrads(m.layout, grad); err != nil {
+		return 0, err
+	}
+	return scalarF32(p.loss)
+}
+
+// Eval returns the summed next-token cross-entropy, the number of positions whose arg-max equals the
+// target, and the number of positions, over any number of sequences. It runs forward-only graphs of
+// EvalBatch sequences (a final partial chunk gets its own cached graph) and touches neither
+// parameters nor gradients.
+func (m *GPT) Eval(b Batch) (lossSum float64, correct, count int, err error) {
+	total, err := m.checkBatch(b)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	T, V := m.cfg.Context, m.cfg.Vocab
+	for start := 0; start < total; start += m.cfg.EvalBatch {
+		seqs := min(m.cfg.EvalBatch, total-start)
+		p, err := m.eval.get(seqs, m.cfg.EvalBatch, func(n int) (*lmProgram, error) { return m.build(n, false) })
+		if err != nil {
+			return 0, 0, 0, err
+		}
+		copy(p.tokens, b.Tokens[start*T:(start+seqs)*T])
+		if err := p.run(); err != nil {
+			return 0, 0, 0, err
+		}
+		logp, ok := p.logp.Data().([]float32)
+		if !ok {
+			return 0, 0, 0, fmt.Errorf("%w: log-probabilities have type %T", ErrGraph, p.logp.Data())
+		}
+		l, c := scoreRows(logp, V, b.Y[start*T:(start+seqs)*T], seqs*T)
+		lossSum += l
+		correct += c
+	}
+	return lossSum, correct, total * T, nil
+}
+
+// ParseGPTName parses "gpt:L-D-NH-T" or "gpt:L-D-NH-T-v<Vocab>" (as returned by Name) into the
+// architecture fields of a config (Layers, Embed, Heads, Context, Vocab); Batch, EvalBatch and Seed
+// are left zero. The architecture is validated (as for one sequence per batch; the batch sizes are
+// checked when the model is built).
+func ParseGPTName(name string) (GPTConfig, error) {
+	var c GPTConfig
+	rest, ok := strings.CutPrefix(name, "gpt:")
+	if !ok {
+		return c, fmt.Errorf("%w: model name %q does not start with \"gpt:\"", ErrConfig, name)
+	}
+	parts := strings.Split(rest, "-")
+	if len(parts) == 5 {
+		digits, ok := strings.CutPrefix(parts[4], "v")
+		v, err := strconv.Atoi(digits)
+		if !ok || err != nil || v <= 0 {
+			return GPTConfig{}, fmt.Errorf("%w: model name %q: bad vocabulary %q, want v<positive number>", ErrConfig, name, parts[4])
+		}
+		c.Vocab = v
+		parts = parts[:4]
+	}
+	if len(parts) != 4 {
+		return GPTConfig{}, fmt.Errorf("%w: model name %q, want gpt:<layers>-<embed>-<heads>-<context>", ErrConfig, name)
+	}
+	for i, dst := range []*int{&c.Layers, &c.Embed, &c.Heads, &c.Context} {
+		v, err := strconv.Atoi(parts[i])
+		if err != nil || v <= 0 || strconv.Itoa(v) != parts[i] {
+			return GPTConfig{}, fmt.Errorf("%w: model name %q: bad field %q, want a positive number", ErrConfig, name, parts[i])
+		}
+		*dst = v
+	}
+	arch := c
+	arch.Batch = 1
+	if err := arch.Validate(); err != nil {
+		return GPTConfig{}, fmt.Errorf("model name %q: %w", name, err)
+	}
+	return c, nil
+}

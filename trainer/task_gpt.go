@@ -1,0 +1,107 @@
+package trainer
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/cohortlab/cohort/datasets"
+	"github.com/cohortlab/cohort/trainer/nn"
+)
+
+// ByteTokens returns text's raw bytes as token ids 0..255: the byte-level encoding of the GPT
+// models (UTF-8 text needs no vocabulary; a multi-byte character is several tokens).
+func ByteTokens(text []byte) []int {
+	toks := make([]int, len(text))
+	for i, b := range text {
+		toks[i] = int(b)
+	}
+	return toks
+}
+
+// NewByteSource returns a source of windows of context+1 byte tokens of text (inputs the first
+// context bytes, targets the next ones) at seeded random offsets. It is the seam through which any
+// text feeds a byte-level language model.
+func NewByteSource(text []byte, context int, seed uint64) (*TextSource, error) {
+	return NewTextSource(ByteTokens(text), context, seed)
+}
+
+// buildGPTTask trains a byte-level GPT on the embedded play, split like the character model's task:
+// every tenth speech is held out for validation, the others are split among workers (iid, or
+// natural: by speaker).
+func buildGPTTask(spec TaskSpec) (Task, TaskInfo, error) {
+	cfg, err := nn.ParseGPTName(spec.Model)
+	if err != nil {
+		return Task{}, TaskInfo{}, err
+	}
+	if cfg.Vocab != 0 && cfg.Vocab != 256 {
+		return Task{}, TaskInfo{}, fmt.Errorf("model %s: text tasks are byte-level, want vocabulary 256", spec.Model)
+	}
+	if spec.DataDir != "" && spec.DataDir != EmbeddedData {
+		return Task{}, TaskInfo{}, fmt.Errorf("gpt trains on the embedded play; --data is for Fashion-MNIST")
+	}
+	if strings.HasPrefix(spec.Partition, "dirichlet") {
+		return Task{}, TaskInfo{}, fmt.Errorf("partition %q needs labels; gpt takes iid or natural", spec.Partition)
+	}
+	play, err := datasets.EmbeddedPlay()
+	if err != nil {
+		return Task{}, TaskInfo{}, err
+	}
+	T := cfg.Context
+	var train []datasets.Speech
+	var val strings.Builder
+	for i, s := range play.Speeches {
+		if i%10 == 9 {
+			val.WriteString(s.Text)
+			val.WriteByte('\n')
+			continue
+		}
+		train = append(train, s)
+	}
+	groups := make([]string, len(train))
+	for i, s := range train {
+		groups[i] = s.Speaker
+	}
+	parts, pname, err := partition(spec, datasets.Samples{N: len(train), Groups: groups})
+	if err != nil {
+		return Task{}, TaskInfo{}, err
+	}
+	info := TaskInfo{Source: "embedded: " + play.Title + " (bytes)", Partition: pname, TrainSamples: len(train)}
+	task := Task{TokensPerSample: T}
+	for i, part := range parts {
+		var text []byte
+		var speakers []string
+		var hashes []datasets.Hash
+		for _, j := range part {
+			text = append(text, train[j].Text...)
+			text = append(text, '\n')
+			speakers = append(speakers, train[j].Speaker)
+			hashes = append(hashes, datasets.HashText(train[j].Text))
+		}
+		fp := datasets.NewFingerprint(hashes)
+		info.Fingerprints = append(info.Fingerprints, fp.Digest[:])
+		src, err := NewByteSource(text, T, spec.Seed*1000003+uint64(i)+1)
+		if err != nil {
+			return Task{}, TaskInfo{}, fmt.Errorf("worker %d (%d speeches): %w", i, len(part), err)
+		}
+		task.Sources = append(task.Sources, src)
+		info.ShardSizes = append(info.ShardSizes, len(text))
+		info.ShardGroups = append(info.ShardGroups, uniqueSorted(speakers))
+	}
+	valToks := ByteTokens([]byte(val.String()))
+	var starts []int
+	for st := 0; st+T+1 <= len(valToks); st += T {
+		if spec.ValSamples > 0 && len(starts) == spec.ValSamples {
+			break
+		}
+		starts = append(starts, st)
+	}
+	TextBatch(&task.Val, valToks, T, starts)
+	info.ValSamples = len(starts)
+	cfg.Batch = spec.Batch
+	task.NewModel = func(seed uint64) (nn.Model, error) {
+		c := cfg
+		c.Seed = seed
+		return nn.NewGPT(c)
+	}
+	return task, info, nil
+}
