@@ -45,6 +45,7 @@ func newApp() *cli.App {
 			joinCommand(),
 			shardCommand(),
 			exportCommand(),
+			generateCommand(),
 		},
 		// One line, not the whole help text, for a mistyped flag.
 		OnUsageError:   func(c *cli.Context, err error, isSub bool) error { return err },

@@ -32,6 +32,7 @@ var layers = map[string][]string{
 	// Tensor files, and a model's layout mapped to and from them.
 	"trainer/safetensors": {},
 	"trainer/export":      {"trainer/nn", "trainer/safetensors"},
+	"trainer/generate":    {"trainer/nn", "trainer/export", "trainer/safetensors"},
 	"spec":                {"consensus", "compress", "trainer", "protocol"},
 	// The member's side of the cluster, and the training process built on it.
 	"client": {"consensus", "protocol", "transport"},
