@@ -2,6 +2,8 @@ package trainer
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/cohortlab/cohort/datasets"
@@ -36,11 +38,11 @@ func buildGPTTask(spec TaskSpec) (Task, TaskInfo, error) {
 	if cfg.Vocab != 0 && cfg.Vocab != 256 {
 		return Task{}, TaskInfo{}, fmt.Errorf("model %s: text tasks are byte-level, want vocabulary 256", spec.Model)
 	}
-	if spec.DataDir != "" && spec.DataDir != EmbeddedData {
-		return Task{}, TaskInfo{}, fmt.Errorf("gpt trains on the embedded play; --data is for Fashion-MNIST")
-	}
 	if strings.HasPrefix(spec.Partition, "dirichlet") {
-		return Task{}, TaskInfo{}, fmt.Errorf("partition %q needs labels; gpt takes iid or natural", spec.Partition)
+		return Task{}, TaskInfo{}, fmt.Errorf("partition %q needs labels; gpt takes iid, natural (by speaker), speaker, play, contiguous or iid:CHUNK", spec.Partition)
+	}
+	if spec.DataDir != "" && spec.DataDir != EmbeddedData {
+		return buildGPTTextTask(spec, cfg)
 	}
 	play, err := datasets.EmbeddedPlay()
 	if err != nil {
@@ -94,6 +96,87 @@ func buildGPTTask(spec TaskSpec) (Task, TaskInfo, error) {
 			break
 		}
 		starts = append(starts, st)
+	}
+	TextBatch(&task.Val, valToks, T, starts)
+	info.ValSamples = len(starts)
+	cfg.Batch = spec.Batch
+	task.NewModel = func(seed uint64) (nn.Model, error) {
+		c := cfg
+		c.Seed = seed
+		return nn.NewGPT(c)
+	}
+	return task, info, nil
+}
+
+// buildGPTTextTask trains a byte-level GPT on any UTF-8 text: spec.DataDir names a text file or a
+// directory of .txt files (datasets.LoadTexts). The first 90 % of every document trains and the
+// last 10 % validates (nanoGPT's split); the training text is split among the workers by
+// spec.Partition: iid (lines dealt at random; iid:CHUNK deals CHUNK-byte pieces), contiguous,
+// natural or speaker (by speaker, for speaker-tagged plays), play (a document per play).
+func buildGPTTextTask(spec TaskSpec, cfg nn.GPTConfig) (Task, TaskInfo, error) {
+	abs, err := filepath.Abs(spec.DataDir)
+	if err != nil {
+		return Task{}, TaskInfo{}, err
+	}
+	docs, err := datasets.LoadTexts(os.DirFS(filepath.Dir(abs)), filepath.Base(abs))
+	if err != nil {
+		return Task{}, TaskInfo{}, fmt.Errorf("--data %s: %w", spec.DataDir, err)
+	}
+	pspec := spec.Partition
+	switch pspec {
+	case "", "iid":
+		pspec = "iid"
+	case "natural":
+		pspec = "speaker"
+	}
+	part, err := datasets.ParseTextPartition(pspec)
+	if err != nil {
+		return Task{}, TaskInfo{}, err
+	}
+	T := cfg.Context
+	var trainDocs []datasets.Document
+	var val []byte
+	size := 0
+	for _, d := range docs {
+		tr, va, err := datasets.SplitText([]byte(d.Text), 0.9)
+		if err != nil {
+			return Task{}, TaskInfo{}, fmt.Errorf("--data %s: %s: %w", spec.DataDir, d.Name, err)
+		}
+		trainDocs = append(trainDocs, datasets.Document{Name: d.Name, Text: string(tr)})
+		val = append(val, va...)
+		size += len(d.Text)
+	}
+	shards, err := part.Split(trainDocs, spec.Workers, spec.Seed)
+	if err != nil {
+		return Task{}, TaskInfo{}, fmt.Errorf("--data %s: %w", spec.DataDir, err)
+	}
+	info := TaskInfo{Source: fmt.Sprintf("%s: %d files, %d bytes (bytes)", spec.DataDir, len(docs), size), Partition: part.String()}
+	task := Task{TokensPerSample: T}
+	for i, shard := range shards {
+		var text []byte
+		for _, d := range shard {
+			text = append(text, d.Text...)
+		}
+		fp := datasets.TextFingerprint(shard)
+		info.Fingerprints = append(info.Fingerprints, fp.Digest[:])
+		src, err := NewByteSource(text, T, spec.Seed*1000003+uint64(i)+1)
+		if err != nil {
+			return Task{}, TaskInfo{}, fmt.Errorf("worker %d (%d bytes): %w", i, len(text), err)
+		}
+		task.Sources = append(task.Sources, src)
+		info.ShardSizes = append(info.ShardSizes, len(text))
+		info.TrainSamples += len(text) / T
+	}
+	valToks := ByteTokens(val)
+	var starts []int
+	for st := 0; st+T+1 <= len(valToks); st += T {
+		if spec.ValSamples > 0 && len(starts) == spec.ValSamples {
+			break
+		}
+		starts = append(starts, st)
+	}
+	if len(starts) == 0 {
+		return Task{}, TaskInfo{}, fmt.Errorf("--data %s: the last 10 %% (%d bytes) holds no validation window of %d bytes", spec.DataDir, len(val), T+1)
 	}
 	TextBatch(&task.Val, valToks, T, starts)
 	info.ValSamples = len(starts)

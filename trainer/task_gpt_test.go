@@ -1,11 +1,15 @@
 package trainer
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/cohortlab/cohort/datasets"
 	"github.com/cohortlab/cohort/trainer/nn"
 )
 
@@ -149,5 +153,40 @@ func TestGPTLossFallsWithAdamW(t *testing.T) {
 	// characters and some of their order.
 	if first < 5 || last > 3.5 {
 		t.Errorf("loss %.3f → %.3f (mean of the last 5 steps), want ≈ 5.5 → < 3.5", first, last)
+	}
+}
+
+// TestGPTTaskFromTextFiles: any UTF-8 text trains a byte-level GPT: the first 90 % of each file
+// trains (split among workers by speaker here), the last 10 % validates; bad text is refused
+// before any model is built.
+func TestGPTTaskFromTextFiles(t *testing.T) {
+	dir := t.TempDir()
+	var b strings.Builder
+	for i := 0; i < 120; i++ {
+		fmt.Fprintf(&b, "%s:\nSpeech number %d, spoken with some words in it.\n\n", []string{"ROMEO", "JULIET", "NURSE", "FRIAR"}[i%4], i)
+	}
+	path := filepath.Join(dir, "play.txt")
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	task, info, err := BuildTask(TaskSpec{Model: "gpt:1-16-2-8", Workers: 2, Partition: "natural", Seed: 1, DataDir: path, Batch: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(task.Sources) != 2 || info.ValSamples == 0 || info.Partition != "speaker" {
+		t.Fatalf("%d sources, info %+v", len(task.Sources), info)
+	}
+	total := info.ShardSizes[0] + info.ShardSizes[1]
+	if want := len(b.String()) * 9 / 10; total < want-200 || total > want+200 {
+		t.Errorf("shards hold %d bytes, want about 90 %% of %d", total, len(b.String()))
+	}
+	m, err := task.NewModel(1)
+	if err != nil || m.Name() != "gpt:1-16-2-8" {
+		t.Fatalf("model %v, %v", m, err)
+	}
+	bad := filepath.Join(dir, "bad.txt")
+	os.WriteFile(bad, []byte("ROMEO:\nhello \xff\n"), 0o644)
+	if _, _, err := BuildTask(TaskSpec{Model: "gpt:1-16-2-8", Workers: 1, DataDir: bad}); !errors.Is(err, datasets.ErrMalformed) {
+		t.Errorf("invalid UTF-8: %v, want datasets.ErrMalformed", err)
 	}
 }
