@@ -149,6 +149,8 @@ type Summary struct {
 	SamplesPerSecond float64       `json:"samples_per_second"`
 	ModelHash        string        `json:"model_hash"`
 	History          []RoundRecord `json:"history"`
+	// Theta is the global model after the last round.
+	Theta []float32 `json:"-"`
 }
 
 // RoundRecord is one round in Summary.History.
@@ -371,6 +373,7 @@ func report(task Task, cfg RunConfig, eval nn.Model, theta []float32, trainLoss 
 	sum.History = append(sum.History, RoundRecord{Round: t, TrainLoss: rs.TrainLoss, ValLoss: rs.ValLoss, ValAccuracy: rs.ValAccuracy, BytesPerWorker: bytes})
 	sum.BytesPerWorker = bytes
 	sum.ModelHash = fmt.Sprintf("%x", hash[:8])
+	sum.Theta = append(sum.Theta[:0], theta...)
 	if cfg.Progress != nil {
 		cfg.Progress(rs)
 	}

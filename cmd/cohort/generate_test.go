@@ -53,3 +53,16 @@ func TestGenerateCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestTrainPrintsASample: a text model's training run ends with a sample of what it learnt.
+func TestTrainPrintsASample(t *testing.T) {
+	out, err := run(t, "--log-level", "warn", "train", "--model", "gpt:1-16-2-8", "--data", "embedded", "--workers", "1",
+		"--inner-steps", "2", "--rounds", "1", "--batch", "2", "--val-samples", "4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(out, "sample (200 bytes, temperature 0.8):\n")
+	if i < 0 || len(out) < i+len("sample (200 bytes, temperature 0.8):\n")+200 {
+		t.Fatalf("no sample at the end of:\n%s", out)
+	}
+}

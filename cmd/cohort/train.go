@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/cohortlab/cohort/trainer"
+	"github.com/cohortlab/cohort/trainer/export"
+	"github.com/cohortlab/cohort/trainer/generate"
 )
 
 func trainCommand() *cli.Command {
@@ -119,7 +122,27 @@ func runTrain(c *cli.Context) error {
 	}
 	fmt.Fprintf(out, ", sent %s per worker (%s), %.0f samples/s, %.1fs\n",
 		humanBytes(sum.BytesPerWorker), sum.Codec, sum.SamplesPerSecond, sum.WallSeconds)
+	if strings.HasPrefix(sum.Model, "gpt:") {
+		sample, err := sampleText(sum.Model, sum.Theta, spec.Seed)
+		if err != nil {
+			return fmt.Errorf("train: sampling the trained model: %w", err)
+		}
+		fmt.Fprintf(out, "\nsample (200 bytes, temperature 0.8):\n%s\n", sample)
+	}
 	return nil
+}
+
+// sampleText continues a newline by 200 bytes of the trained GPT (cohort generate's sampler).
+func sampleText(spec string, theta []float32, seed uint64) ([]byte, error) {
+	layout, err := export.LayoutFor(spec)
+	if err != nil {
+		return nil, err
+	}
+	m, err := generate.New(spec, layout, theta)
+	if err != nil {
+		return nil, err
+	}
+	return m.Generate([]byte("\n"), generate.Options{Tokens: 200, Temperature: 0.8, Seed: seed})
 }
 
 func humanBytes(n int64) string {
