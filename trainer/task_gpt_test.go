@@ -99,7 +99,7 @@ func TestBuildTaskGPT(t *testing.T) {
 		{TaskSpec{Model: "gpt:1-16-3-16", Workers: 2}, "multiple"},
 		{TaskSpec{Model: "gpt:1-16-2-16-v96", Workers: 2}, "byte-level"},
 		{TaskSpec{Model: "gpt:1-16-2-16", Workers: 2, Partition: "dirichlet:0.5"}, "needs labels"},
-		{TaskSpec{Model: "gpt:1-16-2-16", Workers: 2, DataDir: "/nonexistent/dir"}, "embedded play"},
+		{TaskSpec{Model: "gpt:1-16-2-16", Workers: 2, DataDir: "/nonexistent/dir"}, "--data /nonexistent/dir"},
 	} {
 		if _, _, err := BuildTask(tc.spec); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("BuildTask(%+v) error = %v, want mention of %q", tc.spec, err, tc.want)
