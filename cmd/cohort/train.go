@@ -33,7 +33,7 @@ func trainCommand() *cli.Command {
 			&cli.IntFlag{Name: "overlap", Value: 0, Usage: "inner steps τ each worker takes while its pseudo-gradient travels, carried onto the next round (what overlapping communication costs)", EnvVars: envVars("overlap")},
 			&cli.IntFlag{Name: "batch", Value: 0, Usage: "batch size per worker (0: the model's default)", EnvVars: envVars("batch")},
 			&cli.StringFlag{Name: "codec", Usage: "pseudo-gradient codec with error feedback, e.g. fp16, q8, topk:0.01+q4, lowrank:4+q8 (default: raw fp32)", EnvVars: envVars("codec")},
-			&cli.StringFlag{Name: "partition", Value: "iid", Usage: "iid, dirichlet:ALPHA (label skew) or natural (by speaker, charlm)", EnvVars: envVars("partition")},
+			&cli.StringFlag{Name: "partition", Value: "iid", Usage: "iid, dirichlet:ALPHA (label skew, images), natural (by speaker: charlm, gpt); gpt on a text file also contiguous, play or iid:CHUNK", EnvVars: envVars("partition")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for initialisation, partition and batches", EnvVars: envVars("seed")},
 			&cli.StringFlag{Name: "data", Usage: "Fashion-MNIST directory, or \"embedded\" (default: the system copy if installed, else the embedded subset)", EnvVars: envVars("data")},
 			&cli.Float64Flag{Name: "lr", Value: 1e-3, Usage: "inner AdamW learning rate", EnvVars: envVars("lr")},
