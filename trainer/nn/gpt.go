@@ -150,12 +150,8 @@ func (c GPTConfig) Validate() error {
 // every block N(0, (0.02/√(2L))²), biases 0, LayerNorm weights 1; drawn from PCG seeded with Seed, in
 // layout order. Not safe for concurrent use.
 type GPT struct {
-	cfg    GPTConfig
-	layout Layout
-	flat   []float32
-
-	train *lmProgram
-	eval  evalCache[*lmProgram]
+	cfg GPTConfig
+	lm
 }
 
 var _ Model = (*GPT)(nil)
@@ -181,6 +177,7 @@ func NewGPT(cfg GPTConfig) (*GPT, error) {
 	}
 	cfg = cfg.withDefaults()
 	m := &GPT{cfg: cfg}
+	m.lm = lm{kind: "gpt", vocab: cfg.Vocab, context: cfg.Context, batch: cfg.Batch, evalBatch: cfg.EvalBatch, graphFor: m.build}
 	L, D, T, V := cfg.Layers, cfg.Embed, cfg.Context, cfg.Vocab
 	var lb layoutBuilder
 	lb.add("transformer.wte.weight", V, D)
@@ -383,105 +380,12 @@ func (m *GPT) build(n int, training bool) (*lmProgram, error) {
 		if err != nil {
 			return err
 		}
-		if !training {
-			p.program, err = compile(g, nil, nil, logp)
-			return err
-		}
-		p.onehot = make([]float32, N*V)
-		oh := G.NewMatrix(g, tensor.Float32, G.WithShape(N, V), G.WithName("onehot"),
-			G.WithValue(tensor.New(tensor.WithShape(N, V), tensor.WithBacking(p.onehot))))
-		loss, err := crossEntropy(logp, oh, N)
-		if err != nil {
-			return err
-		}
-		p.program, err = compile(g, orderedParams(m.layout, params), loss, nil)
-		return err
+		return finishLM(g, p, logp, N, V, m.layout, params, training)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("nn: building %s graph for %d sequences: %w", m.Name(), n, err)
 	}
 	return p, nil
-}
-
-// checkBatch validates b and returns its number of sequences.
-func (m *GPT) checkBatch(b Batch) (int, error) {
-	T := m.cfg.Context
-	if b.X != nil {
-		return 0, fmt.Errorf("%w: gpt takes Tokens, not X", ErrBatch)
-	}
-	if len(b.Tokens)%T != 0 {
-		return 0, fmt.Errorf("%w: %d tokens is not a multiple of the context %d", ErrBatch, len(b.Tokens), T)
-	}
-	if len(b.Y) != len(b.Tokens) {
-		return 0, fmt.Errorf("%w: %d targets for %d tokens, want one target per token", ErrBatch, len(b.Y), len(b.Tokens))
-	}
-	if err := checkLabels(b.Tokens, m.cfg.Vocab, "token"); err != nil {
-		return 0, err
-	}
-	if err := checkLabels(b.Y, m.cfg.Vocab, "target"); err != nil {
-		return 0, err
-	}
-	return len(b.Tokens) / T, nil
-}
-
-// Grad writes dLoss/dθ for b (exactly BatchSize sequences of Context tokens, with one target per
-// token) into grad and returns the mean cross-entropy over all positions.
-func (m *GPT) Grad(b Batch, grad []float32) (float32, error) {
-	n, err := m.checkBatch(b)
-	if err != nil {
-		return 0, err
-	}
-	if n != m.cfg.Batch {
-		return 0, fmt.Errorf("%w: %d sequences, want batch size %d", ErrBatch, n, m.cfg.Batch)
-	}
-	if len(grad) != len(m.flat) {
-		return 0, fmt.Errorf("%w: %d, want %d", ErrGrad, len(grad), len(m.flat))
-	}
-	p := m.train
-	copy(p.tokens, b.Tokens)
-	V := m.cfg.Vocab
-	clear(p.onehot)
-	for i, y := range b.Y {
-		p.onehot[i*V+y] = 1
-	}
-	if err := p.run(); err != nil {
-		return 0, err
-	}
-	if err := p.copyGrads(m.layout, grad); err != nil {
-		return 0, err
-	}
-	return scalarF32(p.loss)
-}
-
-// Eval returns the summed next-token cross-entropy, the number of positions whose arg-max equals the
-// target, and the number of positions, over any number of sequences. It runs forward-only graphs of
-// EvalBatch sequences (a final partial chunk gets its own cached graph) and touches neither
-// parameters nor gradients.
-func (m *GPT) Eval(b Batch) (lossSum float64, correct, count int, err error) {
-	total, err := m.checkBatch(b)
-	if err != nil {
-		return 0, 0, 0, err
-	}
-	T, V := m.cfg.Context, m.cfg.Vocab
-	for start := 0; start < total; start += m.cfg.EvalBatch {
-		seqs := min(m.cfg.EvalBatch, total-start)
-		p, err := m.eval.get(seqs, m.cfg.EvalBatch, func(n int) (*lmProgram, error) { return m.build(n, false) })
-		if err != nil {
-			return 0, 0, 0, err
-		}
-		copy(p.tokens, b.Tokens[start*T:(start+seqs)*T])
-		if err := p.run(); err != nil {
-			return 0, 0, 0, err
-		}
-		logp, ok := p.logp.Data().([]float32)
-		if !ok {
-			return 0, 0, 0, fmt.Errorf("%w: log-probabilities have type %T", ErrGraph, p.logp.Data())
-		}
-		l, c := scoreRows(logp, V, b.Y[start*T:(start+seqs)*T], seqs*T)
-		lossSum += l
-		correct += c
-	}
-	return lossSum, correct, total * T, nil
 }
 
 // ParseGPTName parses "gpt:L-D-NH-T" or "gpt:L-D-NH-T-v<Vocab>" (as returned by Name) into the
