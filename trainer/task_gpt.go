@@ -48,64 +48,23 @@ func buildGPTTask(spec TaskSpec) (Task, TaskInfo, error) {
 	if err != nil {
 		return Task{}, TaskInfo{}, err
 	}
-	T := cfg.Context
-	var train []datasets.Speech
-	var val strings.Builder
-	for i, s := range play.Speeches {
-		if i%10 == 9 {
-			val.WriteString(s.Text)
-			val.WriteByte('\n')
-			continue
-		}
-		train = append(train, s)
-	}
-	groups := make([]string, len(train))
-	for i, s := range train {
-		groups[i] = s.Speaker
-	}
-	parts, pname, err := partition(spec, datasets.Samples{N: len(train), Groups: groups})
+	task, info, err := playTask(spec, play, cfg.Context, func(s string) []int { return ByteTokens([]byte(s)) })
 	if err != nil {
 		return Task{}, TaskInfo{}, err
 	}
-	info := TaskInfo{Source: "embedded: " + play.Title + " (bytes)", Partition: pname, TrainSamples: len(train)}
-	task := Task{TokensPerSample: T}
-	for i, part := range parts {
-		var text []byte
-		var speakers []string
-		var hashes []datasets.Hash
-		for _, j := range part {
-			text = append(text, train[j].Text...)
-			text = append(text, '\n')
-			speakers = append(speakers, train[j].Speaker)
-			hashes = append(hashes, datasets.HashText(train[j].Text))
-		}
-		fp := datasets.NewFingerprint(hashes)
-		info.Fingerprints = append(info.Fingerprints, fp.Digest[:])
-		src, err := NewByteSource(text, T, spec.Seed*1000003+uint64(i)+1)
-		if err != nil {
-			return Task{}, TaskInfo{}, fmt.Errorf("worker %d (%d speeches): %w", i, len(part), err)
-		}
-		task.Sources = append(task.Sources, src)
-		info.ShardSizes = append(info.ShardSizes, len(text))
-		info.ShardGroups = append(info.ShardGroups, uniqueSorted(speakers))
-	}
-	valToks := ByteTokens([]byte(val.String()))
-	var starts []int
-	for st := 0; st+T+1 <= len(valToks); st += T {
-		if spec.ValSamples > 0 && len(starts) == spec.ValSamples {
-			break
-		}
-		starts = append(starts, st)
-	}
-	TextBatch(&task.Val, valToks, T, starts)
-	info.ValSamples = len(starts)
-	cfg.Batch = spec.Batch
-	task.NewModel = func(seed uint64) (nn.Model, error) {
+	info.Source = "embedded: " + play.Title + " (bytes)"
+	task.NewModel = gptModel(cfg, spec.Batch)
+	return task, info, nil
+}
+
+// gptModel builds the task's GPT for a seed.
+func gptModel(cfg nn.GPTConfig, batch int) func(seed uint64) (nn.Model, error) {
+	cfg.Batch = batch
+	return func(seed uint64) (nn.Model, error) {
 		c := cfg
 		c.Seed = seed
 		return nn.NewGPT(c)
 	}
-	return task, info, nil
 }
 
 // buildGPTTextTask trains a byte-level GPT on any UTF-8 text: spec.DataDir names a text file or a
@@ -167,24 +126,10 @@ func buildGPTTextTask(spec TaskSpec, cfg nn.GPTConfig) (Task, TaskInfo, error) {
 		info.ShardSizes = append(info.ShardSizes, len(text))
 		info.TrainSamples += len(text) / T
 	}
-	valToks := ByteTokens(val)
-	var starts []int
-	for st := 0; st+T+1 <= len(valToks); st += T {
-		if spec.ValSamples > 0 && len(starts) == spec.ValSamples {
-			break
-		}
-		starts = append(starts, st)
-	}
-	if len(starts) == 0 {
+	info.ValSamples = valWindows(&task.Val, ByteTokens(val), T, spec.ValSamples)
+	if info.ValSamples == 0 {
 		return Task{}, TaskInfo{}, fmt.Errorf("--data %s: the last 10 %% (%d bytes) holds no validation window of %d bytes", spec.DataDir, len(val), T+1)
 	}
-	TextBatch(&task.Val, valToks, T, starts)
-	info.ValSamples = len(starts)
-	cfg.Batch = spec.Batch
-	task.NewModel = func(seed uint64) (nn.Model, error) {
-		c := cfg
-		c.Seed = seed
-		return nn.NewGPT(c)
-	}
+	task.NewModel = gptModel(cfg, spec.Batch)
 	return task, info, nil
 }

@@ -21,11 +21,31 @@ func buildCharLMTask(spec TaskSpec) (Task, TaskInfo, error) {
 	if spec.DataDir != "" && spec.DataDir != EmbeddedData {
 		return Task{}, TaskInfo{}, fmt.Errorf("charlm trains on the embedded play; --data is for Fashion-MNIST")
 	}
+	p := spec.Partition
+	if strings.HasPrefix(p, "dirichlet") {
+		return Task{}, TaskInfo{}, fmt.Errorf("partition %q needs labels; charlm takes iid or natural", p)
+	}
 	play, err := datasets.EmbeddedPlay()
 	if err != nil {
 		return Task{}, TaskInfo{}, err
 	}
 	vocab := datasets.NewVocab(play.Text())
+	task, info, err := playTask(spec, play, CharLMContext, vocab.Encode)
+	if err != nil {
+		return Task{}, TaskInfo{}, err
+	}
+	info.Source = "embedded: " + play.Title
+	batch, v := spec.Batch, vocab.Size()
+	task.NewModel = func(seed uint64) (nn.Model, error) {
+		return nn.NewCharLM(nn.CharLMConfig{Vocab: v, Context: CharLMContext, Batch: batch, Seed: seed})
+	}
+	return task, info, nil
+}
+
+// playTask builds a language-model task (all but the model) from a play: every tenth speech is
+// held out for validation, the others are split among spec.Workers (iid, or natural: by
+// speaker); encode turns text into the model's tokens, windows are context+1 tokens.
+func playTask(spec TaskSpec, play *datasets.Play, context int, encode func(string) []int) (Task, TaskInfo, error) {
 	var train []datasets.Speech
 	var val strings.Builder
 	for i, s := range play.Speeches {
@@ -40,28 +60,24 @@ func buildCharLMTask(spec TaskSpec) (Task, TaskInfo, error) {
 	for i, s := range train {
 		groups[i] = s.Speaker
 	}
-	p := spec.Partition
-	if strings.HasPrefix(p, "dirichlet") {
-		return Task{}, TaskInfo{}, fmt.Errorf("partition %q needs labels; charlm takes iid or natural", p)
-	}
 	parts, pname, err := partition(spec, datasets.Samples{N: len(train), Groups: groups})
 	if err != nil {
 		return Task{}, TaskInfo{}, err
 	}
-	info := TaskInfo{Source: "embedded: " + play.Title, Partition: pname, TrainSamples: len(train)}
-	task := Task{TokensPerSample: CharLMContext}
+	info := TaskInfo{Partition: pname, TrainSamples: len(train)}
+	task := Task{TokensPerSample: context}
 	for i, part := range parts {
 		var toks []int
 		var speakers []string
 		var hashes []datasets.Hash
 		for _, j := range part {
-			toks = vocab.AppendEncode(toks, train[j].Text+"\n")
+			toks = append(toks, encode(train[j].Text+"\n")...)
 			speakers = append(speakers, train[j].Speaker)
 			hashes = append(hashes, datasets.HashText(train[j].Text))
 		}
 		fp := datasets.NewFingerprint(hashes)
 		info.Fingerprints = append(info.Fingerprints, fp.Digest[:])
-		src, err := NewTextSource(toks, CharLMContext, spec.Seed*1000003+uint64(i)+1)
+		src, err := NewTextSource(toks, context, spec.Seed*1000003+uint64(i)+1)
 		if err != nil {
 			return Task{}, TaskInfo{}, fmt.Errorf("worker %d (%d speeches): %w", i, len(part), err)
 		}
@@ -69,21 +85,22 @@ func buildCharLMTask(spec TaskSpec) (Task, TaskInfo, error) {
 		info.ShardSizes = append(info.ShardSizes, len(toks))
 		info.ShardGroups = append(info.ShardGroups, uniqueSorted(speakers))
 	}
-	valToks := vocab.Encode(val.String())
+	info.ValSamples = valWindows(&task.Val, encode(val.String()), context, spec.ValSamples)
+	return task, info, nil
+}
+
+// valWindows fills val with consecutive, non-overlapping windows of context+1 tokens of toks (at
+// most max of them; 0: all) and returns how many.
+func valWindows(val *nn.Batch, toks []int, context, max int) int {
 	var starts []int
-	for st := 0; st+CharLMContext+1 <= len(valToks); st += CharLMContext {
-		if spec.ValSamples > 0 && len(starts) == spec.ValSamples {
+	for st := 0; st+context+1 <= len(toks); st += context {
+		if max > 0 && len(starts) == max {
 			break
 		}
 		starts = append(starts, st)
 	}
-	TextBatch(&task.Val, valToks, CharLMContext, starts)
-	info.ValSamples = len(starts)
-	batch, v := spec.Batch, vocab.Size()
-	task.NewModel = func(seed uint64) (nn.Model, error) {
-		return nn.NewCharLM(nn.CharLMConfig{Vocab: v, Context: CharLMContext, Batch: batch, Seed: seed})
-	}
-	return task, info, nil
+	TextBatch(val, toks, context, starts)
+	return len(starts)
 }
 
 func uniqueSorted(xs []string) []string {
