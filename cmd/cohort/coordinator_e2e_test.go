@@ -5,7 +5,6 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"fmt"
-	"github.com/cohortlab/cohort/client"
 	"net"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cohortlab/cohort/client"
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/internal/forge"

@@ -24,23 +24,8 @@ import (
 // whose hash is the one the round recorded. (About two seconds.)
 func TestExportFromCoordinator(t *testing.T) {
 	addr := startCoordinator(t)
-	cl := memberClient(t, []string{addr}, "alice")
+	cl := cohortOf(t, addr, 100, "tiny", "mlp:784-8-10", consensus.Hyperparams{InnerSteps: 3, Rounds: 1})
 	bg := context.Background()
-	eventually(t, 10*time.Second, "register", func() error { return cl.EnsureRegistered(bg, "alice", []string{"alice"}) })
-	fundAndGrant(t, addr, 100, cl)
-	res, err := cl.Submit(bg, &consensus.ProposeBody{Name: "tiny", Model: "mlp:784-8-10", Dataset: "fashion-mnist",
-		Params: consensus.Hyperparams{InnerSteps: 3, Rounds: 1}, RewardPool: 100,
-		MinMembers: 2, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 300})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.Submit(bg, &consensus.VoteBody{Proposal: res.ID, Yes: true}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 10*time.Second, "cohort 1", func() error {
-		_, err := cl.Query(bg, protocol.Query{What: protocol.QueryCohort, ID: 1})
-		return err
-	})
 
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(bg)

@@ -2,12 +2,13 @@ package main
 
 import (
 	"context"
-	"github.com/cohortlab/cohort/client"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cohortlab/cohort/client"
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator"
@@ -43,23 +44,8 @@ func startCoordinator(t *testing.T) string {
 // shape needed — and commits nothing: the member is neither registered nor in the cohort.
 func TestJoinRefusesDataTheModelCannotTrainOn(t *testing.T) {
 	addr := startCoordinator(t)
-	cl := memberClient(t, []string{addr}, "alice")
+	cl := cohortOf(t, addr, 100, "fmnist", "mlp:784-32-10", consensus.Hyperparams{InnerSteps: 5, Rounds: 2})
 	bg := context.Background()
-	eventually(t, 10*time.Second, "register", func() error { return cl.EnsureRegistered(bg, "alice", []string{"alice"}) })
-	fundAndGrant(t, addr, 100, cl)
-	res, err := cl.Submit(bg, &consensus.ProposeBody{Name: "fmnist", Model: "mlp:784-32-10", Dataset: "fashion-mnist",
-		Params: consensus.Hyperparams{InnerSteps: 5, Rounds: 2}, RewardPool: 100,
-		MinMembers: 2, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 300})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.Submit(bg, &consensus.VoteBody{Proposal: res.ID, Yes: true}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 10*time.Second, "cohort 1", func() error {
-		_, err := cl.Query(bg, protocol.Query{What: protocol.QueryCohort, ID: 1})
-		return err
-	})
 
 	dir := t.TempDir()
 	shard := filepath.Join(dir, "small")
@@ -76,7 +62,7 @@ func TestJoinRefusesDataTheModelCannotTrainOn(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	_, err = run(t, "join", "--coordinator", addr, "--cohort", "1", "--key", key, "--data", shard, "--contributor", "bob")
+	_, err := run(t, "join", "--coordinator", addr, "--cohort", "1", "--key", key, "--data", shard, "--contributor", "bob")
 	if err == nil {
 		t.Fatal("join with 10x10 images for a 28x28 model: no error")
 	}
@@ -132,4 +118,27 @@ func fundAndGrant(t *testing.T, addr string, pool uint64, members ...*client.Cli
 	if _, err := op.Submit(bg, &consensus.FundBody{Amount: pool}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// cohortOf has alice, a funded member with a vote, propose model with params and pass it on the
+// coordinator at addr, and waits for cohort 1 (minimum 2 members). It returns alice's client.
+func cohortOf(t *testing.T, addr string, pool uint64, name, model string, params consensus.Hyperparams) *client.Client {
+	t.Helper()
+	cl := memberClient(t, []string{addr}, "alice")
+	bg := context.Background()
+	eventually(t, 10*time.Second, "register", func() error { return cl.EnsureRegistered(bg, "alice", []string{"alice"}) })
+	fundAndGrant(t, addr, pool, cl)
+	res, err := cl.Submit(bg, &consensus.ProposeBody{Name: name, Model: model, Dataset: "fashion-mnist",
+		Params: params, RewardPool: pool, MinMembers: 2, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Submit(bg, &consensus.VoteBody{Proposal: res.ID, Yes: true}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "cohort 1", func() error {
+		_, err := cl.Query(bg, protocol.Query{What: protocol.QueryCohort, ID: 1})
+		return err
+	})
+	return cl
 }

@@ -11,11 +11,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator/report"
-	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -23,23 +21,8 @@ import (
 // one member, in every format, with --plot.
 func TestReportCommand(t *testing.T) {
 	addr := startCoordinator(t)
-	cl := memberClient(t, []string{addr}, "alice")
+	cl := cohortOf(t, addr, 1000, "fmnist-mlp", "mlp:784-256-10", consensus.Hyperparams{InnerSteps: 50, Rounds: 10, Codec: "topk:0.01+q4"})
 	bg := context.Background()
-	eventually(t, 10*time.Second, "register", func() error { return cl.EnsureRegistered(bg, "alice", []string{"alice"}) })
-	fundAndGrant(t, addr, 1000, cl)
-	res, err := cl.Submit(bg, &consensus.ProposeBody{Name: "fmnist-mlp", Model: "mlp:784-256-10", Dataset: "fashion-mnist",
-		Params: consensus.Hyperparams{InnerSteps: 50, Rounds: 10, Codec: "topk:0.01+q4"}, RewardPool: 1000,
-		MinMembers: 2, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 300})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.Submit(bg, &consensus.VoteBody{Proposal: res.ID, Yes: true}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 10*time.Second, "cohort 1", func() error {
-		_, err := cl.Query(bg, protocol.Query{What: protocol.QueryCohort, ID: 1})
-		return err
-	})
 	if _, err := cl.Submit(bg, &consensus.JoinBody{Cohort: 1, Contributors: []consensus.ContributorData{
 		{Name: "alice", Fingerprint: make([]byte, 32), Samples: 321}}}); err != nil {
 		t.Fatal(err)
