@@ -305,24 +305,8 @@ func (m *GPT) build(n int, training bool) (*lmProgram, error) {
 		g := G.NewGraph()
 		params := graphParams(g, m.layout, m.flat)
 
-		p.tokens = make([]int, N)
-		tok := G.NewVector(g, tensor.Int, G.WithShape(N), G.WithName("tokens"),
-			G.WithValue(tensor.New(tensor.WithShape(N), tensor.WithBacking(p.tokens))))
-		posIdx := make([]int, N)
-		for i := range posIdx {
-			posIdx[i] = i % T
-		}
-		pos := G.NewVector(g, tensor.Int, G.WithShape(N), G.WithName("positions"),
-			G.WithValue(tensor.New(tensor.WithShape(N), tensor.WithBacking(posIdx))))
-		maskVals := make([]float32, n*NH*T*T)
-		for s := 0; s < n*NH; s++ {
-			for i := 0; i < T; i++ {
-				for j := i + 1; j < T; j++ {
-					maskVals[(s*T+i)*T+j] = -1e9
-				}
-			}
-		}
-		mask := G.NewConstant(tensor.New(tensor.WithShape(n*NH, T, T), tensor.WithBacking(maskVals)), G.WithName("causalmask"))
+		tok, pos := lmInputs(g, p, N, T)
+		mask := causalMask(n*NH, T)
 		scale := G.NewConstant(float32(1 / math.Sqrt(float64(hd))))
 
 		var err error

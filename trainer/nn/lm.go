@@ -29,6 +29,35 @@ type lm struct {
 	graphFor func(n int, training bool) (*lmProgram, error)
 }
 
+// lmInputs binds p.tokens (the token ids of N = n·T positions) and the positions 0..T−1 of every
+// sequence as the graph's index inputs.
+func lmInputs(g *G.ExprGraph, p *lmProgram, N, T int) (tok, pos *G.Node) {
+	p.tokens = make([]int, N)
+	tok = G.NewVector(g, tensor.Int, G.WithShape(N), G.WithName("tokens"),
+		G.WithValue(tensor.New(tensor.WithShape(N), tensor.WithBacking(p.tokens))))
+	posIdx := make([]int, N)
+	for i := range posIdx {
+		posIdx[i] = i % T
+	}
+	pos = G.NewVector(g, tensor.Int, G.WithShape(N), G.WithName("positions"),
+		G.WithValue(tensor.New(tensor.WithShape(N), tensor.WithBacking(posIdx))))
+	return tok, pos
+}
+
+// causalMask is a constant [count, T, T] of −1e9 above the diagonal: added to count score matrices
+// before the softmax, it keeps every position from attending to later ones.
+func causalMask(count, T int) *G.Node {
+	vals := make([]float32, count*T*T)
+	for s := 0; s < count; s++ {
+		for i := 0; i < T; i++ {
+			for j := i + 1; j < T; j++ {
+				vals[(s*T+i)*T+j] = -1e9
+			}
+		}
+	}
+	return G.NewConstant(tensor.New(tensor.WithShape(count, T, T), tensor.WithBacking(vals)), G.WithName("causalmask"))
+}
+
 // finishLM completes a language model's graph from its log-probabilities [N, V] and compiles it:
 // forward-only, or with the mean next-token cross-entropy against one-hot targets bound to
 // p.onehot, differentiated with respect to params.
