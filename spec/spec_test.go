@@ -72,7 +72,9 @@ func TestInner(t *testing.T) {
 		want string // "" = valid
 	}{
 		{func(h *consensus.Hyperparams) {}, ""},
-		{func(h *consensus.Hyperparams) { h.InnerLR, h.Schedule, h.Warmup, h.ClipNorm, h.WeightDecay = "6e-4", "cosine", 100, "1", "0.1" }, ""},
+		{func(h *consensus.Hyperparams) {
+			h.InnerLR, h.Schedule, h.Warmup, h.ClipNorm, h.WeightDecay = "6e-4", "cosine", 100, "1", "0.1"
+		}, ""},
 		{func(h *consensus.Hyperparams) { h.Warmup = 1000 }, ""},
 		{func(h *consensus.Hyperparams) { h.Warmup = 1001 }, "warm-up of 1001 steps is longer than the cohort's 20 rounds × 50 inner steps"},
 		{func(h *consensus.Hyperparams) { h.InnerLR = "0" }, `inner lr "0"`},
