@@ -47,3 +47,42 @@ func featureShape(n int) string {
 	}
 	return fmt.Sprintf("%d features per sample", n)
 }
+
+// languageModel is a model that takes windows of Context tokens out of Vocab (nn.GPT, nn.CharLM).
+type languageModel interface {
+	Context() int
+	Vocab() int
+}
+
+// ByteVocab is the vocabulary of a byte-level language model: a text shard's tokens are its
+// bytes.
+const ByteVocab = 256
+
+// TextFits reports (nil) whether the cohort's model can train on a text shard of size bytes: a
+// byte-level language model (vocabulary ByteVocab) and a shard of at least one window, Context+1
+// bytes. The error, wrapping ErrDataMismatch, states what the model takes and what the shard
+// holds.
+func TextFits(model nn.Model, size int) error {
+	lm, ok := model.(languageModel)
+	if !ok {
+		return fmt.Errorf("%w: %s does not take text (it trains on images), this is %d bytes of text", ErrDataMismatch, model.Name(), size)
+	}
+	if lm.Vocab() != ByteVocab {
+		return fmt.Errorf("%w: %s is a language model over %d tokens, not bytes: text shards train byte-level models (vocabulary %d)",
+			ErrDataMismatch, model.Name(), lm.Vocab(), ByteVocab)
+	}
+	if size < lm.Context()+1 {
+		return fmt.Errorf("%w: %d bytes of text, the model %s needs at least %d (one window of its context %d plus the next byte)",
+			ErrDataMismatch, size, model.Name(), lm.Context()+1, lm.Context())
+	}
+	return nil
+}
+
+// TextSamples is the number of samples a text shard of size bytes registers for a language model
+// with context T: its non-overlapping windows, size/T (the training samples a text task counts).
+func TextSamples(size, context int) uint64 {
+	if context <= 0 || size <= 0 {
+		return 0
+	}
+	return uint64(size / context)
+}

@@ -47,3 +47,48 @@ func TestImagesFit(t *testing.T) {
 		}
 	}
 }
+
+// TestTextFits: a text shard is for byte-level language models only, and must hold one window.
+func TestTextFits(t *testing.T) {
+	for _, tc := range []struct {
+		model string
+		size  int
+		want  string // "" = fits
+	}{
+		{"gpt:1-32-2-32", 33, ""},
+		{"gpt:1-32-2-32", 1 << 20, ""},
+		{"gpt:1-32-2-32", 32, "32 bytes of text, the model gpt:1-32-2-32 needs at least 33 (one window of its context 32 plus the next byte)"},
+		{"gpt:1-16-2-64", 10, "needs at least 65"},
+		{"mlp:784-256-10", 5000, "mlp:784-256-10 does not take text (it trains on images), this is 5000 bytes of text"},
+		{"charlm", 5000, "not bytes: text shards train byte-level models (vocabulary 256)"},
+	} {
+		model, err := trainer.NewModel(tc.model, 0, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = TextFits(model, tc.size)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%s, %d bytes: %v", tc.model, tc.size, err)
+			}
+			continue
+		}
+		if !errors.Is(err, ErrDataMismatch) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s, %d bytes: error %v, want ErrDataMismatch containing %q", tc.model, tc.size, err, tc.want)
+		}
+	}
+}
+
+// TestTextSamples: a text shard registers its non-overlapping windows, as a text task counts them.
+func TestTextSamples(t *testing.T) {
+	for _, tc := range []struct {
+		size, context int
+		want          uint64
+	}{
+		{33, 32, 1}, {64, 32, 2}, {1000, 64, 15}, {31, 32, 0}, {0, 32, 0}, {100, 0, 0}, {-5, 8, 0},
+	} {
+		if got := TextSamples(tc.size, tc.context); got != tc.want {
+			t.Errorf("TextSamples(%d, %d) = %d, want %d", tc.size, tc.context, got, tc.want)
+		}
+	}
+}
