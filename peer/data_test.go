@@ -92,3 +92,52 @@ func TestTextSamples(t *testing.T) {
 		}
 	}
 }
+
+// TestBindText: every shard registers its own fingerprint and windows, the source draws from all
+// of the text, and a shard the model cannot train on is named in the refusal.
+func TestBindText(t *testing.T) {
+	doc := func(name string, n int) datasets.Document {
+		return datasets.Document{Name: name, Text: strings.Repeat("ROMEO:\nabc déf\n\n", n)[:n]}
+	}
+	alice := TextShard{Contributor: "alice", Path: "shards/peer-1", Docs: []datasets.Document{doc("a.txt", 100), doc("b.txt", 60)}}
+	bob := TextShard{Contributor: "bob", Path: "shards/peer-2/bob.txt", Docs: []datasets.Document{doc("bob.txt", 70)}}
+	gpt, err := trainer.NewModel("gpt:1-32-2-32", 0, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, cs, err := BindText([]TextShard{alice, bob}, 3)(gpt)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src.Len() != 160+70-32 {
+		t.Errorf("source of %d windows, want %d", src.Len(), 160+70-32)
+	}
+	for i, want := range []struct {
+		name    string
+		samples uint64
+		shard   TextShard
+	}{{"alice", 5, alice}, {"bob", 2, bob}} {
+		fp := datasets.TextFingerprint(want.shard.Docs)
+		if cs[i].Name != want.name || cs[i].Samples != want.samples || string(cs[i].Fingerprint) != string(fp.Digest[:]) {
+			t.Errorf("contributor %d: %+v, want %s with %d samples", i, cs[i], want.name, want.samples)
+		}
+	}
+	for _, tc := range []struct {
+		model  string
+		shards []TextShard
+		want   string
+	}{
+		{"gpt:1-32-2-32", []TextShard{alice, {Contributor: "carol", Path: "carol.txt", Docs: []datasets.Document{doc("c.txt", 20)}}}, "carol.txt: data does not fit the model: 20 bytes"},
+		{"mlp:784-16-10", []TextShard{alice}, "shards/peer-1: data does not fit the model: mlp:784-16-10 does not take text"},
+		{"gpt:1-32-2-32", nil, "no text shards"},
+	} {
+		model, err := trainer.NewModel(tc.model, 0, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _, err = BindText(tc.shards, 1)(model)
+		if !errors.Is(err, ErrDataMismatch) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want ErrDataMismatch containing %q", tc.model, err, tc.want)
+		}
+	}
+}

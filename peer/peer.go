@@ -611,3 +611,6 @@ func forEach(n int, f func(i int)) {
 	}
 	wg.Wait()
 }
+
+// Contributors are the contributors the peer registers (after Join: as Config.Bind made them).
+func (p *Peer) Contributors() []Contributor { return p.cfg.Contributors }
