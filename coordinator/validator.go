@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"sync"
 	"time"
 
@@ -21,9 +22,15 @@ import (
 // of K micro-batches (for scoring updates) and the validation loss and accuracy (for reports).
 // Zero values mean the defaults.
 type ValidationConfig struct {
-	// Data is where the validation split is loaded from (trainer.TaskSpec.DataDir: "" = the
-	// system's Fashion-MNIST if installed, else the embedded subset; "embedded"; or a directory).
+	// Data is where image models' (mlp) validation split is loaded from (trainer.TaskSpec.DataDir:
+	// "" = the system's Fashion-MNIST if installed, else the embedded subset; "embedded"; or a
+	// directory).
 	Data string
+	// Text is where byte-level language models' (gpt) validation text is loaded from: a UTF-8 file
+	// or a directory of .txt files, whose last 10 % validates (trainer.ValidationFor); "" or
+	// "embedded" = the embedded play. A proposal's ValidationHash must match what it gives. One
+	// coordinator thus serves image and text proposals.
+	Text string
 	// Samples caps the validation split; default 1000.
 	Samples int
 	// Batches is K, the number of validation micro-batches per round; default 8.
@@ -48,6 +55,18 @@ func (c ValidationConfig) withDefaults() ValidationConfig {
 		c.BatchSize = 64
 	}
 	return c
+}
+
+// dataFor is where the validation split of model is loaded from: Text for a GPT, Data for
+// the others (the character model takes the embedded play whatever Data says).
+func (c ValidationConfig) dataFor(model string) string {
+	if strings.HasPrefix(model, "gpt:") {
+		return c.Text
+	}
+	if model == "charlm" {
+		return ""
+	}
+	return c.Data
 }
 
 // validator measures one cohort's models. It is safe for concurrent use.
@@ -77,7 +96,7 @@ func newValidator(cfg ValidationConfig, p consensus.Proposal) (*validator, error
 	if cfg.Off {
 		return nil, fmt.Errorf("validation is off on this coordinator")
 	}
-	val, err := trainer.ValidationFor(p.Model, cfg.Data, cfg.Samples)
+	val, err := trainer.ValidationFor(p.Model, cfg.dataFor(p.Model), cfg.Samples)
 	if err != nil {
 		return nil, err
 	}

@@ -40,10 +40,16 @@ type Config struct {
 	Worker func(Worker) Worker
 	// Cohort to join. Required.
 	Cohort uint64
-	// Contributors whose data Source draws from. Required.
+	// Contributors whose data Source draws from. Required unless Bind is set.
 	Contributors []Contributor
-	// Source yields the training batches. Required.
+	// Source yields the training batches. Required unless Bind is set.
 	Source trainer.Source
+	// Bind, if set, builds Source and Contributors for the cohort's model once Join has built it:
+	// for data whose samples depend on the model (a text shard's windows and sample count depend
+	// on its context). Join calls it before it registers the member or submits the join; its error
+	// (ErrDataMismatch for data the model cannot train on, see TextFits) refuses the join with
+	// nothing committed. What it returns replaces Source and Contributors.
+	Bind func(model nn.Model) (trainer.Source, []Contributor, error)
 	// Fits, if set, reports whether Source's data suits the cohort's model (ImagesFit for image
 	// shards). Join calls it with the model the cohort's proposal names before it registers the
 	// member or submits the join: data the model cannot train on is refused before anything is
@@ -89,9 +95,9 @@ func (c Config) Validate() error {
 		return errors.New("peer: no coordinator client")
 	case c.Cohort == 0:
 		return errors.New("peer: no cohort")
-	case len(c.Contributors) == 0:
+	case len(c.Contributors) == 0 && c.Bind == nil:
 		return errors.New("peer: no contributors")
-	case c.Source == nil:
+	case c.Source == nil && c.Bind == nil:
 		return errors.New("peer: no data")
 	case c.Overlap < 0:
 		return fmt.Errorf("peer: overlap %d steps: want ≥ 0", c.Overlap)
@@ -145,7 +151,7 @@ func New(cfg Config) (*Peer, error) {
 }
 
 // Join reads the cohort's proposal and builds its model, checks the data against it
-// (Config.Fits), then registers the member (with its contributor names) and joins the cohort
+// (Config.Bind, Config.Fits), then registers the member (with its contributor names) and joins the cohort
 // with their data. Joining twice is harmless.
 func (p *Peer) Join(ctx context.Context) error {
 	if err := p.setup(ctx); err != nil {
@@ -191,6 +197,16 @@ func (p *Peer) setup(ctx context.Context) error {
 	model, err := trainer.NewModel(p.prop.Model, p.cfg.Batch, ts.Seed)
 	if err != nil {
 		return err
+	}
+	if p.cfg.Bind != nil {
+		src, contributors, err := p.cfg.Bind(model)
+		if err != nil {
+			return fmt.Errorf("cohort %d: %w", p.cfg.Cohort, err)
+		}
+		if src == nil || len(contributors) == 0 {
+			return fmt.Errorf("peer: cohort %d: binding the data to %s gave no source or no contributors", p.cfg.Cohort, model.Name())
+		}
+		p.cfg.Source, p.cfg.Contributors = src, contributors
 	}
 	if p.worker, err = trainer.NewWorker(model, p.cfg.Source, trainer.WorkerConfig{Inner: ts.Inner, Outer: ts.Outer}); err != nil {
 		return err
@@ -595,3 +611,6 @@ func forEach(n int, f func(i int)) {
 	}
 	wg.Wait()
 }
+
+// Contributors are the contributors the peer registers (after Join: as Config.Bind made them).
+func (p *Peer) Contributors() []Contributor { return p.cfg.Contributors }

@@ -2,9 +2,11 @@ package peer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -13,6 +15,7 @@ import (
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/trainer"
+	"github.com/cohortlab/cohort/trainer/nn"
 )
 
 // params is the test model's parameter count.
@@ -384,5 +387,37 @@ func TestLearningRateFollowsTheCohortStep(t *testing.T) {
 	}
 	if ts.Inner.LRAt(2*testH) == ts.Inner.LRAt(0) {
 		t.Fatal("the test's schedule does not tell step 0 from step 2·H")
+	}
+}
+
+// TestBindBeforeCommit: Bind sees the cohort's model before anything is committed; its error
+// refuses the join with nothing registered, and what it returns is the data the peer trains on
+// and registers.
+func TestBindBeforeCommit(t *testing.T) {
+	f := newFake(t, "q8")
+	p, err := New(Config{Name: "member", Coordinators: f, Cohort: testCohort, Batch: testBatch, Logger: quiet(),
+		Bind: func(model nn.Model) (trainer.Source, []Contributor, error) {
+			return nil, nil, fmt.Errorf("shard: %w: %s does not take it", ErrDataMismatch, model.Name())
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Join(context.Background()); !errors.Is(err, ErrDataMismatch) || !strings.Contains(err.Error(), testModel) {
+		t.Fatalf("join: %v, want ErrDataMismatch naming %s", err, testModel)
+	}
+	if f.registered != 0 || f.joins != 0 {
+		t.Fatalf("a refused bind registered %d times and joined %d times", f.registered, f.joins)
+	}
+	var bound string
+	f2 := newFake(t, "q8")
+	p = newTestPeer(t, f2, func(c *Config) {
+		c.Source, c.Contributors = nil, nil
+		c.Bind = func(model nn.Model) (trainer.Source, []Contributor, error) {
+			bound = model.Name()
+			return testSource(t), []Contributor{{Name: "bob", Fingerprint: []byte{2}, Samples: 9}}, nil
+		}
+	})
+	if bound != testModel || f2.joins != 1 || p.cfg.Contributors[0].Name != "bob" || p.cfg.Source == nil {
+		t.Fatalf("bound to %q, %d joins, contributors %+v", bound, f2.joins, p.cfg.Contributors)
 	}
 }

@@ -131,7 +131,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		srv, err := coordinator.New(coordinator.Config{ID: p.ID, Dir: filepath.Join(dir, p.ID), Listen: p.Addr,
 			PacketConn: socks[i].UDP, RaftListener: socks[i].TCP, Peers: peers,
 			Identity: id, Logger: log, Rounds: coordinator.RoundConfig{Timeout: cfg.RoundTimeout}, Tick: 100 * time.Millisecond,
-			Validation: coordinator.ValidationConfig{Data: cfg.DataDir, Samples: cfg.ValSamples, LoadDelay: cfg.SlowValidator},
+			Validation: coordinator.ValidationConfig{Data: cfg.DataDir, Text: cfg.DataDir, Samples: cfg.ValSamples, LoadDelay: cfg.SlowValidator},
 			// Raft's own default timeouts: every coordinator and peer shares this machine's cores,
 			// and the node's tighter defaults (250 ms lease) make a loaded leader step down.
 			Raft: consensus.Config{HeartbeatTimeout: 2 * time.Second, ElectionTimeout: 2 * time.Second, LeaderLeaseTimeout: time.Second},

@@ -29,6 +29,7 @@ import (
 	"github.com/cohortlab/cohort/coordinator/report"
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/spec"
+	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -92,7 +93,7 @@ func coordinatorCommand() *cli.Command {
 			&cli.Uint64Flag{Name: "snapshot-threshold", Usage: "log entries between snapshots (default 8192)", EnvVars: envVars("snapshot_threshold")},
 			&cli.Uint64Flag{Name: "trailing-logs", Usage: "log entries kept after a snapshot (default 10240); a follower further behind gets the snapshot", EnvVars: envVars("trailing_logs")},
 			&cli.DurationFlag{Name: "snapshot-interval", Usage: "how often to check whether to snapshot (default 120s)", EnvVars: envVars("snapshot_interval")},
-			&cli.StringFlag{Name: "data", Usage: "where the validator loads proposals' validation splits: a Fashion-MNIST directory, or \"embedded\" (default: the system copy if installed, else the embedded subset)", EnvVars: envVars("data")},
+			&cli.StringSliceFlag{Name: "data", Usage: "where the validator loads proposals' validation splits (repeatable, one of each kind): a Fashion-MNIST directory or \"embedded\" for image models (default: the system copy if installed, else the embedded subset), and a UTF-8 text file or directory of .txt files for gpt models, whose last 10 % validates (default: the embedded play); a text proposal must be proposed with the same text (cohort propose --data)", EnvVars: envVars("data")},
 			&cli.IntFlag{Name: "val-samples", Value: 1000, Usage: "validation samples the validator scores updates on", EnvVars: envVars("val_samples")},
 			&cli.StringFlag{Name: "http", Usage: "serve the read-only dashboard and /metrics at HOST:PORT (TCP; off if empty)", EnvVars: envVars("http")},
 		},
@@ -154,9 +155,14 @@ func runCoordinator(c *cli.Context) error {
 			return err
 		}
 	}
+	val, err := validationData(c.StringSlice("data"))
+	if err != nil {
+		return fmt.Errorf("coordinator: %w", err)
+	}
+	val.Samples = c.Int("val-samples")
 	srv, err := coordinator.New(coordinator.Config{ID: c.String("id"), Dir: dir, Listen: c.String("listen"), Peers: peers,
 		PacketConn: pc, RaftListener: ln,
-		Validation: coordinator.ValidationConfig{Data: c.String("data"), Samples: c.Int("val-samples")},
+		Validation: val,
 		Join:       join, JoinKey: joinKey, Identity: id, Raft: rc, HTTP: c.String("http")})
 	if err != nil {
 		return err
@@ -166,6 +172,27 @@ func runCoordinator(c *cli.Context) error {
 	defer stop()
 	slog.Info("coordinator running", "id", c.String("id"), "listen", srv.Addr(), "key", srv.KeyID(), "dir", dir)
 	return srv.Run(ctx)
+}
+
+// validationData sorts the coordinator's --data paths by kind: text (a file or a directory of
+// .txt files) for language models, the others (Fashion-MNIST directories, "embedded") for image
+// models; at most one of each.
+func validationData(paths []string) (coordinator.ValidationConfig, error) {
+	var cfg coordinator.ValidationConfig
+	for _, p := range paths {
+		if p == "" {
+			return cfg, errors.New("--data: empty path")
+		}
+		slot, kind := &cfg.Data, "image"
+		if isTextData(p) {
+			slot, kind = &cfg.Text, "text"
+		}
+		if *slot != "" {
+			return cfg, fmt.Errorf("--data %s and --data %s are both %s data: give at most one of each kind", *slot, p, kind)
+		}
+		*slot = p
+	}
+	return cfg, nil
 }
 
 // parseListenFDs parses --listen-fds "UDP,TCP" (nil when empty): two distinct descriptors past
@@ -336,11 +363,21 @@ func proposeCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "propose",
 		Usage: "propose a community model; members vote on it",
+		Description: `With --data the proposal records the hash of its validation split (the Fashion-MNIST test
+   split, or for a gpt model the last 10 % of the text), capped at --val-samples: every coordinator
+   must then be started with the same data (cohort coordinator --data, --val-samples), or its
+   validator refuses the proposal and its rounds go unscored.
+
+   Example:
+     cohort propose --coordinator 127.0.0.1:7001 --key alice.key --name shakespeare --model gpt:2-64-4-64 \
+       --data path/to/input.txt --rounds 20 --inner-steps 50`,
 		Flags: append(append(clientFlags(true),
 			&cli.StringFlag{Name: "name", Required: true, Usage: "proposal name, e.g. fmnist-mlp", EnvVars: envVars("proposal_name")},
 			&cli.StringFlag{Name: "model", Value: "mlp:784-256-10", Usage: "model spec", EnvVars: envVars("model")},
-			&cli.StringFlag{Name: "dataset", Value: "fashion-mnist", Usage: "dataset reference", EnvVars: envVars("dataset")},
-			&cli.StringFlag{Name: "validation-hash", Usage: "hex SHA-256 of the held-out validation split", EnvVars: envVars("validation_hash")},
+			&cli.StringFlag{Name: "dataset", Usage: "dataset reference (default: a description of --data, else fashion-mnist or the embedded play)", EnvVars: envVars("dataset")},
+			&cli.StringFlag{Name: "validation-hash", Usage: "hex SHA-256 of the held-out validation split (computed from --data if given)", EnvVars: envVars("validation_hash")},
+			&cli.StringFlag{Name: "data", Usage: "the validation data the coordinators hold: a Fashion-MNIST directory or \"embedded\", or for gpt models a text file or directory of .txt files; sets the validation hash", EnvVars: envVars("data")},
+			&cli.IntFlag{Name: "val-samples", Value: 1000, Usage: "validation samples, as the coordinators' --val-samples", EnvVars: envVars("val_samples")},
 			&cli.UintFlag{Name: "rounds", Value: uint(spec.Defaults.Rounds), Usage: "outer rounds", EnvVars: envVars("rounds")},
 			&cli.UintFlag{Name: "inner-steps", Value: uint(spec.Defaults.InnerSteps), Usage: "inner steps H", EnvVars: envVars("inner_steps")},
 			&cli.StringFlag{Name: "codec", Value: spec.Defaults.Codec, Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
@@ -358,7 +395,7 @@ func proposeCommand() *cli.Command {
 				return fmt.Errorf("propose: unexpected argument %q", c.Args().First())
 			}
 			if err := checkFlags(c, "propose", append([]bound{between("rounds", 1, spec.MaxRounds), between("inner-steps", 1, spec.MaxInnerSteps),
-				between("min-members", 1, math.MaxUint32)}, innerBounds()...)...); err != nil {
+				between("min-members", 1, math.MaxUint32), between("val-samples", 1, maxValSamples)}, innerBounds()...)...); err != nil {
 				return err
 			}
 			var vh []byte
@@ -368,6 +405,23 @@ func proposeCommand() *cli.Command {
 					return fmt.Errorf("propose: --validation-hash %q: want 64 hex digits", s)
 				}
 				vh = b
+			}
+			dataset := c.String("dataset")
+			if data := c.String("data"); data != "" {
+				h, desc, err := validationOf(c.String("model"), data, c.Int("val-samples"))
+				if err != nil {
+					return fmt.Errorf("propose: --data %s: %w", data, err)
+				}
+				if vh != nil && string(vh) != string(h[:]) {
+					return fmt.Errorf("propose: --validation-hash %x is not the hash %x of --data %s's validation split", vh, h, data)
+				}
+				vh = h[:]
+				if dataset == "" {
+					dataset = desc
+				}
+			}
+			if dataset == "" {
+				dataset = defaultDataset(c.String("model"))
 			}
 			q, th := c.Float64("quorum"), c.Float64("threshold")
 			if !(q >= 0 && q <= 1) || !(th >= 0 && th <= 1) {
@@ -395,7 +449,7 @@ func proposeCommand() *cli.Command {
 			}
 			defer cl.Close()
 			res, err := cl.Submit(c.Context, &consensus.ProposeBody{
-				Name: c.String("name"), Model: c.String("model"), Dataset: c.String("dataset"), ValidationHash: vh,
+				Name: c.String("name"), Model: c.String("model"), Dataset: dataset, ValidationHash: vh,
 				Params:     params,
 				RewardPool: c.Uint64("reward-pool"), MinMembers: uint32(c.Uint("min-members")), MaxMembers: uint32(c.Uint("max-members")),
 				QuorumBP: uint32(q*10000 + 0.5), ThresholdBP: uint32(th*10000 + 0.5), VotingPeriodMs: c.Duration("voting-period").Milliseconds(),
@@ -410,6 +464,34 @@ func proposeCommand() *cli.Command {
 			return nil
 		},
 	}
+}
+
+// validationOf is the hash of model's validation split at data, capped at n samples, as the
+// coordinators' validators load it (trainer.ValidationFor), and a description of it for the
+// proposal's dataset reference.
+func validationOf(model, data string, n int) ([32]byte, string, error) {
+	val, err := trainer.ValidationFor(model, data, n)
+	if err != nil {
+		return [32]byte{}, "", err
+	}
+	h := val.Hash()
+	name := filepath.Base(filepath.Clean(data))
+	if len(name) > 64 {
+		name = strings.ToValidUTF8(name[:64], "")
+	}
+	kind := "test split"
+	if isTextData(data) {
+		kind = "last 10 %"
+	}
+	return h, fmt.Sprintf("%s (validation: %s, %d samples, %x)", name, kind, val.Len(), h[:6]), nil
+}
+
+// defaultDataset is a proposal's dataset reference when neither --dataset nor --data is given.
+func defaultDataset(model string) string {
+	if model == "mlp" || strings.HasPrefix(model, "mlp:") {
+		return "fashion-mnist"
+	}
+	return "embedded play"
 }
 
 func registerCommand() *cli.Command {

@@ -52,6 +52,7 @@ type procCluster struct {
 	bin   string
 	peers string
 	procs []*proc
+	args  []string // more arguments of every node's `cohort coordinator`
 }
 
 // newProc binds a coordinator process's sockets (TCP and UDP at one 127.0.0.1 port). The test
@@ -96,12 +97,12 @@ func startCmd(t *testing.T, cmd *exec.Cmd) {
 	}
 }
 
-func startProcCluster(t *testing.T, n int) *procCluster {
+func startProcCluster(t *testing.T, n int, args ...string) *procCluster {
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	pc := &procCluster{t: t, bin: bin}
+	pc := &procCluster{t: t, bin: bin, args: args}
 	var peers []string
 	root := t.TempDir()
 	for i := 0; i < n; i++ {
@@ -160,8 +161,8 @@ func (pc *procCluster) start(p *proc) {
 	}
 	p.log = f
 	p.unrefuse()
-	p.cmd = p.command(pc.t, pc.bin, "--peers", pc.peers, "--heartbeat-timeout", "300ms", "--election-timeout", "300ms",
-		"--snapshot-threshold", "40", "--trailing-logs", "10", "--snapshot-interval", "200ms")
+	p.cmd = p.command(pc.t, pc.bin, append([]string{"--peers", pc.peers, "--heartbeat-timeout", "300ms", "--election-timeout", "300ms",
+		"--snapshot-threshold", "40", "--trailing-logs", "10", "--snapshot-interval", "200ms"}, pc.args...)...)
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	startCmd(pc.t, p.cmd)
 }
