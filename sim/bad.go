@@ -71,7 +71,7 @@ func (b BadPeer) tamper(seed uint64) func(round uint32, delta, prev []float32) [
 	switch b.Kind {
 	case "noise": // a Gaussian update as long as an honest one
 		return func(round uint32, delta, _ []float32) []float32 {
-			return gaussian(rngFor(round), len(delta), norm(delta))
+			return gaussian(rngFor(round), len(delta), trainer.GradNorm(delta))
 		}
 	case "scale":
 		return func(_ uint32, delta, _ []float32) []float32 {
@@ -84,9 +84,9 @@ func (b BadPeer) tamper(seed uint64) func(round uint32, delta, prev []float32) [
 	case "freerider": // replays the previous global step, plus a little noise
 		return func(round uint32, delta, prev []float32) []float32 {
 			if prev == nil {
-				return gaussian(rngFor(round), len(delta), 0.01*norm(delta))
+				return gaussian(rngFor(round), len(delta), 0.01*trainer.GradNorm(delta))
 			}
-			out := gaussian(rngFor(round), len(prev), 0.1*norm(prev))
+			out := gaussian(rngFor(round), len(prev), 0.1*trainer.GradNorm(prev))
 			for i, p := range prev {
 				out[i] += p
 			}
@@ -103,21 +103,13 @@ func gaussian(rng *rand.Rand, n int, length float64) []float32 {
 	for i := range out {
 		out[i] = float32(rng.NormFloat64())
 	}
-	if l := norm(out); l > 0 {
+	if l := trainer.GradNorm(out); l > 0 {
 		f := float32(length / l)
 		for i := range out {
 			out[i] *= f
 		}
 	}
 	return out
-}
-
-func norm(x []float32) float64 {
-	var s float64
-	for _, v := range x {
-		s += float64(v) * float64(v)
-	}
-	return math.Sqrt(s)
 }
 
 // flipSource trains on flipped labels: class y becomes classes−1−y.
