@@ -14,7 +14,7 @@ import (
 )
 
 // Version is the envelope and log-entry format version this code writes and accepts.
-const Version uint16 = 3
+const Version uint16 = 4
 
 // Limits on decoded commands. They bound the memory one command can make the state hold.
 const (
@@ -335,6 +335,13 @@ type Hyperparams struct {
 	OuterLR       string   // e.g. "0.7"
 	OuterMomentum string   // e.g. "0.9"
 	ErrorDecay    string   // error-feedback decay β of the peers' residuals, e.g. "0.9"; "" is 1 (none)
+	// The inner AdamW every peer trains with, on the cohort's timeline of Rounds × InnerSteps
+	// steps (package spec reads them; "" means spec.Defaults'):
+	InnerLR     string // peak learning rate, e.g. "0.001"
+	WeightDecay string // decoupled weight decay, e.g. "0.1"
+	Warmup      uint32 // steps of linear learning-rate warm-up from the cohort's first step; 0: none
+	Schedule    string // "constant", or "cosine": decay to InnerLR/10 by the last step of the last round
+	ClipNorm    string // global gradient-norm clip, e.g. "1"; "0": none
 }
 
 // ProposeBody proposes a model. The voting deadline is the leader's stamp + VotingPeriodMs.

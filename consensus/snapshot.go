@@ -12,7 +12,7 @@ import (
 )
 
 // snapshotMagic starts every snapshot; its last byte is the snapshot format version.
-var snapshotMagic = []byte("COHSNAP\x03")
+var snapshotMagic = []byte("COHSNAP\x04")
 
 // MaxSnapshotBytes bounds what Restore reads.
 const MaxSnapshotBytes = 1 << 30

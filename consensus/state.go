@@ -453,7 +453,9 @@ func (s *State) propose(now int64, issuer string, b *ProposeBody) (Result, error
 		req      bool
 	}{{"model", b.Model, true}, {"dataset", b.Dataset, true},
 		{"codec", b.Params.Codec, false}, {"outer lr", b.Params.OuterLR, false},
-		{"outer momentum", b.Params.OuterMomentum, false}, {"error decay", b.Params.ErrorDecay, false}} {
+		{"outer momentum", b.Params.OuterMomentum, false}, {"error decay", b.Params.ErrorDecay, false},
+		{"inner lr", b.Params.InnerLR, false}, {"weight decay", b.Params.WeightDecay, false},
+		{"lr schedule", b.Params.Schedule, false}, {"clip norm", b.Params.ClipNorm, false}} {
 		if err := checkName(f.field, f.v, f.req); err != nil {
 			return Result{}, err
 		}

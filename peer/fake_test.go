@@ -331,7 +331,7 @@ func mirror(t *testing.T, p *Peer) *trainer.Worker {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w, err := trainer.NewWorker(model, testSource(t), trainer.WorkerConfig{Outer: ts.Outer})
+	w, err := trainer.NewWorker(model, testSource(t), trainer.WorkerConfig{Inner: ts.Inner, Outer: ts.Outer})
 	if err != nil {
 		t.Fatal(err)
 	}

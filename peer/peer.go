@@ -57,8 +57,6 @@ type Config struct {
 	Fits func(model nn.Model) error
 	// Batch is the inner batch size; zero means the model's default.
 	Batch int
-	// Inner configures the inner AdamW.
-	Inner trainer.AdamWConfig
 	// Poll is how long the peer waits after a failed check for a new round; zero means 200ms.
 	Poll time.Duration
 	// Logger; nil means slog.Default().
@@ -210,7 +208,7 @@ func (p *Peer) setup(ctx context.Context) error {
 		}
 		p.cfg.Source, p.cfg.Contributors = src, contributors
 	}
-	if p.worker, err = trainer.NewWorker(model, p.cfg.Source, trainer.WorkerConfig{Inner: p.cfg.Inner, Outer: ts.Outer}); err != nil {
+	if p.worker, err = trainer.NewWorker(model, p.cfg.Source, trainer.WorkerConfig{Inner: ts.Inner, Outer: ts.Outer}); err != nil {
 		return err
 	}
 	p.w = replica{p.worker}
@@ -346,7 +344,9 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 		p.dropAhead() // taken from a θ this round does not start from
 	}
 	// The steps taken ahead (while the previous update travelled, and before this round opened)
-	// are this round's first steps.
+	// are this round's first steps. The learning rate follows the cohort's step, not this peer's
+	// count: round r's steps are (r−1)·H onwards, whenever this peer joined.
+	p.worker.SeekStep(max(int(r.Number)-1, 0)*p.st.h + p.st.ahead.steps)
 	t0 := time.Now()
 	st, err := p.w.InnerSteps(p.st.owed())
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/trainer/nn"
 )
@@ -351,6 +352,41 @@ func TestCohortDone(t *testing.T) {
 				t.Fatalf("%d model fetches, want %d", f.fetches, want)
 			}
 		})
+	}
+}
+
+// TestLearningRateFollowsTheCohortStep: the proposal's inner schedule is applied on the cohort's
+// timeline: a peer whose first round is round 3 trains at the rates of steps 2·H to 3·H−1, as
+// every replica that trained from round 1 does, not from the start of its warm-up.
+func TestLearningRateFollowsTheCohortStep(t *testing.T) {
+	f := newFake(t, "q8")
+	f.prop.Params.InnerLR, f.prop.Params.Warmup, f.prop.Params.Schedule = "0.01", testH*testRounds/2, spec.ScheduleCosine
+	var reports []Report
+	p := newTestPeer(t, f, recording(&reports))
+	m := mirror(t, p)
+	f.open(3, hashOf(p.Worker().Global()), params(p), "agg-1", "agg-2")
+
+	takeRound(t, p, &reports)
+
+	if got, want := p.Worker().Step(), 3*testH; got != want {
+		t.Fatalf("the peer's next step is %d, want %d", got, want)
+	}
+	m.SeekStep(2 * testH)
+	if _, err := m.InnerSteps(testH); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.OuterStep(f.aggregate(3, params(p))); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(p.Worker().Global(), m.Global()) {
+		t.Fatal("θ after round 3 differs from a replica's that trained at the cohort's steps")
+	}
+	ts, err := spec.Of(f.prop)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ts.Inner.LRAt(2*testH) == ts.Inner.LRAt(0) {
+		t.Fatal("the test's schedule does not tell step 0 from step 2·H")
 	}
 }
 

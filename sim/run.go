@@ -287,7 +287,6 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			co = late{co}
 		}
 		p, err := peer.New(peer.Config{Name: m.name, Coordinators: co, Cohort: cohort, Source: src, Batch: cfg.Batch,
-			Inner:        trainer.AdamWConfig{LR: cfg.LR},
 			Contributors: []peer.Contributor{contrib}, Worker: wrap,
 			Logger: log, Overlap: cfg.Overlap,
 			OnRound: func(r peer.Report) {

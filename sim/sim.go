@@ -41,7 +41,11 @@ type Config struct {
 	Seed                               uint64
 	DataDir                            string // Fashion-MNIST; default: embedded subset
 	ValSamples                         int    // default 1000
-	LR                                 float32
+	// InnerLR, WeightDecay, Schedule and ClipNorm are the proposal's inner AdamW (decimals, and
+	// spec.ScheduleConstant or spec.ScheduleCosine), Warmup its warm-up steps; defaults from
+	// spec.Defaults.
+	InnerLR, WeightDecay, Schedule, ClipNorm string
+	Warmup                                   int
 	// KillLeaderAt kills the leader coordinator when this round opens (0: never).
 	KillLeaderAt int
 	// KillPeer is "NAME@ROUND": that peer stops when the round opens and restarts (from its
@@ -123,7 +127,8 @@ func (c Config) withDefaults() Config {
 // hyperparams are the proposal's training settings.
 func (c Config) hyperparams() consensus.Hyperparams {
 	return consensus.Hyperparams{InnerSteps: uint32(c.InnerSteps), Rounds: uint32(c.Rounds), Codec: c.Codec,
-		OuterLR: c.OuterLR, OuterMomentum: c.OuterMomentum, ErrorDecay: c.ErrorDecay}
+		OuterLR: c.OuterLR, OuterMomentum: c.OuterMomentum, ErrorDecay: c.ErrorDecay,
+		InnerLR: c.InnerLR, WeightDecay: c.WeightDecay, Warmup: uint32(c.Warmup), Schedule: c.Schedule, ClipNorm: c.ClipNorm}
 }
 
 // Validate reports a configuration that cannot run.
@@ -134,6 +139,9 @@ func (c Config) Validate() error {
 	}
 	if c.Peers < 1 || c.Rounds < 1 || c.InnerSteps < 1 {
 		return fmt.Errorf("peers %d, rounds %d and inner steps %d must be ≥ 1", c.Peers, c.Rounds, c.InnerSteps)
+	}
+	if c.Warmup < 0 {
+		return fmt.Errorf("warm-up %d steps: want ≥ 0", c.Warmup)
 	}
 	if c.Procs < 0 || c.Procs > 1024 {
 		return fmt.Errorf("procs %d: want 0 (one per node) to 1024", c.Procs)

@@ -32,7 +32,20 @@ var Defaults = consensus.Hyperparams{
 	OuterLR:       "1",
 	OuterMomentum: "0.8",
 	ErrorDecay:    "0.9",
+	InnerLR:       "0.001",
+	WeightDecay:   "0",
+	Schedule:      ScheduleConstant,
+	ClipNorm:      "0",
 }
+
+// The inner learning-rate schedules a proposal can name (consensus.Hyperparams.Schedule).
+const (
+	// ScheduleConstant trains at InnerLR throughout (after any warm-up).
+	ScheduleConstant = "constant"
+	// ScheduleCosine decays InnerLR along a half cosine to InnerLR/10 by the cohort's last step,
+	// Rounds × InnerSteps (nanoGPT's schedule).
+	ScheduleCosine = "cosine"
+)
 
 // MaxInnerSteps and MaxRounds bound a proposal's H and rounds: far beyond any useful cohort, and
 // small enough that H × a batch size and the round numbers never overflow.
@@ -49,6 +62,9 @@ type Training struct {
 	Outer trainer.OuterConfig
 	// ErrorDecay is β: a peer's residual becomes β·e + Δ before each message.
 	ErrorDecay float32
+	// Inner is the inner AdamW every peer trains with: its learning rate at a step of the
+	// cohort's timeline (trainer.Worker.SeekStep) is Inner.LRAt of it, the same for every peer.
+	Inner trainer.AdamWConfig
 	// InnerSteps is H; Rounds the cohort's outer rounds.
 	InnerSteps, Rounds uint32
 	// Seed is the seed θ_0 is built with (InitSeed).
@@ -72,6 +88,9 @@ func Of(p consensus.Proposal) (Training, error) {
 	if t.ErrorDecay, err = errorDecay(h); err != nil {
 		return t, fmt.Errorf("proposal %d: %w", p.ID, err)
 	}
+	if t.Inner, err = Inner(Fill(h)); err != nil {
+		return t, fmt.Errorf("proposal %d: %w", p.ID, err)
+	}
 	return t, nil
 }
 
@@ -88,6 +107,7 @@ func Fill(h consensus.Hyperparams) consensus.Hyperparams {
 		def string
 	}{
 		{&h.Codec, Defaults.Codec}, {&h.OuterLR, Defaults.OuterLR}, {&h.OuterMomentum, Defaults.OuterMomentum}, {&h.ErrorDecay, Defaults.ErrorDecay},
+		{&h.InnerLR, Defaults.InnerLR}, {&h.WeightDecay, Defaults.WeightDecay}, {&h.Schedule, Defaults.Schedule}, {&h.ClipNorm, Defaults.ClipNorm},
 	} {
 		if *f.dst == "" {
 			*f.dst = f.def
@@ -102,8 +122,10 @@ func InitSeed(proposal uint64) uint64 { return proposal }
 
 // Check reports whether peers can train with a proposal's settings: 1 to MaxInnerSteps inner
 // steps, 1 to MaxRounds rounds, a codec that parses, an outer step that validates (η > 0,
-// 0 ≤ μ < 1), an error decay in (0, 1]. Empty fields are Defaults' and always pass; zero H or
-// rounds are refused (the CLI sends them explicitly).
+// 0 ≤ μ < 1), an error decay in (0, 1], an inner AdamW that validates (learning rate in (0, 10],
+// weight decay in [0, 10], a known schedule, a clip norm ≥ 0, a warm-up no longer than the
+// cohort's Rounds × InnerSteps). Empty fields are Defaults' and always pass; zero H or rounds are
+// refused (the CLI sends them explicitly).
 func Check(h consensus.Hyperparams) error {
 	if h.InnerSteps == 0 || h.InnerSteps > MaxInnerSteps {
 		return fmt.Errorf("inner steps H %d: want 1 to %d (with 0 no peer could train)", h.InnerSteps, MaxInnerSteps)
@@ -118,8 +140,51 @@ func Check(h consensus.Hyperparams) error {
 	if _, err := outerConfig(h); err != nil {
 		return err
 	}
-	_, err := errorDecay(h)
+	if _, err := errorDecay(h); err != nil {
+		return err
+	}
+	_, err := Inner(Fill(h))
 	return err
+}
+
+// Inner parses the inner AdamW of filled hyperparameters (Fill): the cosine schedule decays over
+// the cohort's whole timeline, Rounds × InnerSteps steps. `cohort train` builds its optimizer
+// with it too, so a run in one process and a cohort train alike.
+func Inner(h consensus.Hyperparams) (trainer.AdamWConfig, error) {
+	var c trainer.AdamWConfig
+	for _, f := range []struct {
+		name, v string
+		dst     *float32
+		lo, hi  float64
+		zeroOK  bool
+	}{
+		{"inner lr", h.InnerLR, &c.LR, 0, 10, false},
+		{"weight decay", h.WeightDecay, &c.WeightDecay, 0, 10, true},
+		{"clip norm", h.ClipNorm, &c.ClipNorm, 0, 1e6, true},
+	} {
+		v, err := strconv.ParseFloat(f.v, 32)
+		if err != nil || !(v >= f.lo && v <= f.hi) || (v == 0 && !f.zeroOK) {
+			want := fmt.Sprintf("a decimal in (%g, %g]", f.lo, f.hi)
+			if f.zeroOK {
+				want = fmt.Sprintf("a decimal in [%g, %g]", f.lo, f.hi)
+			}
+			return c, fmt.Errorf("%s %q: want %s", f.name, f.v, want)
+		}
+		*f.dst = float32(v)
+	}
+	total := uint64(h.Rounds) * uint64(h.InnerSteps)
+	if uint64(h.Warmup) > total {
+		return c, fmt.Errorf("warm-up of %d steps is longer than the cohort's %d rounds × %d inner steps", h.Warmup, h.Rounds, h.InnerSteps)
+	}
+	c.Warmup = int(h.Warmup)
+	switch h.Schedule {
+	case ScheduleConstant:
+	case ScheduleCosine:
+		c.DecaySteps = int(total)
+	default:
+		return c, fmt.Errorf("lr schedule %q: want %s or %s", h.Schedule, ScheduleConstant, ScheduleCosine)
+	}
+	return c, c.Validate()
 }
 
 // outerConfig parses the outer learning rate and momentum of filled hyperparameters.

@@ -61,3 +61,60 @@ func TestCheck(t *testing.T) {
 		t.Fatalf("Of(no settings) = %+v, %v; want Defaults", ts, err)
 	}
 }
+
+// TestInner: the proposal's inner AdamW is refused, naming the field, when no peer could train with
+// it, and otherwise parsed into the optimizer every peer builds, the cosine decaying over the
+// cohort's whole timeline.
+func TestInner(t *testing.T) {
+	base := consensus.Hyperparams{InnerSteps: 50, Rounds: 20}
+	for _, tc := range []struct {
+		edit func(*consensus.Hyperparams)
+		want string // "" = valid
+	}{
+		{func(h *consensus.Hyperparams) {}, ""},
+		{func(h *consensus.Hyperparams) {
+			h.InnerLR, h.Schedule, h.Warmup, h.ClipNorm, h.WeightDecay = "6e-4", "cosine", 100, "1", "0.1"
+		}, ""},
+		{func(h *consensus.Hyperparams) { h.Warmup = 1000 }, ""},
+		{func(h *consensus.Hyperparams) { h.Warmup = 1001 }, "warm-up of 1001 steps is longer than the cohort's 20 rounds × 50 inner steps"},
+		{func(h *consensus.Hyperparams) { h.InnerLR = "0" }, `inner lr "0"`},
+		{func(h *consensus.Hyperparams) { h.InnerLR = "-1e-3" }, `inner lr "-1e-3"`},
+		{func(h *consensus.Hyperparams) { h.InnerLR = "NaN" }, `inner lr "NaN"`},
+		{func(h *consensus.Hyperparams) { h.InnerLR = "11" }, `inner lr "11"`},
+		{func(h *consensus.Hyperparams) { h.WeightDecay = "-0.1" }, `weight decay "-0.1"`},
+		{func(h *consensus.Hyperparams) { h.ClipNorm = "Inf" }, `clip norm "Inf"`},
+		{func(h *consensus.Hyperparams) { h.ClipNorm = "x" }, `clip norm "x"`},
+		{func(h *consensus.Hyperparams) { h.Schedule = "linear" }, `lr schedule "linear": want constant or cosine`},
+	} {
+		h := base
+		tc.edit(&h)
+		err := Check(h)
+		if tc.want == "" {
+			if err != nil {
+				t.Errorf("%+v: %v", h, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%+v: got %v, want an error containing %q", h, err, tc.want)
+		}
+	}
+	tr, err := Of(consensus.Proposal{ID: 3, Params: consensus.Hyperparams{InnerSteps: 50, Rounds: 20, InnerLR: "6e-4", Schedule: "cosine", Warmup: 100, ClipNorm: "1", WeightDecay: "0.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := tr.Inner; in.LR != 6e-4 || in.Warmup != 100 || in.DecaySteps != 1000 || in.ClipNorm != 1 || in.WeightDecay != 0.1 {
+		t.Fatalf("inner AdamW %+v: want lr 6e-4, warm-up 100, decay over 1000 steps, clip 1, weight decay 0.1", in)
+	}
+	if got := tr.Inner.LRAt(999); !(got > 6e-5 && got < 6.01e-5) {
+		t.Fatalf("lr at the last step %v, want the floor lr/10 = 6e-5", got)
+	}
+	// Empty fields are Defaults': a constant 1e-3, no warm-up, no clipping, no weight decay.
+	tr, err = Of(consensus.Proposal{ID: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in := tr.Inner; in.LR != 1e-3 || in.Warmup != 0 || in.DecaySteps != 0 || in.ClipNorm != 0 || in.WeightDecay != 0 {
+		t.Fatalf("default inner AdamW %+v", in)
+	}
+}

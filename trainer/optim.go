@@ -7,11 +7,22 @@ import (
 
 // AdamWConfig configures the inner optimizer. The zero value of each field means the default shown.
 type AdamWConfig struct {
-	LR          float32 // learning rate; default 1e-3
+	LR          float32 // peak learning rate; default 1e-3
 	Beta1       float32 // first-moment decay; default 0.9
 	Beta2       float32 // second-moment decay; default 0.999
 	Eps         float32 // denominator epsilon; default 1e-8
 	WeightDecay float32 // decoupled weight decay (AdamW); default 0 (set a value to enable)
+	// Warmup is the number of steps over which the learning rate rises linearly to LR
+	// (LR·(s+1)/(Warmup+1) at step s, as nanoGPT does); 0: none.
+	Warmup int
+	// DecaySteps, if positive, decays the learning rate from LR after the warm-up to MinLR at
+	// step DecaySteps along a half cosine, and holds MinLR after it; 0: a constant LR.
+	DecaySteps int
+	// MinLR is the floor of the cosine decay; default LR/10 (nanoGPT's). Unused without DecaySteps.
+	MinLR float32
+	// ClipNorm, if positive, scales every gradient whose global L2 norm exceeds it down to that
+	// norm before the step; 0: no clipping.
+	ClipNorm float32
 }
 
 func (c AdamWConfig) withDefaults() AdamWConfig {
@@ -27,7 +38,36 @@ func (c AdamWConfig) withDefaults() AdamWConfig {
 	if c.Eps == 0 {
 		c.Eps = 1e-8
 	}
+	if c.MinLR == 0 && c.DecaySteps > 0 {
+		c.MinLR = c.LR / 10
+	}
 	return c
+}
+
+// LRAt is the learning rate at step s (0-based) of the schedule: the linear warm-up, then the
+// cosine decay to MinLR at DecaySteps, or LR throughout. It depends on s alone, so every peer of a
+// cohort at the same step of the cohort's timeline uses the same rate.
+func (c AdamWConfig) LRAt(s int) float32 {
+	c = c.withDefaults()
+	if s < 0 {
+		s = 0
+	}
+	if s < c.Warmup {
+		return float32(float64(c.LR) * float64(s+1) / float64(c.Warmup+1))
+	}
+	if c.DecaySteps <= 0 {
+		return c.LR
+	}
+	if s >= c.DecaySteps {
+		return c.MinLR
+	}
+	span := c.DecaySteps - c.Warmup
+	if span <= 0 {
+		return c.MinLR
+	}
+	ratio := float64(s-c.Warmup) / float64(span)
+	coeff := 0.5 * (1 + math.Cos(math.Pi*ratio))
+	return float32(float64(c.MinLR) + coeff*float64(c.LR-c.MinLR))
 }
 
 // Validate reports a configuration that cannot train.
@@ -40,8 +80,14 @@ func (c AdamWConfig) Validate() error {
 		return fmt.Errorf("adamw: betas (%v, %v) must lie in (0, 1)", c.Beta1, c.Beta2)
 	case !(c.Eps > 0):
 		return fmt.Errorf("adamw: eps %v must be positive", c.Eps)
-	case !(c.WeightDecay >= 0):
-		return fmt.Errorf("adamw: weight decay %v must be ≥ 0", c.WeightDecay)
+	case !(c.WeightDecay >= 0) || math.IsInf(float64(c.WeightDecay), 0):
+		return fmt.Errorf("adamw: weight decay %v must be ≥ 0 and finite", c.WeightDecay)
+	case c.Warmup < 0 || c.DecaySteps < 0:
+		return fmt.Errorf("adamw: warm-up %d and decay steps %d must be ≥ 0", c.Warmup, c.DecaySteps)
+	case c.DecaySteps > 0 && !(c.MinLR >= 0 && c.MinLR <= c.LR):
+		return fmt.Errorf("adamw: minimum learning rate %v must lie in [0, %v]", c.MinLR, c.LR)
+	case !(c.ClipNorm >= 0) || math.IsInf(float64(c.ClipNorm), 0):
+		return fmt.Errorf("adamw: gradient clip norm %v must be ≥ 0 and finite (0: none)", c.ClipNorm)
 	}
 	return nil
 }
@@ -74,18 +120,26 @@ func NewAdamW(n int, cfg AdamWConfig) (*AdamW, error) {
 // Steps is the number of steps taken so far.
 func (o *AdamW) Steps() int { return o.t }
 
-// Step updates params in place from grad.
-func (o *AdamW) Step(params, grad []float32) {
+// Step updates params in place from grad at the schedule's step Steps() (this optimizer's own
+// count): StepAt(params, grad, o.Steps()).
+func (o *AdamW) Step(params, grad []float32) float32 { return o.StepAt(params, grad, o.t) }
+
+// StepAt updates params in place from grad with the learning rate of schedule step s
+// (AdamWConfig.LRAt); the bias corrections follow this optimizer's own step count. With
+// ClipNorm set, grad is first scaled in place down to that norm if its norm exceeds it. It
+// returns the gradient's global L2 norm before clipping.
+func (o *AdamW) StepAt(params, grad []float32, s int) float32 {
 	if len(params) != len(o.m) || len(grad) != len(o.m) {
 		panic(fmt.Sprintf("trainer: AdamW.Step lengths params=%d grad=%d, want %d", len(params), len(grad), len(o.m)))
 	}
+	norm := ClipGradNorm(grad, o.cfg.ClipNorm)
 	o.t++
 	c := o.cfg
 	bc1 := float32(1 - math.Pow(float64(c.Beta1), float64(o.t)))
 	bc2 := float32(1 - math.Pow(float64(c.Beta2), float64(o.t)))
 	b1, b2 := c.Beta1, c.Beta2
 	nb1, nb2 := 1-b1, 1-b2
-	lr, wd, eps := c.LR, c.WeightDecay, c.Eps
+	lr, wd, eps := c.LRAt(s), c.WeightDecay, c.Eps
 	inv1 := 1 / bc1
 	inv2 := 1 / bc2
 	m, v := o.m[:len(params)], o.v[:len(params)]
@@ -105,6 +159,31 @@ func (o *AdamW) Step(params, grad []float32) {
 		p := params[i]
 		params[i] = p - lr*(mh/(float32(math.Sqrt(float64(vh)))+eps)+wd*p)
 	}
+	return norm
+}
+
+// GradNorm is the global L2 norm of g, summed in float64 in index order (the same bits for the
+// same g on every machine).
+func GradNorm(g []float32) float64 {
+	var ss float64
+	for _, x := range g {
+		ss += float64(x) * float64(x)
+	}
+	return math.Sqrt(ss)
+}
+
+// ClipGradNorm scales g in place so that its global L2 norm is at most max (torch's
+// clip_grad_norm_: g·max/(‖g‖+1e-6) when ‖g‖ > max) and returns the norm before clipping. A max
+// of 0 clips nothing.
+func ClipGradNorm(g []float32, max float32) float32 {
+	norm := GradNorm(g)
+	if max > 0 && norm > float64(max) {
+		scale := float32(float64(max) / (norm + 1e-6))
+		for i := range g {
+			g[i] *= scale
+		}
+	}
+	return float32(norm)
 }
 
 // State returns copies of the moment vectors and the step count (for checkpoints).

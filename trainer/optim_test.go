@@ -144,3 +144,103 @@ func assertClose(t *testing.T, what string, got []float32, want []float64, tol f
 		}
 	}
 }
+
+// TestLRSchedule: the warm-up rises linearly to the peak (nanoGPT's (s+1)/(warmup+1)), the cosine
+// falls from the peak after the warm-up to the floor at DecaySteps and holds it, and a constant
+// schedule stays at the peak.
+func TestLRSchedule(t *testing.T) {
+	cos := AdamWConfig{LR: 1e-3, Warmup: 9, DecaySteps: 109}
+	constant := AdamWConfig{LR: 1e-3, Warmup: 4}
+	for _, tc := range []struct {
+		name string
+		cfg  AdamWConfig
+		step int
+		want float64
+	}{
+		{"warm-up first step", cos, 0, 1e-4},
+		{"warm-up middle", cos, 4, 5e-4},
+		{"warm-up last step", cos, 8, 9e-4},
+		{"peak after the warm-up", cos, 9, 1e-3},
+		{"half way down the cosine", cos, 59, 1e-4 + 0.5*9e-4},
+		{"the floor at DecaySteps", cos, 109, 1e-4},
+		{"the floor after it", cos, 10_000, 1e-4},
+		{"a negative step is the first", cos, -5, 1e-4},
+		{"constant after its warm-up", constant, 4, 1e-3},
+		{"constant long after", constant, 1 << 30, 1e-3},
+		{"the default floor is lr/10", AdamWConfig{LR: 1e-3, DecaySteps: 10}, 10, 1e-4},
+		{"a low floor", AdamWConfig{LR: 2e-3, DecaySteps: 10, MinLR: 1e-9}, 5, 1e-3},
+	} {
+		if got := float64(tc.cfg.LRAt(tc.step)); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("%s: LRAt(%d) = %v, want %v", tc.name, tc.step, got, tc.want)
+		}
+	}
+	for _, bad := range []AdamWConfig{{Warmup: -1}, {DecaySteps: -1}, {DecaySteps: 10, MinLR: 1}, {ClipNorm: -1},
+		{ClipNorm: float32(math.Inf(1))}, {WeightDecay: float32(math.NaN())}} {
+		if err := bad.Validate(); err == nil {
+			t.Errorf("%+v validated", bad)
+		}
+	}
+}
+
+// TestClipGradNorm: a gradient above the norm is scaled down to it (torch's clip_grad_norm_), one
+// below it is untouched, and the norm before clipping is returned.
+func TestClipGradNorm(t *testing.T) {
+	g := []float32{3, 4}
+	if n := ClipGradNorm(g, 1); n != 5 {
+		t.Fatalf("norm %v, want 5", n)
+	}
+	assertClose(t, "clipped", g, []float64{0.6, 0.8}, 1e-6)
+	g = []float32{0.3, 0.4}
+	ClipGradNorm(g, 1)
+	assertClose(t, "below the norm", g, []float64{0.3, 0.4}, 1e-7)
+	g = []float32{30, 40}
+	ClipGradNorm(g, 0)
+	assertClose(t, "no clipping", g, []float64{30, 40}, 0)
+	// In AdamW: a clipped step moves the parameters as the clipped gradient would.
+	a, _ := NewAdamW(2, AdamWConfig{LR: 0.1, ClipNorm: 1, Beta2: 0.5})
+	b, _ := NewAdamW(2, AdamWConfig{LR: 0.1, Beta2: 0.5})
+	pa, pb := []float32{1, 1}, []float32{1, 1}
+	a.Step(pa, []float32{3, 4})
+	a.Step(pa, []float32{-30, 0})
+	b.Step(pb, []float32{0.6, 0.8})
+	b.Step(pb, []float32{-1, 0})
+	assertClose(t, "clipped AdamW", pa, []float64{float64(pb[0]), float64(pb[1])}, 1e-6)
+}
+
+// TestWorkerSeekStep: a worker's learning rate follows the cohort step it is told, not its own
+// count: a late joiner seeking to step s takes exactly the step a worker that trained from 0 takes
+// at s.
+func TestWorkerSeekStep(t *testing.T) {
+	cfg := AdamWConfig{LR: 1e-2, Warmup: 10, DecaySteps: 40}
+	mk := func() *Worker {
+		task, _, err := BuildTask(TaskSpec{Model: "mlp:784-8-10", Workers: 1, DataDir: EmbeddedData, Batch: 4, Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := task.NewModel(1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := NewWorker(m, task.Sources[0], WorkerConfig{Inner: cfg})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return w
+	}
+	w := mk()
+	st, err := w.InnerSteps(25)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.LR != cfg.LRAt(24) || w.Step() != 25 {
+		t.Fatalf("after 25 steps: lr %v at step %d, want %v at 25", st.LR, w.Step(), cfg.LRAt(24))
+	}
+	late := mk()
+	late.SeekStep(30)
+	if st, err = late.InnerSteps(1); err != nil {
+		t.Fatal(err)
+	}
+	if st.LR != cfg.LRAt(30) || st.LR == cfg.LRAt(0) {
+		t.Fatalf("a worker sought to step 30 trained at lr %v, want %v", st.LR, cfg.LRAt(30))
+	}
+}

@@ -345,7 +345,7 @@ func runDDP(ctx context.Context, task Task, cfg RunConfig, model nn.Model, sum *
 			if avg, err = Average(avg, grads, weights); err != nil {
 				return err
 			}
-			opt.Step(params, avg)
+			opt.StepAt(params, avg, (t-1)*cfg.InnerSteps+s)
 			bytes += int64(4 * n)
 		}
 		loss /= float64(cfg.InnerSteps * k)

@@ -45,6 +45,7 @@ type Worker struct {
 	batch  nn.Batch
 	steps  int
 	seen   int
+	at     int // the cohort's step the next inner step takes (the learning-rate schedule's s)
 }
 
 // NewWorker wraps model (whose current parameters become θ_0) and its data source.
@@ -73,7 +74,22 @@ type InnerStats struct {
 	Steps    int
 	Samples  int
 	MeanLoss float64
+	// LR is the learning rate of the last step; MaxGradNorm the largest gradient norm seen
+	// (before clipping).
+	LR          float32
+	MaxGradNorm float32
 }
+
+// SeekStep sets the step of the cohort's timeline the next inner step takes: the learning-rate
+// schedule (AdamWConfig.LRAt) is a function of it, so a peer that joins late, resumes or skips a
+// round trains at the rate the others use. A cohort's step for round r (1-based) of H inner steps
+// starts at (r−1)·H. Without SeekStep a worker counts from 0.
+func (w *Worker) SeekStep(s int) {
+	w.at = max(s, 0)
+}
+
+// Step is the cohort step the next inner step takes.
+func (w *Worker) Step() int { return w.at }
 
 // InnerSteps runs h AdamW steps on local batches, starting from the current local parameters.
 func (w *Worker) InnerSteps(h int) (InnerStats, error) {
@@ -89,7 +105,10 @@ func (w *Worker) InnerSteps(h int) (InnerStats, error) {
 		if math.IsNaN(float64(loss)) || math.IsInf(float64(loss), 0) {
 			return st, fmt.Errorf("inner step %d: loss is %v", w.steps, loss)
 		}
-		w.inner.Step(params, w.grad)
+		norm := w.inner.StepAt(params, w.grad, w.at)
+		st.LR = w.inner.cfg.LRAt(w.at)
+		st.MaxGradNorm = max(st.MaxGradNorm, norm)
+		w.at++
 		w.steps++
 		st.Steps++
 		st.Samples += bs

@@ -371,7 +371,7 @@ func proposeCommand() *cli.Command {
    Example:
      cohort propose --coordinator 127.0.0.1:7001 --key alice.key --name shakespeare --model gpt:2-64-4-64 \
        --data path/to/input.txt --rounds 20 --inner-steps 50`,
-		Flags: append(clientFlags(true),
+		Flags: append(append(clientFlags(true),
 			&cli.StringFlag{Name: "name", Required: true, Usage: "proposal name, e.g. fmnist-mlp", EnvVars: envVars("proposal_name")},
 			&cli.StringFlag{Name: "model", Value: "mlp:784-256-10", Usage: "model spec", EnvVars: envVars("model")},
 			&cli.StringFlag{Name: "dataset", Usage: "dataset reference (default: a description of --data, else fashion-mnist or the embedded play)", EnvVars: envVars("dataset")},
@@ -389,13 +389,13 @@ func proposeCommand() *cli.Command {
 			&cli.Float64Flag{Name: "threshold", Value: 0.5, Usage: "share of the cast weight that must vote yes", EnvVars: envVars("threshold")},
 			&cli.DurationFlag{Name: "voting-period", Value: time.Minute, Usage: "how long votes are open", EnvVars: envVars("voting_period")},
 			&cli.BoolFlag{Name: "json", Usage: "print the result as JSON", EnvVars: envVars("json")},
-		),
+		), innerFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return fmt.Errorf("propose: unexpected argument %q", c.Args().First())
 			}
-			if err := checkFlags(c, "propose", between("rounds", 1, spec.MaxRounds), between("inner-steps", 1, spec.MaxInnerSteps),
-				between("min-members", 1, math.MaxUint32), between("val-samples", 1, maxValSamples)); err != nil {
+			if err := checkFlags(c, "propose", append([]bound{between("rounds", 1, spec.MaxRounds), between("inner-steps", 1, spec.MaxInnerSteps),
+				between("min-members", 1, math.MaxUint32), between("val-samples", 1, maxValSamples)}, innerBounds()...)...); err != nil {
 				return err
 			}
 			var vh []byte
@@ -438,8 +438,8 @@ func proposeCommand() *cli.Command {
 			if vp := c.Duration("voting-period"); vp < time.Millisecond {
 				return fmt.Errorf("propose: --voting-period %s: want at least 1ms", vp)
 			}
-			params := consensus.Hyperparams{InnerSteps: uint32(c.Uint("inner-steps")), Rounds: uint32(c.Uint("rounds")), Codec: c.String("codec"),
-				OuterLR: decimal(c.Float64("outer-lr")), OuterMomentum: decimal(c.Float64("outer-momentum")), ErrorDecay: decimal(c.Float64("ef-decay"))}
+			params := withInner(c, consensus.Hyperparams{InnerSteps: uint32(c.Uint("inner-steps")), Rounds: uint32(c.Uint("rounds")), Codec: c.String("codec"),
+				OuterLR: decimal(c.Float64("outer-lr")), OuterMomentum: decimal(c.Float64("outer-momentum")), ErrorDecay: decimal(c.Float64("ef-decay"))})
 			if err := spec.Check(params); err != nil {
 				return fmt.Errorf("propose: %w", err)
 			}
@@ -660,6 +660,7 @@ func proposalsJSON(ps []consensus.Proposal) []map[string]any {
 			"id": p.ID, "name": p.Name, "proposer": p.Proposer, "model": p.Model, "dataset": p.Dataset,
 			"inner_steps": p.Params.InnerSteps, "rounds": p.Params.Rounds, "codec": p.Params.Codec,
 			"outer_lr": p.Params.OuterLR, "outer_momentum": p.Params.OuterMomentum, "ef_decay": p.Params.ErrorDecay,
+			"inner_lr": p.Params.InnerLR, "weight_decay": p.Params.WeightDecay, "warmup": p.Params.Warmup, "lr_schedule": p.Params.Schedule, "clip": p.Params.ClipNorm,
 			"reward_pool": p.RewardPool, "min_members": p.MinMembers, "quorum_bp": p.QuorumBP, "threshold_bp": p.ThresholdBP,
 			"deadline_ms": p.Deadline, "status": p.Status, "votes": votes, "cohort": p.Cohort,
 			"max_members": p.MaxMembers, "reason": p.Reason,

@@ -5,9 +5,36 @@ import (
 	"math"
 	"time"
 
-	"github.com/cohortlab/cohort/spec"
 	"github.com/urfave/cli/v2"
+
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/spec"
 )
+
+// innerFlags are the inner AdamW's flags, defaulting to spec.Defaults: the same for `cohort
+// propose`, `cohort simulate` and `cohort train`.
+func innerFlags() []cli.Flag {
+	return []cli.Flag{
+		&cli.Float64Flag{Name: "lr", Value: defaultFloat(spec.Defaults.InnerLR), Usage: "inner AdamW peak learning rate", EnvVars: envVars("lr")},
+		&cli.Float64Flag{Name: "weight-decay", Value: defaultFloat(spec.Defaults.WeightDecay), Usage: "inner AdamW decoupled weight decay", EnvVars: envVars("weight_decay")},
+		&cli.UintFlag{Name: "warmup", Usage: "inner steps of linear learning-rate warm-up from the first step (0: none)", EnvVars: envVars("warmup")},
+		&cli.StringFlag{Name: "lr-schedule", Value: spec.Defaults.Schedule, Usage: "inner learning rate after the warm-up: constant, or cosine (decays to lr/10 by the last step of the last round)", EnvVars: envVars("lr_schedule")},
+		&cli.Float64Flag{Name: "clip", Value: defaultFloat(spec.Defaults.ClipNorm), Usage: "clip each inner gradient to this global L2 norm (0: no clipping)", EnvVars: envVars("clip")},
+	}
+}
+
+// innerBounds are innerFlags' bounds.
+func innerBounds() []bound {
+	return []bound{positive("lr", 10, "the default "+spec.Defaults.InnerLR), between("weight-decay", 0, 10),
+		between("warmup", 0, float64(maxRounds)*maxInnerSteps), between("clip", 0, 1e6)}
+}
+
+// withInner returns h with the inner AdamW of innerFlags.
+func withInner(c *cli.Context, h consensus.Hyperparams) consensus.Hyperparams {
+	h.InnerLR, h.WeightDecay, h.ClipNorm = decimal(c.Float64("lr")), decimal(c.Float64("weight-decay")), decimal(c.Float64("clip"))
+	h.Warmup, h.Schedule = uint32(c.Uint("warmup")), c.String("lr-schedule")
+	return h
+}
 
 // bound is the values a numeric flag accepts. The configs the flags fill read a zero as "the
 // default" and the consensus commands hold 32-bit fields: a value outside the bound would silently

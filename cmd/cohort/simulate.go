@@ -9,6 +9,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator/report"
 	"github.com/cohortlab/cohort/sim"
 	"github.com/cohortlab/cohort/spec"
@@ -25,7 +26,7 @@ func simulateCommand() *cli.Command {
    Example:
      cohort simulate --coordinators 3 --peers 6 --model mlp --rounds 20 --inner-steps 50 --codec topk:0.01+q4 \
                      --partition dirichlet:0.5 --link 10mbit,50ms,1% --seed 1 --kill-leader-at 5`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "coordinators", Value: 3, Usage: "coordinator nodes", EnvVars: envVars("coordinators")},
 			&cli.IntFlag{Name: "peers", Value: 6, Usage: "peers, each with its own data shard and link", EnvVars: envVars("peers")},
 			&cli.StringFlag{Name: "model", Value: "mlp", Usage: "mlp, mlp:784-256-10, charlm or gpt:L-D-NH-T", EnvVars: envVars("model")},
@@ -46,15 +47,15 @@ func simulateCommand() *cli.Command {
 			&cli.StringSliceFlag{Name: "bad-peer", Usage: "plant a dishonest peer, KIND[:ARG][@NAME] (repeatable); kinds: " + strings.Join(sim.BadKinds, ", "), EnvVars: envVars("bad_peer")},
 			&cli.DurationFlag{Name: "round-timeout", Value: 2 * time.Minute, Usage: "longest a round may take", EnvVars: envVars("round_timeout")},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON summary as the last line", EnvVars: envVars("json")},
-		},
+		}, innerFlags()...),
 		Action: func(c *cli.Context) error {
 			if c.NArg() > 0 {
 				return fmt.Errorf("simulate: unexpected argument %q", c.Args().First())
 			}
-			if err := checkFlags(c, "simulate", between("coordinators", 1, 7), between("peers", 1, maxWorkers),
+			if err := checkFlags(c, "simulate", append([]bound{between("coordinators", 1, 7), between("peers", 1, maxWorkers),
 				between("rounds", 1, maxRounds), between("inner-steps", 1, maxInnerSteps), batchBound("batch"),
 				between("overlap", 0, maxInnerSteps-1), between("val-samples", 1, maxValSamples),
-				between("kill-leader-at", 0, maxRounds), positive("round-timeout", 24*3600, "the default 2m")); err != nil {
+				between("kill-leader-at", 0, maxRounds), positive("round-timeout", 24*3600, "the default 2m")}, innerBounds()...)...); err != nil {
 				return err
 			}
 			out := c.App.Writer
@@ -66,6 +67,8 @@ func simulateCommand() *cli.Command {
 				KillLeaderAt: c.Int("kill-leader-at"), KillPeer: c.String("kill-peer"), Straggler: c.String("straggler"),
 				RoundTimeout: c.Duration("round-timeout"), Logger: slog.Default(), BadPeers: c.StringSlice("bad-peer"),
 			}
+			inner := withInner(c, consensus.Hyperparams{})
+			cfg.InnerLR, cfg.WeightDecay, cfg.Warmup, cfg.Schedule, cfg.ClipNorm = inner.InnerLR, inner.WeightDecay, int(inner.Warmup), inner.Schedule, inner.ClipNorm
 			if err := cfg.Validate(); err != nil {
 				return fmt.Errorf("simulate: %w", err)
 			}

@@ -9,6 +9,8 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/trainer/export"
 	"github.com/cohortlab/cohort/trainer/generate"
@@ -24,7 +26,7 @@ func trainCommand() *cli.Command {
 
    Example:
      cohort train --model mlp --mode diloco --workers 8 --inner-steps 50 --rounds 20 --partition dirichlet:0.5 --seed 1`,
-		Flags: []cli.Flag{
+		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "model", Value: "mlp", Usage: "model: mlp, mlp:784-256-10 (layer widths), charlm or gpt:L-D-NH-T (layers, width, heads, context; bytes), e.g. gpt:4-128-4-64", EnvVars: envVars("model")},
 			&cli.StringFlag{Name: "mode", Value: "diloco", Usage: "diloco or ddp", EnvVars: envVars("mode")},
 			&cli.IntFlag{Name: "workers", Value: 8, Usage: "number of workers K", EnvVars: envVars("workers")},
@@ -36,12 +38,10 @@ func trainCommand() *cli.Command {
 			&cli.StringFlag{Name: "partition", Value: "iid", Usage: "iid, dirichlet:ALPHA (label skew, images), natural (by speaker: charlm, gpt); gpt on a text file also contiguous, play or iid:CHUNK", EnvVars: envVars("partition")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for initialisation, partition and batches", EnvVars: envVars("seed")},
 			&cli.StringFlag{Name: "data", Usage: "Fashion-MNIST directory, or \"embedded\" (default: the system copy if installed, else the embedded subset)", EnvVars: envVars("data")},
-			&cli.Float64Flag{Name: "lr", Value: 1e-3, Usage: "inner AdamW learning rate", EnvVars: envVars("lr")},
-			&cli.Float64Flag{Name: "weight-decay", Value: 0, Usage: "inner AdamW decoupled weight decay", EnvVars: envVars("weight_decay")},
 			outerLRFlag(), outerMomentumFlag(), errorDecayFlag(),
 			&cli.IntFlag{Name: "val-samples", Value: 0, Usage: "validation samples (0: the whole test split)", EnvVars: envVars("val_samples")},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON summary as the last line", EnvVars: envVars("json")},
-		},
+		}, innerFlags()...),
 		Action: runTrain,
 	}
 }
@@ -50,12 +50,16 @@ func runTrain(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("train: unexpected argument %q", c.Args().First())
 	}
-	if err := checkFlags(c, "train", between("workers", 1, maxWorkers), between("inner-steps", 1, maxInnerSteps),
+	if err := checkFlags(c, "train", append([]bound{between("workers", 1, maxWorkers), between("inner-steps", 1, maxInnerSteps),
 		between("rounds", 1, maxRounds), between("overlap", 0, maxInnerSteps-1), batchBound("batch"),
-		between("val-samples", 0, maxValSamples), positive("lr", 10, "the default 1e-3"), between("weight-decay", 0, 10),
-		positive("outer-lr", 100, "no outer step"), momentum("outer-momentum"),
-		positive("ef-decay", 1, "no error feedback decay, as 1")); err != nil {
+		between("val-samples", 0, maxValSamples), positive("outer-lr", 100, "no outer step"), momentum("outer-momentum"),
+		positive("ef-decay", 1, "no error feedback decay, as 1")}, innerBounds()...)...); err != nil {
 		return err
+	}
+	// The inner AdamW as a cohort's proposal would fix it: the same schedule on the same timeline.
+	inner, err := spec.Inner(spec.Fill(withInner(c, consensus.Hyperparams{Rounds: uint32(c.Int("rounds")), InnerSteps: uint32(c.Int("inner-steps"))})))
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
 	}
 	spec := trainer.TaskSpec{
 		Model:      c.String("model"),
@@ -80,7 +84,7 @@ func runTrain(c *cli.Context) error {
 		Codec:      c.String("codec"),
 		ErrorDecay: float32(c.Float64("ef-decay")),
 		Seed:       spec.Seed,
-		Inner:      trainer.AdamWConfig{LR: float32(c.Float64("lr")), WeightDecay: float32(c.Float64("weight-decay"))},
+		Inner:      inner,
 		Outer:      trainer.OuterConfig{LR: float32(c.Float64("outer-lr")), Momentum: float32(c.Float64("outer-momentum"))},
 	}
 	if err := cfg.Validate(); err != nil {
