@@ -8,7 +8,7 @@ RACE_PKGS  = $(shell for d in $(RACE_DIRS); do [ -d $$d ] && $(GO) list ./$$d/..
 FUZZTIME ?= 20s
 BENCHTIME ?= 1x
 
-.PHONY: all build build-openblas demo-train test race bench demo fuzz verify e2e figures clean
+.PHONY: all build build-openblas demo-train test race bench demo demo-lm fuzz verify e2e figures clean
 
 all: build
 
@@ -42,6 +42,15 @@ bench:
 demo: build
 	./$(BIN) --log-level warn simulate --coordinators 3 --peers 6 --model mlp --rounds 12 --inner-steps 30 \
 	  --partition dirichlet:1 --link 10mbit,50ms,1% --kill-leader-at 6 --seed 1
+
+## demo-lm: a text cohort on the embedded play, no setup needed: 3 Raft coordinators and 4 peers
+## behind 10 Mbit/s, 50 ms, 1 % loss links train a byte-level GPT (2 layers, width 64, 4 heads,
+## context 64), each peer on its own speakers' lines; it prints the validation loss per round, the
+## contribution table and 200 bytes sampled from the final model. Measured on 2 cores (shared):
+## 3m01s wall, val_loss 4.81 after round 1 to 2.72 after round 6 (--lr 3e-3 did no better).
+demo-lm: build
+	./$(BIN) --log-level warn simulate --coordinators 3 --peers 4 --model gpt:2-64-4-64 --data embedded \
+	  --partition natural --link 10mbit,50ms,1% --rounds 6 --inner-steps 50 --seed 1
 
 ## demo-train: the in-process DiLoCo trainer alone (no network).
 demo-train: build

@@ -448,6 +448,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	// Peers finish their last round; every replica must hold the recorded final model.
 	final := lastHash(nodes, cohort)
 	sum.ModelHash = fmt.Sprintf("%x", final[:8])
+	sum.ModelSpec = modelSpec(cfg.Model)
 	waitUntil(ctx, 10*time.Second, func() bool {
 		for _, m := range members {
 			select {
@@ -465,6 +466,8 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		h := protocol.HashParams(m.peer.Worker().Global())
 		if h != final {
 			sum.ReplicasAgree = false
+		} else if sum.Theta == nil {
+			sum.Theta = append([]float32(nil), m.peer.Worker().Global()...)
 		}
 		ws := m.client.WireStats()
 		st := m.peer.Stats

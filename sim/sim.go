@@ -242,6 +242,10 @@ type Summary struct {
 	// after the first (setup excluded): the compute utilisation of a running cohort.
 	ComputeUtilSteady float64 `json:"compute_util_steady"`
 	ModelHash         string  `json:"model_hash"`
+	// Theta is the final model's parameters (a replica holding ModelHash's; nil if none does),
+	// of the model ModelSpec names.
+	Theta     []float32 `json:"-"`
+	ModelSpec string    `json:"model_spec"`
 	// Shares is what each contributor was paid from the reward pool (Pool), Flags what the
 	// validator noticed about contributors ("kind: detail", once per kind).
 	Pool   uint64              `json:"pool"`

@@ -160,3 +160,41 @@ func TestProposeTextData(t *testing.T) {
 		t.Fatalf("a --validation-hash that is not --data's: %v", err)
 	}
 }
+
+// TestCoordinatorDataKinds: the coordinator's --data values sort into the image path and the
+// text path; two of one kind are refused.
+func TestCoordinatorDataKinds(t *testing.T) {
+	dir := t.TempDir()
+	text := writePlayText(t, dir, "play.txt", 1000)
+	texts := filepath.Join(dir, "texts")
+	if err := os.MkdirAll(texts, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writePlayText(t, texts, "a.txt", 1000)
+	for _, tc := range []struct {
+		paths      []string
+		data, text string
+		err        string
+	}{
+		{nil, "", "", ""},
+		{[]string{"embedded"}, "embedded", "", ""},
+		{[]string{"/some/fmnist"}, "/some/fmnist", "", ""},
+		{[]string{text}, "", text, ""},
+		{[]string{"embedded", texts}, "embedded", texts, ""},
+		{[]string{texts, "/some/fmnist"}, "/some/fmnist", texts, ""},
+		{[]string{text, texts}, "", "", "are both text data"},
+		{[]string{"embedded", "/some/fmnist"}, "", "", "are both image data"},
+		{[]string{""}, "", "", "empty path"},
+	} {
+		cfg, err := validationData(tc.paths)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%v: error %v, want %q", tc.paths, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || cfg.Data != tc.data || cfg.Text != tc.text {
+			t.Errorf("%v: Data %q Text %q (err %v), want %q and %q", tc.paths, cfg.Data, cfg.Text, err, tc.data, tc.text)
+		}
+	}
+}

@@ -29,7 +29,7 @@ func simulateCommand() *cli.Command {
 		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "coordinators", Value: 3, Usage: "coordinator nodes", EnvVars: envVars("coordinators")},
 			&cli.IntFlag{Name: "peers", Value: 6, Usage: "peers, each with its own data shard and link", EnvVars: envVars("peers")},
-			&cli.StringFlag{Name: "model", Value: "mlp", Usage: "mlp, mlp:784-256-10 or charlm", EnvVars: envVars("model")},
+			&cli.StringFlag{Name: "model", Value: "mlp", Usage: "mlp, mlp:784-256-10, charlm or gpt:L-D-NH-T", EnvVars: envVars("model")},
 			&cli.IntFlag{Name: "rounds", Value: int(spec.Defaults.Rounds), Usage: "outer rounds", EnvVars: envVars("rounds")},
 			&cli.IntFlag{Name: "inner-steps", Value: int(spec.Defaults.InnerSteps), Usage: "inner steps H", EnvVars: envVars("inner_steps")},
 			&cli.IntFlag{Name: "batch", Usage: "batch size per peer (0: the model's default)", EnvVars: envVars("batch")},
@@ -39,7 +39,7 @@ func simulateCommand() *cli.Command {
 			outerLRFlag(), outerMomentumFlag(), errorDecayFlag(),
 			&cli.StringFlag{Name: "link", Value: "10mbit,50ms,1%", Usage: `each peer's link: RATE,DELAY[,LOSS%] ("" for plain loopback)`, EnvVars: envVars("link")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for data, models and links", EnvVars: envVars("seed")},
-			&cli.StringFlag{Name: "data", Value: "embedded", Usage: "Fashion-MNIST directory, or embedded", EnvVars: envVars("data")},
+			&cli.StringFlag{Name: "data", Value: "embedded", Usage: "Fashion-MNIST directory, or embedded; for gpt models a text file or directory of .txt files, or embedded (the play)", EnvVars: envVars("data")},
 			&cli.IntFlag{Name: "val-samples", Value: 1000, Usage: "validation samples", EnvVars: envVars("val_samples")},
 			&cli.IntFlag{Name: "kill-leader-at", Usage: "kill the leader coordinator when this round opens (0: never)", EnvVars: envVars("kill_leader_at")},
 			&cli.StringFlag{Name: "kill-peer", Usage: "NAME@ROUND: stop a peer when the round opens, restart it a round later", EnvVars: envVars("kill_peer")},
@@ -114,7 +114,17 @@ func simulateCommand() *cli.Command {
 				fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%d\t%.2f%%\t%s\n", report.Escape(p.Name), p.RoundsParticipated, p.Samples, humanBytes(p.PayloadBytes),
 					humanBytes(p.WireBytesSent), sum.Shares[p.Name], share, report.Escape(flags))
 			}
-			return tw.Flush()
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if strings.HasPrefix(sum.ModelSpec, "gpt:") && sum.Theta != nil {
+				sample, err := sampleText(sum.ModelSpec, sum.Theta, cfg.Seed)
+				if err != nil {
+					return fmt.Errorf("simulate: sampling the final model: %w", err)
+				}
+				fmt.Fprintf(out, "\nsample of the final model (200 bytes, temperature 0.8):\n%s\n", sample)
+			}
+			return nil
 		},
 	}
 }
