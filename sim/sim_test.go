@@ -170,11 +170,17 @@ func TestFaults(t *testing.T) {
 		}
 	}
 	// A round slowed by the machine closes before some receipts arrive, the honest peers' as much as
-	// peer-2's: the last round says something about peer-2 only if the others made it in time.
-	if last := rec.receipts[4]; slices.Contains(last, "peer-1") && slices.Contains(last, "peer-3") && !slices.Contains(last, "peer-2") {
-		t.Errorf("round 5: receipts from %v, none from the restarted peer-2", last)
-	} else if !slices.Contains(last, "peer-2") {
-		t.Logf("round 5 closed before the honest peers' receipts (%v): peer-2's return is not measured this run", last)
+	// peer-2's: peer-2 has returned if it counts in a round after its restart (4 or 5), and the test
+	// says so only where the honest peers made some round in time.
+	back, measured := false, false
+	for _, got := range rec.receipts[3:] {
+		back = back || slices.Contains(got, "peer-2")
+		measured = measured || (slices.Contains(got, "peer-1") && slices.Contains(got, "peer-3"))
+	}
+	if measured && !back {
+		t.Errorf("rounds 4-5: receipts from %v, none from the restarted peer-2", rec.receipts[3:])
+	} else if !back {
+		t.Logf("rounds 4-5 closed before the honest peers' receipts (%v): peer-2's return is not measured this run", rec.receipts[3:])
 	}
 	// Nor is it paid: no receipt, no score, no share of the pool.
 	if got := sum.Shares["peer-4"]; got != 0 {
