@@ -3,6 +3,6 @@
 package nn
 
 // BLAS names the BLAS implementation this binary uses: gonum's pure-Go BLAS unless built with
-// -tags openblas ("openblas-1thread"). Replicas whose BLAS differ do not compute bit-identical
+// -tags openblas ("openblas-panels"). Replicas whose BLAS differ do not compute bit-identical
 // gradients.
 const BLAS = "gonum"

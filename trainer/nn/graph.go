@@ -83,14 +83,16 @@ func orderedParams(layout Layout, m map[string]*G.Node) G.Nodes {
 type program struct {
 	g     *G.ExprGraph
 	vm    G.VM
+	rw    *rewinder
 	grads G.Nodes // gradient nodes in layout order; nil for evaluation graphs
 	loss  G.Value // read target of the mean loss (training graphs)
 	logp  G.Value // read target of the log-probabilities [rows, classes] (evaluation graphs)
 }
 
 // run executes the program once. Inputs must already be written into the bound input tensors.
-// The machine is reset afterwards so that the next run starts from a clean state; gradient nodes
-// keep their values until the next run.
+// The machine is rewound afterwards (see rewind): the next run starts from the first instruction
+// and writes into the same intermediate tensors. Gradient nodes keep their values until the next
+// run. After a failed run the machine is reset instead, dropping whatever it had half written.
 //
 // gorgonia's tape machine executes the ops on a goroutine of its own, where a panic cannot be
 // recovered: callers validate every input (lengths, label and token ranges) before running, and
@@ -101,7 +103,11 @@ func (p *program) run() (err error) {
 			err = fmt.Errorf("%w: panic: %v", ErrGraph, r)
 		}
 	}()
-	defer p.vm.Reset()
+	defer func() {
+		if err != nil || !p.rw.rewind(p.vm) {
+			p.vm.Reset()
+		}
+	}()
 	if err := p.vm.RunAll(); err != nil {
 		return fmt.Errorf("%w: %v", ErrGraph, err)
 	}
@@ -248,7 +254,19 @@ func compile(g *G.ExprGraph, params G.Nodes, loss, logp *G.Node) (*program, erro
 	if logp != nil {
 		G.Read(logp, &p.logp)
 	}
-	p.vm = G.NewTapeMachine(g)
+	// Only what the read targets depend on runs: without pruning, the tape machine would also run
+	// every gradient Grad adds for non-parameters, such as dLoss/dx for the input batch (a third of
+	// the MLP's matrix products).
+	roots := append(G.Nodes(nil), p.grads...)
+	if loss != nil {
+		roots = append(roots, loss)
+	}
+	if logp != nil {
+		roots = append(roots, logp)
+	}
+	sub := g.SubgraphRoots(roots...)
+	p.vm = G.NewTapeMachine(sub)
+	p.rw = newRewinder(sub)
 	return p, nil
 }
 
