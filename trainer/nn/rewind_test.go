@@ -19,9 +19,13 @@ func TestRewoundRunsMatchFreshModels(t *testing.T) {
 		make  func() Model
 		batch func() Batch
 	}{
-		{"mlp", func() Model { return newTestMLP(t, MLPConfig{Sizes: []int{20, 16, 12, 5}, Batch: 6, EvalBatch: 4, Seed: 2}) },
+		{"mlp", func() Model {
+			return newTestMLP(t, MLPConfig{Sizes: []int{20, 16, 12, 5}, Batch: 6, EvalBatch: 4, Seed: 2})
+		},
 			func() Batch { return randomMLPBatch(r, 20, 5, 6) }},
-		{"charlm", func() Model { return newTestCharLM(t, CharLMConfig{Vocab: 13, Context: 5, Embed: 8, Hidden: 12, Batch: 3, Seed: 2}) },
+		{"charlm", func() Model {
+			return newTestCharLM(t, CharLMConfig{Vocab: 13, Context: 5, Embed: 8, Hidden: 12, Batch: 3, Seed: 2})
+		},
 			func() Batch { return randomLMBatch(r, 13, 5, 3) }},
 		{"charlm-ln", func() Model {
 			return newTestCharLM(t, CharLMConfig{Vocab: 13, Context: 5, Embed: 8, Hidden: 12, Batch: 3, Seed: 2, LayerNorm: true})
