@@ -259,42 +259,9 @@ func (m *GPT) Context() int { return m.cfg.Context }
 // Vocab is the number of distinct tokens.
 func (m *GPT) Vocab() int { return m.cfg.Vocab }
 
-// gelu is the tanh approximation 0.5·z·(1 + tanh(√(2/π)·(z + 0.044715·z³))).
-func gelu(z *G.Node) (*G.Node, error) {
-	sq, err := G.Square(z)
-	if err != nil {
-		return nil, err
-	}
-	cube, err := G.HadamardProd(sq, z)
-	if err != nil {
-		return nil, err
-	}
-	c3, err := G.Mul(cube, G.NewConstant(float32(0.044715)))
-	if err != nil {
-		return nil, err
-	}
-	inner, err := G.Add(z, c3)
-	if err != nil {
-		return nil, err
-	}
-	scaled, err := G.Mul(inner, G.NewConstant(float32(math.Sqrt(2/math.Pi))))
-	if err != nil {
-		return nil, err
-	}
-	th, err := G.Tanh(scaled)
-	if err != nil {
-		return nil, err
-	}
-	onePlus, err := G.Add(th, G.NewConstant(float32(1)))
-	if err != nil {
-		return nil, err
-	}
-	half, err := G.Mul(z, G.NewConstant(float32(0.5)))
-	if err != nil {
-		return nil, err
-	}
-	return G.HadamardProd(half, onePlus)
-}
+// gelu is the tanh approximation 0.5·z·(1 + tanh(√(2/π)·(z + 0.044715·z³))), as one fused op.
+func gelu(z *G.Node) (*G.Node, error) { return fusedGELU(z) }
+
 
 func (m *GPT) build(n int, training bool) (*lmProgram, error) {
 	p := &lmProgram{n: n}
@@ -306,8 +273,7 @@ func (m *GPT) build(n int, training bool) (*lmProgram, error) {
 		params := graphParams(g, m.layout, m.flat)
 
 		tok, pos := lmInputs(g, p, N, T)
-		mask := causalMask(n*NH, T)
-		scale := G.NewConstant(float32(1 / math.Sqrt(float64(hd))))
+		scale := float32(1 / math.Sqrt(float64(hd)))
 
 		var err error
 		must := func(x *G.Node, e error) *G.Node {
@@ -340,9 +306,7 @@ func (m *GPT) build(n int, training bool) (*lmProgram, error) {
 			if err != nil {
 				return err
 			}
-			scores := must(G.Mul(must(G.BatchedMatMul(q, k, false, true)), scale))
-			logAtt := must(logSoftmax(must(G.Reshape(must(G.Add(scores, mask)), tensor.Shape{n * NH * T, T}))))
-			att := must(G.Reshape(must(G.Exp(logAtt)), tensor.Shape{n * NH, T, T}))
+			att := must(causalSoftmax(must(G.BatchedMatMul(q, k, false, true)), scale))
 			y := must(G.BatchedMatMul(att, v))                 // [n·NH, T, hd]
 			y = must(G.Reshape(y, tensor.Shape{n, NH, T, hd})) //
 			y = must(G.Transpose(y, 0, 2, 1, 3))               // [n, T, NH, hd]

@@ -194,50 +194,9 @@ func dense(x, w, b *G.Node) (*G.Node, error) {
 	if b == nil {
 		return xw, nil
 	}
-	return G.BroadcastAdd(xw, b, nil, []byte{0})
+	return addRow(xw, b)
 }
 
-// layerNorm normalises each row of x [rows, d] to zero mean and unit variance and applies gain and
-// bias [d]: (x − mean)/√(var + 1e-5)·gain + bias. Composed from primitives; 1/√ is Inverse(Sqrt(·))
-// because gorgonia v0.9.18's InverseSqrt has a wrong gradient.
-func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
-	mean, err := G.Mean(x, 1)
-	if err != nil {
-		return nil, err
-	}
-	xc, err := G.BroadcastSub(x, mean, nil, []byte{1})
-	if err != nil {
-		return nil, err
-	}
-	sq, err := G.Square(xc)
-	if err != nil {
-		return nil, err
-	}
-	variance, err := G.Mean(sq, 1)
-	if err != nil {
-		return nil, err
-	}
-	veps, err := G.Add(variance, G.NewConstant(float32(1e-5)))
-	if err != nil {
-		return nil, err
-	}
-	sd, err := G.Sqrt(veps)
-	if err != nil {
-		return nil, err
-	}
-	inv, err := G.Inverse(sd)
-	if err != nil {
-		return nil, err
-	}
-	y, err := G.BroadcastHadamardProd(xc, inv, nil, []byte{1})
-	if err != nil {
-		return nil, err
-	}
-	if y, err = G.BroadcastHadamardProd(y, gain, nil, []byte{0}); err != nil {
-		return nil, err
-	}
-	return G.BroadcastAdd(y, bias, nil, []byte{0})
-}
 
 // compile finishes a graph: for training graphs it adds the gradient nodes of params with respect to
 // loss and reads loss; for evaluation graphs it reads logp. It then builds the tape machine.
@@ -338,34 +297,17 @@ func (c *evalCache[P]) get(n, fullN int, build func(int) (P, error)) (P, error) 
 	return c.rem, nil
 }
 
-// logSoftmax is a numerically stable log-softmax over axis 1 of a [rows, cols] matrix, composed
-// from primitives: x − max − log Σ exp(x − max), row by row.
+
+// layerNorm normalises each row of x [rows, d] to zero mean and unit variance and applies gain and
+// bias [d]: (x − mean)/√(var + 1e-5)·gain + bias, as one fused op (see fusedLayerNorm).
+func layerNorm(x, gain, bias *G.Node) (*G.Node, error) { return fusedLayerNorm(x, gain, bias) }
+
+// logSoftmax is a numerically stable log-softmax over the last axis, as one fused op: x − max −
+// log Σ exp(x − max), row by row, with each row's own maximum.
 //
 // Why not G.LogSoftMax / G.SoftMax: gorgonia.org/tensor v0.9.23 (softMaxLastDimF32) starts each
 // row's maximum from the tensor's first element instead of the row's, and skips the row's own
 // first element. A row whose first logit exceeds that value by more than ~88 overflows exp to +Inf
 // and the loss turns NaN. It happened in DiLoCo on Dirichlet-skewed Fashion-MNIST (8 workers, H=10,
 // round 27): a worker trained on mostly class 0 grew a large class-0 logit.
-func logSoftmax(x *G.Node) (*G.Node, error) {
-	m, err := G.Max(x, 1)
-	if err != nil {
-		return nil, err
-	}
-	shifted, err := G.BroadcastSub(x, m, nil, []byte{1})
-	if err != nil {
-		return nil, err
-	}
-	e, err := G.Exp(shifted)
-	if err != nil {
-		return nil, err
-	}
-	s, err := G.Sum(e, 1)
-	if err != nil {
-		return nil, err
-	}
-	l, err := G.Log(s)
-	if err != nil {
-		return nil, err
-	}
-	return G.BroadcastSub(shifted, l, nil, []byte{1})
-}
+func logSoftmax(x *G.Node) (*G.Node, error) { return fusedLogSoftmax(x) }

@@ -1,0 +1,289 @@
+package nn
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/chewxy/math32"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// The kernels the models use. Row sums accumulate in float64; everything else is float32, in index
+// order, so results are bit-reproducible on any machine and core count.
+
+const (
+	geluC = 0.7978845608028654 // √(2/π)
+	geluA = 0.044715
+	lnEps = 1e-5
+)
+
+// geluTanh returns gelu(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) and tanh's value.
+func geluTanh(x float32) (y, t float32) {
+	t = math32.Tanh(geluC * (x + geluA*x*x*x))
+	return 0.5 * x * (1 + t), t
+}
+
+// fusedGELU is the tanh approximation of GELU, elementwise over x of any shape.
+func fusedGELU(x *G.Node) (*G.Node, error) {
+	d := x.Dims()
+	k := &kernel{name: "gelu", inDims: []int{d}, outDims: d, shape: sameShape, wrt: []bool{true},
+		run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
+			for i, v := range in[0] {
+				out[i], _ = geluTanh(v)
+			}
+		},
+	}
+	k.grad = func(in G.Nodes, _, dout *G.Node) (G.Nodes, error) {
+		g := &kernel{name: "gelu.grad", inDims: []int{d, d}, outDims: d, shape: sameShape,
+			run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
+				x, dy := in[0], in[1]
+				for i, v := range x {
+					_, t := geluTanh(v)
+					du := geluC * (1 + 3*geluA*v*v)
+					out[i] = dy[i] * (0.5*(1+t) + 0.5*v*(1-t*t)*du)
+				}
+			},
+		}
+		dx, err := g.apply(in[0], dout)
+		return G.Nodes{dx}, err
+	}
+	return k.apply(x)
+}
+
+// sumRows sums x [rows…, C] over every axis but the last: [C].
+func sumRows(x *G.Node) (*G.Node, error) {
+	k := &kernel{name: "sumrows", inDims: []int{x.Dims()}, outDims: 1,
+		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][len(in[0])-1]}, nil },
+		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
+			rows, cols := rowsCols(shapes[0])
+			acc := make([]float64, cols)
+			for r := 0; r < rows; r++ {
+				for c, v := range in[0][r*cols : (r+1)*cols] {
+					acc[c] += float64(v)
+				}
+			}
+			for c, v := range acc {
+				out[c] = float32(v)
+			}
+		},
+	}
+	return k.apply(x)
+}
+
+// addRow adds the vector b [C] to every row of x [rows…, C].
+func addRow(x, b *G.Node) (*G.Node, error) {
+	if x.Shape()[x.Dims()-1] != b.Shape().TotalSize() {
+		return nil, fmt.Errorf("%w: bias of %v added to rows of %v", ErrGraph, b.Shape(), x.Shape())
+	}
+	k := &kernel{name: "addrow", inDims: []int{x.Dims(), 1}, outDims: x.Dims(), shape: sameShape, wrt: []bool{true, true},
+		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
+			rows, cols := rowsCols(shapes[0])
+			x, b := in[0], in[1]
+			for r := 0; r < rows; r++ {
+				o, xr := out[r*cols:(r+1)*cols], x[r*cols:(r+1)*cols]
+				for c, bv := range b {
+					o[c] = xr[c] + bv
+				}
+			}
+		},
+	}
+	k.grad = func(_ G.Nodes, _, dout *G.Node) (G.Nodes, error) {
+		db, err := sumRows(dout)
+		return G.Nodes{dout, db}, err
+	}
+	return k.apply(x, b)
+}
+
+// lnRow normalises one row: it writes x̂ = (x − mean)/√(var + ε) into xhat and returns 1/√(var + ε).
+func lnRow(xhat, x []float32) float32 {
+	var s float64
+	for _, v := range x {
+		s += float64(v)
+	}
+	mean := float32(s / float64(len(x)))
+	var q float64
+	for _, v := range x {
+		d := v - mean
+		q += float64(d * d)
+	}
+	inv := float32(1 / math.Sqrt(q/float64(len(x))+lnEps))
+	for i, v := range x {
+		xhat[i] = (v - mean) * inv
+	}
+	return inv
+}
+
+// fusedLayerNorm normalises each row of x [rows, D] to zero mean and unit variance and applies gain
+// and bias [D]: (x − mean)/√(var + 1e-5)·gain + bias.
+func fusedLayerNorm(x, gain, bias *G.Node) (*G.Node, error) {
+	k := &kernel{name: "layernorm", inDims: []int{2, 1, 1}, outDims: 2, shape: sameShape, wrt: []bool{true, true, true},
+		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
+			rows, cols := rowsCols(shapes[0])
+			x, g, b := in[0], in[1], in[2]
+			for r := 0; r < rows; r++ {
+				o := out[r*cols : (r+1)*cols]
+				lnRow(o, x[r*cols:(r+1)*cols])
+				for c := range o {
+					o[c] = o[c]*g[c] + b[c]
+				}
+			}
+		},
+	}
+	k.grad = func(in G.Nodes, _, dout *G.Node) (G.Nodes, error) {
+		// dx = (dx̂ − mean(dx̂) − x̂·mean(dx̂ ⊙ x̂))/√(var + ε), dx̂ = dy ⊙ gain.
+		gx := &kernel{name: "layernorm.dx", inDims: []int{2, 1, 2}, outDims: 2, shape: sameShape,
+			run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
+				rows, cols := rowsCols(shapes[0])
+				x, g, dy := in[0], in[1], in[2]
+				xhat := make([]float32, cols)
+				for r := 0; r < rows; r++ {
+					inv := lnRow(xhat, x[r*cols:(r+1)*cols])
+					dyr, o := dy[r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
+					var s1, s2 float64
+					for c, v := range dyr {
+						d := v * g[c]
+						s1 += float64(d)
+						s2 += float64(d * xhat[c])
+					}
+					m1, m2 := float32(s1/float64(cols)), float32(s2/float64(cols))
+					for c, v := range dyr {
+						o[c] = (v*g[c] - m1 - xhat[c]*m2) * inv
+					}
+				}
+			},
+		}
+		// dgain = Σ_rows dy ⊙ x̂.
+		gg := &kernel{name: "layernorm.dgain", inDims: []int{2, 2}, outDims: 1,
+			shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][1]}, nil },
+			run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
+				rows, cols := rowsCols(shapes[0])
+				x, dy := in[0], in[1]
+				xhat := make([]float32, cols)
+				acc := make([]float64, cols)
+				for r := 0; r < rows; r++ {
+					lnRow(xhat, x[r*cols:(r+1)*cols])
+					for c, v := range dy[r*cols : (r+1)*cols] {
+						acc[c] += float64(v * xhat[c])
+					}
+				}
+				for c, v := range acc {
+					out[c] = float32(v)
+				}
+			},
+		}
+		dx, err := gx.apply(in[0], in[1], dout)
+		if err != nil {
+			return nil, err
+		}
+		dg, err := gg.apply(in[0], dout)
+		if err != nil {
+			return nil, err
+		}
+		db, err := sumRows(dout)
+		return G.Nodes{dx, dg, db}, err
+	}
+	return k.apply(x, gain, bias)
+}
+
+// fusedLogSoftmax is the log-softmax of each row (last axis) of x, stable by subtracting the row's
+// own maximum.
+func fusedLogSoftmax(x *G.Node) (*G.Node, error) {
+	d := x.Dims()
+	k := &kernel{name: "logsoftmax", inDims: []int{d}, outDims: d, shape: sameShape, wrt: []bool{true},
+		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
+			rows, cols := rowsCols(shapes[0])
+			for r := 0; r < rows; r++ {
+				xr, o := in[0][r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
+				m := xr[0]
+				for _, v := range xr[1:] {
+					m = max(m, v)
+				}
+				var s float64
+				for _, v := range xr {
+					s += float64(math32.Exp(v - m))
+				}
+				l := float32(math.Log(s))
+				for c, v := range xr {
+					o[c] = v - m - l
+				}
+			}
+		},
+	}
+	k.grad = func(_ G.Nodes, out, dout *G.Node) (G.Nodes, error) {
+		// dx = dy − softmax(x)·Σ dy, row by row; softmax(x) = exp(y).
+		g := &kernel{name: "logsoftmax.grad", inDims: []int{d, d}, outDims: d, shape: sameShape,
+			run: func(o []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
+				rows, cols := rowsCols(shapes[0])
+				y, dy := in[0], in[1]
+				for r := 0; r < rows; r++ {
+					var s float64
+					for _, v := range dy[r*cols : (r+1)*cols] {
+						s += float64(v)
+					}
+					sf := float32(s)
+					for c := r * cols; c < (r+1)*cols; c++ {
+						o[c] = dy[c] - math32.Exp(y[c])*sf
+					}
+				}
+			},
+		}
+		dx, err := g.apply(out, dout)
+		return G.Nodes{dx}, err
+	}
+	return k.apply(x)
+}
+
+// causalSoftmax turns raw attention scores s [count, T, T] into attention weights: row i of each
+// matrix is softmax(scale·s[i, 0..i]) over the positions j ≤ i, and 0 for j > i.
+func causalSoftmax(s *G.Node, scale float32) (*G.Node, error) {
+	k := &kernel{name: fmt.Sprintf("causalsoftmax(%g)", scale), inDims: []int{3}, outDims: 3, shape: sameShape, wrt: []bool{true},
+		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
+			count, T := shapes[0][0], shapes[0][1]
+			for m := 0; m < count; m++ {
+				for i := 0; i < T; i++ {
+					row := (m*T + i) * T
+					sr, o := in[0][row:row+i+1], out[row:row+T]
+					mx := sr[0]
+					for _, v := range sr[1:] {
+						mx = max(mx, v)
+					}
+					var sum float64
+					for j, v := range sr {
+						e := math32.Exp(scale * (v - mx))
+						o[j] = e
+						sum += float64(e)
+					}
+					inv := float32(1 / sum)
+					for j := range sr {
+						o[j] *= inv
+					}
+					clear(o[i+1:])
+				}
+			}
+		},
+	}
+	k.grad = func(_ G.Nodes, out, dout *G.Node) (G.Nodes, error) {
+		// ds = scale · p ⊙ (dp − Σ_j dp ⊙ p), row by row (0 where p is masked).
+		g := &kernel{name: fmt.Sprintf("causalsoftmax(%g).grad", scale), inDims: []int{3, 3}, outDims: 3, shape: sameShape,
+			run: func(o []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
+				rows, cols := rowsCols(shapes[0])
+				p, dp := in[0], in[1]
+				for r := 0; r < rows; r++ {
+					pr, dr, or := p[r*cols:(r+1)*cols], dp[r*cols:(r+1)*cols], o[r*cols:(r+1)*cols]
+					var s float64
+					for j, v := range pr {
+						s += float64(v * dr[j])
+					}
+					sf := float32(s)
+					for j, v := range pr {
+						or[j] = scale * v * (dr[j] - sf)
+					}
+				}
+			},
+		}
+		ds, err := g.apply(out, dout)
+		return G.Nodes{ds}, err
+	}
+	return k.apply(s)
+}
