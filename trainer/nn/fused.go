@@ -38,7 +38,7 @@ type kernel struct {
 }
 
 var (
-	_ G.SDOp             = (*kernel)(nil)
+	_ G.SDOp            = (*kernel)(nil)
 	_ G.UsePreallocDoer = (*kernel)(nil)
 )
 
@@ -157,11 +157,6 @@ func (k *kernel) SymDiff(in G.Nodes, out, dout *G.Node) (G.Nodes, error) {
 
 // sameShape is the shape function of kernels whose output has the shape of input 0.
 func sameShape(in []tensor.Shape) (tensor.Shape, error) { return in[0].Clone(), nil }
-
-// shapeOf returns the shape function of kernels whose output has the shape of input i.
-func shapeOf(i int) func([]tensor.Shape) (tensor.Shape, error) {
-	return func(in []tensor.Shape) (tensor.Shape, error) { return in[i].Clone(), nil }
-}
 
 // rowsCols splits a shape into rows (all leading dimensions) and columns (the last).
 func rowsCols(s tensor.Shape) (rows, cols int) {

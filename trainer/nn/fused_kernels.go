@@ -3,8 +3,12 @@ package nn
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
+	"sync/atomic"
 
 	"github.com/chewxy/math32"
+	"gonum.org/v1/gonum/blas"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -286,4 +290,200 @@ func causalSoftmax(s *G.Node, scale float32) (*G.Node, error) {
 		return G.Nodes{ds}, err
 	}
 	return k.apply(s)
+}
+
+// headLayout describes how multi-head attention lays out n sequences of T positions with NH heads
+// of width hd: rows of a [n·T, W] matrix hold each position's heads side by side from column from;
+// a [n·NH, T, hd] tensor holds each sequence's heads one after the other.
+type headLayout struct{ n, T, NH, hd, W, from int }
+
+func (h headLayout) String() string {
+	return fmt.Sprintf("%d×%d×%d×%d/%d@%d", h.n, h.T, h.NH, h.hd, h.W, h.from)
+}
+
+// splitHeads copies columns [from, from + NH·hd) of x [n·T, W] into [n·NH, T, hd].
+func (h headLayout) split(out, x []float32) {
+	for b := 0; b < h.n; b++ {
+		for hh := 0; hh < h.NH; hh++ {
+			for t := 0; t < h.T; t++ {
+				src := (b*h.T+t)*h.W + h.from + hh*h.hd
+				dst := ((b*h.NH+hh)*h.T + t) * h.hd
+				copy(out[dst:dst+h.hd], x[src:src+h.hd])
+			}
+		}
+	}
+}
+
+// merge is the inverse of split: [n·NH, T, hd] into columns [from, from + NH·hd) of [n·T, W], the
+// other columns zero.
+func (h headLayout) merge(out, y []float32) {
+	if h.W != h.NH*h.hd {
+		clear(out)
+	}
+	for b := 0; b < h.n; b++ {
+		for hh := 0; hh < h.NH; hh++ {
+			for t := 0; t < h.T; t++ {
+				dst := (b*h.T+t)*h.W + h.from + hh*h.hd
+				src := ((b*h.NH+hh)*h.T + t) * h.hd
+				copy(out[dst:dst+h.hd], y[src:src+h.hd])
+			}
+		}
+	}
+}
+
+// splitHeads is x [n·T, W] → [n·NH, T, hd] (see headLayout); its gradient is mergeHeads.
+func splitHeads(x *G.Node, h headLayout) (*G.Node, error) {
+	k := &kernel{name: "splitheads" + h.String(), inDims: []int{2}, outDims: 3, wrt: []bool{true},
+		shape: func([]tensor.Shape) (tensor.Shape, error) { return tensor.Shape{h.n * h.NH, h.T, h.hd}, nil },
+		run:   func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) { h.split(out, in[0]) },
+	}
+	k.grad = func(_ G.Nodes, _, dout *G.Node) (G.Nodes, error) {
+		dx, err := mergeHeads(dout, h)
+		return G.Nodes{dx}, err
+	}
+	return k.apply(x)
+}
+
+// mergeHeads is y [n·NH, T, hd] → [n·T, W] (see headLayout); its gradient is splitHeads.
+func mergeHeads(y *G.Node, h headLayout) (*G.Node, error) {
+	k := &kernel{name: "mergeheads" + h.String(), inDims: []int{3}, outDims: 2, wrt: []bool{true},
+		shape: func([]tensor.Shape) (tensor.Shape, error) { return tensor.Shape{h.n * h.T, h.W}, nil },
+		run:   func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) { h.merge(out, in[0]) },
+	}
+	k.grad = func(_ G.Nodes, _, dout *G.Node) (G.Nodes, error) {
+		dy, err := splitHeads(dout, h)
+		return G.Nodes{dy}, err
+	}
+	return k.apply(y)
+}
+
+// sgemm is C = op(A)·op(B) on row-major matrices through gorgonia's BLAS (OpenBLAS in panels, or
+// gonum's pure-Go kernels).
+func sgemm(tA, tB bool, m, n, k int, a, b, c []float32) {
+	ta, tb, lda, ldb := blas.NoTrans, blas.NoTrans, k, n
+	if tA {
+		ta, lda = blas.Trans, m
+	}
+	if tB {
+		tb, ldb = blas.Trans, k
+	}
+	G.WhichBLAS().Sgemm(ta, tb, m, n, k, 1, a, lda, b, ldb, 0, c, n)
+}
+
+// matMulBT is a [m, k] · bᵀ for b [n, k], without materialising bᵀ (the tied output head).
+func matMulBT(a, b *G.Node) (*G.Node, error) {
+	if a.Shape()[1] != b.Shape()[1] {
+		return nil, fmt.Errorf("%w: %v · (%v)ᵀ", ErrGraph, a.Shape(), b.Shape())
+	}
+	k := &kernel{name: "matmulBT", inDims: []int{2, 2}, outDims: 2, wrt: []bool{true, true},
+		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], in[1][0]}, nil },
+		run: func(out []float32, _ tensor.Shape, in [][]float32, s []tensor.Shape) {
+			sgemm(false, true, s[0][0], s[1][0], s[0][1], in[0], in[1], out)
+		},
+	}
+	k.grad = func(in G.Nodes, _, dout *G.Node) (G.Nodes, error) {
+		// dA = dY · B [m, k]; dB = dYᵀ · A [n, k].
+		da := &kernel{name: "matmulBT.da", inDims: []int{2, 2}, outDims: 2,
+			shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], in[1][1]}, nil },
+			run: func(out []float32, _ tensor.Shape, in [][]float32, s []tensor.Shape) {
+				sgemm(false, false, s[0][0], s[1][1], s[0][1], in[0], in[1], out)
+			},
+		}
+		db := &kernel{name: "matmulBT.db", inDims: []int{2, 2}, outDims: 2,
+			shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][1], in[1][1]}, nil },
+			run: func(out []float32, _ tensor.Shape, in [][]float32, s []tensor.Shape) {
+				sgemm(true, false, s[0][1], s[1][1], s[0][0], in[0], in[1], out)
+			},
+		}
+		dA, err := da.apply(dout, in[1])
+		if err != nil {
+			return nil, err
+		}
+		dB, err := db.apply(dout, in[0])
+		return G.Nodes{dA, dB}, err
+	}
+	return k.apply(a, b)
+}
+
+// bmmFlopsPerTask is the work (2·m·n·k summed over matrices) below which a batched product runs on
+// one goroutine.
+const bmmFlopsPerTask = 1 << 20
+
+// bmm is the batched product C[i] = op(A[i])·op(B[i]) of a [batch, ·, ·] and b [batch, ·, ·], each
+// matrix by one BLAS call. Large batches are cut into runs of consecutive matrices whose length
+// depends only on the shapes, computed concurrently: the same results on any number of cores.
+func bmm(a, b *G.Node, tA, tB bool) (*G.Node, error) {
+	as, bs := a.Shape(), b.Shape()
+	m, ka := as[1], as[2]
+	if tA {
+		m, ka = as[2], as[1]
+	}
+	kb, n := bs[1], bs[2]
+	if tB {
+		kb, n = bs[2], bs[1]
+	}
+	if as[0] != bs[0] || ka != kb {
+		return nil, fmt.Errorf("%w: batched product of %v (transposed %v) and %v (transposed %v)", ErrGraph, as, tA, bs, tB)
+	}
+	k := &kernel{name: fmt.Sprintf("bmm(%v,%v)", tA, tB), inDims: []int{3, 3}, outDims: 3,
+		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], m, n}, nil },
+		run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
+			batch := as[0]
+			sa, sb, sc := m*ka, ka*n, m*n
+			per := max(1, bmmFlopsPerTask/max(1, 2*m*n*ka))
+			parallelRuns(batch, per, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					sgemm(tA, tB, m, n, ka, in[0][i*sa:(i+1)*sa], in[1][i*sb:(i+1)*sb], out[i*sc:(i+1)*sc])
+				}
+			})
+		},
+	}
+	switch {
+	case !tA && !tB: // dA = dC·Bᵀ, dB = Aᵀ·dC
+		k.wrt = []bool{true, true}
+		k.grad = func(in G.Nodes, _, dout *G.Node) (G.Nodes, error) {
+			da, err := bmm(dout, in[1], false, true)
+			if err != nil {
+				return nil, err
+			}
+			db, err := bmm(in[0], dout, true, false)
+			return G.Nodes{da, db}, err
+		}
+	case !tA && tB: // C = A·Bᵀ: dA = dC·B, dB = dCᵀ·A
+		k.wrt = []bool{true, true}
+		k.grad = func(in G.Nodes, _, dout *G.Node) (G.Nodes, error) {
+			da, err := bmm(dout, in[1], false, false)
+			if err != nil {
+				return nil, err
+			}
+			db, err := bmm(dout, in[0], true, false)
+			return G.Nodes{da, db}, err
+		}
+	}
+	return k.apply(a, b)
+}
+
+// parallelRuns calls f on the runs [lo, hi) of [0, n) of length per (the last may be shorter), on
+// up to GOMAXPROCS goroutines. The runs depend only on n and per.
+func parallelRuns(n, per int, f func(lo, hi int)) {
+	runs := (n + per - 1) / per
+	workers := min(runtime.GOMAXPROCS(0), runs)
+	if workers <= 1 {
+		f(0, n)
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for {
+				r := int(next.Add(1)) - 1
+				if r >= runs {
+					return
+				}
+				f(r*per, min((r+1)*per, n))
+			}
+		})
+	}
+	wg.Wait()
 }

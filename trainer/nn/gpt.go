@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	G "gorgonia.org/gorgonia"
-	"gorgonia.org/tensor"
 )
 
 // Bounds that GPTConfig.Validate enforces, so that a typo in a model name is refused instead of
@@ -262,7 +261,6 @@ func (m *GPT) Vocab() int { return m.cfg.Vocab }
 // gelu is the tanh approximation 0.5·z·(1 + tanh(√(2/π)·(z + 0.044715·z³))), as one fused op.
 func gelu(z *G.Node) (*G.Node, error) { return fusedGELU(z) }
 
-
 func (m *GPT) build(n int, training bool) (*lmProgram, error) {
 	p := &lmProgram{n: n}
 	err := buildSafely(func() error {
@@ -290,10 +288,7 @@ func (m *GPT) build(n int, training bool) (*lmProgram, error) {
 		// heads turns columns [from, from+D) of qkv [N, 3D] into [n·NH, T, hd], head-major per
 		// sequence.
 		heads := func(qkv *G.Node, from int) *G.Node {
-			part := must(G.Slice(qkv, nil, G.S(from, from+D)))
-			r := must(G.Reshape(part, tensor.Shape{n, T, NH, hd}))
-			tr := must(G.Transpose(r, 0, 2, 1, 3))
-			return must(G.Reshape(tr, tensor.Shape{n * NH, T, hd}))
+			return must(splitHeads(qkv, headLayout{n: n, T: T, NH: NH, hd: hd, W: 3 * D, from: from}))
 		}
 		for i := 0; i < L; i++ {
 			pr := func(t string) *G.Node { return params[gptBlockName(i, t)] }
@@ -306,11 +301,9 @@ func (m *GPT) build(n int, training bool) (*lmProgram, error) {
 			if err != nil {
 				return err
 			}
-			att := must(causalSoftmax(must(G.BatchedMatMul(q, k, false, true)), scale))
-			y := must(G.BatchedMatMul(att, v))                 // [n·NH, T, hd]
-			y = must(G.Reshape(y, tensor.Shape{n, NH, T, hd})) //
-			y = must(G.Transpose(y, 0, 2, 1, 3))               // [n, T, NH, hd]
-			y = must(G.Reshape(y, tensor.Shape{N, D}))         // heads side by side
+			att := must(causalSoftmax(must(bmm(q, k, false, true)), scale))
+			y := must(bmm(att, v, false, false))                                           // [n·NH, T, hd]
+			y = must(mergeHeads(y, headLayout{n: n, T: T, NH: NH, hd: hd, W: D, from: 0})) // [N, D], heads side by side
 			x = must(G.Add(x, must(dense(y, pr("attn.c_proj.weight"), pr("attn.c_proj.bias")))))
 			if err != nil {
 				return err
@@ -323,7 +316,7 @@ func (m *GPT) build(n int, training bool) (*lmProgram, error) {
 			}
 		}
 		h := must(layerNorm(x, params["transformer.ln_f.weight"], params["transformer.ln_f.bias"]))
-		logits := must(G.Mul(h, must(G.Transpose(wte)))) // tied head
+		logits := must(matMulBT(h, wte)) // tied head
 		logp := must(logSoftmax(logits))
 		if err != nil {
 			return err

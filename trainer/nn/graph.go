@@ -197,7 +197,6 @@ func dense(x, w, b *G.Node) (*G.Node, error) {
 	return addRow(xw, b)
 }
 
-
 // compile finishes a graph: for training graphs it adds the gradient nodes of params with respect to
 // loss and reads loss; for evaluation graphs it reads logp. It then builds the tape machine.
 func compile(g *G.ExprGraph, params G.Nodes, loss, logp *G.Node) (*program, error) {
@@ -296,7 +295,6 @@ func (c *evalCache[P]) get(n, fullN int, build func(int) (P, error)) (P, error) 
 	}
 	return c.rem, nil
 }
-
 
 // layerNorm normalises each row of x [rows, d] to zero mean and unit variance and applies gain and
 // bias [d]: (x − mean)/√(var + 1e-5)·gain + bias, as one fused op (see fusedLayerNorm).
