@@ -8,7 +8,7 @@ RACE_PKGS  = $(shell for d in $(RACE_DIRS); do [ -d $$d ] && $(GO) list ./$$d/..
 FUZZTIME ?= 20s
 BENCHTIME ?= 1x
 
-.PHONY: all build build-openblas demo-train test race bench demo demo-lm fuzz verify e2e figures clean
+.PHONY: all build build-openblas demo-train test race bench vs-pytorch demo demo-lm fuzz verify e2e figures clean
 
 all: build
 
@@ -35,6 +35,12 @@ build-openblas:
 ## bench: every benchmark once (smoke); raise BENCHTIME for real figures, e.g. make bench BENCHTIME=2s
 bench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) -benchmem ./...
+
+## vs-pytorch: one training step (Grad, clip, AdamW) of the MLP and the GPT against PyTorch's on
+## this CPU at 1 and 2 threads, pure Go and -tags openblas; prints Cohort/PyTorch (> 1: faster).
+## Needs Debian python3-torch. Knobs: BENCHTIME=3s COUNT=3 MODELS="mlp gpt" (about 4 minutes).
+vs-pytorch:
+	GO=$(GO) ./scripts/vs-pytorch.sh
 
 ## demo: the main job on embedded data, no setup needed: 3 Raft coordinators and 6 peers on loopback,
 ## each peer behind a 10 Mbit/s, 50 ms, 1 % loss link, train the Fashion-MNIST MLP; the leader is
