@@ -7,7 +7,6 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/chewxy/math32"
 	"gonum.org/v1/gonum/blas"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -24,7 +23,7 @@ const (
 
 // geluTanh returns gelu(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) and tanh's value.
 func geluTanh(x float32) (y, t float32) {
-	t = math32.Tanh(geluC * (x + geluA*x*x*x))
+	t = fastTanh(geluC * (x + geluA*x*x*x))
 	return 0.5 * x * (1 + t), t
 }
 
@@ -33,20 +32,25 @@ func fusedGELU(x *G.Node) (*G.Node, error) {
 	d := x.Dims()
 	k := &kernel{name: "gelu", inDims: []int{d}, outDims: d, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
-			for i, v := range in[0] {
-				out[i], _ = geluTanh(v)
-			}
+			parallelRuns(len(out), elemsPerTask, func(lo, hi int) {
+				for i := lo; i < hi; i++ {
+					out[i], _ = geluTanh(in[0][i])
+				}
+			})
 		},
 	}
 	k.grad = func(in G.Nodes, _, dout *G.Node) (G.Nodes, error) {
 		g := &kernel{name: "gelu.grad", inDims: []int{d, d}, outDims: d, shape: sameShape,
 			run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
 				x, dy := in[0], in[1]
-				for i, v := range x {
-					_, t := geluTanh(v)
-					du := geluC * (1 + 3*geluA*v*v)
-					out[i] = dy[i] * (0.5*(1+t) + 0.5*v*(1-t*t)*du)
-				}
+				parallelRuns(len(out), elemsPerTask, func(lo, hi int) {
+					for i := lo; i < hi; i++ {
+						v := x[i]
+						_, t := geluTanh(v)
+						du := geluC * (1 + 3*geluA*v*v)
+						out[i] = dy[i] * (0.5*(1+t) + 0.5*v*(1-t*t)*du)
+					}
+				})
 			},
 		}
 		dx, err := g.apply(in[0], dout)
@@ -61,15 +65,17 @@ func sumRows(x *G.Node) (*G.Node, error) {
 		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][len(in[0])-1]}, nil },
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
-			acc := make([]float64, cols)
-			for r := 0; r < rows; r++ {
-				for c, v := range in[0][r*cols : (r+1)*cols] {
-					acc[c] += float64(v)
+			parallelRuns(cols, colsPerTask(rows), func(lo, hi int) {
+				acc := make([]float64, hi-lo)
+				for r := 0; r < rows; r++ {
+					for c, v := range in[0][r*cols+lo : r*cols+hi] {
+						acc[c] += float64(v)
+					}
 				}
-			}
-			for c, v := range acc {
-				out[c] = float32(v)
-			}
+				for c, v := range acc {
+					out[lo+c] = float32(v)
+				}
+			})
 		},
 	}
 	return k.apply(x)
@@ -84,12 +90,14 @@ func addRow(x, b *G.Node) (*G.Node, error) {
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
 			x, b := in[0], in[1]
-			for r := 0; r < rows; r++ {
-				o, xr := out[r*cols:(r+1)*cols], x[r*cols:(r+1)*cols]
-				for c, bv := range b {
-					o[c] = xr[c] + bv
+			parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
+				for r := lo; r < hi; r++ {
+					o, xr := out[r*cols:(r+1)*cols], x[r*cols:(r+1)*cols]
+					for c, bv := range b {
+						o[c] = xr[c] + bv
+					}
 				}
-			}
+			})
 		},
 	}
 	k.grad = func(_ G.Nodes, _, dout *G.Node) (G.Nodes, error) {
@@ -125,13 +133,15 @@ func fusedLayerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
 			x, g, b := in[0], in[1], in[2]
-			for r := 0; r < rows; r++ {
-				o := out[r*cols : (r+1)*cols]
-				lnRow(o, x[r*cols:(r+1)*cols])
-				for c := range o {
-					o[c] = o[c]*g[c] + b[c]
+			parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
+				for r := lo; r < hi; r++ {
+					o := out[r*cols : (r+1)*cols]
+					lnRow(o, x[r*cols:(r+1)*cols])
+					for c := range o {
+						o[c] = o[c]*g[c] + b[c]
+					}
 				}
-			}
+			})
 		},
 	}
 	k.grad = func(in G.Nodes, _, dout *G.Node) (G.Nodes, error) {
@@ -140,21 +150,23 @@ func fusedLayerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 			run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 				rows, cols := rowsCols(shapes[0])
 				x, g, dy := in[0], in[1], in[2]
-				xhat := make([]float32, cols)
-				for r := 0; r < rows; r++ {
-					inv := lnRow(xhat, x[r*cols:(r+1)*cols])
-					dyr, o := dy[r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
-					var s1, s2 float64
-					for c, v := range dyr {
-						d := v * g[c]
-						s1 += float64(d)
-						s2 += float64(d * xhat[c])
+				parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
+					xhat := make([]float32, cols)
+					for r := lo; r < hi; r++ {
+						inv := lnRow(xhat, x[r*cols:(r+1)*cols])
+						dyr, o := dy[r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
+						var s1, s2 float64
+						for c, v := range dyr {
+							d := v * g[c]
+							s1 += float64(d)
+							s2 += float64(d * xhat[c])
+						}
+						m1, m2 := float32(s1/float64(cols)), float32(s2/float64(cols))
+						for c, v := range dyr {
+							o[c] = (v*g[c] - m1 - xhat[c]*m2) * inv
+						}
 					}
-					m1, m2 := float32(s1/float64(cols)), float32(s2/float64(cols))
-					for c, v := range dyr {
-						o[c] = (v*g[c] - m1 - xhat[c]*m2) * inv
-					}
-				}
+				})
 			},
 		}
 		// dgain = Σ_rows dy ⊙ x̂.
@@ -163,17 +175,25 @@ func fusedLayerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 			run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 				rows, cols := rowsCols(shapes[0])
 				x, dy := in[0], in[1]
-				xhat := make([]float32, cols)
-				acc := make([]float64, cols)
-				for r := 0; r < rows; r++ {
-					lnRow(xhat, x[r*cols:(r+1)*cols])
-					for c, v := range dy[r*cols : (r+1)*cols] {
-						acc[c] += float64(v * xhat[c])
+				// x̂ row by row on many cores, then the column sums in row order.
+				xhat := make([]float32, rows*cols)
+				parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
+					for r := lo; r < hi; r++ {
+						lnRow(xhat[r*cols:(r+1)*cols], x[r*cols:(r+1)*cols])
 					}
-				}
-				for c, v := range acc {
-					out[c] = float32(v)
-				}
+				})
+				parallelRuns(cols, colsPerTask(rows), func(lo, hi int) {
+					acc := make([]float64, hi-lo)
+					for r := 0; r < rows; r++ {
+						xr, dr := xhat[r*cols+lo:r*cols+hi], dy[r*cols+lo:r*cols+hi]
+						for c, v := range dr {
+							acc[c] += float64(v * xr[c])
+						}
+					}
+					for c, v := range acc {
+						out[lo+c] = float32(v)
+					}
+				})
 			},
 		}
 		dx, err := gx.apply(in[0], in[1], dout)
@@ -197,21 +217,23 @@ func fusedLogSoftmax(x *G.Node) (*G.Node, error) {
 	k := &kernel{name: "logsoftmax", inDims: []int{d}, outDims: d, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
-			for r := 0; r < rows; r++ {
-				xr, o := in[0][r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
-				m := xr[0]
-				for _, v := range xr[1:] {
-					m = max(m, v)
+			parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
+				for r := lo; r < hi; r++ {
+					xr, o := in[0][r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
+					m := xr[0]
+					for _, v := range xr[1:] {
+						m = max(m, v)
+					}
+					var s float64
+					for _, v := range xr {
+						s += float64(fastExp(v - m))
+					}
+					l := float32(math.Log(s))
+					for c, v := range xr {
+						o[c] = v - m - l
+					}
 				}
-				var s float64
-				for _, v := range xr {
-					s += float64(math32.Exp(v - m))
-				}
-				l := float32(math.Log(s))
-				for c, v := range xr {
-					o[c] = v - m - l
-				}
-			}
+			})
 		},
 	}
 	k.grad = func(_ G.Nodes, out, dout *G.Node) (G.Nodes, error) {
@@ -220,16 +242,18 @@ func fusedLogSoftmax(x *G.Node) (*G.Node, error) {
 			run: func(o []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 				rows, cols := rowsCols(shapes[0])
 				y, dy := in[0], in[1]
-				for r := 0; r < rows; r++ {
-					var s float64
-					for _, v := range dy[r*cols : (r+1)*cols] {
-						s += float64(v)
+				parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
+					for r := lo; r < hi; r++ {
+						var s float64
+						for _, v := range dy[r*cols : (r+1)*cols] {
+							s += float64(v)
+						}
+						sf := float32(s)
+						for c := r * cols; c < (r+1)*cols; c++ {
+							o[c] = dy[c] - fastExp(y[c])*sf
+						}
 					}
-					sf := float32(s)
-					for c := r * cols; c < (r+1)*cols; c++ {
-						o[c] = dy[c] - math32.Exp(y[c])*sf
-					}
-				}
+				})
 			},
 		}
 		dx, err := g.apply(out, dout)
@@ -244,27 +268,29 @@ func causalSoftmax(s *G.Node, scale float32) (*G.Node, error) {
 	k := &kernel{name: fmt.Sprintf("causalsoftmax(%g)", scale), inDims: []int{3}, outDims: 3, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			count, T := shapes[0][0], shapes[0][1]
-			for m := 0; m < count; m++ {
-				for i := 0; i < T; i++ {
-					row := (m*T + i) * T
-					sr, o := in[0][row:row+i+1], out[row:row+T]
-					mx := sr[0]
-					for _, v := range sr[1:] {
-						mx = max(mx, v)
+			parallelRuns(count, max(1, elemsPerTask/(T*T)), func(lo, hi int) {
+				for m := lo; m < hi; m++ {
+					for i := 0; i < T; i++ {
+						row := (m*T + i) * T
+						sr, o := in[0][row:row+i+1], out[row:row+T]
+						mx := sr[0]
+						for _, v := range sr[1:] {
+							mx = max(mx, v)
+						}
+						var sum float64
+						for j, v := range sr {
+							e := fastExp(scale * (v - mx))
+							o[j] = e
+							sum += float64(e)
+						}
+						inv := float32(1 / sum)
+						for j := range sr {
+							o[j] *= inv
+						}
+						clear(o[i+1:])
 					}
-					var sum float64
-					for j, v := range sr {
-						e := math32.Exp(scale * (v - mx))
-						o[j] = e
-						sum += float64(e)
-					}
-					inv := float32(1 / sum)
-					for j := range sr {
-						o[j] *= inv
-					}
-					clear(o[i+1:])
 				}
-			}
+			})
 		},
 	}
 	k.grad = func(_ G.Nodes, out, dout *G.Node) (G.Nodes, error) {
@@ -273,17 +299,19 @@ func causalSoftmax(s *G.Node, scale float32) (*G.Node, error) {
 			run: func(o []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 				rows, cols := rowsCols(shapes[0])
 				p, dp := in[0], in[1]
-				for r := 0; r < rows; r++ {
-					pr, dr, or := p[r*cols:(r+1)*cols], dp[r*cols:(r+1)*cols], o[r*cols:(r+1)*cols]
-					var s float64
-					for j, v := range pr {
-						s += float64(v * dr[j])
+				parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
+					for r := lo; r < hi; r++ {
+						pr, dr, or := p[r*cols:(r+1)*cols], dp[r*cols:(r+1)*cols], o[r*cols:(r+1)*cols]
+						var s float64
+						for j, v := range pr {
+							s += float64(v * dr[j])
+						}
+						sf := float32(s)
+						for j, v := range pr {
+							or[j] = scale * v * (dr[j] - sf)
+						}
 					}
-					sf := float32(s)
-					for j, v := range pr {
-						or[j] = scale * v * (dr[j] - sf)
-					}
-				}
+				})
 			},
 		}
 		ds, err := g.apply(out, dout)
@@ -462,6 +490,14 @@ func bmm(a, b *G.Node, tA, tB bool) (*G.Node, error) {
 	}
 	return k.apply(a, b)
 }
+
+// elemsPerTask is the number of elements an elementwise kernel gives one goroutine.
+const elemsPerTask = 1 << 14
+
+// rowsPerTask and colsPerTask are the rows (or columns) of a matrix with cols columns (or rows) a
+// row-wise (or column-wise) kernel gives one goroutine: about elemsPerTask elements.
+func rowsPerTask(cols int) int { return max(1, elemsPerTask/max(1, cols)) }
+func colsPerTask(rows int) int { return max(16, elemsPerTask/max(1, rows)) }
 
 // parallelRuns calls f on the runs [lo, hi) of [0, n) of length per (the last may be shorter), on
 // up to GOMAXPROCS goroutines. The runs depend only on n and per.
