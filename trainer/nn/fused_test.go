@@ -1,0 +1,109 @@
+package nn
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// TestKernelGradients checks every differentiable kernel's gradient against central finite
+// differences of its own forward pass, on small random inputs: loss = Σ w ⊙ kernel(inputs) for a
+// random constant w.
+func TestKernelGradients(t *testing.T) {
+	h := headLayout{n: 2, T: 3, NH: 2, hd: 2}
+	cases := []struct {
+		name   string
+		shapes [][]int
+		build  func(in []*G.Node) (*G.Node, error)
+	}{
+		{"gelu", [][]int{{3, 5}}, func(in []*G.Node) (*G.Node, error) { return fusedGELU(in[0]) }},
+		{"addrow", [][]int{{4, 6}, {6}}, func(in []*G.Node) (*G.Node, error) { return addRow(in[0], in[1]) }},
+		{"layernorm", [][]int{{4, 6}, {6}, {6}}, func(in []*G.Node) (*G.Node, error) { return fusedLayerNorm(in[0], in[1], in[2]) }},
+		{"logsoftmax", [][]int{{4, 7}}, func(in []*G.Node) (*G.Node, error) { return fusedLogSoftmax(in[0]) }},
+		{"causalsoftmax", [][]int{{2, 4, 4}}, func(in []*G.Node) (*G.Node, error) { return causalSoftmax(in[0], 0.7) }},
+		{"splitheads", [][]int{{6, 12}}, func(in []*G.Node) (*G.Node, error) {
+			l := h
+			l.W, l.from = 12, 4
+			return splitHeads(in[0], l)
+		}},
+		{"mergeheads", [][]int{{4, 3, 2}}, func(in []*G.Node) (*G.Node, error) {
+			l := h
+			l.W, l.from = 4, 0
+			return mergeHeads(in[0], l)
+		}},
+		{"matmulBT", [][]int{{3, 4}, {5, 4}}, func(in []*G.Node) (*G.Node, error) { return matMulBT(in[0], in[1]) }},
+		{"bmm", [][]int{{2, 3, 4}, {2, 4, 5}}, func(in []*G.Node) (*G.Node, error) { return bmm(in[0], in[1], false, false) }},
+		{"bmmBT", [][]int{{2, 3, 4}, {2, 5, 4}}, func(in []*G.Node) (*G.Node, error) { return bmm(in[0], in[1], false, true) }},
+	}
+	for ci, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := rand.New(rand.NewPCG(uint64(ci), 9))
+			g := G.NewGraph()
+			data := make([][]float32, len(tc.shapes))
+			nodes := make([]*G.Node, len(tc.shapes))
+			for i, s := range tc.shapes {
+				n := tensor.Shape(s).TotalSize()
+				data[i] = make([]float32, n)
+				for j := range data[i] {
+					data[i][j] = float32(r.NormFloat64())
+				}
+				nodes[i] = G.NewTensor(g, tensor.Float32, len(s), G.WithShape(s...), G.WithName(fmt.Sprintf("in%d", i)),
+					G.WithValue(tensor.New(tensor.WithShape(s...), tensor.WithBacking(data[i]))))
+			}
+			out, err := tc.build(nodes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := make([]float32, out.Shape().TotalSize())
+			for j := range w {
+				w[j] = float32(r.NormFloat64())
+			}
+			wn := G.NewConstant(tensor.New(tensor.WithShape(out.Shape()...), tensor.WithBacking(w)))
+			loss := G.Must(G.Sum(G.Must(G.HadamardProd(out, wn))))
+			grads, err := G.Grad(loss, nodes...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var lv G.Value
+			G.Read(loss, &lv)
+			vm := G.NewTapeMachine(g)
+			defer func() { _ = vm.Close() }()
+			run := func() float64 {
+				t.Helper()
+				if err := vm.RunAll(); err != nil {
+					t.Fatal(err)
+				}
+				vm.Reset()
+				f, err := scalarF32(lv)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return float64(f)
+			}
+			run()
+			analytic := make([][]float32, len(nodes))
+			for i, gn := range grads {
+				analytic[i] = append([]float32(nil), gn.Value().Data().([]float32)...)
+			}
+			const eps = 1e-2
+			for i := range data {
+				for j := range data[i] {
+					orig := data[i][j]
+					data[i][j] = orig + eps
+					lp := run()
+					data[i][j] = orig - eps
+					lm := run()
+					data[i][j] = orig
+					fd, an := (lp-lm)/(2*eps), float64(analytic[i][j])
+					if math.Abs(fd-an) > 2e-3+1e-2*math.Abs(fd) {
+						t.Fatalf("input %d[%d]: gradient %v, finite difference %v", i, j, an, fd)
+					}
+				}
+			}
+		})
+	}
+}
