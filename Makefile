@@ -8,15 +8,21 @@ RACE_PKGS  = $(shell for d in $(RACE_DIRS); do [ -d $$d ] && $(GO) list ./$$d/..
 FUZZTIME ?= 20s
 BENCHTIME ?= 1x
 
-.PHONY: all build build-openblas demo-train test race bench vs-pytorch demo demo-lm fuzz verify e2e figures clean
+.PHONY: all build build-openblas build-purego demo-train test race bench vs-pytorch demo demo-lm fuzz verify e2e figures clean
 
 all: build
 
-build:
-	$(GO) build -o $(BIN) ./cmd/cohort
+# The fast path is the default where it can be: when the system has OpenBLAS (Debian
+# libopenblas-dev), `make build` (and so demo, demo-lm and e2e) links gorgonia to it; without it
+# the binary is pure Go. Every replica of one cohort should use the same kind of build (see
+# `cohort version`). The OpenBLAS build is tested too when the library is installed (.ci/run
+# installs it).
+HAVE_OPENBLAS := $(shell ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so ' && echo yes)
+BUILD_TAGS    ?= $(if $(filter yes,$(HAVE_OPENBLAS)),openblas,)
 
-# The OpenBLAS build (-tags openblas) is tested too when the library is installed (.ci/run installs it).
-HAVE_OPENBLAS := $(shell ldconfig -p 2>/dev/null | grep -q libopenblas && echo yes)
+## build: the cohort binary (with OpenBLAS when it is installed; BUILD_TAGS= for pure Go).
+build:
+	$(GO) build $(if $(BUILD_TAGS),-tags $(BUILD_TAGS)) -o $(BIN) ./cmd/cohort
 
 ## test: the whole suite (unit, property, golden, short simulations); under 10 minutes on 2 cores.
 test:
@@ -28,9 +34,13 @@ test:
 	@if [ "$(HAVE_OPENBLAS)" = yes ]; then $(GO) test -short -tags openblas ./trainer/...; \
 	 else echo "libopenblas not installed: skipping the -tags openblas run"; fi
 
-## build-openblas: the cohort binary with gorgonia on OpenBLAS (Debian libopenblas-dev; ~1.9x on the MLP).
+## build-openblas: the cohort binary with gorgonia on OpenBLAS, failing if it is not installed.
 build-openblas:
 	$(GO) build -tags openblas -o $(BIN) ./cmd/cohort
+
+## build-purego: the pure-Go cohort binary, even where OpenBLAS is installed.
+build-purego:
+	$(GO) build -o $(BIN) ./cmd/cohort
 
 ## bench: every benchmark once (smoke); raise BENCHTIME for real figures, e.g. make bench BENCHTIME=2s
 bench:

@@ -5,10 +5,24 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"strings"
 
+	"github.com/cohortlab/cohort/trainer/nn"
 	"github.com/urfave/cli/v2"
 )
+
+// buildVersion is the module version (or "devel"), the Go version and the BLAS this binary uses.
+func buildVersion() string {
+	v, gov := "devel", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		gov = bi.GoVersion
+		if bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+			v = bi.Main.Version
+		}
+	}
+	return fmt.Sprintf("%s (%s, blas %s)", v, gov, nn.BLAS)
+}
 
 // newApp builds the command-line application; tests run it with app.Writer set to a buffer.
 func newApp() *cli.App {
@@ -16,6 +30,9 @@ func newApp() *cli.App {
 		Name:                 "cohort",
 		Usage:                "train one model together over slow links and pay data contributors fairly",
 		EnableBashCompletion: true,
+		// --version names the build's BLAS: replicas with different BLAS compute gradients that
+		// differ in the last bits.
+		Version: buildVersion(),
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "log-level", Value: "info", Usage: "log level: debug, info, warn, error", EnvVars: []string{"COHORT_LOG_LEVEL"}},
 		},
