@@ -169,14 +169,18 @@ func fusedLayerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 				})
 			},
 		}
-		// dgain = Σ_rows dy ⊙ x̂.
+		// dgain = Σ_rows dy ⊙ x̂. x̂ is kept between runs (one buffer per node; a node runs once at a
+		// time).
+		var xhat []float32
 		gg := &kernel{name: "layernorm.dgain", inDims: []int{2, 2}, outDims: 1,
 			shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][1]}, nil },
 			run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 				rows, cols := rowsCols(shapes[0])
 				x, dy := in[0], in[1]
 				// x̂ row by row on many cores, then the column sums in row order.
-				xhat := make([]float32, rows*cols)
+				if len(xhat) != rows*cols {
+					xhat = make([]float32, rows*cols)
+				}
 				parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
 					for r := lo; r < hi; r++ {
 						lnRow(xhat[r*cols:(r+1)*cols], x[r*cols:(r+1)*cols])
