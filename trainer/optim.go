@@ -3,6 +3,8 @@ package trainer
 import (
 	"fmt"
 	"math"
+
+	"github.com/cohortlab/cohort/internal/par"
 )
 
 // AdamWConfig configures the inner optimizer. The zero value of each field means the default shown.
@@ -144,23 +146,31 @@ func (o *AdamW) StepAt(params, grad []float32, s int) float32 {
 	inv2 := 1 / bc2
 	m, v := o.m[:len(params)], o.v[:len(params)]
 	grad = grad[:len(params)]
-	for i, g := range grad {
-		mi := b1*m[i] + nb1*g
-		vi := b2*v[i] + nb2*g*g
-		if mi < 1e-30 && mi > -1e-30 {
-			mi = 0
+	// Each element's update depends on that element alone: runs of adamwRun elements go to every
+	// core, with the same results on any number of them.
+	par.Runs(len(params), adamwRun, func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			g := grad[i]
+			mi := b1*m[i] + nb1*g
+			vi := b2*v[i] + nb2*g*g
+			if mi < 1e-30 && mi > -1e-30 {
+				mi = 0
+			}
+			if vi < 1e-30 {
+				vi = 0
+			}
+			m[i], v[i] = mi, vi
+			mh := mi * inv1
+			vh := vi * inv2
+			p := params[i]
+			params[i] = p - lr*(mh/(float32(math.Sqrt(float64(vh)))+eps)+wd*p)
 		}
-		if vi < 1e-30 {
-			vi = 0
-		}
-		m[i], v[i] = mi, vi
-		mh := mi * inv1
-		vh := vi * inv2
-		p := params[i]
-		params[i] = p - lr*(mh/(float32(math.Sqrt(float64(vh)))+eps)+wd*p)
-	}
+	})
 	return norm
 }
+
+// adamwRun is the number of parameters one goroutine updates at a time.
+const adamwRun = 1 << 15
 
 // GradNorm is the global L2 norm of g, summed in float64 in index order (the same bits for the
 // same g on every machine).

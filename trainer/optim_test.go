@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"math"
+	"runtime"
 	"testing"
 )
 
@@ -242,5 +243,35 @@ func TestWorkerSeekStep(t *testing.T) {
 	}
 	if st.LR != cfg.LRAt(30) || st.LR == cfg.LRAt(0) {
 		t.Fatalf("a worker sought to step 30 trained at lr %v, want %v", st.LR, cfg.LRAt(30))
+	}
+}
+
+// TestAdamWIndependentOfGOMAXPROCS: the update runs on every core, with the same bits on any number.
+func TestAdamWIndependentOfGOMAXPROCS(t *testing.T) {
+	const n = 100_003
+	var first []float32
+	for _, procs := range []int{1, 2, 3} {
+		old := runtime.GOMAXPROCS(procs)
+		o, err := NewAdamW(n, AdamWConfig{LR: 1e-2, WeightDecay: 0.1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, g := make([]float32, n), make([]float32, n)
+		for i := range p {
+			p[i], g[i] = float32(i%17)*0.1, float32(i%13)*0.01-0.05
+		}
+		for range 3 {
+			o.Step(p, g)
+		}
+		runtime.GOMAXPROCS(old)
+		if first == nil {
+			first = p
+			continue
+		}
+		for i := range p {
+			if math.Float32bits(p[i]) != math.Float32bits(first[i]) {
+				t.Fatalf("GOMAXPROCS %d: parameter %d is %v, %v with 1", procs, i, p[i], first[i])
+			}
+		}
 	}
 }

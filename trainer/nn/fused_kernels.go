@@ -3,10 +3,8 @@ package nn
 import (
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
-	"sync/atomic"
 
+	"github.com/cohortlab/cohort/internal/par"
 	"gonum.org/v1/gonum/blas"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -32,7 +30,7 @@ func fusedGELU(x *G.Node) (*G.Node, error) {
 	d := x.Dims()
 	k := &kernel{name: "gelu", inDims: []int{d}, outDims: d, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
-			parallelRuns(len(out), elemsPerTask, func(lo, hi int) {
+			par.Runs(len(out), elemsPerTask, func(lo, hi int) {
 				for i := lo; i < hi; i++ {
 					out[i], _ = geluTanh(in[0][i])
 				}
@@ -43,7 +41,7 @@ func fusedGELU(x *G.Node) (*G.Node, error) {
 		g := &kernel{name: "gelu.grad", inDims: []int{d, d}, outDims: d, shape: sameShape,
 			run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
 				x, dy := in[0], in[1]
-				parallelRuns(len(out), elemsPerTask, func(lo, hi int) {
+				par.Runs(len(out), elemsPerTask, func(lo, hi int) {
 					for i := lo; i < hi; i++ {
 						v := x[i]
 						_, t := geluTanh(v)
@@ -65,7 +63,7 @@ func sumRows(x *G.Node) (*G.Node, error) {
 		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][len(in[0])-1]}, nil },
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
-			parallelRuns(cols, colsPerTask(rows), func(lo, hi int) {
+			par.Runs(cols, colsPerTask(rows), func(lo, hi int) {
 				acc := make([]float64, hi-lo)
 				for r := 0; r < rows; r++ {
 					for c, v := range in[0][r*cols+lo : r*cols+hi] {
@@ -90,7 +88,7 @@ func addRow(x, b *G.Node) (*G.Node, error) {
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
 			x, b := in[0], in[1]
-			parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
+			par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
 				for r := lo; r < hi; r++ {
 					o, xr := out[r*cols:(r+1)*cols], x[r*cols:(r+1)*cols]
 					for c, bv := range b {
@@ -133,7 +131,7 @@ func fusedLayerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
 			x, g, b := in[0], in[1], in[2]
-			parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
+			par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
 				for r := lo; r < hi; r++ {
 					o := out[r*cols : (r+1)*cols]
 					lnRow(o, x[r*cols:(r+1)*cols])
@@ -150,7 +148,7 @@ func fusedLayerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 			run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 				rows, cols := rowsCols(shapes[0])
 				x, g, dy := in[0], in[1], in[2]
-				parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
+				par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
 					xhat := make([]float32, cols)
 					for r := lo; r < hi; r++ {
 						inv := lnRow(xhat, x[r*cols:(r+1)*cols])
@@ -181,12 +179,12 @@ func fusedLayerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 				if len(xhat) != rows*cols {
 					xhat = make([]float32, rows*cols)
 				}
-				parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
+				par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
 					for r := lo; r < hi; r++ {
 						lnRow(xhat[r*cols:(r+1)*cols], x[r*cols:(r+1)*cols])
 					}
 				})
-				parallelRuns(cols, colsPerTask(rows), func(lo, hi int) {
+				par.Runs(cols, colsPerTask(rows), func(lo, hi int) {
 					acc := make([]float64, hi-lo)
 					for r := 0; r < rows; r++ {
 						xr, dr := xhat[r*cols+lo:r*cols+hi], dy[r*cols+lo:r*cols+hi]
@@ -221,7 +219,7 @@ func fusedLogSoftmax(x *G.Node) (*G.Node, error) {
 	k := &kernel{name: "logsoftmax", inDims: []int{d}, outDims: d, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
-			parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
+			par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
 				for r := lo; r < hi; r++ {
 					xr, o := in[0][r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
 					m := xr[0]
@@ -246,7 +244,7 @@ func fusedLogSoftmax(x *G.Node) (*G.Node, error) {
 			run: func(o []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 				rows, cols := rowsCols(shapes[0])
 				y, dy := in[0], in[1]
-				parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
+				par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
 					for r := lo; r < hi; r++ {
 						var s float64
 						for _, v := range dy[r*cols : (r+1)*cols] {
@@ -272,7 +270,7 @@ func causalSoftmax(s *G.Node, scale float32) (*G.Node, error) {
 	k := &kernel{name: fmt.Sprintf("causalsoftmax(%g)", scale), inDims: []int{3}, outDims: 3, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			count, T := shapes[0][0], shapes[0][1]
-			parallelRuns(count, max(1, elemsPerTask/(T*T)), func(lo, hi int) {
+			par.Runs(count, max(1, elemsPerTask/(T*T)), func(lo, hi int) {
 				for m := lo; m < hi; m++ {
 					for i := 0; i < T; i++ {
 						row := (m*T + i) * T
@@ -303,7 +301,7 @@ func causalSoftmax(s *G.Node, scale float32) (*G.Node, error) {
 			run: func(o []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 				rows, cols := rowsCols(shapes[0])
 				p, dp := in[0], in[1]
-				parallelRuns(rows, rowsPerTask(cols), func(lo, hi int) {
+				par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
 					for r := lo; r < hi; r++ {
 						pr, dr, or := p[r*cols:(r+1)*cols], dp[r*cols:(r+1)*cols], o[r*cols:(r+1)*cols]
 						var s float64
@@ -463,7 +461,7 @@ func bmm(a, b *G.Node, tA, tB bool) (*G.Node, error) {
 			batch := as[0]
 			sa, sb, sc := m*ka, ka*n, m*n
 			per := max(1, bmmFlopsPerTask/max(1, 2*m*n*ka))
-			parallelRuns(batch, per, func(lo, hi int) {
+			par.Runs(batch, per, func(lo, hi int) {
 				for i := lo; i < hi; i++ {
 					sgemm(tA, tB, m, n, ka, in[0][i*sa:(i+1)*sa], in[1][i*sb:(i+1)*sb], out[i*sc:(i+1)*sc])
 				}
@@ -502,28 +500,3 @@ const elemsPerTask = 1 << 14
 // row-wise (or column-wise) kernel gives one goroutine: about elemsPerTask elements.
 func rowsPerTask(cols int) int { return max(1, elemsPerTask/max(1, cols)) }
 func colsPerTask(rows int) int { return max(16, elemsPerTask/max(1, rows)) }
-
-// parallelRuns calls f on the runs [lo, hi) of [0, n) of length per (the last may be shorter), on
-// up to GOMAXPROCS goroutines. The runs depend only on n and per.
-func parallelRuns(n, per int, f func(lo, hi int)) {
-	runs := (n + per - 1) / per
-	workers := min(runtime.GOMAXPROCS(0), runs)
-	if workers <= 1 {
-		f(0, n)
-		return
-	}
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for {
-				r := int(next.Add(1)) - 1
-				if r >= runs {
-					return
-				}
-				f(r*per, min((r+1)*per, n))
-			}
-		})
-	}
-	wg.Wait()
-}
