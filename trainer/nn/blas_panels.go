@@ -1,9 +1,7 @@
 package nn
 
 import (
-	"runtime"
-	"sync"
-
+	"github.com/cohortlab/cohort/internal/par"
 	"gonum.org/v1/gonum/blas"
 	G "gorgonia.org/gorgonia"
 )
@@ -70,25 +68,9 @@ func (p panelBLAS) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []
 		}
 		p.BLAS.Sgemm(tA, tB, m, w.hi-w.lo, k, alpha, a, lda, b[off:], ldb, beta, c[w.lo:], ldc)
 	}
-	workers := min(runtime.GOMAXPROCS(0), len(work))
-	if workers <= 1 {
-		for _, w := range work {
+	par.Runs(len(work), 1, func(lo, hi int) {
+		for _, w := range work[lo:hi] {
 			run(w)
 		}
-		return
-	}
-	next := make(chan panel, len(work))
-	for _, w := range work {
-		next <- w
-	}
-	close(next)
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for w := range next {
-				run(w)
-			}
-		})
-	}
-	wg.Wait()
+	})
 }
