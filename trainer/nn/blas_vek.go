@@ -1,0 +1,69 @@
+//go:build !openblas
+
+package nn
+
+import (
+	"sync"
+
+	"github.com/viterin/vek/vek32"
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
+	G "gorgonia.org/gorgonia"
+)
+
+// BLAS names the BLAS implementation this binary uses: vek's AVX2 matrix product (gonum's pure-Go
+// BLAS for everything else and on CPUs without AVX2) unless built with -tags openblas
+// ("openblas-panels"). Replicas whose BLAS differ do not compute bit-identical gradients.
+const BLAS = "vek+gonum"
+
+func init() { G.Use(vekBLAS{gonum.Implementation{}}) }
+
+// vekBLAS runs the plain single-precision products gorgonia and the kernels ask for (C = op(A)·op(B),
+// α = 1, β = 0, C dense) on github.com/viterin/vek, whose AVX2 kernel is about 3× gonum's pure-Go
+// Sgemm on this project's machines; a transposed operand is first copied out row-major. Anything
+// else goes to the wrapped BLAS.
+//
+// vek splits a product's rows among runtime.NumCPU goroutines; its kernel computes each row of C
+// alone, so the result does not depend on the split (TestVekRowsIndependentOfSplit). On a CPU
+// without AVX2 vek falls back to Go loops, whose sums round differently: bit-identical results
+// need the same CPU features as well as the same build.
+type vekBLAS struct{ G.BLAS }
+
+// scratch holds transposed copies of operands.
+var scratch = sync.Pool{New: func() any { return new([]float32) }}
+
+func transposeInto(buf *[]float32, src []float32, rows, cols, ld int) []float32 {
+	if cap(*buf) < rows*cols {
+		*buf = make([]float32, rows*cols)
+	}
+	t := (*buf)[:rows*cols]
+	// src holds a [cols, rows] matrix (leading dimension ld); t is its transpose [rows, cols].
+	for i := 0; i < cols; i++ {
+		row := src[i*ld : i*ld+rows]
+		for j, v := range row {
+			t[j*cols+i] = v
+		}
+	}
+	return t
+}
+
+// Sgemm computes C = α·op(A)·op(B) + β·C.
+func (v vekBLAS) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	plain := alpha == 1 && beta == 0 && ldc == n && m > 0 && n > 0 && k > 0 &&
+		(tA != blas.NoTrans || lda == k) && (tB != blas.NoTrans || ldb == n)
+	if !plain {
+		v.BLAS.Sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+		return
+	}
+	if tA != blas.NoTrans {
+		buf := scratch.Get().(*[]float32)
+		defer scratch.Put(buf)
+		a = transposeInto(buf, a, m, k, lda)
+	}
+	if tB != blas.NoTrans {
+		buf := scratch.Get().(*[]float32)
+		defer scratch.Put(buf)
+		b = transposeInto(buf, b, k, n, ldb)
+	}
+	vek32.MatMul_Into(c[:m*n], a[:m*k], b[:k*n], k)
+}

@@ -1,0 +1,77 @@
+//go:build !openblas
+
+package nn
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/viterin/vek/vek32"
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
+)
+
+// TestVekRowsIndependentOfSplit: vek computes each row of a product alone, so a product split
+// among any number of goroutines (vek uses runtime.NumCPU) has the bits of the rows computed one by
+// one.
+func TestVekRowsIndependentOfSplit(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, sh := range []struct{ m, n, k int }{{64, 256, 784}, {784, 256, 64}, {37, 129, 70}, {768, 384, 128}} {
+		a, b := make([]float32, sh.m*sh.k), make([]float32, sh.k*sh.n)
+		for i := range a {
+			a[i] = float32(r.NormFloat64())
+		}
+		for i := range b {
+			b[i] = float32(r.NormFloat64())
+		}
+		full := make([]float32, sh.m*sh.n)
+		vek32.MatMul_Into(full, a, b, sh.k)
+		row := make([]float32, sh.n)
+		for i := 0; i < sh.m; i++ {
+			vek32.MatMul_Into(row, a[i*sh.k:(i+1)*sh.k], b, sh.k)
+			if !bitsEqual(row, full[i*sh.n:(i+1)*sh.n]) {
+				t.Fatalf("%v: row %d alone differs from the same row of the whole product", sh, i)
+			}
+		}
+	}
+}
+
+// TestVekSgemm: every transpose combination agrees with gonum's Sgemm to rounding, and products vek
+// does not take (α ≠ 1, β ≠ 0, strided C) go to gonum unchanged.
+func TestVekSgemm(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	v, ref := vekBLAS{gonum.Implementation{}}, gonum.Implementation{}
+	m, n, k := 33, 47, 29
+	for _, tA := range []blas.Transpose{blas.NoTrans, blas.Trans} {
+		for _, tB := range []blas.Transpose{blas.NoTrans, blas.Trans} {
+			for _, ab := range [][2]float32{{1, 0}, {0.5, 0.25}} {
+				lda, ldb := k, n
+				if tA == blas.Trans {
+					lda = m
+				}
+				if tB == blas.Trans {
+					ldb = k
+				}
+				a, b, c := make([]float32, m*k), make([]float32, k*n), make([]float32, m*n)
+				for i := range a {
+					a[i] = float32(r.NormFloat64())
+				}
+				for i := range b {
+					b[i] = float32(r.NormFloat64())
+				}
+				for i := range c {
+					c[i] = float32(r.NormFloat64())
+				}
+				want := append([]float32(nil), c...)
+				ref.Sgemm(tA, tB, m, n, k, ab[0], a, lda, b, ldb, ab[1], want, n)
+				v.Sgemm(tA, tB, m, n, k, ab[0], a, lda, b, ldb, ab[1], c, n)
+				for i := range c {
+					if math.Abs(float64(c[i]-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
+						t.Fatalf("%c%c α=%v β=%v: C[%d] = %v, want %v", tA, tB, ab[0], ab[1], i, c[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
