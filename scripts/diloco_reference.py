@@ -1,4 +1,4 @@
-#!/usr/bin/python3
+#!/usr/bin/env python3
 """PyTorch reference for `cohort train` on Fashion-MNIST: DiLoCo and synchronous data-parallel.
 
 MLP 784-256-10 (ReLU), K workers on a Dirichlet(alpha) label partition (or IID), batches drawn
@@ -23,7 +23,8 @@ Flags that mimic one Cohort choice at a time (to find which one matters):
   --sampler torch|cohort       per-epoch torch.randperm | Cohort's ImageSource order exactly
   --partition-rng cohort|numpy the Dirichlet shards of Cohort's partitioner | numpy draws
 
-Usage: /usr/bin/python3 scripts/diloco_reference.py --data DIR --mode diloco --seed 7 [flags]
+Usage: python3 scripts/diloco_reference.py --data DIR --mode diloco --seed 7 [flags]
+(a Python 3 with PyTorch and numpy; measured with torch 1.13)
 Prints one JSON line: {"mode":..., "seed":..., "final_val_accuracy":..., "history":[...]}.
 """
 
