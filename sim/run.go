@@ -259,8 +259,16 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	thetas := map[uint32][]float32{} // θ after round t, from the first peer to apply it
 	computeSum, computeN := map[uint32]float64{}, map[uint32]int{}
 	killName, killRound, _ := parseKill(cfg.KillPeer)
+	// A shard registers its training samples as `cohort join` counts them: images, or a text's
+	// non-overlapping windows (its size is in bytes).
+	samples := func(shard int) uint64 {
+		if task.Classifier {
+			return uint64(info.ShardSizes[shard])
+		}
+		return peer.TextSamples(info.ShardSizes[shard], task.TokensPerSample)
+	}
 	for i, m := range members {
-		src, contrib := task.Sources[i], peer.Contributor{Name: m.name, Fingerprint: info.Fingerprints[i], Samples: uint64(info.ShardSizes[i])}
+		src, contrib := task.Sources[i], peer.Contributor{Name: m.name, Fingerprint: info.Fingerprints[i], Samples: samples(i)}
 		var wrap func(peer.Worker) peer.Worker
 		if b := m.bad; b != nil {
 			if rule := b.tamper(cfg.Seed); rule != nil {
@@ -279,7 +287,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				if src, err = trainer.NewImageSource(train, info.Shards[of-1], cfg.Seed*7919+uint64(i)); err != nil {
 					return nil, err
 				}
-				contrib.Fingerprint, contrib.Samples = info.Fingerprints[of-1], uint64(info.ShardSizes[of-1])
+				contrib.Fingerprint, contrib.Samples = info.Fingerprints[of-1], samples(of-1)
 			}
 		}
 		co := peer.ClientCoordinators(m.client)
