@@ -98,20 +98,11 @@ func (k *kernel) inputs(vs []G.Value) ([][]float32, []tensor.Shape, error) {
 	return data, shapes, nil
 }
 
-func (k *kernel) Do(vs ...G.Value) (G.Value, error) {
-	in, shapes, err := k.inputs(vs)
-	if err != nil {
-		return nil, err
-	}
-	s, err := k.shape(shapes)
-	if err != nil {
-		return nil, err
-	}
-	out := tensor.New(tensor.WithShape(s...), tensor.Of(tensor.Float32))
-	k.run(out.Data().([]float32), s, in, shapes)
-	return out, nil
-}
+// Do computes the output into a new tensor.
+func (k *kernel) Do(vs ...G.Value) (G.Value, error) { return k.UsePreallocDo(nil, vs...) }
 
+// UsePreallocDo computes the output into prealloc when it is a dense float32 tensor of the output's
+// shape, else into a new tensor.
 func (k *kernel) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error) {
 	in, shapes, err := k.inputs(vs)
 	if err != nil {
@@ -123,7 +114,7 @@ func (k *kernel) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error)
 	}
 	d, ok := prealloc.(*tensor.Dense)
 	if !ok || d.IsView() || !d.Shape().Eq(s) || d.Dtype() != tensor.Float32 {
-		return k.Do(vs...)
+		d = tensor.New(tensor.WithShape(s...), tensor.Of(tensor.Float32))
 	}
 	k.run(d.Data().([]float32), s, in, shapes)
 	return d, nil
