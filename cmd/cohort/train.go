@@ -91,7 +91,8 @@ func runTrain(c *cli.Context) error {
 		return fmt.Errorf("train: %w", err)
 	}
 	slog.Info("training", "model", spec.Model, "mode", cfg.Mode, "workers", spec.Workers, "data", info.Source,
-		"train_samples", info.TrainSamples, "val_samples", info.ValSamples, "partition", info.Partition, "seed", spec.Seed)
+		"train_samples", info.TrainSamples, "val_samples", info.ValSamples, "partition", info.Partition, "seed", spec.Seed,
+		"shard_sizes", info.ShardSizes)
 	cfg.Progress = func(r trainer.RoundStats) {
 		eta := time.Duration(0)
 		if r.Round > 0 {
