@@ -2,8 +2,9 @@
 GO       ?= go
 BIN      ?= bin/cohort
 PKG      := github.com/cohortlab/cohort
-# Packages with goroutines of their own run under the race detector too.
-RACE_DIRS := consensus coordinator transport
+# Packages with goroutines of their own run under the race detector too (the trainer's kernels
+# and AdamW run on every core).
+RACE_DIRS := consensus coordinator transport trainer internal/par
 RACE_PKGS  = $(shell for d in $(RACE_DIRS); do [ -d $$d ] && $(GO) list ./$$d/... 2>/dev/null; done)
 FUZZTIME ?= 20s
 BENCHTIME ?= 1x
