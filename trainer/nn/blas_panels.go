@@ -26,14 +26,6 @@ const (
 	panelCols     = 128
 )
 
-// panels returns the panel size along the split dimension of extent d: the fixed size, or d itself.
-func panels(d, size int) int {
-	if d <= size {
-		return d
-	}
-	return size
-}
-
 // Sgemm computes C = α·op(A)·op(B) + β·C, in panels run concurrently (see panelBLAS).
 func (p panelBLAS) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if 2*m*n*k < panelMinFlops || (m <= panelRows && n <= panelCols) {
@@ -43,9 +35,9 @@ func (p panelBLAS) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []
 	type panel struct{ lo, hi int }
 	var work []panel
 	byRows := m >= n
-	ext, size := n, panels(n, panelCols)
+	ext, size := n, min(n, panelCols)
 	if byRows {
-		ext, size = m, panels(m, panelRows)
+		ext, size = m, min(m, panelRows)
 	}
 	for lo := 0; lo < ext; lo += size {
 		work = append(work, panel{lo, min(lo+size, ext)})

@@ -25,8 +25,8 @@ func geluTanh(x float32) (y, t float32) {
 	return 0.5 * x * (1 + t), t
 }
 
-// fusedGELU is the tanh approximation of GELU, elementwise over x of any shape.
-func fusedGELU(x *G.Node) (*G.Node, error) {
+// gelu is the tanh approximation of GELU, elementwise over x of any shape.
+func gelu(x *G.Node) (*G.Node, error) {
 	d := x.Dims()
 	k := &kernel{name: "gelu", inDims: []int{d}, outDims: d, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
@@ -124,9 +124,9 @@ func lnRow(xhat, x []float32) float32 {
 	return inv
 }
 
-// fusedLayerNorm normalises each row of x [rows, D] to zero mean and unit variance and applies gain
+// layerNorm normalises each row of x [rows, D] to zero mean and unit variance and applies gain
 // and bias [D]: (x − mean)/√(var + 1e-5)·gain + bias.
-func fusedLayerNorm(x, gain, bias *G.Node) (*G.Node, error) {
+func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 	k := &kernel{name: "layernorm", inDims: []int{2, 1, 1}, outDims: 2, shape: sameShape, wrt: []bool{true, true, true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
@@ -212,9 +212,15 @@ func fusedLayerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 	return k.apply(x, gain, bias)
 }
 
-// fusedLogSoftmax is the log-softmax of each row (last axis) of x, stable by subtracting the row's
-// own maximum.
-func fusedLogSoftmax(x *G.Node) (*G.Node, error) {
+// logSoftmax is the log-softmax of each row (last axis) of x, stable by subtracting the row's own
+// maximum.
+//
+// Why not G.LogSoftMax / G.SoftMax: gorgonia.org/tensor v0.9.23 (softMaxLastDimF32) starts each
+// row's maximum from the tensor's first element instead of the row's, and skips the row's own
+// first element. A row whose first logit exceeds that value by more than ~88 overflows exp to +Inf
+// and the loss turns NaN. It happened in DiLoCo on Dirichlet-skewed Fashion-MNIST (8 workers, H=10,
+// round 27): a worker trained on mostly class 0 grew a large class-0 logit.
+func logSoftmax(x *G.Node) (*G.Node, error) {
 	d := x.Dims()
 	k := &kernel{name: "logsoftmax", inDims: []int{d}, outDims: d, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
@@ -400,65 +406,44 @@ func sgemm(tA, tB bool, m, n, k int, a, b, c []float32) {
 	G.WhichBLAS().Sgemm(ta, tb, m, n, k, 1, a, lda, b, ldb, 0, c, n)
 }
 
-// matMulBT is a [m, k] · bᵀ for b [n, k], without materialising bᵀ (the tied output head).
-func matMulBT(a, b *G.Node) (*G.Node, error) {
-	if a.Shape()[1] != b.Shape()[1] {
-		return nil, fmt.Errorf("%w: %v · (%v)ᵀ", ErrGraph, a.Shape(), b.Shape())
-	}
-	k := &kernel{name: "matmulBT", inDims: []int{2, 2}, outDims: 2, wrt: []bool{true, true},
-		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], in[1][0]}, nil },
-		run: func(out []float32, _ tensor.Shape, in [][]float32, s []tensor.Shape) {
-			sgemm(false, true, s[0][0], s[1][0], s[0][1], in[0], in[1], out)
-		},
-	}
-	k.grad = func(in G.Nodes, _, dout *G.Node) (G.Nodes, error) {
-		// dA = dY · B [m, k]; dB = dYᵀ · A [n, k].
-		da := &kernel{name: "matmulBT.da", inDims: []int{2, 2}, outDims: 2,
-			shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], in[1][1]}, nil },
-			run: func(out []float32, _ tensor.Shape, in [][]float32, s []tensor.Shape) {
-				sgemm(false, false, s[0][0], s[1][1], s[0][1], in[0], in[1], out)
-			},
-		}
-		db := &kernel{name: "matmulBT.db", inDims: []int{2, 2}, outDims: 2,
-			shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][1], in[1][1]}, nil },
-			run: func(out []float32, _ tensor.Shape, in [][]float32, s []tensor.Shape) {
-				sgemm(true, false, s[0][1], s[1][1], s[0][0], in[0], in[1], out)
-			},
-		}
-		dA, err := da.apply(dout, in[1])
-		if err != nil {
-			return nil, err
-		}
-		dB, err := db.apply(dout, in[0])
-		return G.Nodes{dA, dB}, err
-	}
-	return k.apply(a, b)
-}
-
 // bmmFlopsPerTask is the work (2·m·n·k summed over matrices) below which a batched product runs on
 // one goroutine.
 const bmmFlopsPerTask = 1 << 20
 
-// bmm is the batched product C[i] = op(A[i])·op(B[i]) of a [batch, ·, ·] and b [batch, ·, ·], each
-// matrix by one BLAS call. Large batches are cut into runs of consecutive matrices whose length
+// bmm is the batched product C[i] = op(A[i])·op(B[i]) of a [batch, ·, ·] and b [batch, ·, ·], or
+// the product of two matrices, each matrix by one BLAS call (op(A) = Aᵀ when tA, op(B) = Bᵀ when tB),
+// without materialising a transpose. Large batches are cut into runs of consecutive matrices whose length
 // depends only on the shapes, computed concurrently: the same results on any number of cores.
 func bmm(a, b *G.Node, tA, tB bool) (*G.Node, error) {
+	// Two matrices are a batch of one.
+	d := a.Dims()
 	as, bs := a.Shape(), b.Shape()
-	m, ka := as[1], as[2]
+	if (d != 2 && d != 3) || b.Dims() != d {
+		return nil, fmt.Errorf("%w: product of %v and %v, want two matrices or two batches of them", ErrGraph, as, bs)
+	}
+	batch, ba := 1, 1
+	if d == 3 {
+		batch, ba = as[0], bs[0]
+		as, bs = as[1:], bs[1:]
+	}
+	m, ka := as[0], as[1]
 	if tA {
-		m, ka = as[2], as[1]
+		m, ka = as[1], as[0]
 	}
-	kb, n := bs[1], bs[2]
+	kb, n := bs[0], bs[1]
 	if tB {
-		kb, n = bs[2], bs[1]
+		kb, n = bs[1], bs[0]
 	}
-	if as[0] != bs[0] || ka != kb {
-		return nil, fmt.Errorf("%w: batched product of %v (transposed %v) and %v (transposed %v)", ErrGraph, as, tA, bs, tB)
+	if batch != ba || ka != kb {
+		return nil, fmt.Errorf("%w: product of %v (transposed %v) and %v (transposed %v)", ErrGraph, a.Shape(), tA, b.Shape(), tB)
 	}
-	k := &kernel{name: fmt.Sprintf("bmm(%v,%v)", tA, tB), inDims: []int{3, 3}, outDims: 3,
-		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][0], m, n}, nil },
+	outShape := tensor.Shape{m, n}
+	if d == 3 {
+		outShape = tensor.Shape{batch, m, n}
+	}
+	k := &kernel{name: fmt.Sprintf("bmm(%v,%v)", tA, tB), inDims: []int{d, d}, outDims: d,
+		shape: func([]tensor.Shape) (tensor.Shape, error) { return outShape.Clone(), nil },
 		run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
-			batch := as[0]
 			sa, sb, sc := m*ka, ka*n, m*n
 			per := max(1, bmmFlopsPerTask/max(1, 2*m*n*ka))
 			par.Runs(batch, per, func(lo, hi int) {

@@ -258,9 +258,6 @@ func (m *GPT) Context() int { return m.cfg.Context }
 // Vocab is the number of distinct tokens.
 func (m *GPT) Vocab() int { return m.cfg.Vocab }
 
-// gelu is the tanh approximation 0.5·z·(1 + tanh(√(2/π)·(z + 0.044715·z³))), as one fused op.
-func gelu(z *G.Node) (*G.Node, error) { return fusedGELU(z) }
-
 func (m *GPT) build(n int, training bool) (*lmProgram, error) {
 	p := &lmProgram{n: n}
 	err := buildSafely(func() error {
@@ -316,7 +313,7 @@ func (m *GPT) build(n int, training bool) (*lmProgram, error) {
 			}
 		}
 		h := must(layerNorm(x, params["transformer.ln_f.weight"], params["transformer.ln_f.bias"]))
-		logits := must(matMulBT(h, wte)) // tied head
+		logits := must(bmm(h, wte, false, true)) // tied head: h·wteᵀ
 		logp := must(logSoftmax(logits))
 		if err != nil {
 			return err

@@ -295,17 +295,3 @@ func (c *evalCache[P]) get(n, fullN int, build func(int) (P, error)) (P, error) 
 	}
 	return c.rem, nil
 }
-
-// layerNorm normalises each row of x [rows, d] to zero mean and unit variance and applies gain and
-// bias [d]: (x − mean)/√(var + 1e-5)·gain + bias, as one fused op (see fusedLayerNorm).
-func layerNorm(x, gain, bias *G.Node) (*G.Node, error) { return fusedLayerNorm(x, gain, bias) }
-
-// logSoftmax is a numerically stable log-softmax over the last axis, as one fused op: x − max −
-// log Σ exp(x − max), row by row, with each row's own maximum.
-//
-// Why not G.LogSoftMax / G.SoftMax: gorgonia.org/tensor v0.9.23 (softMaxLastDimF32) starts each
-// row's maximum from the tensor's first element instead of the row's, and skips the row's own
-// first element. A row whose first logit exceeds that value by more than ~88 overflows exp to +Inf
-// and the loss turns NaN. It happened in DiLoCo on Dirichlet-skewed Fashion-MNIST (8 workers, H=10,
-// round 27): a worker trained on mostly class 0 grew a large class-0 logit.
-func logSoftmax(x *G.Node) (*G.Node, error) { return fusedLogSoftmax(x) }
