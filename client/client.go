@@ -215,8 +215,8 @@ func (c *Client) Query(ctx context.Context, q protocol.Query) (protocol.QueryRep
 	if err != nil {
 		return protocol.QueryReply{}, err
 	}
-	var out protocol.QueryReply
-	if err := reply.DecodeBody(&out); err != nil {
+	out, err := protocol.DecodeQueryReply(reply.Payload)
+	if err != nil {
 		return protocol.QueryReply{}, err
 	}
 	c.learn(out.Status)
@@ -233,23 +233,67 @@ func (c *Client) QueryAt(ctx context.Context, addr string, q protocol.Query) (pr
 	if err != nil {
 		return protocol.QueryReply{}, err
 	}
-	var out protocol.QueryReply
-	return out, reply.DecodeBody(&out)
+	return protocol.DecodeQueryReply(reply.Payload)
 }
 
-// EnsureRegistered registers the member (name, contributors) unless it already is.
+// EnsureRegistered registers the member (name, contributors) unless it already is. It asks for
+// this member alone (a point query), so its cost does not grow with the community; a follower
+// that has not applied the registration yet answers "not found", and the registration that
+// follows is refused as existing, which the leader's copy then confirms.
 func (c *Client) EnsureRegistered(ctx context.Context, name string, contributors []string) error {
-	r, err := c.Query(ctx, protocol.Query{What: protocol.QueryMembers})
-	if err != nil {
+	_, err := c.Query(ctx, protocol.Query{What: protocol.QueryMember, Member: c.ID()})
+	if err == nil {
+		return nil
+	}
+	if !errors.Is(err, consensus.ErrNotFound) {
 		return err
 	}
-	for _, m := range r.Members {
-		if m.ID == c.ID() {
+	_, err = c.Submit(ctx, &consensus.RegisterBody{PublicKey: c.cfg.Identity.PublicKey(), Name: name, Contributors: contributors})
+	if errors.Is(err, consensus.ErrExists) {
+		if _, qerr := c.Query(ctx, protocol.Query{What: protocol.QueryMember, Member: c.ID(), Linearizable: true}); qerr == nil {
 			return nil
 		}
 	}
-	_, err = c.Submit(ctx, &consensus.RegisterBody{PublicKey: c.cfg.Identity.PublicKey(), Name: name, Contributors: contributors})
 	return err
+}
+
+// All reads every page of a list query (proposals, members, rounds, the ledger's payouts) and
+// returns them as one reply. Each page is a consistent read of one replica; pages read while the
+// state changes may overlap or skip, as with any paged listing (ask with Linearizable for pages
+// of the leader's state). It stops with ErrTooLarge rather than hold more than maxItems.
+func (c *Client) All(ctx context.Context, q protocol.Query, maxItems int) (protocol.QueryReply, error) {
+	var all protocol.QueryReply
+	q.Offset = 0
+	if q.Limit == 0 {
+		q.Limit = protocol.DefaultPage
+	}
+	for {
+		r, err := c.Query(ctx, q)
+		if err != nil {
+			return protocol.QueryReply{}, err
+		}
+		n := len(r.Proposals) + len(r.Members) + len(r.Rounds)
+		all.Proposals = append(all.Proposals, r.Proposals...)
+		all.Members = append(all.Members, r.Members...)
+		all.Rounds = append(all.Rounds, r.Rounds...)
+		if r.Ledger != nil {
+			n = len(r.Ledger.Payouts)
+			if all.Ledger == nil {
+				all.Ledger = r.Ledger
+			} else {
+				all.Ledger.Payouts = append(all.Ledger.Payouts, r.Ledger.Payouts...)
+			}
+		}
+		all.Total = r.Total
+		got := int(q.Offset) + n
+		if n == 0 || got >= int(r.Total) {
+			return all, nil
+		}
+		if got > maxItems {
+			return protocol.QueryReply{}, fmt.Errorf("%w: %s holds %d items, more than the %d asked for", protocol.ErrTooLarge, q.What, r.Total, maxItems)
+		}
+		q.Offset = uint32(got)
+	}
 }
 
 // Retryable reports errors worth another try, later or at another coordinator: no answer (a

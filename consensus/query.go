@@ -163,3 +163,90 @@ func (s *State) SampleCap(cohort uint64, member string) uint64 { return s.sample
 // VoteWeight returns a member's vote weight now: its contributors' balances plus the weight
 // operators granted it (0 for an unknown member).
 func (s *State) VoteWeight(member string) uint64 { return s.weightOf(s.members[member]) }
+
+// Pages of the lists that grow with the community: a query that answers over the network reads
+// a page, never a whole list it cannot bound. lo and hi are clamped to the list.
+
+func clampRange(lo, hi, n int) (int, int) {
+	lo = min(max(lo, 0), n)
+	return lo, min(max(hi, lo), n)
+}
+
+// NumMembers returns how many members are registered.
+func (s *State) NumMembers() int { return len(s.members) }
+
+// MembersRange returns members [lo, hi) in ID order.
+func (s *State) MembersRange(lo, hi int) []Member {
+	keys := keysOf(s.members)
+	lo, hi = clampRange(lo, hi, len(keys))
+	out := make([]Member, 0, hi-lo)
+	for _, k := range keys[lo:hi] {
+		out = append(out, *s.members[k])
+	}
+	return deepCopy(out)
+}
+
+// NumProposals returns how many proposals were made.
+func (s *State) NumProposals() int { return len(s.proposals) }
+
+// ProposalsRange returns proposals [lo, hi) in ID order.
+func (s *State) ProposalsRange(lo, hi int) []Proposal {
+	keys := keysOf(s.proposals)
+	lo, hi = clampRange(lo, hi, len(keys))
+	out := make([]Proposal, 0, hi-lo)
+	for _, k := range keys[lo:hi] {
+		out = append(out, *s.proposals[k])
+	}
+	return deepCopy(out)
+}
+
+// RoundsRange returns the rounds of a cohort numbered lo+1 … hi (the list [lo, hi) of its rounds
+// in order) and how many rounds it has.
+func (s *State) RoundsRange(cohort uint64, lo, hi int) ([]Round, int, error) {
+	c, ok := s.cohorts[cohort]
+	if !ok {
+		return nil, 0, errf(ErrNotFound, "cohort %d", cohort)
+	}
+	n := int(c.CurrentRound)
+	lo, hi = clampRange(lo, hi, n)
+	out := make([]Round, 0, hi-lo)
+	for i := lo; i < hi; i++ {
+		out = append(out, *s.rounds[roundKey{cohort, uint32(i + 1)}])
+	}
+	return deepCopy(out), n, nil
+}
+
+// NumPayouts returns how many payouts the ledger holds.
+func (s *State) NumPayouts() int { return len(s.payouts) }
+
+// LedgerRange returns the ledger with payouts [lo, hi) only (in the order they were made).
+func (s *State) LedgerRange(lo, hi int) Ledger {
+	lo, hi = clampRange(lo, hi, len(s.payouts))
+	d := Ledger{Payouts: s.payouts[lo:hi], Treasury: s.treasury}
+	for _, k := range keysOf(s.balances) {
+		d.Balances = append(d.Balances, Balance{Contributor: k, Amount: s.balances[k]})
+	}
+	for _, k := range keysOf(s.pools) {
+		d.Pools = append(d.Pools, *s.pools[k])
+	}
+	return deepCopy(d)
+}
+
+// CohortSummary is a cohort without its member list.
+type CohortSummary struct {
+	ID           uint64
+	Proposal     uint64
+	Members      int
+	Status       CohortStatus
+	CurrentRound uint32
+}
+
+// CohortSummaries returns every cohort's summary in ID order.
+func (s *State) CohortSummaries() []CohortSummary {
+	out := make([]CohortSummary, 0, len(s.cohorts))
+	for _, k := range keysOf(s.cohorts) {
+		c := s.cohorts[k]
+		out = append(out, CohortSummary{ID: c.ID, Proposal: c.Proposal, Members: len(c.Members), Status: c.Status, CurrentRound: c.CurrentRound})
+	}
+	return out
+}

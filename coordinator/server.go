@@ -545,6 +545,7 @@ func (s *Server) handleQuery(ctx context.Context, peer transport.NodeID, req tra
 	}
 	var out protocol.QueryReply
 	var qerr error
+	me := peer.String()
 	switch q.What {
 	case protocol.QueryPing:
 	case protocol.QueryStatus:
@@ -553,44 +554,90 @@ func (s *Server) handleQuery(ctx context.Context, peer transport.NodeID, req tra
 	case protocol.QueryNextRound:
 		qerr = s.nextRound(ctx, peer, q, &out)
 	default:
-		qerr = s.node.View(func(st *consensus.State) error {
-			switch q.What {
-			case protocol.QueryProposals:
-				out.Proposals = st.Proposals()
-			case protocol.QueryProposal:
-				p, err := st.Proposal(q.ID)
-				if err != nil {
-					return err
-				}
-				out.Proposals = []consensus.Proposal{p}
-			case protocol.QueryCohort:
-				c, err := st.Cohort(q.ID)
-				if err != nil {
-					return err
-				}
-				out.Cohort = &c
-			case protocol.QueryRounds:
-				r, err := st.Rounds(q.ID)
-				if err != nil {
-					return err
-				}
-				out.Rounds = r
-			case protocol.QueryMembers:
-				out.Members = st.Members()
-			case protocol.QueryLedger:
-				l := st.Ledger()
-				out.Ledger = &l
-			default:
-				return fmt.Errorf("unknown query %q (want one of status, proposals, proposal, cohort, rounds, members, ledger)", q.What)
-			}
-			return nil
-		})
+		qerr = s.node.View(func(st *consensus.State) error { return answer(st, q, me, &out) })
 	}
 	if qerr != nil {
 		return transport.Message{}, qerr
 	}
-	reply := transport.Message{Header: transport.Header{Type: protocol.MsgQuery}}
-	return reply, reply.SetBody(out)
+	b, err := protocol.EncodeQueryReply(q, out)
+	if err != nil {
+		return transport.Message{}, err
+	}
+	return transport.Message{Header: transport.Header{Type: protocol.MsgQuery}, Payload: b}, nil
+}
+
+// answer fills out with what q asks of the state (every query but status, ping and next-round).
+// Lists come a page at a time (Query.Page); me is the asker's key ID, for Query.Mine.
+func answer(st *consensus.State, q protocol.Query, me string, out *protocol.QueryReply) error {
+	page := func(n int) (int, int, error) {
+		out.Total = uint32(n)
+		return q.Page(n)
+	}
+	switch q.What {
+	case protocol.QueryProposals:
+		lo, hi, err := page(st.NumProposals())
+		if err != nil {
+			return err
+		}
+		out.Proposals = st.ProposalsRange(lo, hi)
+	case protocol.QueryProposal:
+		p, err := st.Proposal(q.ID)
+		if err != nil {
+			return err
+		}
+		out.Proposals = []consensus.Proposal{p}
+	case protocol.QueryCohort:
+		c, err := st.Cohort(q.ID)
+		if err != nil {
+			return err
+		}
+		if q.Mine {
+			c = protocol.MineCohort(c, me)
+		}
+		out.Cohort = &c
+	case protocol.QueryRounds:
+		c, err := st.Cohort(q.ID)
+		if err != nil {
+			return err
+		}
+		lo, hi, err := page(int(c.CurrentRound))
+		if err != nil {
+			return err
+		}
+		out.Rounds, _, err = st.RoundsRange(q.ID, lo, hi)
+		return err
+	case protocol.QueryRound:
+		r, err := st.Round(q.ID, q.Number)
+		if err != nil {
+			return err
+		}
+		if q.Mine {
+			r = protocol.MineRound(r, me)
+		}
+		out.Rounds = []consensus.Round{r}
+	case protocol.QueryMembers:
+		lo, hi, err := page(st.NumMembers())
+		if err != nil {
+			return err
+		}
+		out.Members = st.MembersRange(lo, hi)
+	case protocol.QueryMember:
+		m, err := st.Member(q.Member)
+		if err != nil {
+			return err
+		}
+		out.Member = &m
+	case protocol.QueryLedger:
+		lo, hi, err := page(st.NumPayouts())
+		if err != nil {
+			return err
+		}
+		l := st.LedgerRange(lo, hi)
+		out.Ledger = &l
+	default:
+		return fmt.Errorf("unknown query %q (want one of status, proposals, proposal, cohort, rounds, round, members, member, ledger, next-round, ping)", q.What)
+	}
+	return nil
 }
 
 // nextRound waits until the cohort has a round newer than q.After or is done (or protocol.NextRoundWait
@@ -628,8 +675,14 @@ func (s *Server) nextRound(ctx context.Context, peer transport.NodeID, q protoco
 			return err
 		}
 		if c.CurrentRound > q.After || c.Status == consensus.CohortDone || ctx.Err() != nil {
+			if q.Mine {
+				c = protocol.MineCohort(c, peer.String())
+			}
 			out.Cohort = &c
 			if last != nil {
+				if q.Mine {
+					*last = protocol.MineRound(*last, peer.String())
+				}
 				out.Rounds = []consensus.Round{*last}
 			}
 			return nil
@@ -660,10 +713,10 @@ func (s *Server) Status() protocol.Status {
 		for _, c := range state.Coordinators() {
 			st.Coordinators = append(st.Coordinators, c.Name+"="+c.ID)
 		}
-		st.Members = len(state.Members())
-		st.Proposals = len(state.Proposals())
-		for _, c := range state.Cohorts() {
-			st.Cohorts = append(st.Cohorts, protocol.CohortBrief{ID: c.ID, Proposal: c.Proposal, Members: len(c.Members), Status: string(c.Status), CurrentRound: c.CurrentRound})
+		st.Members = state.NumMembers()
+		st.Proposals = state.NumProposals()
+		for _, c := range state.CohortSummaries() {
+			st.Cohorts = append(st.Cohorts, protocol.CohortBrief{ID: c.ID, Proposal: c.Proposal, Members: c.Members, Status: string(c.Status), CurrentRound: c.CurrentRound})
 		}
 		return nil
 	})

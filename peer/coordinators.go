@@ -117,33 +117,28 @@ func (c *clientCoordinators) Submit(ctx context.Context, body consensus.Body) er
 	return err
 }
 
+// NextRound and Round ask for the member's own view of the round (protocol.Query.Mine): its
+// entry among the participants and receipts rather than every participant's, so what a peer
+// receives per round does not grow with the cohort.
 func (c *clientCoordinators) NextRound(ctx context.Context, cohort uint64, after uint32) (*consensus.Cohort, []consensus.Round, error) {
-	q, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryNextRound, ID: cohort, After: after})
+	q, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryNextRound, ID: cohort, After: after, Mine: true})
 	if err != nil {
 		return nil, nil, err
 	}
 	return q.Cohort, q.Rounds, nil
 }
 
-// Round reads the round from a next-round query (it answers at once for a round that is the
-// latest), else from the cohort's rounds (a newer one opened meanwhile).
 func (c *clientCoordinators) Round(ctx context.Context, cohort uint64, number uint32) (consensus.Round, error) {
 	qctx, cancel := context.WithTimeout(ctx, roundTimeout)
-	q, err := c.cl.Query(qctx, protocol.Query{What: protocol.QueryNextRound, ID: cohort, After: number - 1})
-	cancel()
-	if err == nil && len(q.Rounds) > 0 && q.Rounds[0].Number == number {
-		return q.Rounds[0], nil
-	}
-	qr, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryRounds, ID: cohort})
+	defer cancel()
+	q, err := c.cl.Query(qctx, protocol.Query{What: protocol.QueryRound, ID: cohort, Number: number, Mine: true})
 	if err != nil {
 		return consensus.Round{}, err
 	}
-	for _, x := range qr.Rounds {
-		if x.Number == number {
-			return x, nil
-		}
+	if len(q.Rounds) != 1 || q.Rounds[0].Number != number {
+		return consensus.Round{}, fmt.Errorf("cohort %d round %d: %d answers", cohort, number, len(q.Rounds))
 	}
-	return consensus.Round{}, fmt.Errorf("cohort %d has no round %d", cohort, number)
+	return q.Rounds[0], nil
 }
 
 func (c *clientCoordinators) Upload(ctx context.Context, aggregator string, u protocol.Upload, payload []byte) error {

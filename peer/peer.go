@@ -81,6 +81,7 @@ type Report struct {
 	TrainLoss      float64
 	Samples        int
 	PayloadBytes   int // encoded update bytes uploaded this round
+	AggregateBytes int // encoded aggregate bytes fetched this round
 	ComputeSeconds float64
 	RoundSeconds   float64
 	ModelHash      [32]byte
@@ -129,6 +130,7 @@ type Totals struct {
 	Rounds         int
 	Samples        int
 	PayloadBytes   int64
+	AggregateBytes int64
 	ComputeSeconds float64
 }
 
@@ -480,7 +482,7 @@ func (p *Peer) fetch(ctx context.Context, x *exchange, i int, dst []float32) err
 			if err := spec.DecodeAggregate(p.down, p.fb.shape, int(sl.Start), int(sl.End), payload, dst); err != nil {
 				return err
 			}
-			x.received(i)
+			x.received(i, len(payload))
 			return nil
 		}
 		if ctx.Err() != nil || classify(err) != failRetry {

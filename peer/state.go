@@ -142,13 +142,14 @@ func (s *state) tookAhead(st trainer.InnerStats, secs float64) {
 // exchange x; hash is θ_{t+1}'s when it was applied. It adds the round to the totals.
 func (s *state) report(r consensus.Round, st trainer.InnerStats, compute float64, x *exchange, applied bool, hash [32]byte) Report {
 	rep := Report{Round: r.Number, Rounds: s.rounds, Applied: applied, TrainLoss: st.MeanLoss, Samples: st.Samples,
-		PayloadBytes: x.payload(), ComputeSeconds: compute}
+		PayloadBytes: x.payload(), AggregateBytes: x.downloaded(), ComputeSeconds: compute}
 	if applied {
 		rep.ModelHash = hash
 	}
 	s.totals.Rounds++
 	s.totals.Samples += st.Samples
 	s.totals.PayloadBytes += int64(rep.PayloadBytes)
+	s.totals.AggregateBytes += int64(rep.AggregateBytes)
 	s.totals.ComputeSeconds += compute
 	return rep
 }
@@ -170,6 +171,7 @@ type slice struct {
 	header   protocol.Upload
 	upload   []byte // the encoded upload, kept with its header for a resend to a new aggregator
 	received bool   // the aggregate was fetched
+	down     int    // its encoded size
 }
 
 func newExchange(r consensus.Round) *exchange {
@@ -229,7 +231,8 @@ func (x *exchange) closed(now consensus.Round) (abandoned bool, err error) {
 }
 
 // received records that slice i's aggregate came back.
-func (x *exchange) received(i int) { x.slices[i].received = true }
+// received records that slice i's aggregate came back, n bytes encoded.
+func (x *exchange) received(i, n int) { x.slices[i].received, x.slices[i].down = true, n }
 
 // complete reports whether every slice's aggregate came back: the round is applied; otherwise it
 // is abandoned here.
@@ -257,6 +260,15 @@ func (x *exchange) payload() int {
 	n := 0
 	for _, s := range x.slices {
 		n += s.bytes
+	}
+	return n
+}
+
+// downloaded is the encoded size of the aggregates fetched.
+func (x *exchange) downloaded() int {
+	n := 0
+	for _, s := range x.slices {
+		n += s.down
 	}
 	return n
 }

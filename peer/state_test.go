@@ -230,7 +230,7 @@ func TestExchangeOutcome(t *testing.T) {
 					x.accepted(i, "a", protocol.Upload{}, []byte{1, 2}, nil)
 				}
 				if tc.received[i] {
-					x.received(i)
+					x.received(i, 0)
 				}
 			}
 			if x.complete() != tc.complete || x.receipt() != tc.receipt {

@@ -1,10 +1,14 @@
 package protocol
 
 import (
+	"fmt"
 	"strings"
 	"time"
 
+	"github.com/vmihailenco/msgpack/v5"
+
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/internal/msgcheck"
 )
 
 // Message types of the client API (transport.Header.Type).
@@ -12,7 +16,9 @@ const (
 	// MsgSubmit carries a signed consensus.Envelope (msgpack) in the header body; the reply body is
 	// a SubmitReply. A follower forwards it to the leader.
 	MsgSubmit = "coord.submit"
-	// MsgQuery asks for read-only state; the header body is a Query, the reply body a QueryReply.
+	// MsgQuery asks for read-only state; the header body is a Query. The reply's payload is the
+	// QueryReply (msgpack; see DecodeQueryReply), at most MaxQueryReply bytes: what grows with the
+	// members or rounds never travels in a frame header, and lists come a page at a time.
 	MsgQuery = "coord.query"
 )
 
@@ -26,12 +32,16 @@ type SubmitReply struct {
 // Query kinds.
 const (
 	QueryStatus    = "status"
-	QueryProposals = "proposals"
-	QueryProposal  = "proposal"
-	QueryCohort    = "cohort"
-	QueryMembers   = "members"
-	QueryLedger    = "ledger"
-	QueryRounds    = "rounds"
+	QueryProposals = "proposals" // a page of the proposals, by ID
+	QueryProposal  = "proposal"  // proposal ID
+	QueryCohort    = "cohort"    // cohort ID
+	QueryMembers   = "members"   // a page of the members, by member ID
+	QueryMember    = "member"    // the member Query.Member
+	// QueryLedger answers the balances, pools and treasury and a page of the payouts (in the order
+	// they were made).
+	QueryLedger = "ledger"
+	QueryRounds = "rounds" // a page of cohort ID's rounds, by number
+	QueryRound  = "round"  // round Query.Number of cohort ID
 	// QueryNextRound long-polls (up to NextRoundWait) until cohort ID has a round newer than
 	// After, or is done; the reply holds the cohort and its latest round.
 	QueryNextRound = "next-round"
@@ -45,6 +55,18 @@ const (
 // round (a round opened just before its leader died has a deadline that keeps running).
 const NextRoundWait = 4 * time.Second
 
+// Paging of the list queries (proposals, members, rounds, the ledger's payouts).
+const (
+	// DefaultPage is the page a list query answers when its Limit is 0.
+	DefaultPage = 256
+	// MaxPage is the largest Limit a list query may ask for.
+	MaxPage = 4096
+	// MaxQueryReply bounds the encoded QueryReply: a reply that would be larger (a page of
+	// unusually large records) is refused with ErrTooLarge, naming the query; ask for a
+	// smaller page.
+	MaxQueryReply = 16 << 20
+)
+
 // Query asks for read-only state. Linearizable asks the leader to confirm its leadership with a
 // barrier first (it then answers only on the leader); otherwise any node answers from its copy.
 type Query struct {
@@ -52,16 +74,107 @@ type Query struct {
 	ID           uint64
 	Linearizable bool
 	After        uint32 // QueryNextRound: the last round the asker has seen
+	Number       uint32 // QueryRound: the round
+	Member       string `msgpack:",omitempty"` // QueryMember: the member ID
+	// Offset and Limit ask a list query for items [Offset, Offset+Limit) of the list; Limit 0
+	// means DefaultPage, more than MaxPage is refused. QueryReply.Total is the list's length.
+	Offset uint32 `msgpack:",omitempty"`
+	Limit  uint32 `msgpack:",omitempty"`
+	// Mine trims a cohort and its rounds (QueryCohort, QueryRound, QueryNextRound) to what concerns
+	// the asker: its own entry among the members, participants, receipts, influence, flags and
+	// exclusions (MineCohort, MineRound). What a peer receives per round then does not grow with the cohort.
+	Mine bool `msgpack:",omitempty"`
 }
 
-// QueryReply carries exactly one of its fields, per Query.What.
+// Page returns the range [lo, hi) of a list of n items that q asks for, or an error for a Limit
+// beyond MaxPage. An Offset at or past n gives an empty page.
+func (q Query) Page(n int) (lo, hi int, err error) {
+	if q.Limit > MaxPage {
+		return 0, 0, fmt.Errorf("%w: a page of %d %s, limit %d", ErrTooLarge, q.Limit, q.What, MaxPage)
+	}
+	limit := int(q.Limit)
+	if limit == 0 {
+		limit = DefaultPage
+	}
+	lo = min(int(q.Offset), n)
+	return lo, min(lo+limit, n), nil
+}
+
+// QueryReply carries exactly one of its fields, per Query.What (and Total with a page).
 type QueryReply struct {
 	Status    *Status              `msgpack:",omitempty"`
 	Proposals []consensus.Proposal `msgpack:",omitempty"`
 	Cohort    *consensus.Cohort    `msgpack:",omitempty"`
 	Members   []consensus.Member   `msgpack:",omitempty"`
+	Member    *consensus.Member    `msgpack:",omitempty"`
 	Ledger    *consensus.Ledger    `msgpack:",omitempty"`
 	Rounds    []consensus.Round    `msgpack:",omitempty"`
+	// Total is the length of the list a page was taken from (proposals, members, rounds, the
+	// ledger's payouts).
+	Total uint32 `msgpack:",omitempty"`
+}
+
+// EncodeQueryReply encodes a reply for the payload of MsgQuery, refusing one over MaxQueryReply.
+func EncodeQueryReply(q Query, r QueryReply) ([]byte, error) {
+	b, err := msgpack.Marshal(&r)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s reply: %w", q.What, err)
+	}
+	if len(b) > MaxQueryReply {
+		return nil, fmt.Errorf("%w: the %s reply is %d bytes, limit %d: ask for a smaller page (Query.Limit)", ErrTooLarge, q.What, len(b), MaxQueryReply)
+	}
+	return b, nil
+}
+
+// DecodeQueryReply decodes the payload of a MsgQuery reply. It comes from the network: its
+// declared lengths are checked against the bytes before msgpack allocates for them.
+func DecodeQueryReply(b []byte) (QueryReply, error) {
+	var r QueryReply
+	if len(b) > MaxQueryReply {
+		return r, fmt.Errorf("%w: query reply of %d bytes, limit %d", ErrMalformed, len(b), MaxQueryReply)
+	}
+	if err := msgcheck.Check(b, maxReplyList); err != nil {
+		return r, fmt.Errorf("%w: query reply: %w", ErrMalformed, err)
+	}
+	if err := msgpack.Unmarshal(b, &r); err != nil {
+		return r, fmt.Errorf("%w: query reply: %w", ErrMalformed, err)
+	}
+	return r, nil
+}
+
+// maxReplyList bounds any list in a reply: a page, or a round's participants and receipts.
+const maxReplyList = 1 << 17
+
+// MineCohort trims cohort c to what concerns member me: its own entry among the members.
+func MineCohort(c consensus.Cohort, me string) consensus.Cohort {
+	c.Members = keep(c.Members, func(m consensus.CohortMember) bool { return m.Member == me })
+	return c
+}
+
+// MineRound trims round r to what concerns member me: the participants, receipts, influence,
+// flags and exclusions that are its own. Whether me takes part is still read from Participants.
+func MineRound(r consensus.Round, me string) consensus.Round {
+	is := func(s string) bool { return s == me }
+	r.Participants = keep(r.Participants, is)
+	r.Excluded = keep(r.Excluded, is)
+	r.Receipts = keep(r.Receipts, func(x consensus.Receipt) bool { return x.Member == me })
+	mine := func(contributor string) bool {
+		m, _, ok := consensus.SplitContributorKey(contributor)
+		return ok && m == me
+	}
+	r.Influence = keep(r.Influence, func(x consensus.Influence) bool { return mine(x.Contributor) })
+	r.Flags = keep(r.Flags, func(x consensus.Flag) bool { return mine(x.Contributor) })
+	return r
+}
+
+func keep[T any](xs []T, ok func(T) bool) []T {
+	var out []T
+	for _, x := range xs {
+		if ok(x) {
+			out = append(out, x)
+		}
+	}
+	return out
 }
 
 // Status describes one coordinator node and the cluster as it sees it.

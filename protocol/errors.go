@@ -21,6 +21,9 @@ var (
 	// ErrForbidden: what was asked is not for the asker (a cohort's model and aggregates go only
 	// to its members and the coordinators).
 	ErrForbidden error = wirecode.New(132, "forbidden")
+	// ErrTooLarge: the answer asked for would exceed a limit (a page larger than MaxPage, a reply
+	// larger than MaxQueryReply): ask for less.
+	ErrTooLarge error = wirecode.New(134, "too large")
 	// ErrMalformed is wrapped by every decoding error of this package's messages.
 	ErrMalformed error = wirecode.New(133, "protocol: malformed message")
 )

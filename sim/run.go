@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"github.com/cohortlab/cohort/client"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"time"
@@ -143,7 +145,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}
 		nctx, cancel := context.WithCancel(ctx)
 		n := &node{srv: srv, cancel: cancel, done: make(chan struct{})}
-		go func() { defer close(n.done); srv.Run(nctx) }()
+		// The coordinator's goroutines carry a profiler label, so a CPU profile of a whole
+		// simulation tells the coordinators' work from the peers' (BenchmarkCohortScale).
+		pprof.Do(nctx, pprof.Labels(ProfileLabel, "coordinator"), func(lctx context.Context) {
+			go func() { defer close(n.done); srv.Run(lctx) }()
+		})
 		nodes[i] = n
 	}
 	var addrs []string
@@ -258,6 +264,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	var mu sync.Mutex
 	thetas := map[uint32][]float32{} // θ after round t, from the first peer to apply it
 	computeSum, computeN := map[uint32]float64{}, map[uint32]int{}
+	upBytes, downBytes := map[uint32]int64{}, map[uint32]int64{} // uploads and aggregates, all peers, per round
 	killName, killRound, _ := parseKill(cfg.KillPeer)
 	// A shard registers its training samples as `cohort join` counts them: images, or a text's
 	// non-overlapping windows (its size is in bytes).
@@ -303,6 +310,8 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				m.rounds++
 				computeSum[r.Round] += r.ComputeSeconds
 				computeN[r.Round]++
+				upBytes[r.Round] += int64(r.PayloadBytes)
+				downBytes[r.Round] += int64(r.AggregateBytes)
 				if r.Applied && thetas[r.Round] == nil {
 					thetas[r.Round] = append([]float32(nil), members[i].peer.Worker().Global()...)
 				}
@@ -354,8 +363,12 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			}
 			lastLeader = st.LeaderID
 		}
+		// The rounds not reported yet, and the current one: not every round of a long run each time.
 		var rounds []consensus.Round
-		live.srv.Node().View(func(s *consensus.State) error { rounds, _ = s.Rounds(cohort); return nil })
+		live.srv.Node().View(func(s *consensus.State) error {
+			rounds, _, _ = s.RoundsRange(cohort, int(reported), math.MaxInt)
+			return nil
+		})
 		if len(rounds) == 0 {
 			continue
 		}
@@ -418,9 +431,15 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			}
 			var wire int64
 			for _, m := range members {
-				wire += int64(m.client.WireStats().BytesSent)
+				ws := m.client.WireStats()
+				wire += int64(ws.BytesSent)
+				pr.WireReceived += int64(ws.BytesReceived)
 			}
-			pr.WireBytes = wire
+			pr.WireBytes, pr.WireSent = wire, wire
+			_, pr.AppliedIndex = live.srv.Node().Hash()
+			if r.Number == 1 {
+				sum.Scale.SetupSeconds = time.UnixMilli(r.OpenedAt).Sub(start).Seconds()
+			}
 			// A coordinator's connections close with it (the killed leader), and their counts go
 			// with them: the total can step back.
 			if link.Rate > 0 && r.ClosedAt > r.OpenedAt && wire > lastWire {
@@ -449,9 +468,13 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		for _, h := range sum.History[1:] {
 			c += h.ComputeSeconds
 		}
-		if w := (sum.History[n-1].Elapsed - sum.History[0].Elapsed).Seconds(); w > 0 {
+		first, last := sum.History[0], sum.History[n-1]
+		if w := (last.Elapsed - first.Elapsed).Seconds(); w > 0 {
 			sum.ComputeUtilSteady = c / w
 		}
+		rs := float64(n - 1)
+		sum.Scale.RoundSeconds = (last.Elapsed - first.Elapsed).Seconds() / rs
+		sum.Scale.RaftEntriesPerRound = float64(last.AppliedIndex-first.AppliedIndex) / rs
 	}
 	// Peers finish their last round; every replica must hold the recorded final model.
 	final := lastHash(nodes, cohort)
@@ -467,6 +490,29 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}
 		return true
 	})
+	if n := len(sum.History); n > 1 {
+		// Control traffic in the rounds after the first: the peers' wire bytes both ways since the
+		// first round was reported, less their uploads and aggregates of those rounds.
+		var sent, recv, up, down int64
+		for _, m := range members {
+			ws := m.client.WireStats()
+			sent += int64(ws.BytesSent)
+			recv += int64(ws.BytesReceived)
+		}
+		mu.Lock()
+		for r := range upBytes {
+			if r > uint32(sum.History[0].Round) {
+				up, down = up+upBytes[r], down+downBytes[r]
+			}
+		}
+		mu.Unlock()
+		sent -= sum.History[0].WireSent
+		recv -= sum.History[0].WireReceived
+		if sent > 0 && up > 0 {
+			sum.Scale.ControlBytesPerPeerRound = float64(sent+recv-up-down) / (float64(n-1) * float64(len(members)))
+			sum.Scale.WireSentOverPayload = float64(sent) / float64(up)
+		}
+	}
 	sum.ReplicasAgree = true
 	var payload, wire int64
 	var compute float64
@@ -570,8 +616,16 @@ func ledgerOf(n *node, cohort uint64) (uint64, map[string]uint64, map[string][]s
 
 // operate submits the operator commands a simulated cohort needs — fund the treasury with pool
 // and grant each voter one vote — signed by a majority of the coordinators' operators (c1, c2, …),
-// as operator commands must be.
+// as operator commands must be. Each grant is signed by the whole majority before the next
+// starts on that lane, so at most grantLanes motions wait for signatures at once (the state
+// holds consensus.MaxMotions).
 func operate(ctx context.Context, addrs []string, seed uint64, log *slog.Logger, pool uint64, voters []string) error {
+	var ops []*client.Client
+	defer func() {
+		for _, op := range ops {
+			op.Close()
+		}
+	}()
 	for i := 0; i < len(addrs)/2+1; i++ {
 		id, err := identity(seed, fmt.Sprintf("c%d", i+1))
 		if err != nil {
@@ -581,19 +635,30 @@ func operate(ctx context.Context, addrs []string, seed uint64, log *slog.Logger,
 		if err != nil {
 			return err
 		}
+		ops = append(ops, op)
+	}
+	for _, op := range ops {
 		if _, err := op.Submit(ctx, &consensus.FundBody{Amount: pool}); err != nil {
-			op.Close()
 			return fmt.Errorf("fund the treasury: %w", err)
 		}
-		for _, v := range voters {
-			if _, err := op.Submit(ctx, &consensus.GrantBody{Member: v, Votes: 1}); err != nil {
-				op.Close()
-				return fmt.Errorf("grant %s a vote: %w", v, err)
-			}
-		}
-		op.Close()
 	}
-	return nil
+	const grantLanes = 16
+	errs := make([]error, grantLanes)
+	var wg sync.WaitGroup
+	for lane := range grantLanes {
+		wg.Go(func() {
+			for i := lane; i < len(voters) && errs[lane] == nil; i += grantLanes {
+				for _, op := range ops {
+					if _, err := op.Submit(ctx, &consensus.GrantBody{Member: voters[i], Votes: 1}); err != nil {
+						errs[lane] = fmt.Errorf("grant %s a vote: %w", voters[i], err)
+						break
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func modelSpec(m string) string {

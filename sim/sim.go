@@ -216,6 +216,30 @@ type Progress struct {
 	Applied        bool
 	LeaderChanges  int
 	ComputeSeconds float64 // mean over peers, this round
+	// WireSent and WireReceived are the peers' QUIC bytes so far, and AppliedIndex the Raft log
+	// index a coordinator had applied, when the round was reported.
+	WireSent, WireReceived int64
+	AppliedIndex           uint64
+}
+
+// ProfileLabel is the runtime/pprof label key a simulation's coordinator goroutines carry
+// (value "coordinator"): a CPU profile of a simulation counts their work apart from the peers'.
+const ProfileLabel = "cohort-role"
+
+// Scale is what a simulation measured of its own costs in the rounds after the first.
+type Scale struct {
+	// SetupSeconds runs from the start to the first round's opening: coordinators, registrations,
+	// grants, the proposal and its vote, the joins.
+	SetupSeconds float64 `json:"setup_seconds"`
+	// RoundSeconds is the wall time per round.
+	RoundSeconds float64 `json:"round_seconds"`
+	// RaftEntriesPerRound is the growth of the Raft log per round.
+	RaftEntriesPerRound float64 `json:"raft_entries_per_round"`
+	// ControlBytesPerPeerRound is what one peer sent and received on the wire per round beyond
+	// its uploads and the aggregates it fetched: polls, receipts, QUIC's own packets.
+	ControlBytesPerPeerRound float64 `json:"control_bytes_per_peer_round"`
+	// WireSentOverPayload is what the peers sent on the wire over the uploads they sent.
+	WireSentOverPayload float64 `json:"wire_sent_over_payload"`
 }
 
 // PeerSummary is one peer in Summary.
@@ -260,6 +284,7 @@ type Summary struct {
 	// abandoned, no receipts, the validator could not score it, no update helped).
 	ScoreNotes    map[int]string `json:"score_notes,omitempty"`
 	ReplicasAgree bool           `json:"replicas_agree"`
+	Scale         Scale          `json:"scale"`
 	Codec         string         `json:"codec"`
 	OuterLR       string         `json:"outer_lr"`
 	OuterMomentum string         `json:"outer_momentum"`

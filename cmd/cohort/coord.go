@@ -614,7 +614,7 @@ func proposalsCommand() *cli.Command {
 				return fmt.Errorf("proposals: %w", err)
 			}
 			defer cl.Close()
-			r, err := cl.Query(c.Context, protocol.Query{What: protocol.QueryProposals})
+			r, err := cl.All(c.Context, protocol.Query{What: protocol.QueryProposals}, maxListed)
 			if err != nil {
 				return fmt.Errorf("proposals: %w", err)
 			}

@@ -146,9 +146,11 @@ func fromCohort(c *cli.Context, id uint64) (export.Provenance, []float32, error)
 	if err != nil {
 		return export.Provenance{}, nil, fmt.Errorf("cohort %d trains %q: %w", id, spec, err)
 	}
-	rr, err := q(protocol.QueryRounds, id)
+	// The last closed round is the current one or the one before it: read just those two.
+	rr, err := cl.Query(ctx, protocol.Query{What: protocol.QueryRounds, ID: id, Linearizable: true,
+		Offset: max(cr.Cohort.CurrentRound, 2) - 2, Limit: 2})
 	if err != nil {
-		return export.Provenance{}, nil, err
+		return export.Provenance{}, nil, fmt.Errorf("query rounds: %w", err)
 	}
 	last, err := lastClosed(rr.Rounds, id)
 	if err != nil {

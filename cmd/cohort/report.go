@@ -66,6 +66,9 @@ func runReport(c *cli.Context) error {
 	return write(c.App.Writer, r)
 }
 
+// maxListed bounds what a command reads of one list (rounds, payouts, proposals) page by page.
+const maxListed = 1 << 22
+
 // fetchReport queries the cohort, its proposal, its rounds and the ledger and builds the report.
 func fetchReport(c *cli.Context, cl *client.Client, id uint64) (report.Report, error) {
 	q := func(what string, id uint64) (protocol.QueryReply, error) {
@@ -89,13 +92,13 @@ func fetchReport(c *cli.Context, cl *client.Client, id uint64) (report.Report, e
 	if len(pr.Proposals) != 1 {
 		return report.Report{}, fmt.Errorf("proposal %d: %d answers", cr.Cohort.Proposal, len(pr.Proposals))
 	}
-	rr, err := q(protocol.QueryRounds, id)
+	rr, err := cl.All(c.Context, protocol.Query{What: protocol.QueryRounds, ID: id}, maxListed)
 	if err != nil {
-		return report.Report{}, err
+		return report.Report{}, fmt.Errorf("query rounds: %w", err)
 	}
-	lr, err := q(protocol.QueryLedger, 0)
+	lr, err := cl.All(c.Context, protocol.Query{What: protocol.QueryLedger}, maxListed)
 	if err != nil {
-		return report.Report{}, err
+		return report.Report{}, fmt.Errorf("query ledger: %w", err)
 	}
 	var l consensus.Ledger // an empty ledger may travel as no ledger
 	if lr.Ledger != nil {

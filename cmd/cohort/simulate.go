@@ -95,6 +95,10 @@ func simulateCommand() *cli.Command {
 			fmt.Fprintf(out, "\n%d rounds, val_loss %.4f, val_acc %.2f%%, %s sent per peer on the wire (%s payload, codec %s), compute %.0f%% of %.1fs wall, leader changes %d, replicas agree: %v (model %s)\n",
 				sum.RoundsCompleted, sum.FinalValLoss, 100*sum.FinalValAccuracy, humanBytes(sum.BytesSentPerPeer), humanBytes(sum.PayloadBytesPerPeer),
 				sum.Codec, 100*sum.ComputeSeconds/sum.WallSeconds, sum.WallSeconds, sum.LeaderChanges, sum.ReplicasAgree, sum.ModelHash)
+			if sc := sum.Scale; sc.RoundSeconds > 0 {
+				fmt.Fprintf(out, "setup %.1fs; after round 1: %.1fs per round, %.0f Raft entries per round, %s of control traffic per peer per round, sent/payload %.2f\n",
+					sc.SetupSeconds, sc.RoundSeconds, sc.RaftEntriesPerRound, humanBytes(int64(sc.ControlBytesPerPeerRound)), sc.WireSentOverPayload)
+			}
 			var paid uint64
 			for _, v := range sum.Shares {
 				paid += v
