@@ -40,12 +40,12 @@ func TestCohortAcrossHosts(t *testing.T) {
 		t.Skip("a cohort of processes in network namespaces; run without -short as root (make e2e)")
 	}
 	requireNetns(t)
+	began := time.Now()
+	tn := newTestNet(t, "c1", "c2", "c3", "p1", "p2", "p3")
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	began := time.Now()
-	tn := newTestNet(t, "c1", "c2", "c3", "p1", "p2", "p3")
 	peerHosts := []string{"p1", "p2", "p3"}
 	for _, a := range tn.shape(peerHosts, "10mbit", 25*time.Millisecond, 1) {
 		t.Logf("shaping: %s", a)
