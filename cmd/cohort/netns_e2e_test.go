@@ -291,7 +291,6 @@ type testNet struct {
 	run    string          // the namespaces' names start with it
 	sw     string          // the switch's namespace
 	hosts  map[string]host // by name; "" is the test's own stack
-	order  []string        // host names as given
 	shaped []string        // hosts whose links have loss rules
 }
 
@@ -323,7 +322,6 @@ func newTestNet(t *testing.T, names ...string) *testNet {
 		tn.must("ip", "-n", ns, "addr", "add", h.ip+"/24", "dev", "eth0")
 		tn.must("ip", "-n", ns, "link", "set", "dev", "eth0", "up")
 		tn.hosts[name] = h
-		tn.order = append(tn.order, name)
 	}
 	return tn
 }
