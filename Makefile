@@ -82,9 +82,11 @@ fuzz:
 	done
 
 ## e2e: the end-to-end runs alone (real coordinator and join processes; whole simulated cohorts
-## with faults). They are part of `make test` too; this target reruns just them, uncached.
+## with faults). They are part of `make test` too; this target reruns just them, uncached. Only
+## here: TestCohortAcrossHosts, the processes in network namespaces of their own over shaped veth
+## links (it needs root, ip and tc, and skips without them).
 e2e: build
-	$(GO) test -count=1 -timeout 20m -run 'Processes|Faults|CohortTrains|Cohort|Planted' ./cmd/... ./sim/
+	$(GO) test -count=1 -timeout 20m -run 'Processes|Faults|CohortTrains|Cohort|AcrossHosts|Planted' ./cmd/... ./sim/
 
 ## verify: formatting, vet and a tidy module.
 verify:

@@ -31,7 +31,8 @@ type Config struct {
 	// Logger receives retry notes; nil means slog.Default().
 	Logger *slog.Logger
 	// PacketConn, if set, carries the client's QUIC traffic (a shaped link in simulations); the
-	// client closes it. Nil means a fresh UDP socket on 127.0.0.1.
+	// client closes it. Nil means a fresh UDP socket on every local address (":0"), so that the
+	// kernel picks the source address of the route to each coordinator, loopback or not.
 	PacketConn net.PacketConn
 }
 
@@ -95,7 +96,7 @@ func Dial(cfg Config) (*Client, error) {
 	if cfg.PacketConn != nil {
 		ep, err = transport.NewEndpoint(cfg.PacketConn, transport.Config{Identity: cfg.Identity})
 	} else {
-		ep, err = transport.ListenAddr("127.0.0.1:0", transport.Config{Identity: cfg.Identity})
+		ep, err = transport.ListenAddr(":0", transport.Config{Identity: cfg.Identity})
 	}
 	if err != nil {
 		return nil, err

@@ -38,9 +38,29 @@ var buildBinary = sync.OnceValues(func() (string, error) {
 	return bin, nil
 })
 
+// A host is where a test runs a process: the test's own network stack (ns "") or a Linux network
+// namespace of its own (TestCohortAcrossHosts), entered with `ip netns exec`.
+type host struct {
+	ns string // the network namespace; "" for the test's own stack
+	ip string // the host's address in it (ns != "" only)
+}
+
+// command is `bin args...` run on h.
+func (h host) command(bin string, args ...string) *exec.Cmd {
+	if h.ns == "" {
+		return exec.Command(bin, args...)
+	}
+	return exec.Command("ip", append([]string{"netns", "exec", h.ns, bin}, args...)...)
+}
+
+// hostCoordinatorPort is the port a coordinator on a host of its own listens at: nothing else
+// binds in that network namespace.
+const hostCoordinatorPort = "7000"
+
 type proc struct {
 	id, addr, dir string
-	socks         netutil.Sockets // bound by the test for the node's life, restarts included
+	host          host            // where the node runs
+	socks         netutil.Sockets // on the test's own stack: bound by the test for the node's life, restarts included
 	refusing      chan struct{}   // while the node is down (kill): closed when refuse stops
 	cmd           *exec.Cmd
 	log           *os.File
@@ -68,9 +88,14 @@ func newProc(t *testing.T, id, dir string) *proc {
 	return &proc{id: id, addr: s.Addr(), dir: dir, socks: s}
 }
 
-// command is `cohort coordinator` for p with args, inheriting p's sockets as fds 3 (UDP) and 4 (TCP).
+// command is `cohort coordinator` for p with args, inheriting p's sockets as fds 3 (UDP) and 4 (TCP);
+// on a host of its own the node binds its address itself.
 func (p *proc) command(t *testing.T, bin string, args ...string) *exec.Cmd {
 	t.Helper()
+	if p.host.ns != "" {
+		return p.host.command(bin, append([]string{"--log-level", "debug", "coordinator", "--id", p.id, "--dir", p.dir,
+			"--listen", p.addr}, args...)...)
+	}
 	udp, err := p.socks.UDP.File()
 	if err != nil {
 		t.Fatal(err)
@@ -98,6 +123,12 @@ func startCmd(t *testing.T, cmd *exec.Cmd) {
 }
 
 func startProcCluster(t *testing.T, n int, args ...string) *procCluster {
+	return startProcClusterOn(t, make([]host, n), args...)
+}
+
+// startProcClusterOn starts one coordinator on each of hosts: on the test's own stack (host{})
+// at a port the test holds, on a host of its own at its IP and hostCoordinatorPort.
+func startProcClusterOn(t *testing.T, hosts []host, args ...string) *procCluster {
 	bin, err := buildBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -105,9 +136,14 @@ func startProcCluster(t *testing.T, n int, args ...string) *procCluster {
 	pc := &procCluster{t: t, bin: bin, args: args}
 	var peers []string
 	root := t.TempDir()
-	for i := 0; i < n; i++ {
+	for i, h := range hosts {
 		id := fmt.Sprintf("c%d", i+1)
-		p := newProc(t, id, filepath.Join(root, id))
+		var p *proc
+		if h.ns == "" {
+			p = newProc(t, id, filepath.Join(root, id))
+		} else {
+			p = &proc{id: id, addr: net.JoinHostPort(h.ip, hostCoordinatorPort), dir: filepath.Join(root, id), host: h}
+		}
 		// The operators make their node keys first and share the voter list with the key IDs.
 		if err := os.MkdirAll(p.dir, 0o700); err != nil {
 			t.Fatal(err)
@@ -178,6 +214,9 @@ func (pc *procCluster) kill(p *proc) {
 
 // refuse resets every TCP connection made to p's held listener until unrefuse.
 func (p *proc) refuse() {
+	if p.socks.TCP == nil {
+		return // a host of its own: the dead process's port refuses by itself
+	}
 	// Starting a child put the shared socket in blocking mode (os.File.Fd), and a child that died
 	// before taking it over left it so: a blocking accept would not see unrefuse's deadline.
 	if rc, err := p.socks.TCP.SyscallConn(); err == nil {
@@ -232,8 +271,9 @@ func memberClient(t *testing.T, addrs []string, name string) *client.Client {
 }
 
 // operator runs an operator command of the CLI (fund, grant) as a majority of the operators do:
-// signed with the node keys of the first coordinators, one after the other, each retried while
-// its key is not registered yet. It returns what the last signature printed.
+// signed with the node keys of the first coordinators, one after the other (each on its
+// coordinator's host), each retried while its key is not registered yet. It returns what the
+// last signature printed.
 func (pc *procCluster) operator(t *testing.T, args ...string) string {
 	t.Helper()
 	var out []byte
@@ -241,7 +281,7 @@ func (pc *procCluster) operator(t *testing.T, args ...string) string {
 		full := append([]string{args[0], "--coordinator", strings.Join(pc.addrs(), ","), "--key", pc.nodeKey(i)}, args[1:]...)
 		eventually(t, 20*time.Second, "cohort "+strings.Join(args, " "), func() error {
 			var err error
-			if out, err = exec.Command(pc.bin, full...).CombinedOutput(); err != nil && !strings.Contains(string(out), "already issued") {
+			if out, err = pc.procs[i].host.command(pc.bin, full...).CombinedOutput(); err != nil && !strings.Contains(string(out), "already issued") {
 				return fmt.Errorf("%v: %s", err, out)
 			}
 			return nil
