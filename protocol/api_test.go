@@ -84,8 +84,8 @@ func TestQueryReplyLimits(t *testing.T) {
 	}
 	for _, b := range [][]byte{
 		nil,
-		{0xc1},                               // never used
-		{0xdf, 0xff, 0xff, 0xff, 0xff},       // a map of 4 billion entries in 5 bytes
+		{0xc1},                                // never used
+		{0xdf, 0xff, 0xff, 0xff, 0xff},        // a map of 4 billion entries in 5 bytes
 		{0x81, 0xa7, 'M', 'e', 'm', 'b', 'e'}, // truncated
 	} {
 		if _, err := DecodeQueryReply(b); err == nil && len(b) > 0 {
