@@ -17,7 +17,11 @@ import (
 // far fewer log entries than commands; every caller gets its own result (forged envelopes among
 // them their own error), the replicas agree, and replaying a node's log gives its state.
 func TestGroupCommitTCP(t *testing.T) {
-	c, _ := startTCPCluster(t, func(cfg *Config) { fastTimeouts(cfg) })
+	c, _ := startTCPCluster(t, nil) // the Node's default timeouts: the test's 1,000 callers load the machine
+	// An entry of a thousand registrations takes seconds to verify under the race detector: a
+	// client that gave up after 2s would resend it, and its retry would be applied (as a
+	// duplicate) in the next entry.
+	c.attempt = time.Minute
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {
@@ -33,17 +37,20 @@ func TestGroupCommitTCP(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Every node applies every entry, so any node's counts tell what the log holds; a client
+	// retries on another leader (c.apply), so a leader change only adds entries.
+	l := c.live()[0]
 	// At low load every command goes out at once, alone: one entry each.
-	l := c.waitLeader(t, 10*time.Second)
 	e0, n0 := l.ApplyCounts()
 	for i := 0; i < 5; i++ {
 		name := fmt.Sprintf("seq%d", i)
-		if _, err := l.Apply(ctx, mustEnv(t, name, 1, &RegisterBody{PublicKey: testPub(name), Name: name})); err != nil {
+		if _, err := c.apply(ctx, mustEnv(t, name, 1, &RegisterBody{PublicKey: testPub(name), Name: name})); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if e1, n1 := l.ApplyCounts(); e1-e0 != 5 || n1-n0 != 5 {
-		t.Fatalf("5 sequential applies took %d entries for %d commands, want 5 and 5", e1-e0, n1-n0)
+	c.waitConverged(t, 30*time.Second)
+	if e1, n1 := l.ApplyCounts(); e1-e0 != n1-n0 || n1-n0 < 5 {
+		t.Fatalf("5 sequential applies took %d entries for %d commands, want one entry each", e1-e0, n1-n0)
 	}
 
 	const callers, forgeEvery = 1000, 97
@@ -59,7 +66,7 @@ func TestGroupCommitTCP(t *testing.T) {
 			if i%forgeEvery == forgeEvery/2 {
 				env.Sig[0] ^= 1
 			}
-			res, err := l.Apply(ctx, env)
+			res, err := c.apply(ctx, env)
 			switch {
 			case i%forgeEvery == forgeEvery/2:
 				if !errors.Is(err, ErrBadSignature) {
@@ -67,7 +74,7 @@ func TestGroupCommitTCP(t *testing.T) {
 				}
 			case err != nil:
 				errs[i] = fmt.Errorf("%s: %w", name, err)
-			case res.Type != CmdRegister || res.Member != testID(name) || res.Duplicate:
+			case res.Type != CmdRegister || res.Member != testID(name): // Duplicate after a retry
 				errs[i] = fmt.Errorf("%s: result %+v, want its own registration", name, res)
 			}
 		}(i)
@@ -76,12 +83,14 @@ func TestGroupCommitTCP(t *testing.T) {
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
+	hashes := c.waitConverged(t, 30*time.Second)
+	sameHashes(t, hashes)
 	e1, n1 := l.ApplyCounts()
 	entries, cmds := e1-e0, n1-n0
 	t.Logf("%d concurrent applies: %d commands in %d raft log entries (%.1f commands per entry)",
 		callers, cmds, entries, float64(cmds)/float64(entries))
-	if cmds != callers {
-		t.Fatalf("%d commands applied, want %d", cmds, callers)
+	if cmds < callers {
+		t.Fatalf("%d commands applied, want at least %d", cmds, callers)
 	}
 	if entries > callers/8 {
 		t.Fatalf("%d log entries for %d commands, want at most %d", entries, callers, callers/8)
@@ -89,16 +98,13 @@ func TestGroupCommitTCP(t *testing.T) {
 	if st := l.Stats(); st["command_entries"] != fmt.Sprint(e1) || st["commands_applied"] != fmt.Sprint(n1) {
 		t.Fatalf("Stats: command_entries=%s commands_applied=%s, want %d and %d", st["command_entries"], st["commands_applied"], e1, n1)
 	}
-
-	hashes := c.waitConverged(t, 30*time.Second)
-	sameHashes(t, hashes)
 	for _, n := range c.live() {
 		if e, k := n.ApplyCounts(); e != e1 || k != n1 {
-			t.Fatalf("%s applied %d entries with %d commands, the leader %d with %d", n.ID(), e, k, e1, n1)
+			t.Fatalf("%s applied %d entries with %d commands, %s %d with %d", n.ID(), e, k, l.ID(), e1, n1)
 		}
 	}
 	var members int
-	_ = l.View(func(s *State) error { members = len(s.Members()); return nil })
+	_ = c.waitLeader(t, 10*time.Second).View(func(s *State) error { members = len(s.Members()); return nil })
 	if want := 5 + callers - (callers+forgeEvery/2)/forgeEvery; members != want {
 		t.Fatalf("%d members, want %d", members, want)
 	}
