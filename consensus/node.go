@@ -71,8 +71,9 @@ type Config struct {
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
 	// MaxAppendEntries is the most entries per append RPC and per FSM batch; zero means 1024 (the
-	// largest raft accepts). With BatchApplyCh (always on) this lets concurrent Applies share
-	// one disk write and one RPC round.
+	// largest raft accepts). Concurrent Applies share entries through group commit (batch.go);
+	// with BatchApplyCh (always on) the entries raft has queued share one disk write and one RPC
+	// round, and a lagging follower catches up in large RPCs.
 	MaxAppendEntries int
 	// SnapshotThreshold, SnapshotInterval and TrailingLogs control log compaction; zero means
 	// raft's defaults (8192 entries, 120s, 10240 entries).
@@ -364,7 +365,8 @@ func (n *Node) mapErr(err error) error {
 }
 
 // Apply stamps env with the leader's clock, replicates it and returns the state's Result once it
-// is applied on this node. On a follower it returns a *NotLeaderError (errors.Is ErrNotLeader)
+// is applied on this node. Envelopes that arrive while an entry is in flight are committed
+// together, in one batch entry, when it completes; each caller still gets its own Result. On a follower it returns a *NotLeaderError (errors.Is ErrNotLeader)
 // naming the leader; after ErrLeadershipLost, a timeout or a cancelled context the outcome is
 // unknown, and the client retries the same envelope (same request ID) on the leader.
 //
