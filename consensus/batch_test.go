@@ -96,7 +96,8 @@ func TestGroupCommitTCP(t *testing.T) {
 		t.Fatalf("%d log entries for %d commands, want at most %d", entries, callers, callers/8)
 	}
 	if st := l.Stats(); st["command_entries"] != fmt.Sprint(e1) || st["commands_applied"] != fmt.Sprint(n1) {
-		t.Fatalf("Stats: command_entries=%s commands_applied=%s, want %d and %d", st["command_entries"], st["commands_applied"], e1, n1)
+		t.Fatalf("Stats: command_entries=%s commands_applied=%s, want %d and %d",
+			st["command_entries"], st["commands_applied"], e1, n1)
 	}
 	for _, n := range c.live() {
 		if e, k := n.ApplyCounts(); e != e1 || k != n1 {
@@ -293,4 +294,36 @@ func TestDecodeBatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestGroupCommitDropsCancelled: a caller that gave up before its command went out gets its
+// context's error and its command is not appended; the next caller's is.
+func TestGroupCommitDropsCancelled(t *testing.T) {
+	_, trans := raft.NewInmemTransport("")
+	n := newInmemNode(t, "n1", []Peer{{ID: "n1", Addr: string(trans.LocalAddr())}}, trans)
+	defer n.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := &cluster{nodes: map[string]*Node{"n1": n}}
+	c.waitLeader(t, 10*time.Second)
+	e0, n0 := n.ApplyCounts()
+	gone, giveUp := context.WithCancel(ctx)
+	giveUp()
+	late := mustEnv(t, "late", 1, &RegisterBody{PublicKey: testPub("late"), Name: "late"})
+	if _, err := n.Apply(gone, late); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled caller: err = %v, want context.Canceled", err)
+	}
+	next := mustEnv(t, "next", 1, &RegisterBody{PublicKey: testPub("next"), Name: "next"})
+	if res, err := n.Apply(ctx, next); err != nil || res.Member != testID("next") {
+		t.Fatalf("next caller: %+v, %v", res, err)
+	}
+	if e, k := n.ApplyCounts(); e-e0 != 1 || k-n0 != 1 {
+		t.Fatalf("%d entries with %d commands after one cancelled and one applied, want 1 and 1", e-e0, k-n0)
+	}
+	_ = n.View(func(s *State) error {
+		if _, err := s.Member(testID("late")); !errors.Is(err, ErrNotFound) {
+			t.Errorf("the cancelled registration was applied (%v)", err)
+		}
+		return nil
+	})
 }

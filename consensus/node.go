@@ -366,9 +366,10 @@ func (n *Node) mapErr(err error) error {
 
 // Apply stamps env with the leader's clock, replicates it and returns the state's Result once it
 // is applied on this node. Envelopes that arrive while an entry is in flight are committed
-// together, in one batch entry, when it completes; each caller still gets its own Result. On a follower it returns a *NotLeaderError (errors.Is ErrNotLeader)
-// naming the leader; after ErrLeadershipLost, a timeout or a cancelled context the outcome is
-// unknown, and the client retries the same envelope (same request ID) on the leader.
+// together, in one batch entry, when it completes; each caller still gets its own Result. On a
+// follower it returns a *NotLeaderError (errors.Is ErrNotLeader) naming the leader; after
+// ErrLeadershipLost, a timeout or a cancelled context the outcome is unknown, and the client
+// retries the same envelope (same request ID) on the leader.
 //
 // Apply refuses (ErrForbidden) an AddCoordinator while the state has no coordinator: the first
 // coordinator key goes through BootstrapCoordinator, which the coordinator service calls with its
@@ -414,7 +415,8 @@ func (n *Node) apply(ctx context.Context, env Envelope) (Result, error) {
 	if n.raft.State() != raft.Leader {
 		return Result{}, n.mapErr(raft.ErrNotLeader)
 	}
-	return n.commits.submit(ctx, Command{Version: Version, Time: n.cfg.Now().UnixMilli(), Env: env, Leader: n.cfg.KeyID})
+	c := Command{Version: Version, Time: n.cfg.Now().UnixMilli(), Env: env, Leader: n.cfg.KeyID}
+	return n.commits.submit(ctx, c)
 }
 
 // Barrier waits until every entry committed before the call is applied on this (leader) node, so
