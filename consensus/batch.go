@@ -23,12 +23,12 @@ const BatchVersion uint16 = 1
 const batchTag = 0xc1
 
 // MaxBatchBytes bounds one encoded batch entry. It is the bound a single Command entry already
-// has (MaxCommandBytes), so a batch asks no more of raft than one large command does: raft's
-// network transport and raft-boltdb set no entry size of their own, but every entry crosses the
-// authenticated stream layer in an AppendEntries RPC of up to MaxAppendEntries entries and sits
-// in the log cache, and 1 MiB keeps both well under the 64 MiB messages the transport carries.
-// A round's receipts are ~250 bytes each, so one batch holds ~4,000 of them; MaxListLen (4096)
-// bounds the count.
+// has (MaxCommandBytes), so a batch asks nothing of raft that one large command does not:
+// hashicorp/raft's network transport, the TLS stream layer it runs on and raft-boltdb set no
+// entry size of their own, and what bounds their memory is entry size × the entries raft holds at
+// once (MaxAppendEntries per append RPC, 4096 in the log cache), which batches at the
+// single-command bound leave where it was. Receipts, joins and votes are a few hundred bytes each,
+// so 1 MiB holds thousands of them; MaxListLen (4096) bounds the count.
 const MaxBatchBytes = MaxCommandBytes
 
 // batchOverhead bounds the bytes of a batch entry beyond its items' own: the tag, the two array
