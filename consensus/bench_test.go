@@ -197,6 +197,8 @@ func ledgerWrites(b *testing.B, tune func(*Config)) {
 		total += len(cmds)
 	}
 	b.ResetTimer()
+	counter := c.live()[0]
+	e0, n0 := counter.ApplyCounts()
 	start, cpu0 := time.Now(), cpuTime()
 	for _, cmds := range rounds {
 		runAll(b, c, cmds[:1], 1)
@@ -212,6 +214,8 @@ func ledgerWrites(b *testing.B, tune func(*Config)) {
 	b.ReportMetric(float64(cpu.Microseconds())/float64(total), "cpu-µs/write")
 	hashes := c.waitConverged(b, 30*time.Second)
 	sameHashes(b, hashes)
+	e1, n1 := counter.ApplyCounts()
+	b.ReportMetric(float64(e1-e0)/float64(n1-n0), "entries/write")
 }
 
 // cpuTime returns the process's user + system CPU time.

@@ -12,6 +12,11 @@
 //     client's signed Envelope {Version, Type, Issuer, RequestID, Body, Sig}. Bodies are msgpack
 //     (vmihailenco/msgpack/v5, structs as arrays); the signature is ed25519 over
 //     Envelope.SigningBytes() (a domain prefix + the envelope minus its signature).
+//   - Group commit: a log entry is a Command or a Batch of them (batch.go): the byte 0xc1, then
+//     [BatchVersion, Leader, Items], each item an envelope with its own time stamp; at most
+//     MaxListLen items and MaxBatchBytes. The state applies the items in order exactly as if each
+//     were an entry of its own, and each has its own Result or error (DecodeEntry reads both
+//     kinds).
 //   - Identity: a member or coordinator node is an ed25519 key; its ID is IDOf(pub), hex of the
 //     first 16 bytes of SHA-256(pub). Member commands (Register, Propose, Vote, Join, Receipt) must
 //     be signed by the member's registered key (Register by the key it registers). Coordinator
@@ -61,7 +66,8 @@
 //   - Snapshots: MarshalSnapshot writes magic, the msgpack of every collection as a slice sorted by
 //     key, and a SHA-256 checksum; UnmarshalSnapshot rejects truncated or corrupt bytes
 //     (ErrSnapshot). Every decoder of outside bytes (DecodeEnvelope, DecodeCommand,
-//     Envelope.DecodeBody, UnmarshalSnapshot) returns an error, never panics, and is fuzzed. Decode
+//     DecodeBatch, Envelope.DecodeBody, UnmarshalSnapshot) returns an error, never panics, and is
+//     fuzzed. Decode
 //     envelopes from the network with DecodeEnvelope, not msgpack.Unmarshal: msgpack/v5.4.1
 //     preallocates whatever length the input declares, and these decoders bound it first.
 //
@@ -96,9 +102,12 @@
 // Writes go to the leader only; Node.Apply on a follower returns a *NotLeaderError (errors.Is
 // ErrNotLeader) with the leader's ID and address. Node uses raft-boltdb/v2 (Dir/raft.db) for the
 // log and stable store, file snapshots in Dir/snapshots, TCP by default (Config.Transport injects
-// any raft.Transport), BatchApplyCh and MaxAppendEntries 1024 so concurrent Applies share disk
-// writes and RPCs, and a batching FSM that verifies a batch's signatures in parallel before
-// applying it in order (same outcome as verifying one by one). Membership: AddVoter/RemoveServer
+// any raft.Transport), group commit (the leader keeps one entry of client commands in flight and
+// appends the commands that queued meanwhile as one Batch entry, so concurrent Applies share an
+// entry, a disk write and an RPC; Node.ApplyCounts and Stats count entries and commands),
+// BatchApplyCh and MaxAppendEntries 1024, and a batching FSM that verifies the signatures of the
+// entries it is handed in parallel before applying them in order (same outcome as verifying one
+// by one). Membership: AddVoter/RemoveServer
 // on the leader.
 //
 // # Figures (this 2-core machine, shared with other builds: load average 8–17 while measured)

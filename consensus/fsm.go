@@ -6,6 +6,7 @@ import (
 	"io"
 	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/raft"
 )
@@ -23,6 +24,10 @@ type fsm struct {
 	state   *State
 	applied uint64   // index of the last log entry applied
 	changed notifier // told after every applied batch and restore (Node.Changed)
+
+	// Since start: command log entries applied (Command and Batch entries), and the commands
+	// they carried (the envelopes handed to State.Apply).
+	entries, commands atomic.Uint64
 }
 
 var _ raft.BatchingFSM = (*fsm)(nil)
@@ -32,25 +37,29 @@ func newFSM() *fsm { return &fsm{state: NewState()} }
 // Apply implements raft.FSM.
 func (f *fsm) Apply(l *raft.Log) any { return f.ApplyBatch([]*raft.Log{l})[0] }
 
-// ApplyBatch implements raft.BatchingFSM: entries are decoded outside the lock, then applied in
-// order under one lock.
+// ApplyBatch implements raft.BatchingFSM: entries are decoded outside the lock, then their
+// commands applied in order under one lock. A Command entry answers an *applyResponse, a Batch
+// entry a batchResponse (one per item, each as if its item had been an entry of its own), and an
+// entry that does not decode an *applyResponse with the error.
 func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
-	cmds := make([]Command, len(logs))
+	cmds := make([][]Command, len(logs))
 	errs := make([]error, len(logs))
+	total := 0
 	for i, l := range logs {
 		if l.Type == raft.LogCommand {
-			cmds[i], errs[i] = DecodeCommand(l.Data)
+			cmds[i], errs[i] = DecodeEntry(l.Data)
+			total += len(cmds[i])
 		}
 	}
 	out := make([]any, len(logs))
 	defer f.changed.notify() // deferred first, so it runs after the unlock
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if len(logs) > 1 {
-		ptrs := make([]*Command, len(logs))
+	if total > 1 {
+		ptrs := make([]*Command, 0, total)
 		for i := range cmds {
-			if errs[i] == nil && logs[i].Type == raft.LogCommand {
-				ptrs[i] = &cmds[i]
+			for j := range cmds[i] {
+				ptrs = append(ptrs, &cmds[i][j])
 			}
 		}
 		f.state.preverify(ptrs, runtime.GOMAXPROCS(0))
@@ -63,12 +72,21 @@ func (f *fsm) ApplyBatch(logs []*raft.Log) []any {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		if errs[i] != nil {
+		f.entries.Add(1)
+		f.commands.Add(uint64(len(cmds[i])))
+		switch {
+		case errs[i] != nil:
 			out[i] = &applyResponse{err: errs[i]}
-			continue
+		case isBatch(l.Data):
+			rs := make(batchResponse, len(cmds[i]))
+			for j, c := range cmds[i] {
+				rs[j].res, rs[j].err = f.state.Apply(c)
+			}
+			out[i] = rs
+		default:
+			res, err := f.state.Apply(cmds[i][0])
+			out[i] = &applyResponse{res: res, err: err}
 		}
-		res, err := f.state.Apply(cmds[i])
-		out[i] = &applyResponse{res: res, err: err}
 	}
 	return out
 }

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/cockroachdb/datadriven"
+	"github.com/hashicorp/raft"
 )
 
 // interaction is the datadriven harness: it keeps a State, a clock and per-name request counters,
@@ -22,6 +23,8 @@ type interaction struct {
 	seq   map[string]uint64
 	names map[string]string // id -> name
 	last  *Command
+	// collect, when set, receives the signed commands instead of applying them (batch).
+	collect *[]Command
 }
 
 func newInteraction() *interaction {
@@ -144,6 +147,8 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 	}
 	var body Body
 	switch td.Cmd {
+	case "batch":
+		return it.batch(t, td)
 	case "tick":
 		it.now += argI64(t, td, "ms", 0)
 		return fmt.Sprintf("now=%d", it.now)
@@ -409,13 +414,71 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 	if l := argStr(t, td, "leader", ""); l != "" { // the leader that appends it
 		c.Leader = it.id(l)
 	}
+	if it.collect != nil {
+		*it.collect = append(*it.collect, c)
+		return ""
+	}
 	return it.apply(c)
+}
+
+// batch signs the commands of its input, one directive a line, and applies them as one batch
+// log entry through the raft adapter, stamped now and appended by leader=NAME (default none);
+// it prints one numbered result a line.
+func (it *interaction) batch(t *testing.T, td *datadriven.TestData) string {
+	var cmds []Command
+	it.collect = &cmds
+	for i, line := range strings.Split(td.Input, "\n") {
+		cmd, args, err := datadriven.ParseLine(line)
+		if err != nil {
+			td.Fatalf(t, "batch line %d: %v", i+1, err)
+		}
+		if cmd == "" {
+			continue
+		}
+		n := len(cmds)
+		it.handle(t, &datadriven.TestData{Pos: fmt.Sprintf("%s (batch line %d)", td.Pos, i+1), Cmd: cmd, CmdArgs: args})
+		if len(cmds) != n+1 {
+			td.Fatalf(t, "batch line %d: %q is not a command", i+1, cmd)
+		}
+	}
+	it.collect = nil
+	b := Batch{}
+	if l := argStr(t, td, "leader", ""); l != "" {
+		b.Leader = it.id(l)
+	}
+	for _, c := range cmds {
+		b.Items = append(b.Items, BatchItem{Time: c.Time, Env: c.Env})
+	}
+	data, err := b.Marshal()
+	if err != nil {
+		return "error: " + err.Error()
+	}
+	if len(cmds) > 0 {
+		last := b.Commands()[len(cmds)-1]
+		it.last = &last
+	}
+	f := &fsm{state: it.s}
+	out := f.ApplyBatch([]*raft.Log{{Index: 1, Type: raft.LogCommand, Data: data}})
+	rs, ok := out[0].(batchResponse)
+	if !ok {
+		return fmt.Sprintf("error: response %v", out[0])
+	}
+	var w strings.Builder
+	for i, r := range rs {
+		fmt.Fprintf(&w, "%d %s\n", i+1, it.result(r.res, r.err))
+	}
+	return w.String()
 }
 
 func (it *interaction) apply(c Command) string {
 	cc := c
 	it.last = &cc
 	res, err := it.s.Apply(c)
+	return it.result(res, err)
+}
+
+// result prints a command's outcome.
+func (it *interaction) result(res Result, err error) string {
 	if err != nil {
 		kind := "error"
 		for _, s := range []error{ErrUnsigned, ErrBadSignature, ErrUnknownIssuer, ErrForbidden, ErrStaleRequest,

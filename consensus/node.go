@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	hclog "github.com/hashicorp/go-hclog"
@@ -70,8 +71,9 @@ type Config struct {
 	LeaderLeaseTimeout time.Duration
 	CommitTimeout      time.Duration
 	// MaxAppendEntries is the most entries per append RPC and per FSM batch; zero means 1024 (the
-	// largest raft accepts). With BatchApplyCh (always on) this lets concurrent Applies share
-	// one disk write and one RPC round.
+	// largest raft accepts). Concurrent Applies share entries through group commit (batch.go);
+	// with BatchApplyCh (always on) the entries raft has queued share one disk write and one RPC
+	// round, and a lagging follower catches up in large RPCs.
 	MaxAppendEntries int
 	// SnapshotThreshold, SnapshotInterval and TrailingLogs control log compaction; zero means
 	// raft's defaults (8192 entries, 120s, 10240 entries).
@@ -169,6 +171,7 @@ type Node struct {
 	ownsTrans bool
 	bolt      *raftboltdb.BoltStore
 	logs      raft.LogStore
+	commits   committer // group commit of Apply and BootstrapCoordinator
 }
 
 // NewNode opens (or creates) the node's stores, starts raft, and bootstraps the cluster when the
@@ -208,6 +211,7 @@ func NewNode(cfg Config) (*Node, error) {
 	}
 
 	n := &Node{cfg: cfg, fsm: newFSM()}
+	n.commits.n = n
 	var (
 		logs   raft.LogStore
 		stable raft.StableStore
@@ -361,9 +365,11 @@ func (n *Node) mapErr(err error) error {
 }
 
 // Apply stamps env with the leader's clock, replicates it and returns the state's Result once it
-// is applied on this node. On a follower it returns a *NotLeaderError (errors.Is ErrNotLeader)
-// naming the leader; after ErrLeadershipLost, a timeout or a cancelled context the outcome is
-// unknown, and the client retries the same envelope (same request ID) on the leader.
+// is applied on this node. Envelopes that arrive while an entry is in flight are committed
+// together, in one batch entry, when it completes; each caller still gets its own Result. On a
+// follower it returns a *NotLeaderError (errors.Is ErrNotLeader) naming the leader; after
+// ErrLeadershipLost, a timeout or a cancelled context the outcome is unknown, and the client
+// retries the same envelope (same request ID) on the leader.
 //
 // Apply refuses (ErrForbidden) an AddCoordinator while the state has no coordinator: the first
 // coordinator key goes through BootstrapCoordinator, which the coordinator service calls with its
@@ -403,24 +409,14 @@ func (n *Node) hasCoordinator() bool {
 	return len(n.fsm.state.coordinators) > 0
 }
 
+// apply stamps env with the leader's time and key and commits it through the group commit: alone
+// when nothing is in flight, else with the commands that queued up meanwhile, in one entry.
 func (n *Node) apply(ctx context.Context, env Envelope) (Result, error) {
 	if n.raft.State() != raft.Leader {
 		return Result{}, n.mapErr(raft.ErrNotLeader)
 	}
-	c := Command{Time: n.cfg.Now().UnixMilli(), Env: env, Leader: n.cfg.KeyID}
-	b, err := c.Marshal()
-	if err != nil {
-		return Result{}, err
-	}
-	f := n.raft.Apply(b, n.timeout(ctx))
-	if err := wait(ctx, f.Error); err != nil {
-		return Result{}, n.mapErr(err)
-	}
-	resp, ok := f.Response().(*applyResponse)
-	if !ok {
-		return Result{}, fmt.Errorf("consensus: unexpected FSM response %T", f.Response())
-	}
-	return resp.res, resp.err
+	c := Command{Version: Version, Time: n.cfg.Now().UnixMilli(), Env: env, Leader: n.cfg.KeyID}
+	return n.commits.submit(ctx, c)
 }
 
 // Barrier waits until every entry committed before the call is applied on this (leader) node, so
@@ -470,8 +466,22 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 // State returns the raft role: "Follower", "Candidate", "Leader" or "Shutdown".
 func (n *Node) State() string { return n.raft.State().String() }
 
-// Stats returns raft's statistics (term, indexes, last contact, ...).
-func (n *Node) Stats() map[string]string { return n.raft.Stats() }
+// Stats returns raft's statistics (term, indexes, last contact, ...) and, as "command_entries"
+// and "commands_applied", the ApplyCounts.
+func (n *Node) Stats() map[string]string {
+	st := n.raft.Stats()
+	entries, cmds := n.ApplyCounts()
+	st["command_entries"] = strconv.FormatUint(entries, 10)
+	st["commands_applied"] = strconv.FormatUint(cmds, 10)
+	return st
+}
+
+// ApplyCounts returns, since the node started, the command log entries it applied and the
+// commands (envelopes) they carried; with group commit, entries grow more slowly than commands
+// under load. Entries restored from a snapshot are not counted.
+func (n *Node) ApplyCounts() (entries, commands uint64) {
+	return n.fsm.entries.Load(), n.fsm.commands.Load()
+}
 
 // LeaderCh signals this node gaining (true) and losing (false) leadership.
 func (n *Node) LeaderCh() <-chan bool { return n.raft.LeaderCh() }

@@ -33,6 +33,8 @@ func fastTimeouts(c *Config) {
 type cluster struct {
 	mu    sync.Mutex
 	nodes map[string]*Node
+	// attempt bounds each try of apply before the client retries; zero means 2s.
+	attempt time.Duration
 }
 
 func (c *cluster) live() []*Node {
@@ -100,7 +102,11 @@ func (c *cluster) bootstrap(ctx context.Context, env Envelope) (Result, error) {
 func (c *cluster) applyWith(ctx context.Context, env Envelope, fn func(*Node, context.Context, Envelope) (Result, error)) (Result, error) {
 	for {
 		if l := c.leader(); l != nil {
-			actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			attempt := c.attempt
+			if attempt == 0 {
+				attempt = 2 * time.Second
+			}
+			actx, cancel := context.WithTimeout(ctx, attempt)
 			res, err := fn(l, actx, env)
 			cancel()
 			if err == nil || !retryable(err) {

@@ -13,7 +13,8 @@ import (
 
 // ReplayDir rebuilds the state of a stopped node from its directory, as a fresh node would from
 // what raft hands it: the latest snapshot, if there is one, then every command of the log after
-// it, in order. Entries the state refused when they were first applied are refused again, so the
+// it (Command and Batch entries), in order. Entries the state refused when they were first
+// applied are refused again, so the
 // result must equal the live state (compare Hash) — the check that the log alone determines the
 // ledger. It returns the state and the last log index applied.
 func ReplayDir(dir string) (*State, uint64, error) {
@@ -67,11 +68,13 @@ func ReplayDir(dir string) (*State, uint64, error) {
 		if l.Type != raft.LogCommand {
 			continue
 		}
-		cmd, err := DecodeCommand(l.Data)
+		cmds, err := DecodeEntry(l.Data)
 		if err != nil {
 			continue // refused when first applied too
 		}
-		st.Apply(cmd) // a refused command changes nothing, now as then
+		for _, cmd := range cmds {
+			st.Apply(cmd) // a refused command changes nothing, now as then
+		}
 	}
 	return st, applied, nil
 }

@@ -151,7 +151,8 @@ func TestDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatalf("/metrics does not parse: %v\n%s", err, body)
 	}
-	for _, name := range []string{"cohort_raft_role", "cohort_raft_term", "cohort_raft_applied_index", "cohort_members",
+	for _, name := range []string{"cohort_raft_role", "cohort_raft_term", "cohort_raft_applied_index", "cohort_raft_command_entries_total",
+		"cohort_raft_commands_applied_total", "cohort_members",
 		"cohort_proposals", "cohort_cohorts", "cohort_cohort_current_round", "cohort_cohort_rounds_closed_total",
 		"cohort_cohort_members", "cohort_uploads_total", "cohort_round_duration_seconds", "cohort_score_duration_seconds",
 		"cohort_http_requests_total", "go_goroutines"} {

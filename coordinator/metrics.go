@@ -110,6 +110,7 @@ type stateCollector struct {
 	s *Server
 
 	role, term, lastIndex, appliedIndex, voters *prometheus.Desc
+	entries, commands                           *prometheus.Desc
 	coordinators, members, proposals, cohorts   *prometheus.Desc
 	currentRound, roundsClosed, cohortMembers   *prometheus.Desc
 	participants, receipts                      *prometheus.Desc
@@ -126,6 +127,8 @@ func newStateCollector(s *Server) *stateCollector {
 		lastIndex:     d("cohort_raft_last_log_index", "Index of the last raft log entry."),
 		appliedIndex:  d("cohort_raft_applied_index", "Index of the last log entry applied to the state."),
 		voters:        d("cohort_raft_voters", "Raft voters in the configuration."),
+		entries:       d("cohort_raft_command_entries_total", "Command log entries (commands and batches) applied since start."),
+		commands:      d("cohort_raft_commands_applied_total", "Signed commands those log entries carried (group commit)."),
 		coordinators:  d("cohort_coordinators", "Coordinator keys registered in the state."),
 		members:       d("cohort_members", "Registered members."),
 		proposals:     d("cohort_proposals", "Proposals by status.", "status"),
@@ -143,8 +146,8 @@ func newStateCollector(s *Server) *stateCollector {
 
 // Describe implements prometheus.Collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.role, c.term, c.lastIndex, c.appliedIndex, c.voters, c.coordinators, c.members,
-		c.proposals, c.cohorts, c.currentRound, c.roundsClosed, c.cohortMembers, c.participants, c.receipts, c.pool, c.paid, c.carry} {
+	for _, d := range []*prometheus.Desc{c.role, c.term, c.lastIndex, c.appliedIndex, c.voters, c.entries, c.commands,
+		c.coordinators, c.members, c.proposals, c.cohorts, c.currentRound, c.roundsClosed, c.cohortMembers, c.participants, c.receipts, c.pool, c.paid, c.carry} {
 		ch <- d
 	}
 }
@@ -176,6 +179,9 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	gauge(c.appliedIndex, float64(n.AppliedIndex()))
+	entries, cmds := n.ApplyCounts()
+	counter(c.entries, float64(entries))
+	counter(c.commands, float64(cmds))
 	if servers, err := n.Servers(); err == nil {
 		gauge(c.voters, float64(len(servers)))
 	}
