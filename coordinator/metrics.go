@@ -110,6 +110,7 @@ type stateCollector struct {
 	s *Server
 
 	role, term, lastIndex, appliedIndex, voters *prometheus.Desc
+	aggregators                                 *prometheus.Desc
 	coordinators, members, proposals, cohorts   *prometheus.Desc
 	currentRound, roundsClosed, cohortMembers   *prometheus.Desc
 	participants, receipts                      *prometheus.Desc
@@ -126,6 +127,7 @@ func newStateCollector(s *Server) *stateCollector {
 		lastIndex:     d("cohort_raft_last_log_index", "Index of the last raft log entry."),
 		appliedIndex:  d("cohort_raft_applied_index", "Index of the last log entry applied to the state."),
 		voters:        d("cohort_raft_voters", "Raft voters in the configuration."),
+		aggregators:   d("cohort_raft_aggregators", "Aggregators (raft non-voters) in the configuration."),
 		coordinators:  d("cohort_coordinators", "Coordinator keys registered in the state."),
 		members:       d("cohort_members", "Registered members."),
 		proposals:     d("cohort_proposals", "Proposals by status.", "status"),
@@ -143,7 +145,7 @@ func newStateCollector(s *Server) *stateCollector {
 
 // Describe implements prometheus.Collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.role, c.term, c.lastIndex, c.appliedIndex, c.voters, c.coordinators, c.members,
+	for _, d := range []*prometheus.Desc{c.role, c.term, c.lastIndex, c.appliedIndex, c.voters, c.aggregators, c.coordinators, c.members,
 		c.proposals, c.cohorts, c.currentRound, c.roundsClosed, c.cohortMembers, c.participants, c.receipts, c.pool, c.paid, c.carry} {
 		ch <- d
 	}
@@ -177,7 +179,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(c.appliedIndex, float64(n.AppliedIndex()))
 	if servers, err := n.Servers(); err == nil {
-		gauge(c.voters, float64(len(servers)))
+		voters := 0
+		for _, sv := range servers {
+			if sv.Suffrage == consensus.Voter {
+				voters++
+			}
+		}
+		gauge(c.voters, float64(voters))
+		gauge(c.aggregators, float64(len(servers)-voters))
 	}
 	n.View(func(st *consensus.State) error {
 		gauge(c.coordinators, float64(len(st.Coordinators())))
