@@ -21,14 +21,28 @@ import (
 // the retry safe.
 var ErrLeadershipLost = errors.New("consensus: leadership lost, outcome unknown")
 
-// Peer is one voter of the cluster.
+// Peer is one server of the cluster: a voter, or a non-voter that follows the log.
 type Peer struct {
 	ID   string // raft server ID
 	Addr string // transport address, e.g. "127.0.0.1:7001"
 	// Key is the voter's coordinator key ID (IDOf its public key), pinned by the operators'
 	// shared voter list; empty in Servers' answers and where keys are not used.
 	Key string
+	// Suffrage is the server's part in elections and commits: Voter or Nonvoter in Servers'
+	// answers. In Config.Peers, which lists the initial voters, it is Voter or empty.
+	Suffrage Suffrage
 }
+
+// Suffrage says whether a server votes: a voter counts toward the quorum and may become leader;
+// a non-voter receives the log and applies it like any replica, but never votes or campaigns
+// (AddNonvoter).
+type Suffrage string
+
+// Suffrages.
+const (
+	Voter    Suffrage = "voter"
+	Nonvoter Suffrage = "nonvoter"
+)
 
 // Config configures a Node. Zero values mean the documented defaults.
 type Config struct {
@@ -127,6 +141,9 @@ func (c *Config) Validate() error {
 		}
 		if seen[p.ID] {
 			return errf(ErrConfig, "peer %q listed twice", p.ID)
+		}
+		if p.Suffrage != "" && p.Suffrage != Voter {
+			return errf(ErrConfig, "peer %q: the initial servers are voters, not %q (non-voters are added with AddNonvoter)", p.ID, p.Suffrage)
 		}
 		seen[p.ID] = true
 		self = self || p.ID == c.ID
@@ -502,19 +519,39 @@ func (n *Node) WaitLeader(ctx context.Context) (id, addr string, err error) {
 	}
 }
 
-// AddVoter adds (or updates) a voter; call it on the leader.
+// AddVoter adds (or updates) a voter; call it on the leader. A non-voter with that ID becomes a
+// voter.
 func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
 	f := n.raft.AddVoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.timeout(ctx))
 	return n.mapErr(wait(ctx, f.Error))
 }
 
-// RemoveServer removes a server from the cluster; call it on the leader.
+// AddNonvoter adds (or updates the address of) a non-voter; call it on the leader. The server
+// then receives the log and applies it like every replica, but does not count toward the quorum
+// and never becomes leader. A voter with that ID is refused (ErrConfig) rather than demoted:
+// taking a vote away is RemoveServer and a fresh AddNonvoter, a decision of its own.
+func (n *Node) AddNonvoter(ctx context.Context, id, addr string) error {
+	servers, err := n.Servers()
+	if err != nil {
+		return err
+	}
+	for _, sv := range servers {
+		if sv.ID == id && sv.Suffrage == Voter {
+			return errf(ErrConfig, "server %q is a voter: it cannot be added as a non-voter", id)
+		}
+	}
+	f := n.raft.AddNonvoter(raft.ServerID(id), raft.ServerAddress(addr), 0, n.timeout(ctx))
+	return n.mapErr(wait(ctx, f.Error))
+}
+
+// RemoveServer removes a server (voter or non-voter) from the cluster; call it on the leader.
 func (n *Node) RemoveServer(ctx context.Context, id string) error {
 	f := n.raft.RemoveServer(raft.ServerID(id), 0, n.timeout(ctx))
 	return n.mapErr(wait(ctx, f.Error))
 }
 
-// Servers returns the current cluster configuration.
+// Servers returns the current cluster configuration: every voter and non-voter, each with its
+// Suffrage (raft's staging servers, which this package never adds, are reported as non-voters).
 func (n *Node) Servers() ([]Peer, error) {
 	f := n.raft.GetConfiguration()
 	if err := f.Error(); err != nil {
@@ -522,9 +559,28 @@ func (n *Node) Servers() ([]Peer, error) {
 	}
 	var out []Peer
 	for _, s := range f.Configuration().Servers {
-		out = append(out, Peer{ID: string(s.ID), Addr: string(s.Address)})
+		sf := Nonvoter
+		if s.Suffrage == raft.Voter {
+			sf = Voter
+		}
+		out = append(out, Peer{ID: string(s.ID), Addr: string(s.Address), Suffrage: sf})
 	}
 	return out, nil
+}
+
+// Voter reports whether this node is a voter in its latest configuration (false while it is not
+// in the configuration at all, e.g. before a leader added it).
+func (n *Node) Voter() bool {
+	servers, err := n.Servers()
+	if err != nil {
+		return false
+	}
+	for _, sv := range servers {
+		if sv.ID == n.cfg.ID {
+			return sv.Suffrage == Voter
+		}
+	}
+	return false
 }
 
 // Snapshot takes a snapshot now (and compacts the log per TrailingLogs).

@@ -427,6 +427,7 @@ func TestConfigValidate(t *testing.T) {
 		"peer twice":   func(c *Config) { c.Peers = []Peer{{ID: "a", Addr: "x"}, {ID: "a", Addr: "y"}} },
 		"not in peers": func(c *Config) { c.Peers = []Peer{{ID: "b", Addr: "x"}} },
 		"empty peer":   func(c *Config) { c.Peers = []Peer{{ID: "a"}} },
+		"non-voter":    func(c *Config) { c.Peers = []Peer{{ID: "a", Addr: "x", Suffrage: Nonvoter}} },
 		"log level":    func(c *Config) { c.LogLevel = "loud" },
 	}
 	for name, mod := range cases {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/internal/wirecode"
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
@@ -90,7 +91,7 @@ func (s *Server) registerSelf(ctx context.Context) error {
 		return errors.New("no leader known yet")
 	}
 	req := transport.Message{Header: transport.Header{Type: MsgJoinCluster}}
-	if err := req.SetBody(joinRequest{ID: s.cfg.ID, Addr: s.cfg.Listen, Env: env}); err != nil {
+	if err := req.SetBody(joinRequest{ID: s.cfg.ID, Addr: s.cfg.Listen, Env: env, Aggregator: s.cfg.Aggregator}); err != nil {
 		return err
 	}
 	for hop := 0; hop < 3; hop++ {
@@ -115,10 +116,17 @@ func (s *Server) registerSelf(ctx context.Context) error {
 	return errors.New("join-cluster: no leader reached")
 }
 
+// ErrSuffrage refuses a join that asks for another suffrage than the server has: a non-voter
+// (aggregator) cannot make itself a voter by asking again, nor a voter give its vote away.
+var ErrSuffrage error = wirecode.New(193, "suffrage mismatch")
+
 type joinRequest struct {
 	ID   string
 	Addr string
 	Env  consensus.Envelope
+	// Aggregator asks to join as a raft non-voter (Config.Aggregator). It only ever takes a
+	// right away: the key must be approved all the same.
+	Aggregator bool
 }
 
 // joinReply is from the leader once the node is in, or from a follower naming the leader. Either
@@ -142,8 +150,10 @@ func (s *Server) coordinatorKeys() []string {
 }
 
 // handleJoinCluster (leader) registers the requesting node's key — which a majority must have
-// approved — and then adds it as a voter. The request must come from the address it claims and
-// carry an AddCoordinator self-signed by the key of the connection.
+// approved — and then adds it as a voter, or as a non-voter when it asks to be an aggregator.
+// The request must come from the address it claims and carry an AddCoordinator self-signed by
+// the key of the connection. A server keeps the suffrage it joined with: a non-voter asking to
+// join as a voter (or the reverse) is refused; the operators remove it first.
 func (s *Server) handleJoinCluster(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
 	var jr joinRequest
 	if err := req.DecodeBody(&jr); err != nil {
@@ -181,18 +191,32 @@ func (s *Server) handleJoinCluster(ctx context.Context, peer transport.NodeID, r
 	if err != nil {
 		return transport.Message{}, err
 	}
+	want := consensus.Voter
+	if jr.Aggregator {
+		want = consensus.Nonvoter
+	}
 	member := false
 	for _, sv := range servers {
 		if sv.ID == jr.ID {
 			if sv.Addr != jr.Addr {
-				return transport.Message{}, fmt.Errorf("join-cluster: %s is a voter at %s, not %s", jr.ID, sv.Addr, jr.Addr)
+				return transport.Message{}, fmt.Errorf("join-cluster: %s is a %s at %s, not %s", jr.ID, sv.Suffrage, sv.Addr, jr.Addr)
+			}
+			if sv.Suffrage != want {
+				return transport.Message{}, fmt.Errorf("%w: join-cluster: %s is a %s, and asks to join as a %s: a majority of the operators removes it first", ErrSuffrage, jr.ID, sv.Suffrage, want)
 			}
 			member = true
 		}
 	}
-	if !member {
+	switch {
+	case member:
+	case jr.Aggregator:
+		if err := s.node.AddNonvoter(ctx, jr.ID, jr.Addr); err != nil {
+			return transport.Message{}, classify(err)
+		}
+		s.log.Info("added aggregator (non-voter)", "id", jr.ID, "addr", jr.Addr, "key", peer)
+	default:
 		if err := s.node.AddVoter(ctx, jr.ID, jr.Addr); err != nil {
-			return transport.Message{}, err
+			return transport.Message{}, classify(err)
 		}
 		s.log.Info("added voter", "id", jr.ID, "addr", jr.Addr, "key", peer)
 	}

@@ -3,7 +3,7 @@ package coordinator
 // The dashboard: a read-only HTTP server (Config.HTTP) that shows this node's replica of the
 // state. Pages:
 //
-//	/                 cluster status: this node, leader, voters, cohorts with round progress
+//	/                 cluster status: this node, leader, voters and aggregators, cohorts with round progress
 //	/cohort/{id}      a cohort: proposal, current round, loss and share charts, contributions
 //	/api/cohort/{id}  the cohort's report (package report) as JSON
 //	/api/status       this node's protocol.Status as JSON

@@ -110,7 +110,7 @@ type stateCollector struct {
 	s *Server
 
 	role, term, lastIndex, appliedIndex, voters *prometheus.Desc
-	entries, commands                           *prometheus.Desc
+	entries, commands, aggregators              *prometheus.Desc
 	coordinators, members, proposals, cohorts   *prometheus.Desc
 	currentRound, roundsClosed, cohortMembers   *prometheus.Desc
 	participants, receipts                      *prometheus.Desc
@@ -129,6 +129,7 @@ func newStateCollector(s *Server) *stateCollector {
 		voters:        d("cohort_raft_voters", "Raft voters in the configuration."),
 		entries:       d("cohort_raft_command_entries_total", "Command log entries (commands and batches) applied since start."),
 		commands:      d("cohort_raft_commands_applied_total", "Signed commands those log entries carried (group commit)."),
+		aggregators:   d("cohort_raft_aggregators", "Aggregators (raft non-voters) in the configuration."),
 		coordinators:  d("cohort_coordinators", "Coordinator keys registered in the state."),
 		members:       d("cohort_members", "Registered members."),
 		proposals:     d("cohort_proposals", "Proposals by status.", "status"),
@@ -146,7 +147,7 @@ func newStateCollector(s *Server) *stateCollector {
 
 // Describe implements prometheus.Collector.
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.role, c.term, c.lastIndex, c.appliedIndex, c.voters, c.entries, c.commands,
+	for _, d := range []*prometheus.Desc{c.role, c.term, c.lastIndex, c.appliedIndex, c.voters, c.aggregators, c.entries, c.commands,
 		c.coordinators, c.members, c.proposals, c.cohorts, c.currentRound, c.roundsClosed, c.cohortMembers, c.participants, c.receipts, c.pool, c.paid, c.carry} {
 		ch <- d
 	}
@@ -183,7 +184,14 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.entries, float64(entries))
 	counter(c.commands, float64(cmds))
 	if servers, err := n.Servers(); err == nil {
-		gauge(c.voters, float64(len(servers)))
+		voters := 0
+		for _, sv := range servers {
+			if sv.Suffrage == consensus.Voter {
+				voters++
+			}
+		}
+		gauge(c.voters, float64(voters))
+		gauge(c.aggregators, float64(len(servers)-voters))
 	}
 	n.View(func(st *consensus.State) error {
 		gauge(c.coordinators, float64(len(st.Coordinators())))

@@ -48,6 +48,13 @@ type Config struct {
 	// have approved this node's key (cohort approve-coordinator) before it can join.
 	Join    string
 	JoinKey string
+	// Aggregator makes the node an aggregator: it joins the cluster (through Join; an aggregator
+	// never starts one) as a Raft non-voter, with a key a majority approved like any
+	// coordinator's. It follows the log, keeps the replicated state and a replica of every
+	// cohort's model, aggregates the slices the leader gives it and answers queries, but does
+	// not count toward the quorum and never becomes leader: more aggregators add aggregation
+	// bandwidth without slowing commits down. Default false: a voter.
+	Aggregator bool
 	// Identity is the node's ed25519 key: its QUIC certificate and the key that signs the
 	// commands only coordinators may issue. Required.
 	Identity *transport.Identity
@@ -89,6 +96,8 @@ func (c *Config) Validate() error {
 		return errors.New("coordinator: give --peers to start a cluster or --join to join one")
 	case len(c.Peers) > 0 && c.Join != "":
 		return errors.New("coordinator: --peers and --join exclude each other")
+	case c.Aggregator && c.Join == "":
+		return errors.New("coordinator: an aggregator joins a running cluster: give --join (the initial --peers are the voters)")
 	case c.Join != "" && c.JoinKey == "":
 		return errors.New("coordinator: --join wants KEYID@HOST:PORT: the key ID of the coordinator joined through (its node key; cohort keygen and cohort status print it)")
 	}
@@ -700,13 +709,13 @@ func (s *Server) Status() protocol.Status {
 	hash, applied := s.node.Hash()
 	stats := s.node.Stats()
 	st := protocol.Status{
-		ID: s.cfg.ID, Addr: s.cfg.Listen, NodeKeyID: s.KeyID(), Role: s.node.State(),
+		ID: s.cfg.ID, Addr: s.cfg.Listen, NodeKeyID: s.KeyID(), Role: s.node.State(), Aggregator: s.cfg.Aggregator,
 		LeaderID: lid, LeaderAddr: laddr, Term: stats["term"], LastIndex: stats["last_log_index"],
 		AppliedIndex: applied, StateHash: fmt.Sprintf("%x", hash[:]),
 	}
 	if servers, err := s.node.Servers(); err == nil {
 		for _, sv := range servers {
-			st.Servers = append(st.Servers, protocol.ServerInfo{ID: sv.ID, Addr: sv.Addr})
+			st.Servers = append(st.Servers, protocol.ServerInfo{ID: sv.ID, Addr: sv.Addr, Suffrage: sv.Suffrage})
 		}
 	}
 	s.node.View(func(state *consensus.State) error {

@@ -183,6 +183,7 @@ type Status struct {
 	Addr         string       `json:"addr"`
 	NodeKeyID    string       `json:"node_key_id"`
 	Role         string       `json:"role"`
+	Aggregator   bool         `json:"aggregator"` // the node is configured as an aggregator (a Raft non-voter)
 	LeaderID     string       `json:"leader_id"`
 	LeaderAddr   string       `json:"leader_addr"`
 	Term         string       `json:"term"`
@@ -197,11 +198,17 @@ type Status struct {
 	Cohorts   []CohortBrief `json:"cohorts"`
 }
 
-// ServerInfo is one raft voter.
+// ServerInfo is one raft server: a voter, or an aggregator (a non-voter: it holds a replica and
+// aggregates slices, but does not vote and never leads).
 type ServerInfo struct {
-	ID   string `json:"id"`
-	Addr string `json:"addr"`
+	ID       string             `json:"id"`
+	Addr     string             `json:"addr"`
+	Suffrage consensus.Suffrage `json:"suffrage"` // consensus.Voter or consensus.Nonvoter; empty from a node that does not report it
 }
+
+// Voter reports whether the server votes (an empty Suffrage, from a node that does not report
+// it, is a voter: before aggregators every server was one).
+func (sv ServerInfo) Voter() bool { return sv.Suffrage != consensus.Nonvoter }
 
 // CohortBrief summarises a cohort in Status.
 type CohortBrief struct {
@@ -212,9 +219,9 @@ type CohortBrief struct {
 	CurrentRound uint32 `json:"current_round"`
 }
 
-// KeyAddrs maps the key ID of every registered coordinator that is a raft voter to its address
-// (where its QUIC API and raft listen): how a peer finds an aggregator named by key in a round,
-// and a client the key to pin at each address.
+// KeyAddrs maps the key ID of every registered coordinator that is a raft server — voter or
+// aggregator — to its address (where its QUIC API and raft listen): how a peer finds the
+// aggregator named by key in a round's slice, and a client the key to pin at each address.
 func (st *Status) KeyAddrs() map[string]string {
 	addrOf := make(map[string]string, len(st.Servers))
 	for _, sv := range st.Servers {

@@ -66,7 +66,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	}
 	procs := cfg.Procs
 	if procs == 0 {
-		procs = cfg.Coordinators + cfg.Peers + len(bads) + 1
+		procs = cfg.Coordinators + cfg.Aggregators + cfg.Peers + len(bads) + 1
 	}
 	if prev := runtime.GOMAXPROCS(0); procs > prev {
 		runtime.GOMAXPROCS(procs)
@@ -116,6 +116,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		peers = append(peers, consensus.Peer{ID: name, Addr: a, Key: id.NodeID().String()})
 	}
 	nodes := make([]*node, cfg.Coordinators)
+	var base coordinator.Config // a voter's, which the aggregators share
 	defer func() {
 		for _, n := range nodes {
 			if n != nil && !n.dead {
@@ -130,7 +131,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		if err != nil {
 			return nil, err
 		}
-		srv, err := coordinator.New(coordinator.Config{ID: p.ID, Dir: filepath.Join(dir, p.ID), Listen: p.Addr,
+		ccfg := coordinator.Config{ID: p.ID, Dir: filepath.Join(dir, p.ID), Listen: p.Addr,
 			PacketConn: socks[i].UDP, RaftListener: socks[i].TCP, Peers: peers,
 			Identity: id, Logger: log, Rounds: coordinator.RoundConfig{Timeout: cfg.RoundTimeout}, Tick: 100 * time.Millisecond,
 			Validation: coordinator.ValidationConfig{Data: cfg.DataDir, Text: cfg.DataDir, Samples: cfg.ValSamples, LoadDelay: cfg.SlowValidator},
@@ -139,7 +140,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 			Raft: consensus.Config{HeartbeatTimeout: 2 * time.Second, ElectionTimeout: 2 * time.Second, LeaderLeaseTimeout: time.Second},
 			// Every peer of a simulation connects and registers from 127.0.0.1: limits per
 			// source address would count them all as one. Per-key limits stay.
-			Transport: transport.Config{MaxConnsPerSource: -1, MaxServingPerSource: -1}, Limits: coordinator.Limits{RegisterRate: -1, SourceRate: -1}})
+			Transport: transport.Config{MaxConnsPerSource: -1, MaxServingPerSource: -1}, Limits: coordinator.Limits{RegisterRate: -1, SourceRate: -1}}
+		base = ccfg
+		srv, err := coordinator.New(ccfg)
 		if err != nil {
 			return nil, err
 		}
@@ -233,6 +236,13 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err := operate(ctx, addrs, cfg.Seed, log, pool, voters); err != nil {
 		return nil, err
 	}
+	// Aggregators join once the voters' operators have funded the cohort (a majority of the
+	// voters alone), before its first round: its slices go over them too.
+	aggs, err := startAggregators(ctx, cfg, dir, log, peers, base)
+	if err != nil {
+		return nil, err
+	}
+	nodes = append(nodes, aggs...)
 	res, err := proposer.Submit(ctx, &consensus.ProposeBody{Name: "sim-" + cfg.Model, Model: modelSpec(cfg.Model), Dataset: info.Source, ValidationHash: valHash[:],
 		Params:     cfg.hyperparams(),
 		RewardPool: pool, MinMembers: uint32(len(members)), QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 1500})

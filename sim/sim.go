@@ -23,11 +23,15 @@ import (
 
 // Config configures a simulation. Zero values mean the defaults shown.
 type Config struct {
-	Coordinators int    // default 3
+	Coordinators int    // default 3: the Raft voters
 	Peers        int    // default 6
 	Model        string // default "mlp"
 	Rounds       int    // default spec.Defaults.Rounds
 	InnerSteps   int    // default spec.Defaults.InnerSteps
+	// Aggregators are coordinators beyond the voters (a1, a2, …): Raft non-voters the operators
+	// approve and that join the running cluster; they hold replicas and aggregate slices like
+	// the voters, but do not vote. Default 0.
+	Aggregators int
 	// Overlap is τ, the inner steps every peer takes while its update travels (peer.Config.Overlap);
 	// 0: none.
 	Overlap int
@@ -65,8 +69,8 @@ type Config struct {
 	Shards int
 	// RoundTimeout bounds a round; default 120s (the leader shortens it once rounds have run).
 	RoundTimeout time.Duration
-	// Procs is GOMAXPROCS while the simulation runs; default one per simulated node (coordinators
-	// and peers, planted ones included) plus one, and never fewer than GOMAXPROCS already is. Every
+	// Procs is GOMAXPROCS while the simulation runs; default one per simulated node (coordinators,
+	// aggregators and peers, planted ones included) plus one, and never fewer than GOMAXPROCS already is. Every
 	// node shares this machine's cores, but each gets its own P, as if it ran on its own machine:
 	// with fewer Ps than CPU-bound peers, Go's scheduler leaves goroutines woken by the network
 	// (raft heartbeats, QUIC packets) waiting behind training goroutines for up to ~60 time slices
@@ -80,6 +84,9 @@ type Config struct {
 	// Progress is called once per round with the cohort's numbers.
 	Progress func(Progress)
 }
+
+// MaxAggregators bounds Config.Aggregators: every one is a whole coordinator on this machine.
+const MaxAggregators = 16
 
 func (c Config) withDefaults() Config {
 	if c.Coordinators == 0 {
@@ -136,6 +143,9 @@ func (c Config) Validate() error {
 	c = c.withDefaults()
 	if c.Coordinators < 1 || c.Coordinators > 7 {
 		return fmt.Errorf("coordinators %d: want 1 to 7", c.Coordinators)
+	}
+	if c.Aggregators < 0 || c.Aggregators > MaxAggregators {
+		return fmt.Errorf("aggregators %d: want 0 to %d", c.Aggregators, MaxAggregators)
 	}
 	if c.Peers < 1 || c.Rounds < 1 || c.InnerSteps < 1 {
 		return fmt.Errorf("peers %d, rounds %d and inner steps %d must be ≥ 1", c.Peers, c.Rounds, c.InnerSteps)

@@ -81,6 +81,7 @@ func TestBadInputGivesOneLineError(t *testing.T) {
 		{[]string{"simulate", "--rounds", "0"}, "--rounds 0"},
 		{[]string{"simulate", "--peers", "0"}, "--peers 0"},
 		{[]string{"simulate", "--coordinators", "0"}, "--coordinators 0"},
+		{[]string{"simulate", "--aggregators", "17"}, "--aggregators 17"},
 		{[]string{"simulate", "--inner-steps", "0"}, "--inner-steps 0"},
 		{[]string{"simulate", "--val-samples", "0"}, "--val-samples 0"},
 		{[]string{"simulate", "--round-timeout", "0s"}, "--round-timeout 0s"},

@@ -72,6 +72,11 @@ func coordinatorCommand() *cli.Command {
    To add a node to a running cluster, a majority of the operators first approve its key
    (cohort approve-coordinator, each with its own node key), then it starts with
    --join KEYID@ADDR (a coordinator it trusts) instead of --peers.
+   With --aggregator as well the node joins as an aggregator: a Raft non-voter that follows
+   the log, holds the state and every cohort's model, aggregates the slices the leader gives
+   it (slices go over voters and aggregators alike) and answers members, but does not count
+   toward the quorum and never leads. Keep 3 or 5 voters and add aggregators for aggregation
+   bandwidth; an aggregator's key is approved like any coordinator's.
    The address is used twice: QUIC (UDP) for the client API and TCP for Raft. Raft speaks
    TLS 1.3 and admits only the cluster's coordinator keys; expose both to the other
    coordinators, and only UDP to members (see SECURITY.md).
@@ -87,6 +92,7 @@ func coordinatorCommand() *cli.Command {
 			&cli.StringFlag{Name: "listen-fds", Usage: "UDP,TCP: inherited file descriptors (e.g. 3,4) of sockets already bound to one IP:PORT, for QUIC and Raft, from a supervisor such as systemd socket activation; --listen, if given, must be their address", EnvVars: envVars("listen_fds")},
 			&cli.StringFlag{Name: "peers", Usage: "initial voters ID=KEYID@IP:PORT,... (this node included; KEYID from cohort keygen)", EnvVars: envVars("peers")},
 			&cli.StringFlag{Name: "join", Usage: "KEYID@IP:PORT of a running coordinator to join through (the majority must have approved this node's key)", EnvVars: envVars("join")},
+			&cli.BoolFlag{Name: "aggregator", Usage: "join (with --join) as an aggregator: a Raft non-voter that aggregates slices and holds a replica, but does not vote or lead", EnvVars: envVars("aggregator")},
 			&cli.StringFlag{Name: "key", Usage: "node key file (default DIR/node.key, created if missing)", EnvVars: envVars("key")},
 			&cli.DurationFlag{Name: "heartbeat-timeout", Usage: "raft heartbeat timeout (default 1s)", EnvVars: envVars("heartbeat_timeout")},
 			&cli.DurationFlag{Name: "election-timeout", Usage: "raft election timeout (default 1s)", EnvVars: envVars("election_timeout")},
@@ -163,14 +169,14 @@ func runCoordinator(c *cli.Context) error {
 	srv, err := coordinator.New(coordinator.Config{ID: c.String("id"), Dir: dir, Listen: c.String("listen"), Peers: peers,
 		PacketConn: pc, RaftListener: ln,
 		Validation: val,
-		Join:       join, JoinKey: joinKey, Identity: id, Raft: rc, HTTP: c.String("http")})
+		Join:       join, JoinKey: joinKey, Aggregator: c.Bool("aggregator"), Identity: id, Raft: rc, HTTP: c.String("http")})
 	if err != nil {
 		return err
 	}
 	defer srv.Close()
 	ctx, stop := signal.NotifyContext(c.Context, os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	slog.Info("coordinator running", "id", c.String("id"), "listen", srv.Addr(), "key", srv.KeyID(), "dir", dir)
+	slog.Info("coordinator running", "id", c.String("id"), "listen", srv.Addr(), "key", srv.KeyID(), "dir", dir, "aggregator", c.Bool("aggregator"))
 	return srv.Run(ctx)
 }
 
@@ -319,7 +325,8 @@ func approveCoordinatorCommand() *cli.Command {
 		Usage: "approve a new coordinator's key (an operator command: a majority of operators must sign it)",
 		Description: `Each operator of a majority runs, with its own coordinator's node key:
      cohort approve-coordinator --coordinator KEYID@127.0.0.1:7001 --key ./c1/node.key --name c4 --node-id NEWKEYID
-   The new node then starts with: cohort coordinator --id c4 ... --join KEYID@127.0.0.1:7001`,
+   The new node then starts with: cohort coordinator --id c4 ... --join KEYID@127.0.0.1:7001
+   (add --aggregator to have it join as an aggregator, a non-voter).`,
 		Flags: operatorFlags(
 			&cli.StringFlag{Name: "name", Required: true, Usage: "the new node's --id (its raft server ID)", EnvVars: envVars("name")},
 			&cli.StringFlag{Name: "node-id", Required: true, Usage: "the new node's key ID (cohort keygen prints it)", EnvVars: envVars("node_id")},
@@ -738,13 +745,25 @@ func printStatus(w io.Writer, st protocol.Status) {
 		fmt.Fprintf(w, "%s: %s\n", e(st.Addr), e(st.Role))
 		return
 	}
-	fmt.Fprintf(w, "node %s at %s: %s, term %s, leader %s (%s)\n", e(st.ID), e(st.Addr), e(st.Role), e(st.Term), e(st.LeaderID), e(st.LeaderAddr))
-	fmt.Fprintf(w, "  log index %s, applied %d, state hash %s\n", e(st.LastIndex), st.AppliedIndex, e(st.StateHash[:min(16, len(st.StateHash))]))
-	var servers []string
-	for _, s := range st.Servers {
-		servers = append(servers, e(s.ID)+"="+e(s.Addr))
+	role := e(st.Role)
+	if st.Aggregator {
+		role += " (aggregator)"
 	}
-	fmt.Fprintf(w, "  voters: %s\n  registered coordinators: %d, members: %d, proposals: %d\n", strings.Join(servers, " "), len(st.Coordinators), st.Members, st.Proposals)
+	fmt.Fprintf(w, "node %s at %s: %s, term %s, leader %s (%s)\n", e(st.ID), e(st.Addr), role, e(st.Term), e(st.LeaderID), e(st.LeaderAddr))
+	fmt.Fprintf(w, "  log index %s, applied %d, state hash %s\n", e(st.LastIndex), st.AppliedIndex, e(st.StateHash[:min(16, len(st.StateHash))]))
+	var servers, aggregators []string
+	for _, s := range st.Servers {
+		if s.Voter() {
+			servers = append(servers, e(s.ID)+"="+e(s.Addr))
+		} else {
+			aggregators = append(aggregators, e(s.ID)+"="+e(s.Addr))
+		}
+	}
+	fmt.Fprintf(w, "  voters: %s\n", strings.Join(servers, " "))
+	if len(aggregators) > 0 {
+		fmt.Fprintf(w, "  aggregators: %s\n", strings.Join(aggregators, " "))
+	}
+	fmt.Fprintf(w, "  registered coordinators: %d, members: %d, proposals: %d\n", len(st.Coordinators), st.Members, st.Proposals)
 	if len(st.Coordinators) > 0 { // the keys to pin (--coordinator KEYID@HOST:PORT) and to approve or remove by
 		keys := make([]string, len(st.Coordinators))
 		for i, k := range st.Coordinators {

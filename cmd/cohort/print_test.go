@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"unicode/utf8"
 
@@ -64,5 +65,18 @@ func TestPrintingEscapesNames(t *testing.T) {
 	golden(t, "status_hostile.txt", b.Bytes())
 	if rawTerminal(b.Bytes()) {
 		t.Errorf("status carries raw control or format characters:\n%q", b.String())
+	}
+}
+
+func TestStatusListsAggregators(t *testing.T) {
+	var b bytes.Buffer
+	printStatus(&b, protocol.Status{ID: "a1", Addr: "127.0.0.1:7004", Role: "Follower", Aggregator: true, Term: "2", LeaderID: "c1",
+		LeaderAddr: "127.0.0.1:7001", StateHash: "abc", Servers: []protocol.ServerInfo{{ID: "c1", Addr: "127.0.0.1:7001", Suffrage: consensus.Voter},
+			{ID: "a1", Addr: "127.0.0.1:7004", Suffrage: consensus.Nonvoter}, {ID: "c2", Addr: "127.0.0.1:7002"}}})
+	out := b.String()
+	for _, want := range []string{"a1 at 127.0.0.1:7004: Follower (aggregator)", "voters: c1=127.0.0.1:7001 c2=127.0.0.1:7002\n", "aggregators: a1=127.0.0.1:7004\n"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q:\n%s", want, out)
+		}
 	}
 }

@@ -27,7 +27,8 @@ func simulateCommand() *cli.Command {
      cohort simulate --coordinators 3 --peers 6 --model mlp --rounds 20 --inner-steps 50 --codec topk:0.01+q4 \
                      --partition dirichlet:0.5 --link 10mbit,50ms,1% --seed 1 --kill-leader-at 5`,
 		Flags: append([]cli.Flag{
-			&cli.IntFlag{Name: "coordinators", Value: 3, Usage: "coordinator nodes", EnvVars: envVars("coordinators")},
+			&cli.IntFlag{Name: "coordinators", Value: 3, Usage: "coordinator nodes (the Raft voters)", EnvVars: envVars("coordinators")},
+			&cli.IntFlag{Name: "aggregators", Usage: "aggregators beyond the voters: coordinators that join as Raft non-voters and aggregate slices too (0: none)", EnvVars: envVars("aggregators")},
 			&cli.IntFlag{Name: "peers", Value: 6, Usage: "peers, each with its own data shard and link", EnvVars: envVars("peers")},
 			&cli.StringFlag{Name: "model", Value: "mlp", Usage: "mlp, mlp:784-256-10, charlm or gpt:L-D-NH-T", EnvVars: envVars("model")},
 			&cli.IntFlag{Name: "rounds", Value: int(spec.Defaults.Rounds), Usage: "outer rounds", EnvVars: envVars("rounds")},
@@ -52,7 +53,7 @@ func simulateCommand() *cli.Command {
 			if c.NArg() > 0 {
 				return fmt.Errorf("simulate: unexpected argument %q", c.Args().First())
 			}
-			if err := checkFlags(c, "simulate", append([]bound{between("coordinators", 1, 7), between("peers", 1, maxWorkers),
+			if err := checkFlags(c, "simulate", append([]bound{between("coordinators", 1, 7), between("aggregators", 0, sim.MaxAggregators), between("peers", 1, maxWorkers),
 				between("rounds", 1, maxRounds), between("inner-steps", 1, maxInnerSteps), batchBound("batch"),
 				between("overlap", 0, maxInnerSteps-1), between("val-samples", 1, maxValSamples),
 				between("kill-leader-at", 0, maxRounds), positive("round-timeout", 24*3600, "the default 2m")}, innerBounds()...)...); err != nil {
@@ -60,7 +61,7 @@ func simulateCommand() *cli.Command {
 			}
 			out := c.App.Writer
 			cfg := sim.Config{
-				Coordinators: c.Int("coordinators"), Peers: c.Int("peers"), Model: c.String("model"), Rounds: c.Int("rounds"),
+				Coordinators: c.Int("coordinators"), Aggregators: c.Int("aggregators"), Peers: c.Int("peers"), Model: c.String("model"), Rounds: c.Int("rounds"),
 				InnerSteps: c.Int("inner-steps"), Overlap: c.Int("overlap"), Batch: c.Int("batch"), Codec: c.String("codec"), Partition: c.String("partition"),
 				OuterLR: decimal(c.Float64("outer-lr")), OuterMomentum: decimal(c.Float64("outer-momentum")), ErrorDecay: decimal(c.Float64("ef-decay")),
 				Link: c.String("link"), Seed: c.Uint64("seed"), DataDir: c.String("data"), ValSamples: c.Int("val-samples"),
