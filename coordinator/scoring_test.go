@@ -2,12 +2,18 @@ package coordinator
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/coordinator/attribution"
+	"github.com/cohortlab/cohort/transport"
 )
 
 // quietServer starts a single-node coordinator without running its loop (no ticks: nothing
@@ -154,5 +160,93 @@ func TestParticipantsSamplesAreCappedByTheProtocol(t *testing.T) {
 	parts := s.participants(c, r, nil)
 	if len(parts) != 1 || parts[0].Samples != want {
 		t.Fatalf("participants: %+v, want 1 with %d samples", parts, want)
+	}
+}
+
+// The validation sums of a round of many participants cross the wire as a payload: with 1,000
+// participants (sketched) the MsgScore reply is megabytes, which the frame header (64 KiB) could
+// never hold, and the leader decodes it back bit for bit.
+func TestScoreReplyOfManyParticipants(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const P, K, n = 1000, 8, 512
+	members := make([]string, P)
+	updates := make([][]float32, P)
+	for i := range members {
+		members[i] = fmt.Sprintf("%052x", i*7919) // the length of a key ID
+	}
+	slices.Sort(members)
+	g := make([][]float32, K)
+	for k := range g {
+		g[k] = make([]float32, n)
+		for j := range g[k] {
+			g[k][j] = float32(math.Sin(float64(k*n + j)))
+		}
+	}
+	for i := range updates {
+		updates[i] = make([]float32, n)
+		for j := range updates[i] {
+			updates[i][j] = float32(math.Cos(float64(i*7 + j*i)))
+		}
+	}
+	sl := consensus.SliceAssignment{Start: 4096, End: 4096 + n}
+	sk := attribution.SketchFor(P, 42, []byte("theta-next"))
+	want, err := attribution.ComputePartial(sl.Start, sl.End, g, nil, members, updates, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As a header body (what a reply carried before), the sums do not fit a frame.
+	var old transport.Header
+	if err := old.SetBody(want); err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.WriteMessage(io.Discard, old, nil); !errors.Is(err, transport.ErrHeaderTooLarge) {
+		t.Fatalf("the sums as a header body: %v, want ErrHeaderTooLarge", err)
+	}
+
+	aggID, leaderID := testIdentity(t, "agg"), testIdentity(t, "leader")
+	mux := transport.NewMux()
+	mux.Handle(MsgScore, func(ctx context.Context, _ transport.NodeID, req transport.Message) (transport.Message, error) {
+		var q ScoreRequest
+		if err := req.DecodeBody(&q); err != nil {
+			return transport.Message{}, err
+		}
+		return scoreReply(want)
+	}, transport.Limit{})
+	sk0 := bound(t)
+	ep, err := transport.Listen(sk0.UDP, transport.Config{Identity: aggID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ep.Close()
+	go ep.Serve(ctx, mux)
+	conn, err := transport.Dial(ctx, sk0.Addr(), transport.Config{Identity: leaderID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := transport.Message{Header: transport.Header{Type: MsgScore, ID: 1}}
+	if err := req.SetBody(ScoreRequest{Cohort: 1, Round: 2, Slice: 0}); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := transport.Call(ctx, conn, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reply.Body) != 0 || len(reply.Payload) < 1<<20 {
+		t.Fatalf("reply: %d header body bytes, %d payload bytes; want none and the sums", len(reply.Body), len(reply.Payload))
+	}
+	got, err := decodeScoreReply(reply, sl, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Members, want.Members) || !slices.Equal(got.GD, want.GD) || !slices.Equal(got.S, want.S) || !slices.Equal(got.NormSq, want.NormSq) {
+		t.Fatal("the sums differ after the wire")
+	}
+	if _, err := decodeScoreReply(reply, sl, attribution.Sketch{}); err == nil {
+		t.Fatal("a reply sketched otherwise than the round says was accepted")
+	}
+	if _, err := decodeScoreReply(reply, consensus.SliceAssignment{Start: 0, End: n}, sk); err == nil {
+		t.Fatal("a reply for another slice was accepted")
 	}
 }
