@@ -43,7 +43,11 @@ func TestPartialWireRoundTrip(t *testing.T) {
 		p    Partial
 	}{
 		{"exact", partialOf(t, 5, 3, 100, Sketch{})},
-		{"exact, no previous step", func() Partial { p := partialOf(t, 3, 2, 50, Sketch{}); p.HasU, p.UD, p.GU, p.UU = false, make([]float64, 3), make([]float64, 2), 0; return p }()},
+		{"exact, no previous step", func() Partial {
+			p := partialOf(t, 3, 2, 50, Sketch{})
+			p.HasU, p.UD, p.GU, p.UU = false, make([]float64, 3), make([]float64, 2), 0
+			return p
+		}()},
 		{"sketched", partialOf(t, 70, 4, 300, SketchFor(70, 7, []byte("h")))},
 		{"sketch of few members", partialOf(t, 2, 1, 30, Sketch{Dims: 8, Seed: 1})},
 		{"no members", partialOf(t, 0, 1, 10, Sketch{})},
