@@ -13,6 +13,7 @@ import (
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator/attribution"
+	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/transport"
 )
 
@@ -248,5 +249,35 @@ func TestScoreReplyOfManyParticipants(t *testing.T) {
 	}
 	if _, err := decodeScoreReply(reply, consensus.SliceAssignment{Start: 0, End: n}, sk); err == nil {
 		t.Fatal("a reply for another slice was accepted")
+	}
+}
+
+// roundSketch: exact up to attribution.ExactGramMax participants; beyond, a sketch only once the
+// round's close (θ_{t+1}'s hash) is applied, the same on every replica that applied it.
+func TestRoundSketch(t *testing.T) {
+	many := make([]string, attribution.ExactGramMax+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("m%03d", i)
+	}
+	closed := consensus.Round{Number: 3, Participants: many, Seed: 5, Status: consensus.RoundClosed, NewModelHash: []byte("h")}
+	for _, tc := range []struct {
+		name    string
+		r       consensus.Round
+		want    attribution.Sketch
+		unavail bool
+	}{
+		{"few, open", consensus.Round{Participants: many[:attribution.ExactGramMax], Status: consensus.RoundOpen}, attribution.Sketch{}, false},
+		{"many, open", consensus.Round{Participants: many, Status: consensus.RoundOpen}, attribution.Sketch{}, true},
+		{"many, closed", closed, attribution.SketchFor(len(many), 5, []byte("h")), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := roundSketch(tc.r)
+			if tc.unavail != errors.Is(err, protocol.ErrUnavailable) || (err != nil) != tc.unavail {
+				t.Fatalf("err %v, want unavailable %v", err, tc.unavail)
+			}
+			if got != tc.want {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
 	}
 }
