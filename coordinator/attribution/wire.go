@@ -20,10 +20,10 @@ const (
 	wireMagic0, wireMagic1 = 'S', 'P'
 	wireVersion            = 1
 	wireFixed              = 4 + 8 + 8 + 3*4 + 8
-	// MaxPartialBytes bounds an encoded Partial: room for MaxMembers members of MaxMemberLen
-	// bytes, MaxBatches validation batches and MaxSketchDims-dimensional sketches' worth of
-	// SketchDims… with margin (TestMaxPartialBytes). At the defaults (K = 8, 256 dimensions) a
-	// partial of 1,000 members is about 2.2 MB; of 4,096, 9 MB.
+	// MaxPartialBytes bounds an encoded Partial: it holds MaxMembers members with IDs of
+	// MaxMemberLen bytes, MaxBatches validation batches and sketches of SketchDims dimensions
+	// (11.6 MB, TestMaxPartialBytes), not sketches of MaxSketchDims for that many members. At the
+	// defaults (K = 8, 256 dimensions) a partial is about 2.2 KB a member: 2.2 MB for 1,000.
 	MaxPartialBytes = 16 << 20
 )
 
