@@ -7,7 +7,9 @@ const (
 	// header body is a self-signed AddCoordinator envelope.
 	MsgJoinCluster = "coord.join-cluster"
 	// MsgScore is sent by the leader to an aggregator for the validation sums of one slice of a
-	// round (ScoreRequest); the reply body is an attribution.Partial. Coordinators only.
+	// round (ScoreRequest, the header body); the reply's payload is an attribution.Partial in its
+	// binary layout (Partial.AppendBinary, at most attribution.MaxPartialBytes), its header has
+	// no body. Coordinators only.
 	MsgScore = "coord.score"
 )
 

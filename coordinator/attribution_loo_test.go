@@ -110,7 +110,7 @@ func cohortRun(t *testing.T, include []bool, noise []float64) (float64, map[stri
 		if u == nil {
 			u = make([]float32, len(theta))
 		}
-		p, err := attribution.ComputePartial(0, uint64(len(theta)), grads, u, names, deltas)
+		p, err := attribution.ComputePartial(0, uint64(len(theta)), grads, u, names, deltas, attribution.Sketch{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -53,8 +53,39 @@ func (s *Server) handleScore(ctx context.Context, peer transport.NodeID, req tra
 	if err != nil {
 		return transport.Message{}, err
 	}
-	reply := transport.Message{Header: transport.Header{Type: MsgScore}}
-	return reply, reply.SetBody(p)
+	reply, err := scoreReply(p)
+	if err != nil {
+		return transport.Message{}, fmt.Errorf("score: slice %d of round %d: %w", q.Slice, q.Round, err)
+	}
+	return reply, nil
+}
+
+// scoreReply is the MsgScore reply carrying p. The sums grow with the participants (P·K values,
+// and P sketches or the P×P Gram matrix): they are the payload, in attribution's binary layout,
+// and the header stays a few bytes whatever P. A partial that cannot be encoded never will be (it
+// is cached): final.
+func scoreReply(p attribution.Partial) (transport.Message, error) {
+	b, err := p.AppendBinary(nil)
+	if err != nil {
+		return transport.Message{}, fmt.Errorf("%w: %w", err, errUnscorable)
+	}
+	return transport.Message{Header: transport.Header{Type: MsgScore}, Payload: b}, nil
+}
+
+// decodeScoreReply decodes an aggregator's MsgScore reply for slice sl, whose pairwise products
+// must come as sk says.
+func decodeScoreReply(reply transport.Message, sl consensus.SliceAssignment, sk attribution.Sketch) (attribution.Partial, error) {
+	p, err := attribution.DecodePartial(reply.Payload)
+	if err != nil {
+		return attribution.Partial{}, err
+	}
+	if p.Start != sl.Start || p.End != sl.End {
+		return attribution.Partial{}, fmt.Errorf("score: aggregator answered for [%d,%d)", p.Start, p.End)
+	}
+	if p.Sketch != sk {
+		return attribution.Partial{}, fmt.Errorf("score: the aggregator answered with %v, want %v", p.Sketch, sk)
+	}
+	return p, nil
 }
 
 func (s *Server) partial(ctx context.Context, q ScoreRequest) (attribution.Partial, error) {
@@ -101,6 +132,12 @@ func (s *Server) partial(ctx context.Context, q ScoreRequest) (attribution.Parti
 	case err != nil:
 		return attribution.Partial{}, fmt.Errorf("score: %w", err)
 	}
+	// The sketch's seed comes from θ_{t+1}'s hash, recorded when the round closed: a replica that
+	// has not applied the close yet is asked again.
+	sk, err := roundSketch(r)
+	if err != nil {
+		return attribution.Partial{}, err
+	}
 	rt.mu.Lock()
 	defer rt.mu.Unlock()
 	if a.partial != nil {
@@ -121,7 +158,7 @@ func (s *Server) partial(ctx context.Context, q ScoreRequest) (attribution.Parti
 	} else if r.Number == 1 {
 		u = make([]float32, sl.End-sl.Start) // θ_0: there is no previous step
 	}
-	p, err := attribution.ComputePartial(uint64(sl.Start), uint64(sl.End), g, u, members, updates)
+	p, err := attribution.ComputePartial(uint64(sl.Start), uint64(sl.End), g, u, members, updates, sk)
 	if err != nil {
 		return attribution.Partial{}, err
 	}
@@ -129,6 +166,19 @@ func (s *Server) partial(ctx context.Context, q ScoreRequest) (attribution.Parti
 	// The sums are all scoring needs: the updates' values can go.
 	a.sl.DropValues()
 	return p, nil
+}
+
+// roundSketch is how the partials of round r carry the updates' pairwise products
+// (attribution.SketchFor): the same on every coordinator that applied the round's close, and
+// ErrUnavailable before, when the sketch needs the new model's hash.
+func roundSketch(r consensus.Round) (attribution.Sketch, error) {
+	if len(r.Participants) <= attribution.ExactGramMax {
+		return attribution.Sketch{}, nil
+	}
+	if r.Status == consensus.RoundOpen || len(r.NewModelHash) == 0 {
+		return attribution.Sketch{}, fmt.Errorf("%w: score: round %d is not closed on this node yet", protocol.ErrUnavailable, r.Number)
+	}
+	return attribution.SketchFor(len(r.Participants), r.Seed, r.NewModelHash), nil
 }
 
 // errUnscorable marks a slice the leader can never have validation sums for (its updates are
@@ -236,10 +286,14 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 		return body, nil
 	}
 	late := s.cfg.Now().Sub(time.UnixMilli(r.ClosedAt)) > scoreWait
+	sk, err := roundSketch(r)
+	if err != nil {
+		return nil, err
+	}
 	partials := make([]attribution.Partial, len(r.Slices))
 	for i, sl := range r.Slices {
 		cctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		p, err := s.fetchPartial(cctx, ScoreRequest{Cohort: c.ID, Round: r.Number, Slice: i}, sl)
+		p, err := s.fetchPartial(cctx, ScoreRequest{Cohort: c.ID, Round: r.Number, Slice: i}, sl, sk)
 		cancel()
 		if err != nil {
 			if late || unscorable(err) {
@@ -304,8 +358,9 @@ func (s *Server) participants(c consensus.Cohort, r consensus.Round, hist map[st
 	return parts
 }
 
-// fetchPartial asks a slice's aggregator (this node or another) for its validation sums.
-func (s *Server) fetchPartial(ctx context.Context, q ScoreRequest, sl consensus.SliceAssignment) (attribution.Partial, error) {
+// fetchPartial asks a slice's aggregator (this node or another) for its validation sums, which
+// must carry the pairwise products as sk says.
+func (s *Server) fetchPartial(ctx context.Context, q ScoreRequest, sl consensus.SliceAssignment, sk attribution.Sketch) (attribution.Partial, error) {
 	if sl.Aggregator == s.KeyID() {
 		return s.partial(ctx, q)
 	}
@@ -321,15 +376,9 @@ func (s *Server) fetchPartial(ctx context.Context, q ScoreRequest, sl consensus.
 	if err != nil {
 		return attribution.Partial{}, err
 	}
-	var p attribution.Partial
-	if err := reply.DecodeBody(&p); err != nil {
-		return attribution.Partial{}, err
-	}
-	if err := p.Check(); err != nil {
-		return attribution.Partial{}, err
-	}
-	if p.Start != sl.Start || p.End != sl.End {
-		return attribution.Partial{}, fmt.Errorf("score: aggregator answered for [%d,%d)", p.Start, p.End)
+	p, err := decodeScoreReply(reply, sl, sk)
+	if err != nil {
+		return attribution.Partial{}, fmt.Errorf("slice %d from %s: %w", q.Slice, sl.Aggregator, err)
 	}
 	return p, nil
 }

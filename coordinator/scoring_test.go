@@ -2,12 +2,19 @@ package coordinator
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/coordinator/attribution"
+	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/transport"
 )
 
 // quietServer starts a single-node coordinator without running its loop (no ticks: nothing
@@ -154,5 +161,123 @@ func TestParticipantsSamplesAreCappedByTheProtocol(t *testing.T) {
 	parts := s.participants(c, r, nil)
 	if len(parts) != 1 || parts[0].Samples != want {
 		t.Fatalf("participants: %+v, want 1 with %d samples", parts, want)
+	}
+}
+
+// The validation sums of a round of many participants cross the wire as a payload: with 1,000
+// participants (sketched) the MsgScore reply is megabytes, which the frame header (64 KiB) could
+// never hold, and the leader decodes it back bit for bit.
+func TestScoreReplyOfManyParticipants(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	const P, K, n = 1000, 8, 512
+	members := make([]string, P)
+	updates := make([][]float32, P)
+	for i := range members {
+		members[i] = fmt.Sprintf("%052x", i*7919) // the length of a key ID
+	}
+	slices.Sort(members)
+	g := make([][]float32, K)
+	for k := range g {
+		g[k] = make([]float32, n)
+		for j := range g[k] {
+			g[k][j] = float32(math.Sin(float64(k*n + j)))
+		}
+	}
+	for i := range updates {
+		updates[i] = make([]float32, n)
+		for j := range updates[i] {
+			updates[i][j] = float32(math.Cos(float64(i*7 + j*i)))
+		}
+	}
+	sl := consensus.SliceAssignment{Start: 4096, End: 4096 + n}
+	sk := attribution.SketchFor(P, 42, []byte("theta-next"))
+	want, err := attribution.ComputePartial(sl.Start, sl.End, g, nil, members, updates, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// As a header body (what a reply carried before), the sums do not fit a frame.
+	var old transport.Header
+	if err := old.SetBody(want); err != nil {
+		t.Fatal(err)
+	}
+	if err := transport.WriteMessage(io.Discard, old, nil); !errors.Is(err, transport.ErrHeaderTooLarge) {
+		t.Fatalf("the sums as a header body: %v, want ErrHeaderTooLarge", err)
+	}
+
+	aggID, leaderID := testIdentity(t, "agg"), testIdentity(t, "leader")
+	mux := transport.NewMux()
+	mux.Handle(MsgScore, func(ctx context.Context, _ transport.NodeID, req transport.Message) (transport.Message, error) {
+		var q ScoreRequest
+		if err := req.DecodeBody(&q); err != nil {
+			return transport.Message{}, err
+		}
+		return scoreReply(want)
+	}, transport.Limit{})
+	sk0 := bound(t)
+	ep, err := transport.Listen(sk0.UDP, transport.Config{Identity: aggID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ep.Close()
+	go ep.Serve(ctx, mux)
+	conn, err := transport.Dial(ctx, sk0.Addr(), transport.Config{Identity: leaderID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	req := transport.Message{Header: transport.Header{Type: MsgScore, ID: 1}}
+	if err := req.SetBody(ScoreRequest{Cohort: 1, Round: 2, Slice: 0}); err != nil {
+		t.Fatal(err)
+	}
+	reply, err := transport.Call(ctx, conn, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reply.Body) != 0 || len(reply.Payload) < 1<<20 {
+		t.Fatalf("reply: %d header body bytes, %d payload bytes; want none and the sums", len(reply.Body), len(reply.Payload))
+	}
+	got, err := decodeScoreReply(reply, sl, sk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Members, want.Members) || !slices.Equal(got.GD, want.GD) || !slices.Equal(got.S, want.S) || !slices.Equal(got.NormSq, want.NormSq) {
+		t.Fatal("the sums differ after the wire")
+	}
+	if _, err := decodeScoreReply(reply, sl, attribution.Sketch{}); err == nil {
+		t.Fatal("a reply sketched otherwise than the round says was accepted")
+	}
+	if _, err := decodeScoreReply(reply, consensus.SliceAssignment{Start: 0, End: n}, sk); err == nil {
+		t.Fatal("a reply for another slice was accepted")
+	}
+}
+
+// roundSketch: exact up to attribution.ExactGramMax participants; beyond, a sketch only once the
+// round's close (θ_{t+1}'s hash) is applied, the same on every replica that applied it.
+func TestRoundSketch(t *testing.T) {
+	many := make([]string, attribution.ExactGramMax+1)
+	for i := range many {
+		many[i] = fmt.Sprintf("m%03d", i)
+	}
+	closed := consensus.Round{Number: 3, Participants: many, Seed: 5, Status: consensus.RoundClosed, NewModelHash: []byte("h")}
+	for _, tc := range []struct {
+		name    string
+		r       consensus.Round
+		want    attribution.Sketch
+		unavail bool
+	}{
+		{"few, open", consensus.Round{Participants: many[:attribution.ExactGramMax], Status: consensus.RoundOpen}, attribution.Sketch{}, false},
+		{"many, open", consensus.Round{Participants: many, Status: consensus.RoundOpen}, attribution.Sketch{}, true},
+		{"many, closed", closed, attribution.SketchFor(len(many), 5, []byte("h")), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := roundSketch(tc.r)
+			if tc.unavail != errors.Is(err, protocol.ErrUnavailable) || (err != nil) != tc.unavail {
+				t.Fatalf("err %v, want unavailable %v", err, tc.unavail)
+			}
+			if got != tc.want {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+		})
 	}
 }

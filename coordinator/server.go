@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/coordinator/attribution"
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/transport"
@@ -145,6 +146,14 @@ func (c *Config) Validate() error {
 	if v := c.Validation; v.Samples < 0 || v.Batches < 0 || v.BatchSize < 0 {
 		return fmt.Errorf("coordinator: validation samples %d, batches %d and batch size %d must be ≥ 0", v.Samples, v.Batches, v.BatchSize)
 	}
+	if b := c.Validation.Batches; b > attribution.MaxBatches {
+		return fmt.Errorf("coordinator: %d validation batches, limit %d", b, attribution.MaxBatches)
+	}
+	if m := c.Transport.MaxPayload; m > 0 && m < attribution.MaxPartialBytes {
+		// A leader reads the score partials of up to attribution.MaxMembers participants as
+		// replies, which the transport caps at MaxPayload.
+		return fmt.Errorf("coordinator: transport MaxPayload %d is below the %d bytes a score partial may take", m, attribution.MaxPartialBytes)
+	}
 	return validateHTTP(c)
 }
 
@@ -262,7 +271,8 @@ func newServer(cfg Config) (*Server, error) {
 	s.node = node
 	s.raftNode.Store(node)
 	// Every request but an upload says all it has to say in its header body: a payload
-	// announced with one is refused before a byte of it is read.
+	// announced with one is refused before a byte of it is read. (Replies that grow with the
+	// participants carry a payload: coord.score's, at most attribution.MaxPartialBytes.)
 	none := transport.Limit{}
 	s.mux.Handle(protocol.MsgSubmit, s.handleSubmit, none)
 	s.mux.Handle(protocol.MsgUpload, s.handleUpload, transport.Limit{Payload: s.uploadLimit})

@@ -29,10 +29,11 @@
 //
 // Every quantity is an inner product over parameters, so each aggregator computes a Partial for
 // its slice of the parameter vector and the leader adds them up (Combine): ⟨g_k,Δ_i⟩, ⟨u,Δ_i⟩,
-// ⟨g_k,u⟩, ‖u‖² and the Gram matrix ⟨Δ_i,Δ_j⟩. The exact Gram matrix (P² dot products per slice,
-// cheap next to the K·P validation products for cohorts up to a few hundred peers) replaces the
-// random projection first planned for spotting near-identical updates: it is exact and
-// needs no seed.
+// ⟨g_k,u⟩, ‖u‖², ‖Δ_i‖² and the updates' pairwise products ⟨Δ_i,Δ_j⟩, which only the duplicate
+// groups read. Those are exact for rounds of up to ExactGramMax participants (P² dot products per
+// slice, cheap next to the K·P validation products there); beyond, each aggregator sends a seeded
+// count sketch of every update and the leader estimates the cosines from them (sketch.go), so an
+// aggregator's work and its answer grow linearly in P.
 //
 // # Duplicates
 //
@@ -168,7 +169,7 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 	ms := make([]MemberScore, n)
 	norms := make([]float64, n)
 	for a, i := range idx {
-		norms[a] = math.Sqrt(max(sums.Gram[i*len(sums.Members)+i], 0))
+		norms[a] = math.Sqrt(max(sums.NormSq[i], 0))
 		ms[a].Member, ms[a].Norm = sums.Members[i], norms[a]
 	}
 	median := medianPositive(norms)
@@ -214,12 +215,8 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 			ownerOf[cd.Name] = a
 		}
 	}
-	cosine := func(a, b int) float64 {
-		if norms[a] == 0 || norms[b] == 0 {
-			return 0
-		}
-		return sums.Gram[idx[a]*len(sums.Members)+idx[b]] / (norms[a] * norms[b])
-	}
+	cos := sums.cosine()
+	cosine := func(a, b int) float64 { return cos(idx[a], idx[b]) }
 	confirmed := map[string]bool{} // contributors whose registered duplicate the updates confirm
 	for a := range idx {
 		for _, cd := range byMember[ms[a].Member].Contributors {

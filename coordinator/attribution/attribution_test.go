@@ -18,6 +18,7 @@ type world struct {
 	gbar []float32
 	g    [][]float32
 	u    []float32
+	sk   Sketch // how score's partials carry the pairwise products
 }
 
 func newWorld(seed uint64, dim, K int) *world {
@@ -79,7 +80,7 @@ func (w *world) score(t *testing.T, members []string, updates [][]float32, parts
 		for _, d := range us {
 			sl = append(sl, d[a:b])
 		}
-		p, err := ComputePartial(uint64(a), uint64(b), g, w.u[a:b], ms, sl)
+		p, err := ComputePartial(uint64(a), uint64(b), g, w.u[a:b], ms, sl, w.sk)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -246,7 +247,7 @@ func TestSlicingInvariant(t *testing.T) {
 	w := newWorld(3, 1000, 4)
 	ms := []string{"a", "b"}
 	us := [][]float32{w.gauss(1), w.gauss(1)}
-	whole, err := ComputePartial(0, 1000, w.g, w.u, ms, us)
+	whole, err := ComputePartial(0, 1000, w.g, w.u, ms, us, Sketch{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -258,8 +259,8 @@ func TestSlicingInvariant(t *testing.T) {
 	for _, gk := range w.g {
 		g1, g2 = append(g1, gk[:400]), append(g2, gk[400:])
 	}
-	p1, _ := ComputePartial(0, 400, g1, w.u[:400], ms, [][]float32{us[0][:400], us[1][:400]})
-	p2, _ := ComputePartial(400, 1000, g2, w.u[400:], ms, [][]float32{us[0][400:], us[1][400:]})
+	p1, _ := ComputePartial(0, 400, g1, w.u[:400], ms, [][]float32{us[0][:400], us[1][:400]}, Sketch{})
+	p2, _ := ComputePartial(400, 1000, g2, w.u[400:], ms, [][]float32{us[0][400:], us[1][400:]}, Sketch{})
 	two, err := Combine(1000, []Partial{p2, p1})
 	if err != nil {
 		t.Fatal(err)
@@ -269,7 +270,7 @@ func TestSlicingInvariant(t *testing.T) {
 			t.Fatalf("GD[%d]: %v vs %v", i, one.GD[i], two.GD[i])
 		}
 	}
-	p2b, _ := ComputePartial(400, 1000, g2, w.u[400:], ms[:1], [][]float32{us[0][400:]})
+	p2b, _ := ComputePartial(400, 1000, g2, w.u[400:], ms[:1], [][]float32{us[0][400:]}, Sketch{})
 	s, err := Combine(1000, []Partial{p1, p2b})
 	if err != nil || !slices.Equal(s.Members, []string{"a"}) {
 		t.Fatalf("members %v, err %v; want [a]", s.Members, err)
@@ -284,10 +285,10 @@ func TestSlicingInvariant(t *testing.T) {
 
 func TestPartialCheck(t *testing.T) {
 	w := newWorld(4, 100, 2)
-	good, _ := ComputePartial(0, 100, w.g, w.u, []string{"a", "b"}, [][]float32{w.gauss(1), w.gauss(1)})
+	good, _ := ComputePartial(0, 100, w.g, w.u, []string{"a", "b"}, [][]float32{w.gauss(1), w.gauss(1)}, Sketch{})
 	bad := func(f func(p *Partial)) Partial {
 		p := good
-		p.GD, p.Gram, p.Members = slices.Clone(good.GD), slices.Clone(good.Gram), slices.Clone(good.Members)
+		p.GD, p.Gram, p.NormSq, p.Members = slices.Clone(good.GD), slices.Clone(good.Gram), slices.Clone(good.NormSq), slices.Clone(good.Members)
 		f(&p)
 		return p
 	}
