@@ -216,7 +216,7 @@ func (c *Client) Query(ctx context.Context, q protocol.Query) (protocol.QueryRep
 	if err != nil {
 		return protocol.QueryReply{}, err
 	}
-	out, err := protocol.DecodeQueryReply(reply.Payload)
+	out, err := decodeQueryReply(reply.Payload)
 	if err != nil {
 		return protocol.QueryReply{}, err
 	}
@@ -234,7 +234,19 @@ func (c *Client) QueryAt(ctx context.Context, addr string, q protocol.Query) (pr
 	if err != nil {
 		return protocol.QueryReply{}, err
 	}
-	return protocol.DecodeQueryReply(reply.Payload)
+	return decodeQueryReply(reply.Payload)
+}
+
+// decodeQueryReply decodes the payload of a MsgQuery reply, bounded before it allocates.
+func decodeQueryReply(b []byte) (protocol.QueryReply, error) {
+	var r protocol.QueryReply
+	if len(b) > protocol.MaxQueryReply {
+		return r, fmt.Errorf("%w: query reply of %d bytes, limit %d", protocol.ErrMalformed, len(b), protocol.MaxQueryReply)
+	}
+	if err := transport.DecodePayload(b, &r); err != nil {
+		return r, fmt.Errorf("%w: query reply: %w", protocol.ErrMalformed, err)
+	}
+	return r, nil
 }
 
 // EnsureRegistered registers the member (name, contributors) unless it already is. It asks for

@@ -578,8 +578,11 @@ func (s *Server) handleQuery(ctx context.Context, peer transport.NodeID, req tra
 	if qerr != nil {
 		return transport.Message{}, qerr
 	}
-	b, err := protocol.EncodeQueryReply(q, out)
+	b, err := transport.EncodePayload(&out)
 	if err != nil {
+		return transport.Message{}, err
+	}
+	if err := protocol.CheckQueryReply(q, len(b)); err != nil {
 		return transport.Message{}, err
 	}
 	return transport.Message{Header: transport.Header{Type: protocol.MsgQuery}, Payload: b}, nil
@@ -603,6 +606,9 @@ func answer(st *consensus.State, q protocol.Query, me string, out *protocol.Quer
 		p, err := st.Proposal(q.ID)
 		if err != nil {
 			return err
+		}
+		if q.Mine {
+			p = protocol.MineProposal(p, me)
 		}
 		out.Proposals = []consensus.Proposal{p}
 	case protocol.QueryCohort:

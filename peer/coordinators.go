@@ -91,14 +91,14 @@ const (
 func (c *clientCoordinators) ID() string { return c.cl.ID() }
 
 func (c *clientCoordinators) Proposal(ctx context.Context, cohort uint64) (consensus.Proposal, error) {
-	r, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryCohort, ID: cohort})
+	r, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryCohort, ID: cohort, Mine: true})
 	if err != nil {
 		return consensus.Proposal{}, err
 	}
 	if r.Cohort == nil {
 		return consensus.Proposal{}, errors.New("empty answer")
 	}
-	pr, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryProposal, ID: r.Cohort.Proposal})
+	pr, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryProposal, ID: r.Cohort.Proposal, Mine: true})
 	if err != nil {
 		return consensus.Proposal{}, fmt.Errorf("proposal %d: %w", r.Cohort.Proposal, err)
 	}

@@ -5,10 +5,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vmihailenco/msgpack/v5"
-
 	"github.com/cohortlab/cohort/consensus"
-	"github.com/cohortlab/cohort/internal/msgcheck"
 )
 
 // Message types of the client API (transport.Header.Type).
@@ -17,8 +14,8 @@ const (
 	// a SubmitReply. A follower forwards it to the leader.
 	MsgSubmit = "coord.submit"
 	// MsgQuery asks for read-only state; the header body is a Query. The reply's payload is the
-	// QueryReply (msgpack; see DecodeQueryReply), at most MaxQueryReply bytes: what grows with the
-	// members or rounds never travels in a frame header, and lists come a page at a time.
+	// QueryReply (msgpack, transport.EncodePayload), at most MaxQueryReply bytes: what grows with
+	// the members or rounds never travels in a frame header, and lists come a page at a time.
 	MsgQuery = "coord.query"
 )
 
@@ -80,9 +77,10 @@ type Query struct {
 	// means DefaultPage, more than MaxPage is refused. QueryReply.Total is the list's length.
 	Offset uint32 `msgpack:",omitempty"`
 	Limit  uint32 `msgpack:",omitempty"`
-	// Mine trims a cohort and its rounds (QueryCohort, QueryRound, QueryNextRound) to what concerns
-	// the asker: its own entry among the members, participants, receipts, influence, flags and
-	// exclusions (MineCohort, MineRound). What a peer receives per round then does not grow with the cohort.
+	// Mine trims a proposal, a cohort and its rounds (QueryProposal, QueryCohort, QueryRound,
+	// QueryNextRound) to what concerns the asker: its own vote, its own entry among the members,
+	// participants, receipts, influence, flags and exclusions (MineProposal, MineCohort,
+	// MineRound). What a peer receives per round then does not grow with the cohort.
 	Mine bool `msgpack:",omitempty"`
 }
 
@@ -114,41 +112,33 @@ type QueryReply struct {
 	Total uint32 `msgpack:",omitempty"`
 }
 
-// EncodeQueryReply encodes a reply for the payload of MsgQuery, refusing one over MaxQueryReply.
-func EncodeQueryReply(q Query, r QueryReply) ([]byte, error) {
-	b, err := msgpack.Marshal(&r)
-	if err != nil {
-		return nil, fmt.Errorf("encode %s reply: %w", q.What, err)
+// CheckQueryReply refuses an encoded reply to q of n bytes over MaxQueryReply (the server's
+// side) with ErrTooLarge, naming the query.
+func CheckQueryReply(q Query, n int) error {
+	if n > MaxQueryReply {
+		return fmt.Errorf("%w: the %s reply is %d bytes, limit %d: ask for a smaller page (Query.Limit)", ErrTooLarge, q.What, n, MaxQueryReply)
 	}
-	if len(b) > MaxQueryReply {
-		return nil, fmt.Errorf("%w: the %s reply is %d bytes, limit %d: ask for a smaller page (Query.Limit)", ErrTooLarge, q.What, len(b), MaxQueryReply)
-	}
-	return b, nil
+	return nil
 }
 
-// DecodeQueryReply decodes the payload of a MsgQuery reply. It comes from the network: its
-// declared lengths are checked against the bytes before msgpack allocates for them.
-func DecodeQueryReply(b []byte) (QueryReply, error) {
-	var r QueryReply
-	if len(b) > MaxQueryReply {
-		return r, fmt.Errorf("%w: query reply of %d bytes, limit %d", ErrMalformed, len(b), MaxQueryReply)
-	}
-	if err := msgcheck.Check(b, maxReplyList); err != nil {
-		return r, fmt.Errorf("%w: query reply: %w", ErrMalformed, err)
-	}
-	if err := msgpack.Unmarshal(b, &r); err != nil {
-		return r, fmt.Errorf("%w: query reply: %w", ErrMalformed, err)
-	}
-	return r, nil
-}
-
-// maxReplyList bounds any list in a reply: a page, or a round's participants and receipts.
-const maxReplyList = 1 << 17
-
-// MineCohort trims cohort c to what concerns member me: its own entry among the members.
+// MineCohort trims cohort c to what concerns member me: its own entry among the members, without
+// the fingerprints of its data (it has them).
 func MineCohort(c consensus.Cohort, me string) consensus.Cohort {
 	c.Members = keep(c.Members, func(m consensus.CohortMember) bool { return m.Member == me })
+	for i := range c.Members {
+		cs := append([]consensus.ContributorData(nil), c.Members[i].Contributors...)
+		for j := range cs {
+			cs[j].Fingerprint = nil
+		}
+		c.Members[i].Contributors = cs
+	}
 	return c
+}
+
+// MineProposal trims proposal p to what concerns member me: its own vote among the votes.
+func MineProposal(p consensus.Proposal, me string) consensus.Proposal {
+	p.Votes = keep(p.Votes, func(v consensus.Vote) bool { return v.Member == me })
+	return p
 }
 
 // MineRound trims round r to what concerns member me: the participants, receipts, influence,

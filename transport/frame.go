@@ -87,6 +87,29 @@ func (h *Header) DecodeBody(v any) error {
 	return nil
 }
 
+// EncodePayload encodes v with msgpack for a message's payload: an application document that
+// may be larger than a header holds (a page of records, a round of many participants).
+func EncodePayload(v any) ([]byte, error) {
+	b, err := msgpack.Marshal(v)
+	if err != nil {
+		return nil, fmt.Errorf("transport: encode payload: %w", err)
+	}
+	return b, nil
+}
+
+// DecodePayload decodes a payload EncodePayload made into v. Payloads come from the network:
+// declared lengths the bytes cannot hold, or lists longer than MaxBodyList, are refused before
+// msgpack allocates for them.
+func DecodePayload(b []byte, v any) error {
+	if err := msgcheck.Check(b, MaxBodyList); err != nil {
+		return fmt.Errorf("%w: payload: %w", ErrMalformedHeader, err)
+	}
+	if err := msgpack.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("%w: payload: %w", ErrMalformedHeader, err)
+	}
+	return nil
+}
+
 // Message is a header and its raw payload.
 type Message struct {
 	Header
