@@ -565,11 +565,15 @@ type FundBody struct {
 func (*FundBody) Type() CommandType { return CmdFund }
 
 // GrantBody (operator) sets the vote weight operators grant a member (0 takes it back). A fresh
-// key weighs nothing until it is granted weight or its contributors earn.
+// key weighs nothing until it is granted weight or its contributors earn. More names further
+// members granted the same weight by the same motion (sorted, distinct, at most MaxListLen): a
+// community of thousands is granted its votes in a few commands, not one motion per member.
+// The grant applies to all of them or, if any is unknown, to none.
 type GrantBody struct {
 	_msgpack struct{} `msgpack:",as_array"`
 	Member   string   // member ID
 	Votes    uint64
+	More     []string `msgpack:",omitempty"`
 }
 
 // Type implements Body.

@@ -220,7 +220,16 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 	case "fund":
 		body = &FundBody{Amount: argU64(t, td, "amount", 0)}
 	case "grant":
-		body = &GrantBody{Member: it.id(argStr(t, td, "member", "")), Votes: argU64(t, td, "votes", 1)}
+		var more []string
+		for _, m := range argList(td, "more") {
+			more = append(more, it.id(m))
+		}
+		if !td.HasArg("unsorted") {
+			sort.Strings(more) // IDs are key hashes: the script names members, the command sorts them
+		} else {
+			sort.Sort(sort.Reverse(sort.StringSlice(more)))
+		}
+		body = &GrantBody{Member: it.id(argStr(t, td, "member", "")), Votes: argU64(t, td, "votes", 1), More: more}
 	case "vote":
 		body = &VoteBody{Proposal: argU64(t, td, "proposal", 1), Yes: td.HasArg("yes")}
 	case "tally":

@@ -956,19 +956,36 @@ func (s *State) fund(b *FundBody, dry bool) (Result, error) {
 }
 
 func (s *State) grant(b *GrantBody, dry bool) (Result, error) {
-	m, ok := s.members[b.Member]
-	if !ok {
-		return Result{}, errf(ErrNotFound, "member %q", b.Member)
+	if err := checkSortedUniqueWith("members", b.More, checkPrintable); err != nil {
+		return Result{}, err
 	}
-	total, c1 := bits.Add64(s.grantedTotal()-m.Granted, b.Votes, 0)
-	_, c2 := bits.Add64(total, s.treasury.Funded, 0)
-	if c1 != 0 || c2 != 0 {
-		return Result{}, errf(ErrOverflow, "grant of %d votes: the granted vote weight plus everything funded (%d) would exceed 2^64-1",
-			b.Votes, s.treasury.Funded)
+	ids := append([]string{b.Member}, b.More...)
+	ms := make([]*Member, 0, len(ids))
+	seen := make(map[string]bool, len(ids))
+	total := s.grantedTotal()
+	for _, id := range ids {
+		m, ok := s.members[id]
+		if !ok {
+			return Result{}, errf(ErrNotFound, "member %q", id)
+		}
+		if seen[id] {
+			return Result{}, errf(ErrInvalid, "member %s is granted twice", id)
+		}
+		seen[id] = true
+		ms = append(ms, m)
+		var c1, c2 uint64
+		total, c1 = bits.Add64(total-m.Granted, b.Votes, 0)
+		_, c2 = bits.Add64(total, s.treasury.Funded, 0)
+		if c1 != 0 || c2 != 0 {
+			return Result{}, errf(ErrOverflow, "grant of %d votes: the granted vote weight plus everything funded (%d) would exceed 2^64-1",
+				b.Votes, s.treasury.Funded)
+		}
 	}
 	if dry {
 		return Result{}, nil
 	}
-	m.Granted = b.Votes
-	return Result{Member: m.ID, Amount: b.Votes, Status: "granted"}, nil
+	for _, m := range ms {
+		m.Granted = b.Votes
+	}
+	return Result{Member: b.Member, Amount: b.Votes, Status: "granted"}, nil
 }

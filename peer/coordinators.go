@@ -92,6 +92,10 @@ func (c *clientCoordinators) ID() string { return c.cl.ID() }
 
 func (c *clientCoordinators) Proposal(ctx context.Context, cohort uint64) (consensus.Proposal, error) {
 	r, err := c.cl.Query(ctx, protocol.Query{What: protocol.QueryCohort, ID: cohort, Mine: true})
+	if errors.Is(err, consensus.ErrNotFound) {
+		// A follower may not have applied the tally that made the cohort yet: ask the leader.
+		r, err = c.cl.Query(ctx, protocol.Query{What: protocol.QueryCohort, ID: cohort, Mine: true, Linearizable: true})
+	}
 	if err != nil {
 		return consensus.Proposal{}, err
 	}

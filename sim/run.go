@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -245,7 +246,9 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	nodes = append(nodes, aggs...)
 	res, err := proposer.Submit(ctx, &consensus.ProposeBody{Name: "sim-" + cfg.Model, Model: modelSpec(cfg.Model), Dataset: info.Source, ValidationHash: valHash[:],
 		Params:     cfg.hyperparams(),
-		RewardPool: pool, MinMembers: uint32(len(members)), QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 1500})
+		RewardPool: pool, MinMembers: uint32(len(members)), QuorumBP: 5000, ThresholdBP: 5000,
+		// Long enough for every member's vote to land, on a machine all of them share.
+		VotingPeriodMs: max(1500, 5*int64(len(members)))})
 	if err != nil {
 		return nil, fmt.Errorf("propose: %w", err)
 	}
@@ -626,9 +629,7 @@ func ledgerOf(n *node, cohort uint64) (uint64, map[string]uint64, map[string][]s
 
 // operate submits the operator commands a simulated cohort needs — fund the treasury with pool
 // and grant each voter one vote — signed by a majority of the coordinators' operators (c1, c2, …),
-// as operator commands must be. Each grant is signed by the whole majority before the next
-// starts on that lane, so at most grantLanes motions wait for signatures at once (the state
-// holds consensus.MaxMotions).
+// as operator commands must be.
 func operate(ctx context.Context, addrs []string, seed uint64, log *slog.Logger, pool uint64, voters []string) error {
 	var ops []*client.Client
 	defer func() {
@@ -652,24 +653,23 @@ func operate(ctx context.Context, addrs []string, seed uint64, log *slog.Logger,
 			return fmt.Errorf("fund the treasury: %w", err)
 		}
 	}
-	const grantLanes = 16
-	errs := make([]error, grantLanes)
-	var wg sync.WaitGroup
-	for lane := range grantLanes {
-		wg.Go(func() {
-			for i := lane; i < len(voters) && errs[lane] == nil; i += grantLanes {
-				for _, op := range ops {
-					if _, err := op.Submit(ctx, &consensus.GrantBody{Member: voters[i], Votes: 1}); err != nil {
-						errs[lane] = fmt.Errorf("grant %s a vote: %w", voters[i], err)
-						break
-					}
-				}
+	// One motion grants a whole chunk of voters (GrantBody.More): a few commands, not one per voter.
+	sorted := slices.Clone(voters)
+	slices.Sort(sorted)
+	for lo := 0; lo < len(sorted); lo += grantChunk {
+		chunk := sorted[lo:min(lo+grantChunk, len(sorted))]
+		for _, op := range ops {
+			if _, err := op.Submit(ctx, &consensus.GrantBody{Member: chunk[0], Votes: 1, More: chunk[1:]}); err != nil {
+				return fmt.Errorf("grant %d voters a vote: %w", len(chunk), err)
 			}
-		})
+		}
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return nil
 }
+
+// grantChunk is how many voters one grant motion names: well within consensus.MaxListLen and a
+// command's size.
+const grantChunk = 1024
 
 func modelSpec(m string) string {
 	if m == "mlp" {

@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -565,15 +566,25 @@ func grantCommand() *cli.Command {
 		Name:  "grant",
 		Usage: "operator: set the vote weight granted to a member (0 takes it back; a majority of operators must sign it); fresh keys weigh nothing",
 		Flags: operatorFlags(
-			&cli.StringFlag{Name: "member", Required: true, Usage: "member ID (hex, as printed by keygen)", EnvVars: envVars("member")},
+			&cli.StringSliceFlag{Name: "member", Required: true, Usage: "member ID (hex, as printed by keygen); repeat it, or give a comma-separated list, to grant many members in one motion", EnvVars: envVars("member")},
 			&cli.Uint64Flag{Name: "votes", Required: true, Usage: "vote weight to grant", EnvVars: envVars("votes")},
 		),
 		Action: func(c *cli.Context) error {
-			res, err := operatorSubmit(c, "grant", &consensus.GrantBody{Member: c.String("member"), Votes: c.Uint64("votes")})
+			ids := slices.Clone(c.StringSlice("member"))
+			slices.Sort(ids)
+			ids = slices.Compact(ids)
+			if len(ids) > consensus.MaxListLen {
+				return fmt.Errorf("grant: %d members, at most %d in one motion", len(ids), consensus.MaxListLen)
+			}
+			res, err := operatorSubmit(c, "grant", &consensus.GrantBody{Member: ids[0], Votes: c.Uint64("votes"), More: ids[1:]})
 			if err != nil || pending(c, "grant", res) {
 				return err
 			}
-			fmt.Fprintf(c.App.Writer, "member %s is granted %d votes\n", res.Member, res.Amount)
+			if len(ids) == 1 {
+				fmt.Fprintf(c.App.Writer, "member %s is granted %d votes\n", res.Member, res.Amount)
+			} else {
+				fmt.Fprintf(c.App.Writer, "%d members are granted %d votes each\n", len(ids), res.Amount)
+			}
 			return nil
 		},
 	}
