@@ -1,6 +1,7 @@
 package consensus
 
 import (
+	"math"
 	"sort"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -38,9 +39,9 @@ func (s *State) canonicalCoordinators() []Coordinator {
 func (s *State) Members() []Member {
 	out := make([]Member, 0, len(s.members))
 	for _, k := range keysOf(s.members) {
-		out = append(out, *s.members[k])
+		out = append(out, s.members[k].Clone())
 	}
-	return deepCopy(out)
+	return out
 }
 
 // Member returns one member.
@@ -49,16 +50,16 @@ func (s *State) Member(id string) (Member, error) {
 	if !ok {
 		return Member{}, errf(ErrNotFound, "member %s", id)
 	}
-	return deepCopy(*m), nil
+	return m.Clone(), nil
 }
 
 // Proposals returns every proposal sorted by ID.
 func (s *State) Proposals() []Proposal {
 	out := make([]Proposal, 0, len(s.proposals))
 	for _, k := range keysOf(s.proposals) {
-		out = append(out, *s.proposals[k])
+		out = append(out, s.proposals[k].Clone())
 	}
-	return deepCopy(out)
+	return out
 }
 
 // Proposal returns one proposal.
@@ -67,16 +68,16 @@ func (s *State) Proposal(id uint64) (Proposal, error) {
 	if !ok {
 		return Proposal{}, errf(ErrNotFound, "proposal %d", id)
 	}
-	return deepCopy(*p), nil
+	return p.Clone(), nil
 }
 
 // Cohorts returns every cohort sorted by ID.
 func (s *State) Cohorts() []Cohort {
 	out := make([]Cohort, 0, len(s.cohorts))
 	for _, k := range keysOf(s.cohorts) {
-		out = append(out, *s.cohorts[k])
+		out = append(out, s.cohorts[k].Clone())
 	}
-	return deepCopy(out)
+	return out
 }
 
 // Cohort returns one cohort.
@@ -85,7 +86,7 @@ func (s *State) Cohort(id uint64) (Cohort, error) {
 	if !ok {
 		return Cohort{}, errf(ErrNotFound, "cohort %d", id)
 	}
-	return deepCopy(*c), nil
+	return c.Clone(), nil
 }
 
 // Round returns round n of a cohort.
@@ -94,7 +95,7 @@ func (s *State) Round(cohort uint64, n uint32) (Round, error) {
 	if err != nil {
 		return Round{}, err
 	}
-	return deepCopy(*r), nil
+	return r.Clone(), nil
 }
 
 // Rounds returns the rounds of a cohort in order.
@@ -105,9 +106,9 @@ func (s *State) Rounds(cohort uint64) ([]Round, error) {
 	}
 	out := make([]Round, 0, c.CurrentRound)
 	for n := uint32(1); n <= c.CurrentRound; n++ {
-		out = append(out, *s.rounds[roundKey{cohort, n}])
+		out = append(out, s.rounds[roundKey{cohort, n}].Clone())
 	}
-	return deepCopy(out), nil
+	return out, nil
 }
 
 // Ledger returns the whole contribution ledger.
@@ -181,9 +182,9 @@ func (s *State) MembersRange(lo, hi int) []Member {
 	lo, hi = clampRange(lo, hi, len(keys))
 	out := make([]Member, 0, hi-lo)
 	for _, k := range keys[lo:hi] {
-		out = append(out, *s.members[k])
+		out = append(out, s.members[k].Clone())
 	}
-	return deepCopy(out)
+	return out
 }
 
 // NumProposals returns how many proposals were made.
@@ -195,9 +196,9 @@ func (s *State) ProposalsRange(lo, hi int) []Proposal {
 	lo, hi = clampRange(lo, hi, len(keys))
 	out := make([]Proposal, 0, hi-lo)
 	for _, k := range keys[lo:hi] {
-		out = append(out, *s.proposals[k])
+		out = append(out, s.proposals[k].Clone())
 	}
-	return deepCopy(out)
+	return out
 }
 
 // RoundsRange returns the rounds of a cohort numbered lo+1 … hi (the list [lo, hi) of its rounds
@@ -211,9 +212,9 @@ func (s *State) RoundsRange(cohort uint64, lo, hi int) ([]Round, int, error) {
 	lo, hi = clampRange(lo, hi, n)
 	out := make([]Round, 0, hi-lo)
 	for i := lo; i < hi; i++ {
-		out = append(out, *s.rounds[roundKey{cohort, uint32(i + 1)}])
+		out = append(out, s.rounds[roundKey{cohort, uint32(i + 1)}].Clone())
 	}
-	return deepCopy(out), n, nil
+	return out, n, nil
 }
 
 // NumPayouts returns how many payouts the ledger holds.
@@ -249,4 +250,42 @@ func (s *State) CohortSummaries() []CohortSummary {
 		out = append(out, CohortSummary{ID: c.ID, Proposal: c.Proposal, Members: len(c.Members), Status: c.Status, CurrentRound: c.CurrentRound})
 	}
 	return out
+}
+
+// PeekCohort and PeekRound return the state's own record, not a copy: for a caller inside
+// Node.View that reads a few fields, or trims the record before copying what it keeps, where a
+// deep copy of every member or participant would cost more than the answer. The record must not
+// be changed, nor kept or read after View returns.
+func (s *State) PeekCohort(id uint64) (*Cohort, error) {
+	c, ok := s.cohorts[id]
+	if !ok {
+		return nil, errf(ErrNotFound, "cohort %d", id)
+	}
+	return c, nil
+}
+
+// PeekRound: see PeekCohort.
+func (s *State) PeekRound(cohort uint64, n uint32) (*Round, error) { return s.round(cohort, n) }
+
+// RegisteredSamples returns the samples member's contributors registered in cohort, and whether
+// it is a member of the cohort.
+func (s *State) RegisteredSamples(cohort uint64, member string) (uint64, bool) {
+	c, ok := s.cohorts[cohort]
+	if !ok {
+		return 0, false
+	}
+	for _, m := range c.Members {
+		if m.Member != member {
+			continue
+		}
+		var n uint64
+		for _, cd := range m.Contributors {
+			if n+cd.Samples < n {
+				return math.MaxUint64, true
+			}
+			n += cd.Samples
+		}
+		return n, true
+	}
+	return 0, false
 }

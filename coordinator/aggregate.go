@@ -133,25 +133,10 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 func (s *Server) uploadWeight(rt *cohortRT, member string, claimed uint64) (uint64, error) {
 	var registered uint64
 	found := false
-	err := s.node.View(func(st *consensus.State) error {
-		c, err := st.Cohort(rt.id)
-		if err != nil {
-			return err
-		}
-		for _, m := range c.Members {
-			if m.Member != member {
-				continue
-			}
-			found = true
-			for _, cd := range m.Contributors {
-				registered = satAdd(registered, cd.Samples)
-			}
-		}
+	s.node.View(func(st *consensus.State) error {
+		registered, found = st.RegisteredSamples(rt.id, member)
 		return nil
 	})
-	if err != nil {
-		return 0, err
-	}
 	if !found || registered == 0 {
 		return 0, fmt.Errorf("%s registered no samples in cohort %d", member, rt.id)
 	}
@@ -176,7 +161,7 @@ func (s *Server) roundSlice(cohort uint64, round uint32, slice int) (*cohortRT, 
 		}
 		var current uint32
 		s.node.View(func(st *consensus.State) error {
-			if c, err := st.Cohort(cohort); err == nil {
+			if c, err := st.PeekCohort(cohort); err == nil {
 				current = c.CurrentRound
 			}
 			return nil
@@ -199,10 +184,17 @@ func (s *Server) roundSliceNow(cohort uint64, round uint32, slice int) (*cohortR
 	var r consensus.Round
 	var c consensus.Cohort
 	var p consensus.Proposal
+	s.rtMu.Lock()
+	rt := s.rts[cohort]
+	s.rtMu.Unlock()
 	err := s.node.View(func(st *consensus.State) error {
-		var err error
-		if r, err = st.Round(cohort, round); err != nil {
+		x, err := st.PeekRound(cohort, round)
+		if err != nil {
 			return err
+		}
+		r = x.Head() // on every upload and aggregate request: not a copy of every receipt
+		if rt != nil {
+			return nil // the cohort's runtime exists: no copy of its members and votes
 		}
 		if c, err = st.Cohort(cohort); err != nil {
 			return err
@@ -220,9 +212,10 @@ func (s *Server) roundSliceNow(cohort uint64, round uint32, slice int) (*cohortR
 	if as.Aggregator != s.KeyID() {
 		return nil, r, protocol.Slice{}, fmt.Errorf("slice %d of round %d is aggregated by %s: %w", slice, round, as.Aggregator, protocol.ErrNotAggregator)
 	}
-	rt, err := s.runtime(c, p)
-	if err != nil {
-		return nil, r, protocol.Slice{}, err
+	if rt == nil {
+		if rt, err = s.runtime(c, p); err != nil {
+			return nil, r, protocol.Slice{}, err
+		}
 	}
 	return rt, r, protocol.Slice{Start: int(as.Start), End: int(as.End), Aggregator: as.Aggregator}, nil
 }
@@ -293,9 +286,9 @@ func (rt *cohortRT) forgetAggs(current uint32) {
 func (s *Server) roundState(r consensus.Round) consensus.Round {
 	now := r
 	s.node.View(func(st *consensus.State) error {
-		x, err := st.Round(r.Cohort, r.Number)
+		x, err := st.PeekRound(r.Cohort, r.Number)
 		if err == nil {
-			now = x
+			now = x.Head()
 		}
 		return err
 	})

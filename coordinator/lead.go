@@ -15,6 +15,12 @@ import (
 	"github.com/cohortlab/cohort/transport"
 )
 
+// recentRounds is how many of a cohort's latest rounds a tick reads: what the round engine looks
+// at (the open round, the last closed ones' receipts for the deadline), the replica's next rounds
+// to apply (further behind, it fetches θ instead), and the rounds waiting to be scored — not the
+// whole history every tick.
+const recentRounds = 16
+
 // driveCohorts runs on every tick: every node keeps its replicas in step with the rounds; the
 // leader opens and closes rounds.
 func (s *Server) driveCohorts(ctx context.Context) {
@@ -40,7 +46,7 @@ func (s *Server) driveCohorts(ctx context.Context) {
 			if err != nil {
 				continue
 			}
-			rs, _ := st.Rounds(c.ID)
+			rs, _, _ := st.RoundsRange(c.ID, int(c.CurrentRound)-recentRounds, int(c.CurrentRound))
 			items = append(items, item{c, p, rs})
 		}
 		for _, co := range st.Coordinators() {
@@ -154,7 +160,7 @@ func (s *Server) leadAgain(ctx context.Context, rt *cohortRT, cohort uint64, p c
 		if c, err = st.Cohort(cohort); err != nil {
 			return err
 		}
-		rounds, err = st.Rounds(cohort)
+		rounds, _, err = st.RoundsRange(cohort, int(c.CurrentRound)-recentRounds, int(c.CurrentRound))
 		return err
 	})
 	if err != nil {

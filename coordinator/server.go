@@ -612,14 +612,16 @@ func answer(st *consensus.State, q protocol.Query, me string, out *protocol.Quer
 		}
 		out.Proposals = []consensus.Proposal{p}
 	case protocol.QueryCohort:
-		c, err := st.Cohort(q.ID)
+		c, err := st.PeekCohort(q.ID)
 		if err != nil {
 			return err
 		}
+		x := *c
 		if q.Mine {
-			c = protocol.MineCohort(c, me)
+			x = protocol.MineCohort(x, me) // trimmed before the copy
 		}
-		out.Cohort = &c
+		x = x.Clone()
+		out.Cohort = &x
 	case protocol.QueryRounds:
 		c, err := st.Cohort(q.ID)
 		if err != nil {
@@ -632,14 +634,15 @@ func answer(st *consensus.State, q protocol.Query, me string, out *protocol.Quer
 		out.Rounds, _, err = st.RoundsRange(q.ID, lo, hi)
 		return err
 	case protocol.QueryRound:
-		r, err := st.Round(q.ID, q.Number)
+		r, err := st.PeekRound(q.ID, q.Number)
 		if err != nil {
 			return err
 		}
+		x := *r
 		if q.Mine {
-			r = protocol.MineRound(r, me)
+			x = protocol.MineRound(x, me) // trimmed before the copy
 		}
-		out.Rounds = []consensus.Round{r}
+		out.Rounds = []consensus.Round{x.Clone()}
 	case protocol.QueryMembers:
 		lo, hi, err := page(st.NumMembers())
 		if err != nil {
@@ -680,37 +683,42 @@ func (s *Server) nextRound(ctx context.Context, peer transport.NodeID, q protoco
 	defer cancel()
 	for {
 		changed := s.node.Changed() // before the look, so a change after it still wakes us
-		var c consensus.Cohort
-		var last *consensus.Round
+		// Every applied batch wakes every long-poll: the look reads two fields, and only the
+		// answer copies (what the asker may see of) the cohort and its round.
+		answered := false
 		err := s.node.View(func(st *consensus.State) error {
-			var err error
-			if c, err = st.Cohort(q.ID); err != nil {
+			c, err := st.PeekCohort(q.ID)
+			if err != nil {
 				return err
 			}
+			if c.CurrentRound <= q.After && c.Status != consensus.CohortDone && ctx.Err() == nil {
+				return nil
+			}
+			answered = true
+			var r *consensus.Round
 			if c.CurrentRound > 0 {
-				r, err := st.Round(q.ID, c.CurrentRound)
-				if err != nil {
+				if r, err = st.PeekRound(q.ID, c.CurrentRound); err != nil {
 					return err
 				}
-				last = &r
+			}
+			if q.Mine {
+				mc := protocol.MineCohort(*c, peer.String()).Clone()
+				out.Cohort = &mc
+			} else {
+				cc := c.Clone()
+				out.Cohort = &cc
+			}
+			if r != nil {
+				if q.Mine {
+					out.Rounds = []consensus.Round{protocol.MineRound(*r, peer.String()).Clone()}
+				} else {
+					out.Rounds = []consensus.Round{r.Clone()}
+				}
 			}
 			return nil
 		})
-		if err != nil {
+		if err != nil || answered {
 			return err
-		}
-		if c.CurrentRound > q.After || c.Status == consensus.CohortDone || ctx.Err() != nil {
-			if q.Mine {
-				c = protocol.MineCohort(c, peer.String())
-			}
-			out.Cohort = &c
-			if last != nil {
-				if q.Mine {
-					*last = protocol.MineRound(*last, peer.String())
-				}
-				out.Rounds = []consensus.Round{*last}
-			}
-			return nil
 		}
 		select {
 		case <-ctx.Done():
