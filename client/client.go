@@ -319,7 +319,7 @@ func Retryable(err error) bool {
 		return true // no answer: a dial or connection failure, a timeout
 	}
 	// A coordinator serving all it may (transport.Config.MaxServing) did not read the request.
-	return errors.Is(err, protocol.ErrUnavailable) || errors.Is(err, transport.ErrBusy)
+	return errors.Is(err, protocol.ErrUnavailable) || errors.Is(err, protocol.ErrNotReady) || errors.Is(err, transport.ErrBusy)
 }
 
 // callLimit bounds one call to one coordinator before the client tries the next.

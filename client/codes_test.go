@@ -23,7 +23,8 @@ func TestWireCodesAreDistinct(t *testing.T) {
 			consensus.ErrUnknownIssuer, consensus.ErrForbidden, consensus.ErrStaleRequest, consensus.ErrExists, consensus.ErrNotFound,
 			consensus.ErrWrongStatus, consensus.ErrDeadline, consensus.ErrLimit, consensus.ErrOverflow, consensus.ErrSnapshot,
 			consensus.ErrNotLeader, consensus.ErrShutdown, consensus.ErrConfig}},
-		{128, 191, []error{protocol.ErrUnavailable, protocol.ErrDuplicate, protocol.ErrNotAggregator, protocol.ErrLate, protocol.ErrForbidden, protocol.ErrMalformed}},
+		{128, 191, []error{protocol.ErrUnavailable, protocol.ErrDuplicate, protocol.ErrNotAggregator, protocol.ErrLate, protocol.ErrForbidden, protocol.ErrMalformed,
+			protocol.ErrNotReady, protocol.ErrTooLarge}},
 	}
 	seen := map[uint16]error{}
 	for _, r := range ranges {

@@ -289,3 +289,10 @@ func (s *State) RegisteredSamples(cohort uint64, member string) (uint64, bool) {
 	}
 	return 0, false
 }
+
+// HasMember and HasCoordinator report whether id is a registered member or coordinator key,
+// without copying its record.
+func (s *State) HasMember(id string) bool { _, ok := s.members[id]; return ok }
+
+// HasCoordinator: see HasMember.
+func (s *State) HasCoordinator(id string) bool { _, ok := s.coordinators[id]; return ok }

@@ -338,8 +338,12 @@ func (s *Server) handleAggregate(ctx context.Context, peer transport.NodeID, req
 		return transport.Message{}, fmt.Errorf("aggregate: %w", err)
 	}
 	a := s.sliceAggFor(rt, r, q.Slice, sl)
+	wait := time.NewTimer(protocol.AggregateWait)
+	defer wait.Stop()
 	select {
 	case <-a.done:
+	case <-wait.C:
+		return transport.Message{}, fmt.Errorf("%w: aggregate of round %d slice %d: ask again", protocol.ErrNotReady, q.Round, q.Slice)
 	case <-ctx.Done():
 		return transport.Message{}, fmt.Errorf("%w: aggregate of round %d slice %d not ready: %w", protocol.ErrUnavailable, q.Round, q.Slice, ctx.Err())
 	}

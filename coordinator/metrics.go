@@ -195,7 +195,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	n.View(func(st *consensus.State) error {
 		gauge(c.coordinators, float64(len(st.Coordinators())))
-		gauge(c.members, float64(len(st.Members())))
+		gauge(c.members, float64(st.NumMembers()))
 		props := map[string]int{}
 		for _, s := range []consensus.ProposalStatus{consensus.ProposalOpen, consensus.ProposalPassed, consensus.ProposalRejected, consensus.ProposalExpired} {
 			props[string(s)] = 0

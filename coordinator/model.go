@@ -18,14 +18,8 @@ func (s *Server) mayRead(peer transport.NodeID, cohort uint64) error {
 	id := peer.String()
 	ok := false
 	s.node.View(func(st *consensus.State) error {
-		for _, c := range st.Coordinators() {
-			ok = ok || c.ID == id
-		}
-		if c, err := st.Cohort(cohort); err == nil {
-			for _, m := range c.Members {
-				ok = ok || m.Member == id
-			}
-		}
+		_, member := st.RegisteredSamples(cohort, id)
+		ok = member || st.HasCoordinator(id)
 		return nil
 	})
 	if !ok {

@@ -488,8 +488,7 @@ func (s *Server) rateLimit(ctx context.Context, peer transport.NodeID, env conse
 func (s *Server) isMember(id string) bool {
 	found := false
 	s.node.View(func(st *consensus.State) error {
-		_, err := st.Member(id)
-		found = err == nil
+		found = st.HasMember(id)
 		return nil
 	})
 	return found
@@ -498,9 +497,7 @@ func (s *Server) isMember(id string) bool {
 func (s *Server) isCoordinator(id string) bool {
 	found := false
 	s.node.View(func(st *consensus.State) error {
-		for _, c := range st.Coordinators() {
-			found = found || c.ID == id
-		}
+		found = st.HasCoordinator(id)
 		return nil
 	})
 	return found

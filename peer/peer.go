@@ -488,6 +488,11 @@ func (p *Peer) fetch(ctx context.Context, x *exchange, i int, dst []float32) err
 		if ctx.Err() != nil || classify(err) != failRetry {
 			return err
 		}
+		if errors.Is(err, protocol.ErrNotReady) {
+			// The aggregator answered after holding the poll (protocol.AggregateWait): it is alive
+			// and still has the slice (else ErrNotAggregator); ask again at once.
+			continue
+		}
 		if now, ok := p.roundNow(ctx, r); ok {
 			abandoned, err := x.closed(now)
 			if err != nil {

@@ -52,6 +52,11 @@ const (
 // round (a round opened just before its leader died has a deadline that keeps running).
 const NextRoundWait = 4 * time.Second
 
+// AggregateWait bounds how long an aggregator holds a long-poll for an aggregate before it answers
+// ErrNotReady: well inside the asker's own limit, so that a live aggregator always answers and
+// only a dead one times out (a timed-out call costs its connection: the next is a new handshake).
+const AggregateWait = 1500 * time.Millisecond
+
 // Paging of the list queries (proposals, members, rounds, the ledger's payouts).
 const (
 	// DefaultPage is the page a list query answers when its Limit is 0.

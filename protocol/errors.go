@@ -21,6 +21,9 @@ var (
 	// ErrForbidden: what was asked is not for the asker (a cohort's model and aggregates go only
 	// to its members and the coordinators).
 	ErrForbidden error = wirecode.New(132, "forbidden")
+	// ErrNotReady: the aggregate asked for is not ready yet (the slice is still taking uploads):
+	// the aggregator answered, alive, within AggregateWait; ask it again.
+	ErrNotReady error = wirecode.New(135, "not ready")
 	// ErrTooLarge: the answer asked for would exceed a limit (a page larger than MaxPage, a reply
 	// larger than MaxQueryReply): ask for less.
 	ErrTooLarge error = wirecode.New(134, "too large")
