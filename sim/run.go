@@ -447,6 +447,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				ws := m.client.WireStats()
 				wire += int64(ws.BytesSent)
 				pr.WireReceived += int64(ws.BytesReceived)
+				pr.StreamBytes += int64(ws.StreamBytesSent + ws.StreamBytesReceived)
 			}
 			pr.WireBytes, pr.WireSent = wire, wire
 			_, pr.AppliedIndex = live.srv.Node().Hash()
@@ -506,11 +507,12 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if n := len(sum.History); n > 1 {
 		// Control traffic in the rounds after the first: the peers' wire bytes both ways since the
 		// first round was reported, less their uploads and aggregates of those rounds.
-		var sent, recv, up, down int64
+		var sent, recv, streamed, up, down int64
 		for _, m := range members {
 			ws := m.client.WireStats()
 			sent += int64(ws.BytesSent)
 			recv += int64(ws.BytesReceived)
+			streamed += int64(ws.StreamBytesSent + ws.StreamBytesReceived)
 		}
 		mu.Lock()
 		for r := range upBytes {
@@ -521,8 +523,11 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		mu.Unlock()
 		sent -= sum.History[0].WireSent
 		recv -= sum.History[0].WireReceived
+		streamed -= sum.History[0].StreamBytes
 		if sent > 0 && up > 0 {
-			sum.Scale.ControlBytesPerPeerRound = float64(sent+recv-up-down) / (float64(n-1) * float64(len(members)))
+			per := float64(n-1) * float64(len(members))
+			sum.Scale.ControlBytesPerPeerRound = float64(streamed-up-down) / per
+			sum.Scale.PacketOverheadPerPeerRound = float64(sent+recv-streamed) / per
 			sum.Scale.WireSentOverPayload = float64(sent) / float64(up)
 		}
 	}

@@ -18,8 +18,8 @@ import (
 // codec, unshaped loopback) at growing sizes and reports what grows with the number of peers:
 // per-round wall time, coordinator CPU-seconds per round (all coordinators together, from a CPU
 // profile of the rounds after the first, by the goroutines' ProfileLabel), Raft log entries per
-// round, control bytes per peer per round (wire bytes both ways beyond the uploads and the
-// aggregates) and setup seconds. Every peer, coordinator and its validator share this
+// round, control bytes per peer per round (what its messages carried, both ways, beyond the
+// uploads and the aggregates), QUIC's packet overhead per peer per round and setup seconds. Every peer, coordinator and its validator share this
 // machine's cores. COHORT_SCALE_PEERS overrides the sizes, e.g. COHORT_SCALE_PEERS=8,64.
 func BenchmarkCohortScale(b *testing.B) {
 	sizes := []int{8, 64, 256, 1000}
@@ -78,6 +78,7 @@ func BenchmarkCohortScale(b *testing.B) {
 				b.ReportMetric(cpu/float64(rounds-1), "coord-cpu-s/round")
 				b.ReportMetric(sc.RaftEntriesPerRound, "raft-entries/round")
 				b.ReportMetric(sc.ControlBytesPerPeerRound, "control-B/peer/round")
+				b.ReportMetric(sc.PacketOverheadPerPeerRound, "quic-overhead-B/peer/round")
 				b.ReportMetric(sc.SetupSeconds, "setup-s")
 			}
 		})

@@ -229,6 +229,7 @@ type Progress struct {
 	// WireSent and WireReceived are the peers' QUIC bytes so far, and AppliedIndex the Raft log
 	// index a coordinator had applied, when the round was reported.
 	WireSent, WireReceived int64
+	StreamBytes            int64 // the messages they carried, both ways
 	AppliedIndex           uint64
 }
 
@@ -245,9 +246,12 @@ type Scale struct {
 	RoundSeconds float64 `json:"round_seconds"`
 	// RaftEntriesPerRound is the growth of the Raft log per round.
 	RaftEntriesPerRound float64 `json:"raft_entries_per_round"`
-	// ControlBytesPerPeerRound is what one peer sent and received on the wire per round beyond
-	// its uploads and the aggregates it fetched: polls, receipts, QUIC's own packets.
+	// ControlBytesPerPeerRound is what one peer's messages carried per round, both ways, beyond its
+	// uploads and the aggregates it fetched: polls, the round's record, receipts, frame headers.
 	ControlBytesPerPeerRound float64 `json:"control_bytes_per_peer_round"`
+	// PacketOverheadPerPeerRound is the rest of its wire bytes, both ways: QUIC's packet headers,
+	// acknowledgements, retransmissions and handshakes, for data and control alike.
+	PacketOverheadPerPeerRound float64 `json:"packet_overhead_per_peer_round"`
 	// WireSentOverPayload is what the peers sent on the wire over the uploads they sent.
 	WireSentOverPayload float64 `json:"wire_sent_over_payload"`
 }

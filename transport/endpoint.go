@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/quic-go/quic-go"
@@ -575,7 +576,12 @@ type Conn struct {
 	maxPayload int64
 	limits     connLimits
 	source     string // sourceOf(RemoteAddr())
+	streamed   *streamed
 }
+
+// streamed counts the bytes a connection's streams carried: the messages themselves, frame
+// headers and payloads, without QUIC's packet headers, acknowledgements and retransmissions.
+type streamed struct{ sent, received atomic.Uint64 }
 
 func (e *Endpoint) newConn(qc *quic.Conn) (*Conn, error) {
 	st := qc.ConnectionState().TLS
@@ -592,7 +598,7 @@ func (e *Endpoint) newConn(qc *quic.Conn) (*Conn, error) {
 		qc.CloseWithError(1, "bad ALPN")
 		return nil, fmt.Errorf("transport: peer negotiated ALPN %q, want %q", st.NegotiatedProtocol, ALPN)
 	}
-	c := &Conn{qc: qc, peer: NodeIDFromPublicKey(pub), peerKey: pub, maxPayload: e.cfg.MaxPayload, limits: e.limits,
+	c := &Conn{streamed: &streamed{}, qc: qc, peer: NodeIDFromPublicKey(pub), peerKey: pub, maxPayload: e.cfg.MaxPayload, limits: e.limits,
 		source: sourceOf(qc.RemoteAddr())}
 	e.windows.add(qc, c.peer)
 	context.AfterFunc(qc.Context(), func() { e.windows.remove(qc) })
@@ -628,7 +634,7 @@ func (c *Conn) OpenStream(ctx context.Context) (*Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: open stream to %s: %w", c.peer, err)
 	}
-	return &Stream{s: s}, nil
+	return &Stream{s: s, n: c.streamed}, nil
 }
 
 // AcceptStream waits for the peer to open a stream.
@@ -637,7 +643,7 @@ func (c *Conn) AcceptStream(ctx context.Context) (*Stream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("transport: accept stream from %s: %w", c.peer, err)
 	}
-	return &Stream{s: s}, nil
+	return &Stream{s: s, n: c.streamed}, nil
 }
 
 // Stats are counters of one connection, from quic-go.
@@ -649,6 +655,9 @@ type Stats struct {
 	PacketsSent      uint64
 	PacketsLost      uint64
 	BytesLost        uint64
+	// StreamBytesSent and StreamBytesReceived count what the streams carried: the messages
+	// (frame headers and payloads), without QUIC's own packet overhead.
+	StreamBytesSent, StreamBytesReceived uint64
 }
 
 // Stats returns the connection's counters.
@@ -662,6 +671,9 @@ func (c *Conn) Stats() Stats {
 		PacketsSent:      s.PacketsSent,
 		PacketsLost:      s.PacketsLost,
 		BytesLost:        s.BytesLost,
+
+		StreamBytesSent:     c.streamed.sent.Load(),
+		StreamBytesReceived: c.streamed.received.Load(),
 	}
 }
 
@@ -669,13 +681,22 @@ func (c *Conn) Stats() Stats {
 // drops both directions.
 type Stream struct {
 	s *quic.Stream
+	n *streamed
 }
 
 // Read reads from the stream.
-func (s *Stream) Read(p []byte) (int, error) { return s.s.Read(p) }
+func (s *Stream) Read(p []byte) (int, error) {
+	n, err := s.s.Read(p)
+	s.n.received.Add(uint64(n))
+	return n, err
+}
 
 // Write writes to the stream.
-func (s *Stream) Write(p []byte) (int, error) { return s.s.Write(p) }
+func (s *Stream) Write(p []byte) (int, error) {
+	n, err := s.s.Write(p)
+	s.n.sent.Add(uint64(n))
+	return n, err
+}
 
 // Close ends the sending direction (the peer reads io.EOF after the data).
 func (s *Stream) Close() error { return s.s.Close() }

@@ -117,5 +117,7 @@ func (s Stats) Plus(x Stats) Stats {
 	s.PacketsSent += x.PacketsSent
 	s.PacketsLost += x.PacketsLost
 	s.BytesLost += x.BytesLost
+	s.StreamBytesSent += x.StreamBytesSent
+	s.StreamBytesReceived += x.StreamBytesReceived
 	return s
 }
