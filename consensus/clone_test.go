@@ -122,3 +122,34 @@ func BenchmarkRoundCopy(b *testing.B) {
 		}
 	})
 }
+
+// A grant of one member encodes exactly as before GrantBody had More, both ways: logs written
+// before it replay, and nodes from before it read a single grant.
+func TestGrantBodyKeepsItsOldForm(t *testing.T) {
+	type oldGrant struct {
+		_msgpack struct{} `msgpack:",as_array"`
+		Member   string
+		Votes    uint64
+	}
+	old, err := msgpack.Marshal(&oldGrant{Member: "m1", Votes: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now, err := msgpack.Marshal(&GrantBody{Member: "m1", Votes: 3})
+	if err != nil || !bytes.Equal(old, now) {
+		t.Fatalf("a single grant encodes as %x, before as %x (%v)", now, old, err)
+	}
+	var back GrantBody
+	if err := decodeExact(old, &back, MaxListLen); err != nil || back.Member != "m1" || back.Votes != 3 || back.More != nil {
+		t.Fatalf("an old grant decodes as %+v, %v", back, err)
+	}
+	many, _ := msgpack.Marshal(&GrantBody{Member: "a", Votes: 1, More: []string{"b", "c"}})
+	if err := decodeExact(many, &back, MaxListLen); err != nil || len(back.More) != 2 || back.More[1] != "c" {
+		t.Fatalf("a grant of many decodes as %+v, %v", back, err)
+	}
+	for _, bad := range [][]byte{{0x91, 0xa1, 'x'}, {0x94, 0xa1, 'x', 0x01, 0x90, 0x01}} {
+		if err := decodeExact(bad, &back, MaxListLen); err == nil {
+			t.Errorf("%x decodes", bad)
+		}
+	}
+}

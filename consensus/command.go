@@ -578,3 +578,47 @@ type GrantBody struct {
 
 // Type implements Body.
 func (*GrantBody) Type() CommandType { return CmdGrant }
+
+// EncodeMsgpack writes a grant of one member as the two-element array it always was, so that
+// logs and nodes from before More existed read it unchanged; a grant of many adds More.
+func (b *GrantBody) EncodeMsgpack(e *msgpack.Encoder) error {
+	n := 2
+	if len(b.More) > 0 {
+		n = 3
+	}
+	if err := e.EncodeArrayLen(n); err != nil {
+		return err
+	}
+	if err := e.EncodeString(b.Member); err != nil {
+		return err
+	}
+	if err := e.EncodeUint64(b.Votes); err != nil {
+		return err
+	}
+	if n == 3 {
+		return e.Encode(b.More)
+	}
+	return nil
+}
+
+// DecodeMsgpack reads both forms EncodeMsgpack writes.
+func (b *GrantBody) DecodeMsgpack(d *msgpack.Decoder) error {
+	n, err := d.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	if n != 2 && n != 3 {
+		return fmt.Errorf("grant: an array of %d elements, want 2 or 3", n)
+	}
+	if b.Member, err = d.DecodeString(); err != nil {
+		return err
+	}
+	if b.Votes, err = d.DecodeUint64(); err != nil {
+		return err
+	}
+	b.More = nil
+	if n == 3 {
+		return d.Decode(&b.More)
+	}
+	return nil
+}
