@@ -1,6 +1,11 @@
 package consensus
 
-import "slices"
+import (
+	"fmt"
+	"slices"
+
+	"github.com/vmihailenco/msgpack/v5"
+)
 
 // Deep copies of the records queries hand out. They copy every slice and byte string, so a caller
 // may keep or change what it got without touching the state — as the msgpack round trip did that
@@ -64,4 +69,46 @@ func (m Member) Clone() Member {
 func (r Round) Head() Round {
 	r.Receipts, r.Influence, r.Flags = nil, nil, nil
 	return r.Clone()
+}
+
+// poolFields are a pool's fields in their wire order: ten before Returned existed.
+func (p *Pool) poolFields() []any {
+	return []any{&p.Cohort, &p.Total, &p.Rounds, &p.Paid, &p.Carry, &p.LastScored, &p.RoundsPaid, &p.DataBP, &p.ComputeBP, &p.Returned}
+}
+
+// EncodeMsgpack writes a pool that returned nothing as the ten-element array it always was, so
+// that snapshots and state hashes from before Returned existed are unchanged.
+func (p *Pool) EncodeMsgpack(e *msgpack.Encoder) error {
+	fs := p.poolFields()
+	if p.Returned == 0 {
+		fs = fs[:len(fs)-1]
+	}
+	if err := e.EncodeArrayLen(len(fs)); err != nil {
+		return err
+	}
+	for _, f := range fs {
+		if err := e.Encode(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DecodeMsgpack reads both forms EncodeMsgpack writes.
+func (p *Pool) DecodeMsgpack(d *msgpack.Decoder) error {
+	n, err := d.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	*p = Pool{}
+	fs := p.poolFields()
+	if n != len(fs) && n != len(fs)-1 {
+		return fmt.Errorf("pool: an array of %d elements, want %d or %d", n, len(fs)-1, len(fs))
+	}
+	for _, f := range fs[:n] {
+		if err := d.Decode(f); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -153,3 +153,34 @@ func TestGrantBodyKeepsItsOldForm(t *testing.T) {
 		}
 	}
 }
+
+// A pool that returned nothing encodes as the ten-element array it was before Returned, so
+// snapshots and state hashes from before read and hash the same; one that returned adds it.
+func TestPoolKeepsItsOldForm(t *testing.T) {
+	type oldPool struct {
+		_msgpack                                  struct{} `msgpack:",as_array"`
+		Cohort, Total                             uint64
+		Rounds                                    uint32
+		Paid, Carry                               uint64
+		LastScored, RoundsPaid, DataBP, ComputeBP uint32
+	}
+	o := oldPool{Cohort: 1, Total: 1000, Rounds: 4, Paid: 750, Carry: 3, LastScored: 3, RoundsPaid: 3, DataBP: 8000, ComputeBP: 2000}
+	old, _ := msgpack.Marshal(&o)
+	p := Pool{Cohort: 1, Total: 1000, Rounds: 4, Paid: 750, Carry: 3, LastScored: 3, RoundsPaid: 3, DataBP: 8000, ComputeBP: 2000}
+	now, err := msgpack.Marshal(&p)
+	if err != nil || !bytes.Equal(old, now) {
+		t.Fatalf("a pool encodes as %x, before as %x (%v)", now, old, err)
+	}
+	var back Pool
+	if err := msgpack.Unmarshal(old, &back); err != nil || back != p {
+		t.Fatalf("an old pool decodes as %+v, %v", back, err)
+	}
+	p.Returned = 250
+	b, _ := msgpack.Marshal(&p)
+	if err := msgpack.Unmarshal(b, &back); err != nil || back != p {
+		t.Fatalf("a pool that returned decodes as %+v, %v", back, err)
+	}
+	if err := msgpack.Unmarshal([]byte{0x93, 0x01, 0x02, 0x03}, &back); err == nil {
+		t.Fatal("a three-element pool decodes")
+	}
+}

@@ -542,9 +542,9 @@ func (it *interaction) ledger() string {
 	w = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)
 	tr := l.Treasury
 	fmt.Fprintf(&b, "treasury balance=%d reserved=%d funded=%d\n", tr.Balance, tr.Reserved, tr.Funded)
-	fmt.Fprintln(w, "cohort\tpool\tpaid\tremaining\tcarry\tlast-scored\t")
+	fmt.Fprintln(w, "cohort\tpool\tpaid\tremaining\tcarry\treturned\tlast-scored\t")
 	for _, p := range l.Pools {
-		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\t\n", p.Cohort, p.Total, p.Paid, p.Remaining(), p.Carry, p.LastScored)
+		fmt.Fprintf(w, "%d\t%d\t%d\t%d\t%d\t%d\t%d\t\n", p.Cohort, p.Total, p.Paid, p.Remaining(), p.Carry, p.Returned, p.LastScored)
 	}
 	w.Flush()
 	w = tabwriter.NewWriter(&b, 0, 0, 2, ' ', tabwriter.AlignRight)

@@ -203,6 +203,15 @@ func (s *State) scoreCommit(b *ScoreCommitBody) (Result, error) {
 	pool.Carry = budget - paid
 	pool.LastScored = r.Number
 	pool.RoundsPaid++
+	if r.Number >= pool.Rounds {
+		// The last round: what nobody earned goes back to the treasury (≤ Funded, as it came
+		// from there), not into a pool that no round can pay from any more.
+		if rest := pool.Remaining(); rest > 0 {
+			pool.Returned += rest
+			pool.Carry = 0
+			s.treasury.Balance += rest
+		}
+	}
 	r.Scored, r.Budget, r.Paid = true, budget, paid
 	r.Influence, r.Flags, r.Metrics, r.ScoreNote = b.Influence, b.Flags, b.Metrics, b.Note
 	res.Amount, res.Status = paid, "scored"

@@ -184,10 +184,14 @@ type Pool struct {
 	RoundsPaid uint32 // rounds with a ScoreCommit
 	DataBP     uint32 // share of each budget paid for data, basis points
 	ComputeBP  uint32 // share paid for compute
+	// Returned is what the pool still held when its last round was scored — a last round whose
+	// updates all failed to help, or rounds that could not be scored — given back to the
+	// treasury, where a later proposal's pool may take it. Nothing stays in a finished pool.
+	Returned uint64
 }
 
-// Remaining is the part of the pool not paid out yet.
-func (p Pool) Remaining() uint64 { return p.Total - p.Paid }
+// Remaining is the part of the pool not paid out (nor returned) yet.
+func (p Pool) Remaining() uint64 { return p.Total - p.Paid - p.Returned }
 
 // Payout is what one contributor earned in one round.
 type Payout struct {
