@@ -818,11 +818,19 @@ func (s *State) receipt(now int64, issuer string, b *ReceiptBody) (Result, error
 	if err != nil {
 		return Result{}, err
 	}
-	if r.Status != RoundOpen {
+	// A receipt counts until the round is scored: while it is open (also past its deadline, until
+	// the leader closes it), and once it closed only for the θ_{t+1} it recorded (the participant
+	// applied exactly that round). A peer's receipt can reach the cluster after the deadline or the
+	// close when the leader it was sent to died with the round: its update is in the aggregate (a
+	// peer reports only when every slice of it was accepted), and the leader scores the round
+	// only once such receipts had time to land.
+	switch {
+	case r.Scored:
+		return Result{}, errf(ErrWrongStatus, "cohort %d round %d is scored: receipts are closed", r.Cohort, r.Number)
+	case r.Status == RoundClosed && !bytes.Equal(b.ModelHashAfter, r.NewModelHash):
+		return Result{}, errf(ErrWrongStatus, "cohort %d round %d closed with model %x: a receipt for another model comes too late", r.Cohort, r.Number, r.NewModelHash)
+	case r.Status != RoundOpen && r.Status != RoundClosed:
 		return Result{}, errf(ErrWrongStatus, "cohort %d round %d is %s", r.Cohort, r.Number, r.Status)
-	}
-	if now > r.Deadline {
-		return Result{}, errf(ErrDeadline, "receipt for cohort %d round %d at %d, deadline %d", r.Cohort, r.Number, now, r.Deadline)
 	}
 	if i := sort.SearchStrings(r.Participants, issuer); i == len(r.Participants) || r.Participants[i] != issuer {
 		return Result{}, errf(ErrForbidden, "member %s is not a participant of cohort %d round %d", issuer, r.Cohort, r.Number)

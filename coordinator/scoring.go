@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"sort"
 	"strings"
 	"time"
 
@@ -20,6 +21,39 @@ import (
 // an aggregator answers the leader with the validation sums of its slice (handleScore); the leader
 // adds them up, scores the round (package attribution) and commits one ScoreCommit per round, in
 // round order, which the ledger pays by.
+
+// receiptWait is how long after a round closed the leader waits for the receipts of participants
+// whose updates every slice aggregated before it scores the round: a receipt sent through a
+// leader that died reaches the next one a client retry later, and counts until the round is
+// scored (consensus accepts it for the recorded θ_{t+1}).
+const receiptWait = 10 * time.Second
+
+// unreported are the members whose updates every slice of r aggregated (they will send a
+// receipt: a peer reports once every slice of its update was accepted) and whose receipt is
+// not recorded yet.
+func unreported(r consensus.Round, partials []attribution.Partial) []string {
+	if len(partials) == 0 {
+		return nil
+	}
+	count := map[string]int{}
+	for _, p := range partials {
+		for _, m := range p.Members {
+			count[m]++
+		}
+	}
+	var out []string
+	for m, n := range count {
+		if n != len(partials) {
+			continue
+		}
+		i := sort.Search(len(r.Receipts), func(i int) bool { return r.Receipts[i].Member >= m })
+		if i == len(r.Receipts) || r.Receipts[i].Member != m {
+			out = append(out, m)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
 
 // scoreWait bounds how long after a round closed the leader keeps trying to collect its
 // validation sums; after that the round is recorded unscored (its budget carries over).
@@ -269,10 +303,13 @@ func rejected(err error) bool {
 // retries on a later tick; past scoreWait the round is committed unscored, with a note.
 func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohort, r consensus.Round) (*consensus.ScoreCommitBody, error) {
 	body := &consensus.ScoreCommitBody{Cohort: c.ID, Round: r.Number}
+	waiting := s.cfg.Now().Sub(time.UnixMilli(r.ClosedAt)) < receiptWait
 	switch {
 	case bytes.Equal(r.NewModelHash, r.ModelHash):
 		body.Note = "abandoned: the model did not change"
 		return body, nil
+	case len(r.Receipts) == 0 && waiting:
+		return nil, errors.New("no receipt yet")
 	case len(r.Receipts) == 0:
 		body.Note = "no participant reported"
 		return body, nil
@@ -303,6 +340,11 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 			return nil, fmt.Errorf("slice %d: %w", i, err)
 		}
 		partials[i] = p
+	}
+	if pending := unreported(r, partials); len(pending) > 0 && waiting {
+		// Their updates are in the aggregate: their receipts are on the way (through a leader
+		// that died, say) and count until the round is scored.
+		return nil, fmt.Errorf("%d participants whose updates were aggregated have not reported yet", len(pending))
 	}
 	rt.mu.Lock()
 	n := uint64(len(rt.theta))

@@ -281,3 +281,15 @@ func TestRoundSketch(t *testing.T) {
 		})
 	}
 }
+
+func TestUnreported(t *testing.T) {
+	r := consensus.Round{Receipts: []consensus.Receipt{{Member: "a"}, {Member: "c"}}}
+	parts := []attribution.Partial{{Members: []string{"a", "b", "c", "d"}}, {Members: []string{"a", "b", "c"}}}
+	// d's update reached one slice only: it sends no receipt, and is not waited for.
+	if got := unreported(r, parts); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("unreported = %v, want [b]", got)
+	}
+	if got := unreported(r, nil); got != nil {
+		t.Fatalf("no partials: %v", got)
+	}
+}

@@ -254,6 +254,9 @@ func Timeout(rounds []consensus.Round, timeout time.Duration) time.Duration {
 			continue
 		}
 		for _, rc := range r.Receipts {
+			if rc.At > r.ClosedAt {
+				continue // reported after the close (through a failover): not the round's pace
+			}
 			slowest = max(slowest, time.Duration(rc.At-r.OpenedAt)*time.Millisecond)
 		}
 		seen++

@@ -9,12 +9,14 @@ import (
 
 func TestTimeout(t *testing.T) {
 	closed := func(opened int64, receipts ...int64) consensus.Round {
-		r := consensus.Round{Status: consensus.RoundClosed, OpenedAt: opened}
+		r := consensus.Round{Status: consensus.RoundClosed, OpenedAt: opened, ClosedAt: opened + 40_000}
 		for _, at := range receipts {
 			r.Receipts = append(r.Receipts, consensus.Receipt{At: opened + at})
 		}
 		return r
 	}
+	late := closed(0, 2_000)
+	late.Receipts = append(late.Receipts, consensus.Receipt{At: 45_000}) // after the close
 	for _, tc := range []struct {
 		name   string
 		rounds []consensus.Round
@@ -26,6 +28,7 @@ func TestTimeout(t *testing.T) {
 		{"at least 5s", []consensus.Round{closed(0, 100)}, 5 * time.Second},
 		{"at most the timeout", []consensus.Round{closed(0, 30_000)}, time.Minute},
 		{"last three with receipts", []consensus.Round{closed(0, 15_000), closed(0, 1_000), closed(0), closed(0, 2_000), closed(0, 3_000)}, 9 * time.Second},
+		{"a receipt after the close does not count", []consensus.Round{late}, 6 * time.Second},
 		{"an open round does not count", []consensus.Round{closed(0, 2_000), {Status: consensus.RoundOpen, Receipts: []consensus.Receipt{{At: 50_000}}}}, 6 * time.Second},
 	} {
 		if got := Timeout(tc.rounds, time.Minute); got != tc.want {
