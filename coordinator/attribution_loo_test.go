@@ -1,13 +1,12 @@
 package coordinator
 
 import (
-	"math"
 	"math/rand/v2"
-	"sort"
 	"testing"
 
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/coordinator/attribution"
+	"github.com/cohortlab/cohort/coordinator/audit"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/trainer/nn"
 )
@@ -179,47 +178,9 @@ func TestSharesRankLikeLeaveOneOut(t *testing.T) {
 		loo = append(loo, l-lossAll)
 		t.Logf("peer %s (label noise %2.0f%%): paid %6d, loss without it %+.4f", name, 100*noise[i], paid[name], l-lossAll)
 	}
-	if rho := spearman(shares, loo); rho < 0.8 {
+	if rho := audit.Spearman(shares, loo); !(rho >= 0.8) {
 		t.Fatalf("Spearman between shares and leave-one-out values %.2f < 0.8", rho)
 	} else {
 		t.Logf("Spearman %.2f", rho)
 	}
-}
-
-func spearman(a, b []float64) float64 {
-	ra, rb := ranks(a), ranks(b)
-	n := float64(len(a))
-	var ma, mb float64
-	for i := range ra {
-		ma += ra[i] / n
-		mb += rb[i] / n
-	}
-	var cov, va, vb float64
-	for i := range ra {
-		cov += (ra[i] - ma) * (rb[i] - mb)
-		va += (ra[i] - ma) * (ra[i] - ma)
-		vb += (rb[i] - mb) * (rb[i] - mb)
-	}
-	return cov / math.Sqrt(va*vb)
-}
-
-// ranks gives average ranks (ties share theirs).
-func ranks(x []float64) []float64 {
-	idx := make([]int, len(x))
-	for i := range idx {
-		idx[i] = i
-	}
-	sort.Slice(idx, func(i, j int) bool { return x[idx[i]] < x[idx[j]] })
-	r := make([]float64, len(x))
-	for i := 0; i < len(idx); {
-		j := i
-		for j+1 < len(idx) && x[idx[j+1]] == x[idx[i]] {
-			j++
-		}
-		for k := i; k <= j; k++ {
-			r[idx[k]] = float64(i+j)/2 + 1
-		}
-		i = j + 1
-	}
-	return r
 }

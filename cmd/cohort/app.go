@@ -59,6 +59,7 @@ func newApp() *cli.App {
 			statusCommand(),
 			reportCommand(),
 			simulateCommand(),
+			auditCommand(),
 			joinCommand(),
 			shardCommand(),
 			exportCommand(),

@@ -42,6 +42,7 @@ var layers = map[string][]string{
 	"coordinator/round":       {"consensus", "protocol", "compress", "trainer"},
 	"coordinator/attribution": {"consensus"},
 	"coordinator/report":      {"consensus"},
+	"coordinator/audit":       {"consensus", "spec", "trainer"},
 	"coordinator/web":         {},
 	// Whole cohorts in one process, and the CLI.
 	"sim": {"peer", "coordinator", "client", "spec", "protocol", "transport", "consensus", "trainer", "compress", "datasets", "internal/netutil"},
@@ -268,6 +269,9 @@ func TestRulesCatchAForbiddenImport(t *testing.T) {
 		{"peer", "coordinator", false, false},
 		{"peer", "client", false, true},
 		{"coordinator/report", "trainer", false, false},
+		{"coordinator/audit", "trainer", false, true},
+		{"coordinator/audit", "sim", false, false},
+		{"coordinator/audit", "transport", false, false},
 		{"coordinator/round", "transport", false, false},
 		{"coordinator", "coordinator/round", false, true},
 		{"client", "coordinator", false, false},

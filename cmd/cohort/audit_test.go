@@ -1,0 +1,88 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/cohortlab/cohort/coordinator/audit"
+)
+
+func TestAuditRefusesBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"audit", "--partition", "zipf", "--data", "embedded"}, "unknown kind"},
+		{[]string{"audit", "--peers", "65"}, "--peers 65"},
+		{[]string{"audit", "--peers", "21", "--method", "exact"}, "at most 20 peers"},
+		{[]string{"audit", "--method", "guess"}, "--method"},
+		{[]string{"audit", "--model", "resnet"}, "unknown model"},
+		{[]string{"audit", "--codec", "gzip"}, "codec"},
+		{[]string{"audit", "--permutations", "0"}, "--permutations 0"},
+		{[]string{"audit", "--tolerance", "2"}, "--tolerance 2"},
+		{[]string{"audit", "--link", "10xbit,5ms"}, "link"},
+		{[]string{"audit", "stray"}, "unexpected argument"},
+	} {
+		_, err := run(t, tc.args...)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
+			t.Errorf("%v: got %v, want one line containing %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+// A two-peer cohort of two rounds, then its three retrainings: the JSON names both contributors,
+// their normalised Shapley values and ledger shares each sum to 1.
+func TestAuditJSON(t *testing.T) {
+	out, err := run(t, "--log-level", "error", "audit", "--peers", "2", "--coordinators", "1", "--model", "mlp:784-16-10", "--rounds", "2",
+		"--inner-steps", "4", "--partition", "iid", "--val-samples", "200", "--seed", "3", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var s auditSummary
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &s); err != nil {
+		t.Fatalf("%v in %q", err, out)
+	}
+	if s.Method != string(audit.MethodExact) || s.Retrainings != 3 || len(s.Contributors) != 2 || s.Pool == 0 {
+		t.Fatalf("summary %+v", s)
+	}
+	var shap, share float64
+	for _, c := range s.Contributors {
+		shap += c.ShapleyNormalised
+		share += c.Share
+	}
+	if !(near(shap, 1) || shap == 0) || !near(share, 1) {
+		t.Errorf("normalised Shapley values sum to %v, shares to %v", shap, share)
+	}
+}
+
+func near(a, b float64) bool { return a-b < 1e-9 && b-a < 1e-9 }
+
+func TestPrintAudit(t *testing.T) {
+	rho := 0.5
+	s := auditSummary{Peers: 2, Model: "mlp", Partition: "iid", Rounds: 1, InnerSteps: 1, Codec: "q8", Method: "sampled", Permutations: 4, Truncated: 1,
+		Spearman: &rho, L1: 0.25, Contributors: []auditRow{
+			{Name: "peer-1", ShardSize: 10, LOO: 0.1, Shapley: 0.2, ShapleySE: 0.01, ShapleyNormalised: 0.75, Share: 0.625, OverPaid: -0.125},
+			{Name: "peer-\x1b[2J", ShardSize: 10, LOO: -0.1, Shapley: -0.1, ShapleyNormalised: 0, Share: 0.375, OverPaid: 0.375},
+		}}
+	var b bytes.Buffer
+	if err := printAudit(&b, s); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"sampled, 4 permutations (1 truncated)", "+0.2000 ± 0.0100", "75.0%", "-12.5 pt", "+37.5 pt",
+		"Spearman (Shapley, ledger shares): 0.500", "L1 (normalised Shapley, ledger shares): 0.250"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, b.String())
+		}
+	}
+	if strings.Contains(b.String(), "\x1b") {
+		t.Errorf("a contributor's name reached the terminal unescaped:\n%s", b.String())
+	}
+	s.Spearman = nil
+	b.Reset()
+	if err := printAudit(&b, s); err != nil || !strings.Contains(b.String(), "undefined") {
+		t.Errorf("no Spearman: %v\n%s", err, b.String())
+	}
+}

@@ -1,0 +1,129 @@
+package audit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/spec"
+	"github.com/cohortlab/cohort/trainer"
+)
+
+// ErrScenario is a scenario that cannot be retrained.
+var ErrScenario = errors.New("audit: invalid scenario")
+
+// Scenario is a cohort to retrain: its contributors' shards and its training settings.
+type Scenario struct {
+	// Task names the model and the data and how they are split: Task.Workers is the number of
+	// contributors, contributor i holding shard i of Task.Partition (as trainer.BuildTask and the
+	// simulator split them for the same seed), Task.Seed also seeds θ_0, the batches and the codec.
+	Task trainer.TaskSpec
+	// Params are the proposal's training settings (H, rounds, codec, outer step, error decay, inner
+	// AdamW); empty fields are spec.Defaults'.
+	Params consensus.Hyperparams
+	// Parallel bounds how many of a coalition's workers train at once (default GOMAXPROCS).
+	Parallel int
+}
+
+// Retrainer evaluates a scenario's coalitions by retraining them.
+type Retrainer struct {
+	sc    Scenario
+	run   trainer.RunConfig
+	info  trainer.TaskInfo
+	empty Value
+}
+
+// NewRetrainer checks a scenario, splits its data once (for the shard sizes) and evaluates θ_0.
+func NewRetrainer(sc Scenario) (*Retrainer, error) {
+	if sc.Task.Workers < 1 || sc.Task.Workers > MaxPlayers {
+		return nil, fmt.Errorf("%w: %d contributors, want 1 to %d", ErrPlayers, sc.Task.Workers, MaxPlayers)
+	}
+	if sc.Parallel < 0 {
+		return nil, fmt.Errorf("%w: parallel %d, want ≥ 0", ErrScenario, sc.Parallel)
+	}
+	h := spec.Fill(sc.Params)
+	if err := spec.Check(h); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrScenario, err)
+	}
+	// The settings every peer and coordinator of a cohort with this proposal derive.
+	t, err := spec.Of(consensus.Proposal{Params: h})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrScenario, err)
+	}
+	r := &Retrainer{sc: sc, run: trainer.RunConfig{
+		Mode: trainer.ModeDiLoCo, InnerSteps: int(t.InnerSteps), Rounds: int(t.Rounds), Seed: sc.Task.Seed,
+		Inner: t.Inner, Outer: t.Outer, Codec: t.Up.String(), ErrorDecay: t.ErrorDecay, Parallel: sc.Parallel,
+	}}
+	if err := r.run.Validate(); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrScenario, err)
+	}
+	task, info, err := trainer.BuildTask(sc.Task)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrScenario, err)
+	}
+	if len(task.Sources) != sc.Task.Workers {
+		return nil, fmt.Errorf("%w: %d shards for %d contributors", ErrScenario, len(task.Sources), sc.Task.Workers)
+	}
+	r.info = info
+	m, err := task.NewModel(sc.Task.Seed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrScenario, err)
+	}
+	loss, correct, count, err := m.Eval(task.Val)
+	if err != nil {
+		return nil, fmt.Errorf("audit: evaluate θ_0: %w", err)
+	}
+	if count == 0 {
+		return nil, fmt.Errorf("%w: empty validation set", ErrScenario)
+	}
+	r.empty = Value{Loss: loss / float64(count), Accuracy: float64(correct) / float64(count)}
+	return r, nil
+}
+
+// Players is the number of contributors.
+func (r *Retrainer) Players() int { return r.sc.Task.Workers }
+
+// ShardSizes is each contributor's shard size (samples; bytes for text).
+func (r *Retrainer) ShardSizes() []int { return append([]int(nil), r.info.ShardSizes...) }
+
+// Codec is the setting the retrainings code updates with.
+func (r *Retrainer) Codec() string { return r.run.Codec }
+
+// Value retrains the coalition c from θ_0 on its members' shards (fresh data streams each time,
+// so a coalition's value does not depend on what was evaluated before) and returns the final
+// validation loss and accuracy; the empty coalition is θ_0's.
+func (r *Retrainer) Value(ctx context.Context, c Coalition) (Value, error) {
+	n := r.Players()
+	if c&^All(n) != 0 {
+		return Value{}, fmt.Errorf("%w: coalition %b has players beyond %d", ErrPlayers, uint64(c), n)
+	}
+	if c == 0 {
+		return r.empty, nil
+	}
+	task, _, err := trainer.BuildTask(r.sc.Task)
+	if err != nil {
+		return Value{}, err
+	}
+	var sources []trainer.Source
+	for i := 0; i < n; i++ {
+		if c.Has(i) {
+			sources = append(sources, task.Sources[i])
+		}
+	}
+	task.Sources = sources
+	sum, err := trainer.Run(ctx, task, r.run)
+	if err != nil {
+		return Value{}, fmt.Errorf("retrain: %w", err)
+	}
+	v := Value{Loss: sum.FinalValLoss}
+	if n := len(sum.History); n > 0 {
+		v.Accuracy = sum.History[n-1].ValAccuracy
+	}
+	return v, nil
+}
+
+// Run retrains every coalition Solve asks for and returns the attributions.
+func (r *Retrainer) Run(ctx context.Context, opt Options) (*Result, error) {
+	return Solve(ctx, r.Players(), r.Value, opt)
+}
