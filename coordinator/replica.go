@@ -3,6 +3,7 @@ package coordinator
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -106,7 +107,8 @@ func (s *Server) applyRound(ctx context.Context, rt *cohortRT, r consensus.Round
 	s.log.Debug("applied round", "cohort", rt.id, "round", r.Number, "hash", fmt.Sprintf("%x", rt.hash[:8]))
 }
 
-// fetchAggregate gets one slice's aggregate from its aggregator (this node or another).
+// fetchAggregate gets one slice's aggregate from its aggregator (this node or another), asking
+// again while the aggregator answers that it is not ready (protocol.AggregateWait) until ctx ends.
 func (s *Server) fetchAggregate(ctx context.Context, cohort uint64, round uint32, slice int, aggregator string) (protocol.AggregateReply, []byte, error) {
 	req := transport.Message{Header: transport.Header{Type: protocol.MsgAggregate}}
 	if err := req.SetBody(protocol.AggregateRequest{Cohort: cohort, Round: round, Slice: slice}); err != nil {
@@ -114,14 +116,19 @@ func (s *Server) fetchAggregate(ctx context.Context, cohort uint64, round uint32
 	}
 	var reply transport.Message
 	var err error
-	if aggregator == s.KeyID() {
-		reply, err = s.handleAggregate(ctx, transport.NodeID{}, req)
-	} else {
-		addr, aerr := s.addrOfKey(aggregator)
-		if aerr != nil {
-			return protocol.AggregateReply{}, nil, aerr
+	for {
+		if aggregator == s.KeyID() {
+			reply, err = s.handleAggregate(ctx, transport.NodeID{}, req)
+		} else {
+			addr, aerr := s.addrOfKey(aggregator)
+			if aerr != nil {
+				return protocol.AggregateReply{}, nil, aerr
+			}
+			reply, err = s.call(ctx, addr, req)
 		}
-		reply, err = s.call(ctx, addr, req)
+		if !errors.Is(err, protocol.ErrNotReady) || ctx.Err() != nil {
+			break
+		}
 	}
 	if err != nil {
 		return protocol.AggregateReply{}, nil, err
