@@ -36,10 +36,15 @@ func (s *State) canonicalCoordinators() []Coordinator {
 }
 
 // Members returns the registered members sorted by ID.
-func (s *State) Members() []Member {
-	out := make([]Member, 0, len(s.members))
-	for _, k := range keysOf(s.members) {
-		out = append(out, s.members[k].Clone())
+func (s *State) Members() []Member { return inOrder(s.members, 0, len(s.members), Member.Clone) }
+
+// inOrder returns copies of records [lo, hi) of m in key order (lo and hi clamped to it).
+func inOrder[K string | uint64, V any](m map[K]*V, lo, hi int, clone func(V) V) []V {
+	keys := keysOf(m)
+	lo, hi = clampRange(lo, hi, len(keys))
+	out := make([]V, 0, hi-lo)
+	for _, k := range keys[lo:hi] {
+		out = append(out, clone(*m[k]))
 	}
 	return out
 }
@@ -55,11 +60,7 @@ func (s *State) Member(id string) (Member, error) {
 
 // Proposals returns every proposal sorted by ID.
 func (s *State) Proposals() []Proposal {
-	out := make([]Proposal, 0, len(s.proposals))
-	for _, k := range keysOf(s.proposals) {
-		out = append(out, s.proposals[k].Clone())
-	}
-	return out
+	return inOrder(s.proposals, 0, len(s.proposals), Proposal.Clone)
 }
 
 // Proposal returns one proposal.
@@ -72,13 +73,7 @@ func (s *State) Proposal(id uint64) (Proposal, error) {
 }
 
 // Cohorts returns every cohort sorted by ID.
-func (s *State) Cohorts() []Cohort {
-	out := make([]Cohort, 0, len(s.cohorts))
-	for _, k := range keysOf(s.cohorts) {
-		out = append(out, s.cohorts[k].Clone())
-	}
-	return out
-}
+func (s *State) Cohorts() []Cohort { return inOrder(s.cohorts, 0, len(s.cohorts), Cohort.Clone) }
 
 // Cohort returns one cohort.
 func (s *State) Cohort(id uint64) (Cohort, error) {
@@ -112,16 +107,7 @@ func (s *State) Rounds(cohort uint64) ([]Round, error) {
 }
 
 // Ledger returns the whole contribution ledger.
-func (s *State) Ledger() Ledger {
-	d := Ledger{Payouts: s.payouts, Treasury: s.treasury}
-	for _, k := range keysOf(s.balances) {
-		d.Balances = append(d.Balances, Balance{Contributor: k, Amount: s.balances[k]})
-	}
-	for _, k := range keysOf(s.pools) {
-		d.Pools = append(d.Pools, *s.pools[k])
-	}
-	return deepCopy(d)
-}
+func (s *State) Ledger() Ledger { return s.LedgerRange(0, len(s.payouts)) }
 
 // Balance returns a contributor's earned total (0 for an unknown contributor).
 func (s *State) Balance(contributor string) uint64 { return s.balances[contributor] }
@@ -177,28 +163,14 @@ func clampRange(lo, hi, n int) (int, int) {
 func (s *State) NumMembers() int { return len(s.members) }
 
 // MembersRange returns members [lo, hi) in ID order.
-func (s *State) MembersRange(lo, hi int) []Member {
-	keys := keysOf(s.members)
-	lo, hi = clampRange(lo, hi, len(keys))
-	out := make([]Member, 0, hi-lo)
-	for _, k := range keys[lo:hi] {
-		out = append(out, s.members[k].Clone())
-	}
-	return out
-}
+func (s *State) MembersRange(lo, hi int) []Member { return inOrder(s.members, lo, hi, Member.Clone) }
 
 // NumProposals returns how many proposals were made.
 func (s *State) NumProposals() int { return len(s.proposals) }
 
 // ProposalsRange returns proposals [lo, hi) in ID order.
 func (s *State) ProposalsRange(lo, hi int) []Proposal {
-	keys := keysOf(s.proposals)
-	lo, hi = clampRange(lo, hi, len(keys))
-	out := make([]Proposal, 0, hi-lo)
-	for _, k := range keys[lo:hi] {
-		out = append(out, s.proposals[k].Clone())
-	}
-	return out
+	return inOrder(s.proposals, lo, hi, Proposal.Clone)
 }
 
 // RoundsRange returns the rounds of a cohort numbered lo+1 … hi (the list [lo, hi) of its rounds

@@ -136,21 +136,9 @@ func TestAggregatorsBeyondTheVoters(t *testing.T) {
 	}
 
 	operate(t, addrs, 100, alice, bob) // a majority of five: c1, c2, c3
-	res, err := alice.Submit(ctx, &consensus.ProposeBody{Name: "five-slices", Model: "mlp:784-128-10", Dataset: "fashion-mnist",
+	passCohort(t, ctx, &consensus.ProposeBody{Name: "five-slices", Model: "mlp:784-128-10", Dataset: "fashion-mnist",
 		Params: consensus.Hyperparams{InnerSteps: 1, Rounds: 3, Codec: "q8"}, RewardPool: 100, MinMembers: 2,
-		QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 400})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, cl := range []*client.Client{alice, bob} {
-		if _, err := cl.Submit(ctx, &consensus.VoteBody{Proposal: res.ID, Yes: true}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, 10*time.Second, "cohort", func() bool {
-		r, err := alice.Query(ctx, protocol.Query{What: protocol.QueryProposal, ID: res.ID})
-		return err == nil && r.Proposals[0].Cohort == 1
-	})
+		QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 400}, alice, alice, bob)
 	for _, cl := range []*client.Client{alice, bob} {
 		name := map[*client.Client]string{alice: "alice", bob: "bob"}[cl]
 		fp := sha256.Sum256([]byte(name))

@@ -356,3 +356,22 @@ func operate(t *testing.T, addrs []string, pool uint64, members ...*client.Clien
 		op.Close()
 	}
 }
+
+// passCohort submits body as proposer's proposal, has every voter vote yes and waits until it
+// passed as cohort 1.
+func passCohort(t *testing.T, ctx context.Context, body *consensus.ProposeBody, proposer *client.Client, voters ...*client.Client) {
+	t.Helper()
+	res, err := proposer.Submit(ctx, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, cl := range voters {
+		if _, err := cl.Submit(ctx, &consensus.VoteBody{Proposal: res.ID, Yes: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, 10*time.Second, "cohort", func() bool {
+		r, err := proposer.Query(ctx, protocol.Query{What: protocol.QueryProposal, ID: res.ID})
+		return err == nil && r.Proposals[0].Cohort == 1
+	})
+}

@@ -41,21 +41,9 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 		}
 	}
 	operate(t, c.addrs, 100, alice, bob)
-	res, err := alice.Submit(ctx, &consensus.ProposeBody{Name: "tiny", Model: "mlp:784-16-10", Dataset: "fashion-mnist",
+	passCohort(t, ctx, &consensus.ProposeBody{Name: "tiny", Model: "mlp:784-16-10", Dataset: "fashion-mnist",
 		Params: consensus.Hyperparams{InnerSteps: 1, Rounds: 2, Codec: "q8"}, RewardPool: 100, MinMembers: 2,
-		QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 400})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, cl := range []*client.Client{alice, bob} {
-		if _, err := cl.Submit(ctx, &consensus.VoteBody{Proposal: res.ID, Yes: true}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, 10*time.Second, "cohort", func() bool {
-		r, err := alice.Query(ctx, protocol.Query{What: protocol.QueryProposal, ID: res.ID})
-		return err == nil && r.Proposals[0].Cohort == 1
-	})
+		QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 400}, alice, alice, bob)
 	// A long-poll for the first round, waiting before anyone joined, is woken by the round.
 	polled := make(chan error, 1)
 	go func() {

@@ -620,7 +620,7 @@ func answer(st *consensus.State, q protocol.Query, me string, out *protocol.Quer
 		x = x.Clone()
 		out.Cohort = &x
 	case protocol.QueryRounds:
-		c, err := st.Cohort(q.ID)
+		c, err := st.PeekCohort(q.ID) // only its round count: no copy of its members
 		if err != nil {
 			return err
 		}

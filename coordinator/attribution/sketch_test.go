@@ -50,22 +50,7 @@ func TestSketchSlicesAddUp(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var parts []Partial
-	for _, cut := range [][2]int{{2000, 3000}, {0, 700}, {700, 2000}} {
-		var g [][]float32
-		for _, gk := range w.g {
-			g = append(g, gk[cut[0]:cut[1]])
-		}
-		var sl [][]float32
-		for _, d := range us {
-			sl = append(sl, d[cut[0]:cut[1]])
-		}
-		p, err := ComputePartial(uint64(cut[0]), uint64(cut[1]), g, nil, ms, sl, sk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		parts = append(parts, p)
-	}
+	parts := slicedPartials(t, w, nil, ms, us, sk, [][2]int{{2000, 3000}, {0, 700}, {700, 2000}})
 	sums, err := Combine(3000, parts)
 	if err != nil {
 		t.Fatal(err)
@@ -145,22 +130,7 @@ func TestSketchDeterministic(t *testing.T) {
 			us[i] = w.mix(0.5, w.gbar, 1, w.gauss(1))
 		}
 		sk := SketchFor(len(ms), 3, []byte("h"))
-		var parts []Partial
-		for _, cut := range [][2]int{{0, 1234}, {1234, 5000}} {
-			var g [][]float32
-			for _, gk := range w.g {
-				g = append(g, gk[cut[0]:cut[1]])
-			}
-			var sl [][]float32
-			for _, d := range us {
-				sl = append(sl, d[cut[0]:cut[1]])
-			}
-			p, err := ComputePartial(uint64(cut[0]), uint64(cut[1]), g, w.u[cut[0]:cut[1]], ms, sl, sk)
-			if err != nil {
-				t.Fatal(err)
-			}
-			parts = append(parts, p)
-		}
+		parts := slicedPartials(t, w, w.u, ms, us, sk, [][2]int{{0, 1234}, {1234, 5000}})
 		if reverse {
 			slices.Reverse(parts)
 		}
@@ -256,4 +226,31 @@ func TestCopyCaughtWithTheSketch(t *testing.T) {
 			}
 		}
 	}
+}
+
+// slicedPartials computes the partial of each cut [lo, hi) of the updates us (and of u, the
+// previous step, unless nil), as the aggregators of those slices would.
+func slicedPartials(t *testing.T, w *world, u []float32, ms []string, us [][]float32, sk Sketch, cuts [][2]int) []Partial {
+	t.Helper()
+	var parts []Partial
+	for _, cut := range cuts {
+		var g [][]float32
+		for _, gk := range w.g {
+			g = append(g, gk[cut[0]:cut[1]])
+		}
+		var sl [][]float32
+		for _, d := range us {
+			sl = append(sl, d[cut[0]:cut[1]])
+		}
+		var uc []float32
+		if u != nil {
+			uc = u[cut[0]:cut[1]]
+		}
+		p, err := ComputePartial(uint64(cut[0]), uint64(cut[1]), g, uc, ms, sl, sk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, p)
+	}
+	return parts
 }
