@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -355,7 +356,8 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 		return body, nil
 	}
 	hist, _ := s.memberRecord(c.ID, r.Number)
-	res, err := attribution.Score(sums, s.participants(c, r, hist), attribution.Config{})
+	parts := s.participants(c, r, hist)
+	res, err := attribution.Score(sums, parts, attribution.Config{})
 	if err != nil {
 		body.Note = "unscored: " + err.Error()
 		return body, nil
@@ -370,6 +372,15 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 		body.Metrics = st.metrics
 	}
 	cancel()
+	if s.cfg.OnScore != nil {
+		tr := attribution.Trace{Cohort: c.ID, Round: r.Number, Sums: sums, Participants: parts, After: body.Metrics, Result: res}
+		bctx, cancel := context.WithTimeout(ctx, time.Second)
+		if st, err := val.state(bctx, r.ModelHash); err == nil {
+			tr.Before = st.metrics
+		}
+		cancel()
+		s.cfg.OnScore(tr)
+	}
 	return body, nil
 }
 
@@ -394,8 +405,9 @@ func (s *Server) participants(c consensus.Cohort, r consensus.Round, hist map[st
 		if !ok {
 			continue
 		}
+		_, left := slices.BinarySearch(r.Excluded, rc.Member)
 		parts = append(parts, attribution.Participant{Member: rc.Member, Order: m.Order, Samples: min(rc.SamplesUsed, caps[rc.Member]),
-			Contributors: m.Contributors, History: hist[rc.Member]})
+			Contributors: m.Contributors, History: hist[rc.Member], LeftOut: left})
 	}
 	return parts
 }

@@ -71,6 +71,9 @@ type Config struct {
 	Now func() time.Time
 	// Rounds configures training rounds.
 	Rounds RoundConfig
+	// OnScore, if set, receives every round this node scores as leader, with what it scored it
+	// from (attribution.Trace), before the scores are committed. It must not block.
+	OnScore func(attribution.Trace)
 	// HTTP is the listen address (host:port) of the read-only dashboard and /metrics (http.go);
 	// empty means off.
 	HTTP string

@@ -316,11 +316,33 @@ const (
 type Partition struct {
 	Kind  PartitionKind
 	Alpha float64 // Dirichlet concentration; used only by KindDirichlet
+	// weights are IID's relative part sizes in canonical form ("1,2,4"); "" = equal parts.
+	// A string keeps Partition comparable; Weights parses it.
+	weights string
 }
 
-// ParsePartition parses "iid", "dirichlet:ALPHA" (ALPHA a positive finite
-// number, e.g. "dirichlet:0.5") or "natural". Surrounding spaces are
-// ignored. Errors wrap ErrInvalidArgument and quote the spec.
+// MaxWeight bounds one relative part size of a sized IID partition.
+const MaxWeight = 1e6
+
+// Weights are the relative part sizes of a sized IID partition ("iid:1,2,4"), nil for equal
+// parts.
+func (p Partition) Weights() []float64 {
+	if p.weights == "" {
+		return nil
+	}
+	var w []float64
+	for _, f := range strings.Split(p.weights, ",") {
+		x, _ := strconv.ParseFloat(f, 64) // canonical: ParsePartition checked it
+		w = append(w, x)
+	}
+	return w
+}
+
+// ParsePartition parses "iid", "iid:W1,W2,…" (IID parts of relative sizes
+// W1, W2, … — at least two positive numbers up to MaxWeight, one per part),
+// "dirichlet:ALPHA" (ALPHA a positive finite number, e.g. "dirichlet:0.5") or
+// "natural". Surrounding spaces are ignored. Errors wrap ErrInvalidArgument
+// and quote the spec.
 func ParsePartition(spec string) (Partition, error) {
 	s := strings.TrimSpace(spec)
 	name, arg, hasArg := strings.Cut(s, ":")
@@ -328,6 +350,22 @@ func ParsePartition(spec string) (Partition, error) {
 	switch name {
 	case "iid":
 		p.Kind = KindIID
+		if hasArg {
+			fs := strings.Split(arg, ",")
+			if len(fs) < 2 {
+				return Partition{}, fmt.Errorf("%w: partition %q: iid takes relative part sizes, at least two (e.g. \"iid:1,2,4\")", ErrInvalidArgument, spec)
+			}
+			canon := make([]string, len(fs))
+			for i, f := range fs {
+				x, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+				if err != nil || !(x > 0) || x > MaxWeight {
+					return Partition{}, fmt.Errorf("%w: partition %q: part size %q is not a positive number up to %g", ErrInvalidArgument, spec, f, float64(MaxWeight))
+				}
+				canon[i] = strconv.FormatFloat(x, 'g', -1, 64)
+			}
+			p.weights = strings.Join(canon, ",")
+			return p, nil
+		}
 	case "natural":
 		p.Kind = KindNatural
 	case "dirichlet":
@@ -356,6 +394,9 @@ func ParsePartition(spec string) (Partition, error) {
 func (p Partition) String() string {
 	switch p.Kind {
 	case KindIID:
+		if p.weights != "" {
+			return "iid:" + p.weights
+		}
 		return "iid"
 	case KindNatural:
 		return "natural"
@@ -444,5 +485,70 @@ func (p Partition) Split(s Samples, k int, seed uint64) ([][]int, error) {
 		}
 		return parts, nil
 	}
+	if w := p.Weights(); w != nil {
+		if len(w) != k {
+			return nil, fmt.Errorf("%w: %s: %d part sizes for %d parts", ErrInvalidArgument, p, len(w), k)
+		}
+		return SizedIID(n, w, seed)
+	}
 	return IID(n, k, seed), nil
+}
+
+// SizedIID splits the indices 0..n-1 uniformly at random into len(weights)
+// parts whose sizes are proportional to weights (largest remainder, ties to
+// the lower index), each of at least one sample. Each part is sorted
+// ascending. The result depends only on the arguments. Errors (wrapping
+// ErrInvalidArgument): no weights, a weight not positive and finite, fewer
+// samples than parts.
+func SizedIID(n int, weights []float64, seed uint64) ([][]int, error) {
+	k := len(weights)
+	if k < 1 || n < k {
+		return nil, fmt.Errorf("%w: sized iid: cannot split %d samples into %d non-empty parts", ErrInvalidArgument, n, k)
+	}
+	var sum float64
+	for _, w := range weights {
+		if !(w > 0) || math.IsInf(w, 0) {
+			return nil, fmt.Errorf("%w: sized iid: part size %v is not a positive finite number", ErrInvalidArgument, w)
+		}
+		sum += w
+	}
+	// Every part gets one sample; the other n−k are dealt by weight, largest remainder first.
+	rest := n - k
+	sizes := make([]int, k)
+	type rem struct {
+		frac float64
+		j    int
+	}
+	rems := make([]rem, k)
+	left := rest
+	for j, w := range weights {
+		exact := float64(rest) * w / sum
+		sizes[j] = int(math.Floor(exact))
+		left -= sizes[j]
+		rems[j] = rem{exact - math.Floor(exact), j}
+	}
+	slices.SortStableFunc(rems, func(a, b rem) int { return cmp.Compare(b.frac, a.frac) })
+	for i := 0; i < left; i++ {
+		sizes[rems[i%k].j]++
+	}
+	perm := make([]int, n)
+	for i := range perm {
+		perm[i] = i
+	}
+	newRNG(seed, streamIID).shuffle(perm)
+	owner := make([]int32, n)
+	off := 0
+	parts := make([][]int, k)
+	for j := range parts {
+		size := sizes[j] + 1
+		for _, i := range perm[off : off+size] {
+			owner[i] = int32(j)
+		}
+		parts[j] = make([]int, 0, size)
+		off += size
+	}
+	for i, j := range owner {
+		parts[j] = append(parts[j], i)
+	}
+	return parts, nil
 }

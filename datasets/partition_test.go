@@ -299,6 +299,7 @@ func TestParsePartition(t *testing.T) {
 		{"dirichlet:0.5", Partition{Kind: KindDirichlet, Alpha: 0.5}, "dirichlet:0.5"},
 		{"dirichlet:1e-3", Partition{Kind: KindDirichlet, Alpha: 0.001}, "dirichlet:0.001"},
 		{"dirichlet:100", Partition{Kind: KindDirichlet, Alpha: 100}, "dirichlet:100"},
+		{"iid:1, 2,4.50", Partition{weights: "1,2,4.5"}, "iid:1,2,4.5"},
 	} {
 		p, err := ParsePartition(tc.spec)
 		if err != nil || p != tc.want || p.String() != tc.str {
@@ -308,7 +309,7 @@ func TestParsePartition(t *testing.T) {
 			t.Errorf("%q does not round-trip: %+v, %v", p, q, err)
 		}
 	}
-	for _, bad := range []string{"", "foo", "IID", "iid:3", "natural:x", "dirichlet", "dirichlet:", "dirichlet:-1", "dirichlet:0", "dirichlet:abc", "dirichlet:NaN", "dirichlet:Inf", "dirichlet:0.5:1"} {
+	for _, bad := range []string{"", "foo", "IID", "iid:3", "iid:1,-2", "iid:1,x", "iid:0,1", "iid:1,", "iid:1,2e7", "natural:x", "dirichlet", "dirichlet:", "dirichlet:-1", "dirichlet:0", "dirichlet:abc", "dirichlet:NaN", "dirichlet:Inf", "dirichlet:0.5:1"} {
 		_, err := ParsePartition(bad)
 		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), fmt.Sprintf("%q", bad)) {
 			t.Errorf("ParsePartition(%q): %v; want ErrInvalidArgument quoting the spec", bad, err)
@@ -403,5 +404,46 @@ func BenchmarkIID(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		IID(60000, 16, 1)
+	}
+}
+
+func TestSizedIID(t *testing.T) {
+	p, err := ParsePartition("iid:1,2,3,4")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts, err := p.Split(Samples{N: 1003}, 4, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := make([]bool, 1003)
+	for j, part := range parts {
+		// One sample each, then 999 dealt 1:2:3:4 by largest remainder.
+		if want := []int{101, 201, 301, 400}[j]; len(part) != want {
+			t.Errorf("part %d has %d samples, want %d", j, len(part), want)
+		}
+		if !slices.IsSorted(part) {
+			t.Errorf("part %d not sorted", j)
+		}
+		for _, i := range part {
+			if seen[i] {
+				t.Fatalf("sample %d in two parts", i)
+			}
+			seen[i] = true
+		}
+	}
+	again, _ := p.Split(Samples{N: 1003}, 4, 7)
+	if !slices.EqualFunc(parts, again, slices.Equal) {
+		t.Error("same seed, different split")
+	}
+	if _, err := p.Split(Samples{N: 1003}, 3, 7); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("4 sizes for 3 parts: %v", err)
+	}
+	if _, err := SizedIID(2, []float64{1, 1, 1}, 0); !errors.Is(err, ErrInvalidArgument) {
+		t.Errorf("2 samples in 3 parts: %v", err)
+	}
+	tiny, err := SizedIID(3, []float64{1, 1e6, 1}, 0)
+	if err != nil || len(tiny[0]) != 1 || len(tiny[2]) != 1 {
+		t.Errorf("every part gets a sample: %v, %v", tiny, err)
 	}
 }

@@ -77,8 +77,13 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if shards == 0 {
 		shards = cfg.Peers + len(bads)
 	}
+	var noise []float64
+	if len(cfg.LabelNoise) > 0 {
+		noise = make([]float64, shards)
+		copy(noise, cfg.LabelNoise)
+	}
 	task, info, err := trainer.BuildTask(trainer.TaskSpec{Model: cfg.Model, Workers: shards, Partition: cfg.Partition,
-		Seed: cfg.Seed, DataDir: cfg.DataDir, Batch: cfg.Batch, ValSamples: cfg.ValSamples})
+		Seed: cfg.Seed, DataDir: cfg.DataDir, Batch: cfg.Batch, ValSamples: cfg.ValSamples, LabelNoise: noise})
 	if err != nil {
 		return nil, err
 	}
@@ -134,7 +139,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		}
 		ccfg := coordinator.Config{ID: p.ID, Dir: filepath.Join(dir, p.ID), Listen: p.Addr,
 			PacketConn: socks[i].UDP, RaftListener: socks[i].TCP, Peers: peers,
-			Identity: id, Logger: log, Rounds: coordinator.RoundConfig{Timeout: cfg.RoundTimeout}, Tick: 100 * time.Millisecond,
+			Identity: id, Logger: log, Rounds: coordinator.RoundConfig{Timeout: cfg.RoundTimeout}, Tick: 100 * time.Millisecond, OnScore: cfg.OnScore,
 			Validation: coordinator.ValidationConfig{Data: cfg.DataDir, Text: cfg.DataDir, Samples: cfg.ValSamples, LoadDelay: cfg.SlowValidator},
 			// Raft's own default timeouts: every coordinator and peer shares this machine's cores,
 			// and the node's tighter defaults (250 ms lease) make a loaded leader step down.

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/coordinator/attribution"
 	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/transport/linkshape"
@@ -45,6 +46,12 @@ type Config struct {
 	Seed                               uint64
 	DataDir                            string // Fashion-MNIST; default: embedded subset
 	ValSamples                         int    // default 1000
+	// LabelNoise is, per shard (peer i holds shard i), the fraction of its samples given a wrong
+	// label (image models); shorter than the shards: the rest have none.
+	LabelNoise []float64
+	// OnScore, if set, receives every round a leader scores (see coordinator.Config.OnScore): a
+	// round re-scored after a leader change comes again, the last one counts.
+	OnScore func(attribution.Trace)
 	// InnerLR, WeightDecay, Schedule and ClipNorm are the proposal's inner AdamW (decimals, and
 	// spec.ScheduleConstant or spec.ScheduleCosine), Warmup its warm-up steps; defaults from
 	// spec.Defaults.
@@ -176,6 +183,14 @@ func (c Config) Validate() error {
 	if c.KillPeer != "" {
 		if _, _, err := parseKill(c.KillPeer); err != nil {
 			return err
+		}
+	}
+	if len(c.LabelNoise) > max(c.Shards, c.Peers+len(c.BadPeers)) {
+		return fmt.Errorf("label noise: %d values for %d shards", len(c.LabelNoise), max(c.Shards, c.Peers+len(c.BadPeers)))
+	}
+	for i, f := range c.LabelNoise {
+		if !(f >= 0 && f <= 1) {
+			return fmt.Errorf("label noise of shard %d: %v is not a fraction in [0,1]", i+1, f)
 		}
 	}
 	if c.Shards != 0 && c.Shards < c.Peers+len(c.BadPeers) {

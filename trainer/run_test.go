@@ -3,8 +3,11 @@ package trainer
 import (
 	"context"
 	"math"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cohortlab/cohort/trainer/nn"
 )
 
 func smallMLPSpec(workers int, partition string) TaskSpec {
@@ -161,6 +164,9 @@ func TestBuildTaskRejectsBadSpecs(t *testing.T) {
 		{TaskSpec{Model: "mlp:784-10-3", DataDir: EmbeddedData, Workers: 2}, "does not fit"},
 		{TaskSpec{Model: "charlm", Workers: 2, Partition: "dirichlet:0.5"}, "needs labels"},
 		{TaskSpec{Model: "mlp", Workers: 2, DataDir: "/nonexistent/dir"}, "nonexistent"},
+		{TaskSpec{Model: "mlp", DataDir: EmbeddedData, Workers: 2, LabelNoise: []float64{0.1}}, "1 values for 2 shards"},
+		{TaskSpec{Model: "mlp", DataDir: EmbeddedData, Workers: 2, LabelNoise: []float64{0.1, 1.5}}, "shard 2"},
+		{TaskSpec{Model: "charlm", Workers: 2, LabelNoise: []float64{0, 0.1}}, "no labels"},
 	} {
 		_, _, err := BuildTask(tc.spec)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -220,5 +226,33 @@ func TestCodecRejectedWhereItCannotApply(t *testing.T) {
 	}
 	if _, err := Run(context.Background(), task, RunConfig{Codec: "q5", Rounds: 1}); err == nil || !strings.Contains(err.Error(), "q5") {
 		t.Fatalf("unknown codec: %v", err)
+	}
+}
+
+func TestLabelNoise(t *testing.T) {
+	clean, _, err := BuildTask(TaskSpec{Model: "mlp", DataDir: EmbeddedData, Workers: 3, Seed: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noisy, _, err := BuildTask(TaskSpec{Model: "mlp", DataDir: EmbeddedData, Workers: 3, Seed: 4, LabelNoise: []float64{0, 0.5, 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []float64{0, 0.5, 1} {
+		var a, b nn.Batch
+		clean.Sources[i].Next(&a, 400)
+		noisy.Sources[i].Next(&b, 400)
+		wrong := 0
+		for k := range a.Y {
+			if a.Y[k] != b.Y[k] {
+				wrong++
+			}
+		}
+		if got := float64(wrong) / 400; math.Abs(got-want) > 0.1 {
+			t.Errorf("shard %d: %.2f of labels wrong, want about %.2f", i, got, want)
+		}
+		if !slices.Equal(a.X, b.X) {
+			t.Errorf("shard %d: label noise changed the pixels", i)
+		}
 	}
 }

@@ -2,6 +2,7 @@ package trainer
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 
 	"github.com/cohortlab/cohort/datasets"
@@ -16,6 +17,7 @@ type ImageSource struct {
 	order []int
 	pos   int
 	rng   *rand.Rand
+	wrong map[int]int // sample → the wrong label it carries (WithLabelNoise)
 }
 
 // NewImageSource returns a source over the samples idx of imgs.
@@ -41,6 +43,32 @@ func (s *ImageSource) shuffle() {
 // Len is the number of samples in the shard.
 func (s *ImageSource) Len() int { return len(s.idx) }
 
+// WithLabelNoise gives a fraction frac of the shard's samples (rounded; chosen by seed) a wrong
+// label, drawn uniformly from the other classes of [0, classes): a shard with noisy labels, as
+// a careless contributor would hold. The same samples carry the same wrong labels in every epoch.
+func (s *ImageSource) WithLabelNoise(frac float64, classes int, seed uint64) error {
+	if !(frac >= 0 && frac <= 1) || classes < 2 {
+		return fmt.Errorf("image source: label noise %v over %d classes: want a fraction in [0,1] and ≥ 2 classes", frac, classes)
+	}
+	n := int(math.Round(frac * float64(len(s.idx))))
+	if n == 0 {
+		return nil
+	}
+	r := rand.New(rand.NewPCG(seed, 0x6e6f697379))
+	pick := append([]int(nil), s.idx...)
+	r.Shuffle(len(pick), func(i, j int) { pick[i], pick[j] = pick[j], pick[i] })
+	s.wrong = make(map[int]int, n)
+	for _, i := range pick[:n] {
+		y := int(s.imgs.Labels[i])
+		w := r.IntN(classes - 1)
+		if w >= y {
+			w++
+		}
+		s.wrong[i] = w
+	}
+	return nil
+}
+
 // Next fills b with n samples.
 func (s *ImageSource) Next(b *nn.Batch, n int) {
 	pick := make([]int, n)
@@ -52,6 +80,11 @@ func (s *ImageSource) Next(b *nn.Batch, n int) {
 		s.pos++
 	}
 	ImageBatch(b, s.imgs, pick)
+	for k, i := range pick {
+		if w, ok := s.wrong[i]; ok {
+			b.Y[k] = w
+		}
+	}
 }
 
 // ImageBatch fills b with the samples idx of imgs: pixels scaled to [0,1], labels as ints.

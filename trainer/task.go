@@ -18,6 +18,9 @@ type TaskSpec struct {
 	DataDir    string // Fashion-MNIST directory; "" = system copy if installed, else embedded; "embedded" = embedded
 	Batch      int    // per-worker batch size; 0 = the model's default
 	ValSamples int    // cap on validation samples; 0 = all
+	// LabelNoise is, per shard, the fraction of its samples given a wrong label (image tasks
+	// only); empty = none, else one value per shard.
+	LabelNoise []float64
 }
 
 // TaskInfo describes the data a task was built from.
@@ -42,6 +45,19 @@ func BuildTask(spec TaskSpec) (Task, TaskInfo, error) {
 	}
 	if spec.Batch < 0 || spec.ValSamples < 0 {
 		return Task{}, TaskInfo{}, fmt.Errorf("batch %d and val-samples %d must be ≥ 0", spec.Batch, spec.ValSamples)
+	}
+	if len(spec.LabelNoise) > 0 {
+		if len(spec.LabelNoise) != spec.Workers {
+			return Task{}, TaskInfo{}, fmt.Errorf("label noise: %d values for %d shards", len(spec.LabelNoise), spec.Workers)
+		}
+		for i, f := range spec.LabelNoise {
+			if !(f >= 0 && f <= 1) {
+				return Task{}, TaskInfo{}, fmt.Errorf("label noise of shard %d: %v is not a fraction in [0,1]", i+1, f)
+			}
+		}
+		if !(spec.Model == "mlp" || strings.HasPrefix(spec.Model, "mlp:")) {
+			return Task{}, TaskInfo{}, fmt.Errorf("label noise: model %s has no labels (image models only)", spec.Model)
+		}
 	}
 	switch {
 	case spec.Model == "mlp" || strings.HasPrefix(spec.Model, "mlp:"):
@@ -80,6 +96,11 @@ func buildMLPTask(spec TaskSpec) (Task, TaskInfo, error) {
 		src, err := NewImageSource(train, p, spec.Seed*1000003+uint64(i)+1)
 		if err != nil {
 			return Task{}, TaskInfo{}, fmt.Errorf("worker %d: %w", i, err)
+		}
+		if len(spec.LabelNoise) > 0 {
+			if err := src.WithLabelNoise(spec.LabelNoise[i], train.Classes, spec.Seed*1000033+uint64(i)+1); err != nil {
+				return Task{}, TaskInfo{}, fmt.Errorf("worker %d: %w", i, err)
+			}
 		}
 		task.Sources = append(task.Sources, src)
 		info.ShardSizes = append(info.ShardSizes, len(p))

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -40,7 +41,9 @@ func auditCommand() *cli.Command {
      cohort audit --peers 6 --partition dirichlet:1 --model mlp --rounds 12 --inner-steps 30 --seed 1`,
 		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "peers", Value: 6, Usage: "contributors, each with its own data shard", EnvVars: envVars("peers")},
-			&cli.StringFlag{Name: "partition", Value: "dirichlet:0.5", Usage: "iid, dirichlet:ALPHA or natural", EnvVars: envVars("partition")},
+			&cli.StringFlag{Name: "partition", Value: "dirichlet:0.5", Usage: partitionUsage, EnvVars: envVars("partition")},
+			labelNoiseFlag(),
+			&cli.StringFlag{Name: "trace", Usage: "write what the leader scored each round from, and what it decided, to this file (JSON lines)", EnvVars: envVars("trace")},
 			&cli.StringFlag{Name: "model", Value: "mlp", Usage: "mlp, mlp:784-256-10, charlm or gpt:L-D-NH-T", EnvVars: envVars("model")},
 			&cli.IntFlag{Name: "rounds", Value: int(spec.Defaults.Rounds), Usage: "outer rounds", EnvVars: envVars("rounds")},
 			&cli.IntFlag{Name: "inner-steps", Value: int(spec.Defaults.InnerSteps), Usage: "inner steps H", EnvVars: envVars("inner_steps")},
@@ -52,6 +55,7 @@ func auditCommand() *cli.Command {
 			&cli.IntFlag{Name: "val-samples", Value: 1000, Usage: "validation samples", EnvVars: envVars("val_samples")},
 			&cli.IntFlag{Name: "coordinators", Value: 3, Usage: "coordinator nodes of the simulated cohort", EnvVars: envVars("coordinators")},
 			&cli.StringFlag{Name: "link", Usage: `each simulated peer's link: RATE,DELAY[,LOSS%] ("": plain loopback)`, EnvVars: envVars("link")},
+			&cli.StringFlag{Name: "utility", Value: "auto", Usage: "what the ledger's shares are held against: the Shapley value of the final validation accuracy, or of its loss reduction (auto: accuracy for image models, loss for language models)", EnvVars: envVars("utility")},
 			&cli.StringFlag{Name: "method", Value: "auto", Usage: "Shapley values: auto (exact up to 8 contributors), exact (up to 20) or sampled", EnvVars: envVars("method")},
 			&cli.IntFlag{Name: "permutations", Value: audit.DefaultPermutations, Usage: "permutations drawn when sampling", EnvVars: envVars("permutations")},
 			&cli.Float64Flag{Name: "tolerance", Value: audit.DefaultTolerance, Usage: "sampling: stop a permutation once its prefix is within this fraction of the whole cohort's loss reduction (negative: never)", EnvVars: envVars("tolerance")},
@@ -86,6 +90,7 @@ type auditSummary struct {
 	Codec        string      `json:"codec"`
 	Seed         uint64      `json:"seed"`
 	Method       string      `json:"method"`
+	Utility      string      `json:"utility"` // "accuracy" or "loss": the Shapley values the shares are compared with
 	Permutations int         `json:"permutations,omitempty"`
 	Truncated    int         `json:"truncated,omitempty"`
 	Retrainings  int         `json:"retrainings"`
@@ -124,15 +129,30 @@ func runAudit(c *cli.Context) error {
 	default:
 		return fmt.Errorf("audit: --method %q: want auto, exact or sampled", c.String("method"))
 	}
+	utility := c.String("utility")
+	switch utility {
+	case "auto":
+		utility = "loss"
+		if m := c.String("model"); m == "mlp" || strings.HasPrefix(m, "mlp:") {
+			utility = "accuracy"
+		}
+	case "accuracy", "loss":
+	default:
+		return fmt.Errorf("audit: --utility %q: want auto, accuracy or loss", utility)
+	}
 	n := c.Int("peers")
 	if method == audit.MethodExact && n > audit.MaxExact {
 		return fmt.Errorf("audit: --method exact with %d peers needs 2^%d retrainings: at most %d peers (use --method sampled)", n, n, audit.MaxExact)
 	}
 	h := withInner(c, consensus.Hyperparams{InnerSteps: uint32(c.Int("inner-steps")), Rounds: uint32(c.Int("rounds")), Codec: c.String("codec"),
 		OuterLR: decimal(c.Float64("outer-lr")), OuterMomentum: decimal(c.Float64("outer-momentum")), ErrorDecay: decimal(c.Float64("ef-decay"))})
+	noise, err := labelNoise(c, n)
+	if err != nil {
+		return fmt.Errorf("audit: %w", err)
+	}
 	sc := audit.Scenario{
 		Task: trainer.TaskSpec{Model: c.String("model"), Workers: n, Partition: c.String("partition"), Seed: c.Uint64("seed"),
-			DataDir: c.String("data"), Batch: c.Int("batch"), ValSamples: c.Int("val-samples")},
+			DataDir: c.String("data"), Batch: c.Int("batch"), ValSamples: c.Int("val-samples"), LabelNoise: noise},
 		Params: h,
 	}
 	cfg := sim.Config{
@@ -140,7 +160,7 @@ func runAudit(c *cli.Context) error {
 		Batch: sc.Task.Batch, Codec: h.Codec, Partition: sc.Task.Partition, OuterLR: h.OuterLR, OuterMomentum: h.OuterMomentum,
 		ErrorDecay: h.ErrorDecay, InnerLR: h.InnerLR, WeightDecay: h.WeightDecay, Warmup: int(h.Warmup), Schedule: h.Schedule,
 		ClipNorm: h.ClipNorm, Link: c.String("link"), Seed: sc.Task.Seed, DataDir: sc.Task.DataDir, ValSamples: sc.Task.ValSamples,
-		Logger: slog.Default(),
+		LabelNoise: noise, Logger: slog.Default(),
 	}
 	if err := cfg.Validate(); err != nil {
 		return fmt.Errorf("audit: %w", err)
@@ -155,10 +175,19 @@ func runAudit(c *cli.Context) error {
 	start := time.Now()
 
 	cfg.Progress = func(p sim.Progress) { bar.show("cohort: round %d/%d", p.Round, p.Rounds) }
+	var traces traceLog
+	if path := c.String("trace"); path != "" {
+		cfg.OnScore = traces.add
+	}
 	sum, err := sim.Run(c.Context, cfg)
 	bar.done()
 	if err != nil {
 		return fmt.Errorf("audit: simulate: %w", err)
+	}
+	if path := c.String("trace"); path != "" {
+		if err := traces.write(path); err != nil {
+			return fmt.Errorf("audit: %w", err)
+		}
 	}
 	simSeconds := time.Since(start).Seconds()
 
@@ -178,7 +207,7 @@ func runAudit(c *cli.Context) error {
 	}
 	out := auditSummary{
 		Peers: n, Model: sc.Task.Model, Partition: sc.Task.Partition, Rounds: int(h.Rounds), InnerSteps: int(h.InnerSteps),
-		Codec: r.Codec(), Seed: sc.Task.Seed, Method: string(res.Method), Permutations: res.Permutations, Truncated: res.Truncated,
+		Codec: r.Codec(), Seed: sc.Task.Seed, Method: string(res.Method), Utility: utility, Permutations: res.Permutations, Truncated: res.Truncated,
 		Retrainings: res.Evaluations - 1, Initial: res.Empty, Retrained: res.Grand,
 		Cohort:       audit.Value{Loss: sum.FinalValLoss, Accuracy: sum.FinalValAccuracy},
 		RoundsScored: sum.RoundsScored, Pool: sum.Pool,
@@ -191,7 +220,11 @@ func runAudit(c *cli.Context) error {
 		names[i] = fmt.Sprintf("peer-%d", i+1)
 		shares[i] = float64(sum.Shares[names[i]])
 	}
-	cmp, err := audit.Compare(res.Shapley, shares)
+	truth := res.Shapley
+	if utility == "accuracy" {
+		truth = res.ShapleyAccuracy
+	}
+	cmp, err := audit.Compare(truth, shares)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
@@ -221,10 +254,10 @@ func printAudit(w io.Writer, s auditSummary) error {
 	fmt.Fprintf(w, "retrained: %d coalitions (%s): θ_0 val_loss %.4f, everyone %.4f, val_acc %.2f%% (%.1fs)\n\n",
 		s.Retrainings, how, s.Initial.Loss, s.Retrained.Loss, 100*s.Retrained.Accuracy, s.RetrainSeconds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "contributor\tshard\tLOO\tShapley ± se\tShapley (norm.)\tledger share\tover/under\t")
+	fmt.Fprintln(tw, "contributor\tshard\tLOO loss\tLOO acc\tShapley loss ± se\tShapley acc\tShapley (norm.)\tledger share\tover/under\t")
 	for _, r := range s.Contributors {
-		fmt.Fprintf(tw, "%s\t%d\t%+.4f\t%+.4f ± %.4f\t%.1f%%\t%.1f%%\t%+.1f pt\t\n", report.Escape(r.Name), r.ShardSize, r.LOO, r.Shapley, r.ShapleySE,
-			100*r.ShapleyNormalised, 100*r.Share, 100*r.OverPaid)
+		fmt.Fprintf(tw, "%s\t%d\t%+.4f\t%+.2f pt\t%+.4f ± %.4f\t%+.2f pt\t%.1f%%\t%.1f%%\t%+.1f pt\t\n", report.Escape(r.Name), r.ShardSize, r.LOO, 100*r.LOOAccuracy,
+			r.Shapley, r.ShapleySE, 100*r.ShapleyAccuracy, 100*r.ShapleyNormalised, 100*r.Share, 100*r.OverPaid)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -233,7 +266,7 @@ func printAudit(w io.Writer, s auditSummary) error {
 	if s.Spearman != nil {
 		rho = fmt.Sprintf("%.3f", *s.Spearman)
 	}
-	fmt.Fprintf(w, "\nLOO and Shapley: validation loss reduction (positive: the contributor helps). Normalised: negative Shapley values clamped to 0, then both vectors scaled to sum 1; over/under = ledger share − normalised Shapley.\n")
+	fmt.Fprintf(w, "\nLOO and Shapley: the validation loss reduction and accuracy gain a contributor brings (positive: it helps). The shares are held against the Shapley values of the %s; normalised: negative values clamped to 0, then both vectors scaled to sum 1; over/under = ledger share − normalised Shapley.\n", s.Utility)
 	fmt.Fprintf(w, "Spearman (Shapley, ledger shares): %s\n", rho)
 	fmt.Fprintf(w, "L1 (normalised Shapley, ledger shares): %.3f (0: the same split, 2: disjoint)\n", s.L1)
 	return nil

@@ -1,13 +1,22 @@
 package main
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/coordinator/attribution"
 	"github.com/cohortlab/cohort/spec"
 )
 
@@ -108,4 +117,64 @@ func flagNumber(c *cli.Context, name string) (float64, string, error) {
 		return v.Seconds(), v.String(), nil
 	}
 	return 0, "", fmt.Errorf("--%s is not a numeric flag", name)
+}
+
+// partitionUsage documents --partition for the commands that split the training data.
+const partitionUsage = "iid, iid:W1,W2,… (IID shards of relative sizes W1, W2, …, one per peer), dirichlet:ALPHA or natural"
+
+// labelNoiseFlag is --label-noise: noisy labels in some shards, for measuring what they are
+// worth.
+func labelNoiseFlag() cli.Flag {
+	return &cli.StringFlag{Name: "label-noise", Usage: "fractions of wrong labels in the shards, F1,F2,… (peer i holds shard i; missing shards have none; image models only)", EnvVars: envVars("label_noise")}
+}
+
+// labelNoise parses --label-noise for a split into shards shards: nil when the flag is empty,
+// else one fraction per shard (the missing ones 0).
+func labelNoise(c *cli.Context, shards int) ([]float64, error) {
+	s := strings.TrimSpace(c.String("label-noise"))
+	if s == "" {
+		return nil, nil
+	}
+	fs := strings.Split(s, ",")
+	if len(fs) > shards {
+		return nil, fmt.Errorf("--label-noise %q: %d values for %d shards", s, len(fs), shards)
+	}
+	out := make([]float64, shards)
+	for i, f := range fs {
+		x, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || !(x >= 0 && x <= 1) {
+			return nil, fmt.Errorf("--label-noise %q: %q is not a fraction in [0,1]", s, f)
+		}
+		out[i] = x
+	}
+	return out, nil
+}
+
+// traceLog collects the rounds a simulated cohort's leaders scored (the last scoring of a round
+// counts) and writes them as JSON lines in round order.
+type traceLog struct {
+	mu     sync.Mutex
+	rounds map[uint32]attribution.Trace
+}
+
+func (l *traceLog) add(t attribution.Trace) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.rounds == nil {
+		l.rounds = map[uint32]attribution.Trace{}
+	}
+	l.rounds[t.Round] = t
+}
+
+func (l *traceLog) write(path string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	for _, r := range slices.Sorted(maps.Keys(l.rounds)) {
+		if err := enc.Encode(l.rounds[r]); err != nil {
+			return fmt.Errorf("trace of round %d: %w", r, err)
+		}
+	}
+	return os.WriteFile(path, b.Bytes(), 0o644)
 }

@@ -36,7 +36,9 @@ func simulateCommand() *cli.Command {
 			&cli.IntFlag{Name: "batch", Usage: "batch size per peer (0: the model's default)", EnvVars: envVars("batch")},
 			&cli.IntFlag{Name: "overlap", Usage: "inner steps τ each peer takes while its update travels (overlaps communication with compute; 0: none)", EnvVars: envVars("overlap")},
 			&cli.StringFlag{Name: "codec", Value: spec.Defaults.Codec, Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
-			&cli.StringFlag{Name: "partition", Value: "dirichlet:0.5", Usage: "iid, dirichlet:ALPHA or natural", EnvVars: envVars("partition")},
+			&cli.StringFlag{Name: "partition", Value: "dirichlet:0.5", Usage: partitionUsage, EnvVars: envVars("partition")},
+			labelNoiseFlag(),
+			&cli.StringFlag{Name: "trace", Usage: "write what the leader scored each round from, and what it decided, to this file (JSON lines)", EnvVars: envVars("trace")},
 			outerLRFlag(), outerMomentumFlag(), errorDecayFlag(),
 			&cli.StringFlag{Name: "link", Value: "10mbit,50ms,1%", Usage: `each peer's link: RATE,DELAY[,LOSS%] ("" for plain loopback)`, EnvVars: envVars("link")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for data, models and links", EnvVars: envVars("seed")},
@@ -68,6 +70,15 @@ func simulateCommand() *cli.Command {
 				KillLeaderAt: c.Int("kill-leader-at"), KillPeer: c.String("kill-peer"), Straggler: c.String("straggler"),
 				RoundTimeout: c.Duration("round-timeout"), Logger: slog.Default(), BadPeers: c.StringSlice("bad-peer"),
 			}
+			noise, err := labelNoise(c, c.Int("peers")+len(c.StringSlice("bad-peer")))
+			if err != nil {
+				return fmt.Errorf("simulate: %w", err)
+			}
+			cfg.LabelNoise = noise
+			var traces traceLog
+			if c.String("trace") != "" {
+				cfg.OnScore = traces.add
+			}
 			inner := withInner(c, consensus.Hyperparams{})
 			cfg.InnerLR, cfg.WeightDecay, cfg.Warmup, cfg.Schedule, cfg.ClipNorm = inner.InnerLR, inner.WeightDecay, int(inner.Warmup), inner.Schedule, inner.ClipNorm
 			if err := cfg.Validate(); err != nil {
@@ -89,6 +100,11 @@ func simulateCommand() *cli.Command {
 			sum, err := sim.Run(c.Context, cfg)
 			if err != nil {
 				return fmt.Errorf("simulate: %w", err)
+			}
+			if path := c.String("trace"); path != "" {
+				if err := traces.write(path); err != nil {
+					return fmt.Errorf("simulate: %w", err)
+				}
 			}
 			if c.Bool("json") {
 				return printJSON(out, sum)

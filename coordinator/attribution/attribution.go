@@ -15,13 +15,27 @@
 //     step earns nothing, whatever its validation alignment;
 //   - Δ̂ is scaled down to the median update norm when longer: scaling an update up gains nothing;
 //     an update longer than NormOutlier × the median earns nothing at all and is flagged "scaled";
-//   - the score is the lower confidence bound LCB_i = mean_k s_ik − Z·std_k(s_ik)/√K, and the
-//     reward weight is max(0, LCB_i): noise, whose alignment with the validation gradient is small
-//     and inconsistent across micro-batches, earns ~nothing;
-//   - and it is paid only while the member's influence is consistently positive across rounds
-//     (Consistent: the same lower bound over its per-round LCBs), which the design sketch did not
-//     have: measured here, label-flipped data earns a positive first-order score in some rounds
-//     (it tempers an over-confident model), and a per-round bound alone paid it 7 % of a pool.
+//   - the influence recorded for i is the lower confidence bound LCB_i = mean_k s_ik −
+//     Z·std_k(s_ik)/√K: noise, whose alignment with the validation gradient is small and
+//     inconsistent across micro-batches, has an influence of ~nothing;
+//   - i earns in this round only while its influence is consistently positive across rounds
+//     (trusted: the mean of its per-round LCBs, this one included, is positive; a member whose
+//     first scored update raised the loss must clear Z standard errors instead — label-flipped
+//     data hurts a young model and helps only once it is over-confident), only if the leader put
+//     its update in the aggregate (a distrusted member is scored, so that trust can come back,
+//     but the model did not get its update), and only if its mean score is at least MinCredit ×
+//     the round's median positive one (an update that barely moves the loss is not a
+//     contribution);
+//   - what it then earns is its mean score tempered, mean^Power (the fourth root by default:
+//     chosen on four audited cohorts, and measured on others, see docs/figures.md). The mean, not
+//     the LCB: the spread of an honest label-skewed update over the validation micro-batches is
+//     large (it helps on its classes' examples, less on the others), and paying the LCB paid the
+//     one or two members whose data happened to match the validation split best most of the
+//     pool. The root: first-order influence at θ_t measures what an update adds to everyone
+//     else's, while what a contributor is worth (the Shapley value of retraining without it,
+//     cohort audit) averages over the small coalitions too, where every shard is worth more and
+//     the shards are worth more alike. Measured with cohort audit (docs/figures.md), tempering
+//     brings the shares closer to those values without letting any planted kind earn.
 //
 // Clipping is downward only, so an update below the median norm scaled up to it gains by at most
 // that factor (honest norms in a round are within tens of percent of each other); beyond
@@ -51,6 +65,9 @@
 // but not grouped with the real owner, who keeps the credit of its own update.
 //
 // # Weights
+//
+// The per-round flag "negative-influence" is raised only when the update clearly raised the loss:
+// the upper confidence bound mean + Z·std/√K is negative.
 //
 // A participant's reward weight is split among its contributors by their registered samples
 // (contributors flagged as duplicates get none) and scaled to integers (WeightScale in total). The
@@ -88,6 +105,15 @@ type Config struct {
 	// MinUseful: a reward below this fraction of the median positive reward does not earn the
 	// compute share (noise that happens to align a little is not useful work); default 0.1.
 	MinUseful float64
+	// MinCredit: a reward below this fraction of the round's median positive reward earns
+	// nothing (an update that barely moves the validation loss, as noise does when it happens
+	// to align a little, is not a contribution); default 0.3.
+	MinCredit float64
+	// GateZ is the confidence multiplier of the across-rounds gate (Consistent over the member's
+	// per-round lower bounds, this round's included); default 0: their mean must be positive.
+	GateZ float64
+	// Power tempers the credit: a group that earns is credited mean^Power; default 0.25.
+	Power float64
 }
 
 func (c Config) withDefaults() Config {
@@ -112,6 +138,12 @@ func (c Config) withDefaults() Config {
 	if c.MinUseful == 0 {
 		c.MinUseful = 0.1
 	}
+	if c.MinCredit == 0 {
+		c.MinCredit = 0.3
+	}
+	if c.Power == 0 {
+		c.Power = 0.25
+	}
 	return c
 }
 
@@ -123,6 +155,9 @@ type Participant struct {
 	Contributors []consensus.ContributorData
 	// History holds its influence (LCB) in the earlier scored rounds it took part in.
 	History []float64
+	// LeftOut: the leader left its update out of the round's aggregate (it was distrusted). It
+	// is scored, so that trust can come back, but earns nothing: the model did not get its update.
+	LeftOut bool
 }
 
 // MemberScore is what scoring found for one participant (for logs and tests).
@@ -133,7 +168,7 @@ type MemberScore struct {
 	Mean, LCB  float64 // of its own clipped, de-staled scores
 	Group      string  // the member its group is credited to
 	GroupLCB   float64
-	Reward     float64 // max(0, GroupLCB) for the group's credited member, else 0
+	Reward     float64 // the group's mean score, for its credited member when it earns, else 0
 	Excluded   string  // why it earns nothing regardless of its score, if so
 	Contribute []string
 }
@@ -257,9 +292,9 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 				gs[k] += scores[a][k] / float64(len(eligible))
 			}
 		}
-		_, glcb := lcb(gs, cfg.Z)
-		if math.IsNaN(glcb) || math.IsInf(glcb, 0) {
-			glcb = 0 // sums this large mean a broken partial: pay nothing rather than guess
+		gmean, glcb := lcb(gs, cfg.Z)
+		if math.IsNaN(glcb) || math.IsInf(glcb, 0) || math.IsNaN(gmean) || math.IsInf(gmean, 0) {
+			glcb, gmean = 0, 0 // sums this large mean a broken partial: pay nothing rather than guess
 		}
 		for _, a := range g {
 			ms[a].Group, ms[a].GroupLCB = ms[head].Member, glcb
@@ -267,14 +302,15 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 				fl.add(byMember[ms[a].Member], "duplicate", "duplicate of "+strings.Join(names(byMember[ms[head].Member]), ", "))
 			}
 		}
-		if ms[head].Excluded == "" && len(eligible) > 0 && glcb > 0 {
-			reward[head] = glcb
-			ms[head].Reward = glcb
+		if ms[head].Excluded == "" && len(eligible) > 0 && gmean > 0 {
+			reward[head] = gmean
+			ms[head].Reward = gmean
 		}
 	}
 
 	// Weights per contributor.
 	useful := cfg.MinUseful * medianPositive(reward)
+	floor := cfg.MinCredit * medianPositive(reward)
 	var res Result
 	dataW := map[string]float64{}
 	computeW := map[string]uint64{}
@@ -283,7 +319,7 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 		p := byMember[ms[a].Member]
 		cs := creditable(p, confirmed)
 		ms[a].Contribute = names(p)
-		if ms[a].Mean < 0 {
+		if 2*ms[a].Mean-ms[a].LCB < 0 { // the upper confidence bound: clearly raised it
 			fl.add(p, "negative-influence", fmt.Sprintf("update raised the validation loss (%.3g)", ms[a].Mean))
 		}
 		for _, cd := range p.Contributors {
@@ -295,13 +331,24 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 			}
 			influence[cd.Name] = toFixed(ms[a].LCB)
 		}
-		if reward[a] > 0 && !Consistent(append(append([]float64(nil), p.History...), ms[a].LCB), cfg.Z) {
+		if reward[a] > 0 && !trusted(p.History, ms[a].LCB, cfg) {
 			reward[a] = 0
 			ms[a].Reward = 0
 			fl.add(p, "inconsistent", "influence not consistently positive across rounds")
 		}
+		if p.LeftOut {
+			reward[a] = 0
+			ms[a].Reward = 0
+		}
+		if reward[a] > 0 && reward[a] < floor {
+			reward[a] = 0
+			ms[a].Reward = 0
+		}
 		if reward[a] <= 0 || len(cs) == 0 {
 			continue
+		}
+		if cfg.Power != 1 {
+			reward[a] = math.Pow(reward[a], cfg.Power)
 		}
 		var total uint64
 		for _, cd := range cs {
@@ -373,6 +420,21 @@ func names(p Participant) []string {
 		out = append(out, cd.Name)
 	}
 	return out
+}
+
+// trusted reports whether a member with influence history hist (oldest first) and influence x
+// this round is paid this round: its influence is consistently positive across rounds
+// (Consistent) with confidence GateZ — or Z, a harder bar, when its first scored update raised
+// the validation loss. Honest data helps a young model (every honest contributor measured
+// starts positive, however label-skewed its shard); label-flipped data hurts it at first and
+// helps only later, once the model is over-confident: averaged over rounds, the two would pay it.
+func trusted(hist []float64, x float64, cfg Config) bool {
+	xs := append(append([]float64(nil), hist...), x)
+	z := cfg.GateZ
+	if xs[0] <= 0 {
+		z = cfg.Z
+	}
+	return Consistent(xs, z)
 }
 
 // Consistent reports whether a member's influence over its rounds (oldest first, this round

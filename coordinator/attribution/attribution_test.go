@@ -165,7 +165,7 @@ func TestPlantedContributors(t *testing.T) {
 			parts = append(parts, part(name, uint32(len(parts)+1), 1000, dupOf))
 		}
 		// Honest: a component along ḡ (their data's signal) plus their own direction.
-		alphas := []float32{0.05, 0.1, 0.15, 0.2, 0.25, 0.3}
+		alphas := []float32{0.075, 0.1, 0.15, 0.2, 0.25, 0.3}
 		names := []string{"h1", "h2", "h3", "h4", "h5", "h6"}
 		for i, a := range alphas {
 			add(names[i], w.mix(a, w.gbar, 1, w.gauss(0.5)), "")
@@ -349,5 +349,93 @@ func TestFingerprintClaimMovesNoCredit(t *testing.T) {
 	}
 	if hasFlag(res, "owner", "duplicate") || !hasFlag(res, "owner", "fingerprint") {
 		t.Errorf("owner's flags %v: want the fingerprint noted, not a duplicate", res.Flags)
+	}
+}
+
+// TestWhoEarns: the rules that keep a member with a positive score from earning in a round — a
+// history that is not positive on average (with a harder bar when the first round hurt), an
+// update left out of the aggregate, a score far below the round's median — and that what earns
+// is the tempered mean score.
+func TestWhoEarns(t *testing.T) {
+	w := newWorld(3, 20000, 8)
+	names := []string{"a", "b", "c", "d", "e"}
+	var updates [][]float32
+	for range names {
+		updates = append(updates, w.mix(0.2, w.gbar, 1, w.gauss(0.5)))
+	}
+	weak := w.mix(0.01, w.gbar, 1, w.gauss(0.5))
+	// Histories are in units of a's influence this round.
+	var x float64
+	{
+		var parts []Participant
+		for i, n := range names {
+			parts = append(parts, part(n, uint32(i+1), 1000, ""))
+		}
+		x = w.score(t, names, updates, parts).Members[0].LCB
+		if x <= 0 {
+			t.Fatalf("a's influence %v", x)
+		}
+	}
+	hist := func(xs ...float64) []float64 {
+		for i := range xs {
+			xs[i] *= x
+		}
+		return xs
+	}
+	for _, tc := range []struct {
+		name    string
+		setup   func(parts []Participant, ups [][]float32)
+		earns   map[string]bool
+		flagged string
+	}{
+		{"everyone", func([]Participant, [][]float32) {}, map[string]bool{"a": true, "b": true, "c": true, "d": true, "e": true}, ""},
+		{"negative on average", func(p []Participant, _ [][]float32) { p[0].History = hist(0.5, -3, -2) }, map[string]bool{"a": false}, "inconsistent"},
+		{"positive on average", func(p []Participant, _ [][]float32) { p[0].History = hist(0.5, -0.1, 0.2) }, map[string]bool{"a": true}, ""},
+		// Started by raising the loss, positive on average since: not enough.
+		{"first round hurt", func(p []Participant, _ [][]float32) { p[0].History = hist(-0.2, -0.2, 0.9, 0.1) }, map[string]bool{"a": false}, "inconsistent"},
+		{"first round hurt, consistently good since", func(p []Participant, _ [][]float32) {
+			p[0].History = hist(-0.01, 1, 1.02, 0.98, 1, 1, 1.01, 0.99)
+		}, map[string]bool{"a": true}, ""},
+		{"left out", func(p []Participant, _ [][]float32) { p[1].LeftOut = true }, map[string]bool{"b": false, "a": true}, ""},
+		{"far below the median", func(_ []Participant, u [][]float32) { copy(u[2], weak) }, map[string]bool{"c": false, "a": true}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var parts []Participant
+			ups := make([][]float32, len(updates))
+			for i, n := range names {
+				parts = append(parts, part(n, uint32(i+1), 1000, ""))
+				ups[i] = append([]float32(nil), updates[i]...)
+			}
+			tc.setup(parts, ups)
+			res := w.score(t, names, ups, parts)
+			data := map[string]uint64{}
+			for _, d := range res.Data {
+				data[d.Contributor] = d.Weight
+			}
+			for who, want := range tc.earns {
+				if got := data[who] > 0; got != want {
+					t.Errorf("%s earns: %v, want %v (weights %v)", who, got, want, res.Data)
+				}
+			}
+			if tc.flagged != "" && !hasFlag(res, "a", tc.flagged) {
+				t.Errorf("a not flagged %s: %v", tc.flagged, res.Flags)
+			}
+			// What earns is the tempered mean score.
+			var sum float64
+			for _, m := range res.Members {
+				if data[m.Member] > 0 {
+					sum += math.Pow(m.Reward, 0.25)
+				}
+			}
+			for _, m := range res.Members {
+				if data[m.Member] == 0 {
+					continue
+				}
+				want := math.Pow(m.Reward, 0.25) / sum * 1e12
+				if got := float64(data[m.Member]); math.Abs(got-want) > 1e-6*want+1 {
+					t.Errorf("%s weight %v, want (mean score)^¼ share %v", m.Member, got, want)
+				}
+			}
+		})
 	}
 }
