@@ -35,7 +35,7 @@ var layers = map[string][]string{
 	"trainer/generate":    {"trainer/nn", "trainer/export", "trainer/safetensors"},
 	// Pipeline stages of a model: schedules and the step driver, and their link over QUIC.
 	"trainer/pipeline":          {"trainer", "trainer/nn", "compress"},
-	"trainer/pipeline/quiclink": {"trainer/pipeline", "transport"},
+	"trainer/pipeline/quiclink": {"trainer/pipeline", "trainer", "trainer/nn", "compress", "transport"},
 	"spec":                      {"consensus", "compress", "trainer", "protocol"},
 	// The member's side of the cluster, and the training process built on it.
 	"client": {"consensus", "protocol", "transport"},

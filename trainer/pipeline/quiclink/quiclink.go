@@ -184,7 +184,7 @@ func Connect(ctx context.Context, cfg Config) (*Link, error) {
 		if err != nil {
 			return fail(fmt.Errorf("quiclink: stage %d: stream from stage %d: %w", cfg.Self, p.stage, err))
 		}
-		m, err := transport.ReadMessage(in, 0)
+		m, err := transport.ReadMessage(in, 1) // a hello has no payload
 		if err != nil {
 			return fail(fmt.Errorf("%w: stage %d: hello from stage %d: %w", pipeline.ErrFrame, cfg.Self, p.stage, err))
 		}
