@@ -3,6 +3,8 @@ package quiclink
 import (
 	"context"
 	"errors"
+	"hash"
+	"hash/fnv"
 	"math"
 	"math/rand/v2"
 	"sync"
@@ -139,6 +141,22 @@ func batches(n, seqs int) []nn.Batch {
 	return out
 }
 
+// recorder hashes every frame a stage sends (its destination and wire form) on the way to its link.
+type recorder struct {
+	pipeline.Link
+	h      hash.Hash64
+	frames int
+}
+
+func record(l pipeline.Link) *recorder { return &recorder{Link: l, h: fnv.New64a()} }
+
+func (r *recorder) Send(ctx context.Context, to int, f pipeline.Frame) error {
+	r.h.Write([]byte{byte(to)})
+	r.h.Write(f.AppendBinary(nil))
+	r.frames++
+	return r.Link.Send(ctx, to, f)
+}
+
 // TestQUICMatchesInProcess: stages in one process over real QUIC on loopback train to the same
 // bits, with the same frames, as over in-process links.
 func TestQUICMatchesInProcess(t *testing.T) {
@@ -150,18 +168,29 @@ func TestQUICMatchesInProcess(t *testing.T) {
 		bs := batches(3, 2*tiny.Batch)
 
 		local := newStages(t, tc.S, pc)
-		wantStats := train(t, local, pipeline.NewLocalGroup(tc.S), bs)
+		localLinks := make([]pipeline.Link, tc.S)
+		localRec := make([]*recorder, tc.S)
+		for s, l := range pipeline.NewLocalGroup(tc.S) {
+			localRec[s] = record(l)
+			localLinks[s] = localRec[s]
+		}
+		wantStats := train(t, local, localLinks, bs)
 
 		remote := newStages(t, tc.S, pc)
 		eps, peers := group(t, tc.S)
 		qlinks := connectAll(t, eps, peers, remote[0].Codecs().MaxFrame())
 		links := make([]pipeline.Link, tc.S)
+		quicRec := make([]*recorder, tc.S)
 		for s := range links {
-			links[s] = qlinks[s]
+			quicRec[s] = record(qlinks[s])
+			links[s] = quicRec[s]
 		}
 		gotStats := train(t, remote, links, bs)
 
 		for s := range local {
+			if w, g := localRec[s], quicRec[s]; w.frames != g.frames || w.h.Sum64() != g.h.Sum64() {
+				t.Errorf("S=%d %s stage %d: sent %d frames (hash %x) over QUIC, %d (hash %x) in process", tc.S, tc.codec, s, g.frames, g.h.Sum64(), w.frames, w.h.Sum64())
+			}
 			a, b := local[s].Model().Params(), remote[s].Model().Params()
 			for i := range a {
 				if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
