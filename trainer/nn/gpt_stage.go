@@ -214,6 +214,25 @@ func (s *GPTStage) Tied() (lo, hi int, ok bool) {
 	return 0, 0, false
 }
 
+// Owned is the range of the whole model's vector the stage owns, and where it sits in the
+// stage's: elements [stage, stage+n) of Params() are [whole, whole+n) of the whole model's. The
+// whole layout runs wte, wpe, the blocks in order, ln_f, so every stage owns one contiguous range
+// and the stages' ranges tile the whole vector in stage order (what a stage's pseudo-gradient
+// covers); only the last stage's tied copy of wte lies outside it.
+func (s *GPTStage) Owned() (stage, whole, n int) {
+	first := true
+	for _, sp := range s.spans {
+		if sp.Tied {
+			continue
+		}
+		if first {
+			stage, whole, first = sp.Stage, sp.Whole, false
+		}
+		n += sp.Len
+	}
+	return stage, whole, n
+}
+
 // FromWhole copies the stage's tensors out of whole (a vector in the whole model's layout) into
 // dst (the stage's length).
 func (s *GPTStage) FromWhole(dst, whole []float32) {

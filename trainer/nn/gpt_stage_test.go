@@ -195,6 +195,26 @@ func TestGPTStageSpans(t *testing.T) {
 				t.Fatalf("S=%d: whole element %d owned by %d stages", S, i, n)
 			}
 		}
+		// The owned ranges are contiguous in both vectors and tile the whole one in stage order.
+		next := 0
+		for _, st := range stages {
+			slo, wlo, n := st.Owned()
+			if wlo != next {
+				t.Errorf("S=%d stage %d owns from %d, want %d", S, st.Spec().Index, wlo, next)
+			}
+			for _, sp := range st.Spans() {
+				if sp.Tied {
+					continue
+				}
+				if sp.Whole-wlo != sp.Stage-slo || sp.Whole+sp.Len > wlo+n {
+					t.Errorf("S=%d stage %d: span %+v outside its owned range [%d, %d) at stage offset %d", S, st.Spec().Index, sp, wlo, wlo+n, slo)
+				}
+			}
+			next = wlo + n
+		}
+		if next != whole.Size() {
+			t.Errorf("S=%d: owned ranges end at %d, want %d", S, next, whole.Size())
+		}
 		wantTotal := whole.Size()
 		if S > 1 {
 			wantTotal += cfg.Vocab * cfg.Embed

@@ -137,6 +137,8 @@ func StateBytes(n int) int64 { return 3 * 4 * int64(n) }
 // link, then the tie's exchange, the global norm's, clipping and AdamW at schedule step step. b
 // holds the step's M·Batch sequences: its Tokens on the first stage, its targets Y on the last
 // (the others ignore it). Every stage of the group must run the same step with the same Config.
+// A step that fails leaves the group's stages at different steps (some may have applied AdamW):
+// the group restarts from a common state.
 func (s *Stage) Step(ctx context.Context, link Link, step int, b nn.Batch) (StepStats, error) {
 	start := time.Now()
 	var st StepStats
