@@ -122,10 +122,10 @@ func parseNorm(f Frame) (sumSquares, loss float64, err error) {
 // group's setting (rows of D values: a quantized setting gets one scale per row), the tied wte's
 // gradient always as fp32 (the two copies must add the same bits).
 type Codecs struct {
-	act, tie           *compress.Codec
-	actLen, tieLen     int
-	actSetting         compress.Setting
-	maxActBytes, maxTi int
+	act, tie                 *compress.Codec
+	actLen, tieLen           int
+	actSetting               compress.Setting
+	maxActBytes, maxTieBytes int
 }
 
 // NewCodecs returns the codecs for activations of actLen values in rows of row values, and a tied
@@ -154,7 +154,7 @@ func NewCodecs(setting compress.Setting, actLen, row, tieLen int) (*Codecs, erro
 		if c.tie, err = compress.New(compress.Config{MaxElements: tieLen}); err != nil {
 			return nil, fmt.Errorf("%w: tie codec: %w", ErrConfig, err)
 		}
-		c.maxTi = c.tie.MaxEncodedLen(tieLen)
+		c.maxTieBytes = c.tie.MaxEncodedLen(tieLen)
 	}
 	return c, nil
 }
@@ -165,7 +165,7 @@ func (c *Codecs) Setting() compress.Setting { return c.actSetting }
 // MaxFrame is the largest frame a stage of this shape sends or accepts: the bound a link puts on
 // what a peer may send.
 func (c *Codecs) MaxFrame() int {
-	return FrameHeaderLen + max(c.maxActBytes, c.maxTi, normPayloadLen)
+	return FrameHeaderLen + max(c.maxActBytes, c.maxTieBytes, normPayloadLen)
 }
 
 // Encode codes x as the payload of a frame of kind k (Activation, Gradient or Tie).

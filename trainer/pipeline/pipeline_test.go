@@ -379,3 +379,64 @@ func FuzzDecodeFrame(f *testing.F) {
 		}
 	})
 }
+
+func TestCodecs(t *testing.T) {
+	const rows, D = 6, 32
+	r := rand.New(rand.NewPCG(5, 5))
+	x := make([]float32, rows*D)
+	for i := range x {
+		x[i] = float32(r.NormFloat64()) * float32(1+i/D*10) // rows of very different scales
+	}
+	for _, tc := range []struct {
+		setting string
+		bytes   int // payload bytes for x, without the compress header
+	}{
+		{"fp32", 4 * rows * D},
+		{"q8", rows*D + 4*rows},
+	} {
+		c, err := NewCodecs(compress.MustParse(tc.setting), rows*D, D, 8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := c.Encode(nil, Activation, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(p) < tc.bytes || len(p) > tc.bytes+64 {
+			t.Errorf("%s: %d bytes, want %d plus a header", tc.setting, len(p), tc.bytes)
+		}
+		if n := FrameHeaderLen + len(p); n > c.MaxFrame() {
+			t.Errorf("%s: a frame of %d bytes exceeds MaxFrame %d", tc.setting, n, c.MaxFrame())
+		}
+		got := make([]float32, len(x))
+		if err := c.Decode(got, Frame{Kind: Gradient, Payload: p}); err != nil {
+			t.Fatal(err)
+		}
+		for row := 0; row < rows; row++ {
+			var absmax float64
+			for _, v := range x[row*D : (row+1)*D] {
+				absmax = math.Max(absmax, math.Abs(float64(v)))
+			}
+			for i := row * D; i < (row+1)*D; i++ {
+				bound := 0.0 // fp32 is exact
+				if tc.setting == "q8" {
+					bound = absmax/254 + 1e-6*absmax // the row's own scale: half a step of 127 levels
+				}
+				if d := math.Abs(float64(got[i] - x[i])); d > bound {
+					t.Fatalf("%s: element %d off by %g, bound %g", tc.setting, i, d, bound)
+				}
+			}
+		}
+		if err := c.Decode(got, Frame{Kind: Tie, Payload: p}); err == nil {
+			t.Errorf("%s: an activation message decoded as the tie of another length", tc.setting)
+		}
+	}
+	for _, bad := range []string{"topk:0.1", "lowrank:2"} {
+		if _, err := NewCodecs(compress.MustParse(bad), rows*D, D, 8); !errors.Is(err, ErrConfig) {
+			t.Errorf("%s: %v, want ErrConfig", bad, err)
+		}
+	}
+	if _, err := NewCodecs(compress.Setting{}, 10, 3, 0); !errors.Is(err, ErrConfig) {
+		t.Errorf("rows that do not divide the activation: %v, want ErrConfig", err)
+	}
+}
