@@ -33,7 +33,10 @@ var layers = map[string][]string{
 	"trainer/safetensors": {},
 	"trainer/export":      {"trainer/nn", "trainer/safetensors"},
 	"trainer/generate":    {"trainer/nn", "trainer/export", "trainer/safetensors"},
-	"spec":                {"consensus", "compress", "trainer", "protocol"},
+	// Pipeline stages of a model: schedules and the step driver, and their link over QUIC.
+	"trainer/pipeline":          {"trainer", "trainer/nn", "compress"},
+	"trainer/pipeline/quiclink": {"trainer/pipeline", "trainer", "trainer/nn", "compress", "transport"},
+	"spec":                      {"consensus", "compress", "trainer", "protocol"},
 	// The member's side of the cluster, and the training process built on it.
 	"client": {"consensus", "protocol", "transport"},
 	"peer":   {"client", "spec", "protocol", "transport", "consensus", "trainer", "compress", "datasets"},

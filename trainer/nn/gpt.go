@@ -177,6 +177,18 @@ func NewGPT(cfg GPTConfig) (*GPT, error) {
 	cfg = cfg.withDefaults()
 	m := &GPT{cfg: cfg}
 	m.lm = lm{kind: "gpt", vocab: cfg.Vocab, context: cfg.Context, batch: cfg.Batch, evalBatch: cfg.EvalBatch, graphFor: m.build}
+	m.layout = gptLayout(cfg)
+	m.flat = make([]float32, m.layout.Size())
+	gptInit(cfg, m.layout, m.flat)
+	var err error
+	if m.train, err = m.build(cfg.Batch, true); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// gptLayout is the whole model's parameter layout for cfg (with defaults filled in).
+func gptLayout(cfg GPTConfig) Layout {
 	L, D, T, V := cfg.Layers, cfg.Embed, cfg.Context, cfg.Vocab
 	var lb layoutBuilder
 	lb.add("transformer.wte.weight", V, D)
@@ -196,13 +208,15 @@ func NewGPT(cfg GPTConfig) (*GPT, error) {
 	}
 	lb.add("transformer.ln_f.weight", D)
 	lb.add("transformer.ln_f.bias", D)
-	m.layout = lb.l
-	m.flat = make([]float32, lb.off)
+	return lb.l
+}
 
+// gptInit writes the initial parameters of cfg into flat (laid out by layout, gptLayout's).
+func gptInit(cfg GPTConfig, layout Layout, flat []float32) {
 	r := initRand(cfg.Seed)
-	projStd := 0.02 / math.Sqrt(float64(2*L))
-	for _, t := range m.layout {
-		dst := m.flat[t.Offset : t.Offset+t.Size()]
+	projStd := 0.02 / math.Sqrt(float64(2*cfg.Layers))
+	for _, t := range layout {
+		dst := flat[t.Offset : t.Offset+t.Size()]
 		switch {
 		case strings.HasSuffix(t.Name, "c_proj.weight"):
 			fillNormal(r, dst, projStd)
@@ -214,11 +228,6 @@ func NewGPT(cfg GPTConfig) (*GPT, error) {
 			}
 		} // biases stay 0
 	}
-	var err error
-	if m.train, err = m.build(cfg.Batch, true); err != nil {
-		return nil, err
-	}
-	return m, nil
 }
 
 // fillNormal fills dst with N(0, std²) drawn from r, in index order.
@@ -261,60 +270,21 @@ func (m *GPT) Vocab() int { return m.cfg.Vocab }
 func (m *GPT) build(n int, training bool) (*lmProgram, error) {
 	p := &lmProgram{n: n}
 	err := buildSafely(func() error {
-		L, D, NH, T, V := m.cfg.Layers, m.cfg.Embed, m.cfg.Heads, m.cfg.Context, m.cfg.Vocab
-		hd := D / NH
+		L, T, V := m.cfg.Layers, m.cfg.Context, m.cfg.Vocab
 		N := n * T
 		g := G.NewGraph()
 		params := graphParams(g, m.layout, m.flat)
 
 		tok, pos := lmInputs(g, p, N, T)
-		scale := float32(1 / math.Sqrt(float64(hd)))
 
-		var err error
-		must := func(x *G.Node, e error) *G.Node {
-			if e != nil && err == nil {
-				err = e
-			}
-			return x
-		}
-		wte := params["transformer.wte.weight"]
-		x := must(G.Add(must(G.ByIndices(wte, tok, 0)), must(G.ByIndices(params["transformer.wpe.weight"], pos, 0))))
+		x, err := gptEmbed(params, tok, pos)
 		if err != nil {
 			return err
 		}
-		// heads turns columns [from, from+D) of qkv [N, 3D] into [n·NH, T, hd], head-major per
-		// sequence.
-		heads := func(qkv *G.Node, from int) *G.Node {
-			return must(splitHeads(qkv, headLayout{n: n, T: T, NH: NH, hd: hd, W: 3 * D, from: from}))
+		if x, err = gptBlocks(params, x, m.cfg, n, 0, L); err != nil {
+			return err
 		}
-		for i := 0; i < L; i++ {
-			pr := func(t string) *G.Node { return params[gptBlockName(i, t)] }
-			a := must(layerNorm(x, pr("ln_1.weight"), pr("ln_1.bias")))
-			qkv := must(dense(a, pr("attn.c_attn.weight"), pr("attn.c_attn.bias")))
-			if err != nil {
-				return err
-			}
-			q, k, v := heads(qkv, 0), heads(qkv, D), heads(qkv, 2*D)
-			if err != nil {
-				return err
-			}
-			att := must(causalSoftmax(must(bmm(q, k, false, true)), scale))
-			y := must(bmm(att, v, false, false))                                           // [n·NH, T, hd]
-			y = must(mergeHeads(y, headLayout{n: n, T: T, NH: NH, hd: hd, W: D, from: 0})) // [N, D], heads side by side
-			x = must(G.Add(x, must(dense(y, pr("attn.c_proj.weight"), pr("attn.c_proj.bias")))))
-			if err != nil {
-				return err
-			}
-			f := must(layerNorm(x, pr("ln_2.weight"), pr("ln_2.bias")))
-			f = must(gelu(must(dense(f, pr("mlp.c_fc.weight"), pr("mlp.c_fc.bias")))))
-			x = must(G.Add(x, must(dense(f, pr("mlp.c_proj.weight"), pr("mlp.c_proj.bias")))))
-			if err != nil {
-				return err
-			}
-		}
-		h := must(layerNorm(x, params["transformer.ln_f.weight"], params["transformer.ln_f.bias"]))
-		logits := must(bmm(h, wte, false, true)) // tied head: h·wteᵀ
-		logp := must(logSoftmax(logits))
+		logp, err := gptHead(params, x)
 		if err != nil {
 			return err
 		}
@@ -324,6 +294,77 @@ func (m *GPT) build(n int, training bool) (*lmProgram, error) {
 		return nil, fmt.Errorf("nn: building %s graph for %d sequences: %w", m.Name(), n, err)
 	}
 	return p, nil
+}
+
+// gptEmbed is x = wte[tok] + wpe[pos], [n·T, D].
+func gptEmbed(params map[string]*G.Node, tok, pos *G.Node) (*G.Node, error) {
+	te, err := G.ByIndices(params["transformer.wte.weight"], tok, 0)
+	if err != nil {
+		return nil, err
+	}
+	pe, err := G.ByIndices(params["transformer.wpe.weight"], pos, 0)
+	if err != nil {
+		return nil, err
+	}
+	return G.Add(te, pe)
+}
+
+// gptHead is the log-probabilities [n·T, V] of the tied head: logSoftmax(LN_f(x)·wteᵀ).
+func gptHead(params map[string]*G.Node, x *G.Node) (*G.Node, error) {
+	h, err := layerNorm(x, params["transformer.ln_f.weight"], params["transformer.ln_f.bias"])
+	if err != nil {
+		return nil, err
+	}
+	logits, err := bmm(h, params["transformer.wte.weight"], false, true) // tied head: h·wteᵀ
+	if err != nil {
+		return nil, err
+	}
+	return logSoftmax(logits)
+}
+
+// gptBlocks applies blocks [from, to) of the GPT documented on the type to x [n·T, D].
+func gptBlocks(params map[string]*G.Node, x *G.Node, cfg GPTConfig, n, from, to int) (*G.Node, error) {
+	D, NH, T := cfg.Embed, cfg.Heads, cfg.Context
+	hd := D / NH
+	scale := float32(1 / math.Sqrt(float64(hd)))
+	var err error
+	must := func(x *G.Node, e error) *G.Node {
+		if e != nil && err == nil {
+			err = e
+		}
+		return x
+	}
+	// heads turns columns [from, from+D) of qkv [N, 3D] into [n·NH, T, hd], head-major per
+	// sequence.
+	heads := func(qkv *G.Node, from int) *G.Node {
+		return must(splitHeads(qkv, headLayout{n: n, T: T, NH: NH, hd: hd, W: 3 * D, from: from}))
+	}
+	for i := from; i < to; i++ {
+		pr := func(t string) *G.Node { return params[gptBlockName(i, t)] }
+		a := must(layerNorm(x, pr("ln_1.weight"), pr("ln_1.bias")))
+		qkv := must(dense(a, pr("attn.c_attn.weight"), pr("attn.c_attn.bias")))
+		if err != nil {
+			return nil, err
+		}
+		q, k, v := heads(qkv, 0), heads(qkv, D), heads(qkv, 2*D)
+		if err != nil {
+			return nil, err
+		}
+		att := must(causalSoftmax(must(bmm(q, k, false, true)), scale))
+		y := must(bmm(att, v, false, false))                                           // [n·NH, T, hd]
+		y = must(mergeHeads(y, headLayout{n: n, T: T, NH: NH, hd: hd, W: D, from: 0})) // [N, D], heads side by side
+		x = must(G.Add(x, must(dense(y, pr("attn.c_proj.weight"), pr("attn.c_proj.bias")))))
+		if err != nil {
+			return nil, err
+		}
+		f := must(layerNorm(x, pr("ln_2.weight"), pr("ln_2.bias")))
+		f = must(gelu(must(dense(f, pr("mlp.c_fc.weight"), pr("mlp.c_fc.bias")))))
+		x = must(G.Add(x, must(dense(f, pr("mlp.c_proj.weight"), pr("mlp.c_proj.bias")))))
+		if err != nil {
+			return nil, err
+		}
+	}
+	return x, nil
 }
 
 // ParseGPTName parses "gpt:L-D-NH-T" or "gpt:L-D-NH-T-v<Vocab>" (as returned by Name) into the

@@ -29,7 +29,9 @@
 // self-attention character model, "charlm:v96-t64-d64-h128") and GPT (nanoGPT's decoder-only
 // transformer over bytes, "gpt:4-128-4-64", with nanoGPT's parameter names). Each is checked against
 // an independent float64 reference implementation by central finite differences (ref_test.go,
-// gpt_test.go).
+// gpt_test.go). GPTStage is one pipeline stage of a GPT (consecutive blocks, with the embeddings on
+// the first stage and the tied head on the last; gpt_stage.go), whose chained stages give the whole
+// model's loss and gradients.
 //
 // gorgonia v0.9.18 notes that shaped this code: each graph has a fixed batch size, so Grad uses one
 // training graph and Eval caches one forward-only graph per chunk size (a forward-only graph also
