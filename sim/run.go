@@ -495,6 +495,18 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		sum.Scale.RoundSeconds = (last.Elapsed - first.Elapsed).Seconds() / rs
 		sum.Scale.RaftEntriesPerRound = float64(last.AppliedIndex-first.AppliedIndex) / rs
 	}
+	// What validating cost: each coordinator measures every model its replica reaches.
+	var models int
+	var secs float64
+	for _, n := range nodes {
+		if n != nil && n.srv != nil {
+			m, s := n.srv.Validation()
+			models, secs = models+m, secs+s
+		}
+	}
+	if models > 0 {
+		sum.Scale.ValidationSeconds = secs / float64(models)
+	}
 	// Peers finish their last round; every replica must hold the recorded final model.
 	final := lastHash(nodes, cohort)
 	sum.ModelHash = fmt.Sprintf("%x", final[:8])

@@ -269,6 +269,10 @@ type Scale struct {
 	PacketOverheadPerPeerRound float64 `json:"packet_overhead_per_peer_round"`
 	// WireSentOverPayload is what the peers sent on the wire over the uploads they sent.
 	WireSentOverPayload float64 `json:"wire_sent_over_payload"`
+	// ValidationSeconds is what measuring one model took a coordinator's validator (K
+	// validation gradients and the whole split's loss and accuracy), on average: the cost of
+	// scoring a round, on every coordinator, against RoundSeconds.
+	ValidationSeconds float64 `json:"validation_seconds"`
 }
 
 // PeerSummary is one peer in Summary.

@@ -113,8 +113,8 @@ func simulateCommand() *cli.Command {
 				sum.RoundsCompleted, sum.FinalValLoss, 100*sum.FinalValAccuracy, humanBytes(sum.BytesSentPerPeer), humanBytes(sum.PayloadBytesPerPeer),
 				sum.Codec, 100*sum.ComputeSeconds/sum.WallSeconds, sum.WallSeconds, sum.LeaderChanges, sum.ReplicasAgree, sum.ModelHash)
 			if sc := sum.Scale; sc.RoundSeconds > 0 {
-				fmt.Fprintf(out, "setup %.1fs; after round 1: %.1fs per round, %.0f Raft entries per round, %s of control messages and %s of QUIC packet overhead per peer per round, sent/payload %.2f\n",
-					sc.SetupSeconds, sc.RoundSeconds, sc.RaftEntriesPerRound, humanBytes(int64(sc.ControlBytesPerPeerRound)), humanBytes(int64(sc.PacketOverheadPerPeerRound)), sc.WireSentOverPayload)
+				fmt.Fprintf(out, "setup %.1fs; after round 1: %.1fs per round, %.0f Raft entries per round, %s of control messages and %s of QUIC packet overhead per peer per round, sent/payload %.2f; validating a model %.2fs\n",
+					sc.SetupSeconds, sc.RoundSeconds, sc.RaftEntriesPerRound, humanBytes(int64(sc.ControlBytesPerPeerRound)), humanBytes(int64(sc.PacketOverheadPerPeerRound)), sc.WireSentOverPayload, sc.ValidationSeconds)
 			}
 			var paid uint64
 			for _, v := range sum.Shares {
