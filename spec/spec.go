@@ -132,7 +132,7 @@ func DownCodec(h consensus.Hyperparams) string {
 func InitSeed(proposal uint64) uint64 { return proposal }
 
 // Check reports whether peers can train with a proposal's settings: 1 to MaxInnerSteps inner
-// steps, 1 to MaxRounds rounds, a codec that parses, an outer step that validates (η > 0,
+// steps, 1 to MaxRounds rounds, a codec and a down codec (DownCodec) that parse, an outer step that validates (η > 0,
 // 0 ≤ μ < 1), an error decay in (0, 1], an inner AdamW that validates (learning rate in (0, 10],
 // weight decay in [0, 10], a known schedule, a clip norm ≥ 0, a warm-up no longer than the
 // cohort's Rounds × InnerSteps). Empty fields are Defaults' and always pass; zero H or rounds are
