@@ -71,10 +71,6 @@ func runTrain(c *cli.Context) error {
 		Batch:      c.Int("batch"),
 		ValSamples: c.Int("val-samples"),
 	}
-	task, info, err := trainer.BuildTask(spec)
-	if err != nil {
-		return fmt.Errorf("train: %w", err)
-	}
 	out := c.App.Writer
 	jsonOut := c.Bool("json")
 	cfg := trainer.RunConfig{
@@ -90,6 +86,11 @@ func runTrain(c *cli.Context) error {
 		Outer:      trainer.OuterConfig{LR: float32(c.Float64("outer-lr")), Momentum: float32(c.Float64("outer-momentum"))},
 	}
 	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	// The settings are checked before the data is loaded: a bad flag is an error at once.
+	task, info, err := trainer.BuildTask(spec)
+	if err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
 	slog.Info("training", "model", spec.Model, "mode", cfg.Mode, "workers", spec.Workers, "data", info.Source,
