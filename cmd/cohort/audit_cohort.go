@@ -102,9 +102,10 @@ func runAuditCohort(c *cli.Context) error {
 	}
 	seed := c.Uint64("seed")
 	for _, pl := range players {
-		// Each contributor's batch order is its own: the same whoever else is audited.
+		// Each contributor's batch order is its own, seeded by its name: the same whoever else is
+		// audited, and in a rerun of the same cohort by members of other keys.
 		f := fnv.New64a()
-		f.Write([]byte(pl.key))
+		f.Write([]byte(consensus.ContributorName(pl.key)))
 		sh, err := loadAuditShard(model, pl, seed*1000003+f.Sum64())
 		if err != nil {
 			return fmt.Errorf("audit: --shards %s=%s: %w", pl.given, pl.dir, err)

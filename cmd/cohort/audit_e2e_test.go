@@ -31,89 +31,14 @@ import (
 // refused with one line naming it. (About 6 s on 2 cores: in process, so -short runs it too.)
 func TestAuditFinishedCohort(t *testing.T) {
 	const model = "mlp:784-16-10"
-	addr := startCoordinatorWith(t, func(c *coordinator.Config) { c.Validation.Data = trainer.EmbeddedData })
-	bg := context.Background()
-	cl := memberClient(t, []string{addr}, "proposer")
-	eventually(t, 10*time.Second, "register", func() error { return cl.EnsureRegistered(bg, "proposer", nil) })
-	fundAndGrant(t, addr, 900, cl)
-	val, err := trainer.ValidationFor(model, trainer.EmbeddedData, 1000)
-	if err != nil {
-		t.Fatal(err)
-	}
-	vh := val.Hash()
-	res, err := cl.Submit(bg, &consensus.ProposeBody{Name: "audited", Model: model, Dataset: "fashion-mnist", ValidationHash: vh[:],
-		Params: consensus.Hyperparams{InnerSteps: 10, Rounds: 2}, RewardPool: 900, MinMembers: 3, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 300})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := cl.Submit(bg, &consensus.VoteBody{Proposal: res.ID, Yes: true}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 10*time.Second, "cohort 1", func() error {
-		_, err := cl.Query(bg, protocol.Query{What: protocol.QueryCohort, ID: 1})
-		return err
-	})
-
-	dir := t.TempDir()
-	shards := filepath.Join(dir, "shards")
-	if _, err := run(t, "shard", "--out", shards, "--peers", "3", "--partition", "dirichlet:1", "--seed", "5"); err != nil {
-		t.Fatal(err)
-	}
 	names := []string{"alice", "bob", "carol"}
-	ctx, cancel := context.WithCancel(bg)
-	var wg sync.WaitGroup
-	defer func() { cancel(); wg.Wait() }()
-	joined := make(chan error, len(names))
-	for i, name := range names {
-		if err := os.Rename(filepath.Join(shards, fmt.Sprintf("peer-%d", i+1)), filepath.Join(shards, name)); err != nil {
-			t.Fatal(err)
-		}
-		key := filepath.Join(dir, name+".key")
-		if _, err := run(t, "keygen", "--out", key); err != nil {
-			t.Fatal(err)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			app := newApp()
-			var out bytes.Buffer
-			app.Writer, app.ErrWriter = &out, &out
-			err := app.RunContext(ctx, []string{"cohort", "join", "--coordinator", addr, "--cohort", "1", "--key", key,
-				"--data", filepath.Join(shards, name), "--contributor", name})
-			if err != nil {
-				err = fmt.Errorf("%s: join: %w\n%s", name, err, out.String())
-			}
-			joined <- err
-		}()
-	}
-	for range names {
-		select {
-		case err := <-joined:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(2 * time.Minute):
-			t.Fatal("the cohort did not finish")
-		}
-	}
-	var rounds []consensus.Round
-	eventually(t, 30*time.Second, "both rounds scored", func() error {
-		q, err := cl.Query(bg, protocol.Query{What: protocol.QueryRounds, ID: 1, Linearizable: true})
-		if err != nil {
-			return err
-		}
-		if len(q.Rounds) != 2 || !q.Rounds[1].Scored {
-			return fmt.Errorf("%d rounds, not all scored", len(q.Rounds))
-		}
-		rounds = q.Rounds
-		return nil
-	})
+	addr, shards, rounds := finishedCohort(t, model, names, "dirichlet:1", consensus.Hyperparams{InnerSteps: 10, Rounds: 2})
 	// The retrainings start from the cohort's own θ_0.
-	theta0, err := trainer.NewModel(model, 0, spec.InitSeed(res.ID))
+	theta0, err := trainer.NewModel(model, 0, spec.InitSeed(1))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := checkInitialModel(cohortRecords{proposal: consensus.Proposal{ID: res.ID}, cohort: consensus.Cohort{ID: 1}, rounds: rounds}, theta0); err != nil {
+	if err := checkInitialModel(cohortRecords{proposal: consensus.Proposal{ID: 1}, cohort: consensus.Cohort{ID: 1}, rounds: rounds}, theta0); err != nil {
 		t.Error(err)
 	}
 	if theta0.Params()[0]++; checkInitialModel(cohortRecords{cohort: consensus.Cohort{ID: 1}, rounds: rounds}, theta0) == nil {
@@ -202,4 +127,90 @@ func TestAuditFinishedCohort(t *testing.T) {
 			t.Errorf("table lacks %q:\n%s", want, out)
 		}
 	}
+}
+
+// finishedCohort has one member per name train cohort 1 (model, params) on a one-node in-process
+// cluster that validates on the embedded test split (1,000 samples, hashed in the proposal), each
+// on its shard of the embedded training set written by `cohort shard` with partition and renamed
+// to SHARDS/NAME. It returns when every round is scored: the cluster's address, SHARDS and the
+// rounds.
+func finishedCohort(t *testing.T, model string, names []string, partition string, params consensus.Hyperparams) (string, string, []consensus.Round) {
+	t.Helper()
+	addr := startCoordinatorWith(t, func(c *coordinator.Config) { c.Validation.Data = trainer.EmbeddedData })
+	bg := context.Background()
+	cl := memberClient(t, []string{addr}, "proposer")
+	eventually(t, 10*time.Second, "register", func() error { return cl.EnsureRegistered(bg, "proposer", nil) })
+	fundAndGrant(t, addr, 900, cl)
+	val, err := trainer.ValidationFor(model, trainer.EmbeddedData, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vh := val.Hash()
+	res, err := cl.Submit(bg, &consensus.ProposeBody{Name: "audited", Model: model, Dataset: "fashion-mnist", ValidationHash: vh[:],
+		Params: params, RewardPool: 900, MinMembers: uint32(len(names)), QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 300})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cl.Submit(bg, &consensus.VoteBody{Proposal: res.ID, Yes: true}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, "cohort 1", func() error {
+		_, err := cl.Query(bg, protocol.Query{What: protocol.QueryCohort, ID: 1})
+		return err
+	})
+
+	dir := t.TempDir()
+	shards := filepath.Join(dir, "shards")
+	if _, err := run(t, "shard", "--out", shards, "--peers", fmt.Sprint(len(names)), "--partition", partition, "--seed", "5"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(bg)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	joined := make(chan error, len(names))
+	for i, name := range names {
+		if err := os.Rename(filepath.Join(shards, fmt.Sprintf("peer-%d", i+1)), filepath.Join(shards, name)); err != nil {
+			t.Fatal(err)
+		}
+		key := filepath.Join(dir, name+".key")
+		if _, err := run(t, "keygen", "--out", key); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			app := newApp()
+			var out bytes.Buffer
+			app.Writer, app.ErrWriter = &out, &out
+			err := app.RunContext(ctx, []string{"cohort", "join", "--coordinator", addr, "--cohort", "1", "--key", key,
+				"--data", filepath.Join(shards, name), "--contributor", name})
+			if err != nil {
+				err = fmt.Errorf("%s: join: %w\n%s", name, err, out.String())
+			}
+			joined <- err
+		}()
+	}
+	for range names {
+		select {
+		case err := <-joined:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(5 * time.Minute):
+			t.Fatal("the cohort did not finish")
+		}
+	}
+	var rounds []consensus.Round
+	eventually(t, 30*time.Second, "every round scored", func() error {
+		q, err := cl.Query(bg, protocol.Query{What: protocol.QueryRounds, ID: 1, Linearizable: true})
+		if err != nil {
+			return err
+		}
+		if len(q.Rounds) != int(params.Rounds) || !q.Rounds[len(q.Rounds)-1].Scored {
+			return fmt.Errorf("%d rounds, not all scored", len(q.Rounds))
+		}
+		rounds = q.Rounds
+		return nil
+	})
+	return addr, shards, rounds
 }
