@@ -31,6 +31,7 @@ var auditSimFlags = []string{"peers", "partition", "label-noise", "trace", "mode
 // settings, its contributors and the ledger's payouts from the cluster, the contributors' shards
 // from --shards, the validation split from --data.
 func runAuditCohort(c *cli.Context) error {
+	began := time.Now()
 	var set []string
 	for _, f := range auditSimFlags {
 		if c.IsSet(f) {
@@ -62,19 +63,32 @@ func runAuditCohort(c *cli.Context) error {
 	if err != nil {
 		return fmt.Errorf("audit: --shards: %w", err)
 	}
-	cl, err := dialClient(c)
+	rec, err := func() (cohortRecords, error) { // the retrainings are local: the client closes first
+		cl, err := dialClient(c)
+		if err != nil {
+			return cohortRecords{}, err
+		}
+		defer cl.Close()
+		return fetchRecords(c, cl, id, true)
+	}()
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
-	defer cl.Close()
-	rec, err := fetchRecords(c, cl, id, true)
-	if err != nil {
-		return fmt.Errorf("audit: %w", err)
-	}
-	cl.Close() // the retrainings are local
 	p := rec.proposal
 	if rec.cohort.Status != consensus.CohortDone {
 		return fmt.Errorf("audit: cohort %d is %s (round %d of %d): audit a finished cohort", id, rec.cohort.Status, rec.cohort.CurrentRound, spec.Fill(p.Params).Rounds)
+	}
+	var last consensus.Round // the last round: the final model, as the validator measured it
+	for _, rd := range rec.rounds {
+		if rd.Cohort != id {
+			continue
+		}
+		if !rd.Scored && rd.Status == consensus.RoundClosed {
+			slog.Warn("audit: a closed round of the cohort is unscored (not yet, or it could not be): nothing of it is in the ledger's shares", "cohort", id, "round", rd.Number)
+		}
+		if rd.Metrics.Measured && rd.Number > last.Number {
+			last = rd
+		}
 	}
 	players, err := auditPlayers(rec, given)
 	if err != nil {
@@ -127,10 +141,8 @@ func runAuditCohort(c *cli.Context) error {
 			out.Pool, out.RoundsScored = pl.Total, int(pl.RoundsPaid)
 		}
 	}
-	for _, rd := range rec.rounds { // the last measured round: the final model, as the validator saw it
-		if rd.Cohort == id && rd.Metrics.Measured {
-			out.Cohort = audit.Value{Loss: float64(rd.Metrics.ValLossMicro) / 1e6, Accuracy: float64(rd.Metrics.ValAccuracyBP) / 1e4}
-		}
+	if m := last.Metrics; m.Measured {
+		out.Cohort = audit.Value{Loss: float64(m.ValLossMicro) / 1e6, Accuracy: float64(m.ValAccuracyBP) / 1e4}
 	}
 	jsonOut := c.Bool("json")
 	bar := newProgressLine(errWriter(c), !jsonOut)
@@ -142,7 +154,7 @@ func runAuditCohort(c *cli.Context) error {
 	out.Method, out.Permutations, out.Truncated = string(res.Method), res.Permutations, res.Truncated
 	out.Retrainings, out.Initial, out.Retrained = res.Evaluations-1, res.Empty, res.Grand
 	out.RetrainSeconds = time.Since(start).Seconds()
-	out.WallSeconds = out.RetrainSeconds
+	out.WallSeconds = time.Since(began).Seconds()
 	rows := make([]auditRow, len(players))
 	for i, pl := range players {
 		rows[i] = auditRow{Name: pl.shown, Member: pl.member, Payout: pl.payout}
