@@ -84,9 +84,8 @@ func auditCommand() *cli.Command {
 
 // auditRow is one contributor in auditSummary.
 type auditRow struct {
-	Name string `json:"name"`
-	// Member is the member that speaks for the contributor (a finished cohort's).
-	Member            string  `json:"member,omitempty"`
+	Name              string  `json:"name"`
+	Member            string  `json:"member,omitempty"` // the member that speaks for it (a finished cohort's)
 	ShardSize         int     `json:"shard_size"`
 	LOO               float64 `json:"loo"`
 	LOOAccuracy       float64 `json:"loo_accuracy"`
@@ -143,7 +142,7 @@ func runAudit(c *cli.Context) error {
 	}
 	for _, f := range auditCohortFlags {
 		if c.IsSet(f) {
-			return fmt.Errorf("audit: --%s goes with --coordinator (auditing a finished cohort); without it the audit simulates a cohort", f)
+			return fmt.Errorf("audit: --%s%s goes with --coordinator (auditing a finished cohort); without it the audit simulates a cohort", f, fromEnv(f))
 		}
 	}
 	if err := checkFlags(c, "audit", append([]bound{between("peers", 1, audit.MaxPlayers), between("rounds", 1, maxRounds),
@@ -233,8 +232,18 @@ func runAudit(c *cli.Context) error {
 	return printAudit(c.App.Writer, out)
 }
 
-// auditCohortFlags are the flags of a finished cohort's audit (with --coordinator).
-var auditCohortFlags = []string{"cohort", "shards", "key", "timeout"}
+// auditCohortFlags are the flags of a finished cohort's audit that a simulation refuses (its
+// --key and --timeout, which other commands share, it ignores).
+var auditCohortFlags = []string{"cohort", "shards"}
+
+// fromEnv names the environment variable that set flag, if one is set: a setting meant for
+// another command may be what a conflict comes from.
+func fromEnv(flag string) string {
+	if v := envVars(flag)[0]; os.Getenv(v) != "" {
+		return " (" + v + " is set)"
+	}
+	return ""
+}
 
 // auditMethod reads --method and --utility (auto: accuracy for image models) for n contributors
 // (counted by --what).

@@ -35,15 +35,11 @@ func runAuditCohort(c *cli.Context) error {
 	var set []string
 	for _, f := range auditSimFlags {
 		if c.IsSet(f) {
-			set = append(set, "--"+f)
+			set = append(set, "--"+f+fromEnv(f))
 		}
 	}
 	if len(set) > 0 {
-		hint := ""
-		if os.Getenv("COHORT_COORDINATOR") != "" {
-			hint = " (COHORT_COORDINATOR is set)"
-		}
-		return fmt.Errorf("audit: %s: a simulation's settings, but --coordinator%s audits a finished cohort with its proposal's own", strings.Join(set, ", "), hint)
+		return fmt.Errorf("audit: %s: a simulation's settings, but --coordinator%s audits a finished cohort with its proposal's own", strings.Join(set, ", "), fromEnv("coordinator"))
 	}
 	if err := checkFlags(c, "audit", batchBound("batch"), between("val-samples", 1, maxValSamples),
 		between("permutations", 1, 1_000_000), between("tolerance", -1, 1)); err != nil {

@@ -96,3 +96,15 @@ func TestPrintAudit(t *testing.T) {
 		t.Errorf("no Spearman: %v\n%s", err, b.String())
 	}
 }
+
+// A conflict that an environment variable set (meant for another command, perhaps) says so.
+func TestAuditConflictNamesTheEnvironment(t *testing.T) {
+	t.Setenv("COHORT_COHORT", "1")
+	if _, err := run(t, "audit"); err == nil || !strings.Contains(err.Error(), "--cohort (COHORT_COHORT is set) goes with --coordinator") {
+		t.Errorf("COHORT_COHORT set, a simulation: %v", err)
+	}
+	t.Setenv("COHORT_COORDINATOR", "127.0.0.1:1")
+	if _, err := run(t, "audit", "--peers", "3", "--shards", "a=b"); err == nil || !strings.Contains(err.Error(), "--coordinator (COHORT_COORDINATOR is set) audits a finished cohort") {
+		t.Errorf("COHORT_COORDINATOR set, --peers given: %v", err)
+	}
+}
