@@ -32,7 +32,7 @@ import (
 func TestAuditFinishedCohort(t *testing.T) {
 	const model = "mlp:784-16-10"
 	names := []string{"alice", "bob", "carol"}
-	addr, shards, rounds := finishedCohort(t, model, names, "dirichlet:1", consensus.Hyperparams{InnerSteps: 10, Rounds: 2})
+	addr, shards, rounds := finishedCohort(t, model, names, []string{"--partition", "dirichlet:1"}, consensus.Hyperparams{InnerSteps: 10, Rounds: 2})
 	// The retrainings start from the cohort's own θ_0.
 	theta0, err := trainer.NewModel(model, 0, spec.InitSeed(1))
 	if err != nil {
@@ -130,11 +130,11 @@ func TestAuditFinishedCohort(t *testing.T) {
 }
 
 // finishedCohort has one member per name train cohort 1 (model, params) on a one-node in-process
-// cluster that validates on the embedded test split (1,000 samples, hashed in the proposal), each
-// on its shard of the embedded training set written by `cohort shard` with partition and renamed
-// to SHARDS/NAME. It returns when every round is scored: the cluster's address, SHARDS and the
-// rounds.
-func finishedCohort(t *testing.T, model string, names []string, partition string, params consensus.Hyperparams) (string, string, []consensus.Round) {
+// cluster that validates on the embedded data (1,000 samples of the test split, or the embedded
+// play's validation text for a GPT; hashed in the proposal), each on its shard written by `cohort
+// shard` with shardArgs (the embedded training set unless they give --data) and renamed to
+// SHARDS/NAME. It returns when every round is scored: the cluster's address, SHARDS and the rounds.
+func finishedCohort(t *testing.T, model string, names []string, shardArgs []string, params consensus.Hyperparams) (string, string, []consensus.Round) {
 	t.Helper()
 	addr := startCoordinatorWith(t, func(c *coordinator.Config) { c.Validation.Data = trainer.EmbeddedData })
 	bg := context.Background()
@@ -161,7 +161,7 @@ func finishedCohort(t *testing.T, model string, names []string, partition string
 
 	dir := t.TempDir()
 	shards := filepath.Join(dir, "shards")
-	if _, err := run(t, "shard", "--out", shards, "--peers", fmt.Sprint(len(names)), "--partition", partition, "--seed", "5"); err != nil {
+	if _, err := run(t, append([]string{"shard", "--out", shards, "--peers", fmt.Sprint(len(names)), "--seed", "5"}, shardArgs...)...); err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(bg)
@@ -213,4 +213,34 @@ func finishedCohort(t *testing.T, model string, names []string, partition string
 		return nil
 	})
 	return addr, shards, rounds
+}
+
+// TestAuditFinishedTextCohort: two members train a byte-level GPT on text shards, and the audit
+// of the finished cohort retrains them as text (its windows of the model's context), against the
+// fingerprints the members registered.
+func TestAuditFinishedTextCohort(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a text cohort trained and audited; run without -short (make e2e)")
+	}
+	text := writePlayText(t, t.TempDir(), "play.txt", 40_000)
+	addr, shards, _ := finishedCohort(t, "gpt:1-16-2-32", []string{"ann", "ben"}, []string{"--data", text, "--partition", "contiguous"},
+		consensus.Hyperparams{InnerSteps: 4, Rounds: 2})
+	out, err := run(t, "audit", "--coordinator", addr, "--cohort", "1", "--shards", shards, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	var s auditSummary
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &s); err != nil {
+		t.Fatalf("%v in %q", err, out)
+	}
+	if s.Utility != "loss" || s.Retrainings != 3 || len(s.Contributors) != 2 {
+		t.Fatalf("summary %+v", s)
+	}
+	for _, c := range s.Contributors {
+		if c.ShardSize < 10_000 || math.IsNaN(c.Shapley) || math.IsInf(c.Shapley, 0) {
+			t.Errorf("%s: %+v", c.Name, c)
+		}
+		t.Logf("%s: %d bytes, Shapley loss %+.4f, paid %d (%.1f %%)", c.Name, c.ShardSize, c.Shapley, c.Payout, 100*c.Share)
+	}
 }
