@@ -77,6 +77,9 @@ func (rawExchange) Exchange(_ int, d []float32) ([]float32, int, error) {
 	return d, 4 * len(d), nil
 }
 
+// WithDefaults is c with its zero values replaced by the defaults.
+func (c RunConfig) WithDefaults() RunConfig { return c.withDefaults() }
+
 func (c RunConfig) withDefaults() RunConfig {
 	if c.Mode == "" {
 		c.Mode = ModeDiLoCo
@@ -177,9 +180,8 @@ func Run(ctx context.Context, task Task, cfg RunConfig) (*Summary, error) {
 		return nil, fmt.Errorf("run: build model: %w", err)
 	}
 	if cfg.Exchange == nil {
-		if cfg.Codec == "" {
-			cfg.Exchange = rawExchange{}
-		} else if cfg.Exchange, err = NewCodecExchange(cfg.Codec, evalModel.Layout(), k, cfg.Seed, cfg.ErrorDecay); err != nil {
+		l := evalModel.Layout()
+		if cfg.Exchange, err = NewExchange(cfg.Codec, CodecShape(l), l.Size(), k, cfg.Seed, cfg.ErrorDecay); err != nil {
 			return nil, err
 		}
 	}
@@ -198,18 +200,24 @@ func Run(ctx context.Context, task Task, cfg RunConfig) (*Summary, error) {
 	if err := loop(ctx, task, cfg, evalModel, sum, start); err != nil {
 		return nil, err
 	}
-	sum.WallSeconds = time.Since(start).Seconds()
-	sum.SamplesPerWorker = cfg.Rounds * cfg.InnerSteps * sum.BatchSize
-	sum.SamplesPerSecond = float64(sum.SamplesPerWorker*k) / sum.WallSeconds
-	if n := len(sum.History); n > 0 {
-		last := sum.History[n-1]
-		sum.FinalValLoss = last.ValLoss
-		if task.Classifier {
+	sum.Finish(time.Since(start), task.Classifier)
+	return sum, nil
+}
+
+// Finish fills in the totals of a run of Workers·Rounds·InnerSteps batches of BatchSize that took
+// wall, and the final validation figures from the last round (accuracy for classifiers).
+func (s *Summary) Finish(wall time.Duration, classifier bool) {
+	s.WallSeconds = wall.Seconds()
+	s.SamplesPerWorker = s.Rounds * s.InnerSteps * s.BatchSize
+	s.SamplesPerSecond = float64(s.SamplesPerWorker*s.Workers) / s.WallSeconds
+	if n := len(s.History); n > 0 {
+		last := s.History[n-1]
+		s.FinalValLoss = last.ValLoss
+		if classifier {
 			acc := last.ValAccuracy
-			sum.FinalValAccuracy = &acc
+			s.FinalValAccuracy = &acc
 		}
 	}
-	return sum, nil
 }
 
 func runDiLoCo(ctx context.Context, task Task, cfg RunConfig, eval nn.Model, sum *Summary, start time.Time) error {
@@ -370,14 +378,19 @@ func report(task Task, cfg RunConfig, eval nn.Model, theta []float32, trainLoss 
 		ValLoss: lossSum / float64(count), ValAccuracy: float64(correct) / float64(count),
 		BytesPerWorker: bytes, Elapsed: time.Since(start), ModelHash: hash,
 	}
-	sum.History = append(sum.History, RoundRecord{Round: t, TrainLoss: rs.TrainLoss, ValLoss: rs.ValLoss, ValAccuracy: rs.ValAccuracy, BytesPerWorker: bytes})
-	sum.BytesPerWorker = bytes
-	sum.ModelHash = fmt.Sprintf("%x", hash[:8])
-	sum.Theta = append(sum.Theta[:0], theta...)
+	sum.Record(rs, theta)
 	if cfg.Progress != nil {
 		cfg.Progress(rs)
 	}
 	return nil
+}
+
+// Record adds round rs, which ended at the global model theta, to the summary's history.
+func (s *Summary) Record(rs RoundStats, theta []float32) {
+	s.History = append(s.History, RoundRecord{Round: rs.Round, TrainLoss: rs.TrainLoss, ValLoss: rs.ValLoss, ValAccuracy: rs.ValAccuracy, BytesPerWorker: rs.BytesPerWorker})
+	s.BytesPerWorker = rs.BytesPerWorker
+	s.ModelHash = fmt.Sprintf("%x", rs.ModelHash[:8])
+	s.Theta = append(s.Theta[:0], theta...)
 }
 
 func mean(xs []float64) float64 {
