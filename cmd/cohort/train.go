@@ -82,6 +82,10 @@ func runTrain(c *cli.Context) error {
 		Batch:      c.Int("batch"),
 		ValSamples: c.Int("val-samples"),
 	}
+	pcfg, err := stageConfig(c, spec)
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
 	task, info, err := trainer.BuildTask(spec)
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
@@ -100,10 +104,6 @@ func runTrain(c *cli.Context) error {
 		Outer:      trainer.OuterConfig{LR: float32(c.Float64("outer-lr")), Momentum: float32(c.Float64("outer-momentum"))},
 	}
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("train: %w", err)
-	}
-	pcfg, err := stageConfig(c, spec)
-	if err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
 	slog.Info("training", "model", spec.Model, "mode", cfg.Mode, "workers", spec.Workers, "data", info.Source,

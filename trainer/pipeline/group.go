@@ -23,8 +23,8 @@ type Group struct {
 	theta   []float32
 }
 
-// NewGroup builds a group of stages stages over the GPT model (whose Batch is the sequences of a
-// step, cut into pc.Micro micro-batches), initialised to the whole model's θ_0 for model.Seed,
+// NewGroup builds a group of stages stages over the GPT model (whose Batch, ≥ 1, is the sequences
+// of a step, cut into pc.Micro micro-batches), initialised to the whole model's θ_0 for model.Seed,
 // reading its batches from src.
 func NewGroup(model nn.GPTConfig, stages int, pc Config, outer trainer.OuterConfig, src trainer.Source) (*Group, error) {
 	if pc.Micro == 0 {
@@ -33,8 +33,8 @@ func NewGroup(model nn.GPTConfig, stages int, pc Config, outer trainer.OuterConf
 	if src == nil {
 		return nil, fmt.Errorf("%w: a group needs a data source", ErrConfig)
 	}
-	if model.Batch == 0 {
-		model.Batch = 12 // nn.GPTConfig's default
+	if model.Batch < 1 {
+		return nil, fmt.Errorf("%w: a group needs the sequences of a step (model.Batch), got %d", ErrConfig, model.Batch)
 	}
 	if pc.Micro < 1 || model.Batch%pc.Micro != 0 {
 		return nil, fmt.Errorf("%w: %d micro-batches do not divide a batch of %d sequences", ErrConfig, pc.Micro, model.Batch)
