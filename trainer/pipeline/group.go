@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -121,23 +120,30 @@ func (g *Group) InnerSteps(ctx context.Context, h int) (trainer.InnerStats, erro
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stats := make([]trainer.InnerStats, len(g.members))
-	errs := make([]error, len(g.members))
-	var wg sync.WaitGroup
+	var (
+		mu    sync.Mutex
+		first error // the failure that cancelled the others
+		wg    sync.WaitGroup
+	)
 	for s, m := range g.members {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			st, err := m.InnerSteps(ctx, g.links[s], h, g.batches(s))
 			if err != nil {
-				errs[s] = err
+				mu.Lock()
+				if first == nil {
+					first = fmt.Errorf("stage %d: %w", s, err)
+				}
+				mu.Unlock()
 				cancel()
 			}
 			stats[s] = st
 		}()
 	}
 	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		return trainer.InnerStats{}, err
+	if first != nil {
+		return trainer.InnerStats{}, first
 	}
 	return stats[0], nil
 }

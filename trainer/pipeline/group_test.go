@@ -5,7 +5,9 @@ import (
 	"errors"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/cohortlab/cohort/compress"
 	"github.com/cohortlab/cohort/trainer"
@@ -145,11 +147,11 @@ func TestMemberOuterStepRejects(t *testing.T) {
 	}
 }
 
-// tinyTask is a byte-level GPT of 2 blocks on the embedded play for 2 workers: built afresh for
+// tinyTask is a byte-level GPT of 3 blocks on the embedded play for 2 workers: built afresh for
 // every run, its sources start over.
 func tinyTask(t *testing.T) trainer.Task {
 	t.Helper()
-	task, _, err := trainer.BuildTask(trainer.TaskSpec{Model: "gpt:2-32-2-16", DataDir: trainer.EmbeddedData, Workers: 2, Seed: 3, Batch: 4, ValSamples: 32})
+	task, _, err := trainer.BuildTask(trainer.TaskSpec{Model: "gpt:3-32-2-16", DataDir: trainer.EmbeddedData, Workers: 2, Seed: 3, Batch: 4, ValSamples: 32})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -180,6 +182,7 @@ func TestRunDiLoCoMatchesRun(t *testing.T) {
 		{"S1-topk-overlap", "topk:0.1+q8", 1, 1, 1, true, true},
 		{"S2-raw", "", 0, 2, 1, true, true},
 		{"S2-raw-overlap", "", 1, 2, 1, true, true},
+		{"S3-raw", "", 0, 3, 1, true, true},
 		{"S2-M2-raw", "", 0, 2, 2, false, true},
 		{"S2-q8", "q8", 0, 2, 1, false, false},
 	} {
@@ -233,7 +236,7 @@ func TestRunDiLoCoRejects(t *testing.T) {
 		edit func(*RunConfig)
 		task func(*testing.T) trainer.Task
 	}{
-		{"more stages than blocks", func(c *RunConfig) { c.Stages = 3 }, tinyTask},
+		{"more stages than blocks", func(c *RunConfig) { c.Stages = 4 }, tinyTask},
 		{"negative stages", func(c *RunConfig) { c.Stages = -1 }, tinyTask},
 		{"micro-batches that do not divide the batch", func(c *RunConfig) { c.Micro = 3 }, tinyTask},
 		{"negative micro-batches", func(c *RunConfig) { c.Micro = -2 }, tinyTask},
@@ -264,4 +267,31 @@ type fakeExchange struct{}
 func (fakeExchange) Name() string { return "fake" }
 func (fakeExchange) Exchange(_ int, d []float32) ([]float32, int, error) {
 	return d, 0, nil
+}
+
+// shortSource yields batches one token short.
+type shortSource struct{}
+
+func (shortSource) Next(b *nn.Batch, n int) {
+	b.Tokens, b.Y = make([]int, n*tinyGPT.Context-1), make([]int, n*tinyGPT.Context-1)
+}
+func (shortSource) Len() int { return 1 }
+
+// TestGroupFailureStopsEveryStage: a stage that fails (here the first, on a bad batch) stops the
+// others waiting for its frames, and the group reports that failure.
+func TestGroupFailureStopsEveryStage(t *testing.T) {
+	cfg := tinyGPT
+	cfg.Batch = 2
+	g, err := NewGroup(cfg, 3, Config{}, trainer.OuterConfig{}, shortSource{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := g.InnerSteps(ctx, 2); !errors.Is(err, ErrBatch) || !strings.Contains(err.Error(), "stage 0") {
+		t.Fatalf("InnerSteps: %v, want stage 0's ErrBatch", err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the group waited for the timeout")
+	}
 }
