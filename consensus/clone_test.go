@@ -184,3 +184,58 @@ func TestPoolKeepsItsOldForm(t *testing.T) {
 		t.Fatal("a three-element pool decodes")
 	}
 }
+
+// Settings with no down codec encode as the eleven-element array they were before DownCodec, so
+// logs, snapshots and state hashes from before read and hash the same, in a proposal too; settings
+// with one add it.
+func TestHyperparamsKeepTheirOldForm(t *testing.T) {
+	type oldHyperparams struct {
+		_msgpack                                  struct{} `msgpack:",as_array"`
+		InnerSteps, Rounds                        uint32
+		Codec, OuterLR, OuterMomentum, ErrorDecay string
+		InnerLR, WeightDecay                      string
+		Warmup                                    uint32
+		Schedule, ClipNorm                        string
+	}
+	o := oldHyperparams{InnerSteps: 50, Rounds: 20, Codec: "topk:0.03/m+q1", OuterLR: "1", OuterMomentum: "0.8", ErrorDecay: "0.9",
+		InnerLR: "0.001", WeightDecay: "0", Warmup: 10, Schedule: "cosine", ClipNorm: "1"}
+	h := Hyperparams{InnerSteps: 50, Rounds: 20, Codec: "topk:0.03/m+q1", OuterLR: "1", OuterMomentum: "0.8", ErrorDecay: "0.9",
+		InnerLR: "0.001", WeightDecay: "0", Warmup: 10, Schedule: "cosine", ClipNorm: "1"}
+	old, _ := msgpack.Marshal(&o)
+	for name, v := range map[string]any{"pointer": &h, "value": h, "in a proposal": Proposal{Params: h}} {
+		now, err := msgpack.Marshal(v)
+		if name == "in a proposal" {
+			var back Proposal
+			if err := msgpack.Unmarshal(now, &back); err != nil || back.Params != h {
+				t.Fatalf("a proposal's settings decode as %+v, %v", back.Params, err)
+			}
+			if !bytes.Contains(now, old) {
+				t.Fatalf("a proposal %x does not hold its settings' old form %x", now, old)
+			}
+			continue
+		}
+		if err != nil || !bytes.Equal(old, now) {
+			t.Fatalf("%s: settings encode as %x, before as %x (%v)", name, now, old, err)
+		}
+	}
+	var back Hyperparams
+	if err := msgpack.Unmarshal(old, &back); err != nil || back != h {
+		t.Fatalf("old settings decode as %+v, %v", back, err)
+	}
+	h.DownCodec = "topk:0.03/m+q8"
+	b, _ := msgpack.Marshal(h)
+	if err := msgpack.Unmarshal(b, &back); err != nil || back != h {
+		t.Fatalf("settings with a down codec decode as %+v, %v", back, err)
+	}
+	if bytes.Equal(b, old) {
+		t.Fatal("the down codec is not encoded")
+	}
+	for _, bad := range [][]byte{{0x93, 0x01, 0x02, 0xa1, 'x'}, append([]byte{0x9d}, make([]byte, 13)...)} {
+		if err := msgpack.Unmarshal(bad, &back); err == nil {
+			t.Errorf("%x decodes", bad)
+		}
+	}
+	if err := msgpack.Unmarshal([]byte{0xc0}, &back); err != nil || back != (Hyperparams{}) {
+		t.Errorf("nil decodes as %+v, %v", back, err)
+	}
+}

@@ -342,6 +342,57 @@ type Hyperparams struct {
 	Warmup      uint32 // steps of linear learning-rate warm-up from the cohort's first step; 0: none
 	Schedule    string // "constant", or "cosine": decay to InnerLR/10 by the last step of the last round
 	ClipNorm    string // global gradient-norm clip, e.g. "1"; "0": none
+	// DownCodec codes the aggregates sent down to peers and replicas, e.g. "topk:0.03/m+q8"; ""
+	// is protocol.DownCodec of Codec, the rule of every cohort proposed before the field existed.
+	DownCodec string
+}
+
+// hyperparamsFields are the fields of Hyperparams in their wire order: eleven before DownCodec
+// existed.
+func (h *Hyperparams) hyperparamsFields() []any {
+	return []any{&h.InnerSteps, &h.Rounds, &h.Codec, &h.OuterLR, &h.OuterMomentum, &h.ErrorDecay,
+		&h.InnerLR, &h.WeightDecay, &h.Warmup, &h.Schedule, &h.ClipNorm, &h.DownCodec}
+}
+
+// EncodeMsgpack writes settings with no down codec as the eleven-element array they always were,
+// so that logs, snapshots and state hashes from before DownCodec existed are unchanged; settings
+// with one add it.
+func (h Hyperparams) EncodeMsgpack(e *msgpack.Encoder) error {
+	fs := h.hyperparamsFields()
+	if h.DownCodec == "" {
+		fs = fs[:len(fs)-1]
+	}
+	if err := e.EncodeArrayLen(len(fs)); err != nil {
+		return err
+	}
+	for _, f := range fs {
+		if err := e.Encode(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// DecodeMsgpack reads both forms EncodeMsgpack writes (and nil, the zero settings).
+func (h *Hyperparams) DecodeMsgpack(d *msgpack.Decoder) error {
+	n, err := d.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	*h = Hyperparams{}
+	if n <= 0 {
+		return nil
+	}
+	fs := h.hyperparamsFields()
+	if n != len(fs) && n != len(fs)-1 {
+		return fmt.Errorf("hyperparams: an array of %d elements, want %d or %d", n, len(fs)-1, len(fs))
+	}
+	for _, f := range fs[:n] {
+		if err := d.Decode(f); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ProposeBody proposes a model. The voting deadline is the leader's stamp + VotingPeriodMs.

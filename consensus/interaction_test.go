@@ -186,7 +186,8 @@ func (it *interaction) handle(t *testing.T, td *datadriven.TestData) string {
 		body = &ProposeBody{Name: unescape(t, td, argStr(t, td, "name", "p")), Model: argStr(t, td, "model", "mlp:784-256-10"),
 			Dataset: argStr(t, td, "dataset", "fashion-mnist"), ValidationHash: hash(argStr(t, td, "valhash", "val")),
 			Params: Hyperparams{InnerSteps: uint32(argU64(t, td, "inner", 50)), Rounds: uint32(argU64(t, td, "rounds", 3)),
-				Codec: argStr(t, td, "codec", "topk:0.05+int8"), OuterLR: "0.7", OuterMomentum: "0.9"},
+				Codec: argStr(t, td, "codec", "topk:0.05+int8"), OuterLR: "0.7", OuterMomentum: "0.9",
+				DownCodec: argStr(t, td, "down", "")},
 			RewardPool: argU64(t, td, "pool", 1000), MinMembers: uint32(argU64(t, td, "min", 1)),
 			QuorumBP: uint32(argU64(t, td, "quorum", 5000)), ThresholdBP: uint32(argU64(t, td, "threshold", 5000)),
 			VotingPeriodMs: argI64(t, td, "period", 1000), MaxMembers: uint32(argU64(t, td, "max", 0))}

@@ -455,7 +455,8 @@ func (s *State) propose(now int64, issuer string, b *ProposeBody) (Result, error
 		{"codec", b.Params.Codec, false}, {"outer lr", b.Params.OuterLR, false},
 		{"outer momentum", b.Params.OuterMomentum, false}, {"error decay", b.Params.ErrorDecay, false},
 		{"inner lr", b.Params.InnerLR, false}, {"weight decay", b.Params.WeightDecay, false},
-		{"lr schedule", b.Params.Schedule, false}, {"clip norm", b.Params.ClipNorm, false}} {
+		{"lr schedule", b.Params.Schedule, false}, {"clip norm", b.Params.ClipNorm, false},
+		{"down codec", b.Params.DownCodec, false}} {
 		if err := checkName(f.field, f.v, f.req); err != nil {
 			return Result{}, err
 		}

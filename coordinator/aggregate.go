@@ -312,7 +312,7 @@ func (s *Server) finalize(rt *cohortRT, a *sliceAgg) {
 		a.aborted = true
 		return
 	}
-	msg, err := rt.downlink.Encode(a.sl.Start, avg)
+	msg, err := rt.downlink.Encode(a.sl.Round, a.sl.Start, avg)
 	if err != nil {
 		s.log.Error("aggregate", "err", err)
 		a.aborted = true

@@ -109,6 +109,9 @@ func (s *Server) runtime(c consensus.Cohort, p consensus.Proposal) (*cohortRT, e
 		time.Sleep(s.cfg.Validation.LoadDelay)
 		start := time.Now()
 		v, err := newValidator(s.cfg.Validation, p)
+		if v != nil {
+			v.spent = &s.valStats
+		}
 		if err != nil {
 			s.log.Warn("this coordinator cannot validate: rounds it scores pay nobody", "cohort", c.ID, "err", err)
 		} else {

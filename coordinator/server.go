@@ -175,6 +175,8 @@ type Server struct {
 	rtMu sync.Mutex
 	rts  map[uint64]*cohortRT // cohort runtimes (model replicas, aggregations)
 
+	valStats validationStats
+
 	store *transport.Store // model blobs served in chunks (late joiners, re-syncs)
 
 	runCtx context.Context // lives as long as Run: background fetches use it
@@ -297,6 +299,13 @@ func (s *Server) Node() *consensus.Node { return s.node }
 
 // Addr is the address the node listens on.
 func (s *Server) Addr() string { return s.cfg.Listen }
+
+// Validation returns how many models this node's validators measured and the seconds it took.
+func (s *Server) Validation() (models int, seconds float64) {
+	s.valStats.mu.Lock()
+	defer s.valStats.mu.Unlock()
+	return s.valStats.models, s.valStats.seconds
+}
 
 // KeyID is the ID of the node's key (its coordinator ID in the state).
 func (s *Server) KeyID() string { return s.cfg.Identity.NodeID().String() }

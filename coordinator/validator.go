@@ -78,6 +78,27 @@ type validator struct {
 	smu    sync.Mutex // guards states and order
 	states map[[32]byte]*valState
 	order  [][32]byte // oldest first, bounded
+	// spent accumulates the wall time of the measurements (one goroutine each, the model's own
+	// kernels: its CPU time on a machine that is not oversubscribed), for Server.Validation.
+	spent *validationStats
+}
+
+// validationStats is what this node's validators have measured so far: how many models and the
+// seconds it took (the cost of scoring, against the round time).
+type validationStats struct {
+	mu      sync.Mutex
+	models  int
+	seconds float64
+}
+
+func (v *validationStats) add(d time.Duration) {
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.models++
+	v.seconds += d.Seconds()
 }
 
 // valState is what the validator measured at one θ (by hash). done closes when it is ready.
@@ -137,7 +158,9 @@ func (v *validator) measure(theta []float32, h [32]byte) {
 	theta = append([]float32(nil), theta...)
 	go func() {
 		defer close(st.done)
+		start := time.Now()
 		st.grads, st.metrics, st.err = v.compute(theta, h)
+		v.spent.add(time.Since(start))
 	}()
 }
 

@@ -24,6 +24,7 @@ import (
 	"github.com/cohortlab/cohort/internal/netutil"
 	"github.com/cohortlab/cohort/peer"
 	"github.com/cohortlab/cohort/protocol"
+	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/transport"
 	"github.com/cohortlab/cohort/transport/linkshape"
@@ -360,7 +361,7 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if err != nil {
 		return nil, err
 	}
-	sum := &Summary{Codec: cfg.Codec, OuterLR: cfg.OuterLR, OuterMomentum: cfg.OuterMomentum, ErrorDecay: cfg.ErrorDecay, Link: cfg.Link}
+	sum := &Summary{Codec: cfg.Codec, DownCodec: spec.DownCodec(cfg.hyperparams()), OuterLR: cfg.OuterLR, OuterMomentum: cfg.OuterMomentum, ErrorDecay: cfg.ErrorDecay, Link: cfg.Link}
 	var lastLeader string
 	reported := uint32(0)
 	killedLeader := false
@@ -453,6 +454,8 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 				wire += int64(ws.BytesSent)
 				pr.WireReceived += int64(ws.BytesReceived)
 				pr.StreamBytes += int64(ws.StreamBytesSent + ws.StreamBytesReceived)
+				pr.StreamBytesSent += int64(ws.StreamBytesSent)
+				pr.PacketsSent += int64(ws.PacketsSent)
 			}
 			pr.WireBytes, pr.WireSent = wire, wire
 			_, pr.AppliedIndex = live.srv.Node().Hash()
@@ -495,6 +498,18 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		sum.Scale.RoundSeconds = (last.Elapsed - first.Elapsed).Seconds() / rs
 		sum.Scale.RaftEntriesPerRound = float64(last.AppliedIndex-first.AppliedIndex) / rs
 	}
+	// What validating cost: each coordinator measures every model its replica reaches.
+	var models int
+	var secs float64
+	for _, n := range nodes {
+		if n != nil && n.srv != nil {
+			m, s := n.srv.Validation()
+			models, secs = models+m, secs+s
+		}
+	}
+	if models > 0 {
+		sum.Scale.ValidationSeconds = secs / float64(models)
+	}
 	// Peers finish their last round; every replica must hold the recorded final model.
 	final := lastHash(nodes, cohort)
 	sum.ModelHash = fmt.Sprintf("%x", final[:8])
@@ -512,12 +527,14 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 	if n := len(sum.History); n > 1 {
 		// Control traffic in the rounds after the first: the peers' wire bytes both ways since the
 		// first round was reported, less their uploads and aggregates of those rounds.
-		var sent, recv, streamed, up, down int64
+		var sent, recv, streamed, streamedSent, packets, up, down int64
 		for _, m := range members {
 			ws := m.client.WireStats()
 			sent += int64(ws.BytesSent)
 			recv += int64(ws.BytesReceived)
 			streamed += int64(ws.StreamBytesSent + ws.StreamBytesReceived)
+			streamedSent += int64(ws.StreamBytesSent)
+			packets += int64(ws.PacketsSent)
 		}
 		mu.Lock()
 		for r := range upBytes {
@@ -529,11 +546,17 @@ func Run(ctx context.Context, cfg Config) (*Summary, error) {
 		sent -= sum.History[0].WireSent
 		recv -= sum.History[0].WireReceived
 		streamed -= sum.History[0].StreamBytes
+		streamedSent -= sum.History[0].StreamBytesSent
+		packets -= sum.History[0].PacketsSent
 		if sent > 0 && up > 0 {
 			per := float64(n-1) * float64(len(members))
 			sum.Scale.ControlBytesPerPeerRound = float64(streamed-up-down) / per
 			sum.Scale.PacketOverheadPerPeerRound = float64(sent+recv-streamed) / per
 			sum.Scale.WireSentOverPayload = float64(sent) / float64(up)
+			sum.Scale.UploadBytesPerPeerRound, sum.Scale.AggregateBytesPerPeerRound = float64(up)/per, float64(down)/per
+			sum.Scale.SentControlBytesPerPeerRound = float64(streamedSent-up) / per
+			sum.Scale.SentPacketBytesPerPeerRound = float64(sent-streamedSent) / per
+			sum.Scale.PacketsSentPerPeerRound = float64(packets) / per
 		}
 	}
 	sum.ReplicasAgree = true

@@ -38,6 +38,9 @@ type Config struct {
 	Overlap int
 	Batch   int    // default: the model's
 	Codec   string // default spec.Defaults.Codec
+	// DownCodec is the proposal's codec of the aggregates sent down; default "", the proposal
+	// field's empty value (spec.DownCodec: q8+zstd for a top-k Codec).
+	DownCodec string
 	// OuterLR, OuterMomentum and ErrorDecay are the proposal's outer Nesterov step and the peers'
 	// error-feedback decay β, as decimals; defaults from spec.Defaults.
 	OuterLR, OuterMomentum, ErrorDecay string
@@ -140,7 +143,7 @@ func (c Config) withDefaults() Config {
 
 // hyperparams are the proposal's training settings.
 func (c Config) hyperparams() consensus.Hyperparams {
-	return consensus.Hyperparams{InnerSteps: uint32(c.InnerSteps), Rounds: uint32(c.Rounds), Codec: c.Codec,
+	return consensus.Hyperparams{InnerSteps: uint32(c.InnerSteps), Rounds: uint32(c.Rounds), Codec: c.Codec, DownCodec: c.DownCodec,
 		OuterLR: c.OuterLR, OuterMomentum: c.OuterMomentum, ErrorDecay: c.ErrorDecay,
 		InnerLR: c.InnerLR, WeightDecay: c.WeightDecay, Warmup: uint32(c.Warmup), Schedule: c.Schedule, ClipNorm: c.ClipNorm}
 }
@@ -245,6 +248,8 @@ type Progress struct {
 	// index a coordinator had applied, when the round was reported.
 	WireSent, WireReceived int64
 	StreamBytes            int64 // the messages they carried, both ways
+	StreamBytesSent        int64 // of which the peers sent
+	PacketsSent            int64 // the peers' QUIC packets sent so far
 	AppliedIndex           uint64
 }
 
@@ -269,6 +274,20 @@ type Scale struct {
 	PacketOverheadPerPeerRound float64 `json:"packet_overhead_per_peer_round"`
 	// WireSentOverPayload is what the peers sent on the wire over the uploads they sent.
 	WireSentOverPayload float64 `json:"wire_sent_over_payload"`
+	// ValidationSeconds is what measuring one model took a coordinator's validator (K
+	// validation gradients and the whole split's loss and accuracy), on average: the cost of
+	// scoring a round, on every coordinator, against RoundSeconds.
+	ValidationSeconds float64 `json:"validation_seconds"`
+	// UploadBytesPerPeerRound and AggregateBytesPerPeerRound are one peer's uploads (compress
+	// messages) and the aggregates it fetched (down-codec messages), per round.
+	UploadBytesPerPeerRound    float64 `json:"upload_bytes_per_peer_round"`
+	AggregateBytesPerPeerRound float64 `json:"aggregate_bytes_per_peer_round"`
+	// What one peer sent per round beyond its uploads: the other messages' bytes (requests, long
+	// polls, receipts, frame headers) and QUIC's (packet headers, acknowledgements,
+	// retransmissions), and the QUIC packets it sent.
+	SentControlBytesPerPeerRound float64 `json:"sent_control_bytes_per_peer_round"`
+	SentPacketBytesPerPeerRound  float64 `json:"sent_packet_bytes_per_peer_round"`
+	PacketsSentPerPeerRound      float64 `json:"packets_sent_per_peer_round"`
 }
 
 // PeerSummary is one peer in Summary.
@@ -315,6 +334,7 @@ type Summary struct {
 	ReplicasAgree bool           `json:"replicas_agree"`
 	Scale         Scale          `json:"scale"`
 	Codec         string         `json:"codec"`
+	DownCodec     string         `json:"down_codec"` // the aggregates' codec (spec.DownCodec)
 	OuterLR       string         `json:"outer_lr"`
 	OuterMomentum string         `json:"outer_momentum"`
 	ErrorDecay    string         `json:"ef_decay,omitempty"`

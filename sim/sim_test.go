@@ -188,6 +188,45 @@ func TestFaults(t *testing.T) {
 	}
 }
 
+// TestSparseDownlinkSurvivesLeaderKill runs a cohort whose proposal names a top-k down codec and
+// kills the leader as round 2 opens: its slice moves to a live coordinator, which aggregates it
+// with no residual of its own. Every replica, peers and coordinators, still applies the same
+// decoded aggregates (they all hold the recorded model), the proposal records the down codec,
+// and the aggregates fetched are a small fraction of a dense q8 aggregate.
+func TestSparseDownlinkSurvivesLeaderKill(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	const down = "topk:0.1/m+q8"
+	var rounds []Progress
+	dir := t.TempDir()
+	sum, err := Run(ctx, Config{Coordinators: 3, Peers: 3, Model: "mlp:784-32-10", Rounds: 4, InnerSteps: 8, Batch: 32,
+		Codec: "topk:0.05/m+q1", DownCodec: down, Partition: "iid", Seed: 3, ValSamples: 300, Logger: quiet(),
+		KillLeaderAt: 2, RoundTimeout: 12 * time.Second, Dir: dir, Progress: func(p Progress) { rounds = append(rounds, p) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum.RoundsCompleted != 4 || !sum.ReplicasAgree || sum.LeaderChanges == 0 || sum.DownCodec != down {
+		t.Fatalf("summary %+v", sum)
+	}
+	if rounds[len(rounds)-1].ValLoss >= rounds[0].ValLoss {
+		t.Fatalf("cohort did not learn: %+v", rounds)
+	}
+	// A dense q8 aggregate is a byte a parameter; the sparse one (10 % of the first layer's values
+	// with their indices, the small tensors dense) about 2 bits, under 4 with a round fetched again
+	// after the failover.
+	const params = 784*32 + 32 + 32*10 + 10
+	if got := sum.Scale.AggregateBytesPerPeerRound; got <= 0 || got > params/2 {
+		t.Fatalf("%.0f bytes of aggregates per peer and round, want at most %d", got, params/2)
+	}
+	st, _, err := consensus.ReplayDir(filepath.Join(dir, "c2"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := st.Proposal(1); err != nil || p.Params.DownCodec != down {
+		t.Fatalf("proposal 1 recorded %+v, %v", p.Params, err)
+	}
+}
+
 // The character model trains as a cohort too, the play split by speaker among the peers.
 func TestCharLMCohort(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

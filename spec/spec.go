@@ -56,7 +56,7 @@ const (
 
 // Training is what a proposal fixes for everyone who trains or aggregates for its cohort.
 type Training struct {
-	// Up codes the peers' pseudo-gradients; Down the aggregates (protocol.DownCodec of Up).
+	// Up codes the peers' pseudo-gradients; Down the aggregates (DownCodec).
 	Up, Down compress.Setting
 	// Outer is the outer Nesterov step every replica applies.
 	Outer trainer.OuterConfig
@@ -79,7 +79,7 @@ func Of(p consensus.Proposal) (Training, error) {
 	if t.Up, err = compress.Parse(h.Codec); err != nil {
 		return t, fmt.Errorf("proposal %d: codec: %w", p.ID, err)
 	}
-	if t.Down, err = compress.Parse(protocol.DownCodec(h.Codec)); err != nil {
+	if t.Down, err = compress.Parse(DownCodec(h)); err != nil {
 		return t, fmt.Errorf("proposal %d: down codec: %w", p.ID, err)
 	}
 	if t.Outer, err = outerConfig(h); err != nil {
@@ -116,12 +116,23 @@ func Fill(h consensus.Hyperparams) consensus.Hyperparams {
 	return h
 }
 
+// DownCodec is the codec of a proposal's aggregates on the way down: its DownCodec, or, when that
+// is empty (every proposal recorded before the field existed), protocol.DownCodec of its codec —
+// so the cohorts of old logs and snapshots replay with the downlink they ran with. Unlike the
+// other fields, an empty down codec is not filled from Defaults.
+func DownCodec(h consensus.Hyperparams) string {
+	if h.DownCodec != "" {
+		return h.DownCodec
+	}
+	return protocol.DownCodec(Fill(h).Codec)
+}
+
 // InitSeed is the seed θ_0 of a cohort is initialised with: every coordinator and peer builds the
 // proposal's model with it and gets the same parameters.
 func InitSeed(proposal uint64) uint64 { return proposal }
 
 // Check reports whether peers can train with a proposal's settings: 1 to MaxInnerSteps inner
-// steps, 1 to MaxRounds rounds, a codec that parses, an outer step that validates (η > 0,
+// steps, 1 to MaxRounds rounds, a codec and a down codec (DownCodec) that parse, an outer step that validates (η > 0,
 // 0 ≤ μ < 1), an error decay in (0, 1], an inner AdamW that validates (learning rate in (0, 10],
 // weight decay in [0, 10], a known schedule, a clip norm ≥ 0, a warm-up no longer than the
 // cohort's Rounds × InnerSteps). Empty fields are Defaults' and always pass; zero H or rounds are
@@ -136,6 +147,9 @@ func Check(h consensus.Hyperparams) error {
 	h = Fill(h)
 	if _, err := compress.Parse(h.Codec); err != nil {
 		return fmt.Errorf("codec: %w", err)
+	}
+	if _, err := compress.Parse(DownCodec(h)); err != nil {
+		return fmt.Errorf("down codec: %w", err)
 	}
 	if _, err := outerConfig(h); err != nil {
 		return err

@@ -34,6 +34,10 @@ func TestCheck(t *testing.T) {
 		{consensus.Hyperparams{ErrorDecay: "1.01"}, "error decay"},
 		{consensus.Hyperparams{ErrorDecay: "NaN"}, "error decay"},
 		{consensus.Hyperparams{ErrorDecay: "0.9x"}, "error decay"},
+		{consensus.Hyperparams{DownCodec: "topk:0.03/m+q8"}, ""},
+		{consensus.Hyperparams{DownCodec: "q8+zstd"}, ""},
+		{consensus.Hyperparams{DownCodec: "topk:0"}, "down codec"},
+		{consensus.Hyperparams{DownCodec: "q8+gzip"}, "down codec"},
 	} {
 		if tc.h.InnerSteps == 0 && tc.h.Rounds == 0 {
 			tc.h.InnerSteps, tc.h.Rounds = 50, 20 // the cases about the other fields
@@ -116,5 +120,32 @@ func TestInner(t *testing.T) {
 	}
 	if in := tr.Inner; in.LR != 1e-3 || in.Warmup != 0 || in.DecaySteps != 0 || in.ClipNorm != 0 || in.WeightDecay != 0 {
 		t.Fatalf("default inner AdamW %+v", in)
+	}
+}
+
+// TestDownCodec: a proposal's empty down codec is the rule it was recorded under (protocol's
+// DownCodec of its codec), not Defaults'; a set one is what every replica decodes with.
+func TestDownCodec(t *testing.T) {
+	for _, tc := range []struct {
+		h    consensus.Hyperparams
+		want string
+	}{
+		{consensus.Hyperparams{}, "q8+zstd"}, // Defaults' codec is top-k
+		{consensus.Hyperparams{Codec: "topk:0.01+q4"}, "q8+zstd"},
+		{consensus.Hyperparams{Codec: "fp32"}, "fp32"},
+		{consensus.Hyperparams{Codec: "q4"}, "q8"},
+		{consensus.Hyperparams{Codec: "q4", DownCodec: "topk:0.05/m+q8"}, "topk:0.05/m+q8"},
+		{consensus.Hyperparams{DownCodec: "fp16"}, "fp16"},
+	} {
+		if got := DownCodec(tc.h); got != tc.want {
+			t.Errorf("DownCodec(%+v) = %q, want %q", tc.h, got, tc.want)
+		}
+		ts, err := Of(consensus.Proposal{ID: 1, Params: tc.h})
+		if err != nil || ts.Down.String() != tc.want {
+			t.Errorf("Of(%+v).Down = %v, %v; want %q", tc.h, ts.Down, err, tc.want)
+		}
+	}
+	if _, err := Of(consensus.Proposal{ID: 1, Params: consensus.Hyperparams{DownCodec: "topk:2"}}); err == nil || !strings.Contains(err.Error(), "down codec") {
+		t.Errorf("a bad down codec: %v", err)
 	}
 }

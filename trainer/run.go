@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cohortlab/cohort/compress"
 	"github.com/cohortlab/cohort/trainer/nn"
 )
 
@@ -58,6 +59,11 @@ type RunConfig struct {
 	// Exchange, if set, replaces Codec: it turns each worker's pseudo-gradient into what the
 	// aggregator receives and reports the bytes it took on the wire.
 	Exchange Exchanger
+	// DownCodec, if set, codes the averaged pseudo-gradient on its way back to the workers, with
+	// the aggregator's error feedback (one compress.Residual for the whole vector; a cohort's
+	// aggregators keep one per slice), e.g. "q8+zstd" or "topk:0.03/m+q8": what every replica
+	// applies is the decoded message. Empty: the average itself. DiLoCo only.
+	DownCodec string
 	// Progress, if set, is called after every round.
 	Progress func(RoundStats)
 }
@@ -111,8 +117,13 @@ func (c RunConfig) Validate() error {
 	if c.Mode == ModeDDP && c.Overlap != 0 {
 		return fmt.Errorf("overlap applies to diloco only")
 	}
-	if c.Mode == ModeDDP && (c.Codec != "" || c.Exchange != nil) {
+	if c.Mode == ModeDDP && (c.Codec != "" || c.Exchange != nil || c.DownCodec != "") {
 		return fmt.Errorf("a codec applies to diloco only: ddp exchanges fp32 gradients every step")
+	}
+	if c.DownCodec != "" {
+		if _, err := compress.Parse(c.DownCodec); err != nil {
+			return fmt.Errorf("down codec: %w", err)
+		}
 	}
 	if c.ErrorDecay != 0 && !(c.ErrorDecay > 0 && c.ErrorDecay <= 1) {
 		return fmt.Errorf("error-feedback decay %v: want 0 < β ≤ 1", c.ErrorDecay)
@@ -136,9 +147,13 @@ type RoundStats struct {
 
 // Summary is the result of a run; its JSON form is what `cohort train --json` prints.
 type Summary struct {
-	Mode             Mode          `json:"mode"`
-	Model            string        `json:"model"`
-	Codec            string        `json:"codec"`
+	Mode      Mode   `json:"mode"`
+	Model     string `json:"model"`
+	Codec     string `json:"codec"`
+	DownCodec string `json:"down_codec,omitempty"`
+	// DownBytes is the coded aggregates' bytes over the run, each sent to every worker (0 without a
+	// DownCodec).
+	DownBytes        int64         `json:"down_bytes,omitempty"`
 	Workers          int           `json:"workers"`
 	InnerSteps       int           `json:"inner_steps"`
 	Rounds           int           `json:"rounds"`
@@ -241,6 +256,14 @@ func runDiLoCo(ctx context.Context, task Task, cfg RunConfig, eval nn.Model, sum
 	losses := make([]float64, k)
 	var agg []float32
 	var bytes int64
+	var down *Downlink
+	if cfg.DownCodec != "" {
+		var err error
+		if down, err = NewDownlink(cfg.DownCodec, CodecShape(eval.Layout()), len(eval.Params())); err != nil {
+			return err
+		}
+		sum.DownCodec = down.Setting().String()
+	}
 	for t := 1; t <= cfg.Rounds; t++ {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -287,6 +310,13 @@ func runDiLoCo(ctx context.Context, task Task, cfg RunConfig, eval nn.Model, sum
 		agg, err = Average(agg, decoded, weights)
 		if err != nil {
 			return fmt.Errorf("round %d: %w", t, err)
+		}
+		if down != nil {
+			n, err := down.Code(agg)
+			if err != nil {
+				return fmt.Errorf("round %d: down codec: %w", t, err)
+			}
+			sum.DownBytes += int64(n)
 		}
 		for _, w := range workers {
 			step := w.OuterStep
@@ -430,4 +460,52 @@ func parallel(n, p int, f func(i int) error) error {
 		}
 	}
 	return nil
+}
+
+// Downlink codes a run's aggregates for the way down with the aggregator's error feedback.
+type Downlink struct {
+	setting compress.Setting
+	res     *compress.Residual
+	dec     *compress.Codec
+	msg     []byte
+	vals    []float32
+}
+
+// NewDownlink returns the downlink of a codec setting for aggregates of n values whose matrices
+// are shape (CodecShape of a model's layout, or its Slice for a range coded on its own).
+func NewDownlink(setting string, shape compress.Shape, n int) (*Downlink, error) {
+	s, err := compress.Parse(setting)
+	if err != nil {
+		return nil, err
+	}
+	cfg := compress.Config{Setting: s, Shape: shape}
+	enc, err := compress.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	res, err := enc.NewResidual(n)
+	if err != nil {
+		return nil, err
+	}
+	dec, err := compress.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Downlink{setting: s, res: res, dec: dec}, nil
+}
+
+// Setting is the downlink's codec setting.
+func (d *Downlink) Setting() compress.Setting { return d.setting }
+
+// Code replaces agg with what its message decodes to and returns the message's length.
+func (d *Downlink) Code(agg []float32) (int, error) {
+	var err error
+	if d.msg, err = d.res.Encode(d.msg[:0], agg); err != nil {
+		return 0, err
+	}
+	if d.vals, err = d.dec.Decode(d.vals[:0], d.msg); err != nil {
+		return 0, err
+	}
+	copy(agg, d.vals)
+	return len(d.msg), nil
 }

@@ -227,6 +227,44 @@ func TestCodecRejectedWhereItCannotApply(t *testing.T) {
 	if _, err := Run(context.Background(), task, RunConfig{Codec: "q5", Rounds: 1}); err == nil || !strings.Contains(err.Error(), "q5") {
 		t.Fatalf("unknown codec: %v", err)
 	}
+	if _, err := Run(context.Background(), task, RunConfig{Mode: ModeDDP, DownCodec: "q8", Rounds: 1}); err == nil || !strings.Contains(err.Error(), "diloco only") {
+		t.Fatalf("ddp with a down codec: %v", err)
+	}
+	if _, err := Run(context.Background(), task, RunConfig{DownCodec: "topk:2", Rounds: 1}); err == nil || !strings.Contains(err.Error(), "down codec") {
+		t.Fatalf("bad down codec: %v", err)
+	}
+}
+
+// TestDownCodecCodesTheAggregate: a lossless down codec applies the average itself (the same
+// model as none), a sparse one sends a small fraction of the values a round and still learns.
+func TestDownCodecCodesTheAggregate(t *testing.T) {
+	run := func(down string) *Summary {
+		task, _, err := BuildTask(smallMLPSpec(3, "iid"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum, err := Run(context.Background(), task, RunConfig{InnerSteps: 8, Rounds: 4, Seed: 7, Codec: "topk:0.05/m+q1", ErrorDecay: 0.9, DownCodec: down})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sum
+	}
+	none, fp, sparse := run(""), run("fp32"), run("topk:0.05/m+q8")
+	if fp.ModelHash != none.ModelHash || fp.DownCodec != "fp32" || none.DownCodec != "" || none.DownBytes != 0 {
+		t.Fatalf("fp32 down codec: model %s against %s, codec %q, none's bytes %d", fp.ModelHash, none.ModelHash, fp.DownCodec, none.DownBytes)
+	}
+	// fp32 is 4 bytes a parameter and a header a round; top-5 % of q8 values with their indices
+	// and the dense small tensors is under 1.2 bits a parameter.
+	if want := int64(4 * 4 * fp.Parameters); fp.DownBytes < want || fp.DownBytes > want+4*200 {
+		t.Fatalf("fp32 aggregates %d bytes, want %d and headers", fp.DownBytes, want)
+	}
+	if bits := float64(8*sparse.DownBytes) / float64(4*sparse.Parameters); bits > 1.2 {
+		t.Fatalf("sparse aggregates at %.2f bits a parameter", bits)
+	}
+	first, last := sparse.History[0], sparse.History[len(sparse.History)-1]
+	if last.ValLoss >= first.ValLoss || *sparse.FinalValAccuracy < 0.5 {
+		t.Fatalf("a sparse downlink did not learn: val loss %.3f → %.3f, accuracy %.3f", first.ValLoss, last.ValLoss, *sparse.FinalValAccuracy)
+	}
 }
 
 func TestLabelNoise(t *testing.T) {

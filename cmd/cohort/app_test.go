@@ -50,6 +50,8 @@ func TestBadInputGivesOneLineError(t *testing.T) {
 		{[]string{"vote", "--coordinator", "127.0.0.1:1", "--key", "k", "--proposal", "1"}, "exactly one of --yes and --no"},
 		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--quorum", "2"}, "--quorum"},
 		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--codec", "topk:2"}, "codec"},
+		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--down-codec", "q8+gzip"}, "down codec"},
+		{[]string{"simulate", "--down-codec", "topk:5"}, "down codec"},
 		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--ef-decay", "1.5"}, "error decay"},
 		{[]string{"propose", "--coordinator", "127.0.0.1:1", "--key", "k", "--name", "n", "--outer-momentum", "1"}, "momentum"},
 		{[]string{"simulate", "--outer-lr", "0"}, "learning rate"},

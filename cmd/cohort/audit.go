@@ -23,7 +23,7 @@ import (
 func auditCommand() *cli.Command {
 	return &cli.Command{
 		Name:  "audit",
-		Usage: "hold a simulated cohort's ledger shares against leave-one-out and Shapley values by retraining",
+		Usage: "hold a cohort's ledger shares against leave-one-out and Shapley values by retraining (a simulated cohort, or a finished one)",
 		Description: `Runs the scenario twice over. First as a cohort (cohort simulate: coordinators, peers, QUIC,
    the validator's scoring and the ledger), for the shares the ledger paid each contributor. Then as
    ground truth: every coalition of contributors the Shapley values need is retrained in process
@@ -37,8 +37,20 @@ func auditCommand() *cli.Command {
    Shapley values clamped to 0: a contributor who hurt the model is owed nothing), and each
    contributor's share minus its normalised Shapley value (over: paid more than it was worth).
 
-   Example:
-     cohort audit --peers 6 --partition dirichlet:1 --model mlp --rounds 12 --inner-steps 30 --seed 1`,
+   With --coordinator it audits a finished cohort of the cluster instead: it reads the cohort's
+   proposal (model, H, rounds, codec, outer step, inner AdamW, θ_0's seed), its contributors and
+   what the ledger paid each (data + compute), and retrains coalitions of the contributors' own
+   shards (--shards: NAME=DIR,… or a directory with one sub-directory per contributor, named as
+   the contributor; image directories or text, as cohort join takes them) with exactly those
+   settings. Every contributor who trained or was paid needs its shard, checked against the
+   fingerprint it registered; the validation split is --data's (the coordinators' own validation
+   data, capped at --val-samples as theirs), checked against the hash the proposal recorded. The
+   settings of a simulation (--peers, --model, --rounds, ...) do not go with it.
+
+   Examples:
+     cohort audit --peers 6 --partition dirichlet:1 --model mlp --rounds 12 --inner-steps 30 --seed 1
+     cohort audit --coordinator 127.0.0.1:7001 --cohort 1 --shards alice=./shards/alice,bob=./shards/bob
+     cohort audit --coordinator 127.0.0.1:7001 --cohort 1 --shards ./shards --json`,
 		Flags: append([]cli.Flag{
 			&cli.IntFlag{Name: "peers", Value: 6, Usage: "contributors, each with its own data shard", EnvVars: envVars("peers")},
 			&cli.StringFlag{Name: "partition", Value: "dirichlet:0.5", Usage: partitionUsage, EnvVars: envVars("partition")},
@@ -47,12 +59,12 @@ func auditCommand() *cli.Command {
 			&cli.StringFlag{Name: "model", Value: "mlp", Usage: "mlp, mlp:784-256-10, charlm or gpt:L-D-NH-T", EnvVars: envVars("model")},
 			&cli.IntFlag{Name: "rounds", Value: int(spec.Defaults.Rounds), Usage: "outer rounds", EnvVars: envVars("rounds")},
 			&cli.IntFlag{Name: "inner-steps", Value: int(spec.Defaults.InnerSteps), Usage: "inner steps H", EnvVars: envVars("inner_steps")},
-			&cli.IntFlag{Name: "batch", Usage: "batch size per peer (0: the model's default)", EnvVars: envVars("batch")},
+			&cli.IntFlag{Name: "batch", Usage: "batch size per peer, or per contributor retrained (0: the model's default)", EnvVars: envVars("batch")},
 			&cli.StringFlag{Name: "codec", Value: spec.Defaults.Codec, Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
 			outerLRFlag(), outerMomentumFlag(), errorDecayFlag(),
-			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for data, models and permutations", EnvVars: envVars("seed")},
-			&cli.StringFlag{Name: "data", Value: "embedded", Usage: "Fashion-MNIST directory, or embedded; for gpt models a text file or directory of .txt files, or embedded", EnvVars: envVars("data")},
-			&cli.IntFlag{Name: "val-samples", Value: 1000, Usage: "validation samples", EnvVars: envVars("val_samples")},
+			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for data, models and permutations (with --coordinator: the shards' batch order and the permutations; θ_0 is the cohort's)", EnvVars: envVars("seed")},
+			&cli.StringFlag{Name: "data", Value: "embedded", Usage: "Fashion-MNIST directory, or embedded; for gpt models a text file or directory of .txt files, or embedded (with --coordinator: the validation data, as the coordinators' --data)", EnvVars: envVars("data")},
+			&cli.IntFlag{Name: "val-samples", Value: 1000, Usage: "validation samples (with --coordinator: as the coordinators' --val-samples)", EnvVars: envVars("val_samples")},
 			&cli.IntFlag{Name: "coordinators", Value: 3, Usage: "coordinator nodes of the simulated cohort", EnvVars: envVars("coordinators")},
 			&cli.StringFlag{Name: "link", Usage: `each simulated peer's link: RATE,DELAY[,LOSS%] ("": plain loopback)`, EnvVars: envVars("link")},
 			&cli.StringFlag{Name: "utility", Value: "auto", Usage: "what the ledger's shares are held against: the Shapley value of the final validation accuracy, or of its loss reduction (auto: accuracy for image models, loss for language models)", EnvVars: envVars("utility")},
@@ -60,6 +72,11 @@ func auditCommand() *cli.Command {
 			&cli.IntFlag{Name: "permutations", Value: audit.DefaultPermutations, Usage: "permutations drawn when sampling", EnvVars: envVars("permutations")},
 			&cli.Float64Flag{Name: "tolerance", Value: audit.DefaultTolerance, Usage: "sampling: stop a permutation once its prefix is within this fraction of the whole cohort's loss reduction (negative: never)", EnvVars: envVars("tolerance")},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON summary as the last line (no progress line)", EnvVars: envVars("json")},
+			&cli.StringFlag{Name: "coordinator", Usage: "audit a finished cohort rather than a simulated one: coordinator address(es), comma-separated (with --cohort and --shards)", EnvVars: envVars("coordinator")},
+			&cli.Uint64Flag{Name: "cohort", Usage: "the cohort to audit (with --coordinator)", EnvVars: envVars("cohort")},
+			&cli.StringFlag{Name: "shards", Usage: "the contributors' shards: NAME=DIR,NAME=DIR,... or a directory of one sub-directory per contributor, named as the contributor (with --coordinator)", EnvVars: envVars("shards")},
+			&cli.StringFlag{Name: "key", Usage: "member key file (with --coordinator; reads may use a throwaway key)", EnvVars: envVars("key")},
+			&cli.DurationFlag{Name: "timeout", Value: 30 * time.Second, Usage: "give up a query of the cluster after this long (with --coordinator)", EnvVars: envVars("timeout")},
 		}, innerFlags()...),
 		Action: runAudit,
 	}
@@ -68,6 +85,7 @@ func auditCommand() *cli.Command {
 // auditRow is one contributor in auditSummary.
 type auditRow struct {
 	Name              string  `json:"name"`
+	Member            string  `json:"member,omitempty"` // the member that speaks for it (a finished cohort's)
 	ShardSize         int     `json:"shard_size"`
 	LOO               float64 `json:"loo"`
 	LOOAccuracy       float64 `json:"loo_accuracy"`
@@ -96,11 +114,16 @@ type auditSummary struct {
 	Retrainings  int         `json:"retrainings"`
 	Initial      audit.Value `json:"initial"`
 	Retrained    audit.Value `json:"retrained"`
-	// Cohort is the simulated cohort's final model, RoundsScored its scored rounds, Pool its
-	// reward pool.
+	// Cohort is the cohort's final model (as its validator measured it), RoundsScored its scored
+	// rounds, Pool its reward pool.
 	Cohort       audit.Value `json:"cohort"`
 	RoundsScored int         `json:"rounds_scored"`
 	Pool         uint64      `json:"pool"`
+	// CohortID, Proposal and Paid are a finished cohort's (the audit with --coordinator): its ID,
+	// its proposal's and what the ledger paid its contributors. CohortID is 0 for a simulation.
+	CohortID uint64 `json:"cohort_id,omitempty"`
+	Proposal uint64 `json:"proposal,omitempty"`
+	Paid     uint64 `json:"paid,omitempty"`
 	// Spearman is null when either vector is constant.
 	Spearman        *float64   `json:"spearman"`
 	L1              float64    `json:"l1"`
@@ -114,6 +137,14 @@ func runAudit(c *cli.Context) error {
 	if c.NArg() > 0 {
 		return fmt.Errorf("audit: unexpected argument %q", c.Args().First())
 	}
+	if c.IsSet("coordinator") {
+		return runAuditCohort(c)
+	}
+	for _, f := range auditCohortFlags {
+		if c.IsSet(f) {
+			return fmt.Errorf("audit: --%s%s goes with --coordinator (auditing a finished cohort); without it the audit simulates a cohort", f, fromEnv(f))
+		}
+	}
 	if err := checkFlags(c, "audit", append([]bound{between("peers", 1, audit.MaxPlayers), between("rounds", 1, maxRounds),
 		between("inner-steps", 1, maxInnerSteps), batchBound("batch"), between("val-samples", 1, maxValSamples),
 		between("coordinators", 1, 7), between("permutations", 1, 1_000_000), between("tolerance", -1, 1),
@@ -121,28 +152,10 @@ func runAudit(c *cli.Context) error {
 		innerBounds()...)...); err != nil {
 		return err
 	}
-	method := audit.Method(c.String("method"))
-	switch method {
-	case "auto":
-		method = audit.MethodAuto
-	case audit.MethodExact, audit.MethodSampled:
-	default:
-		return fmt.Errorf("audit: --method %q: want auto, exact or sampled", c.String("method"))
-	}
-	utility := c.String("utility")
-	switch utility {
-	case "auto":
-		utility = "loss"
-		if m := c.String("model"); m == "mlp" || strings.HasPrefix(m, "mlp:") {
-			utility = "accuracy"
-		}
-	case "accuracy", "loss":
-	default:
-		return fmt.Errorf("audit: --utility %q: want auto, accuracy or loss", utility)
-	}
 	n := c.Int("peers")
-	if method == audit.MethodExact && n > audit.MaxExact {
-		return fmt.Errorf("audit: --method exact with %d peers needs 2^%d retrainings: at most %d peers (use --method sampled)", n, n, audit.MaxExact)
+	method, utility, err := auditMethod(c, c.String("model"), n, "peers")
+	if err != nil {
+		return err
 	}
 	h := withInner(c, consensus.Hyperparams{InnerSteps: uint32(c.Int("inner-steps")), Rounds: uint32(c.Int("rounds")), Codec: c.String("codec"),
 		OuterLR: decimal(c.Float64("outer-lr")), OuterMomentum: decimal(c.Float64("outer-momentum")), ErrorDecay: decimal(c.Float64("ef-decay"))})
@@ -192,16 +205,7 @@ func runAudit(c *cli.Context) error {
 	simSeconds := time.Since(start).Seconds()
 
 	retrainStart := time.Now()
-	sampled := method == audit.MethodSampled || (method == audit.MethodAuto && n > audit.MaxAutoExact)
-	res, err := r.Run(c.Context, audit.Options{Method: method, Permutations: c.Int("permutations"), Tolerance: c.Float64("tolerance"),
-		Seed: sc.Task.Seed, Progress: func(p audit.Progress) {
-			if sampled {
-				bar.show("retrainings %d, permutations %d/%d", p.Evaluations-1, p.Done, p.Total)
-			} else {
-				bar.show("retrainings %d/%d", p.Evaluations-1, p.Total-1) // the empty coalition is θ_0
-			}
-		}})
-	bar.done()
+	res, err := retrain(c, r, method, sc.Task.Seed, bar)
 	if err != nil {
 		return fmt.Errorf("audit: %w", err)
 	}
@@ -214,29 +218,13 @@ func runAudit(c *cli.Context) error {
 		SimulateSeconds: simSeconds, RetrainSeconds: time.Since(retrainStart).Seconds(), WallSeconds: time.Since(start).Seconds(),
 	}
 	// The simulator names its peers peer-1 … peer-N, peer i holding shard i − 1.
-	shares := make([]float64, n)
-	names := make([]string, n)
-	for i := range names {
-		names[i] = fmt.Sprintf("peer-%d", i+1)
-		shares[i] = float64(sum.Shares[names[i]])
+	rows := make([]auditRow, n)
+	for i := range rows {
+		rows[i].Name = fmt.Sprintf("peer-%d", i+1)
+		rows[i].Payout = sum.Shares[rows[i].Name]
 	}
-	truth := res.Shapley
-	if utility == "accuracy" {
-		truth = res.ShapleyAccuracy
-	}
-	cmp, err := audit.Compare(truth, shares)
-	if err != nil {
+	if err := compareAudit(&out, res, rows, r.ShardSizes()); err != nil {
 		return fmt.Errorf("audit: %w", err)
-	}
-	if !math.IsNaN(cmp.Spearman) {
-		out.Spearman = &cmp.Spearman
-	}
-	out.L1 = cmp.L1
-	sizes := r.ShardSizes()
-	for i, name := range names {
-		out.Contributors = append(out.Contributors, auditRow{Name: name, ShardSize: sizes[i], LOO: res.LOO[i], LOOAccuracy: res.LOOAccuracy[i],
-			Shapley: res.Shapley[i], ShapleySE: res.ShapleySE[i], ShapleyAccuracy: res.ShapleyAccuracy[i], ShapleyNormalised: cmp.Shapley[i],
-			Payout: sum.Shares[name], Share: cmp.Shares[i], OverPaid: cmp.Diff[i]})
 	}
 	if jsonOut {
 		return printJSON(c.App.Writer, out)
@@ -244,13 +232,103 @@ func runAudit(c *cli.Context) error {
 	return printAudit(c.App.Writer, out)
 }
 
+// auditCohortFlags are the flags of a finished cohort's audit that a simulation refuses (its
+// --key and --timeout, which other commands share, it ignores).
+var auditCohortFlags = []string{"cohort", "shards"}
+
+// fromEnv names the environment variable that set flag, if one is set: a setting meant for
+// another command may be what a conflict comes from.
+func fromEnv(flag string) string {
+	if v := envVars(flag)[0]; os.Getenv(v) != "" {
+		return " (" + v + " is set)"
+	}
+	return ""
+}
+
+// auditMethod reads --method and --utility (auto: accuracy for image models) for n contributors
+// (counted by --what).
+func auditMethod(c *cli.Context, model string, n int, what string) (audit.Method, string, error) {
+	method := audit.Method(c.String("method"))
+	switch method {
+	case "auto":
+		method = audit.MethodAuto
+	case audit.MethodExact, audit.MethodSampled:
+	default:
+		return "", "", fmt.Errorf("audit: --method %q: want auto, exact or sampled", c.String("method"))
+	}
+	utility := c.String("utility")
+	switch utility {
+	case "auto":
+		utility = "loss"
+		if model == "mlp" || strings.HasPrefix(model, "mlp:") {
+			utility = "accuracy"
+		}
+	case "accuracy", "loss":
+	default:
+		return "", "", fmt.Errorf("audit: --utility %q: want auto, accuracy or loss", utility)
+	}
+	if method == audit.MethodExact && n > audit.MaxExact {
+		return "", "", fmt.Errorf("audit: --method exact with %d %s needs 2^%d retrainings: at most %d %s (use --method sampled)", n, what, n, audit.MaxExact, what)
+	}
+	return method, utility, nil
+}
+
+// retrain runs the retrainings Solve asks for, showing their progress on bar.
+func retrain(c *cli.Context, r *audit.Retrainer, method audit.Method, seed uint64, bar *progressLine) (*audit.Result, error) {
+	sampled := method == audit.MethodSampled || (method == audit.MethodAuto && r.Players() > audit.MaxAutoExact)
+	res, err := r.Run(c.Context, audit.Options{Method: method, Permutations: c.Int("permutations"), Tolerance: c.Float64("tolerance"),
+		Seed: seed, Progress: func(p audit.Progress) {
+			if sampled {
+				bar.show("retrainings %d, permutations %d/%d", p.Evaluations-1, p.Done, p.Total)
+			} else {
+				bar.show("retrainings %d/%d", p.Evaluations-1, p.Total-1) // the empty coalition is θ_0
+			}
+		}})
+	bar.done()
+	return res, err
+}
+
+// compareAudit fills s's contributors from rows (named, with their payouts, player i in row i)
+// and the retrainings' values, and holds the Shapley values of s.Utility against the payouts.
+func compareAudit(s *auditSummary, res *audit.Result, rows []auditRow, sizes []int) error {
+	shares := make([]float64, len(rows))
+	for i, row := range rows {
+		shares[i] = float64(row.Payout)
+	}
+	truth := res.Shapley
+	if s.Utility == "accuracy" {
+		truth = res.ShapleyAccuracy
+	}
+	cmp, err := audit.Compare(truth, shares)
+	if err != nil {
+		return err
+	}
+	if !math.IsNaN(cmp.Spearman) {
+		s.Spearman = &cmp.Spearman
+	}
+	s.L1 = cmp.L1
+	for i, row := range rows {
+		row.ShardSize, row.LOO, row.LOOAccuracy = sizes[i], res.LOO[i], res.LOOAccuracy[i]
+		row.Shapley, row.ShapleySE, row.ShapleyAccuracy, row.ShapleyNormalised = res.Shapley[i], res.ShapleySE[i], res.ShapleyAccuracy[i], cmp.Shapley[i]
+		row.Share, row.OverPaid = cmp.Shares[i], cmp.Diff[i]
+		s.Contributors = append(s.Contributors, row)
+	}
+	return nil
+}
+
 func printAudit(w io.Writer, s auditSummary) error {
 	how := "exact, every coalition"
 	if s.Method == string(audit.MethodSampled) {
 		how = fmt.Sprintf("sampled, %d permutations (%d truncated)", s.Permutations, s.Truncated)
 	}
-	fmt.Fprintf(w, "%d contributors, %s, %s, %d rounds × H=%d, codec %s, seed %d\n", s.Peers, s.Model, s.Partition, s.Rounds, s.InnerSteps, s.Codec, s.Seed)
-	fmt.Fprintf(w, "cohort: val_loss %.4f, val_acc %.2f%%, %d rounds scored, pool %d (%.1fs)\n", s.Cohort.Loss, 100*s.Cohort.Accuracy, s.RoundsScored, s.Pool, s.SimulateSeconds)
+	if s.CohortID != 0 {
+		fmt.Fprintf(w, "%d contributors of cohort %d (proposal %d), %s, their own shards, %d rounds × H=%d, codec %s, seed %d\n",
+			s.Peers, s.CohortID, s.Proposal, report.Escape(s.Model), s.Rounds, s.InnerSteps, s.Codec, s.Seed)
+		fmt.Fprintf(w, "cohort %d: val_loss %.4f, val_acc %.2f%%, %d rounds scored, pool %d, paid %d\n", s.CohortID, s.Cohort.Loss, 100*s.Cohort.Accuracy, s.RoundsScored, s.Pool, s.Paid)
+	} else {
+		fmt.Fprintf(w, "%d contributors, %s, %s, %d rounds × H=%d, codec %s, seed %d\n", s.Peers, s.Model, s.Partition, s.Rounds, s.InnerSteps, s.Codec, s.Seed)
+		fmt.Fprintf(w, "cohort: val_loss %.4f, val_acc %.2f%%, %d rounds scored, pool %d (%.1fs)\n", s.Cohort.Loss, 100*s.Cohort.Accuracy, s.RoundsScored, s.Pool, s.SimulateSeconds)
+	}
 	fmt.Fprintf(w, "retrained: %d coalitions (%s): θ_0 val_loss %.4f, everyone %.4f, val_acc %.2f%% (%.1fs)\n\n",
 		s.Retrainings, how, s.Initial.Loss, s.Retrained.Loss, 100*s.Retrained.Accuracy, s.RetrainSeconds)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)

@@ -24,6 +24,16 @@ func TestAuditRefusesBadInput(t *testing.T) {
 		{[]string{"audit", "--tolerance", "2"}, "--tolerance 2"},
 		{[]string{"audit", "--link", "10xbit,5ms"}, "link"},
 		{[]string{"audit", "stray"}, "unexpected argument"},
+		{[]string{"audit", "--shards", "./shards"}, "--shards goes with --coordinator"},
+		{[]string{"audit", "--cohort", "1"}, "--cohort goes with --coordinator"},
+		{[]string{"audit", "--coordinator", "127.0.0.1:1", "--shards", "a=b"}, "needs --cohort"},
+		{[]string{"audit", "--coordinator", "127.0.0.1:1", "--cohort", "1"}, "needs --shards"},
+		{[]string{"audit", "--coordinator", "127.0.0.1:1", "--cohort", "1", "--shards", "a=b", "--peers", "3", "--rounds", "2"}, "--peers, --rounds: a simulation's settings"},
+		{[]string{"audit", "--coordinator", "127.0.0.1:1", "--cohort", "1", "--shards", "a=b,a=c"}, "a is given twice"},
+		{[]string{"audit", "--coordinator", "127.0.0.1:1", "--cohort", "1", "--shards", "a=b,c"}, `"c": want NAME=DIR`},
+		{[]string{"audit", "--coordinator", "127.0.0.1:1", "--cohort", "1", "--shards", "/nonexistent/shards"}, "neither a directory of shards"},
+		{[]string{"audit", "--coordinator", "127.0.0.1:1", "--cohort", "1", "--shards", "a=b", "--method", "guess"}, "--method"},
+		{[]string{"audit", "--coordinator", "nowhere", "--cohort", "1", "--shards", "a=b"}, "--coordinator"},
 	} {
 		_, err := run(t, tc.args...)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "\n") {
@@ -84,5 +94,17 @@ func TestPrintAudit(t *testing.T) {
 	b.Reset()
 	if err := printAudit(&b, s); err != nil || !strings.Contains(b.String(), "undefined") {
 		t.Errorf("no Spearman: %v\n%s", err, b.String())
+	}
+}
+
+// A conflict that an environment variable set (meant for another command, perhaps) says so.
+func TestAuditConflictNamesTheEnvironment(t *testing.T) {
+	t.Setenv("COHORT_COHORT", "1")
+	if _, err := run(t, "audit"); err == nil || !strings.Contains(err.Error(), "--cohort (COHORT_COHORT is set) goes with --coordinator") {
+		t.Errorf("COHORT_COHORT set, a simulation: %v", err)
+	}
+	t.Setenv("COHORT_COORDINATOR", "127.0.0.1:1")
+	if _, err := run(t, "audit", "--peers", "3", "--shards", "a=b"); err == nil || !strings.Contains(err.Error(), "--coordinator (COHORT_COORDINATOR is set) audits a finished cohort") {
+		t.Errorf("COHORT_COORDINATOR set, --peers given: %v", err)
 	}
 }

@@ -389,6 +389,7 @@ func proposeCommand() *cli.Command {
 			&cli.UintFlag{Name: "rounds", Value: uint(spec.Defaults.Rounds), Usage: "outer rounds", EnvVars: envVars("rounds")},
 			&cli.UintFlag{Name: "inner-steps", Value: uint(spec.Defaults.InnerSteps), Usage: "inner steps H", EnvVars: envVars("inner_steps")},
 			&cli.StringFlag{Name: "codec", Value: spec.Defaults.Codec, Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
+			downCodecFlag(),
 			outerLRFlag(), outerMomentumFlag(), errorDecayFlag(),
 			&cli.Uint64Flag{Name: "reward-pool", Value: 1_000_000, Usage: "reward pool (integer units)", EnvVars: envVars("reward_pool")},
 			&cli.UintFlag{Name: "min-members", Value: 2, Usage: "members needed before the first round (at least 1)", EnvVars: envVars("min_members")},
@@ -446,7 +447,7 @@ func proposeCommand() *cli.Command {
 			if vp := c.Duration("voting-period"); vp < time.Millisecond {
 				return fmt.Errorf("propose: --voting-period %s: want at least 1ms", vp)
 			}
-			params := withInner(c, consensus.Hyperparams{InnerSteps: uint32(c.Uint("inner-steps")), Rounds: uint32(c.Uint("rounds")), Codec: c.String("codec"),
+			params := withInner(c, consensus.Hyperparams{InnerSteps: uint32(c.Uint("inner-steps")), Rounds: uint32(c.Uint("rounds")), Codec: c.String("codec"), DownCodec: c.String("down-codec"),
 				OuterLR: decimal(c.Float64("outer-lr")), OuterMomentum: decimal(c.Float64("outer-momentum")), ErrorDecay: decimal(c.Float64("ef-decay"))})
 			if err := spec.Check(params); err != nil {
 				return fmt.Errorf("propose: %w", err)
@@ -676,7 +677,7 @@ func proposalsJSON(ps []consensus.Proposal) []map[string]any {
 		}
 		out = append(out, map[string]any{
 			"id": p.ID, "name": p.Name, "proposer": p.Proposer, "model": p.Model, "dataset": p.Dataset,
-			"inner_steps": p.Params.InnerSteps, "rounds": p.Params.Rounds, "codec": p.Params.Codec,
+			"inner_steps": p.Params.InnerSteps, "rounds": p.Params.Rounds, "codec": p.Params.Codec, "down_codec": spec.DownCodec(p.Params),
 			"outer_lr": p.Params.OuterLR, "outer_momentum": p.Params.OuterMomentum, "ef_decay": p.Params.ErrorDecay,
 			"inner_lr": p.Params.InnerLR, "weight_decay": p.Params.WeightDecay, "warmup": p.Params.Warmup, "lr_schedule": p.Params.Schedule, "clip": p.Params.ClipNorm,
 			"reward_pool": p.RewardPool, "min_members": p.MinMembers, "quorum_bp": p.QuorumBP, "threshold_bp": p.ThresholdBP,

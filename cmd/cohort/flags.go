@@ -32,6 +32,12 @@ func innerFlags() []cli.Flag {
 	}
 }
 
+// downCodecFlag is the codec of the aggregates sent down, for `cohort propose` and `cohort
+// simulate`; spec.Check validates it with the rest of the proposal.
+func downCodecFlag() cli.Flag {
+	return &cli.StringFlag{Name: "down-codec", Usage: "codec of the aggregates sent down to peers and replicas, coded with the aggregator's error feedback, e.g. topk:0.03/m+q8 (default: q8+zstd for a top-k --codec, q8 for a dense one, fp32 for fp32)", EnvVars: envVars("down_codec")}
+}
+
 // innerBounds are innerFlags' bounds.
 func innerBounds() []bound {
 	return []bound{positive("lr", 10, "the default "+spec.Defaults.InnerLR), between("weight-decay", 0, 10),

@@ -20,15 +20,25 @@ import (
 // startCoordinator runs a one-node in-process coordinator cluster and returns its address.
 func startCoordinator(t *testing.T) string {
 	t.Helper()
+	return startCoordinatorWith(t, nil)
+}
+
+// startCoordinatorWith is startCoordinator with edit applied to the node's config (if not nil).
+func startCoordinatorWith(t *testing.T, edit func(*coordinator.Config)) string {
+	t.Helper()
 	sk, err := netutil.Listen()
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := sk.Addr()
-	srv, err := coordinator.New(coordinator.Config{ID: "c1", InMemory: true, Listen: addr, PacketConn: sk.UDP, RaftListener: sk.TCP,
+	cfg := coordinator.Config{ID: "c1", InMemory: true, Listen: addr, PacketConn: sk.UDP, RaftListener: sk.TCP,
 		Peers: []consensus.Peer{{ID: "c1", Addr: addr, Key: nodeIdentity(t, "c1").NodeID().String()}}, Identity: nodeIdentity(t, "c1"), Tick: 50 * time.Millisecond,
 		Raft: consensus.Config{HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond,
-			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond}})
+			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 5 * time.Millisecond}}
+	if edit != nil {
+		edit(&cfg)
+	}
+	srv, err := coordinator.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -71,8 +71,26 @@ const maxListed = 1 << 22
 
 // fetchReport queries the cohort, its proposal, its rounds and the ledger and builds the report.
 func fetchReport(c *cli.Context, cl *client.Client, id uint64) (report.Report, error) {
+	rec, err := fetchRecords(c, cl, id, false)
+	if err != nil {
+		return report.Report{}, err
+	}
+	return report.Build(rec.proposal, rec.cohort, rec.rounds, rec.ledger), nil
+}
+
+// cohortRecords are the replicated records of one cohort a report or an audit is made of.
+type cohortRecords struct {
+	proposal consensus.Proposal
+	cohort   consensus.Cohort
+	rounds   []consensus.Round
+	ledger   consensus.Ledger
+}
+
+// fetchRecords queries the cohort, its proposal, its rounds and the ledger (linearizable: as
+// the leader holds them, not a follower a moment behind).
+func fetchRecords(c *cli.Context, cl *client.Client, id uint64, linearizable bool) (cohortRecords, error) {
 	q := func(what string, id uint64) (protocol.QueryReply, error) {
-		r, err := cl.Query(c.Context, protocol.Query{What: what, ID: id})
+		r, err := cl.Query(c.Context, protocol.Query{What: what, ID: id, Linearizable: linearizable})
 		if err != nil {
 			return r, fmt.Errorf("query %s: %w", what, err)
 		}
@@ -80,29 +98,29 @@ func fetchReport(c *cli.Context, cl *client.Client, id uint64) (report.Report, e
 	}
 	cr, err := q(protocol.QueryCohort, id)
 	if err != nil {
-		return report.Report{}, err
+		return cohortRecords{}, err
 	}
 	if cr.Cohort == nil {
-		return report.Report{}, fmt.Errorf("cohort %d: empty answer", id)
+		return cohortRecords{}, fmt.Errorf("cohort %d: empty answer", id)
 	}
 	pr, err := q(protocol.QueryProposal, cr.Cohort.Proposal)
 	if err != nil {
-		return report.Report{}, err
+		return cohortRecords{}, err
 	}
 	if len(pr.Proposals) != 1 {
-		return report.Report{}, fmt.Errorf("proposal %d: %d answers", cr.Cohort.Proposal, len(pr.Proposals))
+		return cohortRecords{}, fmt.Errorf("proposal %d: %d answers", cr.Cohort.Proposal, len(pr.Proposals))
 	}
-	rr, err := cl.All(c.Context, protocol.Query{What: protocol.QueryRounds, ID: id}, maxListed)
+	rr, err := cl.All(c.Context, protocol.Query{What: protocol.QueryRounds, ID: id, Linearizable: linearizable}, maxListed)
 	if err != nil {
-		return report.Report{}, fmt.Errorf("query rounds: %w", err)
+		return cohortRecords{}, fmt.Errorf("query rounds: %w", err)
 	}
-	lr, err := cl.All(c.Context, protocol.Query{What: protocol.QueryLedger}, maxListed)
+	lr, err := cl.All(c.Context, protocol.Query{What: protocol.QueryLedger, Linearizable: linearizable}, maxListed)
 	if err != nil {
-		return report.Report{}, fmt.Errorf("query ledger: %w", err)
+		return cohortRecords{}, fmt.Errorf("query ledger: %w", err)
 	}
-	var l consensus.Ledger // an empty ledger may travel as no ledger
-	if lr.Ledger != nil {
-		l = *lr.Ledger
+	rec := cohortRecords{proposal: pr.Proposals[0], cohort: *cr.Cohort, rounds: rr.Rounds}
+	if lr.Ledger != nil { // an empty ledger may travel as no ledger
+		rec.ledger = *lr.Ledger
 	}
-	return report.Build(pr.Proposals[0], *cr.Cohort, rr.Rounds, l), nil
+	return rec, nil
 }

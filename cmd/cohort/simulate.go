@@ -36,6 +36,7 @@ func simulateCommand() *cli.Command {
 			&cli.IntFlag{Name: "batch", Usage: "batch size per peer (0: the model's default)", EnvVars: envVars("batch")},
 			&cli.IntFlag{Name: "overlap", Usage: "inner steps τ each peer takes while its update travels (overlaps communication with compute; 0: none)", EnvVars: envVars("overlap")},
 			&cli.StringFlag{Name: "codec", Value: spec.Defaults.Codec, Usage: "pseudo-gradient codec", EnvVars: envVars("codec")},
+			downCodecFlag(),
 			&cli.StringFlag{Name: "partition", Value: "dirichlet:0.5", Usage: partitionUsage, EnvVars: envVars("partition")},
 			labelNoiseFlag(),
 			&cli.StringFlag{Name: "trace", Usage: "write what the leader scored each round from, and what it decided, to this file (JSON lines)", EnvVars: envVars("trace")},
@@ -64,7 +65,7 @@ func simulateCommand() *cli.Command {
 			out := c.App.Writer
 			cfg := sim.Config{
 				Coordinators: c.Int("coordinators"), Aggregators: c.Int("aggregators"), Peers: c.Int("peers"), Model: c.String("model"), Rounds: c.Int("rounds"),
-				InnerSteps: c.Int("inner-steps"), Overlap: c.Int("overlap"), Batch: c.Int("batch"), Codec: c.String("codec"), Partition: c.String("partition"),
+				InnerSteps: c.Int("inner-steps"), Overlap: c.Int("overlap"), Batch: c.Int("batch"), Codec: c.String("codec"), DownCodec: c.String("down-codec"), Partition: c.String("partition"),
 				OuterLR: decimal(c.Float64("outer-lr")), OuterMomentum: decimal(c.Float64("outer-momentum")), ErrorDecay: decimal(c.Float64("ef-decay")),
 				Link: c.String("link"), Seed: c.Uint64("seed"), DataDir: c.String("data"), ValSamples: c.Int("val-samples"),
 				KillLeaderAt: c.Int("kill-leader-at"), KillPeer: c.String("kill-peer"), Straggler: c.String("straggler"),
@@ -109,12 +110,13 @@ func simulateCommand() *cli.Command {
 			if c.Bool("json") {
 				return printJSON(out, sum)
 			}
-			fmt.Fprintf(out, "\n%d rounds, val_loss %.4f, val_acc %.2f%%, %s sent per peer on the wire (%s payload, codec %s), compute %.0f%% of %.1fs wall, leader changes %d, replicas agree: %v (model %s)\n",
+			fmt.Fprintf(out, "\n%d rounds, val_loss %.4f, val_acc %.2f%%, %s sent per peer on the wire (%s payload, codec %s, down %s), compute %.0f%% of %.1fs wall, leader changes %d, replicas agree: %v (model %s)\n",
 				sum.RoundsCompleted, sum.FinalValLoss, 100*sum.FinalValAccuracy, humanBytes(sum.BytesSentPerPeer), humanBytes(sum.PayloadBytesPerPeer),
-				sum.Codec, 100*sum.ComputeSeconds/sum.WallSeconds, sum.WallSeconds, sum.LeaderChanges, sum.ReplicasAgree, sum.ModelHash)
+				sum.Codec, sum.DownCodec, 100*sum.ComputeSeconds/sum.WallSeconds, sum.WallSeconds, sum.LeaderChanges, sum.ReplicasAgree, sum.ModelHash)
 			if sc := sum.Scale; sc.RoundSeconds > 0 {
-				fmt.Fprintf(out, "setup %.1fs; after round 1: %.1fs per round, %.0f Raft entries per round, %s of control messages and %s of QUIC packet overhead per peer per round, sent/payload %.2f\n",
-					sc.SetupSeconds, sc.RoundSeconds, sc.RaftEntriesPerRound, humanBytes(int64(sc.ControlBytesPerPeerRound)), humanBytes(int64(sc.PacketOverheadPerPeerRound)), sc.WireSentOverPayload)
+				fmt.Fprintf(out, "setup %.1fs; after round 1: %.1fs per round, %.0f Raft entries per round, %s of control messages and %s of QUIC packet overhead per peer per round, sent/payload %.2f; per peer per round %s uploaded, %s of aggregates fetched; validating a model %.2fs\n",
+					sc.SetupSeconds, sc.RoundSeconds, sc.RaftEntriesPerRound, humanBytes(int64(sc.ControlBytesPerPeerRound)), humanBytes(int64(sc.PacketOverheadPerPeerRound)), sc.WireSentOverPayload,
+					humanBytes(int64(sc.UploadBytesPerPeerRound)), humanBytes(int64(sc.AggregateBytesPerPeerRound)), sc.ValidationSeconds)
 			}
 			var paid uint64
 			for _, v := range sum.Shares {

@@ -43,6 +43,7 @@ func trainCommand() *cli.Command {
 			&cli.IntFlag{Name: "overlap", Value: 0, Usage: "inner steps τ each worker takes while its pseudo-gradient travels, carried onto the next round (what overlapping communication costs)", EnvVars: envVars("overlap")},
 			&cli.IntFlag{Name: "batch", Value: 0, Usage: "batch size per worker (0: the model's default)", EnvVars: envVars("batch")},
 			&cli.StringFlag{Name: "codec", Usage: "pseudo-gradient codec with error feedback, e.g. fp16, q8, topk:0.01+q4, lowrank:4+q8 (default: raw fp32)", EnvVars: envVars("codec")},
+			&cli.StringFlag{Name: "down-codec", Usage: "codec of the averaged pseudo-gradient on its way back, with the aggregator's error feedback, as a cohort's --down-codec, e.g. q8+zstd or topk:0.03/m+q8 (default: none, the average itself)", EnvVars: envVars("down_codec")},
 			&cli.StringFlag{Name: "partition", Value: "iid", Usage: "iid, dirichlet:ALPHA (label skew, images), natural (by speaker: charlm, gpt); gpt on a text file also contiguous, play or iid:CHUNK", EnvVars: envVars("partition")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for initialisation, partition and batches", EnvVars: envVars("seed")},
 			&cli.StringFlag{Name: "data", Usage: "Fashion-MNIST directory, or \"embedded\" (default: the system copy if installed, else the embedded subset)", EnvVars: envVars("data")},
@@ -82,14 +83,6 @@ func runTrain(c *cli.Context) error {
 		Batch:      c.Int("batch"),
 		ValSamples: c.Int("val-samples"),
 	}
-	pcfg, err := stageConfig(c, spec)
-	if err != nil {
-		return fmt.Errorf("train: %w", err)
-	}
-	task, info, err := trainer.BuildTask(spec)
-	if err != nil {
-		return fmt.Errorf("train: %w", err)
-	}
 	out := c.App.Writer
 	jsonOut := c.Bool("json")
 	cfg := trainer.RunConfig{
@@ -98,12 +91,22 @@ func runTrain(c *cli.Context) error {
 		Overlap:    c.Int("overlap"),
 		Rounds:     c.Int("rounds"),
 		Codec:      c.String("codec"),
+		DownCodec:  c.String("down-codec"),
 		ErrorDecay: float32(c.Float64("ef-decay")),
 		Seed:       spec.Seed,
 		Inner:      inner,
 		Outer:      trainer.OuterConfig{LR: float32(c.Float64("outer-lr")), Momentum: float32(c.Float64("outer-momentum"))},
 	}
 	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	// The settings are checked before the data is loaded: a bad flag is an error at once.
+	pcfg, err := stageConfig(c, spec)
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
+	task, info, err := trainer.BuildTask(spec)
+	if err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
 	slog.Info("training", "model", spec.Model, "mode", cfg.Mode, "workers", spec.Workers, "data", info.Source,
@@ -154,6 +157,9 @@ func runTrain(c *cli.Context) error {
 	}
 	fmt.Fprintf(out, ", sent %s per worker (%s), %.0f samples/s, %.1fs\n",
 		humanBytes(sum.BytesPerWorker), sum.Codec, sum.SamplesPerSecond, sum.WallSeconds)
+	if sum.DownCodec != "" {
+		fmt.Fprintf(out, "aggregates sent down %s to each worker (%s)\n", humanBytes(sum.DownBytes), sum.DownCodec)
+	}
 	if stages != nil {
 		printStages(out, stages)
 	}

@@ -5,7 +5,10 @@
 // coalitions (Coalition, a bit set of players). The value of a coalition S is the final
 // validation loss and accuracy of a model trained on the shards in S alone (Retrainer.Value: an
 // in-process DiLoCo run, trainer.Run, with the cohort's codec, error feedback, inner AdamW and
-// outer Nesterov step as spec.Of fixes them; the empty coalition is the initial model θ_0). The
+// outer Nesterov step as spec.Of fixes them; the empty coalition is the initial model θ_0). A
+// Retrainer takes its shards either from a data set split by a partition (NewRetrainer, a
+// simulated cohort's) or as given (NewShardRetrainer: a finished cohort's contributors' own
+// shards, validated on its coordinators' split, from θ_0's seed of its proposal). The
 // utility the attributions share out is the loss reduction u(S) = loss(∅) − loss(S), so every
 // attribution is positive when the player helps:
 //

@@ -28,9 +28,11 @@ type Scenario struct {
 
 // Retrainer evaluates a scenario's coalitions by retraining them.
 type Retrainer struct {
-	sc    Scenario
-	run   trainer.RunConfig
-	info  trainer.TaskInfo
+	players int
+	sizes   []int
+	run     trainer.RunConfig
+	// task builds the task afresh: its sources start their data streams from the beginning.
+	task  func() (trainer.Task, error)
 	empty Value
 }
 
@@ -39,24 +41,9 @@ func NewRetrainer(sc Scenario) (*Retrainer, error) {
 	if sc.Task.Workers < 1 || sc.Task.Workers > MaxPlayers {
 		return nil, fmt.Errorf("%w: %d contributors, want 1 to %d", ErrPlayers, sc.Task.Workers, MaxPlayers)
 	}
-	if sc.Parallel < 0 {
-		return nil, fmt.Errorf("%w: parallel %d, want ≥ 0", ErrScenario, sc.Parallel)
-	}
-	h := spec.Fill(sc.Params)
-	if err := spec.Check(h); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrScenario, err)
-	}
-	// The settings every peer and coordinator of a cohort with this proposal derive.
-	t, err := spec.Of(consensus.Proposal{Params: h})
+	run, err := runConfig(sc.Params, sc.Task.Seed, sc.Parallel)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrScenario, err)
-	}
-	r := &Retrainer{sc: sc, run: trainer.RunConfig{
-		Mode: trainer.ModeDiLoCo, InnerSteps: int(t.InnerSteps), Rounds: int(t.Rounds), Seed: sc.Task.Seed,
-		Inner: t.Inner, Outer: t.Outer, Codec: t.Up.String(), ErrorDecay: t.ErrorDecay, Parallel: sc.Parallel,
-	}}
-	if err := r.run.Validate(); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrScenario, err)
+		return nil, err
 	}
 	task, info, err := trainer.BuildTask(sc.Task)
 	if err != nil {
@@ -65,27 +52,61 @@ func NewRetrainer(sc Scenario) (*Retrainer, error) {
 	if len(task.Sources) != sc.Task.Workers {
 		return nil, fmt.Errorf("%w: %d shards for %d contributors", ErrScenario, len(task.Sources), sc.Task.Workers)
 	}
-	r.info = info
-	m, err := task.NewModel(sc.Task.Seed)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrScenario, err)
+	r := &Retrainer{players: sc.Task.Workers, sizes: info.ShardSizes, run: run, task: func() (trainer.Task, error) {
+		t, _, err := trainer.BuildTask(sc.Task)
+		return t, err
+	}}
+	if r.empty, err = evalInitial(task, sc.Task.Seed); err != nil {
+		return nil, err
 	}
-	loss, correct, count, err := m.Eval(task.Val)
-	if err != nil {
-		return nil, fmt.Errorf("audit: evaluate θ_0: %w", err)
-	}
-	if count == 0 {
-		return nil, fmt.Errorf("%w: empty validation set", ErrScenario)
-	}
-	r.empty = Value{Loss: loss / float64(count), Accuracy: float64(correct) / float64(count)}
 	return r, nil
 }
 
+// runConfig is the in-process run of a proposal's training settings: the settings every peer and
+// coordinator of a cohort with this proposal derive (spec.Of).
+func runConfig(params consensus.Hyperparams, seed uint64, parallel int) (trainer.RunConfig, error) {
+	if parallel < 0 {
+		return trainer.RunConfig{}, fmt.Errorf("%w: parallel %d, want ≥ 0", ErrScenario, parallel)
+	}
+	h := spec.Fill(params)
+	if err := spec.Check(h); err != nil {
+		return trainer.RunConfig{}, fmt.Errorf("%w: %w", ErrScenario, err)
+	}
+	t, err := spec.Of(consensus.Proposal{Params: h})
+	if err != nil {
+		return trainer.RunConfig{}, fmt.Errorf("%w: %w", ErrScenario, err)
+	}
+	run := trainer.RunConfig{
+		Mode: trainer.ModeDiLoCo, InnerSteps: int(t.InnerSteps), Rounds: int(t.Rounds), Seed: seed,
+		Inner: t.Inner, Outer: t.Outer, Codec: t.Up.String(), ErrorDecay: t.ErrorDecay, Parallel: parallel,
+	}
+	if err := run.Validate(); err != nil {
+		return trainer.RunConfig{}, fmt.Errorf("%w: %w", ErrScenario, err)
+	}
+	return run, nil
+}
+
+// evalInitial is θ_0's validation loss and accuracy: the empty coalition's value.
+func evalInitial(task trainer.Task, seed uint64) (Value, error) {
+	m, err := task.NewModel(seed)
+	if err != nil {
+		return Value{}, fmt.Errorf("%w: %w", ErrScenario, err)
+	}
+	loss, correct, count, err := m.Eval(task.Val)
+	if err != nil {
+		return Value{}, fmt.Errorf("audit: evaluate θ_0: %w", err)
+	}
+	if count == 0 {
+		return Value{}, fmt.Errorf("%w: empty validation set", ErrScenario)
+	}
+	return Value{Loss: loss / float64(count), Accuracy: float64(correct) / float64(count)}, nil
+}
+
 // Players is the number of contributors.
-func (r *Retrainer) Players() int { return r.sc.Task.Workers }
+func (r *Retrainer) Players() int { return r.players }
 
 // ShardSizes is each contributor's shard size (samples; bytes for text).
-func (r *Retrainer) ShardSizes() []int { return append([]int(nil), r.info.ShardSizes...) }
+func (r *Retrainer) ShardSizes() []int { return append([]int(nil), r.sizes...) }
 
 // Codec is the setting the retrainings code updates with.
 func (r *Retrainer) Codec() string { return r.run.Codec }
@@ -101,9 +122,9 @@ func (r *Retrainer) Value(ctx context.Context, c Coalition) (Value, error) {
 	if c == 0 {
 		return r.empty, nil
 	}
-	task, _, err := trainer.BuildTask(r.sc.Task)
+	task, err := r.task()
 	if err != nil {
-		return Value{}, err
+		return Value{}, fmt.Errorf("retrain: %w", err)
 	}
 	var sources []trainer.Source
 	for i := 0; i < n; i++ {

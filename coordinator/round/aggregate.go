@@ -73,36 +73,60 @@ func Norm(x []float32) float64 {
 
 // Downlink codes aggregates for the way down with the aggregator's error feedback: one
 // compress.Residual per slice (by its start), so what a message leaves out of an aggregate is
-// sent with the next. It is the aggregator's and not safe for concurrent use.
+// sent with a later one. With a sparse down codec (top-k) that is most of each aggregate: the
+// message carries its largest values, the residual keeps the rest, and the next round's
+// aggregate of the slice is added to it before it is coded.
+//
+// Every receiver decodes the same message, so what the aggregator keeps back never makes replicas
+// disagree; it only delays part of a step. The residual carries over only from one round to the
+// next: a slice this node did not code in the round before (it was not its aggregator, the
+// slice was aborted or cut differently, the node restarted) starts from a zero residual, and
+// what the old one held is lost — the price of a failover, not a divergence. It is the
+// aggregator's and not safe for concurrent use.
 type Downlink struct {
 	setting compress.Setting
 	shape   compress.Shape
-	res     map[int]*compress.Residual
+	res     map[int]*downResidual
+}
+
+// downResidual is a slice's error feedback and the round whose aggregate it last coded.
+type downResidual struct {
+	*compress.Residual
+	round uint32
 }
 
 // NewDownlink returns a Downlink coding with setting the slices of a model of the given shape.
 func NewDownlink(setting compress.Setting, shape compress.Shape) *Downlink {
-	return &Downlink{setting: setting, shape: shape, res: map[int]*compress.Residual{}}
+	return &Downlink{setting: setting, shape: shape, res: map[int]*downResidual{}}
 }
 
-// Encode codes the aggregate of slice [start, start+len(avg)) and keeps what the message does not
-// carry for the next aggregate of the slice. A slice whose length changed starts from a zero
-// residual.
-func (d *Downlink) Encode(start int, avg []float32) ([]byte, error) {
+// Encode codes round's aggregate of slice [start, start+len(avg)) and keeps what the message
+// does not carry for the slice's aggregate of the next round. A slice whose length changed, or
+// that this Downlink did not code in the round before, starts from a zero residual; the
+// residuals of slices it coded no later than two rounds back are dropped.
+func (d *Downlink) Encode(round uint32, start int, avg []float32) ([]byte, error) {
 	r := d.res[start]
-	if r == nil || len(r.Error()) != len(avg) {
+	if r == nil || len(r.Error()) != len(avg) || r.round+1 != round {
 		codec, err := compress.New(compress.Config{Setting: d.setting, Shape: d.shape.Slice(start, start+len(avg)), MaxElements: len(avg)})
 		if err != nil {
 			return nil, fmt.Errorf("round: down codec: %w", err)
 		}
-		if r, err = codec.NewResidual(len(avg)); err != nil {
+		res, err := codec.NewResidual(len(avg))
+		if err != nil {
 			return nil, fmt.Errorf("round: down codec: %w", err)
 		}
+		r = &downResidual{Residual: res}
 		d.res[start] = r
 	}
 	msg, err := r.Encode(nil, avg)
 	if err != nil {
 		return nil, fmt.Errorf("round: down codec: %w", err)
+	}
+	r.round = round
+	for s, o := range d.res {
+		if o.round+1 < round {
+			delete(d.res, s)
+		}
 	}
 	return msg, nil
 }

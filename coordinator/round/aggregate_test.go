@@ -123,7 +123,7 @@ func TestAggregate(t *testing.T) {
 // own loop gave (e += avg; msg = C(e); e -= decoded), round after round, for every down codec.
 func TestDownlinkMatchesTheReference(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	for _, name := range []string{"fp32", "q8", "q8+zstd"} {
+	for _, name := range []string{"fp32", "q8", "q8+zstd", "topk:0.1+q8", "topk:0.05/c64+q8+zstd", "topk:0.2"} {
 		setting, err := compress.Parse(name)
 		if err != nil {
 			t.Fatal(err)
@@ -140,7 +140,7 @@ func TestDownlinkMatchesTheReference(t *testing.T) {
 			for i := range avg {
 				avg[i] = float32(rng.NormFloat64())
 			}
-			msg, err := d.Encode(start, avg)
+			msg, err := d.Encode(uint32(round+1), start, avg)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -163,8 +163,117 @@ func TestDownlinkMatchesTheReference(t *testing.T) {
 			}
 		}
 		// A slice of another length at the same start begins afresh.
-		if _, err := d.Encode(start, make([]float32, 10)); err != nil || len(d.Residual(start)) != 10 {
+		if _, err := d.Encode(6, start, make([]float32, 10)); err != nil || len(d.Residual(start)) != 10 {
 			t.Fatalf("%s: resized slice: %v, residual of %d", name, err, len(d.Residual(start)))
 		}
 	}
+}
+
+// TestSparseDownlinkLosesNothing: with a top-k down codec each message carries a small part of
+// its aggregate, and error feedback sends the rest later: the decoded messages so far plus the
+// residual are the aggregates so far (exactly, for top-k of fp32), and every value that an
+// aggregate moved reaches the receivers within a few rounds.
+func TestSparseDownlinkLosesNothing(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	setting := compress.MustParse("topk:0.05/c100")
+	const start, n, rounds = 0, 1000, 40
+	d := NewDownlink(setting, nil)
+	codec, err := compress.New(compress.Config{Setting: setting})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sumAvg, sumSent := make([]float64, n), make([]float64, n)
+	for round := uint32(1); round <= rounds; round++ {
+		avg := make([]float32, n)
+		for i := range avg {
+			avg[i] = float32(rng.NormFloat64())
+		}
+		msg, err := d.Encode(round, start, avg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dec, err := codec.Decode(nil, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nonzero := 0
+		for i := range avg {
+			sumAvg[i] += float64(avg[i])
+			sumSent[i] += float64(dec[i])
+			if dec[i] != 0 {
+				nonzero++
+			}
+		}
+		if nonzero != n/20 {
+			t.Fatalf("round %d: %d values sent, want %d", round, nonzero, n/20)
+		}
+		for i, e := range d.Residual(start) {
+			if diff := sumAvg[i] - sumSent[i] - float64(e); math.Abs(diff) > 1e-3 {
+				t.Fatalf("round %d value %d: aggregates %g, sent %g, residual %g", round, i, sumAvg[i], sumSent[i], e)
+			}
+		}
+	}
+}
+
+// TestDownlinkResidualCarriesOnlyToTheNextRound: a slice's residual is added to the aggregate of
+// the round after the one it was left by; a slice this node did not code in the round before (a
+// failover moved it here, or back) starts afresh, and a residual left behind is dropped.
+func TestDownlinkResidualCarriesOnlyToTheNextRound(t *testing.T) {
+	setting := compress.MustParse("topk:0.5")
+	codec, err := compress.New(compress.Config{Setting: setting})
+	if err != nil {
+		t.Fatal(err)
+	}
+	decode := func(msg []byte) []float32 {
+		t.Helper()
+		v, err := codec.Decode(nil, msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	d := NewDownlink(setting, nil)
+	for _, step := range []struct {
+		round    uint32
+		start    int
+		avg      []float32
+		sent     []float32
+		residual []float32
+	}{
+		{1, 0, []float32{4, 1, -3, 2}, []float32{4, 0, -3, 0}, []float32{0, 1, 0, 2}},
+		// The next round: last round's residual is added first.
+		{2, 0, []float32{0, 1, 0, 0}, []float32{0, 2, 0, 2}, []float32{0, 0, 0, 0}},
+		{3, 0, []float32{1, 0, 0, 0.5}, []float32{1, 0, 0, 0.5}, []float32{0, 0, 0, 0}},
+		{4, 0, []float32{0, 3, 1, 0}, []float32{0, 3, 1, 0}, []float32{0, 0, 0, 0}},
+		{5, 0, []float32{2, 0, 0, 1}, []float32{2, 0, 0, 1}, []float32{0, 0, 0, 0}},
+		{6, 0, []float32{5, 0, 0, 1}, []float32{5, 0, 0, 1}, []float32{0, 0, 0, 0}},
+		{7, 0, []float32{1, 2, 3, 0}, []float32{0, 2, 3, 0}, []float32{1, 0, 0, 0}},
+		// Round 8 was aggregated elsewhere: round 9 does not get round 7's residual.
+		{9, 0, []float32{0, 0, 1, 2}, []float32{0, 0, 1, 2}, []float32{0, 0, 0, 0}},
+	} {
+		got := decode(mustEncode(t, d, step.round, step.start, step.avg))
+		if !slices.Equal(got, step.sent) || !slices.Equal(d.Residual(step.start), step.residual) {
+			t.Fatalf("round %d: sent %v residual %v, want %v and %v", step.round, got, d.Residual(step.start), step.sent, step.residual)
+		}
+	}
+	// Two slices on one node keep apart; one left behind for two rounds is dropped.
+	mustEncode(t, d, 10, 0, []float32{1, 2, 3, 4})
+	mustEncode(t, d, 10, 4, []float32{4, 3, 2, 1})
+	if !slices.Equal(d.Residual(0), []float32{1, 2, 0, 0}) || !slices.Equal(d.Residual(4), []float32{0, 0, 2, 1}) {
+		t.Fatalf("two slices: residuals %v and %v", d.Residual(0), d.Residual(4))
+	}
+	mustEncode(t, d, 11, 0, []float32{0, 0, 0, 0})
+	mustEncode(t, d, 12, 0, []float32{0, 0, 0, 0})
+	if d.Residual(4) != nil {
+		t.Fatalf("the slice at 4, last coded in round 10, still holds %v in round 12", d.Residual(4))
+	}
+}
+
+func mustEncode(t *testing.T, d *Downlink, round uint32, start int, avg []float32) []byte {
+	t.Helper()
+	msg, err := d.Encode(round, start, avg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return msg
 }

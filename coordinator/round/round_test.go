@@ -357,7 +357,7 @@ func TestScripts(t *testing.T) {
 				if err != nil {
 					return fmt.Sprintf("error: %v (updates %d)", err, n)
 				}
-				msg, err := h.down.Encode(h.slice.Start, avg)
+				msg, err := h.down.Encode(h.slice.Round, h.slice.Start, avg)
 				if err != nil {
 					return "error: " + err.Error()
 				}

@@ -41,6 +41,7 @@ type SliceView struct {
 // Slice is the aggregation state of one slice of one round on its aggregator: which participants
 // sent which update, and whether it closed.
 type Slice struct {
+	Round        uint32 // the round's number
 	Start, End   int
 	Participants []string        // sorted
 	Excluded     map[string]bool // participants left out of the aggregate
@@ -50,7 +51,7 @@ type Slice struct {
 
 // NewSlice returns the empty aggregation of slice [start, end) of round r.
 func NewSlice(r consensus.Round, start, end int) *Slice {
-	s := &Slice{Start: start, End: end, Participants: r.Participants, Excluded: map[string]bool{}, Updates: map[string]Update{}}
+	s := &Slice{Round: r.Number, Start: start, End: end, Participants: r.Participants, Excluded: map[string]bool{}, Updates: map[string]Update{}}
 	for _, id := range r.Excluded {
 		s.Excluded[id] = true
 	}

@@ -159,7 +159,8 @@ func tinyTask(t *testing.T) trainer.Task {
 }
 
 func tinyRun(codec string, overlap int) trainer.RunConfig {
-	return trainer.RunConfig{InnerSteps: 3, Rounds: 3, Overlap: overlap, Seed: 3, Codec: codec, ErrorDecay: 0,
+	codec, down, _ := strings.Cut(codec, " down ")
+	return trainer.RunConfig{InnerSteps: 3, Rounds: 3, Overlap: overlap, Seed: 3, Codec: codec, DownCodec: down,
 		Inner: trainer.AdamWConfig{LR: 3e-3, Warmup: 2, WeightDecay: 0.01, ClipNorm: 0.5}, Parallel: 2}
 }
 
@@ -180,11 +181,13 @@ func TestRunDiLoCoMatchesRun(t *testing.T) {
 		{"S1-raw", "", 0, 1, 1, true, true},
 		{"S1-q8", "q8", 0, 1, 1, true, true},
 		{"S1-topk-overlap", "topk:0.1+q8", 1, 1, 1, true, true},
+		{"S1-q8-down-q8", "q8 down q8+zstd", 0, 1, 1, true, true},
 		{"S2-raw", "", 0, 2, 1, true, true},
 		{"S2-raw-overlap", "", 1, 2, 1, true, true},
 		{"S3-raw", "", 0, 3, 1, true, true},
 		{"S2-M2-raw", "", 0, 2, 2, false, true},
 		{"S2-q8", "q8", 0, 2, 1, false, false},
+		{"S2-q8-down-q8", "q8 down q8+zstd", 0, 2, 1, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			want, err := trainer.Run(context.Background(), tinyTask(t), tinyRun(tc.codec, tc.overlap))
@@ -218,6 +221,9 @@ func TestRunDiLoCoMatchesRun(t *testing.T) {
 				if got.History[r] != want.History[r] {
 					t.Errorf("round %d: %+v, trainer.Run %+v", r+1, got.History[r], want.History[r])
 				}
+			}
+			if got.DownCodec != want.DownCodec || got.DownBytes != want.DownBytes {
+				t.Errorf("down %s, %d B; trainer.Run %s, %d B", got.DownCodec, got.DownBytes, want.DownCodec, want.DownBytes)
 			}
 			if got.ModelHash != want.ModelHash || got.BytesPerWorker != want.BytesPerWorker {
 				t.Errorf("hash %s, %d B; trainer.Run %s, %d B", got.ModelHash, got.BytesPerWorker, want.ModelHash, want.BytesPerWorker)

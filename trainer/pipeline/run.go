@@ -12,7 +12,8 @@ import (
 )
 
 // RunConfig configures RunDiLoCo: trainer.Run's configuration (DiLoCo only, Exchange unset: the
-// pseudo-gradient of each stage's range is coded with Codec on its own) and the groups' shape.
+// pseudo-gradient of each stage's range is coded with Codec on its own, and its aggregate with
+// DownCodec) and the groups' shape.
 type RunConfig struct {
 	trainer.RunConfig
 	// Stages is S, the stages of every worker's group (1 ≤ S ≤ the GPT's layers); zero means 1.
@@ -142,10 +143,18 @@ func RunDiLoCo(ctx context.Context, task trainer.Task, cfg RunConfig) (*Summary,
 	S := cfg.Stages
 	shape := trainer.CodecShape(eval.Layout())
 	exch := make([]trainer.Exchanger, S)
+	var down []*trainer.Downlink // per range, as a cohort's aggregators keep one per slice
 	for s, m := range groups[0].Members() {
 		lo, hi := m.Range()
 		if exch[s], err = trainer.NewExchange(cfg.Codec, shape.Slice(lo, hi), hi-lo, K, rangeSeed(cfg.Seed, s), cfg.ErrorDecay); err != nil {
 			return nil, err
+		}
+		if cfg.DownCodec != "" {
+			d, err := trainer.NewDownlink(cfg.DownCodec, shape.Slice(lo, hi), hi-lo)
+			if err != nil {
+				return nil, fmt.Errorf("down codec: %w", err)
+			}
+			down = append(down, d)
 		}
 	}
 	sum := &Summary{
@@ -154,6 +163,9 @@ func RunDiLoCo(ctx context.Context, task trainer.Task, cfg RunConfig) (*Summary,
 			InnerSteps: cfg.InnerSteps, Rounds: cfg.Rounds, BatchSize: eval.BatchSize(), Parameters: len(eval.Params()),
 		},
 		Stages: S, MicroBatches: cfg.Micro, Schedule: cfg.Schedule.String(), StageCodec: cfg.StageCodec.String(),
+	}
+	if down != nil {
+		sum.DownCodec = down[0].Setting().String()
 	}
 	start := time.Now()
 	deltas := make([][][]float32, K) // [worker][stage]
@@ -218,6 +230,13 @@ func RunDiLoCo(ctx context.Context, task trainer.Task, cfg RunConfig) (*Summary,
 			}
 			if aggs[s], err = trainer.Average(aggs[s], decoded[s], weights); err != nil {
 				return nil, fmt.Errorf("round %d stage %d: %w", t, s, err)
+			}
+			if down != nil {
+				n, err := down[s].Code(aggs[s])
+				if err != nil {
+					return nil, fmt.Errorf("round %d stage %d: down codec: %w", t, s, err)
+				}
+				sum.DownBytes += int64(n)
 			}
 		}
 		bytes += sent / int64(K)
