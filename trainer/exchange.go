@@ -34,13 +34,18 @@ type CodecExchange struct {
 // NewCodecExchange returns an exchanger for workers peers of a model with layout l.
 // decay (0 = none) is the error-feedback decay β of compress.Residual.SetDecay.
 func NewCodecExchange(setting string, l nn.Layout, workers int, seed uint64, decay float32) (*CodecExchange, error) {
+	return NewShapedCodecExchange(setting, CodecShape(l), l.Size(), workers, seed, decay)
+}
+
+// NewShapedCodecExchange is NewCodecExchange for vectors of n values whose matrices are shape:
+// a range of a model's vector (CodecShape(layout).Slice(lo, hi)) coded on its own. Worker w's
+// codec is seeded seed·7919 + w.
+func NewShapedCodecExchange(setting string, shape compress.Shape, n, workers int, seed uint64, decay float32) (*CodecExchange, error) {
 	s, err := compress.Parse(setting)
 	if err != nil {
 		return nil, fmt.Errorf("codec: %w", err)
 	}
 	x := &CodecExchange{setting: s}
-	shape := CodecShape(l)
-	n := l.Size()
 	for i := 0; i < workers; i++ {
 		cfg := compress.Config{Setting: s, Shape: shape, Seed: seed*7919 + uint64(i)}
 		enc, err := compress.New(cfg)
@@ -66,6 +71,16 @@ func NewCodecExchange(setting string, l nn.Layout, workers int, seed uint64, dec
 	x.msgs = make([][]byte, workers)
 	x.decoded = make([][]float32, workers)
 	return x, nil
+}
+
+// NewExchange returns the exchanger of a codec setting for workers peers, over vectors of n
+// values whose matrices are shape: raw fp32 with no header (4 bytes a value) for "", else a
+// CodecExchange.
+func NewExchange(setting string, shape compress.Shape, n, workers int, seed uint64, decay float32) (Exchanger, error) {
+	if setting == "" {
+		return rawExchange{}, nil
+	}
+	return NewShapedCodecExchange(setting, shape, n, workers, seed, decay)
 }
 
 // Name is the codec setting.

@@ -83,6 +83,9 @@ func (rawExchange) Exchange(_ int, d []float32) ([]float32, int, error) {
 	return d, 4 * len(d), nil
 }
 
+// WithDefaults is c with its zero values replaced by the defaults.
+func (c RunConfig) WithDefaults() RunConfig { return c.withDefaults() }
+
 func (c RunConfig) withDefaults() RunConfig {
 	if c.Mode == "" {
 		c.Mode = ModeDiLoCo
@@ -192,9 +195,8 @@ func Run(ctx context.Context, task Task, cfg RunConfig) (*Summary, error) {
 		return nil, fmt.Errorf("run: build model: %w", err)
 	}
 	if cfg.Exchange == nil {
-		if cfg.Codec == "" {
-			cfg.Exchange = rawExchange{}
-		} else if cfg.Exchange, err = NewCodecExchange(cfg.Codec, evalModel.Layout(), k, cfg.Seed, cfg.ErrorDecay); err != nil {
+		l := evalModel.Layout()
+		if cfg.Exchange, err = NewExchange(cfg.Codec, CodecShape(l), l.Size(), k, cfg.Seed, cfg.ErrorDecay); err != nil {
 			return nil, err
 		}
 	}
@@ -213,18 +215,24 @@ func Run(ctx context.Context, task Task, cfg RunConfig) (*Summary, error) {
 	if err := loop(ctx, task, cfg, evalModel, sum, start); err != nil {
 		return nil, err
 	}
-	sum.WallSeconds = time.Since(start).Seconds()
-	sum.SamplesPerWorker = cfg.Rounds * cfg.InnerSteps * sum.BatchSize
-	sum.SamplesPerSecond = float64(sum.SamplesPerWorker*k) / sum.WallSeconds
-	if n := len(sum.History); n > 0 {
-		last := sum.History[n-1]
-		sum.FinalValLoss = last.ValLoss
-		if task.Classifier {
+	sum.Finish(time.Since(start), task.Classifier)
+	return sum, nil
+}
+
+// Finish fills in the totals of a run of Workers·Rounds·InnerSteps batches of BatchSize that took
+// wall, and the final validation figures from the last round (accuracy for classifiers).
+func (s *Summary) Finish(wall time.Duration, classifier bool) {
+	s.WallSeconds = wall.Seconds()
+	s.SamplesPerWorker = s.Rounds * s.InnerSteps * s.BatchSize
+	s.SamplesPerSecond = float64(s.SamplesPerWorker*s.Workers) / s.WallSeconds
+	if n := len(s.History); n > 0 {
+		last := s.History[n-1]
+		s.FinalValLoss = last.ValLoss
+		if classifier {
 			acc := last.ValAccuracy
-			sum.FinalValAccuracy = &acc
+			s.FinalValAccuracy = &acc
 		}
 	}
-	return sum, nil
 }
 
 func runDiLoCo(ctx context.Context, task Task, cfg RunConfig, eval nn.Model, sum *Summary, start time.Time) error {
@@ -248,13 +256,13 @@ func runDiLoCo(ctx context.Context, task Task, cfg RunConfig, eval nn.Model, sum
 	losses := make([]float64, k)
 	var agg []float32
 	var bytes int64
-	var down *downlink
+	var down *Downlink
 	if cfg.DownCodec != "" {
 		var err error
-		if down, err = newDownlink(cfg.DownCodec, eval); err != nil {
+		if down, err = NewDownlink(cfg.DownCodec, CodecShape(eval.Layout()), len(eval.Params())); err != nil {
 			return err
 		}
-		sum.DownCodec = down.setting.String()
+		sum.DownCodec = down.Setting().String()
 	}
 	for t := 1; t <= cfg.Rounds; t++ {
 		if err := ctx.Err(); err != nil {
@@ -304,7 +312,7 @@ func runDiLoCo(ctx context.Context, task Task, cfg RunConfig, eval nn.Model, sum
 			return fmt.Errorf("round %d: %w", t, err)
 		}
 		if down != nil {
-			n, err := down.code(agg)
+			n, err := down.Code(agg)
 			if err != nil {
 				return fmt.Errorf("round %d: down codec: %w", t, err)
 			}
@@ -400,14 +408,19 @@ func report(task Task, cfg RunConfig, eval nn.Model, theta []float32, trainLoss 
 		ValLoss: lossSum / float64(count), ValAccuracy: float64(correct) / float64(count),
 		BytesPerWorker: bytes, Elapsed: time.Since(start), ModelHash: hash,
 	}
-	sum.History = append(sum.History, RoundRecord{Round: t, TrainLoss: rs.TrainLoss, ValLoss: rs.ValLoss, ValAccuracy: rs.ValAccuracy, BytesPerWorker: bytes})
-	sum.BytesPerWorker = bytes
-	sum.ModelHash = fmt.Sprintf("%x", hash[:8])
-	sum.Theta = append(sum.Theta[:0], theta...)
+	sum.Record(rs, theta)
 	if cfg.Progress != nil {
 		cfg.Progress(rs)
 	}
 	return nil
+}
+
+// Record adds round rs, which ended at the global model theta, to the summary's history.
+func (s *Summary) Record(rs RoundStats, theta []float32) {
+	s.History = append(s.History, RoundRecord{Round: rs.Round, TrainLoss: rs.TrainLoss, ValLoss: rs.ValLoss, ValAccuracy: rs.ValAccuracy, BytesPerWorker: rs.BytesPerWorker})
+	s.BytesPerWorker = rs.BytesPerWorker
+	s.ModelHash = fmt.Sprintf("%x", rs.ModelHash[:8])
+	s.Theta = append(s.Theta[:0], theta...)
 }
 
 func mean(xs []float64) float64 {
@@ -449,8 +462,8 @@ func parallel(n, p int, f func(i int) error) error {
 	return nil
 }
 
-// downlink codes a run's aggregates for the way down with the aggregator's error feedback.
-type downlink struct {
+// Downlink codes a run's aggregates for the way down with the aggregator's error feedback.
+type Downlink struct {
 	setting compress.Setting
 	res     *compress.Residual
 	dec     *compress.Codec
@@ -458,17 +471,19 @@ type downlink struct {
 	vals    []float32
 }
 
-func newDownlink(setting string, m nn.Model) (*downlink, error) {
+// NewDownlink returns the downlink of a codec setting for aggregates of n values whose matrices
+// are shape (CodecShape of a model's layout, or its Slice for a range coded on its own).
+func NewDownlink(setting string, shape compress.Shape, n int) (*Downlink, error) {
 	s, err := compress.Parse(setting)
 	if err != nil {
 		return nil, err
 	}
-	cfg := compress.Config{Setting: s, Shape: CodecShape(m.Layout())}
+	cfg := compress.Config{Setting: s, Shape: shape}
 	enc, err := compress.New(cfg)
 	if err != nil {
 		return nil, err
 	}
-	res, err := enc.NewResidual(len(m.Params()))
+	res, err := enc.NewResidual(n)
 	if err != nil {
 		return nil, err
 	}
@@ -476,11 +491,14 @@ func newDownlink(setting string, m nn.Model) (*downlink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &downlink{setting: s, res: res, dec: dec}, nil
+	return &Downlink{setting: s, res: res, dec: dec}, nil
 }
 
-// code replaces agg with what its message decodes to and returns the message's length.
-func (d *downlink) code(agg []float32) (int, error) {
+// Setting is the downlink's codec setting.
+func (d *Downlink) Setting() compress.Setting { return d.setting }
+
+// Code replaces agg with what its message decodes to and returns the message's length.
+func (d *Downlink) Code(agg []float32) (int, error) {
 	var err error
 	if d.msg, err = d.res.Encode(d.msg[:0], agg); err != nil {
 		return 0, err

@@ -3,17 +3,21 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/cohortlab/cohort/compress"
 	"github.com/cohortlab/cohort/consensus"
 	"github.com/cohortlab/cohort/spec"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/trainer/export"
 	"github.com/cohortlab/cohort/trainer/generate"
+	"github.com/cohortlab/cohort/trainer/nn"
+	"github.com/cohortlab/cohort/trainer/pipeline"
 )
 
 func trainCommand() *cli.Command {
@@ -24,8 +28,12 @@ func trainCommand() *cli.Command {
    --mode diloco: H inner AdamW steps, then the averaged pseudo-gradient drives a Nesterov outer step.
    --mode ddp: synchronous data parallel, gradients averaged every step (same total samples).
 
+   --stages S (gpt, diloco): every worker is a group of S pipeline stages in process, each stage
+   keeping θ of its own range, uploading that range's pseudo-gradient and taking its outer step.
+
    Example:
-     cohort train --model mlp --mode diloco --workers 8 --inner-steps 50 --rounds 20 --partition dirichlet:0.5 --seed 1`,
+     cohort train --model mlp --mode diloco --workers 8 --inner-steps 50 --rounds 20 --partition dirichlet:0.5 --seed 1
+     cohort train --model gpt:2-64-4-32 --data embedded --workers 4 --rounds 10 --inner-steps 20 --stages 2 --stage-codec q8`,
 		Flags: append([]cli.Flag{
 			&cli.StringFlag{Name: "model", Value: "mlp", Usage: "model: mlp, mlp:784-256-10 (layer widths), charlm or gpt:L-D-NH-T (layers, width, heads, context; bytes), e.g. gpt:4-128-4-64", EnvVars: envVars("model")},
 			&cli.StringFlag{Name: "mode", Value: "diloco", Usage: "diloco or ddp", EnvVars: envVars("mode")},
@@ -42,6 +50,10 @@ func trainCommand() *cli.Command {
 			outerLRFlag(), outerMomentumFlag(), errorDecayFlag(),
 			&cli.IntFlag{Name: "val-samples", Value: 0, Usage: "validation samples (0: the whole test split)", EnvVars: envVars("val_samples")},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON summary as the last line", EnvVars: envVars("json")},
+			&cli.IntFlag{Name: "stages", Usage: "train every worker as a stage group of S pipeline stages (gpt, diloco; 1 ≤ S ≤ layers), each stage coding and stepping its own range of θ", EnvVars: envVars("stages")},
+			&cli.IntFlag{Name: "micro-batches", Value: 1, Usage: "with --stages: micro-batches M a step's batch is cut into (M divides the batch)", EnvVars: envVars("micro_batches")},
+			&cli.StringFlag{Name: "stage-codec", Value: "fp32", Usage: "with --stages: activations and their gradients between stages, fp32 or q8 (one scale per row)", EnvVars: envVars("stage_codec")},
+			&cli.StringFlag{Name: "schedule", Value: "1f1b", Usage: "with --stages: pipeline schedule, 1f1b or gpipe", EnvVars: envVars("schedule")},
 		}, innerFlags()...),
 		Action: runTrain,
 	}
@@ -89,13 +101,17 @@ func runTrain(c *cli.Context) error {
 		return fmt.Errorf("train: %w", err)
 	}
 	// The settings are checked before the data is loaded: a bad flag is an error at once.
+	pcfg, err := stageConfig(c, spec)
+	if err != nil {
+		return fmt.Errorf("train: %w", err)
+	}
 	task, info, err := trainer.BuildTask(spec)
 	if err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
 	slog.Info("training", "model", spec.Model, "mode", cfg.Mode, "workers", spec.Workers, "data", info.Source,
 		"train_samples", info.TrainSamples, "val_samples", info.ValSamples, "partition", info.Partition, "seed", spec.Seed,
-		"shard_sizes", info.ShardSizes)
+		"shard_sizes", info.ShardSizes, "stages", c.Int("stages"))
 	cfg.Progress = func(r trainer.RoundStats) {
 		eta := time.Duration(0)
 		if r.Round > 0 {
@@ -111,12 +127,23 @@ func runTrain(c *cli.Context) error {
 			r.Round, r.Rounds, r.TrainLoss, r.ValLoss, acc, humanBytes(r.BytesPerWorker),
 			r.Elapsed.Round(time.Second), eta.Round(time.Second))
 	}
-	sum, err := trainer.Run(c.Context, task, cfg)
-	if err != nil {
+	var sum *trainer.Summary
+	var stages *pipeline.Summary
+	if pcfg != nil {
+		pcfg.RunConfig = cfg
+		if stages, err = pipeline.RunDiLoCo(c.Context, task, *pcfg); err != nil {
+			return fmt.Errorf("train: %w", err)
+		}
+		sum = &stages.Summary
+	} else if sum, err = trainer.Run(c.Context, task, cfg); err != nil {
 		return fmt.Errorf("train: %w", err)
 	}
 	if jsonOut {
-		b, err := json.Marshal(sum)
+		var v any = sum
+		if stages != nil {
+			v = stages
+		}
+		b, err := json.Marshal(v)
 		if err != nil {
 			return err
 		}
@@ -133,6 +160,9 @@ func runTrain(c *cli.Context) error {
 	if sum.DownCodec != "" {
 		fmt.Fprintf(out, "aggregates sent down %s to each worker (%s)\n", humanBytes(sum.DownBytes), sum.DownCodec)
 	}
+	if stages != nil {
+		printStages(out, stages)
+	}
 	if strings.HasPrefix(sum.Model, "gpt:") {
 		sample, err := sampleText(sum.Model, sum.Theta, spec.Seed)
 		if err != nil {
@@ -141,6 +171,66 @@ func runTrain(c *cli.Context) error {
 		fmt.Fprintf(out, "\nsample (200 bytes, temperature 0.8):\n%s\n", sample)
 	}
 	return nil
+}
+
+// stageConfig reads the stage group flags: nil without --stages (whole-model workers).
+func stageConfig(c *cli.Context, spec trainer.TaskSpec) (*pipeline.RunConfig, error) {
+	if !c.IsSet("stages") {
+		for _, f := range []string{"micro-batches", "stage-codec", "schedule"} {
+			if c.IsSet(f) {
+				return nil, fmt.Errorf("--%s applies to stage groups: give --stages", f)
+			}
+		}
+		return nil, nil
+	}
+	S, M := c.Int("stages"), c.Int("micro-batches")
+	if !strings.HasPrefix(spec.Model, "gpt:") {
+		return nil, fmt.Errorf("--stages: stage groups train gpt models, not %s", spec.Model)
+	}
+	if mode := c.String("mode"); mode != string(trainer.ModeDiLoCo) {
+		return nil, fmt.Errorf("--stages: stage groups train under --mode diloco, not %s", mode)
+	}
+	gcfg, err := nn.ParseGPTName(spec.Model)
+	if err != nil {
+		return nil, err
+	}
+	if S < 1 || S > gcfg.Layers {
+		return nil, fmt.Errorf("--stages %d: want 1 to %d (%s has %d blocks)", S, gcfg.Layers, spec.Model, gcfg.Layers)
+	}
+	batch := spec.Batch
+	if batch == 0 {
+		m, err := trainer.NewModel(spec.Model, 0, spec.Seed)
+		if err != nil {
+			return nil, err
+		}
+		batch = m.BatchSize()
+	}
+	if M < 1 || batch%M != 0 {
+		return nil, fmt.Errorf("--micro-batches %d: want a divisor of the batch of %d sequences", M, batch)
+	}
+	codec, err := compress.Parse(c.String("stage-codec"))
+	if err != nil {
+		return nil, fmt.Errorf("--stage-codec: %w", err)
+	}
+	if codec.Sparsifier != compress.Dense {
+		return nil, fmt.Errorf("--stage-codec %s: want a dense setting, fp32 or q8", codec)
+	}
+	sched, err := pipeline.ParseSchedule(c.String("schedule"))
+	if err != nil {
+		return nil, fmt.Errorf("--schedule: %w", err)
+	}
+	return &pipeline.RunConfig{Stages: S, Micro: M, Schedule: sched, StageCodec: codec}, nil
+}
+
+// printStages prints what every stage of the groups held, sent and computed.
+func printStages(out io.Writer, s *pipeline.Summary) {
+	fmt.Fprintf(out, "%d stages, %d micro-batches (%s), activations %s:\n", s.Stages, s.MicroBatches, s.Schedule, s.StageCodec)
+	for _, st := range s.StageStats {
+		fmt.Fprintf(out, "  stage %d: blocks [%d, %d), θ[%d:%d], %d params (%s with AdamW), per step: forward %s, backward %s, tie %s; busy %.0f%%; uploaded %s\n",
+			st.Stage, st.Blocks[0], st.Blocks[1], st.Range[0], st.Range[1], st.Parameters, humanBytes(st.StateBytes),
+			humanBytes(int64(st.ActivationBytesPerStep)), humanBytes(int64(st.GradientBytesPerStep)), humanBytes(int64(st.TieBytesPerStep)),
+			100*st.Utilisation, humanBytes(st.UploadBytes))
+	}
 }
 
 // sampleText continues a newline by 200 bytes of the trained GPT (cohort generate's sampler).

@@ -48,6 +48,17 @@
 // StepStats counts the bytes sent and received by kind (the forward direction is Activation,
 // the backward Gradient).
 //
+// # A group as a DiLoCo worker
+//
+// A Member is a stage as a DiLoCo member for the range of θ it owns (nn.GPTStage.Owned): θ_t of
+// the range and its outer momentum, the range's pseudo-gradient, and trainer's Nesterov step on
+// the range's aggregate, elementwise, so the members' ranges in stage order are the bits of a
+// whole-model trainer.Worker's θ_{t+1}. The last stage's copy of wte takes the first stage's
+// θ_{t+1} of wte after the outer step. A Group is S members over in-process links, one DiLoCo
+// worker; RunDiLoCo runs a cohort of groups in process as trainer.Run runs whole-model workers
+// (the same batches, weights and codec, each stage's range coded on its own with its own error
+// feedback), and with one micro-batch trains to trainer.Run's bits.
+//
 // NewLocalGroup links stages in one process (tests, benchmarks); package quiclink links them
 // over the transport's QUIC connections.
 package pipeline

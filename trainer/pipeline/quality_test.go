@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"context"
 	"math"
 	"testing"
 	"time"
@@ -71,5 +72,36 @@ func TestQ8ActivationsCost(t *testing.T) {
 	}
 	if float64(f8) > 0.3*float64(f32) {
 		t.Errorf("q8 frames are %d bytes against fp32's %d, want under 30 %%", f8, f32)
+	}
+}
+
+// TestStageGroupsCost: a cohort whose workers are stage groups (2 stages, 2 micro-batches, q8
+// activations) ends within 2 % of the validation loss of the same cohort of whole-model workers
+// on the same tokens: gpt:2-64-4-32 on the embedded play, 2 workers, 4 rounds of 10 inner steps.
+func TestStageGroupsCost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains two small cohorts")
+	}
+	task := func() trainer.Task {
+		task, _, err := trainer.BuildTask(trainer.TaskSpec{Model: "gpt:2-64-4-32", DataDir: trainer.EmbeddedData, Workers: 2, Seed: 1, ValSamples: 128})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return task
+	}
+	rc := trainer.RunConfig{InnerSteps: 10, Rounds: 4, Seed: 1, Inner: trainer.AdamWConfig{LR: 3e-3, Warmup: 5, ClipNorm: 1}}
+	start := time.Now()
+	whole, err := trainer.Run(context.Background(), task(), rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged, err := RunDiLoCo(context.Background(), task(), RunConfig{RunConfig: rc, Stages: 2, Micro: 2, StageCodec: compress.MustParse("q8")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, s := whole.FinalValLoss, staged.FinalValLoss
+	t.Logf("whole-model workers: val loss %.4f; 2-stage groups (M=2, q8): %.4f (%+.2f %%); %v", w, s, 100*(s-w)/w, time.Since(start))
+	if math.Abs(s-w) > 0.02*w {
+		t.Errorf("stage groups end at val loss %.4f, whole-model workers at %.4f: more than 2 %% apart", s, w)
 	}
 }
