@@ -504,10 +504,63 @@ type ScoreCommitBody struct {
 // Influence is a contributor's measured influence in one round, in fixed point (InfluenceUnit):
 // the lower confidence bound of the first-order validation-loss decrease its data's update gave.
 // Negative means the update made the validation loss worse.
+//
+// Credit is the share of the round's new credit its update earned, out of CreditScale (the
+// credits of a round sum to at most CreditScale): the scoring pays a contributor by the credit it
+// has earned over the rounds so far, and reads it back from here.
 type Influence struct {
-	_msgpack    struct{} `msgpack:",as_array"`
 	Contributor string
 	Value       int64
+	Credit      uint64
+}
+
+// CreditScale is what the credits of one round sum to at most (Influence.Credit).
+const CreditScale = 1_000_000_000_000
+
+// EncodeMsgpack writes an influence without credit as the two-element array it always was, so
+// that logs, snapshots and state hashes from before Credit existed are unchanged.
+func (x Influence) EncodeMsgpack(e *msgpack.Encoder) error {
+	n := 3
+	if x.Credit == 0 {
+		n = 2
+	}
+	if err := e.EncodeArrayLen(n); err != nil {
+		return err
+	}
+	if err := e.EncodeString(x.Contributor); err != nil {
+		return err
+	}
+	if err := e.EncodeInt64(x.Value); err != nil { // fixed width, as the struct field was
+		return err
+	}
+	if n == 3 {
+		return e.EncodeUint64(x.Credit)
+	}
+	return nil
+}
+
+// DecodeMsgpack reads both forms EncodeMsgpack writes.
+func (x *Influence) DecodeMsgpack(d *msgpack.Decoder) error {
+	n, err := d.DecodeArrayLen()
+	if err != nil {
+		return err
+	}
+	*x = Influence{}
+	if n != 2 && n != 3 {
+		return fmt.Errorf("influence: an array of %d elements, want 2 or 3", n)
+	}
+	if x.Contributor, err = d.DecodeString(); err != nil {
+		return err
+	}
+	if x.Value, err = d.DecodeInt64(); err != nil {
+		return err
+	}
+	if n == 3 {
+		if x.Credit, err = d.DecodeUint64(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // InfluenceUnit is the fixed-point scale of Influence.Value: Value = round(influence × 1e9).

@@ -223,7 +223,11 @@ func checkInfluence(xs []Influence, inCohort map[string]bool) error {
 	if err := checkList("influence", len(xs), false); err != nil {
 		return err
 	}
+	var credit uint64
 	for i, x := range xs {
+		if credit += x.Credit; credit < x.Credit || credit > CreditScale {
+			return errf(ErrInvalid, "influence credits sum past %d at %q", uint64(CreditScale), x.Contributor)
+		}
 		if i > 0 && xs[i-1].Contributor >= x.Contributor {
 			return errf(ErrInvalid, "influence not sorted and unique at %q", x.Contributor)
 		}

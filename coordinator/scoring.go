@@ -355,8 +355,8 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 		body.Note = "unscored: " + err.Error()
 		return body, nil
 	}
-	hist, _ := s.memberRecord(c.ID, r.Number)
-	parts := s.participants(c, r, hist)
+	hist, _, credit := s.memberRecord(c.ID, r.Number)
+	parts := s.participants(c, r, hist, credit)
 	res, err := attribution.Score(sums, parts, attribution.Config{})
 	if err != nil {
 		body.Note = "unscored: " + err.Error()
@@ -387,7 +387,7 @@ func (s *Server) scoreRound(ctx context.Context, rt *cohortRT, c consensus.Cohor
 // participants are the members of cohort c that sent a receipt for round r, as scoring sees them.
 // Compute is paid by the samples the protocol lets a participant train on, not by what its
 // receipt claims: min(claim, consensus.State.SampleCap), the cap the state clamps receipts to.
-func (s *Server) participants(c consensus.Cohort, r consensus.Round, hist map[string][]float64) []attribution.Participant {
+func (s *Server) participants(c consensus.Cohort, r consensus.Round, hist map[string][]float64, credit map[string]float64) []attribution.Participant {
 	orders := map[string]consensus.CohortMember{}
 	for _, m := range c.Members {
 		orders[m.Member] = m
@@ -407,7 +407,7 @@ func (s *Server) participants(c consensus.Cohort, r consensus.Round, hist map[st
 		}
 		_, left := slices.BinarySearch(r.Excluded, rc.Member)
 		parts = append(parts, attribution.Participant{Member: rc.Member, Order: m.Order, Samples: min(rc.SamplesUsed, caps[rc.Member]),
-			Contributors: m.Contributors, History: hist[rc.Member], LeftOut: left})
+			Contributors: m.Contributors, History: hist[rc.Member], LeftOut: left, Credit: credit[rc.Member]})
 	}
 	return parts
 }
@@ -451,7 +451,7 @@ func (s *Server) fetchPartial(ctx context.Context, q ScoreRequest, sl consensus.
 // updates help again. (Robust aggregation by validation, as in FLTrust, with the validator's
 // own scores: the cohort's model does not pay for what the ledger refuses to pay for.)
 func (s *Server) distrusted(cohort uint64) map[string]bool {
-	hist, flagged := s.memberRecord(cohort, math.MaxUint32)
+	hist, flagged, _ := s.memberRecord(cohort, math.MaxUint32)
 	out := flagged
 	for m, xs := range hist {
 		if !attribution.Consistent(xs, 0) {
@@ -463,9 +463,10 @@ func (s *Server) distrusted(cohort uint64) map[string]bool {
 
 // memberRecord walks a cohort's rounds scored before round n once and returns each member's
 // influence history, oldest first (its contributors share its influence: counted once a round),
-// and the members whose latest scored round flagged them scaled, empty or a duplicate.
-func (s *Server) memberRecord(cohort uint64, n uint32) (hist map[string][]float64, flagged map[string]bool) {
-	hist, flagged = map[string][]float64{}, map[string]bool{}
+// the members whose latest scored round flagged them scaled, empty or a duplicate, and the credit
+// each member's contributors earned (Influence.Credit, in units of a round's whole credit).
+func (s *Server) memberRecord(cohort uint64, n uint32) (hist map[string][]float64, flagged map[string]bool, credit map[string]float64) {
+	hist, flagged, credit = map[string][]float64{}, map[string]bool{}, map[string]float64{}
 	s.node.View(func(st *consensus.State) error {
 		c, err := st.Cohort(cohort)
 		if err != nil {
@@ -488,6 +489,9 @@ func (s *Server) memberRecord(cohort uint64, n uint32) (hist map[string][]float6
 			seen := map[string]bool{}
 			for _, x := range r.Influence {
 				m := memberOf[x.Contributor]
+				if m != "" {
+					credit[m] += float64(x.Credit) / consensus.CreditScale
+				}
 				if m == "" || seen[m] {
 					continue
 				}
@@ -503,7 +507,7 @@ func (s *Server) memberRecord(cohort uint64, n uint32) (hist map[string][]float6
 		}
 		return nil
 	})
-	return hist, flagged
+	return hist, flagged, credit
 }
 
 var errValidatorLoading = fmt.Errorf("%w: the validator is still loading", protocol.ErrUnavailable)

@@ -158,7 +158,7 @@ func TestParticipantsSamplesAreCappedByTheProtocol(t *testing.T) {
 	}
 	// Even a receipt that reached scoring unclamped (an older state) counts no more than the cap.
 	r.Receipts[0].SamplesUsed = math.MaxUint64
-	parts := s.participants(c, r, nil)
+	parts := s.participants(c, r, nil, nil)
 	if len(parts) != 1 || parts[0].Samples != want {
 		t.Fatalf("participants: %+v, want 1 with %d samples", parts, want)
 	}

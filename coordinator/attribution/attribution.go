@@ -18,53 +18,31 @@
 //   - the influence recorded for i is the lower confidence bound LCB_i = mean_k s_ik −
 //     Z·std_k(s_ik)/√K: noise, whose alignment with the validation gradient is small and
 //     inconsistent across micro-batches, has an influence of ~nothing;
-//   - i earns in this round only while its influence is consistently positive across rounds
-//     (trusted: the mean of its per-round LCBs, this one included, is positive; a member whose
-//     first scored update raised the loss must clear Z standard errors instead — label-flipped
-//     data hurts a young model and helps only once it is over-confident), only if the leader put
-//     its update in the aggregate (a distrusted member is scored, so that trust can come back,
-//     but the model did not get its update), and only if its mean score is at least MinCredit ×
-//     the round's median positive one (an update that barely moves the loss is not a
+//   - i earns new credit in this round only while its influence is consistently positive across
+//     rounds (trusted: the mean of its per-round LCBs, this one included, is positive; a member
+//     whose first scored update raised the loss must clear Z standard errors instead —
+//     label-flipped data hurts a young model and helps only once it is over-confident), only if
+//     the leader put its update in the aggregate (a distrusted member is scored, so that trust can
+//     come back, but the model did not get its update), and only if its mean score is at least
+//     MinCredit × the round's median positive one (an update that barely moves the loss is not a
 //     contribution);
-//   - what it then earns is its mean score tempered, mean^Power (the fourth root by default:
-//     chosen on four audited cohorts, and measured on others, see docs/figures.md). The mean, not
-//     the LCB: the spread of an honest label-skewed update over the validation micro-batches is
-//     large (it helps on its classes' examples, less on the others), and paying the LCB paid the
-//     one or two members whose data happened to match the validation split best most of the
-//     pool. The root: first-order influence at θ_t measures what an update adds to everyone
-//     else's, while what a contributor is worth (the Shapley value of retraining without it,
-//     cohort audit) averages over the small coalitions too, where every shard is worth more and
-//     the shards are worth more alike. Measured with cohort audit (docs/figures.md), tempering
-//     brings the shares closer to those values without letting any planted kind earn.
+//   - its new credit is its mean score tempered, mean^Power (the fourth root by default: chosen on
+//     four audited cohorts and measured on others, docs/figures.md), as a share of the round's:
+//     each round's new credit sums to 1, recorded per contributor (consensus.Influence.Credit);
+//   - and the round pays every member that is trusted, in the aggregate, not excluded and not a
+//     copy by the credit it has earned so far, this round's included (Participant.Credit): credit
+//     belongs to the contributor, not to one update, so a member whose data helped in the early
+//     rounds, when the model was young, is still paid in a later round where its update adds
+//     little to everyone else's.
 //
-// Clipping is downward only, so an update below the median norm scaled up to it gains by at most
-// that factor (honest norms in a round are within tens of percent of each other); beyond
-// NormOutlier × the median it loses everything.
-//
-// Every quantity is an inner product over parameters, so each aggregator computes a Partial for
-// its slice of the parameter vector and the leader adds them up (Combine): ⟨g_k,Δ_i⟩, ⟨u,Δ_i⟩,
-// ⟨g_k,u⟩, ‖u‖², ‖Δ_i‖² and the updates' pairwise products ⟨Δ_i,Δ_j⟩, which only the duplicate
-// groups read. Those are exact for rounds of up to ExactGramMax participants (P² dot products per
-// slice, cheap next to the K·P validation products there); beyond, each aggregator sends a seeded
-// count sketch of every update and the leader estimates the cosines from them (sketch.go), so an
-// aggregator's work and its answer grow linearly in P.
-//
-// # Duplicates
-//
-// Participants whose updates are near-identical (cosine ≥ DupCosine) form a group, and so do
-// those who registered data with the same fingerprint as an earlier contributor
-// (consensus.ContributorData.DuplicateOf) when their updates also agree (cosine ≥
-// FingerprintCosine: updates from the same data, even on other batches and after compression, point
-// roughly the same way). A
-// group is scored once — the mean of its members' s_ik — and credited to its earliest registered
-// member; the others are flagged "duplicate". Registering a copy of someone's data therefore earns
-// the copier nothing and its victim nothing extra.
-//
-// A fingerprint is the member's own claim, so it never moves credit by itself: a member who
-// registers someone else's published fingerprint first, and trains on anything else, is flagged
-// but not grouped with the real owner, who keeps the credit of its own update.
-//
-// # Weights
+// Why: first-order influence at θ_t measures what an update adds to the others' at the model the
+// cohort has (leave-one-out's question), while what a contributor is worth — the Shapley value of
+// retraining without it, cohort audit — averages over small coalitions too, where every shard is
+// worth more and the shards are worth more alike. Paying the LCB round by round gave the one or two
+// members whose data matched the validation split best most of the pool (the spread of an honest
+// label-skewed update over the micro-batches is large: it helps on its classes' examples); the mean,
+// tempered, and credit carried over rounds, bring the shares close to the retrainings' values
+// without letting any planted kind earn.
 //
 // The per-round flag "negative-influence" is raised only when the update clearly raised the loss:
 // the upper confidence bound mean + Z·std/√K is negative.
@@ -158,6 +136,9 @@ type Participant struct {
 	// LeftOut: the leader left its update out of the round's aggregate (it was distrusted). It
 	// is scored, so that trust can come back, but earns nothing: the model did not get its update.
 	LeftOut bool
+	// Credit is what its contributors earned in the earlier scored rounds: the sum of their
+	// Influence.Credit / consensus.CreditScale (each round's new credit sums to 1).
+	Credit float64
 }
 
 // MemberScore is what scoring found for one participant (for logs and tests).
@@ -311,6 +292,9 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 	// Weights per contributor.
 	useful := cfg.MinUseful * medianPositive(reward)
 	floor := cfg.MinCredit * medianPositive(reward)
+	fresh := make([]float64, n) // this round's new credit, before normalising
+	payable := make([]bool, n)
+	var freshSum float64
 	var res Result
 	dataW := map[string]float64{}
 	computeW := map[string]uint64{}
@@ -331,42 +315,55 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 			}
 			influence[cd.Name] = toFixed(ms[a].LCB)
 		}
-		if reward[a] > 0 && !trusted(p.History, ms[a].LCB, cfg) {
-			reward[a] = 0
-			ms[a].Reward = 0
+		ok := trusted(p.History, ms[a].LCB, cfg)
+		if !ok && (reward[a] > 0 || p.Credit > 0) {
 			fl.add(p, "inconsistent", "influence not consistently positive across rounds")
 		}
-		if p.LeftOut {
+		if !ok || p.LeftOut || (reward[a] > 0 && reward[a] < floor) {
 			reward[a] = 0
 			ms[a].Reward = 0
 		}
-		if reward[a] > 0 && reward[a] < floor {
-			reward[a] = 0
-			ms[a].Reward = 0
-		}
+		// Paid this round: a trusted member whose update is in the aggregate, not excluded, not a
+		// copy of another's (it is paid the credit it earned so far, whatever this round's score).
+		payable[a] = ok && !p.LeftOut && ms[a].Excluded == "" && ms[a].Group == ms[a].Member && len(cs) > 0
 		if reward[a] <= 0 || len(cs) == 0 {
 			continue
 		}
+		isUseful := reward[a] >= useful
+		fresh[a] = reward[a]
 		if cfg.Power != 1 {
-			reward[a] = math.Pow(reward[a], cfg.Power)
+			fresh[a] = math.Pow(reward[a], cfg.Power)
 		}
-		var total uint64
-		for _, cd := range cs {
-			total += cd.Samples
+		freshSum += fresh[a]
+		if !isUseful {
+			continue
 		}
+		total, split := samplesSplit(cs)
 		for _, cd := range cs {
-			frac := 1 / float64(len(cs))
 			if total > 0 {
-				frac = float64(cd.Samples) / float64(total)
-			}
-			dataW[cd.Name] += reward[a] * frac
-			if reward[a] < useful {
-				continue
-			}
-			if total > 0 {
-				computeW[cd.Name] += uint64(float64(p.Samples) * frac)
+				computeW[cd.Name] += uint64(float64(p.Samples) * split(cd))
 			} else {
 				computeW[cd.Name] += p.Samples / uint64(len(cs))
+			}
+		}
+	}
+	// A member's credit: what it earned in the earlier rounds (each round's new credit sums to 1)
+	// plus its share of this round's; the round pays its payable members by it.
+	credit := map[string]uint64{}
+	for a := range idx {
+		p := byMember[ms[a].Member]
+		cs := creditable(p, confirmed)
+		share := 0.0
+		if freshSum > 0 {
+			share = fresh[a] / freshSum
+		}
+		_, split := samplesSplit(cs)
+		for _, cd := range cs {
+			if c := math.Floor(share * split(cd) * consensus.CreditScale); c >= 1 && c <= consensus.CreditScale {
+				credit[cd.Name] = uint64(c)
+			}
+			if payable[a] && p.Credit+share > 0 {
+				dataW[cd.Name] += (p.Credit + share) * split(cd)
 			}
 		}
 	}
@@ -387,7 +384,7 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 		}
 	}
 	for _, name := range sortedKeys(influence) {
-		res.Influence = append(res.Influence, consensus.Influence{Contributor: name, Value: influence[name]})
+		res.Influence = append(res.Influence, consensus.Influence{Contributor: name, Value: influence[name], Credit: credit[name]})
 	}
 	res.Flags = fl.sorted()
 	res.Members = ms
@@ -400,6 +397,20 @@ func less(a, b Participant) bool {
 		return a.Order < b.Order
 	}
 	return a.Member < b.Member
+}
+
+// samplesSplit is how a member's weight is split among contributors cs: by registered samples,
+// equally when none registered any.
+func samplesSplit(cs []consensus.ContributorData) (total uint64, split func(consensus.ContributorData) float64) {
+	for _, cd := range cs {
+		total += cd.Samples
+	}
+	return total, func(cd consensus.ContributorData) float64 {
+		if total == 0 {
+			return 1 / float64(len(cs))
+		}
+		return float64(cd.Samples) / float64(total)
+	}
 }
 
 // creditable are the contributors of p that may be paid: all but registered copies whose

@@ -439,3 +439,56 @@ func TestWhoEarns(t *testing.T) {
 		})
 	}
 }
+
+// TestCreditCarries: a member is paid by the credit it earned over the rounds (Participant.Credit,
+// plus its share of this round's, recorded in Influence.Credit), while it is trusted and its update
+// is in the aggregate — also in a round its own update earns nothing.
+func TestCreditCarries(t *testing.T) {
+	w := newWorld(5, 20000, 8)
+	names := []string{"a", "b", "c"}
+	ups := [][]float32{
+		w.mix(0.2, w.gbar, 1, w.gauss(0.5)),
+		w.mix(0.2, w.gbar, 1, w.gauss(0.5)),
+		w.mix(-0.05, w.gbar, 1, w.gauss(0.5)), // c's update hurts this round
+	}
+	parts := []Participant{part("a", 1, 1000, ""), part("b", 2, 1000, ""), part("c", 3, 1000, "")}
+	res := w.score(t, names, ups, parts)
+	weights := func(r Result) map[string]uint64 {
+		m := map[string]uint64{}
+		for _, d := range r.Data {
+			m[d.Contributor] = d.Weight
+		}
+		return m
+	}
+	if got := weights(res); got["c"] != 0 || got["a"] == 0 || got["b"] == 0 {
+		t.Fatalf("without credit: %v", got)
+	}
+	var sum uint64
+	for _, x := range res.Influence {
+		sum += x.Credit
+		if x.Contributor == "c" && x.Credit != 0 {
+			t.Errorf("c earned credit %d with an update that hurt", x.Credit)
+		}
+	}
+	if sum > consensus.CreditScale || sum < consensus.CreditScale-10 {
+		t.Errorf("this round's credits sum to %d, want %d", sum, uint64(consensus.CreditScale))
+	}
+	// c earned well before, and its history is positive on average: it is paid its credit.
+	lcb := res.Members[2].LCB
+	parts[2].History = []float64{-5 * lcb, -5 * lcb}
+	parts[2].Credit = 2
+	got := weights(w.score(t, names, ups, parts))
+	if got["c"] == 0 || got["c"] < got["a"] {
+		t.Errorf("c with 2 rounds of credit is paid %d against a's %d", got["c"], got["a"])
+	}
+	// Left out of the aggregate, or not trusted, it is not.
+	parts[2].LeftOut = true
+	if got := weights(w.score(t, names, ups, parts)); got["c"] != 0 {
+		t.Errorf("left out, c is paid %d", got["c"])
+	}
+	parts[2].LeftOut = false
+	parts[2].History = []float64{5 * lcb, 5 * lcb}
+	if got := weights(w.score(t, names, ups, parts)); got["c"] != 0 {
+		t.Errorf("not trusted, c is paid %d", got["c"])
+	}
+}
