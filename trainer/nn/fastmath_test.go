@@ -30,13 +30,39 @@ func TestFastExp(t *testing.T) {
 }
 
 func TestFastTanh(t *testing.T) {
-	for x := -12.0; x <= 12; x += 0.00731 {
-		got, want := float64(fastTanh(float32(x))), math.Tanh(float64(float32(x)))
-		if d := math.Abs(got - want); d > 3e-7 {
-			t.Fatalf("fastTanh(%v) = %v, want %v (error %.3g)", x, got, want, d)
+	// Absolute and relative error against float64 on a fine grid through the whole curve, and on
+	// every float32 near 0 down to 1e-30 (where 1 − 2/(e^{2x} + 1) loses all its digits).
+	var worstAbs, worstRel float64
+	check := func(x float32) {
+		got, want := float64(fastTanh(x)), math.Tanh(float64(x))
+		d := math.Abs(got - want)
+		worstAbs = max(worstAbs, d)
+		if want != 0 {
+			worstRel = max(worstRel, d/math.Abs(want))
 		}
 	}
-	if fastTanh(0) != 0 || fastTanh(-20) != -1 || fastTanh(20) != 1 {
-		t.Error("fastTanh at 0 and beyond ±9")
+	for x := -12.0; x <= 12; x += 0.0000913 {
+		check(float32(x))
+	}
+	for x := float32(1e-30); x < 1; x *= 1.0001 {
+		check(x)
+		check(-x)
+	}
+	if worstAbs > 4e-7 || worstRel > 4e-7 {
+		t.Errorf("fastTanh worst error %.3g absolute, %.3g relative, want ≤ 4e-7", worstAbs, worstRel)
+	}
+	for x := float32(0); x < 9; x += 0.0173 {
+		if fastTanh(-x) != -fastTanh(x) {
+			t.Fatalf("fastTanh(−%v) = %v, −fastTanh(%v) = %v", x, fastTanh(-x), x, -fastTanh(x))
+		}
+	}
+	inf := float32(math.Inf(1))
+	for _, tc := range []struct{ x, want float32 }{{0, 0}, {tanhClamp, 1}, {9, 1}, {-20, -1}, {inf, 1}, {-inf, -1}} {
+		if got := fastTanh(tc.x); got != tc.want {
+			t.Errorf("fastTanh(%v) = %v, want %v", tc.x, got, tc.want)
+		}
+	}
+	if got := fastTanh(float32(math.NaN())); got == got {
+		t.Errorf("fastTanh(NaN) = %v, want NaN", got)
 	}
 }

@@ -19,39 +19,89 @@ const (
 	lnEps = 1e-5
 )
 
-// geluTanh returns gelu(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) and tanh's value.
-func geluTanh(x float32) (y, t float32) {
-	t = fastTanh(geluC * (x + geluA*x*x*x))
-	return 0.5 * x * (1 + t), t
+// geluForward writes gelu(x) into out and, when th is not nil, tanh's values into th: the
+// gradient needs them and would otherwise compute them again. The loop is geluTanhOf written out
+// (the same bits), so that it compiles without calls.
+func geluForward(out, th, x []float32) {
+	out = out[:len(x)]
+	if th != nil {
+		th = th[:len(x)]
+	}
+	for i, v := range x {
+		u := geluC * (v + geluA*v*v*v)
+		if u > tanhClamp {
+			u = tanhClamp
+		} else if u < -tanhClamp {
+			u = -tanhClamp
+		}
+		t := tanhRational(u)
+		if th != nil {
+			th[i] = t
+		}
+		out[i] = 0.5 * v * (1 + t)
+	}
+}
+
+// geluTanhOf is tanh(√(2/π)·(x + 0.044715·x³)) by fastTanh.
+func geluTanhOf(x float32) float32 {
+	u := geluC * (x + geluA*x*x*x)
+	if u > tanhClamp {
+		u = tanhClamp
+	} else if u < -tanhClamp {
+		u = -tanhClamp
+	}
+	return tanhRational(u)
+}
+
+// geluBackward writes dy ⊙ gelu'(x) into out, from tanh's values th of the forward pass.
+func geluBackward(out, x, th, dy []float32) {
+	out, th, dy = out[:len(x)], th[:len(x)], dy[:len(x)]
+	for i, v := range x {
+		t := th[i]
+		du := geluC * (1 + 3*geluA*v*v)
+		out[i] = dy[i] * (0.5*(1+t) + 0.5*v*(1-t*t)*du)
+	}
 }
 
 // gelu is the tanh approximation of GELU, elementwise over x of any shape.
+//
+// The forward pass keeps tanh's values for the gradient when the graph has one (one buffer per
+// node, rewritten every run; the gradient op takes the forward output as an input, so it always
+// runs after the forward op of the same run and reads that run's values).
 func gelu(x *G.Node) (*G.Node, error) {
 	d := x.Dims()
+	var (
+		keep bool      // the graph differentiates this node
+		th   []float32 // tanh's values of the last forward run when keep
+	)
 	k := &kernel{name: "gelu", inDims: []int{d}, outDims: d, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
-			par.Runs(len(out), elemsPerTask, func(lo, hi int) {
-				for i := lo; i < hi; i++ {
-					out[i], _ = geluTanh(in[0][i])
-				}
-			})
+			if !keep {
+				par.Runs(len(out), elemsPerTask, func(lo, hi int) { geluForward(out[lo:hi], nil, in[0][lo:hi]) })
+				return
+			}
+			if len(th) != len(out) {
+				th = make([]float32, len(out))
+			}
+			par.Runs(len(out), elemsPerTask, func(lo, hi int) { geluForward(out[lo:hi], th[lo:hi], in[0][lo:hi]) })
 		},
 	}
-	k.grad = func(in G.Nodes, _, dout *G.Node) (G.Nodes, error) {
-		g := &kernel{name: "gelu.grad", inDims: []int{d, d}, outDims: d, shape: sameShape,
-			run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
-				x, dy := in[0], in[1]
-				par.Runs(len(out), elemsPerTask, func(lo, hi int) {
-					for i := lo; i < hi; i++ {
-						v := x[i]
-						_, t := geluTanh(v)
-						du := geluC * (1 + 3*geluA*v*v)
-						out[i] = dy[i] * (0.5*(1+t) + 0.5*v*(1-t*t)*du)
+	k.grad = func(in G.Nodes, out, dout *G.Node) (G.Nodes, error) {
+		keep = true
+		g := &kernel{name: "gelu.grad", inDims: []int{d, d, d}, outDims: d, shape: sameShape,
+			run: func(o []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
+				x, dy := in[0], in[2]
+				t := th
+				if len(t) != len(x) { // not kept (cannot happen in a graph run): compute them
+					t = make([]float32, len(x))
+					for i, v := range x {
+						t[i] = geluTanhOf(v)
 					}
-				})
+				}
+				par.Runs(len(o), elemsPerTask, func(lo, hi int) { geluBackward(o[lo:hi], x[lo:hi], t[lo:hi], dy[lo:hi]) })
 			},
 		}
-		dx, err := g.apply(in[0], dout)
+		dx, err := g.apply(in[0], out, dout)
 		return G.Nodes{dx}, err
 	}
 	return k.apply(x)
