@@ -155,91 +155,115 @@ func addRow(x, b *G.Node) (*G.Node, error) {
 	return k.apply(x, b)
 }
 
-// lnRow normalises one row: it writes x̂ = (x − mean)/√(var + ε) into xhat and returns 1/√(var + ε).
-func lnRow(xhat, x []float32) float32 {
+// lnStats returns the mean of a row and 1/√(var + ε).
+func lnStats(x []float32) (mean, inv float32) {
 	var s float64
 	for _, v := range x {
 		s += float64(v)
 	}
-	mean := float32(s / float64(len(x)))
+	mean = float32(s / float64(len(x)))
 	var q float64
 	for _, v := range x {
 		d := v - mean
 		q += float64(d * d)
 	}
-	inv := float32(1 / math.Sqrt(q/float64(len(x))+lnEps))
-	for i, v := range x {
-		xhat[i] = (v - mean) * inv
-	}
-	return inv
+	return mean, float32(1 / math.Sqrt(q/float64(len(x))+lnEps))
 }
 
 // layerNorm normalises each row of x [rows, D] to zero mean and unit variance and applies gain
 // and bias [D]: (x − mean)/√(var + 1e-5)·gain + bias.
+//
+// When the graph differentiates it, the forward pass keeps each row's mean and 1/√(var + ε) for
+// the gradient ops, which compute x̂ = (x − mean)·inv from them, the same bits as the forward
+// pass's (one buffer per node, rewritten every run; the gradient ops take the forward output as an
+// input, so they run after the forward op of the same run).
 func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
+	var (
+		keep  bool      // the graph differentiates this node
+		stats []float32 // mean, inv of each row of the last forward run when keep
+	)
 	k := &kernel{name: "layernorm", inDims: []int{2, 1, 1}, outDims: 2, shape: sameShape, wrt: []bool{true, true, true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
-			x, g, b := in[0], in[1], in[2]
+			x, g, b := in[0], in[1][:cols], in[2][:cols]
+			if keep && len(stats) != 2*rows {
+				stats = make([]float32, 2*rows)
+			}
 			par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
 				for r := lo; r < hi; r++ {
-					o := out[r*cols : (r+1)*cols]
-					lnRow(o, x[r*cols:(r+1)*cols])
-					for c := range o {
-						o[c] = o[c]*g[c] + b[c]
+					o, xr := out[r*cols:(r+1)*cols], x[r*cols:(r+1)*cols]
+					mean, inv := lnStats(xr)
+					if keep {
+						stats[2*r], stats[2*r+1] = mean, inv
+					}
+					o = o[:len(xr)]
+					for c, v := range xr {
+						o[c] = (v-mean)*inv*g[c] + b[c]
 					}
 				}
 			})
 		},
 	}
-	k.grad = func(in G.Nodes, _, dout *G.Node) (G.Nodes, error) {
+	// rowStats returns the kept statistics, or computes them when there are none (which cannot
+	// happen in a graph run).
+	rowStats := func(x []float32, rows, cols int) []float32 {
+		if len(stats) == 2*rows {
+			return stats
+		}
+		st := make([]float32, 2*rows)
+		for r := 0; r < rows; r++ {
+			st[2*r], st[2*r+1] = lnStats(x[r*cols : (r+1)*cols])
+		}
+		return st
+	}
+	k.grad = func(in G.Nodes, out, dout *G.Node) (G.Nodes, error) {
+		keep = true
 		// dx = (dx̂ − mean(dx̂) − x̂·mean(dx̂ ⊙ x̂))/√(var + ε), dx̂ = dy ⊙ gain.
-		gx := &kernel{name: "layernorm.dx", inDims: []int{2, 1, 2}, outDims: 2, shape: sameShape,
-			run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
+		gx := &kernel{name: "layernorm.dx", inDims: []int{2, 1, 2, 2}, outDims: 2, shape: sameShape,
+			run: func(o []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 				rows, cols := rowsCols(shapes[0])
-				x, g, dy := in[0], in[1], in[2]
+				x, g, dy := in[0], in[1][:cols], in[3]
+				st := rowStats(x, rows, cols)
 				par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-					xhat := make([]float32, cols)
 					for r := lo; r < hi; r++ {
-						inv := lnRow(xhat, x[r*cols:(r+1)*cols])
-						dyr, o := dy[r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
+						mean, inv := st[2*r], st[2*r+1]
+						xr, dyr, or := x[r*cols:(r+1)*cols], dy[r*cols:(r+1)*cols], o[r*cols:(r+1)*cols]
+						xr, or = xr[:len(dyr)], or[:len(dyr)]
 						var s1, s2 float64
 						for c, v := range dyr {
 							d := v * g[c]
 							s1 += float64(d)
-							s2 += float64(d * xhat[c])
+							s2 += float64(d * ((xr[c] - mean) * inv))
 						}
 						m1, m2 := float32(s1/float64(cols)), float32(s2/float64(cols))
 						for c, v := range dyr {
-							o[c] = (v*g[c] - m1 - xhat[c]*m2) * inv
+							or[c] = (v*g[c] - m1 - (xr[c]-mean)*inv*m2) * inv
 						}
 					}
 				})
 			},
 		}
-		// dgain = Σ_rows dy ⊙ x̂. x̂ is kept between runs (one buffer per node; a node runs once at a
-		// time).
-		var xhat []float32
-		gg := &kernel{name: "layernorm.dgain", inDims: []int{2, 2}, outDims: 1,
+		// dgain = Σ_rows dy ⊙ x̂, by columns, each summed in row order.
+		gg := &kernel{name: "layernorm.dgain", inDims: []int{2, 2, 2}, outDims: 1,
 			shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][1]}, nil },
 			run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 				rows, cols := rowsCols(shapes[0])
-				x, dy := in[0], in[1]
-				// x̂ row by row on many cores, then the column sums in row order.
-				if len(xhat) != rows*cols {
-					xhat = make([]float32, rows*cols)
-				}
-				par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-					for r := lo; r < hi; r++ {
-						lnRow(xhat[r*cols:(r+1)*cols], x[r*cols:(r+1)*cols])
-					}
-				})
+				x, dy := in[0], in[2]
+				st := rowStats(x, rows, cols)
 				par.Runs(cols, colsPerTask(rows), func(lo, hi int) {
-					acc := make([]float64, hi-lo)
+					var buf [256]float64
+					acc := buf[:0]
+					if hi-lo <= len(buf) {
+						acc = buf[:hi-lo]
+					} else {
+						acc = make([]float64, hi-lo)
+					}
 					for r := 0; r < rows; r++ {
-						xr, dr := xhat[r*cols+lo:r*cols+hi], dy[r*cols+lo:r*cols+hi]
+						mean, inv := st[2*r], st[2*r+1]
+						xr, dr := x[r*cols+lo:r*cols+hi], dy[r*cols+lo:r*cols+hi]
+						xr = xr[:len(dr)]
 						for c, v := range dr {
-							acc[c] += float64(v * xr[c])
+							acc[c] += float64(v * ((xr[c] - mean) * inv))
 						}
 					}
 					for c, v := range acc {
@@ -248,11 +272,11 @@ func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 				})
 			},
 		}
-		dx, err := gx.apply(in[0], in[1], dout)
+		dx, err := gx.apply(in[0], in[1], out, dout)
 		if err != nil {
 			return nil, err
 		}
-		dg, err := gg.apply(in[0], dout)
+		dg, err := gg.apply(in[0], out, dout)
 		if err != nil {
 			return nil, err
 		}
