@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/cohortlab/cohort/internal/par"
+	geluk "github.com/cohortlab/cohort/trainer/nn/internal/gelu"
 	"gonum.org/v1/gonum/blas"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -13,55 +14,7 @@ import (
 // The kernels the models use. Row sums accumulate in float64; everything else is float32, in index
 // order, so results are bit-reproducible on any machine and core count.
 
-const (
-	geluC = 0.7978845608028654 // √(2/π)
-	geluA = 0.044715
-	lnEps = 1e-5
-)
-
-// geluForward writes gelu(x) into out and, when th is not nil, tanh's values into th: the
-// gradient needs them and would otherwise compute them again. The loop is geluTanhOf written out
-// (the same bits), so that it compiles without calls.
-func geluForward(out, th, x []float32) {
-	out = out[:len(x)]
-	if th != nil {
-		th = th[:len(x)]
-	}
-	for i, v := range x {
-		u := geluC * (v + geluA*v*v*v)
-		if u > tanhClamp {
-			u = tanhClamp
-		} else if u < -tanhClamp {
-			u = -tanhClamp
-		}
-		t := tanhRational(u)
-		if th != nil {
-			th[i] = t
-		}
-		out[i] = 0.5 * v * (1 + t)
-	}
-}
-
-// geluTanhOf is tanh(√(2/π)·(x + 0.044715·x³)) by fastTanh.
-func geluTanhOf(x float32) float32 {
-	u := geluC * (x + geluA*x*x*x)
-	if u > tanhClamp {
-		u = tanhClamp
-	} else if u < -tanhClamp {
-		u = -tanhClamp
-	}
-	return tanhRational(u)
-}
-
-// geluBackward writes dy ⊙ gelu'(x) into out, from tanh's values th of the forward pass.
-func geluBackward(out, x, th, dy []float32) {
-	out, th, dy = out[:len(x)], th[:len(x)], dy[:len(x)]
-	for i, v := range x {
-		t := th[i]
-		du := geluC * (1 + 3*geluA*v*v)
-		out[i] = dy[i] * (0.5*(1+t) + 0.5*v*(1-t*t)*du)
-	}
-}
+const lnEps = 1e-5
 
 // gelu is the tanh approximation of GELU, elementwise over x of any shape.
 //
@@ -77,13 +30,13 @@ func gelu(x *G.Node) (*G.Node, error) {
 	k := &kernel{name: "gelu", inDims: []int{d}, outDims: d, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
 			if !keep {
-				par.Runs(len(out), elemsPerTask, func(lo, hi int) { geluForward(out[lo:hi], nil, in[0][lo:hi]) })
+				par.Runs(len(out), elemsPerTask, func(lo, hi int) { geluk.Forward(out[lo:hi], nil, in[0][lo:hi]) })
 				return
 			}
 			if len(th) != len(out) {
 				th = make([]float32, len(out))
 			}
-			par.Runs(len(out), elemsPerTask, func(lo, hi int) { geluForward(out[lo:hi], th[lo:hi], in[0][lo:hi]) })
+			par.Runs(len(out), elemsPerTask, func(lo, hi int) { geluk.Forward(out[lo:hi], th[lo:hi], in[0][lo:hi]) })
 		},
 	}
 	k.grad = func(in G.Nodes, out, dout *G.Node) (G.Nodes, error) {
@@ -95,10 +48,10 @@ func gelu(x *G.Node) (*G.Node, error) {
 				if len(t) != len(x) { // not kept (cannot happen in a graph run): compute them
 					t = make([]float32, len(x))
 					for i, v := range x {
-						t[i] = geluTanhOf(v)
+						t[i] = geluk.TanhOf(v)
 					}
 				}
-				par.Runs(len(o), elemsPerTask, func(lo, hi int) { geluBackward(o[lo:hi], x[lo:hi], t[lo:hi], dy[lo:hi]) })
+				par.Runs(len(o), elemsPerTask, func(lo, hi int) { geluk.Backward(o[lo:hi], x[lo:hi], t[lo:hi], dy[lo:hi]) })
 			},
 		}
 		dx, err := g.apply(in[0], out, dout)
