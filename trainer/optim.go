@@ -170,12 +170,62 @@ const (
 	signBit = 1 << 31
 )
 
-// run updates params, m and v (all of len(params)) in place from grad, element by element in
+// The constants of adamwAVX, in the order it reads them (optim_amd64.s).
+const (
+	adamwKAbs = iota // the bits clearing the sign
+	adamwK15
+	adamwK30
+	adamwKB1
+	adamwKNB1
+	adamwKB2
+	adamwKNB2
+	adamwKInv1
+	adamwKInv2
+	adamwKLR
+	adamwKWD
+	adamwKEps
+	adamwNK
+)
+
+// run updates params, m and v (all of len(params)) in place from grad: runGo's loop, on AVX where
+// the CPU has it (adamwAsm), the last 1–7 elements through the same loop, padded to 8.
+func (k adamwStep) run(params, grad, m, v []float32) {
+	if !adamwAsm {
+		k.runGo(params, grad, m, v)
+		return
+	}
+	grad, m, v = grad[:len(params)], m[:len(params)], v[:len(params)]
+	var kv [adamwNK][8]float32
+	for i, c := range [adamwNK]float32{adamwKAbs: math.Float32frombits(^uint32(signBit)), adamwK15: 1e-15, adamwK30: 1e-30,
+		adamwKB1: k.b1, adamwKNB1: k.nb1, adamwKB2: k.b2, adamwKNB2: k.nb2, adamwKInv1: k.inv1, adamwKInv2: k.inv2,
+		adamwKLR: k.lr, adamwKWD: k.wd, adamwKEps: k.eps} {
+		for j := range kv[i] {
+			kv[i][j] = c
+		}
+	}
+	n8 := len(params) &^ 7
+	if n8 > 0 {
+		adamwAVX(&params[0], &grad[0], &m[0], &v[0], n8, &kv)
+	}
+	if r := len(params) - n8; r > 0 {
+		var pb, gb, mb, vb [8]float32
+		copy(pb[:], params[n8:])
+		copy(gb[:], grad[n8:])
+		copy(mb[:], m[n8:])
+		copy(vb[:], v[n8:])
+		adamwAVX(&pb[0], &gb[0], &mb[0], &vb[0], 8, &kv)
+		copy(params[n8:], pb[:r])
+		copy(m[n8:], mb[:r])
+		copy(v[n8:], vb[:r])
+	}
+}
+
+// runGo updates params, m and v (all of len(params)) in place from grad, element by element in
 // index order: the reference loop on AdamW, with gradients, moments and squared gradients of
 // magnitude below 1e-30 flushed to zero (g² is not computed below 1e-15: it may be subnormal).
 // The magnitude tests compare bits, which is cheaper than two float comparisons and gives the
 // same result for every value, NaN included.
-func (k adamwStep) run(params, grad, m, v []float32) {
+func (k adamwStep) runGo(params, grad, m, v []float32) {
 	grad, m, v = grad[:len(params)], m[:len(params)], v[:len(params)]
 	t15, t30 := tiny15, tiny30
 	for i, p := range params {

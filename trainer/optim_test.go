@@ -276,14 +276,29 @@ func TestAdamWIndependentOfGOMAXPROCS(t *testing.T) {
 	}
 }
 
-// TestAdamWMatchesReferenceLoop: the step is bit for bit the documented reference loop with its
-// flushes written as float comparisons, on ordinary values and on the edges of the flushes
-// (±1e-15, ±1e-30, subnormals, zeros, infinities, NaN).
+// TestAdamWMatchesReferenceLoop: the step, on the AVX loop where the CPU has AVX and on the Go
+// loop, is bit for bit the documented reference loop with its flushes written as float
+// comparisons, on ordinary values and on the edges of the flushes (±1e-15, ±1e-30, subnormals,
+// zeros, infinities, NaN).
 func TestAdamWMatchesReferenceLoop(t *testing.T) {
+	for _, asm := range []bool{true, false} {
+		if asm && !adamwAsm {
+			continue
+		}
+		t.Run(map[bool]string{true: "avx", false: "go"}[asm], func(t *testing.T) {
+			old := adamwAsm
+			adamwAsm = asm
+			defer func() { adamwAsm = old }()
+			testAdamWMatchesReferenceLoop(t)
+		})
+	}
+}
+
+func testAdamWMatchesReferenceLoop(t *testing.T) {
 	edges := []float32{0, float32(math.Copysign(0, -1)), 1e-15, -1e-15, math.Nextafter32(1e-15, 0), -math.Nextafter32(1e-15, 0),
 		1e-30, -1e-30, math.Nextafter32(1e-30, 0), math.Nextafter32(1e-30, 1), 1e-40, -1e-40, 1e-20, -3e-16,
 		float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN()), 0.5, -2, 1e-3}
-	const n = 4000
+	const n = 4003 // not a multiple of 8: the AVX loop's padded tail too
 	g, p := make([]float32, n), make([]float32, n)
 	for i := range g {
 		g[i] = edges[i%len(edges)]
