@@ -153,6 +153,20 @@ func lnStats4(x []float32, n int) (mean, inv [4]float32) {
 	return mean, inv
 }
 
+// lnApply writes row r of the LayerNorm output, (x − mean)·inv·gain + bias, from the row's
+// statistics, and keeps them in stats unless it is nil.
+func lnApply(out, x, g, b, stats []float32, r int, mean, inv float32) {
+	cols := len(g)
+	if stats != nil {
+		stats[2*r], stats[2*r+1] = mean, inv
+	}
+	xr := x[r*cols : (r+1)*cols]
+	o, b := out[r*cols : (r+1)*cols][:len(xr)], b[:len(xr)]
+	for c, v := range xr {
+		o[c] = (v-mean)*inv*g[c] + b[c]
+	}
+}
+
 // layerNorm normalises each row of x [rows, D] to zero mean and unit variance and applies gain
 // and bias [D]: (x − mean)/√(var + 1e-5)·gain + bias.
 //
@@ -172,27 +186,18 @@ func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 			if keep && len(stats) != 2*rows {
 				stats = make([]float32, 2*rows)
 			}
-			norm := func(r int, mean, inv float32) {
-				if keep {
-					stats[2*r], stats[2*r+1] = mean, inv
-				}
-				xr := x[r*cols : (r+1)*cols]
-				o := out[r*cols : (r+1)*cols][:len(xr)]
-				for c, v := range xr {
-					o[c] = (v-mean)*inv*g[c] + b[c]
-				}
-			}
+			st := stats // nil when not kept
 			par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
 				r := lo
 				for ; r+4 <= hi; r += 4 {
 					mean, inv := lnStats4(x[r*cols:(r+4)*cols], cols)
 					for i := range 4 {
-						norm(r+i, mean[i], inv[i])
+						lnApply(out, x, g, b, st, r+i, mean[i], inv[i])
 					}
 				}
 				for ; r < hi; r++ {
 					mean, inv := lnStats(x[r*cols : (r+1)*cols])
-					norm(r, mean, inv)
+					lnApply(out, x, g, b, st, r, mean, inv)
 				}
 			})
 		},
