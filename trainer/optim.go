@@ -145,35 +145,110 @@ func (o *AdamW) StepAt(params, grad []float32, s int) float32 {
 	lr, wd, eps := c.LRAt(s), c.WeightDecay, c.Eps
 	inv1 := 1 / bc1
 	inv2 := 1 / bc2
+	k := adamwStep{b1: b1, b2: b2, nb1: nb1, nb2: nb2, inv1: inv1, inv2: inv2, lr: lr, wd: wd, eps: eps}
 	m, v := o.m[:len(params)], o.v[:len(params)]
 	grad = grad[:len(params)]
 	// Each element's update depends on that element alone: runs of adamwRun elements go to every
 	// core, with the same results on any number of them.
-	par.Runs(len(params), adamwRun, func(lo, hi int) {
-		for i := lo; i < hi; i++ {
-			g := grad[i]
-			var g2 float32 // g², or 0 when below 1e-30 (not computed: it may be subnormal)
-			if g >= 1e-15 || g <= -1e-15 {
-				g2 = g * g
-			} else if g < 1e-30 && g > -1e-30 {
-				g = 0
-			}
-			mi := b1*m[i] + nb1*g
-			vi := b2*v[i] + nb2*g2
-			if mi < 1e-30 && mi > -1e-30 {
-				mi = 0
-			}
-			if vi < 1e-30 {
-				vi = 0
-			}
-			m[i], v[i] = mi, vi
-			mh := mi * inv1
-			vh := vi * inv2
-			p := params[i]
-			params[i] = p - lr*(mh/(float32(math.Sqrt(float64(vh)))+eps)+wd*p)
-		}
-	})
+	par.Runs(len(params), adamwRun, func(lo, hi int) { k.run(params[lo:hi], grad[lo:hi], m[lo:hi], v[lo:hi]) })
 	return norm
+}
+
+// adamwStep holds the coefficients of one AdamW step.
+type adamwStep struct{ b1, b2, nb1, nb2, inv1, inv2, lr, wd, eps float32 }
+
+// tiny15 and tiny30 are the bits of float32 1e-15 and 1e-30, infBits those of +Inf: for a float32
+// x with b = Float32bits(x)&^signBit, |x| ≥ 1e-15 (NaN excluded) is tiny15 ≤ b ≤ infBits, and
+// |x| < 1e-30 is b < tiny30.
+var (
+	tiny15 = math.Float32bits(1e-15)
+	tiny30 = math.Float32bits(1e-30)
+)
+
+const (
+	infBits = 0x7f800000
+	signBit = 1 << 31
+)
+
+// The constants of adamwAVX, in the order it reads them (optim_amd64.s).
+const (
+	adamwKAbs = iota // the bits clearing the sign
+	adamwK15
+	adamwK30
+	adamwKB1
+	adamwKNB1
+	adamwKB2
+	adamwKNB2
+	adamwKInv1
+	adamwKInv2
+	adamwKLR
+	adamwKWD
+	adamwKEps
+	adamwNK
+)
+
+// run updates params, m and v (all of len(params)) in place from grad: runGo's loop, on AVX where
+// the CPU has it (adamwAsm), the last 1–7 elements through the same loop, padded to 8.
+func (k adamwStep) run(params, grad, m, v []float32) {
+	if !adamwAsm {
+		k.runGo(params, grad, m, v)
+		return
+	}
+	grad, m, v = grad[:len(params)], m[:len(params)], v[:len(params)]
+	var kv [adamwNK][8]float32
+	for i, c := range [adamwNK]float32{adamwKAbs: math.Float32frombits(^uint32(signBit)), adamwK15: 1e-15, adamwK30: 1e-30,
+		adamwKB1: k.b1, adamwKNB1: k.nb1, adamwKB2: k.b2, adamwKNB2: k.nb2, adamwKInv1: k.inv1, adamwKInv2: k.inv2,
+		adamwKLR: k.lr, adamwKWD: k.wd, adamwKEps: k.eps} {
+		for j := range kv[i] {
+			kv[i][j] = c
+		}
+	}
+	n8 := len(params) &^ 7
+	if n8 > 0 {
+		adamwAVX(&params[0], &grad[0], &m[0], &v[0], n8, &kv)
+	}
+	if r := len(params) - n8; r > 0 {
+		var pb, gb, mb, vb [8]float32
+		copy(pb[:], params[n8:])
+		copy(gb[:], grad[n8:])
+		copy(mb[:], m[n8:])
+		copy(vb[:], v[n8:])
+		adamwAVX(&pb[0], &gb[0], &mb[0], &vb[0], 8, &kv)
+		copy(params[n8:], pb[:r])
+		copy(m[n8:], mb[:r])
+		copy(v[n8:], vb[:r])
+	}
+}
+
+// runGo updates params, m and v (all of len(params)) in place from grad, element by element in
+// index order: the reference loop on AdamW, with gradients, moments and squared gradients of
+// magnitude below 1e-30 flushed to zero (g² is not computed below 1e-15: it may be subnormal).
+// The magnitude tests compare bits, which is cheaper than two float comparisons and gives the
+// same result for every value, NaN included.
+func (k adamwStep) runGo(params, grad, m, v []float32) {
+	grad, m, v = grad[:len(params)], m[:len(params)], v[:len(params)]
+	t15, t30 := tiny15, tiny30
+	for i, p := range params {
+		g := grad[i]
+		var g2 float32
+		if ab := math.Float32bits(g) &^ signBit; ab-t15 <= infBits-t15 { // unsigned: t15 ≤ ab ≤ infBits
+			g2 = g * g
+		} else if ab < t30 {
+			g = 0
+		}
+		mi := k.b1*m[i] + k.nb1*g
+		vi := k.b2*v[i] + k.nb2*g2
+		if math.Float32bits(mi)&^signBit < t30 {
+			mi = 0
+		}
+		if vi < 1e-30 {
+			vi = 0
+		}
+		m[i], v[i] = mi, vi
+		mh := mi * k.inv1
+		vh := vi * k.inv2
+		params[i] = p - k.lr*(mh/(float32(math.Sqrt(float64(vh)))+k.eps)+k.wd*p)
+	}
 }
 
 // adamwRun is the number of parameters one goroutine updates at a time.

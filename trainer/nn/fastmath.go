@@ -2,17 +2,16 @@ package nn
 
 import "math"
 
-// Single-precision exp and tanh for the fused kernels: Cephes' expf polynomial (relative error
-// about 2e-7 over the whole range, against 5 ns a call for chewxy/math32's port of Go's float64
-// algorithm), and tanh from it. Pure Go in a fixed order: the same bits on every machine.
+// Single-precision exp for the fused kernels: Cephes' expf polynomial (relative error about 2e-7
+// over the whole range, against 5 ns a call for chewxy/math32's port of Go's float64 algorithm).
+// Pure Go in a fixed order: the same bits on every machine. tanh, for GELU, is in internal/gelu.
 
 const (
-	expHi    = 88.72283905206835 // ln(MaxFloat32)
-	expLo    = -87.33654475055310
-	log2e    = 1.44269504088896341
-	expC1    = 0.693359375
-	expC2    = -2.12194440e-4
-	tanhHigh = 9 // tanh(9) rounds to 1 in float32
+	expHi = 88.72283905206835 // ln(MaxFloat32)
+	expLo = -87.33654475055310
+	log2e = 1.44269504088896341
+	expC1 = 0.693359375
+	expC2 = -2.12194440e-4
 )
 
 // fastExp returns e^x: 0 below −87.3 (where e^x is subnormal), +Inf above 88.7.
@@ -47,21 +46,4 @@ func fastExp(x float32) float32 {
 		return y * 2 * math.Float32frombits(uint32(ni-1+127)<<23)
 	}
 	return y * math.Float32frombits(uint32(ni+127)<<23)
-}
-
-// fastTanh returns tanh(x) = 1 − 2/(e^{2x} + 1), odd-symmetric, ±1 beyond ±9.
-func fastTanh(x float32) float32 {
-	a := x
-	if a < 0 {
-		a = -a
-	}
-	if a > tanhHigh {
-		a = 1
-	} else {
-		a = 1 - 2/(fastExp(2*a)+1)
-	}
-	if x < 0 {
-		return -a
-	}
-	return a
 }

@@ -28,15 +28,3 @@ func TestFastExp(t *testing.T) {
 		t.Errorf("fastExp(88.7) = %v, want %v", e, w)
 	}
 }
-
-func TestFastTanh(t *testing.T) {
-	for x := -12.0; x <= 12; x += 0.00731 {
-		got, want := float64(fastTanh(float32(x))), math.Tanh(float64(float32(x)))
-		if d := math.Abs(got - want); d > 3e-7 {
-			t.Fatalf("fastTanh(%v) = %v, want %v (error %.3g)", x, got, want, d)
-		}
-	}
-	if fastTanh(0) != 0 || fastTanh(-20) != -1 || fastTanh(20) != 1 {
-		t.Error("fastTanh at 0 and beyond ±9")
-	}
-}

@@ -5,6 +5,8 @@ import (
 	"math"
 
 	"github.com/cohortlab/cohort/internal/par"
+	geluk "github.com/cohortlab/cohort/trainer/nn/internal/gelu"
+	"github.com/viterin/vek/vek32"
 	"gonum.org/v1/gonum/blas"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
@@ -13,45 +15,47 @@ import (
 // The kernels the models use. Row sums accumulate in float64; everything else is float32, in index
 // order, so results are bit-reproducible on any machine and core count.
 
-const (
-	geluC = 0.7978845608028654 // √(2/π)
-	geluA = 0.044715
-	lnEps = 1e-5
-)
-
-// geluTanh returns gelu(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) and tanh's value.
-func geluTanh(x float32) (y, t float32) {
-	t = fastTanh(geluC * (x + geluA*x*x*x))
-	return 0.5 * x * (1 + t), t
-}
+const lnEps = 1e-5
 
 // gelu is the tanh approximation of GELU, elementwise over x of any shape.
+//
+// The forward pass keeps tanh's values for the gradient when the graph has one (one buffer per
+// node, rewritten every run; the gradient op takes the forward output as an input, so it always
+// runs after the forward op of the same run and reads that run's values).
 func gelu(x *G.Node) (*G.Node, error) {
 	d := x.Dims()
+	var (
+		keep bool      // the graph differentiates this node
+		th   []float32 // tanh's values of the last forward run when keep
+	)
 	k := &kernel{name: "gelu", inDims: []int{d}, outDims: d, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
-			par.Runs(len(out), elemsPerTask, func(lo, hi int) {
-				for i := lo; i < hi; i++ {
-					out[i], _ = geluTanh(in[0][i])
-				}
-			})
+			if !keep {
+				par.Runs(len(out), elemsPerTask, func(lo, hi int) { geluk.Forward(out[lo:hi], nil, in[0][lo:hi]) })
+				return
+			}
+			if len(th) != len(out) {
+				th = make([]float32, len(out))
+			}
+			par.Runs(len(out), elemsPerTask, func(lo, hi int) { geluk.Forward(out[lo:hi], th[lo:hi], in[0][lo:hi]) })
 		},
 	}
-	k.grad = func(in G.Nodes, _, dout *G.Node) (G.Nodes, error) {
-		g := &kernel{name: "gelu.grad", inDims: []int{d, d}, outDims: d, shape: sameShape,
-			run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
-				x, dy := in[0], in[1]
-				par.Runs(len(out), elemsPerTask, func(lo, hi int) {
-					for i := lo; i < hi; i++ {
-						v := x[i]
-						_, t := geluTanh(v)
-						du := geluC * (1 + 3*geluA*v*v)
-						out[i] = dy[i] * (0.5*(1+t) + 0.5*v*(1-t*t)*du)
+	k.grad = func(in G.Nodes, out, dout *G.Node) (G.Nodes, error) {
+		keep = true
+		g := &kernel{name: "gelu.grad", inDims: []int{d, d, d}, outDims: d, shape: sameShape,
+			run: func(o []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
+				x, dy := in[0], in[2]
+				t := th
+				if len(t) != len(x) { // not kept (cannot happen in a graph run): compute them
+					t = make([]float32, len(x))
+					for i, v := range x {
+						t[i] = geluk.TanhOf(v)
 					}
-				})
+				}
+				par.Runs(len(o), elemsPerTask, func(lo, hi int) { geluk.Backward(o[lo:hi], x[lo:hi], t[lo:hi], dy[lo:hi]) })
 			},
 		}
-		dx, err := g.apply(in[0], dout)
+		dx, err := g.apply(in[0], out, dout)
 		return G.Nodes{dx}, err
 	}
 	return k.apply(x)
@@ -90,10 +94,9 @@ func addRow(x, b *G.Node) (*G.Node, error) {
 			x, b := in[0], in[1]
 			par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
 				for r := lo; r < hi; r++ {
-					o, xr := out[r*cols:(r+1)*cols], x[r*cols:(r+1)*cols]
-					for c, bv := range b {
-						o[c] = xr[c] + bv
-					}
+					o := out[r*cols : (r+1)*cols]
+					copy(o, x[r*cols:(r+1)*cols])
+					vek32.Add_Inplace(o, b) // exact float32 additions, 8 at a time on AVX2
 				}
 			})
 		},
@@ -105,91 +108,160 @@ func addRow(x, b *G.Node) (*G.Node, error) {
 	return k.apply(x, b)
 }
 
-// lnRow normalises one row: it writes x̂ = (x − mean)/√(var + ε) into xhat and returns 1/√(var + ε).
-func lnRow(xhat, x []float32) float32 {
+// lnStats returns the mean of a row and 1/√(var + ε).
+func lnStats(x []float32) (mean, inv float32) {
 	var s float64
 	for _, v := range x {
 		s += float64(v)
 	}
-	mean := float32(s / float64(len(x)))
+	mean = float32(s / float64(len(x)))
 	var q float64
 	for _, v := range x {
 		d := v - mean
 		q += float64(d * d)
 	}
-	inv := float32(1 / math.Sqrt(q/float64(len(x))+lnEps))
-	for i, v := range x {
-		xhat[i] = (v - mean) * inv
+	return mean, float32(1 / math.Sqrt(q/float64(len(x))+lnEps))
+}
+
+// lnStats4 is lnStats of the four rows x[0:n], x[n:2n], x[2n:3n] and x[3n:4n]: their sums are
+// interleaved, each row's still in index order (the same bits), so that four chains of float64
+// additions run at once instead of one.
+func lnStats4(x []float32, n int) (mean, inv [4]float32) {
+	x0 := x[:n]
+	x1, x2, x3 := x[n : 2*n][:len(x0)], x[2*n : 3*n][:len(x0)], x[3*n : 4*n][:len(x0)]
+	var s0, s1, s2, s3 float64
+	for c, v := range x0 {
+		s0 += float64(v)
+		s1 += float64(x1[c])
+		s2 += float64(x2[c])
+		s3 += float64(x3[c])
 	}
-	return inv
+	fn := float64(n)
+	m0, m1, m2, m3 := float32(s0/fn), float32(s1/fn), float32(s2/fn), float32(s3/fn)
+	var q0, q1, q2, q3 float64
+	for c, v := range x0 {
+		d0, d1, d2, d3 := v-m0, x1[c]-m1, x2[c]-m2, x3[c]-m3
+		q0 += float64(d0 * d0)
+		q1 += float64(d1 * d1)
+		q2 += float64(d2 * d2)
+		q3 += float64(d3 * d3)
+	}
+	mean = [4]float32{m0, m1, m2, m3}
+	for i, q := range [4]float64{q0, q1, q2, q3} {
+		inv[i] = float32(1 / math.Sqrt(q/fn+lnEps))
+	}
+	return mean, inv
+}
+
+// lnApply writes row r of the LayerNorm output, (x − mean)·inv·gain + bias, from the row's
+// statistics, and keeps them in stats unless it is nil.
+func lnApply(out, x, g, b, stats []float32, r int, mean, inv float32) {
+	cols := len(g)
+	if stats != nil {
+		stats[2*r], stats[2*r+1] = mean, inv
+	}
+	xr := x[r*cols : (r+1)*cols]
+	o, b := out[r*cols : (r+1)*cols][:len(xr)], b[:len(xr)]
+	for c, v := range xr {
+		o[c] = (v-mean)*inv*g[c] + b[c]
+	}
 }
 
 // layerNorm normalises each row of x [rows, D] to zero mean and unit variance and applies gain
 // and bias [D]: (x − mean)/√(var + 1e-5)·gain + bias.
+//
+// When the graph differentiates it, the forward pass keeps each row's mean and 1/√(var + ε) for
+// the gradient ops, which compute x̂ = (x − mean)·inv from them, the same bits as the forward
+// pass's (one buffer per node, rewritten every run; the gradient ops take the forward output as an
+// input, so they run after the forward op of the same run).
 func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
+	var (
+		keep  bool      // the graph differentiates this node
+		stats []float32 // mean, inv of each row of the last forward run when keep
+	)
 	k := &kernel{name: "layernorm", inDims: []int{2, 1, 1}, outDims: 2, shape: sameShape, wrt: []bool{true, true, true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
-			x, g, b := in[0], in[1], in[2]
+			x, g, b := in[0], in[1][:cols], in[2][:cols]
+			if keep && len(stats) != 2*rows {
+				stats = make([]float32, 2*rows)
+			}
+			st := stats // nil when not kept
 			par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-				for r := lo; r < hi; r++ {
-					o := out[r*cols : (r+1)*cols]
-					lnRow(o, x[r*cols:(r+1)*cols])
-					for c := range o {
-						o[c] = o[c]*g[c] + b[c]
+				r := lo
+				for ; r+4 <= hi; r += 4 {
+					mean, inv := lnStats4(x[r*cols:(r+4)*cols], cols)
+					for i := range 4 {
+						lnApply(out, x, g, b, st, r+i, mean[i], inv[i])
 					}
+				}
+				for ; r < hi; r++ {
+					mean, inv := lnStats(x[r*cols : (r+1)*cols])
+					lnApply(out, x, g, b, st, r, mean, inv)
 				}
 			})
 		},
 	}
-	k.grad = func(in G.Nodes, _, dout *G.Node) (G.Nodes, error) {
+	// rowStats returns the kept statistics, or computes them when there are none (which cannot
+	// happen in a graph run).
+	rowStats := func(x []float32, rows, cols int) []float32 {
+		if len(stats) == 2*rows {
+			return stats
+		}
+		st := make([]float32, 2*rows)
+		for r := 0; r < rows; r++ {
+			st[2*r], st[2*r+1] = lnStats(x[r*cols : (r+1)*cols])
+		}
+		return st
+	}
+	k.grad = func(in G.Nodes, out, dout *G.Node) (G.Nodes, error) {
+		keep = true
 		// dx = (dx̂ − mean(dx̂) − x̂·mean(dx̂ ⊙ x̂))/√(var + ε), dx̂ = dy ⊙ gain.
-		gx := &kernel{name: "layernorm.dx", inDims: []int{2, 1, 2}, outDims: 2, shape: sameShape,
-			run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
+		gx := &kernel{name: "layernorm.dx", inDims: []int{2, 1, 2, 2}, outDims: 2, shape: sameShape,
+			run: func(o []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 				rows, cols := rowsCols(shapes[0])
-				x, g, dy := in[0], in[1], in[2]
+				x, g, dy := in[0], in[1][:cols], in[3]
+				st := rowStats(x, rows, cols)
 				par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-					xhat := make([]float32, cols)
 					for r := lo; r < hi; r++ {
-						inv := lnRow(xhat, x[r*cols:(r+1)*cols])
-						dyr, o := dy[r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
+						mean, inv := st[2*r], st[2*r+1]
+						xr, dyr, or := x[r*cols:(r+1)*cols], dy[r*cols:(r+1)*cols], o[r*cols:(r+1)*cols]
+						xr, or = xr[:len(dyr)], or[:len(dyr)]
 						var s1, s2 float64
 						for c, v := range dyr {
 							d := v * g[c]
 							s1 += float64(d)
-							s2 += float64(d * xhat[c])
+							s2 += float64(d * ((xr[c] - mean) * inv))
 						}
 						m1, m2 := float32(s1/float64(cols)), float32(s2/float64(cols))
 						for c, v := range dyr {
-							o[c] = (v*g[c] - m1 - xhat[c]*m2) * inv
+							or[c] = (v*g[c] - m1 - (xr[c]-mean)*inv*m2) * inv
 						}
 					}
 				})
 			},
 		}
-		// dgain = Σ_rows dy ⊙ x̂. x̂ is kept between runs (one buffer per node; a node runs once at a
-		// time).
-		var xhat []float32
-		gg := &kernel{name: "layernorm.dgain", inDims: []int{2, 2}, outDims: 1,
+		// dgain = Σ_rows dy ⊙ x̂, by columns, each summed in row order.
+		gg := &kernel{name: "layernorm.dgain", inDims: []int{2, 2, 2}, outDims: 1,
 			shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][1]}, nil },
 			run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 				rows, cols := rowsCols(shapes[0])
-				x, dy := in[0], in[1]
-				// x̂ row by row on many cores, then the column sums in row order.
-				if len(xhat) != rows*cols {
-					xhat = make([]float32, rows*cols)
-				}
-				par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-					for r := lo; r < hi; r++ {
-						lnRow(xhat[r*cols:(r+1)*cols], x[r*cols:(r+1)*cols])
-					}
-				})
+				x, dy := in[0], in[2]
+				st := rowStats(x, rows, cols)
 				par.Runs(cols, colsPerTask(rows), func(lo, hi int) {
-					acc := make([]float64, hi-lo)
+					var buf [256]float64
+					acc := buf[:0]
+					if hi-lo <= len(buf) {
+						acc = buf[:hi-lo]
+					} else {
+						acc = make([]float64, hi-lo)
+					}
 					for r := 0; r < rows; r++ {
-						xr, dr := xhat[r*cols+lo:r*cols+hi], dy[r*cols+lo:r*cols+hi]
+						mean, inv := st[2*r], st[2*r+1]
+						xr, dr := x[r*cols+lo:r*cols+hi], dy[r*cols+lo:r*cols+hi]
+						xr = xr[:len(dr)]
 						for c, v := range dr {
-							acc[c] += float64(v * xr[c])
+							acc[c] += float64(v * ((xr[c] - mean) * inv))
 						}
 					}
 					for c, v := range acc {
@@ -198,11 +270,11 @@ func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 				})
 			},
 		}
-		dx, err := gx.apply(in[0], in[1], dout)
+		dx, err := gx.apply(in[0], in[1], out, dout)
 		if err != nil {
 			return nil, err
 		}
-		dg, err := gg.apply(in[0], dout)
+		dg, err := gg.apply(in[0], out, dout)
 		if err != nil {
 			return nil, err
 		}

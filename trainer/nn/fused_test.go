@@ -108,3 +108,21 @@ func TestKernelGradients(t *testing.T) {
 		})
 	}
 }
+
+// TestLNStats4MatchesLNStats: the four-row statistics are each row's own, bit for bit.
+func TestLNStats4MatchesLNStats(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, n := range []int{1, 3, 128, 129} {
+		x := make([]float32, 4*n)
+		for i := range x {
+			x[i] = float32(r.NormFloat64()*3 + 1)
+		}
+		mean, inv := lnStats4(x, n)
+		for i := range 4 {
+			m, v := lnStats(x[i*n : (i+1)*n])
+			if math.Float32bits(m) != math.Float32bits(mean[i]) || math.Float32bits(v) != math.Float32bits(inv[i]) {
+				t.Fatalf("n=%d row %d: (%v, %v), one row at a time (%v, %v)", n, i, mean[i], inv[i], m, v)
+			}
+		}
+	}
+}
