@@ -273,3 +273,23 @@ func TestInfluenceKeepsItsOldForm(t *testing.T) {
 		}
 	}
 }
+
+// A round's credits may sum to CreditScale, not past it (nor wrap around).
+func TestInfluenceCreditsBounded(t *testing.T) {
+	in := map[string]bool{"k/a": true, "k/b": true}
+	for _, tc := range []struct {
+		a, b uint64
+		ok   bool
+	}{
+		{0, 0, true},
+		{CreditScale / 2, CreditScale / 2, true},
+		{CreditScale, 0, true},
+		{CreditScale, 1, false},
+		{math.MaxUint64, 2, false},
+	} {
+		err := checkInfluence([]Influence{{Contributor: "k/a", Credit: tc.a}, {Contributor: "k/b", Credit: tc.b}}, in)
+		if (err == nil) != tc.ok {
+			t.Errorf("credits %d + %d: %v", tc.a, tc.b, err)
+		}
+	}
+}
