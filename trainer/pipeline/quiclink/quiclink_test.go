@@ -269,8 +269,10 @@ func TestQUICMalformedFrames(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer l.Close()
+			// The sender's own write may fail: stage 1 refuses an oversized frame from its header and
+			// cancels the stream while the payload is still going out. What stage 1 reports is the test.
 			if err := <-done; err != nil {
-				t.Fatal(err)
+				t.Logf("sender: %v", err)
 			}
 			_, err = l.Recv(ctx, 0)
 			if !errors.Is(err, tc.want) || !errors.Is(err, pipeline.ErrFrame) {
