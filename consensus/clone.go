@@ -1,7 +1,6 @@
 package consensus
 
 import (
-	"fmt"
 	"slices"
 
 	"github.com/vmihailenco/msgpack/v5"
@@ -79,36 +78,11 @@ func (p *Pool) poolFields() []any {
 // EncodeMsgpack writes a pool that returned nothing as the ten-element array it always was, so
 // that snapshots and state hashes from before Returned existed are unchanged.
 func (p *Pool) EncodeMsgpack(e *msgpack.Encoder) error {
-	fs := p.poolFields()
-	if p.Returned == 0 {
-		fs = fs[:len(fs)-1]
-	}
-	if err := e.EncodeArrayLen(len(fs)); err != nil {
-		return err
-	}
-	for _, f := range fs {
-		if err := e.Encode(f); err != nil {
-			return err
-		}
-	}
-	return nil
+	return encodeTrailing(e, p.poolFields(), p.Returned != 0)
 }
 
 // DecodeMsgpack reads both forms EncodeMsgpack writes.
 func (p *Pool) DecodeMsgpack(d *msgpack.Decoder) error {
-	n, err := d.DecodeArrayLen()
-	if err != nil {
-		return err
-	}
 	*p = Pool{}
-	fs := p.poolFields()
-	if n != len(fs) && n != len(fs)-1 {
-		return fmt.Errorf("pool: an array of %d elements, want %d or %d", n, len(fs)-1, len(fs))
-	}
-	for _, f := range fs[:n] {
-		if err := d.Decode(f); err != nil {
-			return err
-		}
-	}
-	return nil
+	return decodeTrailing(d, "pool", p.poolFields(), false)
 }

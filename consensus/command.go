@@ -358,41 +358,13 @@ func (h *Hyperparams) hyperparamsFields() []any {
 // so that logs, snapshots and state hashes from before DownCodec existed are unchanged; settings
 // with one add it.
 func (h Hyperparams) EncodeMsgpack(e *msgpack.Encoder) error {
-	fs := h.hyperparamsFields()
-	if h.DownCodec == "" {
-		fs = fs[:len(fs)-1]
-	}
-	if err := e.EncodeArrayLen(len(fs)); err != nil {
-		return err
-	}
-	for _, f := range fs {
-		if err := e.Encode(f); err != nil {
-			return err
-		}
-	}
-	return nil
+	return encodeTrailing(e, h.hyperparamsFields(), h.DownCodec != "")
 }
 
 // DecodeMsgpack reads both forms EncodeMsgpack writes (and nil, the zero settings).
 func (h *Hyperparams) DecodeMsgpack(d *msgpack.Decoder) error {
-	n, err := d.DecodeArrayLen()
-	if err != nil {
-		return err
-	}
 	*h = Hyperparams{}
-	if n <= 0 {
-		return nil
-	}
-	fs := h.hyperparamsFields()
-	if n != len(fs) && n != len(fs)-1 {
-		return fmt.Errorf("hyperparams: an array of %d elements, want %d or %d", n, len(fs)-1, len(fs))
-	}
-	for _, f := range fs[:n] {
-		if err := d.Decode(f); err != nil {
-			return err
-		}
-	}
-	return nil
+	return decodeTrailing(d, "hyperparams", h.hyperparamsFields(), true)
 }
 
 // ProposeBody proposes a model. The voting deadline is the leader's stamp + VotingPeriodMs.
@@ -520,47 +492,13 @@ const CreditScale = 1_000_000_000_000
 // EncodeMsgpack writes an influence without credit as the two-element array it always was, so
 // that logs, snapshots and state hashes from before Credit existed are unchanged.
 func (x Influence) EncodeMsgpack(e *msgpack.Encoder) error {
-	n := 3
-	if x.Credit == 0 {
-		n = 2
-	}
-	if err := e.EncodeArrayLen(n); err != nil {
-		return err
-	}
-	if err := e.EncodeString(x.Contributor); err != nil {
-		return err
-	}
-	if err := e.EncodeInt64(x.Value); err != nil { // fixed width, as the struct field was
-		return err
-	}
-	if n == 3 {
-		return e.EncodeUint64(x.Credit)
-	}
-	return nil
+	return encodeTrailing(e, []any{&x.Contributor, &x.Value, &x.Credit}, x.Credit != 0)
 }
 
 // DecodeMsgpack reads both forms EncodeMsgpack writes.
 func (x *Influence) DecodeMsgpack(d *msgpack.Decoder) error {
-	n, err := d.DecodeArrayLen()
-	if err != nil {
-		return err
-	}
 	*x = Influence{}
-	if n != 2 && n != 3 {
-		return fmt.Errorf("influence: an array of %d elements, want 2 or 3", n)
-	}
-	if x.Contributor, err = d.DecodeString(); err != nil {
-		return err
-	}
-	if x.Value, err = d.DecodeInt64(); err != nil {
-		return err
-	}
-	if n == 3 {
-		if x.Credit, err = d.DecodeUint64(); err != nil {
-			return err
-		}
-	}
-	return nil
+	return decodeTrailing(d, "influence", []any{&x.Contributor, &x.Value, &x.Credit}, false)
 }
 
 // InfluenceUnit is the fixed-point scale of Influence.Value: Value = round(influence × 1e9).
@@ -686,43 +624,11 @@ func (*GrantBody) Type() CommandType { return CmdGrant }
 // EncodeMsgpack writes a grant of one member as the two-element array it always was, so that
 // logs and nodes from before More existed read it unchanged; a grant of many adds More.
 func (b *GrantBody) EncodeMsgpack(e *msgpack.Encoder) error {
-	n := 2
-	if len(b.More) > 0 {
-		n = 3
-	}
-	if err := e.EncodeArrayLen(n); err != nil {
-		return err
-	}
-	if err := e.EncodeString(b.Member); err != nil {
-		return err
-	}
-	if err := e.EncodeUint64(b.Votes); err != nil {
-		return err
-	}
-	if n == 3 {
-		return e.Encode(b.More)
-	}
-	return nil
+	return encodeTrailing(e, []any{&b.Member, &b.Votes, &b.More}, len(b.More) > 0)
 }
 
 // DecodeMsgpack reads both forms EncodeMsgpack writes.
 func (b *GrantBody) DecodeMsgpack(d *msgpack.Decoder) error {
-	n, err := d.DecodeArrayLen()
-	if err != nil {
-		return err
-	}
-	if n != 2 && n != 3 {
-		return fmt.Errorf("grant: an array of %d elements, want 2 or 3", n)
-	}
-	if b.Member, err = d.DecodeString(); err != nil {
-		return err
-	}
-	if b.Votes, err = d.DecodeUint64(); err != nil {
-		return err
-	}
-	b.More = nil
-	if n == 3 {
-		return d.Decode(&b.More)
-	}
-	return nil
+	*b = GrantBody{}
+	return decodeTrailing(d, "grant", []any{&b.Member, &b.Votes, &b.More}, false)
 }

@@ -111,21 +111,30 @@ func IID(n, k int, seed uint64) [][]int {
 	if n < 0 || k <= 0 {
 		panic(fmt.Sprintf("datasets: IID(n=%d, k=%d): need n >= 0 and k >= 1", n, k))
 	}
+	sizes := make([]int, k)
+	for j := range sizes {
+		sizes[j] = n / k
+		if j < n%k {
+			sizes[j]++
+		}
+	}
+	return dealShuffled(n, sizes, seed)
+}
+
+// dealShuffled shuffles 0..n-1 (seeded, IID's stream) and gives part j the j-th run of sizes[j]
+// of the shuffled order (the sizes sum to n); each part is sorted ascending.
+func dealShuffled(n int, sizes []int, seed uint64) [][]int {
 	perm := make([]int, n)
 	for i := range perm {
 		perm[i] = i
 	}
 	newRNG(seed, streamIID).shuffle(perm)
-	// Part j takes the j-th run of the shuffled order; collecting indices in
-	// increasing order yields each part sorted without a sort.
+	// Part j takes the j-th run of the shuffled order; collecting indices in increasing order
+	// yields each part sorted without a sort.
 	owner := make([]int32, n)
 	off := 0
-	parts := make([][]int, k)
-	for j := range parts {
-		size := n / k
-		if j < n%k {
-			size++
-		}
+	parts := make([][]int, len(sizes))
+	for j, size := range sizes {
 		for _, i := range perm[off : off+size] {
 			owner[i] = int32(j)
 		}
@@ -531,24 +540,8 @@ func SizedIID(n int, weights []float64, seed uint64) ([][]int, error) {
 	for i := 0; i < left; i++ {
 		sizes[rems[i%k].j]++
 	}
-	perm := make([]int, n)
-	for i := range perm {
-		perm[i] = i
+	for j := range sizes {
+		sizes[j]++
 	}
-	newRNG(seed, streamIID).shuffle(perm)
-	owner := make([]int32, n)
-	off := 0
-	parts := make([][]int, k)
-	for j := range parts {
-		size := sizes[j] + 1
-		for _, i := range perm[off : off+size] {
-			owner[i] = int32(j)
-		}
-		parts[j] = make([]int, 0, size)
-		off += size
-	}
-	for i, j := range owner {
-		parts[j] = append(parts[j], i)
-	}
-	return parts, nil
+	return dealShuffled(n, sizes, seed), nil
 }

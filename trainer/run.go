@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"runtime"
-	"sync"
 	"time"
 
 	"github.com/cohortlab/cohort/compress"
+	"github.com/cohortlab/cohort/internal/par"
 	"github.com/cohortlab/cohort/trainer/nn"
 )
 
@@ -278,7 +278,7 @@ func runDiLoCo(ctx context.Context, task Task, cfg RunConfig, eval nn.Model, sum
 		if t == cfg.Rounds {
 			overlap = 0
 		}
-		err := parallel(k, cfg.Parallel, func(i int) error {
+		err := par.Each(k, cfg.Parallel, func(i int) error {
 			st, err := workers[i].InnerSteps(steps)
 			if err != nil {
 				return fmt.Errorf("round %d worker %d: %w", t, i, err)
@@ -429,37 +429,6 @@ func mean(xs []float64) float64 {
 		s += x
 	}
 	return s / float64(len(xs))
-}
-
-// parallel runs f(0..n-1) with at most p at once and returns the first error.
-func parallel(n, p int, f func(i int) error) error {
-	if p <= 1 || n == 1 {
-		for i := 0; i < n; i++ {
-			if err := f(i); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	errs := make([]error, n)
-	sem := make(chan struct{}, p)
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			errs[i] = f(i)
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // Downlink codes a run's aggregates for the way down with the aggregator's error feedback.

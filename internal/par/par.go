@@ -39,3 +39,34 @@ func Runs(n, per int, f func(lo, hi int)) {
 	}
 	wg.Wait()
 }
+
+// Each calls f(0..n-1) with at most p calls running at once (one after another when p ≤ 1) and
+// returns the error of the lowest i that failed. Unlike Runs, the iterations are whole tasks (a
+// worker's inner steps), not cuts of one loop.
+func Each(n, p int, f func(i int) error) error {
+	if p <= 1 || n == 1 {
+		for i := 0; i < n; i++ {
+			if err := f(i); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	errs := make([]error, n)
+	sem := make(chan struct{}, p)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			errs[i] = f(i)
+		})
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

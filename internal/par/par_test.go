@@ -1,9 +1,11 @@
 package par
 
 import (
+	"fmt"
 	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -37,6 +39,37 @@ func TestRunsCoverEachIndexOnceWithFixedBounds(t *testing.T) {
 				want = got
 			} else if !slices.Equal(want, got) {
 				t.Fatalf("n=%d per=%d: runs %v with %d procs, %v before", tc.n, tc.per, got, procs, want)
+			}
+		}
+	}
+}
+
+func TestEach(t *testing.T) {
+	for _, p := range []int{0, 1, 3} {
+		var running, most atomic.Int64
+		seen := make([]bool, 10)
+		err := Each(10, p, func(i int) error {
+			r := running.Add(1)
+			for m := most.Load(); r > m && !most.CompareAndSwap(m, r); m = most.Load() {
+			}
+			defer running.Add(-1)
+			seen[i] = true
+			if i == 4 || i == 7 {
+				return fmt.Errorf("task %d", i)
+			}
+			return nil
+		})
+		if err == nil || err.Error() != "task 4" {
+			t.Errorf("p=%d: error %v, want the lowest failing task's", p, err)
+		}
+		if most.Load() > int64(max(p, 1)) {
+			t.Errorf("p=%d: %d tasks ran at once", p, most.Load())
+		}
+		if p > 1 {
+			for i, ok := range seen {
+				if !ok {
+					t.Errorf("p=%d: task %d did not run", p, i)
+				}
 			}
 		}
 	}

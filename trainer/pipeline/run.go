@@ -3,10 +3,10 @@ package pipeline
 import (
 	"context"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/cohortlab/cohort/compress"
+	"github.com/cohortlab/cohort/internal/par"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/trainer/nn"
 )
@@ -195,7 +195,7 @@ func RunDiLoCo(ctx context.Context, task trainer.Task, cfg RunConfig) (*Summary,
 		if t == cfg.Rounds {
 			overlap = 0
 		}
-		err := parallel(K, cfg.Parallel, func(i int) error {
+		err := par.Each(K, cfg.Parallel, func(i int) error {
 			g := groups[i]
 			st, err := g.InnerSteps(ctx, steps)
 			if err != nil {
@@ -306,35 +306,4 @@ func mean(xs []float64) float64 {
 		s += x
 	}
 	return s / float64(len(xs))
-}
-
-// parallel runs f(0..n-1) with at most p at once and returns the first error (trainer.Run's).
-func parallel(n, p int, f func(i int) error) error {
-	if p <= 1 || n == 1 {
-		for i := 0; i < n; i++ {
-			if err := f(i); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	errs := make([]error, n)
-	sem := make(chan struct{}, p)
-	var wg sync.WaitGroup
-	for i := 0; i < n; i++ {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			errs[i] = f(i)
-		}()
-	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
