@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -285,17 +287,17 @@ func (c *Client) All(ctx context.Context, q protocol.Query, maxItems int) (proto
 		if err != nil {
 			return protocol.QueryReply{}, err
 		}
-		n := len(r.Proposals) + len(r.Members) + len(r.Rounds)
+		n := len(r.Proposals) + len(r.Members) + len(r.Rounds) + len(r.Balances)
 		all.Proposals = append(all.Proposals, r.Proposals...)
 		all.Members = append(all.Members, r.Members...)
 		all.Rounds = append(all.Rounds, r.Rounds...)
+		all.Balances = append(all.Balances, r.Balances...)
 		if r.Ledger != nil {
 			n = len(r.Ledger.Payouts)
 			if all.Ledger == nil {
-				all.Ledger = r.Ledger
-			} else {
-				all.Ledger.Payouts = append(all.Ledger.Payouts, r.Ledger.Payouts...)
+				all.Ledger = &consensus.Ledger{}
 			}
+			mergeLedger(all.Ledger, r.Ledger)
 		}
 		all.Total = r.Total
 		got := int(q.Offset) + n
@@ -306,6 +308,36 @@ func (c *Client) All(ctx context.Context, q protocol.Query, maxItems int) (proto
 			return protocol.QueryReply{}, fmt.Errorf("%w: %s holds %d items, more than the %d asked for", protocol.ErrTooLarge, q.What, r.Total, maxItems)
 		}
 		q.Offset = uint32(got)
+	}
+}
+
+// mergeLedger adds page p of the ledger to l: its payouts after l's, its balances and pools
+// (each page holds those its payouts name) merged by key, the later page's value winning (a
+// balance read later is newer), and the later treasury.
+func mergeLedger(l, p *consensus.Ledger) {
+	l.Payouts = append(l.Payouts, p.Payouts...)
+	l.Treasury = p.Treasury
+	bal := map[string]uint64{}
+	for _, b := range l.Balances {
+		bal[b.Contributor] = b.Amount
+	}
+	for _, b := range p.Balances {
+		bal[b.Contributor] = b.Amount
+	}
+	l.Balances = l.Balances[:0]
+	for _, k := range slices.Sorted(maps.Keys(bal)) {
+		l.Balances = append(l.Balances, consensus.Balance{Contributor: k, Amount: bal[k]})
+	}
+	pools := map[uint64]consensus.Pool{}
+	for _, pl := range l.Pools {
+		pools[pl.Cohort] = pl
+	}
+	for _, pl := range p.Pools {
+		pools[pl.Cohort] = pl
+	}
+	l.Pools = l.Pools[:0]
+	for _, k := range slices.Sorted(maps.Keys(pools)) {
+		l.Pools = append(l.Pools, pools[k])
 	}
 }
 

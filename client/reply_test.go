@@ -2,6 +2,7 @@ package client
 
 import (
 	"errors"
+	"reflect"
 	"testing"
 
 	"github.com/cohortlab/cohort/consensus"
@@ -56,4 +57,29 @@ func FuzzDecodeQueryReply(f *testing.F) {
 			t.Fatalf("a decoded reply does not encode: %v", err)
 		}
 	})
+}
+
+// Pages of the ledger merge into one: payouts in order, each balance and pool once (the later
+// page's reading winning), the later treasury.
+func TestMergeLedgerPages(t *testing.T) {
+	var l consensus.Ledger
+	mergeLedger(&l, &consensus.Ledger{
+		Payouts:  []consensus.Payout{{Cohort: 1, Round: 1, Contributor: "b", Data: 5}, {Cohort: 1, Round: 1, Contributor: "a", Data: 3}},
+		Balances: []consensus.Balance{{Contributor: "a", Amount: 3}, {Contributor: "b", Amount: 5}},
+		Pools:    []consensus.Pool{{Cohort: 1, Total: 100, Paid: 8}},
+		Treasury: consensus.Treasury{Balance: 10}})
+	mergeLedger(&l, &consensus.Ledger{
+		Payouts:  []consensus.Payout{{Cohort: 2, Round: 1, Contributor: "c", Data: 1}, {Cohort: 1, Round: 2, Contributor: "b", Data: 2}},
+		Balances: []consensus.Balance{{Contributor: "b", Amount: 7}, {Contributor: "c", Amount: 1}},
+		Pools:    []consensus.Pool{{Cohort: 1, Total: 100, Paid: 10}, {Cohort: 2, Total: 50, Paid: 1}},
+		Treasury: consensus.Treasury{Balance: 9}})
+	want := consensus.Ledger{
+		Payouts: []consensus.Payout{{Cohort: 1, Round: 1, Contributor: "b", Data: 5}, {Cohort: 1, Round: 1, Contributor: "a", Data: 3},
+			{Cohort: 2, Round: 1, Contributor: "c", Data: 1}, {Cohort: 1, Round: 2, Contributor: "b", Data: 2}},
+		Balances: []consensus.Balance{{Contributor: "a", Amount: 3}, {Contributor: "b", Amount: 7}, {Contributor: "c", Amount: 1}},
+		Pools:    []consensus.Pool{{Cohort: 1, Total: 100, Paid: 10}, {Cohort: 2, Total: 50, Paid: 1}},
+		Treasury: consensus.Treasury{Balance: 9}}
+	if !reflect.DeepEqual(l, want) {
+		t.Errorf("merged\n%+v\nwant\n%+v", l, want)
+	}
 }

@@ -195,6 +195,7 @@ func (s *State) scoreCommit(b *ScoreCommitBody) (Result, error) {
 		if e[0]+e[1] == 0 {
 			continue
 		}
+		s.byCohort[r.Cohort] = append(s.byCohort[r.Cohort], len(s.payouts))
 		s.payouts = append(s.payouts, Payout{Cohort: r.Cohort, Round: r.Number, Contributor: n, Data: e[0], Compute: e[1]})
 		s.balances[n] += e[0] + e[1]
 		paid += e[0] + e[1]

@@ -2,7 +2,9 @@ package consensus
 
 import (
 	"math"
+	"slices"
 	"sort"
+	"strings"
 
 	"github.com/vmihailenco/msgpack/v5"
 )
@@ -189,20 +191,102 @@ func (s *State) RoundsRange(cohort uint64, lo, hi int) ([]Round, int, error) {
 	return out, n, nil
 }
 
-// NumPayouts returns how many payouts the ledger holds.
-func (s *State) NumPayouts() int { return len(s.payouts) }
+// NumPayouts returns how many payouts the ledger holds: cohort's, or every cohort's for 0.
+func (s *State) NumPayouts(cohort uint64) int {
+	if cohort == 0 {
+		return len(s.payouts)
+	}
+	return len(s.byCohort[cohort])
+}
 
-// LedgerRange returns the ledger with payouts [lo, hi) only (in the order they were made).
+// LedgerRange returns the ledger with payouts [lo, hi) only (in the order they were made), every
+// balance and every pool: for use inside the process (a network reply uses LedgerPage).
 func (s *State) LedgerRange(lo, hi int) Ledger {
 	lo, hi = clampRange(lo, hi, len(s.payouts))
-	d := Ledger{Payouts: s.payouts[lo:hi], Treasury: s.treasury}
-	for _, k := range keysOf(s.balances) {
-		d.Balances = append(d.Balances, Balance{Contributor: k, Amount: s.balances[k]})
-	}
+	d := Ledger{Payouts: s.payouts[lo:hi], Treasury: s.treasury, Balances: s.BalancesRange(0, len(s.balances))}
 	for _, k := range keysOf(s.pools) {
 		d.Pools = append(d.Pools, *s.pools[k])
 	}
 	return deepCopy(d)
+}
+
+// LedgerPage returns a page of the ledger whose size does not grow with the ledger: payouts
+// [lo, hi) of cohort's payouts (of every cohort's for 0, in the order they were made), the
+// balances of the contributors those payouts name, the pools of their cohorts (and cohort's own
+// pool, even on an empty page), and the treasury.
+func (s *State) LedgerPage(cohort uint64, lo, hi int) Ledger {
+	d := Ledger{Treasury: s.treasury}
+	var pos []int
+	if cohort != 0 {
+		pos = s.byCohort[cohort]
+	}
+	n := len(s.payouts)
+	if cohort != 0 {
+		n = len(pos)
+	}
+	lo, hi = clampRange(lo, hi, n)
+	d.Payouts = make([]Payout, 0, hi-lo)
+	contributors, cohorts := map[string]bool{}, map[uint64]bool{}
+	if cohort != 0 {
+		cohorts[cohort] = true
+	}
+	for i := lo; i < hi; i++ {
+		j := i
+		if cohort != 0 {
+			j = pos[i]
+		}
+		po := s.payouts[j]
+		d.Payouts = append(d.Payouts, po)
+		contributors[po.Contributor], cohorts[po.Cohort] = true, true
+	}
+	for _, k := range sortedKeys(contributors) {
+		d.Balances = append(d.Balances, Balance{Contributor: k, Amount: s.balances[k]})
+	}
+	for _, k := range sortedKeys(cohorts) {
+		if p := s.pools[k]; p != nil {
+			d.Pools = append(d.Pools, *p)
+		}
+	}
+	return d
+}
+
+// Pools returns every cohort's pool, by cohort.
+func (s *State) Pools() []Pool {
+	out := make([]Pool, 0, len(s.pools))
+	for _, k := range keysOf(s.pools) {
+		out = append(out, *s.pools[k])
+	}
+	return out
+}
+
+// NumBalances returns how many contributors hold a balance.
+func (s *State) NumBalances() int { return len(s.balances) }
+
+// BalancesRange returns balances [lo, hi) in contributor-key order.
+func (s *State) BalancesRange(lo, hi int) []Balance {
+	keys := keysOf(s.balances)
+	lo, hi = clampRange(lo, hi, len(keys))
+	out := make([]Balance, 0, hi-lo)
+	for _, k := range keys[lo:hi] {
+		out = append(out, Balance{Contributor: k, Amount: s.balances[k]})
+	}
+	return out
+}
+
+// MemberBalances returns the balance of each of member's registered contributors, in contributor-
+// key order (0 for one not paid yet).
+func (s *State) MemberBalances(member string) ([]Balance, error) {
+	m, ok := s.members[member]
+	if !ok {
+		return nil, errf(ErrNotFound, "member %s", member)
+	}
+	out := make([]Balance, 0, len(m.Contributors))
+	for _, c := range m.Contributors {
+		k := ContributorKey(m.ID, c)
+		out = append(out, Balance{Contributor: k, Amount: s.balances[k]})
+	}
+	slices.SortFunc(out, func(a, b Balance) int { return strings.Compare(a.Contributor, b.Contributor) })
+	return out, nil
 }
 
 // CohortSummary is a cohort without its member list.

@@ -271,6 +271,12 @@ func fromCanonical(d *snapshotData) (*State, error) {
 		}
 	}
 	s.payouts = d.Payouts
+	for i, po := range s.payouts {
+		if s.cohorts[po.Cohort] == nil {
+			return nil, errf(ErrSnapshot, "payout %d is for cohort %d, which does not exist", i, po.Cohort)
+		}
+		s.byCohort[po.Cohort] = append(s.byCohort[po.Cohort], i)
+	}
 	for i := range d.Dedupe {
 		w := &d.Dedupe[i]
 		if _, ok := s.dedupe[w.Issuer]; ok || len(w.Recent) > DedupeWindow {

@@ -75,6 +75,9 @@ type State struct {
 	// Derived from the above (rebuilt by Restore), not replicated state:
 	openBy map[string]uint32 // proposer -> its open proposals
 	open   uint32            // open proposals
+	// byCohort holds, per cohort, the positions of its payouts in payouts (in order), so a
+	// cohort's page of the ledger is read without scanning every cohort's.
+	byCohort map[uint64][]int
 
 	// preverified is a per-batch cache of verified signatures (not replicated state).
 	preverified map[[32]byte]struct{}
@@ -97,6 +100,7 @@ func NewState() *State {
 		approved:     map[string]*ApprovedCoordinator{},
 		motions:      map[string]*Motion{},
 		openBy:       map[string]uint32{},
+		byCohort:     map[uint64][]int{},
 	}
 }
 

@@ -194,7 +194,7 @@ func (s *Server) pageStatus(w http.ResponseWriter, r *http.Request) {
 	page := statusPage{Refresh: RefreshSeconds, Status: s.Status(), Now: s.cfg.Now().UTC().Format(time.RFC3339)}
 	err := s.node.View(func(st *consensus.State) error {
 		pools := map[uint64]consensus.Pool{}
-		for _, p := range st.Ledger().Pools {
+		for _, p := range st.Pools() {
 			pools[p.Cohort] = p
 		}
 		for _, c := range st.Cohorts() {
@@ -321,7 +321,7 @@ func (s *Server) cohortReport(r *http.Request) (report.Report, consensus.Proposa
 		if rounds, err = st.Rounds(id); err != nil {
 			return err
 		}
-		l = st.Ledger()
+		l = st.LedgerPage(id, 0, st.NumPayouts(id))
 		return nil
 	})
 	if errors.Is(err, consensus.ErrNotFound) {

@@ -227,7 +227,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		for s, k := range cohorts {
 			gauge(c.cohorts, float64(k), s)
 		}
-		for _, p := range st.Ledger().Pools {
+		for _, p := range st.Pools() {
 			id := strconv.FormatUint(p.Cohort, 10)
 			gauge(c.pool, float64(p.Total), id)
 			counter(c.paid, float64(p.Paid), id)

@@ -665,14 +665,30 @@ func answer(st *consensus.State, q protocol.Query, me string, out *protocol.Quer
 		}
 		out.Member = &m
 	case protocol.QueryLedger:
-		lo, hi, err := page(st.NumPayouts())
+		if q.ID != 0 {
+			if _, err := st.PeekCohort(q.ID); err != nil {
+				return err
+			}
+		}
+		lo, hi, err := page(st.NumPayouts(q.ID))
 		if err != nil {
 			return err
 		}
-		l := st.LedgerRange(lo, hi)
+		l := st.LedgerPage(q.ID, lo, hi)
 		out.Ledger = &l
+	case protocol.QueryBalances:
+		if q.Member != "" {
+			b, err := st.MemberBalances(q.Member)
+			out.Balances = b
+			return err
+		}
+		lo, hi, err := page(st.NumBalances())
+		if err != nil {
+			return err
+		}
+		out.Balances = st.BalancesRange(lo, hi)
 	default:
-		return fmt.Errorf("unknown query %q (want one of status, proposals, proposal, cohort, rounds, round, members, member, ledger, next-round, ping)", q.What)
+		return fmt.Errorf("unknown query %q (want one of status, proposals, proposal, cohort, rounds, round, members, member, ledger, balances, next-round, ping)", q.What)
 	}
 	return nil
 }

@@ -34,11 +34,15 @@ const (
 	QueryCohort    = "cohort"    // cohort ID
 	QueryMembers   = "members"   // a page of the members, by member ID
 	QueryMember    = "member"    // the member Query.Member
-	// QueryLedger answers the balances, pools and treasury and a page of the payouts (in the order
-	// they were made).
+	// QueryLedger answers a page of the payouts (in the order they were made) of cohort ID, or of
+	// every cohort for ID 0, with the balances of the contributors the page names, the pools of
+	// its cohorts (cohort ID's always) and the treasury: a reply does not grow with the ledger.
 	QueryLedger = "ledger"
-	QueryRounds = "rounds" // a page of cohort ID's rounds, by number
-	QueryRound  = "round"  // round Query.Number of cohort ID
+	// QueryBalances answers a page of every contributor's balance, by contributor key; with
+	// Query.Member set, the balances of that member's contributors instead (not paged).
+	QueryBalances = "balances"
+	QueryRounds   = "rounds" // a page of cohort ID's rounds, by number
+	QueryRound    = "round"  // round Query.Number of cohort ID
 	// QueryNextRound long-polls (up to NextRoundWait) until cohort ID has a round newer than
 	// After, or is done; the reply holds the cohort and its latest round.
 	QueryNextRound = "next-round"
@@ -57,7 +61,7 @@ const NextRoundWait = 4 * time.Second
 // only a dead one times out (a timed-out call costs its connection: the next is a new handshake).
 const AggregateWait = 1500 * time.Millisecond
 
-// Paging of the list queries (proposals, members, rounds, the ledger's payouts).
+// Paging of the list queries (proposals, members, rounds, the ledger's payouts, balances).
 const (
 	// DefaultPage is the page a list query answers when its Limit is 0.
 	DefaultPage = 256
@@ -112,8 +116,9 @@ type QueryReply struct {
 	Member    *consensus.Member    `msgpack:",omitempty"`
 	Ledger    *consensus.Ledger    `msgpack:",omitempty"`
 	Rounds    []consensus.Round    `msgpack:",omitempty"`
+	Balances  []consensus.Balance  `msgpack:",omitempty"`
 	// Total is the length of the list a page was taken from (proposals, members, rounds, the
-	// ledger's payouts).
+	// ledger's payouts, balances).
 	Total uint32 `msgpack:",omitempty"`
 }
 

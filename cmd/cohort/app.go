@@ -58,6 +58,7 @@ func newApp() *cli.App {
 			proposalsCommand(),
 			statusCommand(),
 			reportCommand(),
+			balanceCommand(),
 			simulateCommand(),
 			auditCommand(),
 			joinCommand(),

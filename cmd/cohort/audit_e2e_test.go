@@ -60,6 +60,25 @@ func TestAuditFinishedCohort(t *testing.T) {
 	for _, c := range rep.Contributors {
 		paid[c.Name] = c
 	}
+	// `cohort balance`: each member's contributor earned what the report says it was paid (the
+	// only cohort), read by two point queries.
+	for _, name := range names {
+		out, err := run(t, "balance", "--coordinator", addr, "--key", filepath.Join(filepath.Dir(shards), name+".key"), "--json")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var b balanceSummary
+		if err := json.Unmarshal([]byte(out), &b); err != nil {
+			t.Fatalf("balance: %v\n%s", err, out)
+		}
+		if len(b.Contributors) != 1 || b.Contributors[0].Name != name || b.Earned != paid[name].Payout || b.VoteWeight != b.Earned+b.Granted {
+			t.Errorf("balance of %s: %+v, the report paid %d", name, b, paid[name].Payout)
+		}
+	}
+	if _, err := run(t, "balance", "--coordinator", addr, "--member", "no-such-member", "--timeout", "5s"); err == nil ||
+		!strings.Contains(err.Error(), "no-such-member") || strings.Contains(err.Error(), "\n") {
+		t.Errorf("an unknown member: %v", err)
+	}
 
 	// Refused: a paid contributor without its shard, a shard of a stranger, another's data.
 	for _, tc := range []struct {

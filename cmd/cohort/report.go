@@ -114,7 +114,7 @@ func fetchRecords(c *cli.Context, cl *client.Client, id uint64, linearizable boo
 	if err != nil {
 		return cohortRecords{}, fmt.Errorf("query rounds: %w", err)
 	}
-	lr, err := cl.All(c.Context, protocol.Query{What: protocol.QueryLedger, Linearizable: linearizable}, maxListed)
+	lr, err := cl.All(c.Context, protocol.Query{What: protocol.QueryLedger, ID: id, Linearizable: linearizable}, maxListed)
 	if err != nil {
 		return cohortRecords{}, fmt.Errorf("query ledger: %w", err)
 	}
