@@ -147,17 +147,19 @@ func TestProposeVoteTallyOverQUIC(t *testing.T) {
 	// and the refusal is final (the client does not retry it at another coordinator).
 	_, err := alice.Submit(ctx, &consensus.ProposeBody{Name: "bad", Model: "mlp:784-256-10", Dataset: "fashion-mnist",
 		Params: consensus.Hyperparams{InnerSteps: 50, Rounds: 10, Codec: "topk:0.01+q4", ErrorDecay: "2"}, RewardPool: 1,
-		MinMembers: 2, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 800})
+		MinMembers: 2, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 3000})
 	if err == nil || !strings.Contains(err.Error(), "error decay") || strings.Contains(err.Error(), "no coordinator answered") {
 		t.Fatalf("proposal with error decay 2: %v", err)
 	}
 	res, err := alice.Submit(ctx, &consensus.ProposeBody{Name: "fmnist-mlp", Model: "mlp:784-256-10", Dataset: "fashion-mnist",
 		Params: consensus.Hyperparams{InnerSteps: 50, Rounds: 10, Codec: "topk:0.01+q4", OuterLR: "1", OuterMomentum: "0.8", ErrorDecay: "0.9"}, RewardPool: 1_000_000,
-		MinMembers: 2, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 800})
+		MinMembers: 2, QuorumBP: 5000, ThresholdBP: 5000, VotingPeriodMs: 3000})
 	if err != nil {
 		t.Fatal(err)
 	}
 	pid := res.ID
+	// The votes must land inside the 3 s voting period: generous, since a loaded machine
+	// delays each submit (800 ms once expired before the second vote arrived).
 	for _, cl := range []*client.Client{alice, bob} {
 		if _, err := cl.Submit(ctx, &consensus.VoteBody{Proposal: pid, Yes: true}); err != nil {
 			t.Fatal(err)
