@@ -19,8 +19,9 @@ const DirichletMinPart = 10
 // PCG stream constants, one per partitioner, so that the same seed drives
 // unrelated streams in different partitioners.
 const (
-	streamIID       = 0x1d1d_0001
-	streamDirichlet = 0xd1c1_0002
+	streamIID            = 0x1d1d_0001
+	streamDirichlet      = 0xd1c1_0002
+	streamDirichletEqual = 0xd1c1_0003
 )
 
 // rng is a small deterministic random source on math/rand/v2's PCG. Only
@@ -239,6 +240,98 @@ func Dirichlet(labels []int, classes, k int, alpha float64, seed uint64) ([][]in
 	return out, nil
 }
 
+// DirichletEqual splits samples by label skew into k parts of equal size (n/k each, the
+// remainder one more to the lower parts): each part j draws its own class proportions
+// p_j ~ Dirichlet(alpha, …, alpha), and the parts take samples in turns, one at a time, part j
+// drawing a class from p_j restricted to the classes with samples left and taking that class's
+// next sample (each class shuffled once). What differs between parts is then what their data is,
+// not how much of it there is, the label-skew setting of the federated-learning literature
+// ("Dirichlet shards of equal size"); Dirichlet instead deals each class out by proportions over
+// the parts, so part sizes vary with the draws.
+//
+// Each part is sorted ascending. The result depends only on the arguments. Errors (wrapping
+// ErrInvalidArgument) are Dirichlet's.
+func DirichletEqual(labels []int, classes, k int, alpha float64, seed uint64) ([][]int, error) {
+	if k < 1 || classes < 1 {
+		return nil, fmt.Errorf("%w: dirichlet-equal: need k >= 1 and classes >= 1, got k=%d classes=%d", ErrInvalidArgument, k, classes)
+	}
+	if !(alpha > 0) || math.IsInf(alpha, 1) {
+		return nil, fmt.Errorf("%w: dirichlet-equal: alpha %v must be a positive finite number", ErrInvalidArgument, alpha)
+	}
+	n := len(labels)
+	if n < k {
+		return nil, fmt.Errorf("%w: dirichlet-equal: %d samples cannot fill %d parts", ErrInvalidArgument, n, k)
+	}
+	byClass := make([][]int, classes)
+	for i, l := range labels {
+		if l < 0 || l >= classes {
+			return nil, fmt.Errorf("%w: dirichlet-equal: label %d of sample %d outside [0,%d)", ErrInvalidArgument, l, i, classes)
+		}
+		byClass[l] = append(byClass[l], i)
+	}
+	r := newRNG(seed, streamDirichletEqual)
+	for _, idx := range byClass {
+		r.shuffle(idx)
+	}
+	props := make([][]float64, k)
+	for j := range props {
+		props[j] = make([]float64, classes)
+		r.dirichlet(props[j], alpha)
+	}
+	out := make([][]int, k)
+	want := make([]int, k)
+	for j := range want {
+		want[j] = n / k
+		if j < n%k {
+			want[j]++
+		}
+		out[j] = make([]int, 0, want[j])
+	}
+	next := make([]int, classes) // the next unused sample of each class
+	for t := 0; t < n/k+1; t++ {
+		for j := range out {
+			if len(out[j]) == want[j] {
+				continue
+			}
+			// A class from p_j over the classes with samples left; if p_j gives them no weight
+			// (alpha small enough to underflow), the first class with samples left.
+			var total float64
+			for c, q := range props[j] {
+				if next[c] < len(byClass[c]) {
+					total += q
+				}
+			}
+			c := -1
+			if total > 0 {
+				u := r.float() * total
+				for cc, q := range props[j] {
+					if next[cc] == len(byClass[cc]) || q == 0 {
+						continue
+					}
+					c = cc
+					if u -= q; u < 0 {
+						break
+					}
+				}
+			}
+			if c < 0 {
+				for cc := range byClass {
+					if next[cc] < len(byClass[cc]) {
+						c = cc
+						break
+					}
+				}
+			}
+			out[j] = append(out[j], byClass[c][next[c]])
+			next[c]++
+		}
+	}
+	for j := range out {
+		slices.Sort(out[j])
+	}
+	return out, nil
+}
+
 // largestRemainder sets counts to integers summing to total, proportional to
 // q (which sums to 1): floors first, then one more for the largest fractional
 // parts (lowest index on ties).
@@ -319,12 +412,13 @@ const (
 	KindIID PartitionKind = iota
 	KindDirichlet
 	KindNatural
+	KindDirichletEqual
 )
 
 // Partition is a parsed partition spec. The zero value is "iid".
 type Partition struct {
 	Kind  PartitionKind
-	Alpha float64 // Dirichlet concentration; used only by KindDirichlet
+	Alpha float64 // Dirichlet concentration; used only by KindDirichlet and KindDirichletEqual
 	// weights are IID's relative part sizes in canonical form ("1,2,4"); "" = equal parts.
 	// A string keeps Partition comparable; Weights parses it.
 	weights string
@@ -349,8 +443,8 @@ func (p Partition) Weights() []float64 {
 
 // ParsePartition parses "iid", "iid:W1,W2,…" (IID parts of relative sizes
 // W1, W2, … — at least two positive numbers up to MaxWeight, one per part),
-// "dirichlet:ALPHA" (ALPHA a positive finite number, e.g. "dirichlet:0.5") or
-// "natural". Surrounding spaces are ignored. Errors wrap ErrInvalidArgument
+// "dirichlet:ALPHA" (ALPHA a positive finite number, e.g. "dirichlet:0.5"),
+// "dirichlet-equal:ALPHA" (the same skew in parts of equal size) or "natural". Surrounding spaces are ignored. Errors wrap ErrInvalidArgument
 // and quote the spec.
 func ParsePartition(spec string) (Partition, error) {
 	s := strings.TrimSpace(spec)
@@ -377,21 +471,24 @@ func ParsePartition(spec string) (Partition, error) {
 		}
 	case "natural":
 		p.Kind = KindNatural
-	case "dirichlet":
+	case "dirichlet", "dirichlet-equal":
 		if !hasArg || arg == "" {
-			return Partition{}, fmt.Errorf("%w: partition %q: dirichlet needs a concentration, e.g. \"dirichlet:0.5\"", ErrInvalidArgument, spec)
+			return Partition{}, fmt.Errorf("%w: partition %q: %s needs a concentration, e.g. \"%s:0.5\"", ErrInvalidArgument, spec, name, name)
 		}
 		a, err := strconv.ParseFloat(arg, 64)
 		if err != nil {
 			return Partition{}, fmt.Errorf("%w: partition %q: alpha %q is not a number", ErrInvalidArgument, spec, arg)
 		}
 		p = Partition{Kind: KindDirichlet, Alpha: a}
+		if name == "dirichlet-equal" {
+			p.Kind = KindDirichletEqual
+		}
 		if err := p.Validate(); err != nil {
 			return Partition{}, fmt.Errorf("partition %q: %w", spec, err)
 		}
 		return p, nil
 	default:
-		return Partition{}, fmt.Errorf("%w: partition %q: unknown kind (want iid, dirichlet:ALPHA or natural)", ErrInvalidArgument, spec)
+		return Partition{}, fmt.Errorf("%w: partition %q: unknown kind (want iid, dirichlet:ALPHA, dirichlet-equal:ALPHA or natural)", ErrInvalidArgument, spec)
 	}
 	if hasArg {
 		return Partition{}, fmt.Errorf("%w: partition %q: %s takes no argument", ErrInvalidArgument, spec, name)
@@ -411,6 +508,8 @@ func (p Partition) String() string {
 		return "natural"
 	case KindDirichlet:
 		return "dirichlet:" + strconv.FormatFloat(p.Alpha, 'g', -1, 64)
+	case KindDirichletEqual:
+		return "dirichlet-equal:" + strconv.FormatFloat(p.Alpha, 'g', -1, 64)
 	}
 	return fmt.Sprintf("PartitionKind(%d)", p.Kind)
 }
@@ -420,7 +519,7 @@ func (p Partition) Validate() error {
 	switch p.Kind {
 	case KindIID, KindNatural:
 		return nil
-	case KindDirichlet:
+	case KindDirichlet, KindDirichletEqual:
 		if !(p.Alpha > 0) || math.IsInf(p.Alpha, 1) {
 			return fmt.Errorf("%w: dirichlet alpha %v must be a positive finite number", ErrInvalidArgument, p.Alpha)
 		}
@@ -473,13 +572,16 @@ func (p Partition) Split(s Samples, k int, seed uint64) ([][]int, error) {
 		return nil, fmt.Errorf("%w: %s: cannot split %d samples into %d non-empty parts", ErrInvalidArgument, p, n, k)
 	}
 	switch p.Kind {
-	case KindDirichlet:
+	case KindDirichlet, KindDirichletEqual:
 		if len(s.Labels) == 0 {
 			return nil, fmt.Errorf("%w: %s: needs labels", ErrInvalidArgument, p)
 		}
 		classes := s.Classes
 		if classes == 0 {
 			classes = slices.Max(s.Labels) + 1
+		}
+		if p.Kind == KindDirichletEqual {
+			return DirichletEqual(s.Labels, classes, k, p.Alpha, seed)
 		}
 		return Dirichlet(s.Labels, classes, k, p.Alpha, seed)
 	case KindNatural:

@@ -188,6 +188,80 @@ func TestDirichletSkew(t *testing.T) {
 	}
 }
 
+// DirichletEqual: a partition into parts of equal size (within one), deterministic, different
+// for another seed, and label-skewed like Dirichlet: small alpha concentrates the parts on few
+// classes, large alpha is near IID.
+func TestDirichletEqual(t *testing.T) {
+	prop := func(n16 uint16, k8, c8 uint8, a8 uint8, seed uint64) bool {
+		k := int(k8%20) + 1
+		n := k + int(n16%2000)
+		classes := int(c8%12) + 1
+		alpha := []float64{1e-300, 0.01, 0.1, 0.5, 1, 10, 1000}[a8%7]
+		labels := labelsOf(n, classes, seed)
+		parts, err := DirichletEqual(labels, classes, k, alpha, seed)
+		if err != nil {
+			t.Errorf("n=%d k=%d: %v", n, k, err)
+			return false
+		}
+		checkPartition(t, parts, n)
+		if sz := sizes(parts); slices.Max(sz)-slices.Min(sz) > 1 {
+			t.Errorf("n=%d k=%d alpha=%v: sizes %v are not equal", n, k, alpha, sz)
+			return false
+		}
+		again, _ := DirichletEqual(slices.Clone(labels), classes, k, alpha, seed)
+		if !equalParts(parts, again) {
+			t.Errorf("not deterministic")
+			return false
+		}
+		if n >= 100 && k >= 2 && classes >= 2 && alpha >= 0.5 {
+			if other, _ := DirichletEqual(labels, classes, k, alpha, seed^0x5555); equalParts(parts, other) {
+				t.Errorf("n=%d k=%d alpha=%v: two seeds give the same split", n, k, alpha)
+				return false
+			}
+		}
+		return true
+	}
+	if err := quick.Check(prop, &quick.Config{MaxCount: 200, Rand: rand.New(rand.NewSource(1))}); err != nil {
+		t.Error(err)
+	}
+
+	train, _, err := EmbeddedFashionMNIST()
+	if err != nil {
+		t.Fatal(err)
+	}
+	labels := train.IntLabels()
+	for _, tc := range []struct {
+		alpha    float64
+		min, max float64
+	}{
+		{0.05, 0.4, 0.61}, // six parts of a tenth each: a part can be at most 60 % one class
+		{0.5, 0.22, 0.5},
+		{1000, 0.1, 0.16},
+	} {
+		var got float64
+		for seed := range uint64(5) {
+			parts, err := DirichletEqual(labels, 10, 6, tc.alpha, seed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got += skew(parts, labels, 10) / 5
+		}
+		t.Logf("alpha=%v: mean largest-class share %.3f", tc.alpha, got)
+		if got < tc.min || got > tc.max {
+			t.Errorf("alpha=%v: mean largest-class share %.3f outside [%v, %v]", tc.alpha, got, tc.min, tc.max)
+		}
+	}
+	for _, bad := range []struct {
+		labels     []int
+		classes, k int
+		alpha      float64
+	}{{[]int{0, 1}, 2, 0, 1}, {[]int{0, 1}, 2, 3, 1}, {[]int{0, 2}, 2, 1, 1}, {[]int{0, 1}, 2, 1, 0}, {[]int{0, 1}, 2, 1, math.Inf(1)}} {
+		if _, err := DirichletEqual(bad.labels, bad.classes, bad.k, bad.alpha, 1); !errors.Is(err, ErrInvalidArgument) {
+			t.Errorf("DirichletEqual(%v, %d, %d, %v): %v, want ErrInvalidArgument", bad.labels, bad.classes, bad.k, bad.alpha, err)
+		}
+	}
+}
+
 // The Gamma sampler has the right mean and variance (both = shape).
 func TestLogGammaMoments(t *testing.T) {
 	for _, a := range []float64{0.05, 0.3, 1, 2.5, 40} {
@@ -299,6 +373,7 @@ func TestParsePartition(t *testing.T) {
 		{"dirichlet:0.5", Partition{Kind: KindDirichlet, Alpha: 0.5}, "dirichlet:0.5"},
 		{"dirichlet:1e-3", Partition{Kind: KindDirichlet, Alpha: 0.001}, "dirichlet:0.001"},
 		{"dirichlet:100", Partition{Kind: KindDirichlet, Alpha: 100}, "dirichlet:100"},
+		{"dirichlet-equal:0.5", Partition{Kind: KindDirichletEqual, Alpha: 0.5}, "dirichlet-equal:0.5"},
 		{"iid:1, 2,4.50", Partition{weights: "1,2,4.5"}, "iid:1,2,4.5"},
 	} {
 		p, err := ParsePartition(tc.spec)
@@ -309,7 +384,7 @@ func TestParsePartition(t *testing.T) {
 			t.Errorf("%q does not round-trip: %+v, %v", p, q, err)
 		}
 	}
-	for _, bad := range []string{"", "foo", "IID", "iid:3", "iid:1,-2", "iid:1,x", "iid:0,1", "iid:1,", "iid:1,2e7", "natural:x", "dirichlet", "dirichlet:", "dirichlet:-1", "dirichlet:0", "dirichlet:abc", "dirichlet:NaN", "dirichlet:Inf", "dirichlet:0.5:1"} {
+	for _, bad := range []string{"", "foo", "IID", "iid:3", "iid:1,-2", "iid:1,x", "iid:0,1", "iid:1,", "iid:1,2e7", "natural:x", "dirichlet", "dirichlet:", "dirichlet:-1", "dirichlet:0", "dirichlet:abc", "dirichlet:NaN", "dirichlet:Inf", "dirichlet:0.5:1", "dirichlet-equal", "dirichlet-equal:0", "dirichlet-equal:x"} {
 		_, err := ParsePartition(bad)
 		if !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), fmt.Sprintf("%q", bad)) {
 			t.Errorf("ParsePartition(%q): %v; want ErrInvalidArgument quoting the spec", bad, err)

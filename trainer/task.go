@@ -13,7 +13,7 @@ import (
 type TaskSpec struct {
 	Model      string // "mlp", "mlp:784-256-10", "charlm" or "gpt:L-D-NH-T" (e.g. "gpt:4-128-4-64", bytes)
 	Workers    int    // number of shards
-	Partition  string // "iid", "dirichlet:ALPHA" or "natural"
+	Partition  string // "iid", "iid:W1,…", "dirichlet:ALPHA", "dirichlet-equal:ALPHA" or "natural"
 	Seed       uint64
 	DataDir    string // Fashion-MNIST directory; "" = system copy if installed, else embedded; "embedded" = embedded
 	Batch      int    // per-worker batch size; 0 = the model's default

@@ -126,7 +126,7 @@ func flagNumber(c *cli.Context, name string) (float64, string, error) {
 }
 
 // partitionUsage documents --partition for the commands that split the training data.
-const partitionUsage = "iid, iid:W1,W2,… (IID shards of relative sizes W1, W2, …, one per peer), dirichlet:ALPHA or natural"
+const partitionUsage = "iid, iid:W1,W2,… (IID shards of relative sizes W1, W2, …, one per peer), dirichlet:ALPHA, dirichlet-equal:ALPHA (the same label skew in shards of equal size) or natural"
 
 // labelNoiseFlag is --label-noise: noisy labels in some shards, for measuring what they are
 // worth.

@@ -229,7 +229,7 @@ func shardCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "out", Required: true, Usage: "directory to write OUT/peer-1, OUT/peer-2, ...", EnvVars: envVars("out")},
 			&cli.IntFlag{Name: "peers", Value: 4, Usage: "number of shards", EnvVars: envVars("peers")},
-			&cli.StringFlag{Name: "partition", Value: "iid", Usage: "images: iid or dirichlet:ALPHA; text: iid, iid:CHUNK, contiguous, speaker or play", EnvVars: envVars("partition")},
+			&cli.StringFlag{Name: "partition", Value: "iid", Usage: "images: iid, dirichlet:ALPHA or dirichlet-equal:ALPHA; text: iid, iid:CHUNK, contiguous, speaker or play", EnvVars: envVars("partition")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "partition seed", EnvVars: envVars("seed")},
 			&cli.StringFlag{Name: "data", Value: "embedded", Usage: "Fashion-MNIST directory, or embedded; or a text file or directory of .txt files", EnvVars: envVars("data")},
 		},

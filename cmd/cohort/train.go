@@ -44,7 +44,7 @@ func trainCommand() *cli.Command {
 			&cli.IntFlag{Name: "batch", Value: 0, Usage: "batch size per worker (0: the model's default)", EnvVars: envVars("batch")},
 			&cli.StringFlag{Name: "codec", Usage: "pseudo-gradient codec with error feedback, e.g. fp16, q8, topk:0.01+q4, lowrank:4+q8 (default: raw fp32)", EnvVars: envVars("codec")},
 			&cli.StringFlag{Name: "down-codec", Usage: "codec of the averaged pseudo-gradient on its way back, with the aggregator's error feedback, as a cohort's --down-codec, e.g. q8+zstd or topk:0.03/m+q8 (default: none, the average itself)", EnvVars: envVars("down_codec")},
-			&cli.StringFlag{Name: "partition", Value: "iid", Usage: "iid, dirichlet:ALPHA (label skew, images), natural (by speaker: charlm, gpt); gpt on a text file also contiguous, play or iid:CHUNK", EnvVars: envVars("partition")},
+			&cli.StringFlag{Name: "partition", Value: "iid", Usage: "iid, dirichlet:ALPHA or dirichlet-equal:ALPHA (label skew, images; the second in shards of equal size), natural (by speaker: charlm, gpt); gpt on a text file also contiguous, play or iid:CHUNK", EnvVars: envVars("partition")},
 			&cli.Uint64Flag{Name: "seed", Value: 1, Usage: "seed for initialisation, partition and batches", EnvVars: envVars("seed")},
 			&cli.StringFlag{Name: "data", Usage: "Fashion-MNIST directory, or \"embedded\" (default: the system copy if installed, else the embedded subset)", EnvVars: envVars("data")},
 			outerLRFlag(), outerMomentumFlag(), errorDecayFlag(),
