@@ -250,6 +250,9 @@ func fillNormal(r interface{ NormFloat64() float64 }, dst []float32, n int, std 
 // Name is "gpt:L-D-NH-T", with "-v<Vocab>" appended when the vocabulary is not 256 bytes.
 func (m *GPT) Name() string { return m.cfg.name() }
 
+// Name is the model name of the configuration (GPT.Name's).
+func (c GPTConfig) Name() string { return c.name() }
+
 func (c GPTConfig) name() string {
 	c = c.withDefaults()
 	s := fmt.Sprintf("gpt:%d-%d-%d-%d", c.Layers, c.Embed, c.Heads, c.Context)

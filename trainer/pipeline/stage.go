@@ -101,6 +101,10 @@ func NewStage(m *nn.GPTStage, cfg Config) (*Stage, error) {
 	if err != nil {
 		return nil, err
 	}
+	mc := m.Config()
+	if err := codecs.EnableEval(mc.EvalBatch * mc.Context * mc.Embed); err != nil {
+		return nil, err
+	}
 	A := m.ActivationLen()
 	s := &Stage{m: m, cfg: cfg, clip: cfg.AdamW.ClipNorm, opt: opt, ops: ops, codecs: codecs,
 		grad: make([]float32, n), acc: make([]float32, n)}
