@@ -250,6 +250,9 @@ func fillNormal(r interface{ NormFloat64() float64 }, dst []float32, n int, std 
 // Name is "gpt:L-D-NH-T", with "-v<Vocab>" appended when the vocabulary is not 256 bytes.
 func (m *GPT) Name() string { return m.cfg.name() }
 
+// WithDefaults is c with its zero fields replaced by the defaults documented on GPTConfig.
+func (c GPTConfig) WithDefaults() GPTConfig { return c.withDefaults() }
+
 // Name is the model name of the configuration (GPT.Name's).
 func (c GPTConfig) Name() string { return c.name() }
 

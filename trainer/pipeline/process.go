@@ -176,6 +176,9 @@ func RunProcess(ctx context.Context, link Link, cfg ProcessConfig) (*ProcessSumm
 			return nil, fmt.Errorf("pipeline: stage %d of %d: round %d: %w", cfg.Stage, cfg.Stages, t, err)
 		}
 	}
+	if err := p.farewell(ctx); err != nil {
+		return nil, fmt.Errorf("pipeline: stage %d of %d: %w", cfg.Stage, cfg.Stages, err)
+	}
 	tr := m.Traffic()
 	sum.SentBytesPerStep, sum.Utilisation = tr.SentPerStep(), tr.Utilisation()
 	sum.WallSeconds = time.Since(start).Seconds()
@@ -512,6 +515,45 @@ func (p *processStage) restore(c *StageCheckpoint) error {
 		}
 	}
 	return nil
+}
+
+// farewell tells every neighbour that this stage is done and waits until each says the same:
+// then every frame either sent the other has been read, and the link may close (closing a QUIC
+// connection drops what its peer has not read yet).
+func (p *processStage) farewell(ctx context.Context) error {
+	s, S := p.spec.Index, p.spec.Count
+	var digest [32]byte
+	bye := func() []byte { return append(binary.LittleEndian.AppendUint32(nil, 0), digest[:]...) }
+	ns := neighbours(s, S)
+	for _, n := range ns {
+		if err := p.link.Send(ctx, n, Frame{Kind: Control, Step: uint32(p.cfg.Rounds), Micro: 2, Payload: bye()}); err != nil {
+			return fmt.Errorf("send the end to stage %d: %w", n, err)
+		}
+	}
+	for _, n := range ns {
+		if _, err := p.recv(ctx, n, Control, uint32(p.cfg.Rounds), 2); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// neighbours are the stages that stage s of S exchanges frames with: s − 1, s + 1, and the
+// first with the last.
+func neighbours(s, S int) []int {
+	var out []int
+	for _, n := range []int{s - 1, s + 1} {
+		if n >= 0 && n < S {
+			out = append(out, n)
+		}
+	}
+	if S > 2 && s == 0 {
+		out = append(out, S-1)
+	}
+	if S > 2 && s == S-1 {
+		out = append(out, 0)
+	}
+	return out
 }
 
 // agree returns the smallest of the stages' rounds, every stage checking that its predecessor

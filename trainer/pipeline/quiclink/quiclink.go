@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/cohortlab/cohort/trainer/pipeline"
 	"github.com/cohortlab/cohort/transport"
@@ -108,8 +109,9 @@ type hello struct {
 	Stage int `msgpack:"stage"`
 }
 
-// Connect links stage cfg.Self to its neighbours: it dials the higher ones and accepts the
-// lower ones, and returns once every connection has exchanged hellos (or ctx ends).
+// Connect links stage cfg.Self to its neighbours: it dials the higher ones (again and again
+// until they are up) and accepts the lower ones, and returns once every connection has
+// exchanged hellos (or ctx ends).
 func Connect(ctx context.Context, cfg Config) (*Link, error) {
 	S := len(cfg.Peers)
 	switch {
@@ -144,9 +146,9 @@ func Connect(ctx context.Context, cfg Config) (*Link, error) {
 			lower++
 			continue
 		}
-		conn, err := cfg.Endpoint.DialNode(ctx, cfg.Peers[s].Addr, cfg.Peers[s].ID)
+		conn, err := dial(ctx, cfg.Endpoint, cfg.Peers[s])
 		if err != nil {
-			return fail(fmt.Errorf("quiclink: stage %d: dial stage %d: %w", cfg.Self, s, err))
+			return fail(fmt.Errorf("quiclink: stage %d: dial stage %d at %s: %w", cfg.Self, s, cfg.Peers[s].Addr, err))
 		}
 		l.peers[s] = &peerConn{stage: s, conn: conn}
 	}
@@ -198,6 +200,28 @@ func Connect(ctx context.Context, cfg Config) (*Link, error) {
 		go l.read(runCtx, p, in, int64(cfg.MaxFrame))
 	}
 	return l, nil
+}
+
+// redialEvery is how soon a dial that failed is tried again.
+const redialEvery = 200 * time.Millisecond
+
+// dial connects to p, trying again until ctx ends while p is not up yet (the group's processes
+// start in any order); an endpoint at p's address with another key is an error at once.
+func dial(ctx context.Context, ep *transport.Endpoint, p Peer) (*transport.Conn, error) {
+	for {
+		conn, err := ep.DialNode(ctx, p.Addr, p.ID)
+		if err == nil {
+			return conn, nil
+		}
+		if errors.Is(err, transport.ErrUnexpectedPeer) {
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+		case <-time.After(redialEvery):
+		}
+	}
 }
 
 func isNeighbour(self, stages, s int) bool {
@@ -297,6 +321,30 @@ func (l *Link) Stats() transport.Stats {
 		t = t.Plus(p.conn.Stats())
 	}
 	return t
+}
+
+// Shutdown ends the link gracefully once the stage has sent and read every frame it meant to:
+// it ends its own streams (every frame written stays deliverable) and waits until each peer's
+// stream has ended too (or its connection failed, or ctx ended), then closes the link. Closing a
+// QUIC connection at once would drop what the peer has not read yet.
+func (l *Link) Shutdown(ctx context.Context) error {
+	for _, p := range l.peers {
+		p.mu.Lock()
+		if p.out != nil {
+			p.out.Close()
+		}
+		p.mu.Unlock()
+	}
+	for _, p := range l.peers {
+		if p.done == nil {
+			continue
+		}
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+		}
+	}
+	return l.Close()
 }
 
 // Close closes the link's connections and waits for its readers.
