@@ -206,19 +206,24 @@ func Connect(ctx context.Context, cfg Config) (*Link, error) {
 const redialEvery = 200 * time.Millisecond
 
 // dial connects to p, trying again until ctx ends while p is not up yet (the group's processes
-// start in any order); an endpoint at p's address with another key is an error at once.
+// start in any order); an endpoint at p's address with another key, or one the endpoint's Allow
+// refuses, is an error at once.
 func dial(ctx context.Context, ep *transport.Endpoint, p Peer) (*transport.Conn, error) {
+	var last error
 	for {
 		conn, err := ep.DialNode(ctx, p.Addr, p.ID)
 		if err == nil {
 			return conn, nil
 		}
-		if errors.Is(err, transport.ErrUnexpectedPeer) {
+		if errors.Is(err, transport.ErrUnexpectedPeer) || errors.Is(err, transport.ErrPeerNotAllowed) {
 			return nil, err
+		}
+		if ctx.Err() == nil || last == nil {
+			last = err
 		}
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("%w (last: %w)", ctx.Err(), err)
+			return nil, fmt.Errorf("%w (last: %w)", ctx.Err(), last)
 		case <-time.After(redialEvery):
 		}
 	}
