@@ -179,7 +179,11 @@ func inProcess(t *testing.T, bin string, S, rounds, H int) stageJSON {
 // and the final model hash, which the last stage reports; every stage reports its peak RSS.
 func TestStageProcessesTrainLikeInProcess(t *testing.T) {
 	const rounds, H = 3, 4
-	for _, S := range []int{2, 3} {
+	groups := []int{2, 3}
+	if testing.Short() {
+		groups = groups[:1] // make e2e runs three stages too
+	}
+	for _, S := range groups {
 		t.Run(fmt.Sprintf("S%d", S), func(t *testing.T) {
 			g := newStageGroup(t, S)
 			procs := g.startAll(func(int) []string { return []string{"--rounds", fmt.Sprint(rounds), "--inner-steps", fmt.Sprint(H)} })
@@ -283,6 +287,9 @@ func TestStageProcessFaults(t *testing.T) {
 // lists stops at once, naming it; a stage refuses a connection from a key its --peers does not
 // list, so the stranger never links.
 func TestStageRefusesUnknownKeys(t *testing.T) {
+	if testing.Short() {
+		t.Skip("real processes waiting out their connect timeouts (make e2e)")
+	}
 	g := newStageGroup(t, 2)
 	stranger, err := transport.GenerateIdentity(rand.Reader)
 	if err != nil {
