@@ -278,6 +278,7 @@ func TestStageProcessFaults(t *testing.T) {
 		t.Errorf("resumed after round %d, want one of 1 … %d", got.ResumedFrom, rounds-1)
 	}
 	want := inProcess(t, g.bin, S, rounds, H)
+	t.Logf("resumed after round %d: model %s val loss %v (uninterrupted %s %v)", got.ResumedFrom, got.ModelHash, got.FinalValLoss, want.ModelHash, want.FinalValLoss)
 	if got.ModelHash != want.ModelHash || got.FinalValLoss != want.FinalValLoss {
 		t.Errorf("resumed after round %d: model %s val loss %v; uninterrupted %s %v", got.ResumedFrom, got.ModelHash, got.FinalValLoss, want.ModelHash, want.FinalValLoss)
 	}
