@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -214,6 +215,7 @@ func runStage(c *cli.Context) error {
 			return fmt.Errorf("stage: the data source %T cannot save its position", task.Sources[0])
 		}
 		cfg.Source, cfg.Val = src, task.Val
+		cfg.DataDigest = stageDataDigest(info, task.Val)
 		if self != 0 {
 			cfg.Val.Tokens = nil
 		}
@@ -344,4 +346,25 @@ func stageMaxFrame(cfg pipeline.ProcessConfig, micro int) (int, error) {
 		return 0, err
 	}
 	return codecs.MaxFrame(), nil
+}
+
+// stageDataDigest names the data the first and the last stage read: the training shard's
+// fingerprint and the validation windows.
+func stageDataDigest(info trainer.TaskInfo, val nn.Batch) [32]byte {
+	h := sha256.New()
+	for _, fp := range info.Fingerprints {
+		h.Write(fp)
+	}
+	var buf [8]byte
+	for _, v := range [][]int{val.Tokens, val.Y} {
+		binary.LittleEndian.PutUint64(buf[:], uint64(len(v)))
+		h.Write(buf[:])
+		for _, x := range v {
+			binary.LittleEndian.PutUint64(buf[:], uint64(x))
+			h.Write(buf[:])
+		}
+	}
+	var out [32]byte
+	h.Sum(out[:0])
+	return out
 }

@@ -59,8 +59,9 @@ var kindNames = [numKinds]string{"", "activation", "gradient", "tie", "norm-part
 
 // Payload sizes of the fixed and bounded frames.
 const (
-	// controlPayloadLen is a Control frame's round (uint32) and digest (32 bytes).
-	controlPayloadLen = 4 + 32
+	// controlPayloadLen is a Control frame's round (uint32), settings digest and the first
+	// stage's data digest (32 bytes each).
+	controlPayloadLen = 4 + 32 + 32
 	// maxHashPayload bounds a Hash frame's marshalled SHA-256 state (108 bytes in Go).
 	maxHashPayload = 256
 )

@@ -49,6 +49,10 @@ type ProcessConfig struct {
 	// Digest names the settings the group trains under; every stage must have the same (they
 	// check it before training), and a checkpoint saved under another is refused.
 	Digest [32]byte
+	// DataDigest names the data the first and the last stage read (the training shard and the
+	// validation set); the last checks that the first's is its own, so that the targets it
+	// scores are the tokens' (the middle stages pass it on).
+	DataDigest [32]byte
 	// Progress, if set, is called on the last stage after every round.
 	Progress func(trainer.RoundStats)
 }
@@ -522,8 +526,7 @@ func (p *processStage) restore(c *StageCheckpoint) error {
 // connection drops what its peer has not read yet).
 func (p *processStage) farewell(ctx context.Context) error {
 	s, S := p.spec.Index, p.spec.Count
-	var digest [32]byte
-	bye := func() []byte { return append(binary.LittleEndian.AppendUint32(nil, 0), digest[:]...) }
+	bye := func() []byte { return make([]byte, controlPayloadLen) }
 	ns := neighbours(s, S)
 	for _, n := range ns {
 		if err := p.link.Send(ctx, n, Frame{Kind: Control, Step: uint32(p.cfg.Rounds), Micro: 2, Payload: bye()}); err != nil {
@@ -564,16 +567,18 @@ func (p *processStage) agree(ctx context.Context, own uint32) (uint32, error) {
 	if S == 1 {
 		return own, nil
 	}
+	data := p.cfg.DataDigest // the first stage's, passed along
 	payload := func(r uint32) []byte {
 		b := binary.LittleEndian.AppendUint32(make([]byte, 0, controlPayloadLen), r)
-		return append(b, p.cfg.Digest[:]...)
+		b = append(b, p.cfg.Digest[:]...)
+		return append(b, data[:]...)
 	}
 	parse := func(f Frame, from int) (uint32, error) {
 		if len(f.Payload) != controlPayloadLen {
 			return 0, fmt.Errorf("%w: %v payload of %d bytes", ErrFrame, f.Kind, len(f.Payload))
 		}
 		var d [32]byte
-		copy(d[:], f.Payload[4:])
+		copy(d[:], f.Payload[4:36])
 		if d != p.cfg.Digest {
 			return 0, fmt.Errorf("%w: stage %d trains under other settings than stage %d (digest %x, here %x)", ErrConfig, from, s, d[:8], p.cfg.Digest[:8])
 		}
@@ -590,6 +595,10 @@ func (p *processStage) agree(ctx context.Context, own uint32) (uint32, error) {
 			return 0, err
 		}
 		r = min(r, prev)
+		copy(data[:], f.Payload[36:])
+		if s == S-1 && data != p.cfg.DataDigest {
+			return 0, fmt.Errorf("%w: stage 0 reads other data than the last stage (data digest %x, here %x): give both the same --data and --partition", ErrConfig, data[:8], p.cfg.DataDigest[:8])
+		}
 	}
 	if s < S-1 {
 		if err := p.link.Send(ctx, s+1, Frame{Kind: Control, Payload: payload(r)}); err != nil {

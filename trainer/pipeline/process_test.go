@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -167,6 +168,12 @@ func TestRunProcessRefuses(t *testing.T) {
 	cfgs[1].Digest[5] = 1
 	if _, err := runProcesses(ctx, cfgs); !errors.Is(err, ErrConfig) {
 		t.Errorf("stages under other settings: %v, want ErrConfig", err)
+	}
+
+	cfgs = processConfigs(t, 3, 1, 1, "")
+	cfgs[2].DataDigest[0] = 1 // the last stage reads other data than the first
+	if _, err := runProcesses(ctx, cfgs); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "other data") {
+		t.Errorf("the first and the last stage on other data: %v, want ErrConfig", err)
 	}
 
 	dir := t.TempDir()
