@@ -11,6 +11,11 @@
 // ends, or a stage that connects as another is an error that Recv returns (wrapping
 // pipeline.ErrFrame for what a peer sent), never a panic. At most MaxPending frames from a peer
 // wait unread; beyond them the reader stops reading and QUIC's flow control holds the peer back.
+//
+// Connect dials a neighbour again and again until it is up (a group's processes start in any
+// order), but fails at once on one that proves another key than the one listed. Shutdown ends a
+// link gracefully: its streams end, and it waits for the peers' to end before closing the
+// connections, so no frame in flight is dropped.
 package quiclink
 
 import (
