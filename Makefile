@@ -81,12 +81,12 @@ fuzz:
 	  done; \
 	done
 
-## e2e: the end-to-end runs alone (real coordinator and join processes; whole simulated cohorts
-## with faults). They are part of `make test` too; this target reruns just them, uncached. Only
+## e2e: the end-to-end runs alone (real coordinator, join and stage processes; whole simulated
+## cohorts with faults; a stage group's processes killed and resumed). They are part of `make test` too; this target reruns just them, uncached. Only
 ## here: TestCohortAcrossHosts, the processes in network namespaces of their own over shaped veth
 ## links (it needs root, ip and tc, and skips without them).
 e2e: build
-	$(GO) test -count=1 -timeout 20m -run 'Processes|Faults|CohortTrains|Cohort|AcrossHosts|Planted' ./cmd/... ./sim/
+	$(GO) test -count=1 -timeout 20m -run 'Processes|Faults|CohortTrains|Cohort|AcrossHosts|Planted|Stage' ./cmd/... ./sim/
 
 ## verify: formatting, vet and a tidy module.
 verify:

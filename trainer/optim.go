@@ -283,6 +283,20 @@ func (o *AdamW) State() (m, v []float32, t int) {
 	return append([]float32(nil), o.m...), append([]float32(nil), o.v...), o.t
 }
 
+// Moments are the live moment vectors (read only): what a checkpoint writes without a copy.
+func (o *AdamW) Moments() (m, v []float32) { return o.m, o.v }
+
+// SetState restores the moment vectors and the step count a checkpoint saved.
+func (o *AdamW) SetState(m, v []float32, t int) error {
+	if len(m) != len(o.m) || len(v) != len(o.v) || t < 0 {
+		return fmt.Errorf("adamw: state of %d/%d values (step %d) for %d parameters", len(m), len(v), t, len(o.m))
+	}
+	copy(o.m, m)
+	copy(o.v, v)
+	o.t = t
+	return nil
+}
+
 // OuterConfig configures the DiLoCo outer optimizer. Zero values mean the defaults shown.
 type OuterConfig struct {
 	LR       float32 // outer learning rate η; must be positive

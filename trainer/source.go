@@ -111,6 +111,7 @@ func ImageBatch(b *nn.Batch, imgs *datasets.Images, idx []int) {
 type TextSource struct {
 	tokens  []int
 	context int
+	pcg     *rand.PCG
 	rng     *rand.Rand
 }
 
@@ -122,7 +123,20 @@ func NewTextSource(tokens []int, context int, seed uint64) (*TextSource, error) 
 	if len(tokens) < context+1 {
 		return nil, fmt.Errorf("text source: shard has %d tokens, need at least %d", len(tokens), context+1)
 	}
-	return &TextSource{tokens: tokens, context: context, rng: rand.New(rand.NewPCG(seed, 0x636f686f7274))}, nil
+	pcg := rand.NewPCG(seed, 0x636f686f7274)
+	return &TextSource{tokens: tokens, context: context, pcg: pcg, rng: rand.New(pcg)}, nil
+}
+
+// MarshalBinary is the source's position: the state of its random offsets (a checkpoint's).
+func (s *TextSource) MarshalBinary() ([]byte, error) { return s.pcg.MarshalBinary() }
+
+// UnmarshalBinary restores a position MarshalBinary returned: the next batches are the ones that
+// followed it.
+func (s *TextSource) UnmarshalBinary(b []byte) error {
+	if err := s.pcg.UnmarshalBinary(b); err != nil {
+		return fmt.Errorf("text source: position: %w", err)
+	}
+	return nil
 }
 
 // Len is the number of distinct windows in the shard.

@@ -190,3 +190,34 @@ func TestGPTTaskFromTextFiles(t *testing.T) {
 		t.Errorf("invalid UTF-8: %v, want datasets.ErrMalformed", err)
 	}
 }
+
+// TestTextSourcePosition: a source restored to a saved position draws the batches that followed
+// it; a position that is not one is refused.
+func TestTextSourcePosition(t *testing.T) {
+	text := []byte(strings.Repeat("to be or not to be, that is the question. ", 20))
+	a, err := NewByteSource(text, 8, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b1, b2 nn.Batch
+	a.Next(&b1, 4)
+	pos, err := a.MarshalBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Next(&b1, 4)
+	b, err := NewByteSource(text, 8, 99)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := b.UnmarshalBinary(pos); err != nil {
+		t.Fatal(err)
+	}
+	b.Next(&b2, 4)
+	if !slices.Equal(b1.Tokens, b2.Tokens) || !slices.Equal(b1.Y, b2.Y) {
+		t.Errorf("restored source drew %v, want %v", b2.Tokens, b1.Tokens)
+	}
+	if err := b.UnmarshalBinary([]byte("nope")); err == nil {
+		t.Error("a position of 4 stray bytes was accepted")
+	}
+}

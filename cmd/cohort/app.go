@@ -46,6 +46,7 @@ func newApp() *cli.App {
 		},
 		Commands: []*cli.Command{
 			trainCommand(),
+			stageCommand(),
 			keygenCommand(),
 			coordinatorCommand(),
 			approveCoordinatorCommand(),

@@ -139,9 +139,17 @@ func runTrain(c *cli.Context) error {
 		return fmt.Errorf("train: %w", err)
 	}
 	if jsonOut {
-		var v any = sum
+		// The process's peak resident memory rides along (a whole-model process against a
+		// stage's, cohort stage --json).
+		var v any = struct {
+			*trainer.Summary
+			PeakRSSBytes int64 `json:"peak_rss_bytes"`
+		}{sum, peakRSS()}
 		if stages != nil {
-			v = stages
+			v = struct {
+				*pipeline.Summary
+				PeakRSSBytes int64 `json:"peak_rss_bytes"`
+			}{stages, peakRSS()}
 		}
 		b, err := json.Marshal(v)
 		if err != nil {

@@ -213,32 +213,48 @@ func gptLayout(cfg GPTConfig) Layout {
 
 // gptInit writes the initial parameters of cfg into flat (laid out by layout, gptLayout's).
 func gptInit(cfg GPTConfig, layout Layout, flat []float32) {
+	gptInitTensors(cfg, layout, func(t Tensor) []float32 { return flat[t.Offset : t.Offset+t.Size()] })
+}
+
+// gptInitTensors draws the initial parameters of cfg tensor by tensor in layout order and writes
+// each into dst(t); a tensor for which dst returns nil has its values drawn and dropped, so the
+// tensors kept get the whole model's values without the whole vector being held (a stage's).
+func gptInitTensors(cfg GPTConfig, layout Layout, dst func(t Tensor) []float32) {
 	r := initRand(cfg.Seed)
 	projStd := 0.02 / math.Sqrt(float64(2*cfg.Layers))
 	for _, t := range layout {
-		dst := flat[t.Offset : t.Offset+t.Size()]
+		d := dst(t)
 		switch {
 		case strings.HasSuffix(t.Name, "c_proj.weight"):
-			fillNormal(r, dst, projStd)
+			fillNormal(r, d, t.Size(), projStd)
 		case len(t.Shape) == 2: // embeddings and the other Linear weights
-			fillNormal(r, dst, 0.02)
+			fillNormal(r, d, t.Size(), 0.02)
 		case strings.Contains(t.Name, "ln_") && strings.HasSuffix(t.Name, ".weight"):
-			for i := range dst {
-				dst[i] = 1
+			for i := range d {
+				d[i] = 1
 			}
 		} // biases stay 0
 	}
 }
 
-// fillNormal fills dst with N(0, std²) drawn from r, in index order.
-func fillNormal(r interface{ NormFloat64() float64 }, dst []float32, std float64) {
-	for i := range dst {
-		dst[i] = float32(r.NormFloat64() * std)
+// fillNormal draws n values of N(0, std²) from r, in index order, into dst (nil: dropped).
+func fillNormal(r interface{ NormFloat64() float64 }, dst []float32, n int, std float64) {
+	for i := 0; i < n; i++ {
+		v := float32(r.NormFloat64() * std)
+		if dst != nil {
+			dst[i] = v
+		}
 	}
 }
 
 // Name is "gpt:L-D-NH-T", with "-v<Vocab>" appended when the vocabulary is not 256 bytes.
 func (m *GPT) Name() string { return m.cfg.name() }
+
+// WithDefaults is c with its zero fields replaced by the defaults documented on GPTConfig.
+func (c GPTConfig) WithDefaults() GPTConfig { return c.withDefaults() }
+
+// Name is the model name of the configuration (GPT.Name's).
+func (c GPTConfig) Name() string { return c.name() }
 
 func (c GPTConfig) name() string {
 	c = c.withDefaults()

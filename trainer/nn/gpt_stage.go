@@ -109,6 +109,7 @@ type GPTStage struct {
 	whole  int // the whole model's parameter count
 
 	fwd, train *stageProgram
+	eval       evalCache[*stageProgram] // forward-only graphs of Eval (the last stage's with the head)
 }
 
 // stageProgram is a compiled stage graph with its bound inputs.
@@ -144,16 +145,25 @@ func NewGPTStage(cfg GPTConfig, spec StageSpec) (*GPTStage, error) {
 	}
 	s.layout = lb.l
 	s.flat = make([]float32, lb.off)
-	init := make([]float32, whole.Size()) // transient: the whole model's init, sliced
-	gptInit(cfg, whole, init)
-	s.FromWhole(s.flat, init)
+	// The whole model's initial values, drawn in its order; only the stage's tensors are kept (a
+	// stage never holds the whole vector).
+	at := make(map[string]Span, len(s.spans))
+	for _, sp := range s.spans {
+		at[sp.Name] = sp
+	}
+	gptInitTensors(cfg, whole, func(t Tensor) []float32 {
+		if sp, ok := at[t.Name]; ok {
+			return s.flat[sp.Stage : sp.Stage+sp.Len]
+		}
+		return nil
+	})
 	var err error
 	if !spec.IsLast() {
-		if s.fwd, err = s.build(false); err != nil {
+		if s.fwd, err = s.build(cfg.Batch, false); err != nil {
 			return nil, err
 		}
 	}
-	if s.train, err = s.build(true); err != nil {
+	if s.train, err = s.build(cfg.Batch, true); err != nil {
 		return nil, err
 	}
 	return s, nil
@@ -261,11 +271,12 @@ func (s *GPTStage) AddToWhole(whole, src []float32) {
 	}
 }
 
-func (s *GPTStage) build(training bool) (*stageProgram, error) {
+// build compiles the stage's graph for micro-batches of n sequences: the training graph, or the
+// forward-only one (a non-last stage's output activation, the last stage's log-probabilities).
+func (s *GPTStage) build(n int, training bool) (*stageProgram, error) {
 	p := &stageProgram{}
 	err := buildSafely(func() error {
 		D, T, V := s.cfg.Embed, s.cfg.Context, s.cfg.Vocab
-		n := s.cfg.Batch
 		N := n * T
 		g := G.NewGraph()
 		params := graphParams(g, s.layout, s.flat)
@@ -293,6 +304,13 @@ func (s *GPTStage) build(training bool) (*stageProgram, error) {
 		}
 		var cost *G.Node
 		switch {
+		case !training && s.spec.IsLast():
+			logp, err := gptHead(params, x)
+			if err != nil {
+				return err
+			}
+			p.program, err = compile(g, nil, nil, logp)
+			return err
 		case !training:
 			p.program, err = compile(g, nil, nil, x) // the output activation, read through p.logp
 			return err
@@ -328,9 +346,72 @@ func (s *GPTStage) build(training bool) (*stageProgram, error) {
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("nn: building stage %d/%d (blocks [%d, %d)) of %s: %w", s.spec.Index, s.spec.Count, s.spec.First, s.spec.Last, s.cfg.name(), err)
+		return nil, fmt.Errorf("nn: building stage %d/%d (blocks [%d, %d)) of %s for %d sequences: %w", s.spec.Index, s.spec.Count, s.spec.First, s.spec.Last, s.cfg.name(), n, err)
 	}
 	return p, nil
+}
+
+// Eval runs the stage forward only on a chunk of n validation sequences, 1 ≤ n ≤ EvalBatch (as
+// many as mb carries: Tokens on the first stage, X on the others). A non-last stage writes its
+// output activation into out (n·T·D values); the last stage scores its log-probabilities against
+// mb.Y and returns the summed next-token cross-entropy and the positions whose arg-max is the
+// target (the whole GPT's Eval figures for the chunk; out unused). It touches neither parameters
+// nor gradients; the graphs are cached, one for chunks of EvalBatch and one for the latest
+// other size.
+func (s *GPTStage) Eval(mb StageMicro, out []float32) (lossSum float64, correct int, err error) {
+	T, D := s.cfg.Context, s.cfg.Embed
+	var n int
+	if s.spec.IsFirst() {
+		if len(mb.Tokens) == 0 || len(mb.Tokens)%T != 0 {
+			return 0, 0, fmt.Errorf("%w: stage 0 evaluates whole sequences of %d tokens, got %d tokens", ErrBatch, T, len(mb.Tokens))
+		}
+		n = len(mb.Tokens) / T
+	} else {
+		if len(mb.X) == 0 || len(mb.X)%(T*D) != 0 {
+			return 0, 0, fmt.Errorf("%w: stage %d evaluates activations of whole sequences (%d values each), got %d values", ErrBatch, s.spec.Index, T*D, len(mb.X))
+		}
+		n = len(mb.X) / (T * D)
+	}
+	if n > s.cfg.EvalBatch {
+		return 0, 0, fmt.Errorf("%w: a chunk of %d sequences, more than EvalBatch %d", ErrBatch, n, s.cfg.EvalBatch)
+	}
+	N := n * T
+	last := s.spec.IsLast()
+	switch {
+	case last && len(mb.Y) != N:
+		return 0, 0, fmt.Errorf("%w: the last stage scores %d targets, got %d", ErrBatch, N, len(mb.Y))
+	case !last && len(out) != N*D:
+		return 0, 0, fmt.Errorf("%w: output of %d values, want %d", ErrGrad, len(out), N*D)
+	}
+	p, err := s.eval.get(n, s.cfg.EvalBatch, func(n int) (*stageProgram, error) { return s.build(n, false) })
+	if err != nil {
+		return 0, 0, err
+	}
+	if s.spec.IsFirst() {
+		if err := checkLabels(mb.Tokens, s.cfg.Vocab, "token"); err != nil {
+			return 0, 0, err
+		}
+		copy(p.tokens, mb.Tokens)
+	} else {
+		copy(p.x, mb.X)
+	}
+	if last {
+		if err := checkLabels(mb.Y, s.cfg.Vocab, "target"); err != nil {
+			return 0, 0, err
+		}
+	}
+	if err := p.run(); err != nil {
+		return 0, 0, err
+	}
+	if !last {
+		return 0, 0, copyValue(out, p.logp)
+	}
+	logp, ok := p.logp.Data().([]float32)
+	if !ok {
+		return 0, 0, fmt.Errorf("%w: log-probabilities have type %T", ErrGraph, p.logp.Data())
+	}
+	lossSum, correct = scoreRows(logp, s.cfg.Vocab, mb.Y, N)
+	return lossSum, correct, nil
 }
 
 // bind checks mb against what the stage takes and writes it into p's inputs.

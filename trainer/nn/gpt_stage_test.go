@@ -301,3 +301,77 @@ func TestGPTStageBadInput(t *testing.T) {
 		t.Errorf("first stage not at block 0: %v, want ErrConfig", err)
 	}
 }
+
+// TestGPTStagesEvalLikeWholeModel: the stages' forward-only passes chained over a validation set
+// in chunks of EvalBatch sequences (the last one shorter) give the whole GPT's Eval, the same
+// bits, and a stage's initial values are the whole model's (drawn without holding them all).
+func TestGPTStagesEvalLikeWholeModel(t *testing.T) {
+	cfg := GPTConfig{Layers: 3, Embed: 32, Heads: 2, Context: 16, Vocab: 64, Batch: 3, Seed: 5}
+	whole, err := NewGPT(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	val := stageBatch(rand.New(rand.NewPCG(1, 2)), cfg, 7) // chunks of 3, 3 and 1
+	wantLoss, wantCorrect, wantCount, err := whole.Eval(val)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, S := range []int{1, 2, 3} {
+		stages := newTestStages(t, cfg, S)
+		for s, st := range stages {
+			for _, sp := range st.Spans() {
+				w := whole.Params()[sp.Whole : sp.Whole+sp.Len]
+				for i, v := range st.Params()[sp.Stage : sp.Stage+sp.Len] {
+					if math.Float32bits(v) != math.Float32bits(w[i]) {
+						t.Fatalf("S=%d stage %d: %s[%d] = %v, the whole model's is %v", S, s, sp.Name, i, v, w[i])
+					}
+				}
+			}
+		}
+		T := cfg.Context
+		var loss float64
+		var correct, count int
+		for start := 0; start < 7; start += cfg.Batch {
+			n := min(cfg.Batch, 7-start)
+			mb := StageMicro{Tokens: val.Tokens[start*T : (start+n)*T]}
+			for s, st := range stages {
+				if s == S-1 {
+					mb.Y = val.Y[start*T : (start+n)*T]
+					l, c, err := st.Eval(mb, nil)
+					if err != nil {
+						t.Fatal(err)
+					}
+					loss += l
+					correct += c
+					count += n * T
+					break
+				}
+				out := make([]float32, n*T*cfg.Embed)
+				if _, _, err := st.Eval(mb, out); err != nil {
+					t.Fatal(err)
+				}
+				mb = StageMicro{X: out}
+			}
+		}
+		if loss != wantLoss || correct != wantCorrect || count != wantCount {
+			t.Errorf("S=%d: eval loss %v correct %d of %d, the whole model's %v, %d of %d", S, loss, correct, count, wantLoss, wantCorrect, wantCount)
+		}
+	}
+	// Bad chunks are errors.
+	st := newTestStages(t, cfg, 2)
+	for _, tc := range []struct {
+		s   int
+		mb  StageMicro
+		out []float32
+	}{
+		{0, StageMicro{Tokens: make([]int, 5)}, nil},
+		{0, StageMicro{Tokens: make([]int, 4*cfg.Context)}, make([]float32, 4*cfg.Context*cfg.Embed)},
+		{0, StageMicro{Tokens: make([]int, cfg.Context)}, make([]float32, 3)},
+		{1, StageMicro{X: make([]float32, cfg.Context*cfg.Embed)}, nil},
+		{1, StageMicro{X: make([]float32, 7)}, nil},
+	} {
+		if _, _, err := st[tc.s].Eval(tc.mb, tc.out); !errors.Is(err, ErrBatch) && !errors.Is(err, ErrGrad) {
+			t.Errorf("stage %d: Eval(%d tokens, %d values) = %v, want ErrBatch or ErrGrad", tc.s, len(tc.mb.Tokens), len(tc.mb.X), err)
+		}
+	}
+}

@@ -59,6 +59,26 @@
 // (the same batches, weights and codec, each stage's range coded on its own with its own error
 // feedback), and with one micro-batch trains to trainer.Run's bits.
 //
+// # Stages as processes
+//
+// RunProcess runs one stage of a group whose every stage is a process of its own (cohort stage),
+// over a Link to the others; the S processes train what RunDiLoCo trains with one worker, the
+// same bits, each holding only its slice. A round on stage s:
+//
+//	m.InnerSteps(ctx, link, H, next)            // with the group
+//	agg := trainer.Average(Δ of the range)      // one worker: RunDiLoCo's bits
+//	m.OuterStep(agg, tied)                      // the last takes θ_{t+1} of wte (a Theta frame)
+//	hash: SHA-256 state from s−1, + θ range → s+1 (Hash frames; the last finishes it)
+//	validation: forward only, chunk by chunk (Eval frames; the last scores)
+//	checkpoint (StageCheckpoint, the latest two)
+//
+// Before the first round the stages pass their latest checkpointed round, the digest of their
+// settings and the first stage's data digest along the group (Control frames, reduceNorm's
+// path): every stage resumes after the smallest round, and a stage under other settings, or a
+// last stage on other data than the first's, stops with ErrConfig. After the last round each
+// stage says farewell to its neighbours (a Control frame each way), so every frame sent has
+// been read before the links close.
+//
 // NewLocalGroup links stages in one process (tests, benchmarks); package quiclink links them
 // over the transport's QUIC connections.
 package pipeline

@@ -40,10 +40,31 @@ const (
 	// NormTotal carries the group's sum of squared gradients and the step's summed loss, from the
 	// last stage around to the first and on to the middle ones.
 	NormTotal
+	// Theta is θ_{t+1} of the tied wte after round t's outer step (Step: t), from the first stage
+	// to the last, whose copy takes it: stages in processes of their own (RunProcess).
+	Theta
+	// Hash carries the SHA-256 state of the model hash over the ranges of stages 0..s (Step: the
+	// round), to stage s+1; the last finishes the whole model's hash.
+	Hash
+	// Eval is a chunk of validation sequences' activations, stage s to s+1 (Step: the round;
+	// Micro: the chunk's sequences, 0 for the empty frame that ends the round's validation).
+	Eval
+	// Control carries a resume round and the settings' digest along the group before training
+	// (Micro: 0 on the way 0 → S−1, 1 for the agreed round on the way back).
+	Control
 	numKinds
 )
 
-var kindNames = [numKinds]string{"", "activation", "gradient", "tie", "norm-partial", "norm-total"}
+var kindNames = [numKinds]string{"", "activation", "gradient", "tie", "norm-partial", "norm-total", "theta", "hash", "eval", "control"}
+
+// Payload sizes of the fixed and bounded frames.
+const (
+	// controlPayloadLen is a Control frame's round (uint32), settings digest and the first
+	// stage's data digest (32 bytes each).
+	controlPayloadLen = 4 + 32 + 32
+	// maxHashPayload bounds a Hash frame's marshalled SHA-256 state (108 bytes in Go).
+	maxHashPayload = 256
+)
 
 func (k Kind) String() string {
 	if k > 0 && k < numKinds {
@@ -95,8 +116,15 @@ func ParseFrame(b []byte) (Frame, error) {
 		return Frame{}, fmt.Errorf("%w: reserved header bytes % x are not zero", ErrFrame, b[1:4])
 	}
 	f := Frame{Kind: k, Step: binary.LittleEndian.Uint32(b[4:]), Micro: binary.LittleEndian.Uint32(b[8:]), Payload: b[FrameHeaderLen:]}
-	if (k == NormPartial || k == NormTotal) && len(f.Payload) != normPayloadLen {
+	switch {
+	case (k == NormPartial || k == NormTotal) && len(f.Payload) != normPayloadLen:
 		return Frame{}, fmt.Errorf("%w: %v payload of %d bytes, want %d", ErrFrame, k, len(f.Payload), normPayloadLen)
+	case k == Control && len(f.Payload) != controlPayloadLen:
+		return Frame{}, fmt.Errorf("%w: %v payload of %d bytes, want %d", ErrFrame, k, len(f.Payload), controlPayloadLen)
+	case k == Hash && (len(f.Payload) == 0 || len(f.Payload) > maxHashPayload):
+		return Frame{}, fmt.Errorf("%w: %v payload of %d bytes, want 1 to %d", ErrFrame, k, len(f.Payload), maxHashPayload)
+	case k == Eval && f.Micro == 0 && len(f.Payload) != 0:
+		return Frame{}, fmt.Errorf("%w: the end of a validation carries %d bytes, want none", ErrFrame, len(f.Payload))
 	}
 	return f, nil
 }
@@ -126,6 +154,10 @@ type Codecs struct {
 	actLen, tieLen           int
 	actSetting               compress.Setting
 	maxActBytes, maxTieBytes int
+	// eval codes validation activations, always fp32, up to evalLen values (0: none).
+	eval         *compress.Codec
+	evalLen, row int
+	maxEvalBytes int
 }
 
 // NewCodecs returns the codecs for activations of actLen values in rows of row values, and a tied
@@ -149,7 +181,7 @@ func NewCodecs(setting compress.Setting, actLen, row, tieLen int) (*Codecs, erro
 	if err != nil {
 		return nil, fmt.Errorf("%w: activation codec: %w", ErrConfig, err)
 	}
-	c := &Codecs{act: act, actLen: actLen, tieLen: tieLen, actSetting: setting, maxActBytes: act.MaxEncodedLen(actLen)}
+	c := &Codecs{act: act, actLen: actLen, tieLen: tieLen, actSetting: setting, maxActBytes: act.MaxEncodedLen(actLen), row: row}
 	if tieLen > 0 {
 		if c.tie, err = compress.New(compress.Config{MaxElements: tieLen}); err != nil {
 			return nil, fmt.Errorf("%w: tie codec: %w", ErrConfig, err)
@@ -159,16 +191,60 @@ func NewCodecs(setting compress.Setting, actLen, row, tieLen int) (*Codecs, erro
 	return c, nil
 }
 
+// EnableEval lets the codecs carry validation activations of up to n values (Eval frames),
+// always fp32: the validation loss is the whole model's, whatever codes the training
+// activations.
+func (c *Codecs) EnableEval(n int) error {
+	if n <= 0 || n%c.row != 0 {
+		return fmt.Errorf("%w: validation activations of %d values in rows of %d", ErrConfig, n, c.row)
+	}
+	ev, err := compress.New(compress.Config{MaxElements: n})
+	if err != nil {
+		return fmt.Errorf("%w: eval codec: %w", ErrConfig, err)
+	}
+	c.eval, c.evalLen, c.maxEvalBytes = ev, n, ev.MaxEncodedLen(n)
+	return nil
+}
+
+// EncodeEval codes a chunk of validation activations (a multiple of the row, at most the
+// length EnableEval allowed) as an Eval frame's payload.
+func (c *Codecs) EncodeEval(dst []byte, x []float32) ([]byte, error) {
+	if c.eval == nil || len(x) == 0 || len(x) > c.evalLen || len(x)%c.row != 0 {
+		return dst, fmt.Errorf("%w: validation activations of %d values (at most %d, rows of %d)", ErrConfig, len(x), c.evalLen, c.row)
+	}
+	out, err := c.eval.Encode(dst, x)
+	if err != nil {
+		return dst, fmt.Errorf("pipeline: encode %v: %w", Eval, err)
+	}
+	return out, nil
+}
+
+// DecodeEval decodes an Eval frame's payload into dst, which must be the chunk's length (the
+// frame's sequences × T·D); another length is an error wrapping ErrFrame.
+func (c *Codecs) DecodeEval(dst []float32, f Frame) error {
+	if c.eval == nil || f.Kind != Eval || len(dst) == 0 || len(dst) > c.evalLen {
+		return fmt.Errorf("%w: %v frame of %d values here (validation chunks of at most %d)", ErrFrame, f.Kind, len(dst), c.evalLen)
+	}
+	out, err := c.eval.Decode(dst[:0], f.Payload)
+	if err != nil {
+		return fmt.Errorf("%w: %v: %w", ErrFrame, f.Kind, err)
+	}
+	if len(out) != len(dst) {
+		return fmt.Errorf("%w: %v of %d values, want %d", ErrFrame, f.Kind, len(out), len(dst))
+	}
+	return nil
+}
+
 // Setting is the activations' setting, with the block the codec uses.
 func (c *Codecs) Setting() compress.Setting { return c.actSetting }
 
 // MaxFrame is the largest frame a stage of this shape sends or accepts: the bound a link puts on
 // what a peer may send.
 func (c *Codecs) MaxFrame() int {
-	return FrameHeaderLen + max(c.maxActBytes, c.maxTieBytes, normPayloadLen)
+	return FrameHeaderLen + max(c.maxActBytes, c.maxTieBytes, c.maxEvalBytes, normPayloadLen, controlPayloadLen, maxHashPayload)
 }
 
-// Encode codes x as the payload of a frame of kind k (Activation, Gradient or Tie).
+// Encode codes x as the payload of a frame of kind k (Activation, Gradient, Tie or Theta).
 func (c *Codecs) Encode(dst []byte, k Kind, x []float32) ([]byte, error) {
 	codec, n, err := c.codecOf(k)
 	if err != nil {
@@ -184,7 +260,7 @@ func (c *Codecs) Encode(dst []byte, k Kind, x []float32) ([]byte, error) {
 	return out, nil
 }
 
-// Decode decodes the payload of f (Activation, Gradient or Tie) into dst, which must have the
+// Decode decodes the payload of f (Activation, Gradient, Tie or Theta) into dst, which must have the
 // tensor's length. A payload that is not a message of the expected setting and length is an
 // error wrapping ErrFrame.
 func (c *Codecs) Decode(dst []float32, f Frame) error {
@@ -209,7 +285,7 @@ func (c *Codecs) codecOf(k Kind) (*compress.Codec, int, error) {
 	switch k {
 	case Activation, Gradient:
 		return c.act, c.actLen, nil
-	case Tie:
+	case Tie, Theta:
 		if c.tie != nil {
 			return c.tie, c.tieLen, nil
 		}

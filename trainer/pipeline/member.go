@@ -267,5 +267,23 @@ func (m *Member) OuterStepCarry(agg, tied []float32) error {
 	return nil
 }
 
+// Restore puts the member back at a round boundary it saved (a checkpoint's): the stage's
+// parameters params (θ_t over the owned range and, on the last stage of several, the copy of
+// wte), the range's outer momentum, the cohort step of the next inner step and the samples
+// consumed. The stage's AdamW state is restored on its own (Stage.Optimizer().SetState).
+func (m *Member) Restore(params, momentum []float32, step, samples int) error {
+	p := m.st.Model().Params()
+	if len(params) != len(p) || len(momentum) != m.n || step < 0 || samples < 0 {
+		return fmt.Errorf("%w: restore: %d parameters and %d momentum values (step %d, samples %d) for a stage of %d owning %d",
+			ErrConfig, len(params), len(momentum), step, samples, len(p), m.n)
+	}
+	copy(p, params)
+	copy(m.global, p[m.off:m.off+m.n])
+	copy(m.outer.Momentum(), momentum)
+	m.at, m.seen = step, samples
+	m.sentAt = m.sentAt[:0]
+	return nil
+}
+
 // Samples is the number of training samples the member's group consumed so far.
 func (m *Member) Samples() int { return m.seen }

@@ -101,9 +101,17 @@ func NewStage(m *nn.GPTStage, cfg Config) (*Stage, error) {
 	if err != nil {
 		return nil, err
 	}
+	mc := m.Config()
+	if err := codecs.EnableEval(mc.EvalBatch * mc.Context * mc.Embed); err != nil {
+		return nil, err
+	}
 	A := m.ActivationLen()
 	s := &Stage{m: m, cfg: cfg, clip: cfg.AdamW.ClipNorm, opt: opt, ops: ops, codecs: codecs,
-		grad: make([]float32, n), acc: make([]float32, n)}
+		acc: make([]float32, n)}
+	s.grad = s.acc // one micro-batch: its gradient is the step's, written in place
+	if cfg.Micro > 1 {
+		s.grad = make([]float32, n)
+	}
 	if !spec.IsFirst() {
 		s.dx = make([]float32, A)
 		s.stash = make([][]float32, cfg.Micro)
@@ -189,7 +197,7 @@ func (s *Stage) Step(ctx context.Context, link Link, step int, b nn.Batch) (Step
 					return st, err
 				}
 				lossSum += float64(loss)
-				addInto(s.acc, s.grad)
+				s.accumulate()
 				st.Busy += time.Since(t)
 				if !first {
 					if err := x.sendTensor(spec.Index-1, Gradient, m, s.dx); err != nil {
@@ -214,7 +222,7 @@ func (s *Stage) Step(ctx context.Context, link Link, step int, b nn.Batch) (Step
 			if _, err := s.m.Backward(mb, s.up, s.grad, s.dx); err != nil {
 				return st, err
 			}
-			addInto(s.acc, s.grad)
+			s.accumulate()
 			st.Busy += time.Since(t)
 			if !first {
 				if err := x.sendTensor(spec.Index-1, Gradient, m, s.dx); err != nil {
@@ -252,6 +260,14 @@ func (s *Stage) Step(ctx context.Context, link Link, step int, b nn.Batch) (Step
 	st.Loss = float32(loss / float64(M))
 	st.Wall = time.Since(start)
 	return st, nil
+}
+
+// accumulate adds a micro-batch's gradient into the step's (with one micro-batch Backward wrote
+// it there: s.grad is s.acc, and a stage holds one gradient buffer, not two).
+func (s *Stage) accumulate() {
+	if s.cfg.Micro > 1 {
+		addInto(s.acc, s.grad)
+	}
 }
 
 func addInto(dst, src []float32) {

@@ -11,6 +11,11 @@
 // ends, or a stage that connects as another is an error that Recv returns (wrapping
 // pipeline.ErrFrame for what a peer sent), never a panic. At most MaxPending frames from a peer
 // wait unread; beyond them the reader stops reading and QUIC's flow control holds the peer back.
+//
+// Connect dials a neighbour again and again until it is up (a group's processes start in any
+// order), but fails at once on one that proves another key than the one listed. Shutdown ends a
+// link gracefully: its streams end, and it waits for the peers' to end before closing the
+// connections, so no frame in flight is dropped.
 package quiclink
 
 import (
@@ -19,6 +24,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/cohortlab/cohort/trainer/pipeline"
 	"github.com/cohortlab/cohort/transport"
@@ -108,8 +114,9 @@ type hello struct {
 	Stage int `msgpack:"stage"`
 }
 
-// Connect links stage cfg.Self to its neighbours: it dials the higher ones and accepts the
-// lower ones, and returns once every connection has exchanged hellos (or ctx ends).
+// Connect links stage cfg.Self to its neighbours: it dials the higher ones (again and again
+// until they are up) and accepts the lower ones, and returns once every connection has
+// exchanged hellos (or ctx ends).
 func Connect(ctx context.Context, cfg Config) (*Link, error) {
 	S := len(cfg.Peers)
 	switch {
@@ -144,9 +151,9 @@ func Connect(ctx context.Context, cfg Config) (*Link, error) {
 			lower++
 			continue
 		}
-		conn, err := cfg.Endpoint.DialNode(ctx, cfg.Peers[s].Addr, cfg.Peers[s].ID)
+		conn, err := dial(ctx, cfg.Endpoint, cfg.Peers[s])
 		if err != nil {
-			return fail(fmt.Errorf("quiclink: stage %d: dial stage %d: %w", cfg.Self, s, err))
+			return fail(fmt.Errorf("quiclink: stage %d: dial stage %d at %s: %w", cfg.Self, s, cfg.Peers[s].Addr, err))
 		}
 		l.peers[s] = &peerConn{stage: s, conn: conn}
 	}
@@ -198,6 +205,33 @@ func Connect(ctx context.Context, cfg Config) (*Link, error) {
 		go l.read(runCtx, p, in, int64(cfg.MaxFrame))
 	}
 	return l, nil
+}
+
+// redialEvery is how soon a dial that failed is tried again.
+const redialEvery = 200 * time.Millisecond
+
+// dial connects to p, trying again until ctx ends while p is not up yet (the group's processes
+// start in any order); an endpoint at p's address with another key, or one the endpoint's Allow
+// refuses, is an error at once.
+func dial(ctx context.Context, ep *transport.Endpoint, p Peer) (*transport.Conn, error) {
+	var last error
+	for {
+		conn, err := ep.DialNode(ctx, p.Addr, p.ID)
+		if err == nil {
+			return conn, nil
+		}
+		if errors.Is(err, transport.ErrUnexpectedPeer) || errors.Is(err, transport.ErrPeerNotAllowed) {
+			return nil, err
+		}
+		if ctx.Err() == nil || last == nil {
+			last = err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last: %w)", ctx.Err(), last)
+		case <-time.After(redialEvery):
+		}
+	}
 }
 
 func isNeighbour(self, stages, s int) bool {
@@ -297,6 +331,30 @@ func (l *Link) Stats() transport.Stats {
 		t = t.Plus(p.conn.Stats())
 	}
 	return t
+}
+
+// Shutdown ends the link gracefully once the stage has sent and read every frame it meant to:
+// it ends its own streams (every frame written stays deliverable) and waits until each peer's
+// stream has ended too (or its connection failed, or ctx ended), then closes the link. Closing a
+// QUIC connection at once would drop what the peer has not read yet.
+func (l *Link) Shutdown(ctx context.Context) error {
+	for _, p := range l.peers {
+		p.mu.Lock()
+		if p.out != nil {
+			p.out.Close()
+		}
+		p.mu.Unlock()
+	}
+	for _, p := range l.peers {
+		if p.done == nil {
+			continue
+		}
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+		}
+	}
+	return l.Close()
 }
 
 // Close closes the link's connections and waits for its readers.
