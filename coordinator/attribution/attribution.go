@@ -23,9 +23,11 @@
 //     whose first scored update raised the loss must clear Z standard errors instead —
 //     label-flipped data hurts a young model and helps only once it is over-confident), only if
 //     the leader put its update in the aggregate (a distrusted member is scored, so that trust can
-//     come back, but the model did not get its update), and only if its mean score is at least
-//     MinCredit × the round's median positive one (an update that barely moves the loss is not a
-//     contribution);
+//     come back, but the model did not get its update), and only if its record — its mean
+//     influence over its rounds, this one's included — is at least MinCredit × the round's median
+//     positive record (updates that barely move the loss are not a contribution; judged on the
+//     record, not on this round's score alone, so an honest member whose update adds little in
+//     a late round, when the model has learnt what its data teaches, keeps earning);
 //   - its new credit is its mean score tempered, mean^Power (the fourth root by default: chosen on
 //     four audited cohorts and measured on others, docs/figures.md), as a share of the round's:
 //     each round's new credit sums to 1, recorded per contributor (consensus.Influence.Credit);
@@ -83,9 +85,10 @@ type Config struct {
 	// MinUseful: a reward below this fraction of the median positive reward does not earn the
 	// compute share (noise that happens to align a little is not useful work); default 0.1.
 	MinUseful float64
-	// MinCredit: a reward below this fraction of the round's median positive reward earns
-	// nothing (an update that barely moves the validation loss, as noise does when it happens
-	// to align a little, is not a contribution); default 0.3.
+	// MinCredit: a member whose record — the mean of its influence over its rounds, this one's
+	// included — is below this fraction of the round's median positive record earns nothing
+	// (updates that barely move the validation loss, as noise does when it happens to align a
+	// little, are not a contribution); default 0.1.
 	MinCredit float64
 	// GateZ is the confidence multiplier of the across-rounds gate (Consistent over the member's
 	// per-round lower bounds, this round's included); default 0: their mean must be positive.
@@ -117,7 +120,7 @@ func (c Config) withDefaults() Config {
 		c.MinUseful = 0.1
 	}
 	if c.MinCredit == 0 {
-		c.MinCredit = 0.3
+		c.MinCredit = 0.1
 	}
 	if c.Power == 0 {
 		c.Power = 0.25
@@ -291,7 +294,12 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 
 	// Weights per contributor.
 	useful := cfg.MinUseful * medianPositive(reward)
-	floor := cfg.MinCredit * medianPositive(reward)
+	record := make([]float64, n) // each member's mean influence over its rounds, this one's included
+	for a := range idx {
+		p := byMember[ms[a].Member]
+		record[a], _ = lcb(append(append([]float64(nil), p.History...), ms[a].LCB), 0)
+	}
+	recordFloor := cfg.MinCredit * medianPositive(record)
 	fresh := make([]float64, n) // this round's new credit, before normalising
 	payable := make([]bool, n)
 	var freshSum float64
@@ -319,7 +327,7 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 		if !ok && (reward[a] > 0 || p.Credit > 0) {
 			fl.add(p, "inconsistent", "influence not consistently positive across rounds")
 		}
-		if !ok || p.LeftOut || (reward[a] > 0 && reward[a] < floor) {
+		if !ok || p.LeftOut || (reward[a] > 0 && record[a] < recordFloor) {
 			reward[a] = 0
 			ms[a].Reward = 0
 		}

@@ -398,6 +398,13 @@ func TestWhoEarns(t *testing.T) {
 		}, map[string]bool{"a": true}, ""},
 		{"left out", func(p []Participant, _ [][]float32) { p[1].LeftOut = true }, map[string]bool{"b": false, "a": true}, ""},
 		{"far below the median", func(_ []Participant, u [][]float32) { copy(u[2], weak) }, map[string]bool{"c": false, "a": true}, ""},
+		// The floor is on the record, the mean over its rounds: an update that adds little in a
+		// late round, from a member whose data taught the model early, still earns; updates that
+		// barely move the loss in every round, as noise does, do not.
+		{"weak this round, strong record", func(p []Participant, u [][]float32) { copy(u[2], weak); p[2].History = hist(1, 1.1, 0.9) },
+			map[string]bool{"c": true, "a": true}, ""},
+		{"weak in every round", func(p []Participant, u [][]float32) { copy(u[2], weak); p[2].History = hist(0.03, 0.05, 0.02) },
+			map[string]bool{"c": false, "a": true}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var parts []Participant
