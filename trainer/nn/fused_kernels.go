@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/cohortlab/cohort/internal/par"
+	"github.com/cohortlab/cohort/trainer/nn/internal/expf"
 	geluk "github.com/cohortlab/cohort/trainer/nn/internal/gelu"
 	"github.com/viterin/vek/vek32"
 	"gonum.org/v1/gonum/blas"
@@ -304,9 +305,10 @@ func logSoftmax(x *G.Node) (*G.Node, error) {
 					for _, v := range xr[1:] {
 						m = max(m, v)
 					}
+					expf.Shifted(o, xr, m, 1) // e^(x − m), overwritten below
 					var s float64
-					for _, v := range xr {
-						s += float64(fastExp(v - m))
+					for _, e := range o[:len(xr)] {
+						s += float64(e)
 					}
 					l := float32(math.Log(s))
 					for c, v := range xr {
@@ -329,8 +331,10 @@ func logSoftmax(x *G.Node) (*G.Node, error) {
 							s += float64(v)
 						}
 						sf := float32(s)
-						for c := r * cols; c < (r+1)*cols; c++ {
-							o[c] = dy[c] - fastExp(y[c])*sf
+						or, dr := o[r*cols:(r+1)*cols], dy[r*cols:(r+1)*cols]
+						expf.Shifted(or, y[r*cols:(r+1)*cols], 0, 1) // softmax(x) = e^y
+						for c, d := range dr[:len(or)] {
+							or[c] = d - or[c]*sf
 						}
 					}
 				})
@@ -357,10 +361,9 @@ func causalSoftmax(s *G.Node, scale float32) (*G.Node, error) {
 						for _, v := range sr[1:] {
 							mx = max(mx, v)
 						}
+						expf.Shifted(o, sr, mx, scale) // e^(scale·(s − max))
 						var sum float64
-						for j, v := range sr {
-							e := fastExp(scale * (v - mx))
-							o[j] = e
+						for _, e := range o[:len(sr)] {
 							sum += float64(e)
 						}
 						inv := float32(1 / sum)
