@@ -347,31 +347,15 @@ func logSoftmax(x *G.Node) (*G.Node, error) {
 }
 
 // causalSoftmax turns raw attention scores s [count, T, T] into attention weights: row i of each
-// matrix is softmax(scale·s[i, 0..i]) over the positions j ≤ i, and 0 for j > i.
+// matrix is softmax(scale·s[i, 0..i]) over the positions j ≤ i, and 0 for j > i
+// (causalSoftmaxRows, matrix by matrix).
 func causalSoftmax(s *G.Node, scale float32) (*G.Node, error) {
 	k := &kernel{name: fmt.Sprintf("causalsoftmax(%g)", scale), inDims: []int{3}, outDims: 3, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			count, T := shapes[0][0], shapes[0][1]
 			par.Runs(count, max(1, elemsPerTask/(T*T)), func(lo, hi int) {
 				for m := lo; m < hi; m++ {
-					for i := 0; i < T; i++ {
-						row := (m*T + i) * T
-						sr, o := in[0][row:row+i+1], out[row:row+T]
-						mx := sr[0]
-						for _, v := range sr[1:] {
-							mx = max(mx, v)
-						}
-						expf.Shifted(o, sr, mx, scale) // e^(scale·(s − max))
-						var sum float64
-						for _, e := range o[:len(sr)] {
-							sum += float64(e)
-						}
-						inv := float32(1 / sum)
-						for j := range sr {
-							o[j] *= inv
-						}
-						clear(o[i+1:])
-					}
+					causalSoftmaxRows(out[m*T*T:(m+1)*T*T], in[0][m*T*T:(m+1)*T*T], T, scale)
 				}
 			})
 		},
@@ -380,19 +364,11 @@ func causalSoftmax(s *G.Node, scale float32) (*G.Node, error) {
 		// ds = scale · p ⊙ (dp − Σ_j dp ⊙ p), row by row (0 where p is masked).
 		g := &kernel{name: fmt.Sprintf("causalsoftmax(%g).grad", scale), inDims: []int{3, 3}, outDims: 3, shape: sameShape,
 			run: func(o []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
-				rows, cols := rowsCols(shapes[0])
+				count, T := shapes[0][0], shapes[0][1]
 				p, dp := in[0], in[1]
-				par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-					for r := lo; r < hi; r++ {
-						pr, dr, or := p[r*cols:(r+1)*cols], dp[r*cols:(r+1)*cols], o[r*cols:(r+1)*cols]
-						var s float64
-						for j, v := range pr {
-							s += float64(v * dr[j])
-						}
-						sf := float32(s)
-						for j, v := range pr {
-							or[j] = scale * v * (dr[j] - sf)
-						}
+				par.Runs(count, max(1, elemsPerTask/(T*T)), func(lo, hi int) {
+					for m := lo; m < hi; m++ {
+						causalSoftmaxGradRows(o[m*T*T:(m+1)*T*T], p[m*T*T:(m+1)*T*T], dp[m*T*T:(m+1)*T*T], T, scale)
 					}
 				})
 			},
