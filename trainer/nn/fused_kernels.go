@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/cohortlab/cohort/internal/par"
+	"github.com/cohortlab/cohort/trainer/nn/internal/colsum"
 	"github.com/cohortlab/cohort/trainer/nn/internal/expf"
 	geluk "github.com/cohortlab/cohort/trainer/nn/internal/gelu"
 	"github.com/viterin/vek/vek32"
@@ -69,12 +70,14 @@ func sumRows(x *G.Node) (*G.Node, error) {
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
 			par.Runs(cols, colsPerTask(rows), func(lo, hi int) {
-				acc := make([]float64, hi-lo)
-				for r := 0; r < rows; r++ {
-					for c, v := range in[0][r*cols+lo : r*cols+hi] {
-						acc[c] += float64(v)
-					}
+				var buf [256]float64
+				acc := buf[:0]
+				if hi-lo <= len(buf) {
+					acc = buf[:hi-lo]
+				} else {
+					acc = make([]float64, hi-lo)
 				}
+				colsum.Add(acc, in[0][lo:], rows, cols)
 				for c, v := range acc {
 					out[lo+c] = float32(v)
 				}
@@ -257,14 +260,7 @@ func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 					} else {
 						acc = make([]float64, hi-lo)
 					}
-					for r := 0; r < rows; r++ {
-						mean, inv := st[2*r], st[2*r+1]
-						xr, dr := x[r*cols+lo:r*cols+hi], dy[r*cols+lo:r*cols+hi]
-						xr = xr[:len(dr)]
-						for c, v := range dr {
-							acc[c] += float64(v * ((xr[c] - mean) * inv))
-						}
-					}
+					colsum.AddXhat(acc, x[lo:], dy[lo:], st, rows, cols)
 					for c, v := range acc {
 						out[lo+c] = float32(v)
 					}
