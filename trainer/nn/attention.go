@@ -186,7 +186,7 @@ func causalSoftmaxGradRows(o, p, dp []float32, T int, scale float32) {
 		pr, dr, or := p[r*T:(r+1)*T], dp[r*T:(r+1)*T], o[r*T:(r+1)*T]
 		dr, or = dr[:len(pr)], or[:len(pr)]
 		var s float64
-		for j, v := range pr {
+		for j, v := range pr[:r+1] { // p is 0 beyond the diagonal: those terms add nothing
 			s += float64(v * dr[j])
 		}
 		sf := float32(s)

@@ -199,3 +199,28 @@ func TestAttentionMatchesComposition(t *testing.T) {
 		})
 	}
 }
+
+// TestLNDxSums4MatchesLNDxSums: the four-row sums of LayerNorm's input gradient are each row's own,
+// bit for bit.
+func TestLNDxSums4MatchesLNDxSums(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{1, 3, 128, 129} {
+		x, dy, g, st := make([]float32, 4*n), make([]float32, 4*n), make([]float32, n), make([]float32, 8)
+		for i := range x {
+			x[i], dy[i] = float32(r.NormFloat64()*3+1), float32(r.NormFloat64())
+		}
+		for i := range g {
+			g[i] = float32(r.NormFloat64())
+		}
+		for i := range 4 {
+			st[2*i], st[2*i+1] = lnStats(x[i*n : (i+1)*n])
+		}
+		s1, s2 := lnDxSums4(x, dy, g, st, 0, n)
+		for i := range 4 {
+			a, b := lnDxSums(x, dy, g, st, i, n)
+			if math.Float64bits(a) != math.Float64bits(s1[i]) || math.Float64bits(b) != math.Float64bits(s2[i]) {
+				t.Fatalf("n=%d row %d: (%v, %v), one row at a time (%v, %v)", n, i, s1[i], s2[i], a, b)
+			}
+		}
+	}
+}
