@@ -257,10 +257,10 @@ const adamwRun = 1 << 15
 
 // GradNorm is the global L2 norm of g: its squares summed in float64 on eight accumulators,
 // element i on accumulator i mod 8, each in index order, and the eight combined pairwise in a
-// fixed order, ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)). Eight independent addition chains run about
-// four times as fast as one; the grouping depends only on len(g), so the result is the same bits
-// for the same g on every machine and any number of cores (its last bits differ from a single
-// sum's). Each square of a float32 is exact in float64.
+// fixed order, ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)). Eight independent addition chains do not
+// wait on each other's latency as a single chain does. The grouping depends only on len(g), so
+// the result is the same bits for the same g on every machine and any number of cores (its last
+// bits differ from a single sum's). Each square of a float32 is exact in float64.
 func GradNorm(g []float32) float64 {
 	var s0, s1, s2, s3, s4, s5, s6, s7 float64
 	i := 0
