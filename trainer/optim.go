@@ -5,6 +5,7 @@ import (
 	"math"
 
 	"github.com/cohortlab/cohort/internal/par"
+	"github.com/viterin/vek/vek32"
 )
 
 // AdamWConfig configures the inner optimizer. The zero value of each field means the default shown.
@@ -254,14 +255,35 @@ func (k adamwStep) runGo(params, grad, m, v []float32) {
 // adamwRun is the number of parameters one goroutine updates at a time.
 const adamwRun = 1 << 15
 
-// GradNorm is the global L2 norm of g, summed in float64 in index order (the same bits for the
-// same g on every machine).
+// GradNorm is the global L2 norm of g: its squares summed in float64 on eight accumulators,
+// element i on accumulator i mod 8, each in index order, and the eight combined pairwise in a
+// fixed order, ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)). Eight independent addition chains do not
+// wait on each other's latency as a single chain does. The grouping depends only on len(g), so
+// the result is the same bits for the same g on every machine and any number of cores (its last
+// bits differ from a single sum's). Each square of a float32 is exact in float64.
 func GradNorm(g []float32) float64 {
-	var ss float64
-	for _, x := range g {
-		ss += float64(x) * float64(x)
+	var s0, s1, s2, s3, s4, s5, s6, s7 float64
+	i := 0
+	for ; i+8 <= len(g); i += 8 {
+		b := g[i : i+8 : i+8]
+		x0, x1, x2, x3 := float64(b[0]), float64(b[1]), float64(b[2]), float64(b[3])
+		x4, x5, x6, x7 := float64(b[4]), float64(b[5]), float64(b[6]), float64(b[7])
+		s0 += x0 * x0
+		s1 += x1 * x1
+		s2 += x2 * x2
+		s3 += x3 * x3
+		s4 += x4 * x4
+		s5 += x5 * x5
+		s6 += x6 * x6
+		s7 += x7 * x7
 	}
-	return math.Sqrt(ss)
+	var tail [8]float64
+	for j, x := range g[i:] {
+		tail[j] = float64(x) * float64(x)
+	}
+	s0, s1, s2, s3 = s0+tail[0], s1+tail[1], s2+tail[2], s3+tail[3]
+	s4, s5, s6, s7 = s4+tail[4], s5+tail[5], s6+tail[6], s7+tail[7]
+	return math.Sqrt(((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7)))
 }
 
 // ClipGradNorm scales g in place so that its global L2 norm is at most max (torch's
@@ -271,9 +293,7 @@ func ClipGradNorm(g []float32, max float32) float32 {
 	norm := GradNorm(g)
 	if max > 0 && norm > float64(max) {
 		scale := float32(float64(max) / (norm + 1e-6))
-		for i := range g {
-			g[i] *= scale
-		}
+		vek32.MulNumber_Inplace(g, scale) // exact float32 products, 8 at a time on AVX2
 	}
 	return float32(norm)
 }

@@ -27,3 +27,16 @@ func BenchmarkAdamW(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkGradNorm measures the global gradient norm over the GPT's 834,304 parameters.
+func BenchmarkGradNorm(b *testing.B) {
+	g := make([]float32, 834304)
+	for i := range g {
+		g[i] = float32(i%13+1) * 0.01
+	}
+	var s float64
+	for b.Loop() {
+		s += GradNorm(g)
+	}
+	b.ReportMetric(float64(b.N*len(g))/b.Elapsed().Seconds()/1e6, "Mparams/s")
+}

@@ -208,6 +208,43 @@ func TestClipGradNorm(t *testing.T) {
 	assertClose(t, "clipped AdamW", pa, []float64{float64(pb[0]), float64(pb[1])}, 1e-6)
 }
 
+// TestGradNormAccumulators: GradNorm is the sum of squares on eight accumulators (element i on
+// accumulator i mod 8, in index order) combined as ((s0+s1)+(s2+s3))+((s4+s5)+(s6+s7)), bit for bit,
+// for lengths around the unrolled loop's edges, and within float64 rounding of the exact norm.
+func TestGradNormAccumulators(t *testing.T) {
+	ref := func(g []float32) float64 {
+		var s [8]float64
+		for i, x := range g {
+			s[i%8] += float64(x) * float64(x)
+		}
+		return math.Sqrt(((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])))
+	}
+	for _, tc := range []struct {
+		name string
+		n    int
+	}{{"empty", 0}, {"one", 1}, {"seven", 7}, {"eight", 8}, {"nine", 9}, {"fifteen", 15}, {"sixteen", 16}, {"long", 100_003}} {
+		t.Run(tc.name, func(t *testing.T) {
+			g := make([]float32, tc.n)
+			var exact float64 // a single chain, for the accuracy check
+			for i := range g {
+				g[i] = float32(math.Sin(float64(i)*0.7)) * float32(1+i%5)
+				exact += float64(g[i]) * float64(g[i])
+			}
+			exact = math.Sqrt(exact)
+			got := GradNorm(g)
+			if want := ref(g); math.Float64bits(got) != math.Float64bits(want) {
+				t.Fatalf("GradNorm %v, want %v (the eight accumulators' sum)", got, want)
+			}
+			if d := math.Abs(got - exact); d > 1e-12*exact {
+				t.Fatalf("GradNorm %v, single chain %v", got, exact)
+			}
+		})
+	}
+	if n := GradNorm([]float32{3, 4}); n != 5 {
+		t.Fatalf("GradNorm(3, 4) = %v, want 5", n)
+	}
+}
+
 // TestWorkerSeekStep: a worker's learning rate follows the cohort step it is told, not its own
 // count: a late joiner seeking to step s takes exactly the step a worker that trained from 0 takes
 // at s.

@@ -24,6 +24,12 @@ func Runs(n, per int, f func(lo, hi int)) {
 		f(0, n)
 		return
 	}
+	runsOn(workers, runs, n, per, f)
+}
+
+// runsOn is Runs on workers goroutines (a function of its own, so that the one-goroutine path
+// allocates nothing for them).
+func runsOn(workers, runs, n, per int, f func(lo, hi int)) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
 	for range workers {

@@ -1,6 +1,8 @@
 package nn
 
 import (
+	"runtime"
+
 	"github.com/cohortlab/cohort/internal/par"
 	"gonum.org/v1/gonum/blas"
 	G "gorgonia.org/gorgonia"
@@ -32,37 +34,55 @@ func (p panelBLAS) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []
 		p.BLAS.Sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
-	type panel struct{ lo, hi int }
-	var work []panel
-	byRows := m >= n
+	pc := panelCall{BLAS: p.BLAS, tA: tA, tB: tB, m: m, n: n, k: k, alpha: alpha, beta: beta,
+		a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc, byRows: m >= n}
 	ext, size := n, min(n, panelCols)
-	if byRows {
+	if pc.byRows {
 		ext, size = m, min(m, panelRows)
 	}
-	for lo := 0; lo < ext; lo += size {
-		work = append(work, panel{lo, min(lo+size, ext)})
-	}
-	run := func(w panel) {
-		if byRows {
-			// Rows lo..hi of op(A): row offset lo·lda when A is stored as is, column offset lo when
-			// A is stored transposed. Rows lo..hi of C.
-			off := w.lo * lda
-			if tA != blas.NoTrans {
-				off = w.lo
-			}
-			p.BLAS.Sgemm(tA, tB, w.hi-w.lo, n, k, alpha, a[off:], lda, b, ldb, beta, c[w.lo*ldc:], ldc)
-			return
+	if runtime.GOMAXPROCS(0) == 1 {
+		// The same panels one after another, without the closure par.Runs needs.
+		for lo := 0; lo < ext; lo += size {
+			pc.do(lo, min(lo+size, ext))
 		}
-		// Columns lo..hi of op(B) and of C.
-		off := w.lo
-		if tB != blas.NoTrans {
-			off = w.lo * ldb
-		}
-		p.BLAS.Sgemm(tA, tB, m, w.hi-w.lo, k, alpha, a, lda, b[off:], ldb, beta, c[w.lo:], ldc)
+		return
 	}
-	par.Runs(len(work), 1, func(lo, hi int) {
-		for _, w := range work[lo:hi] {
-			run(w)
+	shared := new(panelCall)
+	*shared = pc
+	par.Runs((ext+size-1)/size, 1, func(plo, phi int) {
+		for i := plo; i < phi; i++ {
+			shared.do(i*size, min((i+1)*size, ext))
 		}
 	})
+}
+
+// panelCall is one product of panelBLAS.Sgemm, cut into row or column panels.
+type panelCall struct {
+	G.BLAS
+	tA, tB        blas.Transpose
+	m, n, k       int
+	alpha, beta   float32
+	a, b, c       []float32
+	lda, ldb, ldc int
+	byRows        bool
+}
+
+// do computes the panel [lo, hi) of rows (byRows) or columns of C.
+func (pc *panelCall) do(lo, hi int) {
+	if pc.byRows {
+		// Rows lo..hi of op(A): row offset lo·lda when A is stored as is, column offset lo when
+		// A is stored transposed. Rows lo..hi of C.
+		off := lo * pc.lda
+		if pc.tA != blas.NoTrans {
+			off = lo
+		}
+		pc.BLAS.Sgemm(pc.tA, pc.tB, hi-lo, pc.n, pc.k, pc.alpha, pc.a[off:], pc.lda, pc.b, pc.ldb, pc.beta, pc.c[lo*pc.ldc:], pc.ldc)
+		return
+	}
+	// Columns lo..hi of op(B) and of C.
+	off := lo
+	if pc.tB != blas.NoTrans {
+		off = lo * pc.ldb
+	}
+	pc.BLAS.Sgemm(pc.tA, pc.tB, pc.m, hi-lo, pc.k, pc.alpha, pc.a, pc.lda, pc.b[off:], pc.ldb, pc.beta, pc.c[lo:], pc.ldc)
 }

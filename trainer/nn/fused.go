@@ -35,6 +35,12 @@ type kernel struct {
 	// are themselves gradients and are never differentiated.
 	grad func(in G.Nodes, out, dout *G.Node) (G.Nodes, error)
 	wrt  []bool
+
+	// Reused by every run (a graph runs one op at a time): the inputs' data and shapes, and the
+	// output shape last computed with the input shapes it was computed for.
+	inData           [][]float32
+	inShapes, lastIn []tensor.Shape
+	outShape         tensor.Shape
 }
 
 var (
@@ -79,15 +85,22 @@ func (k *kernel) inputs(vs []G.Value) ([][]float32, []tensor.Shape, error) {
 	if len(vs) != len(k.inDims) {
 		return nil, nil, fmt.Errorf("%w: %s takes %d inputs, got %d", ErrGraph, k.name, len(k.inDims), len(vs))
 	}
-	data := make([][]float32, len(vs))
-	shapes := make([]tensor.Shape, len(vs))
+	if len(k.inData) != len(vs) {
+		k.inData, k.inShapes = make([][]float32, len(vs)), make([]tensor.Shape, len(vs))
+	}
+	data, shapes := k.inData, k.inShapes
 	for i, v := range vs {
-		if d, ok := v.(*tensor.Dense); ok && d.IsView() {
+		d, ok := v.(*tensor.Dense)
+		if ok && d.IsView() {
 			m, ok := d.Materialize().(*tensor.Dense)
 			if !ok {
 				return nil, nil, fmt.Errorf("%w: %s input %d cannot be materialised", ErrGraph, k.name, i)
 			}
-			v = m
+			d = m
+		}
+		if ok && d.Dtype() == tensor.Float32 && !d.IsScalar() {
+			data[i], shapes[i] = d.Float32s(), d.Shape() // Data would box a new slice header
+			continue
 		}
 		f, ok := v.Data().([]float32)
 		if !ok {
@@ -96,6 +109,30 @@ func (k *kernel) inputs(vs []G.Value) ([][]float32, []tensor.Shape, error) {
 		data[i], shapes[i] = f, v.Shape()
 	}
 	return data, shapes, nil
+}
+
+// output returns the output shape for the input shapes: the one computed last when the input
+// shapes are the same (in a graph they always are).
+func (k *kernel) output(shapes []tensor.Shape) (tensor.Shape, error) {
+	if k.outShape != nil && len(k.lastIn) == len(shapes) {
+		same := true
+		for i, s := range shapes {
+			same = same && s.Eq(k.lastIn[i])
+		}
+		if same {
+			return k.outShape, nil
+		}
+	}
+	s, err := k.shape(shapes)
+	if err != nil {
+		return nil, err
+	}
+	k.lastIn = k.lastIn[:0]
+	for _, in := range shapes {
+		k.lastIn = append(k.lastIn, in.Clone())
+	}
+	k.outShape = s
+	return s, nil
 }
 
 // Do computes the output into a new tensor.
@@ -108,15 +145,15 @@ func (k *kernel) UsePreallocDo(prealloc G.Value, vs ...G.Value) (G.Value, error)
 	if err != nil {
 		return nil, err
 	}
-	s, err := k.shape(shapes)
+	s, err := k.output(shapes)
 	if err != nil {
 		return nil, err
 	}
 	d, ok := prealloc.(*tensor.Dense)
 	if !ok || d.IsView() || !d.Shape().Eq(s) || d.Dtype() != tensor.Float32 {
-		d = tensor.New(tensor.WithShape(s...), tensor.Of(tensor.Float32))
+		d = tensor.New(tensor.WithShape(s.Clone()...), tensor.Of(tensor.Float32))
 	}
-	k.run(d.Data().([]float32), s, in, shapes)
+	k.run(d.Float32s(), s, in, shapes)
 	return d, nil
 }
 

@@ -5,6 +5,8 @@ import (
 	"math"
 
 	"github.com/cohortlab/cohort/internal/par"
+	"github.com/cohortlab/cohort/trainer/nn/internal/colsum"
+	"github.com/cohortlab/cohort/trainer/nn/internal/expf"
 	geluk "github.com/cohortlab/cohort/trainer/nn/internal/gelu"
 	"github.com/viterin/vek/vek32"
 	"gonum.org/v1/gonum/blas"
@@ -68,12 +70,14 @@ func sumRows(x *G.Node) (*G.Node, error) {
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
 			par.Runs(cols, colsPerTask(rows), func(lo, hi int) {
-				acc := make([]float64, hi-lo)
-				for r := 0; r < rows; r++ {
-					for c, v := range in[0][r*cols+lo : r*cols+hi] {
-						acc[c] += float64(v)
-					}
+				var buf [256]float64
+				acc := buf[:0]
+				if hi-lo <= len(buf) {
+					acc = buf[:hi-lo]
+				} else {
+					acc = make([]float64, hi-lo)
 				}
+				colsum.Add(acc, in[0][lo:], rows, cols)
 				for c, v := range acc {
 					out[lo+c] = float32(v)
 				}
@@ -167,6 +171,73 @@ func lnApply(out, x, g, b, stats []float32, r int, mean, inv float32) {
 	}
 }
 
+// rowSum is the float64 sum of x in index order.
+func rowSum(x []float32) float64 {
+	var s float64
+	for _, v := range x {
+		s += float64(v)
+	}
+	return s
+}
+
+// rowSums4 is rowSum of the four rows x[0:n], x[n:2n], x[2n:3n] and x[3n:4n], their sums
+// interleaved, each row's still in index order (the same bits), so that four chains of float64
+// additions run at once instead of one.
+func rowSums4(x []float32, n int) [4]float64 {
+	x0 := x[:n]
+	x1, x2, x3 := x[n : 2*n][:len(x0)], x[2*n : 3*n][:len(x0)], x[3*n : 4*n][:len(x0)]
+	var s0, s1, s2, s3 float64
+	for c, v := range x0 {
+		s0 += float64(v)
+		s1 += float64(x1[c])
+		s2 += float64(x2[c])
+		s3 += float64(x3[c])
+	}
+	return [4]float64{s0, s1, s2, s3}
+}
+
+// lnDxSums returns the sums of LayerNorm's input gradient for row r of x and dy [rows, cols]:
+// Σ dx̂ and Σ dx̂ ⊙ x̂ with dx̂ = dy ⊙ gain, in float64, in index order, from the row's kept mean and
+// inv (st[2r], st[2r+1]).
+func lnDxSums(x, dy, g, st []float32, r, cols int) (s1, s2 float64) {
+	mean, inv := st[2*r], st[2*r+1]
+	xr, dyr := x[r*cols:(r+1)*cols], dy[r*cols:(r+1)*cols]
+	xr, g = xr[:len(dyr)], g[:len(dyr)]
+	for c, v := range dyr {
+		d := v * g[c]
+		s1 += float64(d)
+		s2 += float64(d * ((xr[c] - mean) * inv))
+	}
+	return s1, s2
+}
+
+// lnDxSums4 is lnDxSums of rows r..r+3, their sums interleaved, each row's still in index order
+// (the same bits), so that eight chains of float64 additions run at once instead of two.
+func lnDxSums4(x, dy, g, st []float32, r, cols int) (s1, s2 [4]float64) {
+	var xr, dr [4][]float32
+	var mean, inv [4]float32
+	for i := range 4 {
+		xr[i], dr[i] = x[(r+i)*cols:(r+i+1)*cols], dy[(r+i)*cols:(r+i+1)*cols]
+		mean[i], inv[i] = st[2*(r+i)], st[2*(r+i)+1]
+	}
+	g = g[:cols]
+	x0, x1, x2, x3 := xr[0][:len(g)], xr[1][:len(g)], xr[2][:len(g)], xr[3][:len(g)]
+	d0, d1, d2, d3 := dr[0][:len(g)], dr[1][:len(g)], dr[2][:len(g)], dr[3][:len(g)]
+	var a0, a1, a2, a3, b0, b1, b2, b3 float64
+	for c, gc := range g {
+		e0, e1, e2, e3 := d0[c]*gc, d1[c]*gc, d2[c]*gc, d3[c]*gc
+		a0 += float64(e0)
+		a1 += float64(e1)
+		a2 += float64(e2)
+		a3 += float64(e3)
+		b0 += float64(e0 * ((x0[c] - mean[0]) * inv[0]))
+		b1 += float64(e1 * ((x1[c] - mean[1]) * inv[1]))
+		b2 += float64(e2 * ((x2[c] - mean[2]) * inv[2]))
+		b3 += float64(e3 * ((x3[c] - mean[3]) * inv[3]))
+	}
+	return [4]float64{a0, a1, a2, a3}, [4]float64{b0, b1, b2, b3}
+}
+
 // layerNorm normalises each row of x [rows, D] to zero mean and unit variance and applies gain
 // and bias [D]: (x − mean)/√(var + 1e-5)·gain + bias.
 //
@@ -223,20 +294,25 @@ func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 				x, g, dy := in[0], in[1][:cols], in[3]
 				st := rowStats(x, rows, cols)
 				par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-					for r := lo; r < hi; r++ {
+					apply := func(r int, s1, s2 float64) {
 						mean, inv := st[2*r], st[2*r+1]
 						xr, dyr, or := x[r*cols:(r+1)*cols], dy[r*cols:(r+1)*cols], o[r*cols:(r+1)*cols]
 						xr, or = xr[:len(dyr)], or[:len(dyr)]
-						var s1, s2 float64
-						for c, v := range dyr {
-							d := v * g[c]
-							s1 += float64(d)
-							s2 += float64(d * ((xr[c] - mean) * inv))
-						}
 						m1, m2 := float32(s1/float64(cols)), float32(s2/float64(cols))
 						for c, v := range dyr {
 							or[c] = (v*g[c] - m1 - (xr[c]-mean)*inv*m2) * inv
 						}
+					}
+					r := lo
+					for ; r+4 <= hi; r += 4 {
+						s1, s2 := lnDxSums4(x, dy, g, st, r, cols)
+						for i := range 4 {
+							apply(r+i, s1[i], s2[i])
+						}
+					}
+					for ; r < hi; r++ {
+						s1, s2 := lnDxSums(x, dy, g, st, r, cols)
+						apply(r, s1, s2)
 					}
 				})
 			},
@@ -256,14 +332,7 @@ func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 					} else {
 						acc = make([]float64, hi-lo)
 					}
-					for r := 0; r < rows; r++ {
-						mean, inv := st[2*r], st[2*r+1]
-						xr, dr := x[r*cols+lo:r*cols+hi], dy[r*cols+lo:r*cols+hi]
-						xr = xr[:len(dr)]
-						for c, v := range dr {
-							acc[c] += float64(v * ((xr[c] - mean) * inv))
-						}
-					}
+					colsum.AddXhat(acc, x[lo:], dy[lo:], st, rows, cols)
 					for c, v := range acc {
 						out[lo+c] = float32(v)
 					}
@@ -298,20 +367,38 @@ func logSoftmax(x *G.Node) (*G.Node, error) {
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
 			par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-				for r := lo; r < hi; r++ {
+				// exps writes e^(x − m) of row r into its output row (overwritten by finish) and
+				// returns m.
+				exps := func(r int) float32 {
 					xr, o := in[0][r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
 					m := xr[0]
 					for _, v := range xr[1:] {
 						m = max(m, v)
 					}
-					var s float64
-					for _, v := range xr {
-						s += float64(fastExp(v - m))
-					}
+					expf.Shifted(o, xr, m, 1)
+					return m
+				}
+				finish := func(r int, m float32, s float64) {
+					xr, o := in[0][r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
 					l := float32(math.Log(s))
 					for c, v := range xr {
 						o[c] = v - m - l
 					}
+				}
+				r := lo
+				for ; r+4 <= hi; r += 4 {
+					var m [4]float32
+					for i := range 4 {
+						m[i] = exps(r + i)
+					}
+					s := rowSums4(out[r*cols:(r+4)*cols], cols)
+					for i := range 4 {
+						finish(r+i, m[i], s[i])
+					}
+				}
+				for ; r < hi; r++ {
+					m := exps(r)
+					finish(r, m, rowSum(out[r*cols:(r+1)*cols]))
 				}
 			})
 		},
@@ -323,15 +410,23 @@ func logSoftmax(x *G.Node) (*G.Node, error) {
 				rows, cols := rowsCols(shapes[0])
 				y, dy := in[0], in[1]
 				par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-					for r := lo; r < hi; r++ {
-						var s float64
-						for _, v := range dy[r*cols : (r+1)*cols] {
-							s += float64(v)
-						}
+					apply := func(r int, s float64) {
 						sf := float32(s)
-						for c := r * cols; c < (r+1)*cols; c++ {
-							o[c] = dy[c] - fastExp(y[c])*sf
+						or, dr := o[r*cols:(r+1)*cols], dy[r*cols:(r+1)*cols]
+						expf.Shifted(or, y[r*cols:(r+1)*cols], 0, 1) // softmax(x) = e^y
+						for c, d := range dr[:len(or)] {
+							or[c] = d - or[c]*sf
 						}
+					}
+					r := lo
+					for ; r+4 <= hi; r += 4 {
+						s := rowSums4(dy[r*cols:(r+4)*cols], cols)
+						for i := range 4 {
+							apply(r+i, s[i])
+						}
+					}
+					for ; r < hi; r++ {
+						apply(r, rowSum(dy[r*cols:(r+1)*cols]))
 					}
 				})
 			},
@@ -343,32 +438,15 @@ func logSoftmax(x *G.Node) (*G.Node, error) {
 }
 
 // causalSoftmax turns raw attention scores s [count, T, T] into attention weights: row i of each
-// matrix is softmax(scale·s[i, 0..i]) over the positions j ≤ i, and 0 for j > i.
+// matrix is softmax(scale·s[i, 0..i]) over the positions j ≤ i, and 0 for j > i
+// (causalSoftmaxRows, matrix by matrix).
 func causalSoftmax(s *G.Node, scale float32) (*G.Node, error) {
 	k := &kernel{name: fmt.Sprintf("causalsoftmax(%g)", scale), inDims: []int{3}, outDims: 3, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			count, T := shapes[0][0], shapes[0][1]
 			par.Runs(count, max(1, elemsPerTask/(T*T)), func(lo, hi int) {
 				for m := lo; m < hi; m++ {
-					for i := 0; i < T; i++ {
-						row := (m*T + i) * T
-						sr, o := in[0][row:row+i+1], out[row:row+T]
-						mx := sr[0]
-						for _, v := range sr[1:] {
-							mx = max(mx, v)
-						}
-						var sum float64
-						for j, v := range sr {
-							e := fastExp(scale * (v - mx))
-							o[j] = e
-							sum += float64(e)
-						}
-						inv := float32(1 / sum)
-						for j := range sr {
-							o[j] *= inv
-						}
-						clear(o[i+1:])
-					}
+					causalSoftmaxRows(out[m*T*T:(m+1)*T*T], in[0][m*T*T:(m+1)*T*T], T, scale)
 				}
 			})
 		},
@@ -377,19 +455,11 @@ func causalSoftmax(s *G.Node, scale float32) (*G.Node, error) {
 		// ds = scale · p ⊙ (dp − Σ_j dp ⊙ p), row by row (0 where p is masked).
 		g := &kernel{name: fmt.Sprintf("causalsoftmax(%g).grad", scale), inDims: []int{3, 3}, outDims: 3, shape: sameShape,
 			run: func(o []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
-				rows, cols := rowsCols(shapes[0])
+				count, T := shapes[0][0], shapes[0][1]
 				p, dp := in[0], in[1]
-				par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-					for r := lo; r < hi; r++ {
-						pr, dr, or := p[r*cols:(r+1)*cols], dp[r*cols:(r+1)*cols], o[r*cols:(r+1)*cols]
-						var s float64
-						for j, v := range pr {
-							s += float64(v * dr[j])
-						}
-						sf := float32(s)
-						for j, v := range pr {
-							or[j] = scale * v * (dr[j] - sf)
-						}
+				par.Runs(count, max(1, elemsPerTask/(T*T)), func(lo, hi int) {
+					for m := lo; m < hi; m++ {
+						causalSoftmaxGradRows(o[m*T*T:(m+1)*T*T], p[m*T*T:(m+1)*T*T], dp[m*T*T:(m+1)*T*T], T, scale)
 					}
 				})
 			},

@@ -350,11 +350,6 @@ func gptBlocks(params map[string]*G.Node, x *G.Node, cfg GPTConfig, n, from, to 
 		}
 		return x
 	}
-	// heads turns columns [from, from+D) of qkv [N, 3D] into [n·NH, T, hd], head-major per
-	// sequence.
-	heads := func(qkv *G.Node, from int) *G.Node {
-		return must(splitHeads(qkv, headLayout{n: n, T: T, NH: NH, hd: hd, W: 3 * D, from: from}))
-	}
 	for i := from; i < to; i++ {
 		pr := func(t string) *G.Node { return params[gptBlockName(i, t)] }
 		a := must(layerNorm(x, pr("ln_1.weight"), pr("ln_1.bias")))
@@ -362,13 +357,7 @@ func gptBlocks(params map[string]*G.Node, x *G.Node, cfg GPTConfig, n, from, to 
 		if err != nil {
 			return nil, err
 		}
-		q, k, v := heads(qkv, 0), heads(qkv, D), heads(qkv, 2*D)
-		if err != nil {
-			return nil, err
-		}
-		att := must(causalSoftmax(must(bmm(q, k, false, true)), scale))
-		y := must(bmm(att, v, false, false))                                           // [n·NH, T, hd]
-		y = must(mergeHeads(y, headLayout{n: n, T: T, NH: NH, hd: hd, W: D, from: 0})) // [N, D], heads side by side
+		y := must(attention(qkv, headLayout{n: n, T: T, NH: NH, hd: hd, W: 3 * D}, scale)) // [N, D], heads side by side
 		x = must(G.Add(x, must(dense(y, pr("attn.c_proj.weight"), pr("attn.c_proj.bias")))))
 		if err != nil {
 			return nil, err

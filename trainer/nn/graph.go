@@ -185,9 +185,15 @@ func crossEntropy(logp, onehot *G.Node, rows int) (*G.Node, error) {
 	return G.Mul(sum, scale)
 }
 
-// dense applies x·w + b for x [rows, in], w [in, out], b [out].
+// dense applies x·w + b for x [rows, in], w [in, out], b [out]. The product is bmm's (one BLAS
+// call, as gorgonia's matrix product makes, without its per-run transposed views and shape
+// bookkeeping).
 func dense(x, w, b *G.Node) (*G.Node, error) {
-	xw, err := G.Mul(x, w)
+	mul := G.Mul
+	if x.Dims() == 2 && w.Dims() == 2 {
+		mul = func(x, w *G.Node) (*G.Node, error) { return bmm(x, w, false, false) }
+	}
+	xw, err := mul(x, w)
 	if err != nil {
 		return nil, err
 	}
