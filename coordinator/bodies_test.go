@@ -88,3 +88,48 @@ func TestBodiesAsArrays(t *testing.T) {
 		})
 	}
 }
+
+// fullQuery is protocol.Query as earlier nodes encoded it: every field but the last three written.
+type fullQuery struct {
+	What         string
+	ID           uint64
+	Linearizable bool
+	After        uint32
+	Number       uint32
+	Member       string `msgpack:",omitempty"`
+	Offset       uint32 `msgpack:",omitempty"`
+	Limit        uint32 `msgpack:",omitempty"`
+	Mine         bool   `msgpack:",omitempty"`
+}
+
+// TestQueryOmitsUnusedFields: a query leaves out the fields it does not use, and reads the same
+// either way: earlier nodes' full maps decode to the same query, and earlier nodes read the short
+// ones as the same query.
+func TestQueryOmitsUnusedFields(t *testing.T) {
+	for _, q := range []protocol.Query{
+		{What: protocol.QueryNextRound, ID: 1, After: 3, Mine: true},
+		{What: protocol.QueryRound, ID: 2, Number: 7, Mine: true},
+		{What: protocol.QueryMember, Member: "ab", Linearizable: true},
+		{What: protocol.QueryStatus},
+	} {
+		var short, full transport.Header
+		if err := short.SetBody(q); err != nil {
+			t.Fatal(err)
+		}
+		old := fullQuery{What: q.What, ID: q.ID, Linearizable: q.Linearizable, After: q.After, Number: q.Number, Member: q.Member, Mine: q.Mine}
+		if err := full.SetBody(old); err != nil {
+			t.Fatal(err)
+		}
+		if len(short.Body) >= len(full.Body) {
+			t.Fatalf("%s: %d bytes, the full map %d", q.What, len(short.Body), len(full.Body))
+		}
+		var got protocol.Query
+		if err := full.DecodeBody(&got); err != nil || got != q {
+			t.Fatalf("%s: an earlier node's query read as %+v, %v", q.What, got, err)
+		}
+		var gotOld fullQuery
+		if err := short.DecodeBody(&gotOld); err != nil || gotOld != old {
+			t.Fatalf("%s: an earlier node read %+v, %v", q.What, gotOld, err)
+		}
+	}
+}
