@@ -109,7 +109,11 @@ func New(cfg Config) (*Codec, error) {
 	}
 	if c.set.Zstd {
 		var err error
-		c.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(zstdWindow),
+		// The best level: decoding costs the same and gives the same values; encoding costs about
+		// twice the default's CPU (q4+zstd on 1M values: 33 ms against 17 ms) for 7 % fewer bytes
+		// of a sparse aggregate (the default MLP's q8+zstd downlink, 78.4 → 73.3 KB a round),
+		// which every peer fetches and acknowledges packet by packet.
+		c.zenc, err = zstd.NewWriter(nil, zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(zstdWindow), zstd.WithEncoderLevel(zstd.SpeedBestCompression),
 			zstd.WithEncoderCRC(false))
 		if err != nil {
 			return nil, fmt.Errorf("compress: zstd encoder: %w", err)

@@ -62,44 +62,72 @@ func (s *Server) uploadLimit(_ context.Context, peer transport.NodeID, h transpo
 }
 
 // handleUpload receives a participant's compressed pseudo-gradient for one slice.
-func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
+func (s *Server) handleUpload(_ context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
+	if _, err := s.admitUpload(peer, req); err != nil {
+		return transport.Message{}, err
+	}
+	return transport.Message{Header: transport.Header{Type: protocol.MsgUpload}}, nil
+}
+
+// handleExchange is an upload answered with the slice's aggregate on the same stream
+// (protocol.MsgExchange): once it is ready, within protocol.AggregateWait, or with no body, and
+// the peer asks for it with MsgAggregate. Its refusals are the upload's.
+func (s *Server) handleExchange(ctx context.Context, peer transport.NodeID, req transport.Message) (transport.Message, error) {
+	a, err := s.admitUpload(peer, req)
+	if err != nil {
+		return transport.Message{}, err
+	}
+	wait := time.NewTimer(protocol.AggregateWait)
+	defer wait.Stop()
+	select {
+	case <-a.done:
+		return aggregateReply(protocol.MsgExchange, a)
+	case <-wait.C:
+	case <-ctx.Done():
+	}
+	return transport.Message{Header: transport.Header{Type: protocol.MsgExchange}}, nil
+}
+
+// admitUpload decodes, checks and admits an upload (MsgUpload, MsgExchange) into its slice's
+// aggregation, and returns that aggregation.
+func (s *Server) admitUpload(peer transport.NodeID, req transport.Message) (*sliceAgg, error) {
 	t0 := time.Now()
 	var u protocol.Upload
 	if err := req.DecodeBody(&u); err != nil {
-		return transport.Message{}, err
+		return nil, err
 	}
 	rt, r, sl, err := s.roundSlice(u.Cohort, u.Round, u.Slice)
 	if err != nil {
-		return transport.Message{}, err
+		return nil, err
 	}
 	if uint64(sl.Start) != u.Start || uint64(sl.End) != u.End {
-		return transport.Message{}, fmt.Errorf("upload: slice %d is [%d,%d), not [%d,%d)", u.Slice, sl.Start, sl.End, u.Start, u.End)
+		return nil, fmt.Errorf("upload: slice %d is [%d,%d), not [%d,%d)", u.Slice, sl.Start, sl.End, u.Start, u.End)
 	}
 	member := peer.String()
 	if _, ok := slices.BinarySearch(r.Participants, member); !ok {
-		return transport.Message{}, fmt.Errorf("upload: %s is not a participant of cohort %d round %d", member, u.Cohort, u.Round)
+		return nil, fmt.Errorf("upload: %s is not a participant of cohort %d round %d", member, u.Cohort, u.Round)
 	}
 	if u.Samples == 0 || u.Samples > 1<<40 {
-		return transport.Message{}, fmt.Errorf("upload: %d samples", u.Samples)
+		return nil, fmt.Errorf("upload: %d samples", u.Samples)
 	}
 	weight, err := s.uploadWeight(rt, member, u.Samples)
 	if err != nil {
-		return transport.Message{}, fmt.Errorf("upload: %w", err)
+		return nil, fmt.Errorf("upload: %w", err)
 	}
 	codec, err := compress.New(compress.Config{Setting: rt.codec, Shape: rt.shape.Slice(sl.Start, sl.End), MaxElements: sl.End - sl.Start})
 	if err != nil {
-		return transport.Message{}, err
+		return nil, err
 	}
 	vals, err := codec.Decode(nil, req.Payload)
 	if err != nil {
-		return transport.Message{}, fmt.Errorf("upload: %w", err)
+		return nil, fmt.Errorf("upload: %w", err)
 	}
 	if len(vals) != sl.End-sl.Start {
-		return transport.Message{}, fmt.Errorf("upload: %d values for a slice of %d", len(vals), sl.End-sl.Start)
+		return nil, fmt.Errorf("upload: %d values for a slice of %d", len(vals), sl.End-sl.Start)
 	}
 	for i, v := range vals {
 		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-			return transport.Message{}, fmt.Errorf("upload: value %d is %v", i, v)
+			return nil, fmt.Errorf("upload: value %d is %v", i, v)
 		}
 	}
 	a := s.sliceAggFor(rt, r, u.Slice, sl)
@@ -108,22 +136,22 @@ func (s *Server) handleUpload(ctx context.Context, peer transport.NodeID, req tr
 	defer rt.mu.Unlock()
 	switch err := a.sl.Admit(member, weight, vals, s.cfg.Now(), v); {
 	case errors.Is(err, round.ErrLate):
-		return transport.Message{}, fmt.Errorf("upload: cohort %d round %d slice %d closed at its deadline: %w", u.Cohort, u.Round, u.Slice, protocol.ErrLate)
+		return nil, fmt.Errorf("upload: cohort %d round %d slice %d closed at its deadline: %w", u.Cohort, u.Round, u.Slice, protocol.ErrLate)
 	case errors.Is(err, round.ErrHeld):
 		// Past the upload deadline the round records, in a slice held open while leadership
 		// settles: it counts only if the new leader moves the deadline, so the peer is told to
 		// resend — then it counts, or the slice has closed and it is late.
-		return transport.Message{}, fmt.Errorf("%w: upload: cohort %d round %d slice %d is past its upload deadline, held while a new leader may move it: resend", protocol.ErrUnavailable, u.Cohort, u.Round, u.Slice)
+		return nil, fmt.Errorf("%w: upload: cohort %d round %d slice %d is past its upload deadline, held while a new leader may move it: resend", protocol.ErrUnavailable, u.Cohort, u.Round, u.Slice)
 	case errors.Is(err, round.ErrDuplicate):
-		return transport.Message{}, fmt.Errorf("upload: %s: slice %d of round %d: %w", member, u.Slice, u.Round, protocol.ErrDuplicate)
+		return nil, fmt.Errorf("upload: %s: slice %d of round %d: %w", member, u.Slice, u.Round, protocol.ErrDuplicate)
 	case err != nil:
-		return transport.Message{}, fmt.Errorf("upload: %w", err)
+		return nil, fmt.Errorf("upload: %w", err)
 	}
 	s.metrics.observeUpload(len(req.Payload), time.Since(t0))
 	if a.sl.Complete() {
 		s.finalize(rt, a)
 	}
-	return transport.Message{Header: transport.Header{Type: protocol.MsgUpload}}, nil
+	return a, nil
 }
 
 // uploadWeight is the weight an update of member carries in the aggregate: the samples it claims
@@ -347,7 +375,12 @@ func (s *Server) handleAggregate(ctx context.Context, peer transport.NodeID, req
 	case <-ctx.Done():
 		return transport.Message{}, fmt.Errorf("%w: aggregate of round %d slice %d not ready: %w", protocol.ErrUnavailable, q.Round, q.Slice, ctx.Err())
 	}
-	reply := transport.Message{Header: transport.Header{Type: protocol.MsgAggregate}}
+	return aggregateReply(protocol.MsgAggregate, a)
+}
+
+// aggregateReply is the answer of type typ carrying a's aggregate, once it is done.
+func aggregateReply(typ string, a *sliceAgg) (transport.Message, error) {
+	reply := transport.Message{Header: transport.Header{Type: typ}}
 	if err := reply.SetBody(protocol.AggregateReply{Start: uint64(a.sl.Start), End: uint64(a.sl.End), Contributors: a.contributors, Aborted: a.aborted}); err != nil {
 		return transport.Message{}, err
 	}

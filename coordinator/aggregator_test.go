@@ -164,9 +164,9 @@ func TestAggregatorsBeyondTheVoters(t *testing.T) {
 		defer s.rtMu.Unlock()
 		return s.rts[1]
 	}
-	// upload sends member cl's update of value v for slice i of round r to the slice's aggregator,
-	// found by key as a peer finds it.
-	upload := func(cl *client.Client, r consensus.Round, i int, v float32) error {
+	// send sends member cl's update of value v for slice i of round r to the slice's aggregator,
+	// found by key as a peer finds it, as a message of type typ (MsgUpload, MsgExchange).
+	send := func(typ string, cl *client.Client, r consensus.Round, i int, v float32) (transport.Message, error) {
 		sl := r.Slices[i]
 		x := rt(c.servers[0])
 		codec, err := compress.New(compress.Config{Setting: compress.MustParse("q8"), Shape: x.shape.Slice(int(sl.Start), int(sl.End))})
@@ -181,18 +181,22 @@ func TestAggregatorsBeyondTheVoters(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		req := transport.Message{Header: transport.Header{Type: protocol.MsgUpload}, Payload: msg}
+		req := transport.Message{Header: transport.Header{Type: typ}, Payload: msg}
 		if err := req.SetBody(protocol.Upload{Cohort: 1, Round: r.Number, Slice: i, Start: sl.Start, End: sl.End, Samples: 10}); err != nil {
 			t.Fatal(err)
 		}
 		// As a peer does: the aggregator a round names may not have applied that assignment yet.
 		for try := 0; ; try++ {
-			_, err = cl.CallAt(ctx, keyAddrs[sl.Aggregator], req)
+			reply, err := cl.CallAt(ctx, keyAddrs[sl.Aggregator], req)
 			if !errors.Is(err, protocol.ErrNotAggregator) || try == 50 {
-				return err
+				return reply, err
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
+	}
+	upload := func(cl *client.Client, r consensus.Round, i int, v float32) error {
+		_, err := send(protocol.MsgUpload, cl, r, i, v)
+		return err
 	}
 	// applied waits until every server in ss applied round n with one hash and returns it.
 	applied := func(ss []*Server, n uint32) [32]byte {
@@ -240,10 +244,31 @@ func TestAggregatorsBeyondTheVoters(t *testing.T) {
 	if !slices.Equal(on, want) {
 		t.Fatalf("round 1 slices on %v, want one on each of the five nodes %v", on, want)
 	}
+	// Slice 0 goes as exchanges (MsgExchange): alice's is answered, after protocol.AggregateWait,
+	// without the aggregate, which waits for bob's; bob's, which completes the slice, with it.
+	// The other slices go as plain uploads, and bob's exchange of slice 1 after alice's upload.
 	for i := range r1.Slices {
 		for k, cl := range []*client.Client{alice, bob} {
-			if err := upload(cl, r1, i, float32(k+1)); err != nil {
-				t.Fatalf("round 1 slice %d upload: %v", i, err)
+			typ := protocol.MsgUpload
+			if i == 0 || i == 1 && cl == bob {
+				typ = protocol.MsgExchange
+			}
+			reply, err := send(typ, cl, r1, i, float32(k+1))
+			if err != nil {
+				t.Fatalf("round 1 slice %d %s: %v", i, typ, err)
+			}
+			if typ != protocol.MsgExchange {
+				continue
+			}
+			if cl == alice {
+				if len(reply.Body) != 0 || len(reply.Payload) != 0 {
+					t.Fatalf("round 1 slice %d: alice's exchange answered with %d body and %d payload bytes before bob's upload", i, len(reply.Body), len(reply.Payload))
+				}
+				continue
+			}
+			var ar protocol.AggregateReply
+			if err := reply.DecodeBody(&ar); err != nil || ar.Contributors != 2 || ar.Aborted || len(reply.Payload) == 0 {
+				t.Fatalf("round 1 slice %d: bob's exchange answered %+v with %d payload bytes, %v", i, ar, len(reply.Payload), err)
 			}
 		}
 	}

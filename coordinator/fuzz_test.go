@@ -22,6 +22,9 @@ func FuzzMessageBodies(f *testing.F) {
 		joinRequest{ID: "c4", Addr: "127.0.0.1:7004", Env: consensus.Envelope{Version: 1, Issuer: "x", RequestID: 1}},
 		ScoreRequest{Cohort: 1, Round: 2, Slice: 1},
 	}
+	// The maps earlier peers and coordinators sent for the bodies now sent as arrays.
+	seeds = append(seeds, mapUpload{Cohort: 1, Round: 2, End: 100, Samples: 64}, mapAggregateRequest{Cohort: 1, Round: 2, Slice: 1},
+		mapAggregateReply{End: 10, Contributors: 3})
 	for _, s := range seeds {
 		h := transport.Header{}
 		if err := h.SetBody(s); err != nil {

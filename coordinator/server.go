@@ -281,6 +281,7 @@ func newServer(cfg Config) (*Server, error) {
 	none := transport.Limit{}
 	s.mux.Handle(protocol.MsgSubmit, s.handleSubmit, none)
 	s.mux.Handle(protocol.MsgUpload, s.handleUpload, transport.Limit{Payload: s.uploadLimit})
+	s.mux.Handle(protocol.MsgExchange, s.handleExchange, transport.Limit{Payload: s.uploadLimit})
 	s.mux.Handle(protocol.MsgAggregate, s.handleAggregate, none)
 	s.mux.Handle(protocol.MsgModel, s.handleModel, none)
 	s.mux.Handle(MsgScore, s.handleScore, none)

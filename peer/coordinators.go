@@ -33,8 +33,11 @@ type Coordinators interface {
 	NextRound(ctx context.Context, cohort uint64, after uint32) (*consensus.Cohort, []consensus.Round, error)
 	// Round reads round number of cohort as the coordinators record it now.
 	Round(ctx context.Context, cohort uint64, number uint32) (consensus.Round, error)
-	// Upload sends one slice's update to the aggregator (a coordinator's key ID).
-	Upload(ctx context.Context, aggregator string, u protocol.Upload, payload []byte) error
+	// Upload sends one slice's update to the aggregator (a coordinator's key ID). An aggregator
+	// that answers with the slice's aggregate (protocol.MsgExchange: it held the answer until the
+	// aggregate was ready) returns it with ok true, as Aggregate would have; with ok false the
+	// peer asks for it with Aggregate.
+	Upload(ctx context.Context, aggregator string, u protocol.Upload, payload []byte) (rep protocol.AggregateReply, agg []byte, ok bool, err error)
 	// Aggregate long-polls the aggregator for a slice's aggregate: the reply and its payload.
 	Aggregate(ctx context.Context, aggregator string, q protocol.AggregateRequest) (protocol.AggregateReply, []byte, error)
 	// Model fetches θ and the outer momentum (n values each) of the cohort's model with the given
@@ -73,6 +76,9 @@ type clientCoordinators struct {
 	cl     *client.Client
 	addrMu sync.Mutex
 	addrs  map[string]string // coordinator key ID → address
+	// plain are the aggregators that answered protocol.MsgExchange with transport.ErrUnknownType
+	// (a version before it): they get MsgUpload.
+	plain sync.Map
 }
 
 // attemptTimeout bounds one long-poll for an aggregate, and sendTimeout one upload of a slice (a
@@ -145,19 +151,41 @@ func (c *clientCoordinators) Round(ctx context.Context, cohort uint64, number ui
 	return q.Rounds[0], nil
 }
 
-func (c *clientCoordinators) Upload(ctx context.Context, aggregator string, u protocol.Upload, payload []byte) error {
-	req := transport.Message{Header: transport.Header{Type: protocol.MsgUpload}, Payload: payload}
-	if err := req.SetBody(u); err != nil {
-		return err
-	}
+func (c *clientCoordinators) Upload(ctx context.Context, aggregator string, u protocol.Upload, payload []byte) (protocol.AggregateReply, []byte, bool, error) {
 	addr, err := c.addrOf(ctx, aggregator)
 	if err != nil {
-		return err
+		return protocol.AggregateReply{}, nil, false, err
+	}
+	if _, plain := c.plain.Load(aggregator); !plain {
+		// The aggregator holds the answer up to protocol.AggregateWait beyond the upload.
+		actx, cancel := context.WithTimeout(ctx, sendTimeout+protocol.AggregateWait)
+		defer cancel()
+		reply, err := c.call(actx, addr, protocol.MsgExchange, u, payload)
+		if !errors.Is(err, transport.ErrUnknownType) {
+			if err != nil || len(reply.Body) == 0 {
+				return protocol.AggregateReply{}, nil, false, err // no body: accepted, not ready yet
+			}
+			var rep protocol.AggregateReply
+			if err := reply.DecodeBody(&rep); err != nil {
+				return protocol.AggregateReply{}, nil, false, err
+			}
+			return rep, reply.Payload, true, nil
+		}
+		c.plain.Store(aggregator, true)
 	}
 	actx, cancel := context.WithTimeout(ctx, sendTimeout)
 	defer cancel()
-	_, err = c.cl.CallAt(actx, addr, req)
-	return err
+	_, err = c.call(actx, addr, protocol.MsgUpload, u, payload)
+	return protocol.AggregateReply{}, nil, false, err
+}
+
+// call sends a request of type typ with body and payload to the coordinator at addr.
+func (c *clientCoordinators) call(ctx context.Context, addr, typ string, body any, payload []byte) (transport.Message, error) {
+	req := transport.Message{Header: transport.Header{Type: typ}, Payload: payload}
+	if err := req.SetBody(body); err != nil {
+		return transport.Message{}, err
+	}
+	return c.cl.CallAt(ctx, addr, req)
 }
 
 func (c *clientCoordinators) Aggregate(ctx context.Context, aggregator string, q protocol.AggregateRequest) (protocol.AggregateReply, []byte, error) {

@@ -26,7 +26,8 @@
 //	go w.InnerSteps(st.overlap(r))                       // τ steps while the update travels
 //	x := newExchange(r)
 //	for each slice i, in parallel: msg := fb.encode(Δ[s]); co.Upload(…); x.accepted(i, …)
-//	for each slice i, in parallel: co.Aggregate(x.fetchFrom(i)) until received, abandoned
+//	                               (round.exchange: the answer may bring the aggregate)
+//	for each slice i not answered, in parallel: co.Aggregate(x.fetchFrom(i)) until received, abandoned
 //	                               or closed; on silence x.follow(i, roundNow) and resend
 //	if x.complete() { w.OuterStep(agg); if x.receipt() { go co.Submit(receipt) } }
 //	else { dropAhead; x.giveBack(fb) }

@@ -50,6 +50,10 @@ type fakeCoordinators struct {
 	uploads map[upKey][]float32 // decoded
 	served  map[upKey][]float32 // aggregates served, decoded as the peer decodes them
 	aborted map[uint32]bool     // rounds whose aggregates are aborted
+	// exchange makes an aggregator answer an accepted upload with the slice's aggregate at once
+	// (protocol.MsgExchange), as if every other update had come in already.
+	exchange       bool
+	aggregateCalls int // Aggregate calls
 	// beforeUpload and beforeAggregate, if set, may fail a call (or change the rounds first).
 	beforeUpload    func(agg string, u protocol.Upload) error
 	beforeAggregate func(agg string, q protocol.AggregateRequest) error
@@ -200,9 +204,18 @@ func (f *fakeCoordinators) Round(_ context.Context, _ uint64, number uint32) (co
 	return copyRound(f.rounds[number-1]), nil
 }
 
-func (f *fakeCoordinators) Upload(_ context.Context, agg string, u protocol.Upload, payload []byte) error {
+func (f *fakeCoordinators) Upload(_ context.Context, agg string, u protocol.Upload, payload []byte) (protocol.AggregateReply, []byte, bool, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if err := f.upload(agg, u, payload); err != nil || !f.exchange {
+		return protocol.AggregateReply{}, nil, false, err
+	}
+	rep, msg, err := f.serve(agg, protocol.AggregateRequest{Cohort: u.Cohort, Round: u.Round, Slice: u.Slice})
+	return rep, msg, err == nil, err
+}
+
+// upload is an upload's admission (f.mu held).
+func (f *fakeCoordinators) upload(agg string, u protocol.Upload, payload []byte) error {
 	if f.beforeUpload != nil {
 		if err := f.beforeUpload(agg, u); err != nil {
 			return err
@@ -231,6 +244,12 @@ func (f *fakeCoordinators) Upload(_ context.Context, agg string, u protocol.Uplo
 func (f *fakeCoordinators) Aggregate(_ context.Context, agg string, q protocol.AggregateRequest) (protocol.AggregateReply, []byte, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	f.aggregateCalls++
+	return f.serve(agg, q)
+}
+
+// serve is an aggregator's answer with a slice's aggregate (f.mu held).
+func (f *fakeCoordinators) serve(agg string, q protocol.AggregateRequest) (protocol.AggregateReply, []byte, error) {
 	if f.beforeAggregate != nil {
 		if err := f.beforeAggregate(agg, q); err != nil {
 			return protocol.AggregateReply{}, nil, err

@@ -376,19 +376,22 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 	// residual.
 	x := newExchange(r)
 	k := len(r.Slices)
+	agg := make([]float32, len(delta))
 	if ctx.Err() == nil {
 		forEach(k, func(i int) {
-			if err := p.upload(rctx, x, i, delta, uint64(st.Samples)); err != nil {
+			if err := p.upload(rctx, x, i, delta, uint64(st.Samples), agg); err != nil {
 				p.log.Warn("upload", "round", r.Number, "slice", i, "err", err)
 				// this slice's residual keeps the whole update for next time
 			}
 		})
 	}
 	tUp := time.Now()
-	agg := make([]float32, len(delta))
 	if ctx.Err() == nil {
 		forEach(k, func(i int) {
 			sl := r.Slices[i]
+			if x.answered(i) {
+				return // the aggregator answered the upload with the aggregate
+			}
 			if err := p.fetch(rctx, x, i, agg[sl.Start:sl.End]); err != nil {
 				p.log.Warn("aggregate", "round", r.Number, "slice", i, "err", err)
 			}
@@ -450,19 +453,49 @@ func (p *Peer) round(ctx context.Context, r consensus.Round) error {
 
 // upload encodes slice i of the update with error feedback and sends it to the slice's aggregator;
 // the residual keeps what the message does not carry (or everything, when no aggregator accepts it).
-func (p *Peer) upload(ctx context.Context, x *exchange, i int, delta []float32, samples uint64) error {
+// An aggregator that answers with the slice's aggregate has it decoded into dst (the whole vector's).
+func (p *Peer) upload(ctx context.Context, x *exchange, i int, delta []float32, samples uint64, dst []float32) error {
 	r, sl := x.r, x.r.Slices[i]
 	msg, dec, err := p.fb.encode(r.Number, i, sl, delta[sl.Start:sl.End])
 	if err != nil {
 		return err
 	}
 	u := protocol.Upload{Cohort: r.Cohort, Round: r.Number, Slice: i, Start: sl.Start, End: sl.End, Samples: samples}
-	to, err := p.send(ctx, r, i, u, msg)
+	to, ans, err := p.send(ctx, r, i, u, msg)
 	if err != nil {
 		return err
 	}
 	p.fb.sent(sl, dec)
 	x.accepted(i, to, u, msg, dec)
+	if ans.ok {
+		// The aggregator answered with the aggregate: nothing to fetch. One it cannot decode is
+		// fetched again.
+		if err := p.take(x, i, ans.rep, ans.agg, dst[sl.Start:sl.End]); err != nil {
+			p.log.Warn("aggregate", "round", r.Number, "slice", i, "err", err)
+		}
+	}
+	return nil
+}
+
+// answer is what an aggregator answered an upload with: the slice's aggregate when ok.
+type answer struct {
+	rep protocol.AggregateReply
+	agg []byte
+	ok  bool
+}
+
+// take decodes slice i's aggregate into dst and records it received (abandoned: nothing to
+// decode, and the exchange is not complete).
+func (p *Peer) take(x *exchange, i int, rep protocol.AggregateReply, payload []byte, dst []float32) error {
+	if rep.Aborted {
+		x.aborted(i)
+		return nil
+	}
+	sl := x.r.Slices[i]
+	if err := spec.DecodeAggregate(p.down, p.fb.shape, int(sl.Start), int(sl.End), payload, dst); err != nil {
+		return err
+	}
+	x.received(i, len(payload))
 	return nil
 }
 
@@ -471,19 +504,12 @@ func (p *Peer) upload(ctx context.Context, x *exchange, i int, delta []float32, 
 // at the round again: the leader may have moved the slice to another coordinator (then the upload
 // is resent there), or closed the round.
 func (p *Peer) fetch(ctx context.Context, x *exchange, i int, dst []float32) error {
-	r, sl := x.r, x.r.Slices[i]
+	r := x.r
 	q := protocol.AggregateRequest{Cohort: r.Cohort, Round: r.Number, Slice: i}
 	for {
 		rep, payload, err := p.co.Aggregate(ctx, x.fetchFrom(i), q)
 		if err == nil {
-			if rep.Aborted {
-				return nil
-			}
-			if err := spec.DecodeAggregate(p.down, p.fb.shape, int(sl.Start), int(sl.End), payload, dst); err != nil {
-				return err
-			}
-			x.received(i, len(payload))
-			return nil
+			return p.take(x, i, rep, payload, dst)
 		}
 		if ctx.Err() != nil || classify(err) != failRetry {
 			return err
@@ -505,8 +531,11 @@ func (p *Peer) fetch(ctx context.Context, x *exchange, i int, dst []float32) err
 				// The slice moved to another coordinator (consensus.Reassign): send it this slice's
 				// update again, then ask it for the aggregate.
 				u, msg := x.sent(i)
-				if to, err := p.send(ctx, now, i, u, msg); err == nil {
+				if to, ans, err := p.send(ctx, now, i, u, msg); err == nil {
 					x.resent(i, to)
+					if ans.ok {
+						return p.take(x, i, ans.rep, ans.agg, dst)
+					}
 				} else {
 					p.log.Warn("resend to the new aggregator", "round", r.Number, "slice", i, "err", err)
 				}
@@ -526,31 +555,31 @@ const retryWait = 500 * time.Millisecond
 // send delivers a slice's upload to the slice's aggregator as the round currently records it:
 // when the aggregator does not answer, it looks at the round again (the leader may have moved the
 // slice to another coordinator) and retries until the round closes or ctx ends. It returns the
-// aggregator that accepted the upload.
-func (p *Peer) send(ctx context.Context, r consensus.Round, i int, u protocol.Upload, msg []byte) (string, error) {
+// aggregator that accepted the upload, and the aggregate if that aggregator answered with it.
+func (p *Peer) send(ctx context.Context, r consensus.Round, i int, u protocol.Upload, msg []byte) (string, answer, error) {
 	agg := r.Slices[i].Aggregator
 	for {
-		err := p.co.Upload(ctx, agg, u, msg)
+		rep, payload, ok, err := p.co.Upload(ctx, agg, u, msg)
 		if err == nil {
-			return agg, nil
+			return agg, answer{rep, payload, ok}, nil
 		}
 		switch classify(err) {
 		case failDuplicate:
-			return agg, nil // a resend the aggregator had: it counts once
+			return agg, answer{}, nil // a resend the aggregator had: it counts once
 		case failFinal:
-			return "", err
+			return "", answer{}, err
 		}
 		if ctx.Err() != nil {
-			return "", err
+			return "", answer{}, err
 		}
 		select {
 		case <-ctx.Done():
-			return "", err
+			return "", answer{}, err
 		case <-time.After(retryWait):
 		}
 		x, ok := p.roundNow(ctx, r)
 		if !ok || x.Status != consensus.RoundOpen {
-			return "", fmt.Errorf("round %d closed while sending slice %d: %w", r.Number, i, err)
+			return "", answer{}, fmt.Errorf("round %d closed while sending slice %d: %w", r.Number, i, err)
 		}
 		agg = x.Slices[i].Aggregator
 	}

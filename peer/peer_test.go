@@ -44,9 +44,17 @@ func recording(reports *[]Report) func(*Config) {
 
 // TestRoundApplied: the peer trains H steps, sends each slice to its aggregator, applies the
 // aggregate — bit for bit as a replica from the same θ does — and claims the round with a receipt;
-// the residual keeps what the messages did not carry.
+// the residual keeps what the messages did not carry. Aggregators that answer the upload with the
+// aggregate (protocol.MsgExchange) are not asked for it again.
 func TestRoundApplied(t *testing.T) {
+	for _, exchange := range []bool{false, true} {
+		t.Run(fmt.Sprintf("exchange=%v", exchange), func(t *testing.T) { testRoundApplied(t, exchange) })
+	}
+}
+
+func testRoundApplied(t *testing.T, exchange bool) {
 	f := newFake(t, "q8")
+	f.exchange = exchange
 	var reports []Report
 	p := newTestPeer(t, f, recording(&reports))
 	m := mirror(t, p)
@@ -87,6 +95,13 @@ func TestRoundApplied(t *testing.T) {
 	}
 	if p.Stats.Rounds != 1 || p.Stats.Samples != testH*testBatch || p.Stats.PayloadBytes != int64(rep.PayloadBytes) {
 		t.Fatalf("totals %+v", p.Stats)
+	}
+	want := 2 // one per slice
+	if exchange {
+		want = 0
+	}
+	if f.aggregateCalls != want {
+		t.Fatalf("%d aggregate calls, want %d", f.aggregateCalls, want)
 	}
 }
 

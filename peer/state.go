@@ -171,6 +171,7 @@ type slice struct {
 	header   protocol.Upload
 	upload   []byte // the encoded upload, kept with its header for a resend to a new aggregator
 	received bool   // the aggregate was fetched
+	aborted  bool   // the aggregator answered that the round was abandoned
 	down     int    // its encoded size
 }
 
@@ -230,9 +231,14 @@ func (x *exchange) closed(now consensus.Round) (abandoned bool, err error) {
 	return false, fmt.Errorf("round %d %w", x.r.Number, ErrClosedEarly)
 }
 
-// received records that slice i's aggregate came back.
 // received records that slice i's aggregate came back, n bytes encoded.
 func (x *exchange) received(i, n int) { x.slices[i].received, x.slices[i].down = true, n }
+
+// aborted records that slice i's aggregator answered that the round was abandoned.
+func (x *exchange) aborted(i int) { x.slices[i].aborted = true }
+
+// answered reports whether slice i's aggregator answered with its aggregate or an abandonment.
+func (x *exchange) answered(i int) bool { return x.slices[i].received || x.slices[i].aborted }
 
 // complete reports whether every slice's aggregate came back: the round is applied; otherwise it
 // is abandoned here.

@@ -76,11 +76,13 @@ const (
 // Query asks for read-only state. Linearizable asks the leader to confirm its leadership with a
 // barrier first (it then answers only on the leader); otherwise any node answers from its copy.
 type Query struct {
-	What         string
-	ID           uint64
-	Linearizable bool
-	After        uint32 // QueryNextRound: the last round the asker has seen
-	Number       uint32 // QueryRound: the round
+	What string
+	// The fields a query does not use are left out of its encoding (omitempty): a missing field
+	// decodes as its zero value, as it did when every field was written.
+	ID           uint64 `msgpack:",omitempty"`
+	Linearizable bool   `msgpack:",omitempty"`
+	After        uint32 `msgpack:",omitempty"` // QueryNextRound: the last round the asker has seen
+	Number       uint32 `msgpack:",omitempty"` // QueryRound: the round
 	Member       string `msgpack:",omitempty"` // QueryMember: the member ID
 	// Offset and Limit ask a list query for items [Offset, Offset+Limit) of the list; Limit 0
 	// means DefaultPage, more than MaxPage is refused. QueryReply.Total is the list's length.

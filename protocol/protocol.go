@@ -9,6 +9,11 @@
 //	peer → aggregator of slice s   MsgUpload      Upload header; payload = compress message of the
 //	                                              peer's error-fed update for slice s, in the
 //	                                              cohort's codec
+//	peer → aggregator of slice s   MsgExchange    the two above on one stream: an Upload, answered
+//	                                              once the slice's aggregate is ready (at most
+//	                                              AggregateWait) with it, as MsgAggregate would, or
+//	                                              with no body (accepted, not ready: ask with
+//	                                              MsgAggregate)
 //	peer → aggregator of slice s   MsgAggregate   long-polls until the slice's aggregate is ready;
 //	                                              reply payload = the aggregate Δ[s] coded with
 //	                                              DownCodec(codec), which every receiver decodes
@@ -41,13 +46,30 @@ const (
 	MsgUpload    = "round.upload"
 	MsgAggregate = "round.aggregate"
 	MsgModel     = "round.model"
+	// MsgExchange is MsgUpload and MsgAggregate on one stream: the request is an upload (Upload
+	// body, the update as payload, refused as MsgUpload refuses it); the aggregator holds the
+	// reply until the slice's aggregate is ready, at most AggregateWait, and answers with it (an
+	// AggregateReply body and the aggregate as payload), or with no body when it was not ready in
+	// time: the upload counts, and the peer asks for the aggregate with MsgAggregate. A
+	// coordinator that predates it answers transport.ErrUnknownType; the peer then sends
+	// MsgUpload.
+	MsgExchange = "round.exchange"
 )
 
 // ChunkLen is the number of parameters per hashed chunk; slice boundaries fall on chunks.
 const ChunkLen = 1 << 14
 
-// Upload is the header body of MsgUpload: a peer's compressed pseudo-gradient for one slice.
+// Upload is the header body of MsgUpload and MsgExchange: a peer's compressed pseudo-gradient
+// for one slice.
+//
+// Upload, AggregateRequest and AggregateReply travel as msgpack arrays of their fields in order
+// (as_array): a third of the bytes of a map with the field names. Decoders take either form, so
+// maps from earlier peers and coordinators are read as before, and a node from before the array
+// form reads the arrays as long as the fields stay the same, in the same order: a field is never
+// added to these three, a new message type is.
 type Upload struct {
+	_msgpack struct{} `msgpack:",as_array"`
+
 	Cohort  uint64
 	Round   uint32
 	Slice   int
@@ -58,6 +80,8 @@ type Upload struct {
 
 // AggregateRequest asks for the aggregated pseudo-gradient of one slice of a round.
 type AggregateRequest struct {
+	_msgpack struct{} `msgpack:",as_array"`
+
 	Cohort uint64
 	Round  uint32
 	Slice  int
@@ -67,6 +91,8 @@ type AggregateRequest struct {
 // (package compress, error feedback kept by the aggregator), which every receiver decodes to the
 // same floats.
 type AggregateReply struct {
+	_msgpack struct{} `msgpack:",as_array"`
+
 	Start, End   uint64
 	Contributors int  // updates averaged
 	Aborted      bool // the round was abandoned: apply nothing, keep θ_t

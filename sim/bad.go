@@ -157,7 +157,7 @@ func (t *tampered) OuterStepCarry(agg []float32) error {
 // upload deadline, so it is refused; the peer earns nothing and still follows the model.
 type late struct{ peer.Coordinators }
 
-func (l late) Upload(ctx context.Context, aggregator string, u protocol.Upload, payload []byte) error {
+func (l late) Upload(ctx context.Context, aggregator string, u protocol.Upload, payload []byte) (protocol.AggregateReply, []byte, bool, error) {
 	l.wait(ctx, u.Cohort, u.Round)
 	return l.Coordinators.Upload(ctx, aggregator, u, payload)
 }

@@ -31,11 +31,11 @@ func (c *rounds) Round(context.Context, uint64, uint32) (consensus.Round, error)
 	return c.r, nil
 }
 
-func (c *rounds) Upload(context.Context, string, protocol.Upload, []byte) error {
+func (c *rounds) Upload(context.Context, string, protocol.Upload, []byte) (protocol.AggregateReply, []byte, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.uploadedAt = time.Now()
-	return nil
+	return protocol.AggregateReply{}, nil, false, nil
 }
 
 // TestLateUploads: a straggler's upload goes out just past the round's upload deadline, as the
@@ -59,7 +59,7 @@ func TestLateUploads(t *testing.T) {
 				c.moved = c.r
 				c.moved.OpenedAt, c.moved.Deadline = at(0), at(1067*time.Millisecond)
 			}
-			if err := (late{c}).Upload(context.Background(), "agg", protocol.Upload{Cohort: 1, Round: 1}, nil); err != nil {
+			if _, _, _, err := (late{c}).Upload(context.Background(), "agg", protocol.Upload{Cohort: 1, Round: 1}, nil); err != nil {
 				t.Fatal(err)
 			}
 			if got := c.uploadedAt.Sub(start); got < tc.after-50*time.Millisecond {

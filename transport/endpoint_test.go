@@ -14,6 +14,8 @@ import (
 	"math/rand/v2"
 	"net"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -289,5 +291,80 @@ func TestVerifyPeerRejects(t *testing.T) {
 		if _, err := verifyPeer(tc.raw); !errors.Is(err, tc.want) {
 			t.Errorf("%s: err = %v, want %v", tc.name, err, tc.want)
 		}
+	}
+}
+
+// sizeConn records the largest datagram written through it. It forwards SyscallConn, which
+// quic-go needs to set the DF bit (without it there is no path-MTU discovery to turn off).
+type sizeConn struct {
+	net.PacketConn
+	mu      sync.Mutex
+	largest int
+}
+
+func (c *sizeConn) SyscallConn() (syscall.RawConn, error) {
+	return c.PacketConn.(*net.UDPConn).SyscallConn()
+}
+
+func (c *sizeConn) SetReadBuffer(n int) error  { return c.PacketConn.(*net.UDPConn).SetReadBuffer(n) }
+func (c *sizeConn) SetWriteBuffer(n int) error { return c.PacketConn.(*net.UDPConn).SetWriteBuffer(n) }
+
+func (c *sizeConn) WriteTo(p []byte, addr net.Addr) (int, error) {
+	c.mu.Lock()
+	c.largest = max(c.largest, len(p))
+	c.mu.Unlock()
+	return c.PacketConn.WriteTo(p, addr)
+}
+
+func (c *sizeConn) max() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.largest
+}
+
+// TestFixedPacketSize: with FixedPacketSize an endpoint sends no datagram above 1,280 bytes
+// however much it sends; without it, path-MTU discovery probes loopback with larger ones.
+func TestFixedPacketSize(t *testing.T) {
+	for _, tc := range []struct {
+		fixed bool
+		check func(largest int) bool
+		want  string
+	}{
+		{true, func(n int) bool { return n <= 1280 }, "at most 1280"},
+		{false, func(n int) bool { return n > 1280 }, "above 1280 (path-MTU probes)"},
+	} {
+		t.Run(fmt.Sprintf("fixed=%v", tc.fixed), func(t *testing.T) {
+			mux := NewMux()
+			mux.Handle("sink", func(context.Context, NodeID, Message) (Message, error) {
+				return Message{Header: Header{Type: "sink"}}, nil
+			}, Limit{MaxPayload: 1 << 20})
+			srv := testServer(t, testIdentity(t, 1), nil)
+			ctx := testCtx(t, 20*time.Second)
+			go srv.Serve(ctx, mux)
+			udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			pc := &sizeConn{PacketConn: udp}
+			t.Cleanup(func() { udp.Close() })
+			cl, err := NewEndpoint(pc, Config{Identity: testIdentity(t, 2), FixedPacketSize: tc.fixed})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { cl.Close() })
+			c, err := cl.Dial(ctx, srv.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Enough round trips for discovery to probe (one every 5 RTTs while sending).
+			for range 50 {
+				if _, err := Call(ctx, c, Message{Header: Header{Type: "sink"}, Payload: make([]byte, 64<<10)}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := pc.max(); !tc.check(n) {
+				t.Fatalf("largest datagram %d bytes, want %s", n, tc.want)
+			}
+		})
 	}
 }

@@ -19,8 +19,9 @@ import (
 //	"CH" | version (1 byte, = 1) | header length (uint32) | header (msgpack) | payload
 //
 // The header is a msgpack map {t: type, i: request id, n: payload length, c: CRC32C of
-// the payload, e: error text (replies), b: application body (msgpack bin)}. The payload
-// follows as raw bytes: tensors are never encoded element by element.
+// the payload, e: error text (replies), b: application body (msgpack bin)}, its integers in the
+// fewest bytes that hold them (frames with fixed-width integers, as written before, read the
+// same). The payload follows as raw bytes: tensors are never encoded element by element.
 const (
 	frameMagic0, frameMagic1 = 'C', 'H'
 	frameVersion             = 1
@@ -65,9 +66,21 @@ type Header struct {
 	Body []byte
 }
 
-// SetBody encodes v with msgpack into h.Body.
+// marshal encodes v with msgpack, each integer in the fewest bytes that hold its value (msgpack's
+// own encoder gives a uint64 nine bytes whatever it holds). Any msgpack decoder reads either.
+func marshal(v any) ([]byte, error) {
+	var buf bytes.Buffer
+	enc := msgpack.NewEncoder(&buf)
+	enc.UseCompactInts(true)
+	if err := enc.Encode(v); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// SetBody encodes v with msgpack into h.Body, integers compact (see marshal).
 func (h *Header) SetBody(v any) error {
-	b, err := msgpack.Marshal(v)
+	b, err := marshal(v)
 	if err != nil {
 		return fmt.Errorf("transport: encode %s body: %w", h.Type, err)
 	}
@@ -90,7 +103,7 @@ func (h *Header) DecodeBody(v any) error {
 // EncodePayload encodes v with msgpack for a message's payload: an application document that
 // may be larger than a header holds (a page of records, a round of many participants).
 func EncodePayload(v any) ([]byte, error) {
-	b, err := msgpack.Marshal(v)
+	b, err := marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("transport: encode payload: %w", err)
 	}
@@ -132,7 +145,7 @@ func appendFrameHeader(dst []byte, h Header, payload []byte) ([]byte, error) {
 		Type: h.Type, ID: h.ID, Len: uint64(len(payload)),
 		CRC: crc32.Checksum(payload, castagnoli), Err: h.Err, Code: h.Code, Body: h.Body,
 	}
-	enc, err := msgpack.Marshal(&wh)
+	enc, err := marshal(&wh)
 	if err != nil {
 		return dst, fmt.Errorf("transport: encode header: %w", err)
 	}

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"runtime"
 	"strings"
@@ -398,5 +400,44 @@ func TestErrorCodesCrossTheWire(t *testing.T) {
 	_, err = Call(ctx, c, Message{Header: Header{Type: "nope", ID: 3}})
 	if !errors.Is(err, ErrUnknownType) {
 		t.Errorf("unknown type: %v does not match ErrUnknownType", err)
+	}
+}
+
+// fixedHeader is the frame header as msgpack's default encoder wrote it before integers were
+// written compact: every frame of that form must still be read.
+type fixedHeader struct {
+	Type string `msgpack:"t"`
+	ID   uint64 `msgpack:"i"`
+	Len  uint64 `msgpack:"n"`
+	CRC  uint32 `msgpack:"c"`
+	Body []byte `msgpack:"b,omitempty"`
+}
+
+// TestFrameGolden: a frame's bytes (integers in the fewest bytes that hold them), and a frame
+// whose header has fixed-width integers, as written before, read as the same message.
+func TestFrameGolden(t *testing.T) {
+	payload := []byte("ab")
+	h := Header{Type: "t", ID: 5, Body: []byte{0x90}}
+	got := frameBytes(t, h, payload)
+	// "CH" 1 | length 23 | {t: "t", i: 5, n: 2, c: CRC32C("ab"), b: bin[0x90]} | "ab"
+	const want = "434801" + "00000017" + "85a174a174a16905a16e02a163ce" + "e2a22936" + "a162c40190" + "6162"
+	if hex.EncodeToString(got) != want {
+		t.Fatalf("frame % x,\nwant %s", got, want)
+	}
+	old, err := msgpack.Marshal(&fixedHeader{Type: "t", ID: 5, Len: 2, CRC: crc32.Checksum(payload, castagnoli), Body: []byte{0x90}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	frame := append([]byte{'C', 'H', 1}, binary.BigEndian.AppendUint32(nil, uint32(len(old)))...)
+	frame = append(append(frame, old...), payload...)
+	if len(frame) <= len(got) {
+		t.Fatalf("the fixed-width frame is %d bytes, the compact one %d", len(frame), len(got))
+	}
+	m, err := ReadMessage(bytes.NewReader(frame), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m.Type != "t" || m.ID != 5 || !bytes.Equal(m.Body, []byte{0x90}) || !bytes.Equal(m.Payload, payload) {
+		t.Fatalf("read %+v", m)
 	}
 }
