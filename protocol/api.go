@@ -83,7 +83,7 @@ type Query struct {
 	Linearizable bool   `msgpack:",omitempty"`
 	After        uint32 `msgpack:",omitempty"` // QueryNextRound: the last round the asker has seen
 	Number       uint32 `msgpack:",omitempty"` // QueryRound: the round
-	Member       string `msgpack:",omitempty"` // QueryMember: the member ID
+	Member       string `msgpack:",omitempty"` // QueryMember, QueryBalances: the member ID
 	// Offset and Limit ask a list query for items [Offset, Offset+Limit) of the list; Limit 0
 	// means DefaultPage, more than MaxPage is refused. QueryReply.Total is the list's length.
 	Offset uint32 `msgpack:",omitempty"`
