@@ -57,6 +57,7 @@ type fakeCoordinators struct {
 	// beforeUpload and beforeAggregate, if set, may fail a call (or change the rounds first).
 	beforeUpload    func(agg string, u protocol.Upload) error
 	beforeAggregate func(agg string, q protocol.AggregateRequest) error
+	beforeRound     func(number uint32) error // may fail a round query
 
 	receipts   []consensus.ReceiptBody
 	joins      int
@@ -198,6 +199,11 @@ func (f *fakeCoordinators) NextRound(_ context.Context, _ uint64, after uint32) 
 func (f *fakeCoordinators) Round(_ context.Context, _ uint64, number uint32) (consensus.Round, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.beforeRound != nil {
+		if err := f.beforeRound(number); err != nil {
+			return consensus.Round{}, err
+		}
+	}
 	if number == 0 || int(number) > len(f.rounds) {
 		return consensus.Round{}, fmt.Errorf("no round %d", number)
 	}

@@ -578,7 +578,12 @@ func (p *Peer) send(ctx context.Context, r consensus.Round, i int, u protocol.Up
 		case <-time.After(retryWait):
 		}
 		x, ok := p.roundNow(ctx, r)
-		if !ok || x.Status != consensus.RoundOpen {
+		if !ok {
+			// No coordinator answers for the round now — a leader change, most often, when the
+			// aggregator that died was the leader: try the same aggregator again (ctx bounds it).
+			continue
+		}
+		if x.Status != consensus.RoundOpen {
 			return "", answer{}, fmt.Errorf("round %d closed while sending slice %d: %w", r.Number, i, err)
 		}
 		agg = x.Slices[i].Aggregator

@@ -186,6 +186,10 @@ func TestSliceReassigned(t *testing.T) {
 	}{
 		{"aggregate", "aggregate"}, // accepted the upload, then fell silent
 		{"upload", "upload"},       // silent from the start
+		// The silent aggregator was the leader: while the others elect a new one, no coordinator
+		// answers for the round, and the peer keeps trying until the round names the new
+		// aggregator (it took the failed query for a closed round, and gave the round up).
+		{"upload during an election", "election"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake(t, "q8")
@@ -201,10 +205,27 @@ func TestSliceReassigned(t *testing.T) {
 					}
 					return nil
 				}
-			} else {
+			} else if tc.moveOn == "upload" {
 				f.beforeUpload = func(agg string, u protocol.Upload) error {
 					if agg == "agg-1" {
 						return move(u.Round, u.Slice)
+					}
+					return nil
+				}
+			} else {
+				queries := 0
+				f.beforeUpload = func(agg string, u protocol.Upload) error {
+					if agg == "agg-1" {
+						return errSilent
+					}
+					return nil
+				}
+				f.beforeRound = func(number uint32) error {
+					if queries++; queries == 3 { // the new leader moves the slice
+						move(number, 0)
+					}
+					if queries <= 3 {
+						return fmt.Errorf("%w: no leader", protocol.ErrUnavailable)
 					}
 					return nil
 				}
