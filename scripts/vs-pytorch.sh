@@ -48,7 +48,7 @@ case $benchtime in
 esac
 
 builds=(purego)
-if ldconfig -p 2>/dev/null | grep -q libopenblas; then
+if ldconfig -p 2>/dev/null | grep libopenblas >/dev/null; then  # not grep -q: under pipefail its early exit fails ldconfig (SIGPIPE)
   builds+=(openblas)
 else
   echo "vs-pytorch: libopenblas not installed: the -tags openblas build is skipped" >&2
