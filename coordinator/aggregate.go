@@ -184,18 +184,24 @@ func satAdd(a, b uint64) uint64 {
 func (s *Server) roundSlice(cohort uint64, round uint32, slice int) (*cohortRT, consensus.Round, protocol.Slice, error) {
 	for polls := 0; ; polls++ {
 		rt, r, sl, err := s.roundSliceNow(cohort, round, slice)
-		if !errors.Is(err, consensus.ErrNotFound) || polls >= int(roundWait/roundPoll) {
+		if !errors.Is(err, consensus.ErrNotFound) {
 			return rt, r, sl, err
 		}
 		var current uint32
+		known := false
 		s.node.View(func(st *consensus.State) error {
 			if c, err := st.PeekCohort(cohort); err == nil {
-				current = c.CurrentRound
+				current, known = c.CurrentRound, true
 			}
 			return nil
 		})
-		if current >= round {
-			return rt, r, sl, err // the round exists here: the error is real
+		if !known || current >= round {
+			return rt, r, sl, err // no such cohort, or the round exists here: the error is real
+		}
+		if polls >= int(roundWait/roundPoll) {
+			// Still behind the leader after roundWait (a loaded or partitioned node): the round
+			// may well exist, so the peer is told to resend, not that it does not.
+			return rt, r, sl, fmt.Errorf("%w: cohort %d round %d is not applied on this coordinator yet (it has round %d): resend", protocol.ErrUnavailable, cohort, round, current)
 		}
 		time.Sleep(roundPoll)
 	}

@@ -151,6 +151,22 @@ func TestBadUploadsAreRefusedAndTheRoundGoesOn(t *testing.T) {
 			t.Errorf("%s: %v, want an error mentioning %q", tc.name, err, tc.want)
 		}
 	}
+	// An upload for a round ahead of the aggregator's state that does not arrive within roundWait
+	// (round 2 opens only after round 1) is "resend", not "no such round": a node behind the
+	// leader must not make a peer give its slice up. A cohort the node does not know is refused.
+	for _, tc := range []struct {
+		cohort uint64
+		round  uint32
+		want   error
+	}{{1, 2, protocol.ErrUnavailable}, {9, 1, consensus.ErrNotFound}} {
+		req := transport.Message{Header: transport.Header{Type: protocol.MsgUpload}, Payload: vec(n, 0.1)}
+		if err := req.SetBody(protocol.Upload{Cohort: tc.cohort, Round: tc.round, Slice: 0, Start: sl.Start, End: sl.End, Samples: 10}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := alice.CallAt(ctx, aggAddr, req); !errors.Is(err, tc.want) {
+			t.Errorf("upload for cohort %d round %d: %v, want %v", tc.cohort, tc.round, err, tc.want)
+		}
+	}
 	// Uploads encoded with the model's codec shape are aggregated. Alice claims 2^40 samples, bob
 	// 10: both registered 10 samples, so both weigh 10 (H × batch is 64) and the mean is 1.5.
 	// Weighted by the claims it would be alice's 1.0.
