@@ -14,8 +14,9 @@ import (
 	"io"
 	"math/big"
 	"os"
-	"path/filepath"
 	"time"
+
+	"github.com/cohortlab/cohort/internal/atomicfile"
 )
 
 // NodeIDLen is the length of a NodeID in bytes.
@@ -154,27 +155,7 @@ func (i *Identity) SaveKey(path string) error {
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".key-*")
-	if err != nil {
-		return fmt.Errorf("transport: save key %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name()) // no-op after a successful rename
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return fmt.Errorf("transport: save key %s: %w", path, err)
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("transport: save key %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("transport: save key %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("transport: save key %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if err := atomicfile.Write(path, data, 0o600); err != nil {
 		return fmt.Errorf("transport: save key %s: %w", path, err)
 	}
 	return nil

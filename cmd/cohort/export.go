@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/cohortlab/cohort/client"
 	"github.com/cohortlab/cohort/consensus"
+	"github.com/cohortlab/cohort/internal/atomicfile"
 	"github.com/cohortlab/cohort/protocol"
 	"github.com/cohortlab/cohort/trainer"
 	"github.com/cohortlab/cohort/trainer/export"
@@ -246,27 +246,8 @@ func writeExport(out string, p export.Provenance, theta []float32) ([2]string, e
 	if err != nil {
 		return paths, err
 	}
-	if err := writeAtomic(paths[0], b); err != nil {
+	if err := atomicfile.Write(paths[0], b, 0o644); err != nil {
 		return paths, err
 	}
-	return paths, writeAtomic(paths[1], append(js, '\n'))
-}
-
-func writeAtomic(path string, b []byte) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".export-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
+	return paths, atomicfile.Write(paths[1], append(js, '\n'), 0o644)
 }

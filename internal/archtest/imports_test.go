@@ -53,7 +53,7 @@ var layers = map[string][]string{
 }
 
 // shared are dependency-free helpers any package may use.
-var shared = []string{"internal/msgcheck", "internal/wirecode", "internal/par"}
+var shared = []string{"internal/msgcheck", "internal/wirecode", "internal/par", "internal/atomicfile"}
 
 // testOnly lets a package's tests import more than its code may: test helpers; the consensus
 // benchmarks, which measure raft on the transport's authenticated stream layer (consensus itself

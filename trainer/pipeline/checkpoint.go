@@ -9,6 +9,8 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+
+	"github.com/cohortlab/cohort/internal/atomicfile"
 )
 
 // ErrCheckpoint is wrapped by every error decoding a stage checkpoint.
@@ -166,23 +168,7 @@ func saveCheckpoint(dir string, c *StageCheckpoint) error {
 	if err := os.Rename(latest, prev); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("checkpoint %s: %w", latest, err)
 	}
-	tmp, err := os.CreateTemp(dir, ".stage-ckpt-*")
-	if err != nil {
-		return fmt.Errorf("checkpoint %s: %w", latest, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(b); err != nil {
-		tmp.Close()
-		return fmt.Errorf("checkpoint %s: %w", latest, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("checkpoint %s: %w", latest, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("checkpoint %s: %w", latest, err)
-	}
-	if err := os.Rename(tmp.Name(), latest); err != nil {
+	if err := atomicfile.Write(latest, b, 0o600); err != nil {
 		return fmt.Errorf("checkpoint %s: %w", latest, err)
 	}
 	return nil

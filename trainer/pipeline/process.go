@@ -371,6 +371,23 @@ func (p *processStage) validate(ctx context.Context, t int) (lossSum float64, co
 			p.evalIn = make([]float32, chunk*T*D)
 		}
 	}
+	// evalChunk evaluates n sequences: the last stage adds up their loss, the others send their
+	// activation on.
+	evalChunk := func(mb nn.StageMicro, n int) error {
+		if s == S-1 {
+			l, c, err := model.Eval(mb, nil)
+			if err != nil {
+				return err
+			}
+			lossSum, correct, count = lossSum+l, correct+c, count+n*T
+			return nil
+		}
+		out := p.evalOut[:n*T*D]
+		if _, _, err := model.Eval(mb, out); err != nil {
+			return err
+		}
+		return send(n, out)
+	}
 	if s == 0 {
 		toks := p.cfg.Val.Tokens
 		total := len(toks) / T
@@ -379,18 +396,8 @@ func (p *processStage) validate(ctx context.Context, t int) (lossSum float64, co
 			mb := nn.StageMicro{Tokens: toks[at*T : (at+n)*T]}
 			if S == 1 {
 				mb.Y = p.cfg.Val.Y[at*T : (at+n)*T]
-				l, c, err := model.Eval(mb, nil)
-				if err != nil {
-					return 0, 0, 0, err
-				}
-				lossSum, correct, count = lossSum+l, correct+c, count+n*T
-				continue
 			}
-			out := p.evalOut[:n*T*D]
-			if _, _, err := model.Eval(mb, out); err != nil {
-				return 0, 0, 0, err
-			}
-			if err := send(n, out); err != nil {
+			if err := evalChunk(mb, n); err != nil {
 				return 0, 0, 0, err
 			}
 		}
@@ -422,18 +429,8 @@ func (p *processStage) validate(ctx context.Context, t int) (lossSum float64, co
 				return 0, 0, 0, fmt.Errorf("%w: stage 0 validates more sequences than the %d this stage has targets for", ErrProtocol, len(ys)/T)
 			}
 			mb.Y = ys[count : count+n*T]
-			l, c, err := model.Eval(mb, nil)
-			if err != nil {
-				return 0, 0, 0, err
-			}
-			lossSum, correct, count = lossSum+l, correct+c, count+n*T
-			continue
 		}
-		out := p.evalOut[:n*T*D]
-		if _, _, err := model.Eval(mb, out); err != nil {
-			return 0, 0, 0, err
-		}
-		if err := send(n, out); err != nil {
+		if err := evalChunk(mb, n); err != nil {
 			return 0, 0, 0, err
 		}
 	}
