@@ -294,3 +294,50 @@ func TestLabelNoise(t *testing.T) {
 		}
 	}
 }
+
+// Another BatchSeed draws the same shards, with the same label noise, in another order; BatchSeed
+// equal to Seed is the default order.
+func TestBatchSeed(t *testing.T) {
+	spec := TaskSpec{Model: "mlp", DataDir: EmbeddedData, Workers: 2, Partition: "dirichlet:0.5", Seed: 4, LabelNoise: []float64{0.2, 0}}
+	first := func(s TaskSpec) ([]nn.Batch, TaskInfo) {
+		task, info, err := BuildTask(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]nn.Batch, len(task.Sources))
+		for i, src := range task.Sources {
+			src.Next(&out[i], src.Len()) // one pass: every sample of the shard once
+		}
+		return out, info
+	}
+	base, info := first(spec)
+	spec.BatchSeed = 4
+	same, _ := first(spec)
+	spec.BatchSeed = 99
+	other, otherInfo := first(spec)
+	for i := range base {
+		if !slices.Equal(base[i].Y, same[i].Y) || !slices.Equal(base[i].X, same[i].X) {
+			t.Errorf("shard %d: BatchSeed = Seed drew another order", i)
+		}
+		if slices.Equal(base[i].Y, other[i].Y) {
+			t.Errorf("shard %d: BatchSeed 99 drew the default order", i)
+		}
+		if !slices.Equal(info.Fingerprints[i], otherInfo.Fingerprints[i]) || info.ShardSizes[i] != otherInfo.ShardSizes[i] {
+			t.Errorf("shard %d: BatchSeed changed the shard", i)
+		}
+		// The same samples, and the same (noisy) labels: only the order differs.
+		count := func(b nn.Batch) map[int]int {
+			m := map[int]int{}
+			for _, y := range b.Y {
+				m[y]++
+			}
+			return m
+		}
+		a, b := count(base[i]), count(other[i])
+		for y, n := range a {
+			if b[y] != n {
+				t.Errorf("shard %d: label %d %d times, %d with BatchSeed 99", i, y, n, b[y])
+			}
+		}
+	}
+}

@@ -21,6 +21,19 @@ type TaskSpec struct {
 	// LabelNoise is, per shard, the fraction of its samples given a wrong label (image tasks
 	// only); empty = none, else one value per shard.
 	LabelNoise []float64
+	// BatchSeed seeds the order in which each shard's samples are drawn; 0 means Seed's. The
+	// shards, their label noise and θ_0 stay Seed's: another BatchSeed is the same cohort with
+	// other batches (what an audit repeats its retrainings with).
+	BatchSeed uint64
+}
+
+// sourceSeed is the seed of shard i's batch order.
+func (spec TaskSpec) sourceSeed(i int) uint64 {
+	s := spec.Seed
+	if spec.BatchSeed != 0 {
+		s = spec.BatchSeed
+	}
+	return s*1000003 + uint64(i) + 1
 }
 
 // TaskInfo describes the data a task was built from.
@@ -93,7 +106,7 @@ func buildMLPTask(spec TaskSpec) (Task, TaskInfo, error) {
 	info := TaskInfo{Source: source, Partition: pname, TrainSamples: train.Len()}
 	task := Task{Classifier: true, TokensPerSample: 1}
 	for i, p := range parts {
-		src, err := NewImageSource(train, p, spec.Seed*1000003+uint64(i)+1)
+		src, err := NewImageSource(train, p, spec.sourceSeed(i))
 		if err != nil {
 			return Task{}, TaskInfo{}, fmt.Errorf("worker %d: %w", i, err)
 		}

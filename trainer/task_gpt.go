@@ -118,7 +118,7 @@ func buildGPTTextTask(spec TaskSpec, cfg nn.GPTConfig) (Task, TaskInfo, error) {
 		}
 		fp := datasets.TextFingerprint(shard)
 		info.Fingerprints = append(info.Fingerprints, fp.Digest[:])
-		src, err := NewByteSource(text, T, spec.Seed*1000003+uint64(i)+1)
+		src, err := NewByteSource(text, T, spec.sourceSeed(i))
 		if err != nil {
 			return Task{}, TaskInfo{}, fmt.Errorf("worker %d (%d bytes): %w", i, len(text), err)
 		}

@@ -77,7 +77,7 @@ func playTask(spec TaskSpec, play *datasets.Play, context int, encode func(strin
 		}
 		fp := datasets.NewFingerprint(hashes)
 		info.Fingerprints = append(info.Fingerprints, fp.Digest[:])
-		src, err := NewTextSource(toks, context, spec.Seed*1000003+uint64(i)+1)
+		src, err := NewTextSource(toks, context, spec.sourceSeed(i))
 		if err != nil {
 			return Task{}, TaskInfo{}, fmt.Errorf("worker %d (%d speeches): %w", i, len(part), err)
 		}

@@ -36,6 +36,9 @@ func auditCommand() *cli.Command {
    Spearman rank correlation and the L1 distance of the two vectors normalised to sum 1 (negative
    Shapley values clamped to 0: a contributor who hurt the model is owed nothing), and each
    contributor's share minus its normalised Shapley value (over: paid more than it was worth).
+   Retraining is noisy too: --repeats K runs every retraining K times in other batch orders, averages
+   the Shapley values (with standard errors) and says how well the runs agree with each other, the
+   resolution the ledger's agreement is to be read against.
 
    With --coordinator it audits a finished cohort of the cluster instead: it reads the cohort's
    proposal (model, H, rounds, codec, outer step, inner AdamW, θ_0's seed), its contributors and
@@ -70,6 +73,7 @@ func auditCommand() *cli.Command {
 			&cli.StringFlag{Name: "utility", Value: "auto", Usage: "what the ledger's shares are held against: the Shapley value of the final validation accuracy, or of its loss reduction (auto: accuracy for image models, loss for language models)", EnvVars: envVars("utility")},
 			&cli.StringFlag{Name: "method", Value: "auto", Usage: "Shapley values: auto (exact up to 8 contributors), exact (up to 20) or sampled", EnvVars: envVars("method")},
 			&cli.IntFlag{Name: "permutations", Value: audit.DefaultPermutations, Usage: "permutations drawn when sampling", EnvVars: envVars("permutations")},
+			&cli.IntFlag{Name: "repeats", Value: 1, Usage: "run every retraining this many times, in other batch orders: the Shapley values are their means, with standard errors, and the runs' agreement with each other is the ground truth's resolution", EnvVars: envVars("repeats")},
 			&cli.Float64Flag{Name: "tolerance", Value: audit.DefaultTolerance, Usage: "sampling: stop a permutation once its prefix is within this fraction of the whole cohort's loss reduction (negative: never)", EnvVars: envVars("tolerance")},
 			&cli.BoolFlag{Name: "json", Usage: "print a JSON summary as the last line (no progress line)", EnvVars: envVars("json")},
 			&cli.StringFlag{Name: "coordinator", Usage: "audit a finished cohort rather than a simulated one: coordinator address(es), comma-separated (with --cohort and --shards)", EnvVars: envVars("coordinator")},
@@ -92,6 +96,7 @@ type auditRow struct {
 	Shapley           float64 `json:"shapley"`
 	ShapleySE         float64 `json:"shapley_se"`
 	ShapleyAccuracy   float64 `json:"shapley_accuracy"`
+	ShapleyAccuracySE float64 `json:"shapley_accuracy_se,omitempty"`
 	ShapleyNormalised float64 `json:"shapley_normalised"`
 	Payout            uint64  `json:"payout"`
 	Share             float64 `json:"share"`
@@ -125,12 +130,20 @@ type auditSummary struct {
 	Proposal uint64 `json:"proposal,omitempty"`
 	Paid     uint64 `json:"paid,omitempty"`
 	// Spearman is null when either vector is constant.
-	Spearman        *float64   `json:"spearman"`
-	L1              float64    `json:"l1"`
-	Contributors    []auditRow `json:"contributors"`
-	SimulateSeconds float64    `json:"simulate_seconds"`
-	RetrainSeconds  float64    `json:"retrain_seconds"`
-	WallSeconds     float64    `json:"wall_seconds"`
+	Spearman *float64 `json:"spearman"`
+	L1       float64  `json:"l1"`
+	// Repeats is how many runs of the retrainings the Shapley values average (--repeats). With more
+	// than one, Agreement is how well the runs agree with each other (the ground truth's
+	// resolution), and RunSpearman and RunL1 how well the ledger agrees with one run (the mean over
+	// the runs), to be held beside it.
+	Repeats         int              `json:"repeats,omitempty"`
+	Agreement       *audit.Agreement `json:"agreement,omitempty"`
+	RunSpearman     *float64         `json:"run_spearman,omitempty"`
+	RunL1           float64          `json:"run_l1,omitempty"`
+	Contributors    []auditRow       `json:"contributors"`
+	SimulateSeconds float64          `json:"simulate_seconds"`
+	RetrainSeconds  float64          `json:"retrain_seconds"`
+	WallSeconds     float64          `json:"wall_seconds"`
 }
 
 func runAudit(c *cli.Context) error {
@@ -147,7 +160,7 @@ func runAudit(c *cli.Context) error {
 	}
 	if err := checkFlags(c, "audit", append([]bound{between("peers", 1, audit.MaxPlayers), between("rounds", 1, maxRounds),
 		between("inner-steps", 1, maxInnerSteps), batchBound("batch"), between("val-samples", 1, maxValSamples),
-		between("coordinators", 1, 7), between("permutations", 1, 1_000_000), between("tolerance", -1, 1),
+		between("coordinators", 1, 7), between("permutations", 1, 1_000_000), between("tolerance", -1, 1), between("repeats", 1, audit.MaxRepeats),
 		positive("outer-lr", 100, "no outer step"), momentum("outer-momentum"), positive("ef-decay", 1, "no error feedback decay, as 1")},
 		innerBounds()...)...); err != nil {
 		return err
@@ -212,7 +225,7 @@ func runAudit(c *cli.Context) error {
 	out := auditSummary{
 		Peers: n, Model: sc.Task.Model, Partition: sc.Task.Partition, Rounds: int(h.Rounds), InnerSteps: int(h.InnerSteps),
 		Codec: r.Codec(), Seed: sc.Task.Seed, Method: string(res.Method), Utility: utility, Permutations: res.Permutations, Truncated: res.Truncated,
-		Retrainings: res.Evaluations - 1, Initial: res.Empty, Retrained: res.Grand,
+		Retrainings: retrainings(res), Initial: res.Empty, Retrained: res.Grand,
 		Cohort:       audit.Value{Loss: sum.FinalValLoss, Accuracy: sum.FinalValAccuracy},
 		RoundsScored: sum.RoundsScored, Pool: sum.Pool,
 		SimulateSeconds: simSeconds, RetrainSeconds: time.Since(retrainStart).Seconds(), WallSeconds: time.Since(start).Seconds(),
@@ -273,20 +286,28 @@ func auditMethod(c *cli.Context, model string, n int, what string) (audit.Method
 	return method, utility, nil
 }
 
-// retrain runs the retrainings Solve asks for, showing their progress on bar.
+// retrain runs the retrainings Solve asks for (--repeats times), showing their progress on bar.
 func retrain(c *cli.Context, r *audit.Retrainer, method audit.Method, seed uint64, bar *progressLine) (*audit.Result, error) {
 	sampled := method == audit.MethodSampled || (method == audit.MethodAuto && r.Players() > audit.MaxAutoExact)
-	res, err := r.Run(c.Context, audit.Options{Method: method, Permutations: c.Int("permutations"), Tolerance: c.Float64("tolerance"),
+	res, err := r.RunRepeated(c.Context, audit.Options{Method: method, Permutations: c.Int("permutations"), Tolerance: c.Float64("tolerance"),
 		Seed: seed, Progress: func(p audit.Progress) {
-			if sampled {
-				bar.show("retrainings %d, permutations %d/%d", p.Evaluations-1, p.Done, p.Total)
-			} else {
-				bar.show("retrainings %d/%d", p.Evaluations-1, p.Total-1) // the empty coalition is θ_0
+			run := ""
+			if p.Repeats > 1 {
+				run = fmt.Sprintf(" (run %d/%d)", p.Repeat, p.Repeats)
 			}
-		}})
+			if sampled {
+				bar.show("retrainings %d, permutations %d/%d%s", p.Evaluations-1, p.Done, p.Total, run)
+			} else {
+				bar.show("retrainings %d/%d%s", p.Evaluations-1, p.Total-1, run) // the empty coalition is θ_0
+			}
+		}}, c.Int("repeats"))
 	bar.done()
 	return res, err
 }
+
+// retrainings is how many models res was computed from: its evaluations but the empty
+// coalition's (θ_0, evaluated once a run).
+func retrainings(res *audit.Result) int { return res.Evaluations - max(res.Repeats, 1) }
 
 // compareAudit fills s's contributors from rows (named, with their payouts, player i in row i)
 // and the retrainings' values, and holds the Shapley values of s.Utility against the payouts.
@@ -307,9 +328,36 @@ func compareAudit(s *auditSummary, res *audit.Result, rows []auditRow, sizes []i
 		s.Spearman = &cmp.Spearman
 	}
 	s.L1 = cmp.L1
+	if res.Repeats > 1 {
+		s.Repeats, s.Agreement = res.Repeats, res.Agreement
+		runs := res.RepeatShapley
+		if s.Utility == "accuracy" {
+			runs = res.RepeatShapleyAccuracy
+		}
+		var rho float64
+		var ranked int
+		for _, run := range runs {
+			rc, err := audit.Compare(run, shares)
+			if err != nil {
+				return err
+			}
+			s.RunL1 += rc.L1 / float64(len(runs))
+			if !math.IsNaN(rc.Spearman) {
+				rho += rc.Spearman
+				ranked++
+			}
+		}
+		if ranked > 0 {
+			rho /= float64(ranked)
+			s.RunSpearman = &rho
+		}
+	}
 	for i, row := range rows {
 		row.ShardSize, row.LOO, row.LOOAccuracy = sizes[i], res.LOO[i], res.LOOAccuracy[i]
 		row.Shapley, row.ShapleySE, row.ShapleyAccuracy, row.ShapleyNormalised = res.Shapley[i], res.ShapleySE[i], res.ShapleyAccuracy[i], cmp.Shapley[i]
+		if res.ShapleyAccuracySE != nil {
+			row.ShapleyAccuracySE = res.ShapleyAccuracySE[i]
+		}
 		row.Share, row.OverPaid = cmp.Shares[i], cmp.Diff[i]
 		s.Contributors = append(s.Contributors, row)
 	}
@@ -334,8 +382,12 @@ func printAudit(w io.Writer, s auditSummary) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "contributor\tshard\tLOO loss\tLOO acc\tShapley loss ± se\tShapley acc\tShapley (norm.)\tledger share\tover/under\t")
 	for _, r := range s.Contributors {
-		fmt.Fprintf(tw, "%s\t%d\t%+.4f\t%+.2f pt\t%+.4f ± %.4f\t%+.2f pt\t%.1f%%\t%.1f%%\t%+.1f pt\t\n", report.Escape(r.Name), r.ShardSize, r.LOO, 100*r.LOOAccuracy,
-			r.Shapley, r.ShapleySE, 100*r.ShapleyAccuracy, 100*r.ShapleyNormalised, 100*r.Share, 100*r.OverPaid)
+		acc := fmt.Sprintf("%+.2f pt", 100*r.ShapleyAccuracy)
+		if s.Repeats > 1 {
+			acc = fmt.Sprintf("%+.2f ± %.2f pt", 100*r.ShapleyAccuracy, 100*r.ShapleyAccuracySE)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%+.4f\t%+.2f pt\t%+.4f ± %.4f\t%s\t%.1f%%\t%.1f%%\t%+.1f pt\t\n", report.Escape(r.Name), r.ShardSize, r.LOO, 100*r.LOOAccuracy,
+			r.Shapley, r.ShapleySE, acc, 100*r.ShapleyNormalised, 100*r.Share, 100*r.OverPaid)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -347,7 +399,24 @@ func printAudit(w io.Writer, s auditSummary) error {
 	fmt.Fprintf(w, "\nLOO and Shapley: the validation loss reduction and accuracy gain a contributor brings (positive: it helps). The shares are held against the Shapley values of the %s; normalised: negative values clamped to 0, then both vectors scaled to sum 1; over/under = ledger share − normalised Shapley.\n", s.Utility)
 	fmt.Fprintf(w, "Spearman (Shapley, ledger shares): %s\n", rho)
 	fmt.Fprintf(w, "L1 (normalised Shapley, ledger shares): %.3f (0: the same split, 2: disjoint)\n", s.L1)
+	if s.Repeats > 1 && s.Agreement != nil {
+		between, l1 := s.Agreement.Spearman, s.Agreement.L1
+		if s.Utility == "accuracy" {
+			between, l1 = s.Agreement.SpearmanAccuracy, s.Agreement.L1Accuracy
+		}
+		fmt.Fprintf(w, "%d runs of the retrainings, each in its own batch order; the Shapley values above are their means (± their standard error).\n", s.Repeats)
+		fmt.Fprintf(w, "one run against another (the ground truth's own resolution): Spearman %s, L1 %.3f\n", optRho(between), l1)
+		fmt.Fprintf(w, "the ledger against one run: Spearman %s, L1 %.3f\n", optRho(s.RunSpearman), s.RunL1)
+	}
 	return nil
+}
+
+// optRho prints a rank correlation that may be undefined.
+func optRho(r *float64) string {
+	if r == nil {
+		return "undefined (a constant vector)"
+	}
+	return fmt.Sprintf("%.3f", *r)
 }
 
 // progressLine redraws one status line with a carriage return, on a terminal only.

@@ -116,7 +116,14 @@ func runAuditCohort(c *cli.Context) error {
 		// audited, and in a rerun of the same cohort by members of other keys.
 		f := fnv.New64a()
 		f.Write([]byte(consensus.ContributorName(pl.key)))
-		sh, err := loadAuditShard(model, pl, seed*1000003+f.Sum64())
+		name := f.Sum64()
+		sh, err := loadAuditShard(model, pl, func(repeat int) uint64 {
+			base := seed
+			if repeat > 0 {
+				base = audit.RepeatSeed(seed, repeat)
+			}
+			return base*1000003 + name
+		})
 		if err != nil {
 			return fmt.Errorf("audit: --shards %s=%s: %w", pl.given, pl.dir, err)
 		}
@@ -148,7 +155,7 @@ func runAuditCohort(c *cli.Context) error {
 		return fmt.Errorf("audit: %w", err)
 	}
 	out.Method, out.Permutations, out.Truncated = string(res.Method), res.Permutations, res.Truncated
-	out.Retrainings, out.Initial, out.Retrained = res.Evaluations-1, res.Empty, res.Grand
+	out.Retrainings, out.Initial, out.Retrained = retrainings(res), res.Empty, res.Grand
 	out.RetrainSeconds = time.Since(start).Seconds()
 	out.WallSeconds = time.Since(began).Seconds()
 	rows := make([]auditRow, len(players))
@@ -384,8 +391,8 @@ func checkInitialModel(rec cohortRecords, m nn.Model) error {
 
 // loadAuditShard loads a player's shard as cohort join does (image directory, or text), checks
 // that model takes it and that it is the data the contributor registered (its fingerprint), and
-// returns it as the retrainings open it: a source seeded with seed.
-func loadAuditShard(model nn.Model, pl auditPlayer, seed uint64) (audit.Shard, error) {
+// returns it as the retrainings open it: a source seeded with seed(repeat).
+func loadAuditShard(model nn.Model, pl auditPlayer, seed func(repeat int) uint64) (audit.Shard, error) {
 	if isTextData(pl.dir) {
 		docs, err := loadTexts(pl.dir)
 		if err != nil {
@@ -403,8 +410,8 @@ func loadAuditShard(model nn.Model, pl auditPlayer, seed uint64) (audit.Shard, e
 			return audit.Shard{}, err
 		}
 		context := model.(interface{ Context() int }).Context() // TextFits: a language model
-		return audit.Shard{Name: pl.key, Size: len(text), Open: func() (trainer.Source, error) {
-			return trainer.NewByteSource(text, context, seed)
+		return audit.Shard{Name: pl.key, Size: len(text), Open: func(repeat int) (trainer.Source, error) {
+			return trainer.NewByteSource(text, context, seed(repeat))
 		}}, nil
 	}
 	imgs, err := datasets.LoadImages(os.DirFS(pl.dir), "train")
@@ -422,8 +429,8 @@ func loadAuditShard(model nn.Model, pl auditPlayer, seed uint64) (audit.Shard, e
 	if err := sameData(pl, fp.Digest[:]); err != nil {
 		return audit.Shard{}, err
 	}
-	return audit.Shard{Name: pl.key, Size: imgs.Len(), Open: func() (trainer.Source, error) {
-		return trainer.NewImageSource(imgs, idx, seed)
+	return audit.Shard{Name: pl.key, Size: imgs.Len(), Open: func(repeat int) (trainer.Source, error) {
+		return trainer.NewImageSource(imgs, idx, seed(repeat))
 	}}, nil
 }
 

@@ -149,11 +149,11 @@ func TestLoadAuditShardText(t *testing.T) {
 		t.Fatal(err)
 	}
 	pl := auditPlayer{key: "m1/alice", shown: "alice", dir: shard, fingerprint: fp.Digest[:]}
-	sh, err := loadAuditShard(gpt, pl, 7)
+	sh, err := loadAuditShard(gpt, pl, seven)
 	if err != nil {
 		t.Fatal(err)
 	}
-	src, err := sh.Open()
+	src, err := sh.Open(0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,14 +163,16 @@ func TestLoadAuditShardText(t *testing.T) {
 		t.Errorf("shard %s of %d bytes, a batch of %d tokens", sh.Name, sh.Size, len(b.Tokens))
 	}
 	pl.fingerprint = make([]byte, 32)
-	if _, err := loadAuditShard(gpt, pl, 7); err == nil || !strings.Contains(err.Error(), "is not the 00000000") {
+	if _, err := loadAuditShard(gpt, pl, seven); err == nil || !strings.Contains(err.Error(), "is not the 00000000") {
 		t.Errorf("another fingerprint: %v", err)
 	}
 	mlp, err := trainer.NewModel("mlp:784-16-10", 0, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := loadAuditShard(mlp, auditPlayer{key: "m1/alice", dir: shard}, 7); err == nil || !strings.Contains(err.Error(), "does not take text") {
+	if _, err := loadAuditShard(mlp, auditPlayer{key: "m1/alice", dir: shard}, seven); err == nil || !strings.Contains(err.Error(), "does not take text") {
 		t.Errorf("text for an MLP: %v", err)
 	}
 }
+
+func seven(int) uint64 { return 7 }

@@ -22,6 +22,8 @@ func TestAuditRefusesBadInput(t *testing.T) {
 		{[]string{"audit", "--codec", "gzip"}, "codec"},
 		{[]string{"audit", "--permutations", "0"}, "--permutations 0"},
 		{[]string{"audit", "--tolerance", "2"}, "--tolerance 2"},
+		{[]string{"audit", "--repeats", "0"}, "--repeats 0"},
+		{[]string{"audit", "--repeats", "17"}, "--repeats 17"},
 		{[]string{"audit", "--link", "10xbit,5ms"}, "link"},
 		{[]string{"audit", "stray"}, "unexpected argument"},
 		{[]string{"audit", "--shards", "./shards"}, "--shards goes with --coordinator"},
@@ -42,11 +44,12 @@ func TestAuditRefusesBadInput(t *testing.T) {
 	}
 }
 
-// A two-peer cohort of two rounds, then its three retrainings: the JSON names both contributors,
-// their normalised Shapley values and ledger shares each sum to 1.
+// A two-peer cohort of two rounds, then its three retrainings, twice (in two batch orders): the
+// JSON names both contributors, their normalised Shapley values and ledger shares each sum to 1,
+// and the two runs' agreement is measured.
 func TestAuditJSON(t *testing.T) {
 	out, err := run(t, "--log-level", "error", "audit", "--peers", "2", "--coordinators", "1", "--model", "mlp:784-16-10", "--rounds", "2",
-		"--inner-steps", "4", "--partition", "iid", "--val-samples", "200", "--seed", "3", "--json")
+		"--inner-steps", "4", "--partition", "iid", "--val-samples", "200", "--seed", "3", "--repeats", "2", "--json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,8 +58,11 @@ func TestAuditJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &s); err != nil {
 		t.Fatalf("%v in %q", err, out)
 	}
-	if s.Method != string(audit.MethodExact) || s.Retrainings != 3 || len(s.Contributors) != 2 || s.Pool == 0 {
+	if s.Method != string(audit.MethodExact) || s.Retrainings != 6 || len(s.Contributors) != 2 || s.Pool == 0 {
 		t.Fatalf("summary %+v", s)
+	}
+	if s.Repeats != 2 || s.Agreement == nil || s.RunL1 < 0 || s.RunL1 > 2 {
+		t.Errorf("repeats %d, agreement %+v, the ledger against one run: L1 %v", s.Repeats, s.Agreement, s.RunL1)
 	}
 	var shap, share float64
 	for _, c := range s.Contributors {
@@ -90,6 +96,19 @@ func TestPrintAudit(t *testing.T) {
 	if strings.Contains(b.String(), "\x1b") {
 		t.Errorf("a contributor's name reached the terminal unescaped:\n%s", b.String())
 	}
+	s.Repeats, s.Agreement, s.RunSpearman, s.RunL1 = 3, &audit.Agreement{Spearman: &rho, L1: 0.1}, &rho, 0.3
+	s.Contributors[0].ShapleyAccuracy, s.Contributors[0].ShapleyAccuracySE = 0.02, 0.005
+	b.Reset()
+	if err := printAudit(&b, s); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"3 runs of the retrainings", "+2.00 ± 0.50 pt", "one run against another (the ground truth's own resolution): Spearman 0.500, L1 0.100",
+		"the ledger against one run: Spearman 0.500, L1 0.300"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("output lacks %q:\n%s", want, b.String())
+		}
+	}
+	s.Repeats, s.Agreement, s.RunSpearman = 0, nil, nil
 	s.Spearman = nil
 	b.Reset()
 	if err := printAudit(&b, s); err != nil || !strings.Contains(b.String(), "undefined") {

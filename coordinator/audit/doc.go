@@ -24,6 +24,13 @@
 // Shapley values clamped to 0 first: a contributor who hurt the model is owed nothing), and each
 // contributor's share minus its normalised Shapley value (positive: over-paid).
 //
+// Retraining is itself noisy: the same coalition trained in another batch order ends on another
+// model, and when contributors are worth nearly the same, one set of retrainings ranks them by
+// that noise. RunRepeated solves the game again on retrainings in other batch orders
+// (Retrainer.Repeat; the shards, θ_0 and the settings unchanged) and Combine averages the runs,
+// with each value's standard error across them and the runs' Agreement with each other: the
+// ground truth's own resolution, beside which a ledger's agreement with one run is to be read.
+//
 // Solve knows nothing of models: its tests use synthetic games (additive, symmetric, with a null
 // player), and any value function can be audited.
 package audit

@@ -31,8 +31,9 @@ type Retrainer struct {
 	players int
 	sizes   []int
 	run     trainer.RunConfig
-	// task builds the task afresh: its sources start their data streams from the beginning.
-	task  func() (trainer.Task, error)
+	// task builds the task afresh: its sources start their data streams from the beginning,
+	// drawing repeat's batch order (0: the scenario's own).
+	task  func(repeat int) (trainer.Task, error)
 	empty Value
 }
 
@@ -52,8 +53,10 @@ func NewRetrainer(sc Scenario) (*Retrainer, error) {
 	if len(task.Sources) != sc.Task.Workers {
 		return nil, fmt.Errorf("%w: %d shards for %d contributors", ErrScenario, len(task.Sources), sc.Task.Workers)
 	}
-	r := &Retrainer{players: sc.Task.Workers, sizes: info.ShardSizes, run: run, task: func() (trainer.Task, error) {
-		t, _, err := trainer.BuildTask(sc.Task)
+	r := &Retrainer{players: sc.Task.Workers, sizes: info.ShardSizes, run: run, task: func(repeat int) (trainer.Task, error) {
+		spec := sc.Task
+		spec.BatchSeed = RepeatSeed(spec.Seed, repeat)
+		t, _, err := trainer.BuildTask(spec)
 		return t, err
 	}}
 	if r.empty, err = evalInitial(task, sc.Task.Seed); err != nil {
@@ -111,10 +114,36 @@ func (r *Retrainer) ShardSizes() []int { return append([]int(nil), r.sizes...) }
 // Codec is the setting the retrainings code updates with.
 func (r *Retrainer) Codec() string { return r.run.Codec }
 
+// RepeatSeed is the batch-order seed of a scenario's repeat k of its retrainings: 0 (the scenario's
+// own order, seed's) for k = 0, and for k > 0 a seed mixed from seed and k, never 0.
+func RepeatSeed(seed uint64, k int) uint64 {
+	if k <= 0 {
+		return 0
+	}
+	// splitmix64's finaliser of seed + k·golden ratio: nearby seeds and repeats far apart.
+	z := seed + uint64(k)*0x9e3779b97f4a7c15
+	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
+	z = (z ^ z>>27) * 0x94d049bb133111eb
+	z ^= z >> 31
+	if z == 0 {
+		z = 1
+	}
+	return z
+}
+
 // Value retrains the coalition c from θ_0 on its members' shards (fresh data streams each time,
 // so a coalition's value does not depend on what was evaluated before) and returns the final
 // validation loss and accuracy; the empty coalition is θ_0's.
-func (r *Retrainer) Value(ctx context.Context, c Coalition) (Value, error) {
+func (r *Retrainer) Value(ctx context.Context, c Coalition) (Value, error) { return r.value(ctx, c, 0) }
+
+// Repeat is the value function of repeat k of the retrainings: every coalition trained as Value
+// trains it, its shards drawn in another batch order (k = 0 is Value). What the values of two
+// repeats differ by is the retrainings' own noise, the resolution of the ground truth.
+func (r *Retrainer) Repeat(k int) ValueFunc {
+	return func(ctx context.Context, c Coalition) (Value, error) { return r.value(ctx, c, k) }
+}
+
+func (r *Retrainer) value(ctx context.Context, c Coalition, repeat int) (Value, error) {
 	n := r.Players()
 	if c&^All(n) != 0 {
 		return Value{}, fmt.Errorf("%w: coalition %b has players beyond %d", ErrPlayers, uint64(c), n)
@@ -122,7 +151,7 @@ func (r *Retrainer) Value(ctx context.Context, c Coalition) (Value, error) {
 	if c == 0 {
 		return r.empty, nil
 	}
-	task, err := r.task()
+	task, err := r.task(repeat)
 	if err != nil {
 		return Value{}, fmt.Errorf("retrain: %w", err)
 	}
@@ -147,4 +176,31 @@ func (r *Retrainer) Value(ctx context.Context, c Coalition) (Value, error) {
 // Run retrains every coalition Solve asks for and returns the attributions.
 func (r *Retrainer) Run(ctx context.Context, opt Options) (*Result, error) {
 	return Solve(ctx, r.Players(), r.Value, opt)
+}
+
+// RunRepeated solves the game repeats times, repeat k on Repeat(k)'s retrainings (the same
+// permutations each time when sampling), and combines them (Combine): attributions averaged, their
+// standard errors and agreement measured across the repeats. opt.Progress sees each repeat's
+// progress, counted over all of them.
+func (r *Retrainer) RunRepeated(ctx context.Context, opt Options, repeats int) (*Result, error) {
+	if repeats < 1 || repeats > MaxRepeats {
+		return nil, fmt.Errorf("%w: %d repeats, want 1 to %d", ErrOptions, repeats, MaxRepeats)
+	}
+	var runs []*Result
+	progress := opt.Progress
+	for k := 0; k < repeats; k++ {
+		o := opt
+		if progress != nil {
+			o.Progress = func(p Progress) {
+				p.Repeat, p.Repeats = k+1, repeats
+				progress(p)
+			}
+		}
+		res, err := Solve(ctx, r.Players(), r.Repeat(k), o)
+		if err != nil {
+			return nil, fmt.Errorf("repeat %d: %w", k+1, err)
+		}
+		runs = append(runs, res)
+	}
+	return Combine(runs)
 }

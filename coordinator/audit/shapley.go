@@ -60,6 +60,8 @@ const (
 	DefaultPermutations = 50
 	// DefaultTolerance is the default truncation tolerance of MethodSampled.
 	DefaultTolerance = 0.01
+	// MaxRepeats is the most repeats of the retrainings RunRepeated and Combine take.
+	MaxRepeats = 16
 )
 
 // Errors of Solve and Compare.
@@ -95,6 +97,9 @@ type Progress struct {
 	// coalition and its leave-one-out coalitions).
 	Done  int `json:"done"`
 	Total int `json:"total"`
+	// Repeat is which of Repeats runs of the retrainings this is (RunRepeated; 0 for Solve).
+	Repeat  int `json:"repeat,omitempty"`
+	Repeats int `json:"repeats,omitempty"`
 }
 
 // Result is a game's attributions, per player, in the utility's units (loss reduction; for the
@@ -116,6 +121,14 @@ type Result struct {
 	Shapley         []float64 `json:"shapley"`
 	ShapleySE       []float64 `json:"shapley_se"`
 	ShapleyAccuracy []float64 `json:"shapley_accuracy"`
+	// ShapleyAccuracySE is the accuracy's standard error across repeats (Combine; nil for one run).
+	ShapleyAccuracySE []float64 `json:"shapley_accuracy_se,omitempty"`
+	// Repeats, for a Combine of several runs of the retrainings: how many, each run's Shapley
+	// values (loss and accuracy), and how well the runs agree with each other.
+	Repeats               int         `json:"repeats,omitempty"`
+	RepeatShapley         [][]float64 `json:"repeat_shapley,omitempty"`
+	RepeatShapleyAccuracy [][]float64 `json:"repeat_shapley_accuracy,omitempty"`
+	Agreement             *Agreement  `json:"agreement,omitempty"`
 }
 
 type solver struct {

@@ -18,8 +18,9 @@ type Shard struct {
 	Size int
 	// Open returns a new source over the shard, its stream from the start: every retraining opens
 	// its members' shards anew, so a coalition's value does not depend on what was evaluated
-	// before. Sources opened with the same seed must draw the same batches.
-	Open func() (trainer.Source, error)
+	// before. Repeat 0 is the audit's batch order, and repeat k > 0 another one (Retrainer.Repeat);
+	// sources opened for the same repeat must draw the same batches.
+	Open func(repeat int) (trainer.Source, error)
 }
 
 // ShardScenario is a cohort to retrain from its contributors' own shards: a finished cohort's,
@@ -76,12 +77,12 @@ func NewShardRetrainer(sc ShardScenario) (*Retrainer, error) {
 	}
 	model, batch, val := sc.Model, sc.Batch, sc.Val.All()
 	classifier := model == "mlp" || strings.HasPrefix(model, "mlp:")
-	build := func() (trainer.Task, error) {
+	build := func(repeat int) (trainer.Task, error) {
 		t := trainer.Task{Val: val, Classifier: classifier, NewModel: func(seed uint64) (nn.Model, error) {
 			return trainer.NewModel(model, batch, seed)
 		}}
 		for _, s := range shards {
-			src, err := s.Open()
+			src, err := s.Open(repeat)
 			if err != nil {
 				return trainer.Task{}, fmt.Errorf("shard %s: %w", s.Name, err)
 			}
@@ -92,7 +93,7 @@ func NewShardRetrainer(sc ShardScenario) (*Retrainer, error) {
 		}
 		return t, nil
 	}
-	task, err := build()
+	task, err := build(0)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrScenario, err)
 	}

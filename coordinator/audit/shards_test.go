@@ -28,9 +28,12 @@ func shardScenario(t *testing.T) ShardScenario {
 	}
 	out := ShardScenario{Model: sc.Task.Model, Seed: sc.Task.Seed, Val: val, Params: sc.Params}
 	for i, idx := range info.Shards {
-		seed := sc.Task.Seed*1000003 + uint64(i) + 1
-		out.Shards = append(out.Shards, Shard{Name: string(rune('a' + i)), Size: len(idx), Open: func() (trainer.Source, error) {
-			return trainer.NewImageSource(train, idx, seed)
+		out.Shards = append(out.Shards, Shard{Name: string(rune('a' + i)), Size: len(idx), Open: func(repeat int) (trainer.Source, error) {
+			base := sc.Task.Seed
+			if repeat > 0 {
+				base = RepeatSeed(sc.Task.Seed, repeat)
+			}
+			return trainer.NewImageSource(train, idx, base*1000003+uint64(i)+1)
 		}})
 	}
 	return out
@@ -78,6 +81,23 @@ func TestShardRetrainerMatchesPartition(t *testing.T) {
 	if _, err := got.Value(bg, 1<<3); !errors.Is(err, ErrPlayers) {
 		t.Errorf("coalition beyond the players: %v", err)
 	}
+	// Another repeat draws other batches, the same in both retrainers; repeat 0 is Value.
+	for _, k := range []int{0, 1, 2} {
+		a, err := want.Repeat(k)(bg, All(3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := got.Repeat(k)(bg, All(3))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a != b {
+			t.Errorf("repeat %d: given shards %+v, partition %+v", k, b, a)
+		}
+		if v, _ := want.Value(bg, All(3)); (k == 0) != (v == a) {
+			t.Errorf("repeat %d of everyone %+v, Value %+v: want equal only for repeat 0", k, a, v)
+		}
+	}
 }
 
 // emptySource is a shard with nothing in it.
@@ -103,10 +123,10 @@ func TestShardScenarioRefused(t *testing.T) {
 		{"unnamed shard", func(s *ShardScenario) { s.Shards[2].Name = "" }, ErrScenario},
 		{"no source", func(s *ShardScenario) { s.Shards[0].Open = nil }, ErrScenario},
 		{"unreadable shard", func(s *ShardScenario) {
-			s.Shards[1].Open = func() (trainer.Source, error) { return nil, errors.New("gone") }
+			s.Shards[1].Open = func(int) (trainer.Source, error) { return nil, errors.New("gone") }
 		}, ErrScenario},
 		{"empty shard", func(s *ShardScenario) {
-			s.Shards[1].Open = func() (trainer.Source, error) { return emptySource{}, nil }
+			s.Shards[1].Open = func(int) (trainer.Source, error) { return emptySource{}, nil }
 		}, ErrScenario},
 		{"no validation split", func(s *ShardScenario) { s.Val = nil }, ErrScenario},
 		{"unknown model", func(s *ShardScenario) { s.Model = "resnet" }, ErrScenario},
