@@ -75,7 +75,7 @@ func (s *Server) leadCohort(ctx context.Context, rt *cohortRT, c consensus.Cohor
 	v := s.leaderView(rt, c, p, rounds, coordinators)
 	a := round.Next(v)
 	if a.Kind == round.Check {
-		v.Checked, v.Live, v.Distrusted = true, s.live(ctx, coordinators), s.distrusted(c.ID)
+		v.Checked, v.Live, v.Distrusted = true, s.live(ctx, coordinators), s.distrusted(c.ID, c.CurrentRound)
 		a = round.Next(v)
 	}
 	if a.LiveChecked {

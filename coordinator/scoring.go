@@ -5,7 +5,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"slices"
 	"sort"
 	"strings"
@@ -438,7 +437,8 @@ func (s *Server) fetchPartial(ctx context.Context, q ScoreRequest, sl consensus.
 }
 
 // distrusted returns the members of a cohort the leader excludes from the next round's aggregate
-// (consensus.OpenRoundBody.Excluded), from the rounds scored so far: a member whose influence
+// (consensus.OpenRoundBody.Excluded) after round last, from the rounds before last (round.View's
+// Distrusted; last is scored while the next round trains): a member whose influence
 // over its scored rounds is negative on average (label-flipped data, replays, empty updates), or
 // whose latest scored update was flagged scaled, empty or a duplicate of an earlier member's.
 // Payment asks more — influence consistently positive, a lower confidence bound above zero —
@@ -450,8 +450,8 @@ func (s *Server) fetchPartial(ctx context.Context, q ScoreRequest, sl consensus.
 // trusted, and a distrusted member's updates are still scored, so trust comes back when its
 // updates help again. (Robust aggregation by validation, as in FLTrust, with the validator's
 // own scores: the cohort's model does not pay for what the ledger refuses to pay for.)
-func (s *Server) distrusted(cohort uint64) map[string]bool {
-	hist, flagged, _ := s.memberRecord(cohort, math.MaxUint32)
+func (s *Server) distrusted(cohort uint64, last uint32) map[string]bool {
+	hist, flagged, _ := s.memberRecord(cohort, last)
 	out := flagged
 	for m, xs := range hist {
 		if !attribution.Consistent(xs, 0) {

@@ -19,8 +19,9 @@ type Config struct {
 	// (an aggregator died, and so did the one its slice moved to) waits before it is abandoned:
 	// closed with θ unchanged. Default 5s.
 	AbortAfter time.Duration
-	// ScoreWait is how long the leader waits for a closed round's scores before opening the next
-	// round anyway (its exclusions then come from the rounds scored before); default 2s.
+	// ScoreWait is how long, from the close of round t, the leader waits for round t − 1's scores
+	// before opening round t + 1 anyway (its exclusions then come from the rounds scored before);
+	// default 2s.
 	ScoreWait time.Duration
 	// LiveCheck is how often the leader checks that an open round's aggregators answer, and moves
 	// the slices of those that do not to live coordinators (consensus.Reassign); default 2s.

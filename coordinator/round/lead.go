@@ -47,7 +47,8 @@ type View struct {
 	Suspects  map[string]int
 
 	// Filled by the caller after a Check: the coordinators that answered a ping (Self always),
-	// in Coordinators' order, and the members the scores distrust.
+	// in Coordinators' order, and the members the scores of the rounds before the last closed
+	// one distrust (the last is scored while the next trains; see next).
 	Checked    bool
 	Live       []string
 	Distrusted map[string]bool
@@ -157,9 +158,12 @@ func next(v View) Action {
 	if uint32(len(c.Members)) < max(v.MinMembers, 1) || v.Applied != c.CurrentRound {
 		return Action{Kind: Wait}
 	}
-	// The next round leaves out of its aggregate whom the scores distrust: wait (a little) for
-	// the previous round's scores, so that the decision is current.
-	if n := len(v.Rounds); n > 0 && !v.Rounds[n-1].Scored && v.Now.Sub(time.UnixMilli(v.Rounds[n-1].ClosedAt)) < v.Config.ScoreWait {
+	// The next round leaves out of its aggregate whom the scores distrust: the scores of the
+	// rounds before the last, t − 1 and earlier when t + 1 opens. The last round is scored while
+	// the next trains, so whether its scores were in time does not decide who is left out: the
+	// exclusions, and so the model and the payouts, do not depend on how fast the validator was.
+	// Round t − 1 had a whole round to be scored; wait (a little) for it if it was not.
+	if n := len(v.Rounds); n > 1 && !v.Rounds[n-2].Scored && v.Now.Sub(time.UnixMilli(v.Rounds[n-1].ClosedAt)) < v.Config.ScoreWait {
 		return Action{Kind: Wait}
 	}
 	if !v.Checked {

@@ -293,7 +293,13 @@ func TestScripts(t *testing.T) {
 				h.cohort.Status = consensus.CohortDone
 				return "ok"
 			case "score":
-				h.last().Scored = true
+				r := h.last()
+				if d.HasArg("round") {
+					var n int
+					d.ScanArgs(t, "round", &n)
+					r = &h.rounds[n-1]
+				}
+				r.Scored = true
 				return "ok"
 			case "next":
 				return h.next()
