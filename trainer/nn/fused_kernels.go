@@ -70,21 +70,26 @@ func sumRows(x *G.Node) (*G.Node, error) {
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
 			par.Runs(cols, colsPerTask(rows), func(lo, hi int) {
-				var buf [256]float64
-				acc := buf[:0]
-				if hi-lo <= len(buf) {
-					acc = buf[:hi-lo]
-				} else {
-					acc = make([]float64, hi-lo)
-				}
-				colsum.Add(acc, in[0][lo:], rows, cols)
-				for c, v := range acc {
-					out[lo+c] = float32(v)
-				}
+				colBlocks(out, lo, hi, func(acc []float64, c int) { colsum.Add(acc, in[0][c:], rows, cols) })
 			})
 		},
 	}
 	return k.apply(x)
+}
+
+// colBlocks writes the column sums of columns [lo, hi) into out[lo:hi], in blocks of up to 256
+// columns summed in float64 on the stack: sum adds the columns from c on into acc (zeroed), one
+// float64 per column. Each column's sum is the same whatever the blocks.
+func colBlocks(out []float32, lo, hi int, sum func(acc []float64, c int)) {
+	var buf [256]float64
+	for c := lo; c < hi; c += len(buf) {
+		acc := buf[:min(len(buf), hi-c)]
+		clear(acc)
+		sum(acc, c)
+		for i, v := range acc {
+			out[c+i] = float32(v)
+		}
+	}
 }
 
 // addRow adds the vector b [C] to every row of x [rows…, C].
@@ -325,17 +330,7 @@ func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 				x, dy := in[0], in[2]
 				st := rowStats(x, rows, cols)
 				par.Runs(cols, colsPerTask(rows), func(lo, hi int) {
-					var buf [256]float64
-					acc := buf[:0]
-					if hi-lo <= len(buf) {
-						acc = buf[:hi-lo]
-					} else {
-						acc = make([]float64, hi-lo)
-					}
-					colsum.AddXhat(acc, x[lo:], dy[lo:], st, rows, cols)
-					for c, v := range acc {
-						out[lo+c] = float32(v)
-					}
+					colBlocks(out, lo, hi, func(acc []float64, c int) { colsum.AddXhat(acc, x[c:], dy[c:], st, rows, cols) })
 				})
 			},
 		}
