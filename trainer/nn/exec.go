@@ -3,6 +3,7 @@ package nn
 import (
 	"fmt"
 
+	"github.com/viterin/vek/vek32"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
 )
@@ -31,6 +32,11 @@ import (
 //
 // An op that adds into its destination instead of overwriting it (gorgonia's sliceIncrOp, the
 // gradient of Slice) gets its destination zeroed before each run: the fresh tensor Do would give it.
+//
+// The sum of two dense float32 tensors of the destination's shape (the residual additions, and
+// the sums Grad makes of a node's gradient contributions) is computed here, without the function
+// options and iterators gorgonia's Add allocates: float32 addition is correctly rounded, so the
+// same bits.
 type executor struct {
 	vals   []G.Value     // one slot per distinct node: the values of the current run
 	leaves []leafSlot    // slots refreshed from the nodes' bound values at the start of a run
@@ -58,6 +64,7 @@ type step struct {
 	dst  G.Value           // the destination, written in place; nil: Do every run
 	view bool              // the result shares memory with an input: reuse it while they stay
 	zero bool              // the op adds into its destination: clear it first
+	add  bool              // the op is gorgonia's tensor addition
 }
 
 // memRange is the byte range [lo, hi) of a tensor's memory.
@@ -120,7 +127,9 @@ func newExecutor(g *G.ExprGraph) (*executor, error) {
 			}
 			continue
 		}
-		s := step{n: n, op: n.Op(), out: slot, zero: fmt.Sprintf("%T", n.Op()) == "gorgonia.sliceIncrOp"}
+		typ := fmt.Sprintf("%T", n.Op())
+		s := step{n: n, op: n.Op(), out: slot, zero: typ == "gorgonia.sliceIncrOp",
+			add: typ == "gorgonia.elemBinOp" && fmt.Sprint(n.Op()) == "+ false"}
 		s.pd, _ = n.Op().(G.UsePreallocDoer)
 		for children.Next() {
 			c, ok := children.Node().(*G.Node)
@@ -154,37 +163,46 @@ func (e *executor) run() (err error) {
 		e.vals[l.slot] = l.n.Value()
 	}
 	for i := range e.steps {
-		s := &e.steps[i]
-		for j, a := range s.args {
-			s.in[j] = e.vals[a]
+		if err := e.exec(&e.steps[i]); err != nil {
+			return err
 		}
-		if s.view && sameValues(s.in, s.last) {
-			continue // the same view of the same tensors: its slot still holds it
-		}
-		var v G.Value
-		switch {
-		case s.dst != nil:
-			if s.zero {
-				if err := zeroValue(s.dst); err != nil {
-					return fmt.Errorf("%w: %v: %w", ErrGraph, s.n, err)
-				}
-			}
-			v, err = s.pd.UsePreallocDo(s.dst, s.in...)
-		default:
-			v, err = s.op.Do(s.in...)
-		}
-		if err != nil {
-			return fmt.Errorf("%w: %v: %w", ErrGraph, s.n, err)
-		}
-		if !e.warm {
-			e.classify(s, v)
-		}
-		if s.view {
-			copy(s.last, s.in)
-		}
-		e.vals[s.out] = v
 	}
 	e.warm = true
+	return nil
+}
+
+// exec runs one step: it gathers the step's inputs and writes its result into its slot.
+func (e *executor) exec(s *step) (err error) {
+	for j, a := range s.args {
+		s.in[j] = e.vals[a]
+	}
+	if s.view && sameValues(s.in, s.last) {
+		return nil // the same view of the same tensors: its slot still holds it
+	}
+	var v G.Value
+	switch {
+	case s.add && s.dst != nil && addDense(s.dst, s.in):
+		v = s.dst
+	case s.dst != nil:
+		if s.zero {
+			if err := zeroValue(s.dst); err != nil {
+				return fmt.Errorf("%w: %v: %w", ErrGraph, s.n, err)
+			}
+		}
+		v, err = s.pd.UsePreallocDo(s.dst, s.in...)
+	default:
+		v, err = s.op.Do(s.in...)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v: %w", ErrGraph, s.n, err)
+	}
+	if !e.warm {
+		e.classify(s, v)
+	}
+	if s.view {
+		copy(s.last, s.in)
+	}
+	e.vals[s.out] = v
 	return nil
 }
 
@@ -253,6 +271,24 @@ func sameValue(a, b G.Value) bool {
 	da, ok1 := a.(*tensor.Dense)
 	db, ok2 := b.(*tensor.Dense)
 	return ok1 && ok2 && da == db
+}
+
+// addDense writes in[0] + in[1] into dst when all three are dense float32 tensors of one shape
+// and reports whether it did.
+func addDense(dst G.Value, in []G.Value) bool {
+	if len(in) != 2 {
+		return false
+	}
+	d, ok1 := dst.(*tensor.Dense)
+	a, ok2 := in[0].(*tensor.Dense)
+	b, ok3 := in[1].(*tensor.Dense)
+	if !ok1 || !ok2 || !ok3 || a.IsMaterializable() || b.IsMaterializable() || d.IsMaterializable() ||
+		a.Dtype() != tensor.Float32 || b.Dtype() != tensor.Float32 || d.Dtype() != tensor.Float32 ||
+		!a.Shape().Eq(d.Shape()) || !b.Shape().Eq(d.Shape()) {
+		return false
+	}
+	vek32.Add_Into(d.Float32s(), a.Float32s(), b.Float32s())
+	return true
 }
 
 // zeroValue clears a dense tensor's memory.
