@@ -3,6 +3,7 @@ package nn
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"slices"
 	"testing"
 )
@@ -68,6 +69,56 @@ func TestRepeatedRunsMatchFreshModels(t *testing.T) {
 				for i := range m.Params() {
 					m.Params()[i] -= 0.01 * g[i]
 				}
+			}
+		})
+	}
+}
+
+// TestStepsAllocateLittle: in steady state, a Grad and an Eval of the MLP and of the GPT allocate a
+// few dozen small objects (gorgonia's scalar ops at the loss), whatever the size of the model: the
+// executor reuses its argument lists and every tensor, and the kernels their closures. With the
+// tape machine the GPT's Grad took over a thousand. (The CharLM's attention still runs on
+// gorgonia's batched products, which allocate per matrix.)
+func TestStepsAllocateLittle(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // par.Runs allocates when it starts goroutines
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, tc := range []struct {
+		name  string
+		model func() Model
+		batch Batch
+		max   float64
+	}{
+		{"mlp", func() Model {
+			return newTestMLP(t, MLPConfig{Sizes: []int{784, 256, 10}, Batch: 64, EvalBatch: 64, Seed: 1})
+		}, randomMLPBatch(r, 784, 10, 64), 60},
+		{"gpt", func() Model {
+			return newTestGPT(t, GPTConfig{Layers: 4, Embed: 32, Heads: 4, Context: 16, Vocab: 20, Batch: 4, Seed: 3})
+		}, randomLMBatch(r, 20, 16, 4), 60},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := tc.model()
+			g := make([]float32, len(m.Params()))
+			grad := func() {
+				if _, err := m.Grad(tc.batch, g); err != nil {
+					t.Fatal(err)
+				}
+			}
+			eval := func() {
+				if _, _, _, err := m.Eval(tc.batch); err != nil {
+					t.Fatal(err)
+				}
+			}
+			grad()
+			eval()
+			if a := testing.AllocsPerRun(3, grad); a > tc.max {
+				t.Errorf("Grad: %v allocations a run, want at most %v", a, tc.max)
+			} else {
+				t.Logf("Grad: %v allocations a run", a)
+			}
+			if a := testing.AllocsPerRun(3, eval); a > tc.max {
+				t.Errorf("Eval: %v allocations a run, want at most %v", a, tc.max)
+			} else {
+				t.Logf("Eval: %v allocations a run", a)
 			}
 		})
 	}
