@@ -80,6 +80,9 @@ func TestRepeatedRunsMatchFreshModels(t *testing.T) {
 // tape machine the GPT's Grad took over a thousand. (The CharLM's attention still runs on
 // gorgonia's batched products, which allocate per matrix.)
 func TestStepsAllocateLittle(t *testing.T) {
+	if raceEnabled {
+		t.Skip("allocation counts under -race include the race detector's")
+	}
 	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1)) // par.Runs allocates when it starts goroutines
 	r := rand.New(rand.NewPCG(13, 14))
 	for _, tc := range []struct {
