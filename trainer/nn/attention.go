@@ -49,66 +49,73 @@ func attention(qkv *G.Node, h headLayout, scale float32) (*G.Node, error) {
 		sgemm(false, true, T, T, hd, sc.q, sc.k, p) // scores q·kᵀ
 		causalSoftmaxRows(p, p, T, scale)
 	}
+	var fOut, fx []float32 // the operands of the current forward run (see kernel)
+	heads := func(lo, hi int) {
+		out, x := fOut, fx
+		sc := scratch.Get().(*attnScratch)
+		defer scratch.Put(sc)
+		for bh := lo; bh < hi; bh++ {
+			b, hh := bh/h.NH, bh%h.NH
+			h.gather(sc.q, x, b, hh, 0)
+			h.gather(sc.k, x, b, hh, D)
+			h.gather(sc.v, x, b, hh, 2*D)
+			p := sc.s
+			if keep {
+				p = att[bh*T*T : (bh+1)*T*T]
+			}
+			weights(p, sc)
+			sgemm(false, false, T, hd, T, p, sc.v, sc.y) // p·v
+			h.scatter(out, sc.y, D, b, hh, 0)
+		}
+	}
 	k := &kernel{name: fmt.Sprintf("attention%v(%g)", h, scale), inDims: []int{2}, outDims: 2, wrt: []bool{true},
 		shape: func([]tensor.Shape) (tensor.Shape, error) { return tensor.Shape{h.n * T, D}, nil },
 		run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
-			x := in[0]
 			if keep && len(att) != count*T*T {
 				att = make([]float32, count*T*T)
 			}
-			par.Runs(count, per, func(lo, hi int) {
-				sc := scratch.Get().(*attnScratch)
-				defer scratch.Put(sc)
-				for bh := lo; bh < hi; bh++ {
-					b, hh := bh/h.NH, bh%h.NH
-					h.gather(sc.q, x, b, hh, 0)
-					h.gather(sc.k, x, b, hh, D)
-					h.gather(sc.v, x, b, hh, 2*D)
-					p := sc.s
-					if keep {
-						p = att[bh*T*T : (bh+1)*T*T]
-					}
-					weights(p, sc)
-					sgemm(false, false, T, hd, T, p, sc.v, sc.y) // p·v
-					h.scatter(out, sc.y, D, b, hh, 0)
-				}
-			})
+			fOut, fx = out, in[0]
+			par.Runs(count, per, heads)
 		},
 	}
 	k.grad = func(in G.Nodes, out, dout *G.Node) (G.Nodes, error) {
 		keep = true
+		var bOut, bx, bdy []float32 // the operands of the current run (see kernel)
+		var kept bool
+		gradHeads := func(lo, hi int) {
+			o, x, dy := bOut, bx, bdy
+			sc := scratch.Get().(*attnScratch)
+			defer scratch.Put(sc)
+			for bh := lo; bh < hi; bh++ {
+				b, hh := bh/h.NH, bh%h.NH
+				h.gather(sc.q, x, b, hh, 0)
+				h.gather(sc.k, x, b, hh, D)
+				h.gather(sc.v, x, b, hh, 2*D)
+				hy := h
+				hy.W = D
+				hy.gather(sc.y, dy, b, hh, 0) // dy of this head
+				p := sc.s
+				if kept {
+					p = att[bh*T*T : (bh+1)*T*T]
+				} else {
+					weights(p, sc)
+				}
+				dp := sc.ds
+				sgemm(false, true, T, T, hd, sc.y, sc.v, dp)   // dp = dy·vᵀ
+				sgemm(true, false, T, hd, T, p, sc.y, sc.dv)   // dv = pᵀ·dy
+				causalSoftmaxGradRows(dp, p, dp, T, scale)     // ds, in place
+				sgemm(false, false, T, hd, T, dp, sc.k, sc.dq) // dq = ds·k
+				sgemm(true, false, T, hd, T, dp, sc.q, sc.dk)  // dk = dsᵀ·q
+				h.scatter(o, sc.dq, h.W, b, hh, 0)
+				h.scatter(o, sc.dk, h.W, b, hh, D)
+				h.scatter(o, sc.dv, h.W, b, hh, 2*D)
+			}
+		}
 		g := &kernel{name: k.name + ".grad", inDims: []int{2, 2, 2}, outDims: 2, shape: sameShape,
 			run: func(o []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
-				x, dy := in[0], in[2]
-				kept := len(att) == count*T*T // always in a graph run
-				par.Runs(count, per, func(lo, hi int) {
-					sc := scratch.Get().(*attnScratch)
-					defer scratch.Put(sc)
-					for bh := lo; bh < hi; bh++ {
-						b, hh := bh/h.NH, bh%h.NH
-						h.gather(sc.q, x, b, hh, 0)
-						h.gather(sc.k, x, b, hh, D)
-						h.gather(sc.v, x, b, hh, 2*D)
-						hy := h
-						hy.W = D
-						hy.gather(sc.y, dy, b, hh, 0) // dy of this head
-						p := sc.s
-						if kept {
-							p = att[bh*T*T : (bh+1)*T*T]
-						} else {
-							weights(p, sc)
-						}
-						dp := sc.ds
-						sgemm(false, true, T, T, hd, sc.y, sc.v, dp)   // dp = dy·vᵀ
-						sgemm(true, false, T, hd, T, p, sc.y, sc.dv)   // dv = pᵀ·dy
-						causalSoftmaxGradRows(dp, p, dp, T, scale)     // ds, in place
-						sgemm(false, false, T, hd, T, dp, sc.k, sc.dq) // dq = ds·k
-						sgemm(true, false, T, hd, T, dp, sc.q, sc.dk)  // dk = dsᵀ·q
-						h.scatter(o, sc.dq, h.W, b, hh, 0)
-						h.scatter(o, sc.dk, h.W, b, hh, D)
-						h.scatter(o, sc.dv, h.W, b, hh, 2*D)
-					}
-				})
+				bOut, bx, bdy = o, in[0], in[2]
+				kept = len(att) == count*T*T // always in a graph run
+				par.Runs(count, per, gradHeads)
 			},
 		}
 		dx, err := g.apply(in[0], out, dout)

@@ -3,8 +3,10 @@
 package nn
 
 import (
+	"runtime"
 	"sync"
 
+	"github.com/cohortlab/cohort/internal/par"
 	"github.com/viterin/vek/vek32"
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
@@ -23,11 +25,41 @@ func init() { G.Use(vekBLAS{gonum.Implementation{}}) }
 // Sgemm on this project's machines; a transposed operand is first copied out row-major. Anything
 // else goes to the wrapped BLAS.
 //
-// vek splits a product's rows among runtime.NumCPU goroutines; its kernel computes each row of C
-// alone, so the result does not depend on the split (TestVekRowsIndependentOfSplit). On a CPU
-// without AVX2 vek falls back to Go loops, whose sums round differently: bit-identical results
-// need the same CPU features as well as the same build.
+// vek's kernel computes each row of C alone, so the result does not depend on how the rows are split
+// (TestVekRowsIndependentOfSplit). vek itself splits a product of vekSerialMACs multiply-adds or
+// more among runtime.NumCPU new goroutines, whatever GOMAXPROCS is, and allocates for them on every
+// call; vekMatMul instead hands vek row blocks below that size, run on the calling goroutine or, for
+// products of panelMinFlops and more, concurrently by par.Runs. On a CPU without AVX2 vek falls back
+// to Go loops, whose sums round differently: bit-identical results need the same CPU features as
+// well as the same build.
 type vekBLAS struct{ G.BLAS }
+
+// vekSerialMACs is the product size m·n·k from which vek32.MatMul_Into starts goroutines (unless
+// the product has fewer than 4 rows).
+const vekSerialMACs = 100_000
+
+// vekMatMul computes c [m, n] = a [m, k] · b [k, n] with vek, in row blocks vek runs serially.
+func vekMatMul(c, a, b []float32, m, n, k int) {
+	if m < 4 || m*n*k < vekSerialMACs {
+		vek32.MatMul_Into(c[:m*n], a[:m*k], b[:k*n], k)
+		return
+	}
+	rows := max(3, (vekSerialMACs-1)/(n*k)) // fewer than 4 rows, or below vek's threshold
+	if 2*m*n*k < panelMinFlops || runtime.GOMAXPROCS(0) == 1 {
+		vekBlocks(c, a, b, n, k, rows, 0, m)
+		return
+	}
+	// The closure is made here only: made above, it would be allocated on every call.
+	par.Runs(m, rows, func(lo, hi int) { vekBlocks(c, a, b, n, k, rows, lo, hi) })
+}
+
+// vekBlocks computes rows [lo, hi) of vekMatMul's product, rows at a time.
+func vekBlocks(c, a, b []float32, n, k, rows, lo, hi int) {
+	for r := lo; r < hi; r += rows {
+		e := min(r+rows, hi)
+		vek32.MatMul_Into(c[r*n:e*n], a[r*k:e*k], b[:k*n], k)
+	}
+}
 
 // scratch holds transposed copies of operands.
 var scratch = sync.Pool{New: func() any { return new([]float32) }}
@@ -65,5 +97,5 @@ func (v vekBLAS) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []fl
 		defer scratch.Put(buf)
 		b = transposeInto(buf, b, k, n, ldb)
 	}
-	vek32.MatMul_Into(c[:m*n], a[:m*k], b[:k*n], k)
+	vekMatMul(c, a, b, m, n, k)
 }

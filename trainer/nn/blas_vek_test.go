@@ -5,6 +5,7 @@ package nn
 import (
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/viterin/vek/vek32"
@@ -71,6 +72,37 @@ func TestVekSgemm(t *testing.T) {
 						t.Fatalf("%c%c α=%v β=%v: C[%d] = %v, want %v", tA, tB, ab[0], ab[1], i, c[i], want[i])
 					}
 				}
+			}
+		}
+	}
+}
+
+// TestVekMatMulMatchesVek: vekMatMul's row blocks give the bits of vek's own whole product, on one
+// goroutine and on several, for products below vek's threshold, above it, and above panelMinFlops;
+// on one goroutine it allocates nothing.
+func TestVekMatMulMatchesVek(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, sh := range []struct{ m, n, k int }{{3, 500, 300}, {20, 30, 40}, {64, 64, 32}, {64, 256, 784}, {768, 384, 128}, {101, 7, 9}} {
+		a, b := make([]float32, sh.m*sh.k), make([]float32, sh.k*sh.n)
+		for i := range a {
+			a[i] = float32(r.NormFloat64())
+		}
+		for i := range b {
+			b[i] = float32(r.NormFloat64())
+		}
+		want := make([]float32, sh.m*sh.n)
+		vek32.MatMul_Into(want, a, b, sh.k)
+		for _, procs := range []int{1, 2} {
+			prev := runtime.GOMAXPROCS(procs)
+			got := make([]float32, sh.m*sh.n)
+			vekMatMul(got, a, b, sh.m, sh.n, sh.k)
+			allocs := testing.AllocsPerRun(2, func() { vekMatMul(got, a, b, sh.m, sh.n, sh.k) })
+			runtime.GOMAXPROCS(prev)
+			if !bitsEqual(got, want) {
+				t.Fatalf("%v at GOMAXPROCS %d: row blocks differ from vek's whole product", sh, procs)
+			}
+			if procs == 1 && allocs != 0 {
+				t.Errorf("%v at GOMAXPROCS 1: %v allocations per product, want 0", sh, allocs)
 			}
 		}
 	}

@@ -214,8 +214,8 @@ func (m *CharLM) build(n int, training bool) (*lmProgram, error) {
 			}
 			return x
 		}
-		te := must(G.ByIndices(params["tok.emb"], tok, 0))
-		pe := must(G.ByIndices(params["pos.emb"], pos, 0))
+		te := must(embed(params["tok.emb"], tok))
+		pe := must(embed(params["pos.emb"], pos))
 		if err != nil {
 			return err
 		}

@@ -17,12 +17,17 @@ import (
 // repeated copy), and a bias add a repeat and an add; each node is a pass over memory and, for
 // unary ops, an allocation. kernel turns one such function into a single gorgonia op with a
 // hand-written forward loop and a hand-written gradient (itself made of kernels), so the graph
-// stays a gorgonia graph, differentiated by gorgonia's Grad and run by its tape machine.
+// stays a gorgonia graph, differentiated by gorgonia's Grad and run by the executor (exec.go).
 //
 // Every kernel is checked against central finite differences of a float64 reference, through the
 // models' gradient checks (ref_test.go, gpt_test.go) and directly (fused_test.go).
 
 // kernel is a gorgonia op computing one float32 output from its inputs with a Go loop.
+//
+// A kernel whose loop runs through par.Runs makes that loop's closure once, when the graph is
+// built, over variables run sets to the operands of the current run: a closure made inside run
+// would be allocated on every run (par.Runs may hand it to other goroutines). That is safe because
+// a graph runs one op at a time and each kernel belongs to one graph.
 type kernel struct {
 	name    string // identifies the op and its parameters (String, hashes)
 	inDims  []int  // dimensions of each input

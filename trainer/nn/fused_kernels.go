@@ -30,20 +30,27 @@ func gelu(x *G.Node) (*G.Node, error) {
 		keep bool      // the graph differentiates this node
 		th   []float32 // tanh's values of the last forward run when keep
 	)
+	var fOut, fx []float32 // the operands of the current forward run (see kernel)
+	fwd := func(lo, hi int) {
+		var t []float32 // nil when not kept
+		if keep {
+			t = th[lo:hi]
+		}
+		geluk.Forward(fOut[lo:hi], t, fx[lo:hi])
+	}
 	k := &kernel{name: "gelu", inDims: []int{d}, outDims: d, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
-			if !keep {
-				par.Runs(len(out), elemsPerTask, func(lo, hi int) { geluk.Forward(out[lo:hi], nil, in[0][lo:hi]) })
-				return
-			}
-			if len(th) != len(out) {
+			if keep && len(th) != len(out) {
 				th = make([]float32, len(out))
 			}
-			par.Runs(len(out), elemsPerTask, func(lo, hi int) { geluk.Forward(out[lo:hi], th[lo:hi], in[0][lo:hi]) })
+			fOut, fx = out, in[0]
+			par.Runs(len(out), elemsPerTask, fwd)
 		},
 	}
 	k.grad = func(in G.Nodes, out, dout *G.Node) (G.Nodes, error) {
 		keep = true
+		var bOut, bx, bt, bdy []float32 // the operands of the current run (see kernel)
+		bwd := func(lo, hi int) { geluk.Backward(bOut[lo:hi], bx[lo:hi], bt[lo:hi], bdy[lo:hi]) }
 		g := &kernel{name: "gelu.grad", inDims: []int{d, d, d}, outDims: d, shape: sameShape,
 			run: func(o []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
 				x, dy := in[0], in[2]
@@ -54,7 +61,8 @@ func gelu(x *G.Node) (*G.Node, error) {
 						t[i] = geluk.TanhOf(v)
 					}
 				}
-				par.Runs(len(o), elemsPerTask, func(lo, hi int) { geluk.Backward(o[lo:hi], x[lo:hi], t[lo:hi], dy[lo:hi]) })
+				bOut, bx, bt, bdy = o, x, t, dy
+				par.Runs(len(o), elemsPerTask, bwd)
 			},
 		}
 		dx, err := g.apply(in[0], out, dout)
@@ -65,26 +73,37 @@ func gelu(x *G.Node) (*G.Node, error) {
 
 // sumRows sums x [rows…, C] over every axis but the last: [C].
 func sumRows(x *G.Node) (*G.Node, error) {
+	var ( // the operands of the current run (see runFrame)
+		out, src   []float32
+		rows, cols int
+	)
+	sums := func(lo, hi int) {
+		colBlocks(out, lo, hi, func(acc []float64, c int) { colsum.Add(acc, src[c:], rows, cols) })
+	}
 	k := &kernel{name: "sumrows", inDims: []int{x.Dims()}, outDims: 1,
 		shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][len(in[0])-1]}, nil },
-		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
-			rows, cols := rowsCols(shapes[0])
-			par.Runs(cols, colsPerTask(rows), func(lo, hi int) {
-				var buf [256]float64
-				acc := buf[:0]
-				if hi-lo <= len(buf) {
-					acc = buf[:hi-lo]
-				} else {
-					acc = make([]float64, hi-lo)
-				}
-				colsum.Add(acc, in[0][lo:], rows, cols)
-				for c, v := range acc {
-					out[lo+c] = float32(v)
-				}
-			})
+		run: func(o []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
+			rows, cols = rowsCols(shapes[0])
+			out, src = o, in[0]
+			par.Runs(cols, colsPerTask(rows), sums)
 		},
 	}
 	return k.apply(x)
+}
+
+// colBlocks writes the column sums of columns [lo, hi) into out[lo:hi], in blocks of up to 256
+// columns summed in float64 on the stack: sum adds the columns from c on into acc (zeroed), one
+// float64 per column. Each column's sum is the same whatever the blocks.
+func colBlocks(out []float32, lo, hi int, sum func(acc []float64, c int)) {
+	var buf [256]float64
+	for c := lo; c < hi; c += len(buf) {
+		acc := buf[:min(len(buf), hi-c)]
+		clear(acc)
+		sum(acc, c)
+		for i, v := range acc {
+			out[c+i] = float32(v)
+		}
+	}
 }
 
 // addRow adds the vector b [C] to every row of x [rows…, C].
@@ -92,17 +111,23 @@ func addRow(x, b *G.Node) (*G.Node, error) {
 	if x.Shape()[x.Dims()-1] != b.Shape().TotalSize() {
 		return nil, fmt.Errorf("%w: bias of %v added to rows of %v", ErrGraph, b.Shape(), x.Shape())
 	}
+	var ( // the operands of the current run (see runFrame)
+		out, xs, bs []float32
+		cols        int
+	)
+	add := func(lo, hi int) {
+		for r := lo; r < hi; r++ {
+			o := out[r*cols : (r+1)*cols]
+			copy(o, xs[r*cols:(r+1)*cols])
+			vek32.Add_Inplace(o, bs) // exact float32 additions, 8 at a time on AVX2
+		}
+	}
 	k := &kernel{name: "addrow", inDims: []int{x.Dims(), 1}, outDims: x.Dims(), shape: sameShape, wrt: []bool{true, true},
-		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
-			rows, cols := rowsCols(shapes[0])
-			x, b := in[0], in[1]
-			par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-				for r := lo; r < hi; r++ {
-					o := out[r*cols : (r+1)*cols]
-					copy(o, x[r*cols:(r+1)*cols])
-					vek32.Add_Inplace(o, b) // exact float32 additions, 8 at a time on AVX2
-				}
-			})
+		run: func(o []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
+			var rows int
+			rows, cols = rowsCols(shapes[0])
+			out, xs, bs = o, in[0], in[1]
+			par.Runs(rows, rowsPerTask(cols), add)
 		},
 	}
 	k.grad = func(_ G.Nodes, _, dout *G.Node) (G.Nodes, error) {
@@ -250,27 +275,32 @@ func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 		keep  bool      // the graph differentiates this node
 		stats []float32 // mean, inv of each row of the last forward run when keep
 	)
+	var ( // the operands of the current forward run (see kernel)
+		fOut, fx, fg, fb, fst []float32
+		fCols                 int
+	)
+	norm := func(lo, hi int) {
+		out, x, g, b, st, cols := fOut, fx, fg, fb, fst, fCols
+		r := lo
+		for ; r+4 <= hi; r += 4 {
+			mean, inv := lnStats4(x[r*cols:(r+4)*cols], cols)
+			for i := range 4 {
+				lnApply(out, x, g, b, st, r+i, mean[i], inv[i])
+			}
+		}
+		for ; r < hi; r++ {
+			mean, inv := lnStats(x[r*cols : (r+1)*cols])
+			lnApply(out, x, g, b, st, r, mean, inv)
+		}
+	}
 	k := &kernel{name: "layernorm", inDims: []int{2, 1, 1}, outDims: 2, shape: sameShape, wrt: []bool{true, true, true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
-			x, g, b := in[0], in[1][:cols], in[2][:cols]
 			if keep && len(stats) != 2*rows {
 				stats = make([]float32, 2*rows)
 			}
-			st := stats // nil when not kept
-			par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-				r := lo
-				for ; r+4 <= hi; r += 4 {
-					mean, inv := lnStats4(x[r*cols:(r+4)*cols], cols)
-					for i := range 4 {
-						lnApply(out, x, g, b, st, r+i, mean[i], inv[i])
-					}
-				}
-				for ; r < hi; r++ {
-					mean, inv := lnStats(x[r*cols : (r+1)*cols])
-					lnApply(out, x, g, b, st, r, mean, inv)
-				}
-			})
+			fOut, fx, fg, fb, fst, fCols = out, in[0], in[1][:cols], in[2][:cols], stats, cols // stats nil when not kept
+			par.Runs(rows, rowsPerTask(cols), norm)
 		},
 	}
 	// rowStats returns the kept statistics, or computes them when there are none (which cannot
@@ -288,55 +318,56 @@ func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 	k.grad = func(in G.Nodes, out, dout *G.Node) (G.Nodes, error) {
 		keep = true
 		// dx = (dx̂ − mean(dx̂) − x̂·mean(dx̂ ⊙ x̂))/√(var + ε), dx̂ = dy ⊙ gain.
+		var ( // the operands of the current run (see kernel)
+			dOut, dxs, dgs, ddy, dst []float32
+			dCols                    int
+		)
+		dxRows := func(lo, hi int) {
+			o, x, g, dy, st, cols := dOut, dxs, dgs, ddy, dst, dCols
+			apply := func(r int, s1, s2 float64) {
+				mean, inv := st[2*r], st[2*r+1]
+				xr, dyr, or := x[r*cols:(r+1)*cols], dy[r*cols:(r+1)*cols], o[r*cols:(r+1)*cols]
+				xr, or = xr[:len(dyr)], or[:len(dyr)]
+				m1, m2 := float32(s1/float64(cols)), float32(s2/float64(cols))
+				for c, v := range dyr {
+					or[c] = (v*g[c] - m1 - (xr[c]-mean)*inv*m2) * inv
+				}
+			}
+			r := lo
+			for ; r+4 <= hi; r += 4 {
+				s1, s2 := lnDxSums4(x, dy, g, st, r, cols)
+				for i := range 4 {
+					apply(r+i, s1[i], s2[i])
+				}
+			}
+			for ; r < hi; r++ {
+				s1, s2 := lnDxSums(x, dy, g, st, r, cols)
+				apply(r, s1, s2)
+			}
+		}
 		gx := &kernel{name: "layernorm.dx", inDims: []int{2, 1, 2, 2}, outDims: 2, shape: sameShape,
 			run: func(o []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 				rows, cols := rowsCols(shapes[0])
-				x, g, dy := in[0], in[1][:cols], in[3]
-				st := rowStats(x, rows, cols)
-				par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-					apply := func(r int, s1, s2 float64) {
-						mean, inv := st[2*r], st[2*r+1]
-						xr, dyr, or := x[r*cols:(r+1)*cols], dy[r*cols:(r+1)*cols], o[r*cols:(r+1)*cols]
-						xr, or = xr[:len(dyr)], or[:len(dyr)]
-						m1, m2 := float32(s1/float64(cols)), float32(s2/float64(cols))
-						for c, v := range dyr {
-							or[c] = (v*g[c] - m1 - (xr[c]-mean)*inv*m2) * inv
-						}
-					}
-					r := lo
-					for ; r+4 <= hi; r += 4 {
-						s1, s2 := lnDxSums4(x, dy, g, st, r, cols)
-						for i := range 4 {
-							apply(r+i, s1[i], s2[i])
-						}
-					}
-					for ; r < hi; r++ {
-						s1, s2 := lnDxSums(x, dy, g, st, r, cols)
-						apply(r, s1, s2)
-					}
-				})
+				dOut, dxs, dgs, ddy, dCols = o, in[0], in[1][:cols], in[3], cols
+				dst = rowStats(dxs, rows, cols)
+				par.Runs(rows, rowsPerTask(cols), dxRows)
 			},
 		}
 		// dgain = Σ_rows dy ⊙ x̂, by columns, each summed in row order.
+		var ( // the operands of the current run (see kernel)
+			gOut, gxs, gdy, gst []float32
+			gRows, gCols        int
+		)
+		gainCols := func(lo, hi int) {
+			colBlocks(gOut, lo, hi, func(acc []float64, c int) { colsum.AddXhat(acc, gxs[c:], gdy[c:], gst, gRows, gCols) })
+		}
 		gg := &kernel{name: "layernorm.dgain", inDims: []int{2, 2, 2}, outDims: 1,
 			shape: func(in []tensor.Shape) (tensor.Shape, error) { return tensor.Shape{in[0][1]}, nil },
 			run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
-				rows, cols := rowsCols(shapes[0])
-				x, dy := in[0], in[2]
-				st := rowStats(x, rows, cols)
-				par.Runs(cols, colsPerTask(rows), func(lo, hi int) {
-					var buf [256]float64
-					acc := buf[:0]
-					if hi-lo <= len(buf) {
-						acc = buf[:hi-lo]
-					} else {
-						acc = make([]float64, hi-lo)
-					}
-					colsum.AddXhat(acc, x[lo:], dy[lo:], st, rows, cols)
-					for c, v := range acc {
-						out[lo+c] = float32(v)
-					}
-				})
+				gRows, gCols = rowsCols(shapes[0])
+				gOut, gxs, gdy = out, in[0], in[2]
+				gst = rowStats(gxs, gRows, gCols)
+				par.Runs(gCols, colsPerTask(gRows), gainCols)
 			},
 		}
 		dx, err := gx.apply(in[0], in[1], out, dout)
@@ -363,72 +394,86 @@ func layerNorm(x, gain, bias *G.Node) (*G.Node, error) {
 // round 27): a worker trained on mostly class 0 grew a large class-0 logit.
 func logSoftmax(x *G.Node) (*G.Node, error) {
 	d := x.Dims()
+	var ( // the operands of the current run (see kernel)
+		fOut  []float32
+		fIn   [][]float32
+		fCols int
+	)
+	lsmRows := func(lo, hi int) {
+		out, in, cols := fOut, fIn, fCols
+		// exps writes e^(x − m) of row r into its output row (overwritten by finish) and
+		// returns m.
+		exps := func(r int) float32 {
+			xr, o := in[0][r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
+			m := xr[0]
+			for _, v := range xr[1:] {
+				m = max(m, v)
+			}
+			expf.Shifted(o, xr, m, 1)
+			return m
+		}
+		finish := func(r int, m float32, s float64) {
+			xr, o := in[0][r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
+			l := float32(math.Log(s))
+			for c, v := range xr {
+				o[c] = v - m - l
+			}
+		}
+		r := lo
+		for ; r+4 <= hi; r += 4 {
+			var m [4]float32
+			for i := range 4 {
+				m[i] = exps(r + i)
+			}
+			s := rowSums4(out[r*cols:(r+4)*cols], cols)
+			for i := range 4 {
+				finish(r+i, m[i], s[i])
+			}
+		}
+		for ; r < hi; r++ {
+			m := exps(r)
+			finish(r, m, rowSum(out[r*cols:(r+1)*cols]))
+		}
+	}
 	k := &kernel{name: "logsoftmax", inDims: []int{d}, outDims: d, shape: sameShape, wrt: []bool{true},
 		run: func(out []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 			rows, cols := rowsCols(shapes[0])
-			par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-				// exps writes e^(x − m) of row r into its output row (overwritten by finish) and
-				// returns m.
-				exps := func(r int) float32 {
-					xr, o := in[0][r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
-					m := xr[0]
-					for _, v := range xr[1:] {
-						m = max(m, v)
-					}
-					expf.Shifted(o, xr, m, 1)
-					return m
-				}
-				finish := func(r int, m float32, s float64) {
-					xr, o := in[0][r*cols:(r+1)*cols], out[r*cols:(r+1)*cols]
-					l := float32(math.Log(s))
-					for c, v := range xr {
-						o[c] = v - m - l
-					}
-				}
-				r := lo
-				for ; r+4 <= hi; r += 4 {
-					var m [4]float32
-					for i := range 4 {
-						m[i] = exps(r + i)
-					}
-					s := rowSums4(out[r*cols:(r+4)*cols], cols)
-					for i := range 4 {
-						finish(r+i, m[i], s[i])
-					}
-				}
-				for ; r < hi; r++ {
-					m := exps(r)
-					finish(r, m, rowSum(out[r*cols:(r+1)*cols]))
-				}
-			})
+			fOut, fIn, fCols = out, in, cols
+			par.Runs(rows, rowsPerTask(cols), lsmRows)
 		},
 	}
 	k.grad = func(_ G.Nodes, out, dout *G.Node) (G.Nodes, error) {
 		// dx = dy − softmax(x)·Σ dy, row by row; softmax(x) = exp(y).
+		var ( // the operands of the current run (see kernel)
+			bOut, by, bdy []float32
+			bCols         int
+		)
+		gradRows := func(lo, hi int) {
+			o, y, dy, cols := bOut, by, bdy, bCols
+			apply := func(r int, s float64) {
+				sf := float32(s)
+				or, dr := o[r*cols:(r+1)*cols], dy[r*cols:(r+1)*cols]
+				expf.Shifted(or, y[r*cols:(r+1)*cols], 0, 1) // softmax(x) = e^y
+				for c, d := range dr[:len(or)] {
+					or[c] = d - or[c]*sf
+				}
+			}
+			r := lo
+			for ; r+4 <= hi; r += 4 {
+				s := rowSums4(dy[r*cols:(r+4)*cols], cols)
+				for i := range 4 {
+					apply(r+i, s[i])
+				}
+			}
+			for ; r < hi; r++ {
+				apply(r, rowSum(dy[r*cols:(r+1)*cols]))
+			}
+		}
 		g := &kernel{name: "logsoftmax.grad", inDims: []int{d, d}, outDims: d, shape: sameShape,
 			run: func(o []float32, _ tensor.Shape, in [][]float32, shapes []tensor.Shape) {
 				rows, cols := rowsCols(shapes[0])
-				y, dy := in[0], in[1]
-				par.Runs(rows, rowsPerTask(cols), func(lo, hi int) {
-					apply := func(r int, s float64) {
-						sf := float32(s)
-						or, dr := o[r*cols:(r+1)*cols], dy[r*cols:(r+1)*cols]
-						expf.Shifted(or, y[r*cols:(r+1)*cols], 0, 1) // softmax(x) = e^y
-						for c, d := range dr[:len(or)] {
-							or[c] = d - or[c]*sf
-						}
-					}
-					r := lo
-					for ; r+4 <= hi; r += 4 {
-						s := rowSums4(dy[r*cols:(r+4)*cols], cols)
-						for i := range 4 {
-							apply(r+i, s[i])
-						}
-					}
-					for ; r < hi; r++ {
-						apply(r, rowSum(dy[r*cols:(r+1)*cols]))
-					}
-				})
+				bOut, by, bdy, bCols = o, in[0], in[1], cols
+				par.Runs(rows, rowsPerTask(cols), gradRows)
 			},
 		}
 		dx, err := g.apply(out, dout)
@@ -583,16 +628,19 @@ func bmm(a, b *G.Node, tA, tB bool) (*G.Node, error) {
 	if d == 3 {
 		outShape = tensor.Shape{batch, m, n}
 	}
+	var out, av, bv []float32 // the operands of the current run (see kernel)
+	sa, sb, sc := m*ka, ka*n, m*n
+	products := func(lo, hi int) {
+		for i := lo; i < hi; i++ {
+			sgemm(tA, tB, m, n, ka, av[i*sa:(i+1)*sa], bv[i*sb:(i+1)*sb], out[i*sc:(i+1)*sc])
+		}
+	}
+	per := max(1, bmmFlopsPerTask/max(1, 2*m*n*ka))
 	k := &kernel{name: fmt.Sprintf("bmm(%v,%v)", tA, tB), inDims: []int{d, d}, outDims: d,
 		shape: func([]tensor.Shape) (tensor.Shape, error) { return outShape.Clone(), nil },
-		run: func(out []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
-			sa, sb, sc := m*ka, ka*n, m*n
-			per := max(1, bmmFlopsPerTask/max(1, 2*m*n*ka))
-			par.Runs(batch, per, func(lo, hi int) {
-				for i := lo; i < hi; i++ {
-					sgemm(tA, tB, m, n, ka, in[0][i*sa:(i+1)*sa], in[1][i*sb:(i+1)*sb], out[i*sc:(i+1)*sc])
-				}
-			})
+		run: func(o []float32, _ tensor.Shape, in [][]float32, _ []tensor.Shape) {
+			out, av, bv = o, in[0], in[1]
+			par.Runs(batch, per, products)
 		},
 	}
 	switch {

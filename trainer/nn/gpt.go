@@ -314,11 +314,11 @@ func (m *GPT) build(n int, training bool) (*lmProgram, error) {
 
 // gptEmbed is x = wte[tok] + wpe[pos], [n·T, D].
 func gptEmbed(params map[string]*G.Node, tok, pos *G.Node) (*G.Node, error) {
-	te, err := G.ByIndices(params["transformer.wte.weight"], tok, 0)
+	te, err := embed(params["transformer.wte.weight"], tok)
 	if err != nil {
 		return nil, err
 	}
-	pe, err := G.ByIndices(params["transformer.wpe.weight"], pos, 0)
+	pe, err := embed(params["transformer.wpe.weight"], pos)
 	if err != nil {
 		return nil, err
 	}

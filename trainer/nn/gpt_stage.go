@@ -406,7 +406,7 @@ func (s *GPTStage) Eval(mb StageMicro, out []float32) (lossSum float64, correct 
 	if !last {
 		return 0, 0, copyValue(out, p.logp)
 	}
-	logp, ok := p.logp.Data().([]float32)
+	logp, ok := float32s(p.logp)
 	if !ok {
 		return 0, 0, fmt.Errorf("%w: log-probabilities have type %T", ErrGraph, p.logp.Data())
 	}
@@ -496,7 +496,7 @@ func (s *GPTStage) Backward(mb StageMicro, dOut, grad, dx []float32) (float32, e
 		return 0, err
 	}
 	if p.dx != nil {
-		if err := copyValue(dx, p.dx.Value()); err != nil {
+		if err := copyValue(dx, p.ex.value(p.dx)); err != nil {
 			return 0, err
 		}
 	}
@@ -516,7 +516,7 @@ func copyValue(dst []float32, v G.Value) error {
 			v = m
 		}
 	}
-	src, ok := v.Data().([]float32)
+	src, ok := float32s(v)
 	if !ok || len(src) != len(dst) {
 		return fmt.Errorf("%w: value has %T of length %d, want []float32 of %d", ErrGraph, v.Data(), len(src), len(dst))
 	}

@@ -79,37 +79,31 @@ func orderedParams(layout Layout, m map[string]*G.Node) G.Nodes {
 }
 
 // program is one compiled graph of a fixed batch size: either a training graph (loss and
-// gradients) or a forward-only evaluation graph (log-probabilities).
+// gradients) or a forward-only evaluation graph (log-probabilities), run by an executor.
 type program struct {
-	g     *G.ExprGraph
-	vm    G.VM
-	rw    *rewinder
-	grads G.Nodes // gradient nodes in layout order; nil for evaluation graphs
-	loss  G.Value // read target of the mean loss (training graphs)
-	logp  G.Value // read target of the log-probabilities [rows, classes] (evaluation graphs)
+	ex       *executor
+	grads    G.Nodes // gradient nodes in layout order; nil for evaluation graphs
+	lossNode *G.Node // the mean loss (training graphs)
+	logpNode *G.Node // the log-probabilities [rows, classes] (evaluation graphs)
+	loss     G.Value // the loss of the last run (training graphs)
+	logp     G.Value // the log-probabilities of the last run (evaluation graphs)
 }
 
 // run executes the program once. Inputs must already be written into the bound input tensors.
-// The machine is rewound afterwards (see rewind): the next run starts from the first instruction
-// and writes into the same intermediate tensors. Gradient nodes keep their values until the next
-// run. After a failed run the machine is reset instead, dropping whatever it had half written.
+// Every run writes into the same intermediate tensors (see executor); the values read from the
+// program (loss, logp, gradients) are those tensors and stay valid until the next run.
 //
-// gorgonia's tape machine executes the ops on a goroutine of its own, where a panic cannot be
-// recovered: callers validate every input (lengths, label and token ranges) before running, and
-// the recover here only covers the machine's own goroutine.
-func (p *program) run() (err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			err = fmt.Errorf("%w: panic: %v", ErrGraph, r)
-		}
-	}()
-	defer func() {
-		if err != nil || !p.rw.rewind(p.vm) {
-			p.vm.Reset()
-		}
-	}()
-	if err := p.vm.RunAll(); err != nil {
-		return fmt.Errorf("%w: %v", ErrGraph, err)
+// Callers validate every input (lengths, label and token ranges) before running: ops index with
+// them unchecked.
+func (p *program) run() error {
+	if err := p.ex.run(); err != nil {
+		return err
+	}
+	if p.lossNode != nil {
+		p.loss = p.ex.value(p.lossNode)
+	}
+	if p.logpNode != nil {
+		p.logp = p.ex.value(p.logpNode)
 	}
 	return nil
 }
@@ -117,7 +111,7 @@ func (p *program) run() (err error) {
 // copyGrads writes the gradient values into dst in layout order.
 func (p *program) copyGrads(layout Layout, dst []float32) error {
 	for i, t := range layout {
-		v := p.grads[i].Value()
+		v := p.ex.value(p.grads[i])
 		if v == nil {
 			return fmt.Errorf("%w: no gradient value for %q", ErrGraph, t.Name)
 		}
@@ -127,13 +121,26 @@ func (p *program) copyGrads(layout Layout, dst []float32) error {
 				v = m
 			}
 		}
-		src, ok := v.Data().([]float32)
+		src, ok := float32s(v)
 		if !ok || len(src) != t.Size() {
 			return fmt.Errorf("%w: gradient of %q has %T of length %d, want []float32 of %d", ErrGraph, t.Name, v.Data(), len(src), t.Size())
 		}
 		copy(dst[t.Offset:t.Offset+t.Size()], src)
 	}
 	return nil
+}
+
+// float32s returns the float32 data of a dense tensor without boxing it (Data would allocate an
+// interface for the slice header).
+func float32s(v G.Value) ([]float32, bool) {
+	if d, ok := v.(*tensor.Dense); ok {
+		if d.Dtype() != tensor.Float32 {
+			return nil, false
+		}
+		return d.Float32s(), true
+	}
+	f, ok := v.Data().([]float32)
+	return f, ok
 }
 
 // scalarF32 extracts a float32 from a scalar or single-element value.
@@ -204,23 +211,19 @@ func dense(x, w, b *G.Node) (*G.Node, error) {
 }
 
 // compile finishes a graph: for training graphs it adds the gradient nodes of params with respect to
-// loss and reads loss; for evaluation graphs it reads logp. It then builds the tape machine.
+// loss; evaluation graphs read logp. It then plans the executor.
 func compile(g *G.ExprGraph, params G.Nodes, loss, logp *G.Node) (*program, error) {
-	p := &program{g: g}
+	p := &program{lossNode: loss, logpNode: logp}
 	if loss != nil {
 		grads, err := G.Grad(loss, params...)
 		if err != nil {
 			return nil, err
 		}
 		p.grads = grads
-		G.Read(loss, &p.loss)
 	}
-	if logp != nil {
-		G.Read(logp, &p.logp)
-	}
-	// Only what the read targets depend on runs: without pruning, the tape machine would also run
-	// every gradient Grad adds for non-parameters, such as dLoss/dx for the input batch (a third of
-	// the MLP's matrix products).
+	// Only what the program reads runs: without pruning, the executor would also run every
+	// gradient Grad adds for non-parameters, such as dLoss/dx for the input batch (a third of the
+	// MLP's matrix products).
 	roots := append(G.Nodes(nil), p.grads...)
 	if loss != nil {
 		roots = append(roots, loss)
@@ -228,9 +231,11 @@ func compile(g *G.ExprGraph, params G.Nodes, loss, logp *G.Node) (*program, erro
 	if logp != nil {
 		roots = append(roots, logp)
 	}
-	sub := g.SubgraphRoots(roots...)
-	p.vm = G.NewTapeMachine(sub)
-	p.rw = newRewinder(sub)
+	ex, err := newExecutor(g.SubgraphRoots(roots...))
+	if err != nil {
+		return nil, err
+	}
+	p.ex = ex
 	return p, nil
 }
 
@@ -263,8 +268,8 @@ func checkLabels(y []int, classes int, what string) error {
 	return nil
 }
 
-// close releases the program's machine.
-func (p *program) close() { _ = p.vm.Close() }
+// close releases the program's tensors.
+func (p *program) close() { p.ex = nil }
 
 // evalCache holds the forward-only graphs of a model: one for full chunks and one for the most
 // recent remainder size (a validation set of fixed size needs no rebuilds; odd sizes replace it).

@@ -148,7 +148,7 @@ func (m *lm) Eval(b Batch) (lossSum float64, correct, count int, err error) {
 		if err := p.run(); err != nil {
 			return 0, 0, 0, err
 		}
-		logp, ok := p.logp.Data().([]float32)
+		logp, ok := float32s(p.logp)
 		if !ok {
 			return 0, 0, 0, fmt.Errorf("%w: log-probabilities have type %T", ErrGraph, p.logp.Data())
 		}

@@ -38,8 +38,9 @@
 // keeps evaluation from touching gradients); gradients are read from the symbolic gradient nodes
 // after each run rather than from dual values, which gorgonia would accumulate across runs;
 // InverseSqrt (wrong gradient) and the clock-seeded initialisers are not used; token inputs are Go
-// int tensors for ByIndices; cross-entropy is LogSoftMax ⊙ one-hot; the causal mask is a constant
-// −1e9 tensor. A [1, n] matrix is a vector to gorgonia's Mul, so graphs of one MLP sample are padded
+// int tensors for the embedding lookups (embed.go); cross-entropy is LogSoftMax ⊙ one-hot; the
+// causal mask is a constant −1e9 tensor. Graphs are built and differentiated by gorgonia and run by
+// an executor of this package (exec.go), not by gorgonia's tape machine. A [1, n] matrix is a vector to gorgonia's Mul, so graphs of one MLP sample are padded
 // to two rows. Built with -tags openblas, matrix products use the system OpenBLAS (see BLAS).
 package nn
 
