@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
@@ -120,32 +121,50 @@ func (g *Group) InnerSteps(ctx context.Context, h int) (trainer.InnerStats, erro
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stats := make([]trainer.InnerStats, len(g.members))
-	var (
-		mu    sync.Mutex
-		first error // the failure that cancelled the others
-		wg    sync.WaitGroup
-	)
+	errs := make([]error, len(g.members))
+	var wg sync.WaitGroup
 	for s, m := range g.members {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			st, err := m.InnerSteps(ctx, g.links[s], h, g.batches(s))
 			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = fmt.Errorf("stage %d: %w", s, err)
-				}
-				mu.Unlock()
+				errs[s] = err
 				cancel()
 			}
 			stats[s] = st
 		}()
 	}
 	wg.Wait()
-	if first != nil {
-		return trainer.InnerStats{}, first
+	if err := rootFailure(errs); err != nil {
+		return trainer.InnerStats{}, err
 	}
 	return stats[0], nil
+}
+
+// rootFailure is the failure a group reports from its stages' errors (nil where a stage did not
+// fail): the first stage's, in stage order, that is not the cancellation a failure elsewhere
+// caused, else the first stage's. Several stages can fail of the same cause (a short batch the
+// first stage reads and the last stage's targets come from), and which of them fails first is
+// the scheduler's choice: the report is not.
+func rootFailure(errs []error) error {
+	pick := -1
+	for s, err := range errs {
+		if err == nil {
+			continue
+		}
+		if !errors.Is(err, context.Canceled) {
+			pick = s
+			break
+		}
+		if pick < 0 {
+			pick = s
+		}
+	}
+	if pick < 0 {
+		return nil
+	}
+	return fmt.Errorf("stage %d: %w", pick, errs[pick])
 }
 
 // MarkSent marks every member (Member.MarkSent).
