@@ -60,7 +60,10 @@ func (s *Server) raftAllowed(id transport.NodeID) error {
 // registerSelf registers this node's key: the first leader of a fresh cluster bootstraps the
 // state with its own key and names the other pinned voters; every other node asks the leader,
 // with an AddCoordinator signed by its key.
-func (s *Server) registerSelf(ctx context.Context) error {
+func (s *Server) registerSelf(ctx context.Context) error { return s.register(ctx, s.cfg.Aggregator) }
+
+// register is registerSelf asking for the given role: an aggregator (a non-voter) or a voter.
+func (s *Server) register(ctx context.Context, aggregator bool) error {
 	body := &consensus.AddCoordinatorBody{PublicKey: s.cfg.Identity.PublicKey(), Name: s.cfg.ID}
 	if s.node.IsLeader() {
 		var none bool
@@ -91,7 +94,7 @@ func (s *Server) registerSelf(ctx context.Context) error {
 		return errors.New("no leader known yet")
 	}
 	req := transport.Message{Header: transport.Header{Type: MsgJoinCluster}}
-	if err := req.SetBody(joinRequest{ID: s.cfg.ID, Addr: s.cfg.Listen, Env: env, Aggregator: s.cfg.Aggregator}); err != nil {
+	if err := req.SetBody(joinRequest{ID: s.cfg.ID, Addr: s.cfg.Listen, Env: env, Aggregator: aggregator}); err != nil {
 		return err
 	}
 	for hop := 0; hop < 3; hop++ {

@@ -117,11 +117,9 @@ func TestAggregatorsBeyondTheVoters(t *testing.T) {
 			t.Fatalf("%s: voter %v, leader %v", j.s.cfg.ID, j.s.Node().Voter(), j.s.Node().IsLeader())
 		}
 		// Asking again as a voter does not give it a vote.
-		j.s.cfg.Aggregator = false
-		if err := j.s.registerSelf(ctx); !errors.Is(err, ErrSuffrage) {
+		if err := j.s.register(ctx, false); !errors.Is(err, ErrSuffrage) {
 			t.Fatalf("%s asking to be a voter: %v, want ErrSuffrage", j.s.cfg.ID, err)
 		}
-		j.s.cfg.Aggregator = true
 	}
 	// A member finds every coordinator by key from any node's status, aggregators included.
 	st, err := alice.Query(ctx, protocol.Query{What: protocol.QueryStatus})
