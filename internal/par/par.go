@@ -27,23 +27,60 @@ func Runs(n, per int, f func(lo, hi int)) {
 	runsOn(workers, runs, n, per, f)
 }
 
-// runsOn is Runs on workers goroutines (a function of its own, so that the one-goroutine path
-// allocates nothing for them).
+// runsOn is Runs on the calling goroutine and workers−1 helpers. Helpers are goroutines kept
+// for the process's life, waiting for work: a training step calls Runs hundreds of times, and
+// a goroutine started for each would allocate for each.
 func runsOn(workers, runs, n, per int, f func(lo, hi int)) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Go(func() {
-			for {
-				r := int(next.Add(1)) - 1
-				if r >= runs {
-					return
-				}
-				f(r*per, min((r+1)*per, n))
-			}
-		})
+	j := jobs.Get().(*job)
+	j.f, j.runs, j.n, j.per = f, runs, n, per
+	j.next.Store(0)
+	j.wg.Add(workers - 1)
+	for range workers - 1 {
+		select {
+		case idle <- j: // a helper waiting for work takes it
+		default:
+			go helper(j) // none is waiting: one more helper, kept after this job
+		}
 	}
-	wg.Wait()
+	j.work()
+	j.wg.Wait()
+	j.f = nil
+	jobs.Put(j)
+}
+
+// A job is one call of Runs, shared by the goroutines running it.
+type job struct {
+	f            func(lo, hi int)
+	runs, n, per int
+	next         atomic.Int64 // the next run to take
+	wg           sync.WaitGroup
+}
+
+// work runs the job's runs not yet taken, one after another, until none is left.
+func (j *job) work() {
+	for {
+		r := int(j.next.Add(1)) - 1
+		if r >= j.runs {
+			return
+		}
+		j.f(r*j.per, min((r+1)*j.per, j.n))
+	}
+}
+
+var (
+	jobs = sync.Pool{New: func() any { return new(job) }}
+	// idle hands a job to a helper waiting for one. The helpers are as many as the most that
+	// Runs calls have ever wanted at once (GOMAXPROCS−1 for one caller).
+	idle = make(chan *job)
+)
+
+// helper works on j, then on every job handed to it.
+func helper(j *job) {
+	for {
+		j.work()
+		j.wg.Done() // the job's last use here: its caller may reuse it from now on
+		j = <-idle
+	}
 }
 
 // Each calls f(0..n-1) with at most p calls running at once (one after another when p ≤ 1) and
