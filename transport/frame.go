@@ -157,14 +157,23 @@ func appendFrameHeader(dst []byte, h Header, payload []byte) ([]byte, error) {
 	return append(dst, enc...), nil
 }
 
+// oneWriteMax is the largest payload WriteMessage copies behind the header to write both at once.
+const oneWriteMax = 64 << 10
+
 // WriteMessage writes one frame: the header, then the payload as raw bytes.
 func WriteMessage(w io.Writer, h Header, payload []byte) error {
-	buf, err := appendFrameHeader(make([]byte, 0, 128+len(h.Body)), h, payload)
+	n := 128 + len(h.Body)
+	if len(payload) <= oneWriteMax {
+		n += len(payload)
+	}
+	buf, err := appendFrameHeader(make([]byte, 0, n), h, payload)
 	if err != nil {
 		return err
 	}
-	// Small payloads go out in one write; large ones are not copied.
-	if len(payload) <= 4096 {
+	// A frame of up to oneWriteMax bytes goes out in one write, so that QUIC packs its header with
+	// its first payload bytes (a header written alone is popped into a packet of its own) and the
+	// stream's FIN, set by the Close after it, with its last; larger payloads are not copied.
+	if len(payload) <= oneWriteMax {
 		buf = append(buf, payload...)
 		payload = nil
 	}
