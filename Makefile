@@ -16,7 +16,7 @@ all: build
 # The fast path is the default where it can be: when the system has OpenBLAS (Debian
 # libopenblas-dev), `make build` (and so demo, demo-lm and e2e) links gorgonia to it; without it
 # the binary is pure Go. Every replica of one cohort should use the same kind of build (see
-# `cohort version`). The OpenBLAS build is tested too when the library is installed (.ci/run
+# `cohort --version`). The OpenBLAS build is tested too when the library is installed (.ci/run
 # installs it).
 HAVE_OPENBLAS := $(shell ldconfig -p 2>/dev/null | grep -q 'libopenblas\.so ' && echo yes)
 BUILD_TAGS    ?= $(if $(filter yes,$(HAVE_OPENBLAS)),openblas,)
