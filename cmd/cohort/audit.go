@@ -136,14 +136,18 @@ type auditSummary struct {
 	// than one, Agreement is how well the runs agree with each other (the ground truth's
 	// resolution), and RunSpearman and RunL1 how well the ledger agrees with one run (the mean over
 	// the runs), to be held beside it.
-	Repeats         int              `json:"repeats,omitempty"`
-	Agreement       *audit.Agreement `json:"agreement,omitempty"`
-	RunSpearman     *float64         `json:"run_spearman,omitempty"`
-	RunL1           float64          `json:"run_l1,omitempty"`
-	Contributors    []auditRow       `json:"contributors"`
-	SimulateSeconds float64          `json:"simulate_seconds"`
-	RetrainSeconds  float64          `json:"retrain_seconds"`
-	WallSeconds     float64          `json:"wall_seconds"`
+	Repeats     int              `json:"repeats,omitempty"`
+	Agreement   *audit.Agreement `json:"agreement,omitempty"`
+	RunSpearman *float64         `json:"run_spearman,omitempty"`
+	RunL1       float64          `json:"run_l1,omitempty"`
+	// Order, with more than one run, counts the pairs of contributors whose Shapley values differ
+	// by more than two standard errors of the difference, and how many of them the ledger's
+	// shares order the same way: the ranking held only where the ground truth has one.
+	Order           *audit.Order `json:"resolved_order,omitempty"`
+	Contributors    []auditRow   `json:"contributors"`
+	SimulateSeconds float64      `json:"simulate_seconds"`
+	RetrainSeconds  float64      `json:"retrain_seconds"`
+	WallSeconds     float64      `json:"wall_seconds"`
 }
 
 func runAudit(c *cli.Context) error {
@@ -351,6 +355,15 @@ func compareAudit(s *auditSummary, res *audit.Result, rows []auditRow, sizes []i
 			rho /= float64(ranked)
 			s.RunSpearman = &rho
 		}
+		se := res.ShapleySE
+		if s.Utility == "accuracy" {
+			se = res.ShapleyAccuracySE
+		}
+		o, err := audit.ResolvedOrder(truth, se, shares, 2)
+		if err != nil {
+			return err
+		}
+		s.Order = &o
 	}
 	for i, row := range rows {
 		row.ShardSize, row.LOO, row.LOOAccuracy = sizes[i], res.LOO[i], res.LOOAccuracy[i]
@@ -407,6 +420,10 @@ func printAudit(w io.Writer, s auditSummary) error {
 		fmt.Fprintf(w, "%d runs of the retrainings, each in its own batch order; the Shapley values above are their means (± their standard error).\n", s.Repeats)
 		fmt.Fprintf(w, "one run against another (the ground truth's own resolution): Spearman %s, L1 %.3f\n", optRho(between), l1)
 		fmt.Fprintf(w, "the ledger against one run: Spearman %s, L1 %.3f\n", optRho(s.RunSpearman), s.RunL1)
+		if o := s.Order; o != nil {
+			fmt.Fprintf(w, "pairs of contributors the retrainings tell apart (values more than %g standard errors apart): %d of %d; the ledger orders %d of them the same way\n",
+				o.Z, o.Resolved, o.Pairs, o.Agreeing)
+		}
 	}
 	return nil
 }

@@ -64,6 +64,9 @@ func TestAuditJSON(t *testing.T) {
 	if s.Repeats != 2 || s.Agreement == nil || s.RunL1 < 0 || s.RunL1 > 2 {
 		t.Errorf("repeats %d, agreement %+v, the ledger against one run: L1 %v", s.Repeats, s.Agreement, s.RunL1)
 	}
+	if o := s.Order; o == nil || o.Pairs != 1 || o.Resolved > 1 || o.Agreeing > o.Resolved || o.Z != 2 {
+		t.Errorf("resolved order %+v, want 1 pair, at most 1 resolved and agreeing, z 2", o)
+	}
 	var shap, share float64
 	for _, c := range s.Contributors {
 		shap += c.ShapleyNormalised
@@ -97,13 +100,15 @@ func TestPrintAudit(t *testing.T) {
 		t.Errorf("a contributor's name reached the terminal unescaped:\n%s", b.String())
 	}
 	s.Repeats, s.Agreement, s.RunSpearman, s.RunL1 = 3, &audit.Agreement{Spearman: &rho, L1: 0.1}, &rho, 0.3
+	s.Order = &audit.Order{Pairs: 15, Resolved: 12, Agreeing: 9, Z: 2}
 	s.Contributors[0].ShapleyAccuracy, s.Contributors[0].ShapleyAccuracySE = 0.02, 0.005
 	b.Reset()
 	if err := printAudit(&b, s); err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"3 runs of the retrainings", "+2.00 ± 0.50 pt", "one run against another (the ground truth's own resolution): Spearman 0.500, L1 0.100",
-		"the ledger against one run: Spearman 0.500, L1 0.300"} {
+		"the ledger against one run: Spearman 0.500, L1 0.300",
+		"pairs of contributors the retrainings tell apart (values more than 2 standard errors apart): 12 of 15; the ledger orders 9 of them the same way"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("output lacks %q:\n%s", want, b.String())
 		}

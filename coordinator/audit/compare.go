@@ -107,3 +107,49 @@ func Ranks(x []float64) []float64 {
 	}
 	return r
 }
+
+// Order counts the pairs of contributors whose values the retrainings tell apart and how many of
+// them the shares order the same way. Where two Shapley values differ by less than their
+// standard errors allow, another run of the retrainings may order them the other way, and no
+// ranking can be held against theirs; Spearman over every pair counts those coin flips too.
+type Order struct {
+	// Pairs is every pair of contributors; Resolved those whose values differ by more than Z
+	// standard errors of the difference, √(se_i² + se_j²); Agreeing those of Resolved whose shares
+	// differ in the same direction (equal shares do not agree).
+	Pairs    int     `json:"pairs"`
+	Resolved int     `json:"resolved"`
+	Agreeing int     `json:"agreeing"`
+	Z        float64 `json:"z"`
+}
+
+// ResolvedOrder compares the order of shares with that of values on the pairs whose values differ
+// by more than z standard errors (se, per value; all zero: every pair of unequal values counts).
+func ResolvedOrder(values, se, shares []float64, z float64) (Order, error) {
+	n := len(values)
+	if len(se) != n || len(shares) != n {
+		return Order{}, fmt.Errorf("%w: %d values, %d standard errors, %d shares", ErrLength, n, len(se), len(shares))
+	}
+	if !finite(z) || z < 0 {
+		return Order{}, fmt.Errorf("%w: z %v (want finite, ≥ 0)", ErrNotANumber, z)
+	}
+	for i := 0; i < n; i++ {
+		if !finite(values[i]) || !finite(se[i]) || se[i] < 0 || !finite(shares[i]) {
+			return Order{}, fmt.Errorf("%w: contributor %d: value %v, se %v, share %v (want finite, se ≥ 0)", ErrNotANumber, i, values[i], se[i], shares[i])
+		}
+	}
+	o := Order{Z: z}
+	for i := 0; i < n; i++ {
+		for j := i + 1; j < n; j++ {
+			o.Pairs++
+			d := values[i] - values[j]
+			if d == 0 || math.Abs(d) <= z*math.Hypot(se[i], se[j]) {
+				continue
+			}
+			o.Resolved++
+			if s := shares[i] - shares[j]; (d > 0 && s > 0) || (d < 0 && s < 0) {
+				o.Agreeing++
+			}
+		}
+	}
+	return o, nil
+}

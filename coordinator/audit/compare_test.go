@@ -63,3 +63,48 @@ func TestRanksAverageTies(t *testing.T) {
 		}
 	}
 }
+
+func TestResolvedOrder(t *testing.T) {
+	for _, c := range []struct {
+		name               string
+		values, se, shares []float64
+		z                  float64
+		resolved, agreeing int
+	}{
+		// Three values 0.12 ± 0.003 apart by 0.0001 (tied within their errors) and one well
+		// below: only the three pairs with the low one count, and the shares' order of the tied
+		// three does not matter.
+		{"ties within errors", []float64{0.1198, 0.1199, 0.1200, 0.06}, []float64{0.003, 0.003, 0.003, 0.002},
+			[]float64{0.30, 0.20, 0.25, 0.05}, 2, 3, 3},
+		{"a resolved pair reversed", []float64{0.10, 0.20}, []float64{0.01, 0.01}, []float64{0.6, 0.4}, 2, 1, 0},
+		{"equal shares do not agree", []float64{0.10, 0.20}, []float64{0.01, 0.01}, []float64{0.5, 0.5}, 2, 1, 0},
+		{"no errors: every unequal pair", []float64{1, 2, 2}, []float64{0, 0, 0}, []float64{1, 2, 3}, 2, 2, 2},
+		{"z 0 with errors", []float64{0.1, 0.1001}, []float64{0.01, 0.01}, []float64{1, 2}, 0, 1, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			o, err := ResolvedOrder(c.values, c.se, c.shares, c.z)
+			if err != nil {
+				t.Fatal(err)
+			}
+			n := len(c.values)
+			if o.Pairs != n*(n-1)/2 || o.Resolved != c.resolved || o.Agreeing != c.agreeing {
+				t.Errorf("got %+v, want %d pairs, %d resolved, %d agreeing", o, n*(n-1)/2, c.resolved, c.agreeing)
+			}
+		})
+	}
+	for _, bad := range []struct {
+		name               string
+		values, se, shares []float64
+		z                  float64
+		want               error
+	}{
+		{"lengths", []float64{1, 2}, []float64{0}, []float64{1, 2}, 2, ErrLength},
+		{"negative se", []float64{1, 2}, []float64{0, -1}, []float64{1, 2}, 2, ErrNotANumber},
+		{"NaN value", []float64{math.NaN(), 2}, []float64{0, 0}, []float64{1, 2}, 2, ErrNotANumber},
+		{"negative z", []float64{1, 2}, []float64{0, 0}, []float64{1, 2}, -1, ErrNotANumber},
+	} {
+		if _, err := ResolvedOrder(bad.values, bad.se, bad.shares, bad.z); !errors.Is(err, bad.want) {
+			t.Errorf("%s: got %v, want %v", bad.name, err, bad.want)
+		}
+	}
+}
