@@ -1,0 +1,149 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// func kernel(kc int, a, b, c *float32, ldc int, add bool)
+//
+// The 6 × 16 micro-kernel. Y0–Y11 hold the tile: row i in Y(2i) (columns 0–7) and Y(2i+1)
+// (columns 8–15). Each step q loads row q of the B strip into Y12, Y13, broadcasts the six
+// elements of column q of the A strip in turn into Y14 or Y15, and adds their products to the
+// tile's rows with fused multiply-adds; so every element is one chain in q order.
+TEXT ·kernel(SB), NOSPLIT, $0-41
+	MOVQ    kc+0(FP), CX
+	MOVQ    a+8(FP), SI
+	MOVQ    b+16(FP), DX
+	MOVQ    c+24(FP), DI
+	MOVQ    ldc+32(FP), R8
+	MOVBLZX add+40(FP), R9
+	SHLQ    $2, R8 // bytes per row of C
+
+	// The tile starts at zero.
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+
+	// Two steps at a time while at least two are left.
+	MOVQ CX, R10
+	SHRQ $1, R10
+	JZ   tail
+
+loop2:
+	// Step q: B row at 0(DX), A column at 0(SI).
+	VMOVUPS      0(DX), Y12
+	VMOVUPS      32(DX), Y13
+	VBROADCASTSS 0(SI), Y14
+	VFMADD231PS  Y12, Y14, Y0
+	VFMADD231PS  Y13, Y14, Y1
+	VBROADCASTSS 4(SI), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VBROADCASTSS 8(SI), Y14
+	VFMADD231PS  Y12, Y14, Y4
+	VFMADD231PS  Y13, Y14, Y5
+	VBROADCASTSS 12(SI), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VBROADCASTSS 16(SI), Y14
+	VFMADD231PS  Y12, Y14, Y8
+	VFMADD231PS  Y13, Y14, Y9
+	VBROADCASTSS 20(SI), Y15
+	VFMADD231PS  Y12, Y15, Y10
+	VFMADD231PS  Y13, Y15, Y11
+
+	// Step q+1: B row at 64(DX), A column at 24(SI).
+	VMOVUPS      64(DX), Y12
+	VMOVUPS      96(DX), Y13
+	VBROADCASTSS 24(SI), Y14
+	VFMADD231PS  Y12, Y14, Y0
+	VFMADD231PS  Y13, Y14, Y1
+	VBROADCASTSS 28(SI), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VBROADCASTSS 32(SI), Y14
+	VFMADD231PS  Y12, Y14, Y4
+	VFMADD231PS  Y13, Y14, Y5
+	VBROADCASTSS 36(SI), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VBROADCASTSS 40(SI), Y14
+	VFMADD231PS  Y12, Y14, Y8
+	VFMADD231PS  Y13, Y14, Y9
+	VBROADCASTSS 44(SI), Y15
+	VFMADD231PS  Y12, Y15, Y10
+	VFMADD231PS  Y13, Y15, Y11
+
+	ADDQ $48, SI
+	ADDQ $128, DX
+	DECQ R10
+	JNZ  loop2
+
+tail:
+	// The last step when kc is odd.
+	TESTQ $1, CX
+	JZ    out
+	VMOVUPS      0(DX), Y12
+	VMOVUPS      32(DX), Y13
+	VBROADCASTSS 0(SI), Y14
+	VFMADD231PS  Y12, Y14, Y0
+	VFMADD231PS  Y13, Y14, Y1
+	VBROADCASTSS 4(SI), Y15
+	VFMADD231PS  Y12, Y15, Y2
+	VFMADD231PS  Y13, Y15, Y3
+	VBROADCASTSS 8(SI), Y14
+	VFMADD231PS  Y12, Y14, Y4
+	VFMADD231PS  Y13, Y14, Y5
+	VBROADCASTSS 12(SI), Y15
+	VFMADD231PS  Y12, Y15, Y6
+	VFMADD231PS  Y13, Y15, Y7
+	VBROADCASTSS 16(SI), Y14
+	VFMADD231PS  Y12, Y14, Y8
+	VFMADD231PS  Y13, Y14, Y9
+	VBROADCASTSS 20(SI), Y15
+	VFMADD231PS  Y12, Y15, Y10
+	VFMADD231PS  Y13, Y15, Y11
+
+out:
+	// Rows 0–2 of C at DI, DI+R8, DI+2·R8; rows 3–5 at R11 = DI+3·R8 onwards.
+	LEAQ  (DI)(R8*2), R11
+	ADDQ  R8, R11
+	TESTQ R9, R9
+	JZ    store
+
+	// add: the tile plus what C holds.
+	VADDPS 0(DI), Y0, Y0
+	VADDPS 32(DI), Y1, Y1
+	VADDPS 0(DI)(R8*1), Y2, Y2
+	VADDPS 32(DI)(R8*1), Y3, Y3
+	VADDPS 0(DI)(R8*2), Y4, Y4
+	VADDPS 32(DI)(R8*2), Y5, Y5
+	VADDPS 0(R11), Y6, Y6
+	VADDPS 32(R11), Y7, Y7
+	VADDPS 0(R11)(R8*1), Y8, Y8
+	VADDPS 32(R11)(R8*1), Y9, Y9
+	VADDPS 0(R11)(R8*2), Y10, Y10
+	VADDPS 32(R11)(R8*2), Y11, Y11
+
+store:
+	VMOVUPS Y0, 0(DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 0(DI)(R8*1)
+	VMOVUPS Y3, 32(DI)(R8*1)
+	VMOVUPS Y4, 0(DI)(R8*2)
+	VMOVUPS Y5, 32(DI)(R8*2)
+	VMOVUPS Y6, 0(R11)
+	VMOVUPS Y7, 32(R11)
+	VMOVUPS Y8, 0(R11)(R8*1)
+	VMOVUPS Y9, 32(R11)(R8*1)
+	VMOVUPS Y10, 0(R11)(R8*2)
+	VMOVUPS Y11, 32(R11)(R8*2)
+	VZEROUPPER
+	RET

@@ -1,0 +1,10 @@
+//go:build !amd64 || purego
+
+package gemm
+
+// useAsm is false: Sgemm returns ErrUnavailable.
+var useAsm = false
+
+func kernel(kc int, a, b, c *float32, ldc int, add bool) {
+	panic("gemm: kernel without AVX2 and FMA")
+}
