@@ -96,19 +96,22 @@ func fits(trans bool, rows, cols, size, ld int) bool {
 	return rows == 0 || cols == 0 || (rows-1) <= (size-cols)/ld && size >= cols
 }
 
-// A call is one product being computed: its operands, the block in progress and the packed B
-// panel. Calls are pooled with their buffer and their bound methods, which par.Runs takes without
-// allocating.
+// A call is one product being computed: its operands, the group of blocks in progress, its cut
+// into units of work and the packed B panel. Calls are pooled with their buffer and their bound
+// methods, which par.Runs takes without allocating.
 type call struct {
 	transA, transB bool
 	m, n, k        int
 	a, b, c        []float32
 	lda, ldb, ldc  int
 
-	jc, nb, pc, kb int       // the column block [jc, jc+nb) and k block [pc, pc+kb) in progress
-	first          bool      // pc == 0: tiles are stored, not added to C
-	bp             []float32 // the packed panel of op(B): strips of kb × nr
-	rows           int       // rows of C per run of mul on par.Runs (at most mc)
+	jc, nb   int       // the column block [jc, jc+nb) in progress
+	k0, k1   int       // its k blocks in progress: [k0, k1), k0 and k1 multiples of kc (or k1 = k)
+	strips   int       // B strips in the column block
+	bp       []float32 // op(B)'s panel [k0, k1) × [jc, jc+nb): for each k block, its strips of kb × nr
+	rows     int       // rows of C per unit of mul (the last unit may have fewer)
+	cols     int       // B strips per unit of mul (likewise)
+	colUnits int       // units of mul across the column block
 
 	packRun, mulRun func(lo, hi int)
 }
@@ -125,96 +128,184 @@ var aBufs = sync.Pool{New: func() any {
 	return &b
 }}
 
-// run computes the product, block after block. The k blocks of a column block run in order;
-// within one, the runs of rows (mul) and of B strips (packB) are independent.
+// panelFloats bounds the packed B panel: a column block packs at most this many floats of op(B)
+// at once (more k blocks at once only when nc columns of them fit).
+const panelFloats = 1 << 20
+
+// run computes the product. For each column block and group of its k blocks, B's panel is packed
+// (in runs of strips), then the units of mul, independent rectangles of C, each add the group's
+// k blocks to their tiles in k order. Everything about the cut depends only on m, n and k.
 func (p *call) run() {
 	parallel := 2*p.m*p.n*p.k >= parMinFlops
-	// Runs of rows: mc, or fewer so that small-m products still make four runs.
-	p.rows = mc
-	if parallel && p.m < 4*mc {
-		p.rows = min(mc, roundUp((p.m+3)/4, mr))
-	}
-	for p.jc = 0; p.jc < p.n; p.jc += nc {
-		p.nb = min(nc, p.n-p.jc)
-		strips := (p.nb + nr - 1) / nr
-		if need := kc * strips * nr; cap(p.bp) < need {
-			p.bp = make([]float32, need)
-		}
-		for p.pc = 0; p.pc < p.k; p.pc += kc {
-			p.kb = min(kc, p.k-p.pc)
-			p.first = p.pc == 0
-			if parallel {
-				par.Runs(strips, 8, p.packRun)
-				par.Runs(p.m, p.rows, p.mulRun)
-			} else {
-				p.packB(0, strips)
-				p.mul(0, p.m)
+	// Column blocks of nc columns, fewer when k is long, so that a panel of all of k fits.
+	ncol := max(4*nr, min(nc, panelFloats/p.k/nr*nr))
+	// k blocks per group: all of them when the panel fits.
+	group := max(kc, panelFloats/roundUp(min(ncol, p.n), nr)/kc*kc)
+	for p.jc = 0; p.jc < p.n; p.jc += ncol {
+		p.nb = min(ncol, p.n-p.jc)
+		p.strips = (p.nb + nr - 1) / nr
+		p.units(parallel)
+		for p.k0 = 0; p.k0 < p.k; p.k0 += group {
+			p.k1 = min(p.k0+group, p.k)
+			if need := (p.k1 - p.k0) * p.strips * nr; cap(p.bp) < need {
+				p.bp = make([]float32, need)
 			}
+			if !parallel {
+				p.packB(0, p.strips)
+				p.mul(0, 1)
+				continue
+			}
+			par.Runs(p.strips, 4, p.packRun)
+			rowUnits := (p.m + p.rows - 1) / p.rows
+			par.Runs(rowUnits*p.colUnits, 1, p.mulRun)
 		}
 	}
+}
+
+// units cuts the column block into the rectangles of C that mul runs: one, or in parallel row
+// blocks of up to mc rows, balanced, and when those are fewer than four, column runs of whole
+// strips too, so that about four units or more share the cores.
+func (p *call) units(parallel bool) {
+	if !parallel {
+		p.rows, p.cols, p.colUnits = p.m, p.strips, 1
+		return
+	}
+	rowUnits := (p.m + mc - 1) / mc
+	p.rows = roundUp((p.m+rowUnits-1)/rowUnits, mr)
+	p.colUnits = min(p.strips, (4+rowUnits-1)/rowUnits)
+	p.cols = (p.strips + p.colUnits - 1) / p.colUnits
+	p.colUnits = (p.strips + p.cols - 1) / p.cols
 }
 
 func roundUp(x, to int) int { return (x + to - 1) / to * to }
 
-// packB packs the B strips [lo, hi) of the current block: strip s holds columns
-// jc + s·nr … jc + s·nr + nr − 1 of op(B), rows pc … pc + kb − 1, as kb rows of nr floats.
+// bOffset is where k block pc's strip s starts in the packed panel: after the full k blocks of
+// the group before it, then s strips of kb × nr.
+func (p *call) bOffset(pc, kb, s int) int {
+	return (pc-p.k0)*p.strips*nr + s*kb*nr
+}
+
+// packB packs the B strips [lo, hi) of the current column block, for every k block of the group:
+// strip s of k block pc holds columns jc + s·nr … jc + s·nr + nr − 1 of op(B), rows pc … pc+kb−1,
+// as kb rows of nr floats.
 func (p *call) packB(lo, hi int) {
-	kb := p.kb
-	for s := lo; s < hi; s++ {
-		j0 := p.jc + s*nr
-		w := min(nr, p.n-j0) // columns of op(B) in the strip; the rest are zero
-		dst := p.bp[s*kb*nr : (s+1)*kb*nr]
-		if !p.transB {
-			// op(B)(q, j) = b[q·ldb + j]: each row of the strip is a run of b.
-			for q := range kb {
-				row := p.b[(p.pc+q)*p.ldb+j0 : (p.pc+q)*p.ldb+j0+w]
-				d := dst[q*nr : q*nr+nr]
-				copy(d, row)
-				clear(d[w:])
-			}
-			continue
-		}
-		// op(B)(q, j) = b[j·ldb + q]: each column of the strip is a run of b.
-		for j := range w {
-			col := p.b[(j0+j)*p.ldb+p.pc : (j0+j)*p.ldb+p.pc+kb]
-			for q, v := range col {
-				dst[q*nr+j] = v
-			}
-		}
-		if w < nr {
-			for q := range kb {
-				clear(dst[q*nr+w : q*nr+nr])
+	ldb := p.ldb
+	for pc := p.k0; pc < p.k1; pc += kc {
+		kb := min(kc, p.k1-pc)
+		for s := lo; s < hi; s++ {
+			j0 := p.jc + s*nr
+			w := min(nr, p.n-j0) // columns of op(B) in the strip; the rest are zero
+			o := p.bOffset(pc, kb, s)
+			dst := p.bp[o : o+kb*nr]
+			switch {
+			case !p.transB && w == nr:
+				// op(B)(q, j) = b[q·ldb + j]: each row of the strip is a run of b, copied whole
+				// through a local array (which the compiler moves in registers, where a direct
+				// array assignment calls memmove).
+				for q := range kb {
+					o := (pc+q)*ldb + j0
+					row := *(*[nr]float32)(p.b[o : o+nr])
+					*(*[nr]float32)(dst[q*nr:]) = row
+				}
+			case !p.transB:
+				for q := range kb {
+					o := (pc+q)*ldb + j0
+					d := dst[q*nr : q*nr+nr]
+					copy(d, p.b[o:o+w])
+					clear(d[w:])
+				}
+			default:
+				// op(B)(q, j) = b[j·ldb + q]: each column of the strip is a run of b.
+				for j := range w {
+					o := (j0+j)*ldb + pc
+					for q, v := range p.b[o : o+kb] {
+						dst[q*nr+j] = v
+					}
+				}
+				if w < nr {
+					for q := range kb {
+						clear(dst[q*nr+w : q*nr+nr])
+					}
+				}
 			}
 		}
 	}
 }
 
+// mul computes the units [lo, hi) of the current group: unit u is row run u / colUnits and
+// column run u mod colUnits. Each unit goes through its rows in blocks of up to mc, and for each
+// block through the group's k blocks in order, packing the block's A once per k block and running
+// it against the unit's B strips.
+func (p *call) mul(lo, hi int) {
+	buf := aBufs.Get().(*[]float32)
+	ap := *buf
+	for u := lo; u < hi; u++ {
+		r0, s0 := u/p.colUnits*p.rows, u%p.colUnits*p.cols
+		r1, s1 := min(r0+p.rows, p.m), min(s0+p.cols, p.strips)
+		for i0 := r0; i0 < r1; i0 += mc {
+			mb := min(mc, r1-i0)
+			for pc := p.k0; pc < p.k1; pc += kc {
+				kb := min(kc, p.k1-pc)
+				p.packA(ap, i0, mb, pc, kb)
+				p.block(ap, i0, mb, pc, kb, s0, s1)
+			}
+		}
+	}
+	aBufs.Put(buf)
+}
+
 // packA packs rows [i0, i0+mb) of op(A), columns pc … pc + kb − 1, into dst as strips of mr rows:
 // strip s holds kb columns of mr floats, zero past row m.
-func (p *call) packA(dst []float32, i0, mb int) {
-	kb := p.kb
+func (p *call) packA(dst []float32, i0, mb, pc, kb int) {
+	lda := p.lda
+	full := mb / mr * mr // rows in whole strips
+	if p.transA && full > 0 {
+		// op(A)(i, q) = a[q·lda + i]: row q of the stored A holds column q of every strip; read
+		// it once, left to right, and hand each strip its mr floats (through a local array,
+		// which the compiler moves in registers).
+		for q := range kb {
+			o := (pc+q)*lda + i0
+			src := p.a[o : o+full]
+			for s := 0; s < full/mr; s++ {
+				col := *(*[mr]float32)(src[s*mr:])
+				*(*[mr]float32)(dst[(s*kb+q)*mr:]) = col
+			}
+		}
+	}
 	for s := 0; s*mr < mb; s++ {
 		r0 := i0 + s*mr
 		h := min(mr, i0+mb-r0) // rows of op(A) in the strip; the rest are zero
 		d := dst[s*kb*mr : (s+1)*kb*mr]
-		if p.transA {
-			// op(A)(i, q) = a[q·lda + i]: each column of the strip is a run of a.
+		switch {
+		case p.transA && h == mr:
+			// Packed above.
+		case p.transA:
 			for q := range kb {
-				col := p.a[(p.pc+q)*p.lda+r0 : (p.pc+q)*p.lda+r0+h]
+				o := (pc+q)*lda + r0
 				dq := d[q*mr : q*mr+mr]
-				copy(dq, col)
+				copy(dq, p.a[o:o+h])
 				clear(dq[h:])
 			}
-			continue
-		}
-		// op(A)(i, q) = a[i·lda + q]: each row of the strip is a run of a.
-		for i := range h {
-			row := p.a[(r0+i)*p.lda+p.pc : (r0+i)*p.lda+p.pc+kb]
-			for q, v := range row {
-				d[q*mr+i] = v
+		case h == mr:
+			// op(A)(i, q) = a[i·lda + q]: the strip's six rows are runs of a, interleaved.
+			o := r0*lda + pc
+			a0 := p.a[o : o+kb]
+			a1 := p.a[o+lda : o+lda+kb]
+			a2 := p.a[o+2*lda : o+2*lda+kb]
+			a3 := p.a[o+3*lda : o+3*lda+kb]
+			a4 := p.a[o+4*lda : o+4*lda+kb]
+			a5 := p.a[o+5*lda : o+5*lda+kb]
+			for q := range a0 {
+				dq := (*[mr]float32)(d[q*mr:])
+				dq[0], dq[1], dq[2], dq[3], dq[4], dq[5] = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q]
 			}
-		}
-		if h < mr {
+		default:
+			for i := range h {
+				o := (r0+i)*lda + pc
+				for q, v := range p.a[o : o+kb] {
+					d[q*mr+i] = v
+				}
+			}
 			for q := range kb {
 				clear(d[q*mr+h : q*mr+mr])
 			}
@@ -222,29 +313,17 @@ func (p *call) packA(dst []float32, i0, mb int) {
 	}
 }
 
-// mul computes the current (column block, k block) for rows [lo, hi) of C, in row blocks of up
-// to mc rows, each packed once and run against every B strip.
-func (p *call) mul(lo, hi int) {
-	buf := aBufs.Get().(*[]float32)
-	ap := *buf
-	for i0 := lo; i0 < hi; i0 += mc {
-		mb := min(mc, hi-i0)
-		p.packA(ap, i0, mb)
-		p.block(ap, i0, mb)
-	}
-	aBufs.Put(buf)
-}
-
-// block runs the micro-kernel over the packed rows [i0, i0+mb) of A and every B strip of the
-// current block.
-func (p *call) block(ap []float32, i0, mb int) {
-	kb, ldc := p.kb, p.ldc
-	add := !p.first
+// block runs the micro-kernel over the packed rows [i0, i0+mb) of A and the B strips [s0, s1) of
+// k block pc (kb long): their tiles are stored into C for the first k block, added to it after.
+func (p *call) block(ap []float32, i0, mb, pc, kb, s0, s1 int) {
+	ldc := p.ldc
+	add := pc > 0
 	var tile [mr * nr]float32
-	for s := 0; s*nr < p.nb; s++ {
+	for s := s0; s < s1; s++ {
 		j0 := p.jc + s*nr
 		w := min(nr, p.n-j0)
-		bs := p.bp[s*kb*nr : (s+1)*kb*nr]
+		o := p.bOffset(pc, kb, s)
+		bs := p.bp[o : o+kb*nr]
 		for t := 0; t*mr < mb; t++ {
 			r0 := i0 + t*mr
 			h := min(mr, i0+mb-r0)

@@ -107,11 +107,12 @@ func (o operands) shape() string {
 }
 
 // shapes are m × n × k: ones, sizes around the tile (6 × 16) and the blocks (mc 96, kc 256),
-// odd sizes, and the GPT's products (forward and the backward's transposed ones).
+// odd sizes, a k long enough for two groups of k blocks (7 × 70 × 20000) and an n for two column
+// blocks (9 × 1100 × 1000), and the GPT's products (forward and the backward's transposed ones).
 var shapes = [][3]int{
 	{1, 1, 1}, {1, 16, 1}, {6, 1, 1}, {1, 1, 300}, {5, 15, 3}, {6, 16, 7}, {7, 17, 9},
 	{12, 32, 256}, {13, 33, 257}, {95, 31, 255}, {97, 47, 513}, {193, 65, 129}, {37, 129, 70},
-	{101, 7, 9}, {3, 500, 300}, {64, 64, 32}, {200, 3, 40},
+	{101, 7, 9}, {3, 500, 300}, {64, 64, 32}, {200, 3, 40}, {7, 70, 20000}, {9, 1100, 1000},
 	{768, 128, 384}, {768, 512, 128}, {768, 128, 512}, {128, 768, 512}, {384, 128, 768}, {128, 384, 768},
 }
 
@@ -145,7 +146,7 @@ func TestIndependentOfGOMAXPROCS(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	prev := runtime.GOMAXPROCS(0)
 	defer runtime.GOMAXPROCS(prev)
-	for _, sh := range [][3]int{{97, 131, 513}, {301, 77, 259}, {13, 2100, 100}, {768, 128, 384}, {128, 768, 512}} {
+	for _, sh := range [][3]int{{97, 131, 513}, {301, 77, 259}, {13, 2100, 100}, {7, 70, 20000}, {9, 1100, 1000}, {768, 128, 384}, {128, 768, 512}} {
 		for _, tA := range []bool{false, true} {
 			for _, tB := range []bool{false, true} {
 				o := newOperands(r, tA, tB, sh[0], sh[1], sh[2], 1)
