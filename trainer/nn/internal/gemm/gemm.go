@@ -258,27 +258,13 @@ func (p *call) mul(lo, hi int) {
 // strip s holds kb columns of mr floats, zero past row m.
 func (p *call) packA(dst []float32, i0, mb, pc, kb int) {
 	lda := p.lda
-	full := mb / mr * mr // rows in whole strips
-	if p.transA && full > 0 {
-		// op(A)(i, q) = a[q·lda + i]: row q of the stored A holds column q of every strip; read
-		// it once, left to right, and hand each strip its mr floats (through a local array,
-		// which the compiler moves in registers).
-		for q := range kb {
-			o := (pc+q)*lda + i0
-			src := p.a[o : o+full]
-			for s := 0; s < full/mr; s++ {
-				col := *(*[mr]float32)(src[s*mr:])
-				*(*[mr]float32)(dst[(s*kb+q)*mr:]) = col
-			}
-		}
-	}
 	for s := 0; s*mr < mb; s++ {
 		r0 := i0 + s*mr
 		h := min(mr, i0+mb-r0) // rows of op(A) in the strip; the rest are zero
 		d := dst[s*kb*mr : (s+1)*kb*mr]
 		switch {
 		case p.transA && h == mr:
-			// Packed above.
+			// The kernel reads the strip in place (see block).
 		case p.transA:
 			for q := range kb {
 				o := (pc+q)*lda + r0
@@ -327,14 +313,20 @@ func (p *call) block(ap []float32, i0, mb, pc, kb, s0, s1 int) {
 		for t := 0; t*mr < mb; t++ {
 			r0 := i0 + t*mr
 			h := min(mr, i0+mb-r0)
-			as := ap[t*kb*mr : (t+1)*kb*mr]
+			// The A strip: packed, or for a whole strip of a transposed A in place, where
+			// column q of the strip is the 6 floats of row pc + q of the stored A from column r0.
+			as, lda := &ap[t*kb*mr], mr
+			if p.transA && h == mr {
+				_ = p.a[(pc+kb-1)*p.lda+r0+mr-1] // the kernel's last load, in range
+				as, lda = &p.a[pc*p.lda+r0], p.lda
+			}
 			if h == mr && w == nr {
 				_ = p.c[(r0+mr-1)*ldc+j0+nr-1] // the kernel's last store, in range
-				kernel(kb, &as[0], &bs[0], &p.c[r0*ldc+j0], ldc, add)
+				kernel(kb, as, lda, &bs[0], &p.c[r0*ldc+j0], ldc, add)
 				continue
 			}
 			// An edge tile: computed whole into tile, then its h × w part stored or added.
-			kernel(kb, &as[0], &bs[0], &tile[0], nr, false)
+			kernel(kb, as, lda, &bs[0], &tile[0], nr, false)
 			for i := range h {
 				row := p.c[(r0+i)*ldc+j0 : (r0+i)*ldc+j0+w]
 				src := tile[i*nr : i*nr+w]

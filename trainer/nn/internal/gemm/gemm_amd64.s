@@ -2,20 +2,23 @@
 
 #include "textflag.h"
 
-// func kernel(kc int, a, b, c *float32, ldc int, add bool)
+// func kernel(kc int, a *float32, lda int, b, c *float32, ldc int, add bool)
 //
 // The 6 × 16 micro-kernel. Y0–Y11 hold the tile: row i in Y(2i) (columns 0–7) and Y(2i+1)
 // (columns 8–15). Each step q loads row q of the B strip into Y12, Y13, broadcasts the six
-// elements of column q of the A strip in turn into Y14 or Y15, and adds their products to the
-// tile's rows with fused multiply-adds; so every element is one chain in q order.
-TEXT ·kernel(SB), NOSPLIT, $0-41
+// elements of column q of the A strip (6 floats at a + q·lda) in turn into Y14 or Y15, and adds
+// their products to the tile's rows with fused multiply-adds; so every element is one chain in q
+// order.
+TEXT ·kernel(SB), NOSPLIT, $0-49
 	MOVQ    kc+0(FP), CX
 	MOVQ    a+8(FP), SI
-	MOVQ    b+16(FP), DX
-	MOVQ    c+24(FP), DI
-	MOVQ    ldc+32(FP), R8
-	MOVBLZX add+40(FP), R9
-	SHLQ    $2, R8 // bytes per row of C
+	MOVQ    lda+16(FP), R12
+	MOVQ    b+24(FP), DX
+	MOVQ    c+32(FP), DI
+	MOVQ    ldc+40(FP), R8
+	MOVBLZX add+48(FP), R9
+	SHLQ    $2, R8  // bytes per row of C
+	SHLQ    $2, R12 // bytes from one column of the A strip to the next
 
 	// The tile starts at zero.
 	VXORPS Y0, Y0, Y0
@@ -59,29 +62,29 @@ loop2:
 	VFMADD231PS  Y12, Y15, Y10
 	VFMADD231PS  Y13, Y15, Y11
 
-	// Step q+1: B row at 64(DX), A column at 24(SI).
+	// Step q+1: B row at 64(DX), A column at 0(SI)(R12*1).
 	VMOVUPS      64(DX), Y12
 	VMOVUPS      96(DX), Y13
-	VBROADCASTSS 24(SI), Y14
+	VBROADCASTSS 0(SI)(R12*1), Y14
 	VFMADD231PS  Y12, Y14, Y0
 	VFMADD231PS  Y13, Y14, Y1
-	VBROADCASTSS 28(SI), Y15
+	VBROADCASTSS 4(SI)(R12*1), Y15
 	VFMADD231PS  Y12, Y15, Y2
 	VFMADD231PS  Y13, Y15, Y3
-	VBROADCASTSS 32(SI), Y14
+	VBROADCASTSS 8(SI)(R12*1), Y14
 	VFMADD231PS  Y12, Y14, Y4
 	VFMADD231PS  Y13, Y14, Y5
-	VBROADCASTSS 36(SI), Y15
+	VBROADCASTSS 12(SI)(R12*1), Y15
 	VFMADD231PS  Y12, Y15, Y6
 	VFMADD231PS  Y13, Y15, Y7
-	VBROADCASTSS 40(SI), Y14
+	VBROADCASTSS 16(SI)(R12*1), Y14
 	VFMADD231PS  Y12, Y14, Y8
 	VFMADD231PS  Y13, Y14, Y9
-	VBROADCASTSS 44(SI), Y15
+	VBROADCASTSS 20(SI)(R12*1), Y15
 	VFMADD231PS  Y12, Y15, Y10
 	VFMADD231PS  Y13, Y15, Y11
 
-	ADDQ $48, SI
+	LEAQ (SI)(R12*2), SI
 	ADDQ $128, DX
 	DECQ R10
 	JNZ  loop2

@@ -5,6 +5,6 @@ package gemm
 // useAsm is false: Sgemm returns ErrUnavailable.
 var useAsm = false
 
-func kernel(kc int, a, b, c *float32, ldc int, add bool) {
+func kernel(kc int, a *float32, lda int, b, c *float32, ldc int, add bool) {
 	panic("gemm: kernel without AVX2 and FMA")
 }
