@@ -16,8 +16,9 @@
 //
 // Each element of C is the sum of its k-block partial sums added to C in k-block order, each partial
 // sum a chain of fused multiply-adds in k order. The order depends only on k and kc, never on how
-// many goroutines run or which rows they take, so the product has the same bits at any GOMAXPROCS
-// (TestIndependentOfGOMAXPROCS). Large products run their row blocks on par.Runs.
+// many goroutines run or which tiles they take, so the product has the same bits at any GOMAXPROCS
+// (TestIndependentOfGOMAXPROCS). At GOMAXPROCS 2 and more, large products run rectangles of C
+// (row blocks, and column runs when the rows are few) on par.Runs.
 //
 // It lives in a package of its own because package nn uses cgo (OpenBLAS), and a cgo package
 // cannot hold Go assembly. Where the CPU has no AVX2 and FMA, or built with the purego tag or for
@@ -26,6 +27,7 @@ package gemm
 
 import (
 	"errors"
+	"runtime"
 	"sync"
 
 	"github.com/cohortlab/cohort/internal/par"
@@ -134,9 +136,11 @@ const panelFloats = 1 << 20
 
 // run computes the product. For each column block and group of its k blocks, B's panel is packed
 // (in runs of strips), then the units of mul, independent rectangles of C, each add the group's
-// k blocks to their tiles in k order. Everything about the cut depends only on m, n and k.
+// k blocks to their tiles in k order. The k blocks depend only on k; the cut into units (which
+// does not change any sum) on the shape and GOMAXPROCS.
 func (p *call) run() {
-	parallel := 2*p.m*p.n*p.k >= parMinFlops
+	workers := runtime.GOMAXPROCS(0)
+	parallel := workers > 1 && 2*p.m*p.n*p.k >= parMinFlops
 	// Column blocks of nc columns, fewer when k is long, so that a panel of all of k fits.
 	ncol := max(4*nr, min(nc, panelFloats/p.k/nr*nr))
 	// k blocks per group: all of them when the panel fits.
@@ -144,7 +148,7 @@ func (p *call) run() {
 	for p.jc = 0; p.jc < p.n; p.jc += ncol {
 		p.nb = min(ncol, p.n-p.jc)
 		p.strips = (p.nb + nr - 1) / nr
-		p.units(parallel)
+		p.units(parallel, workers)
 		for p.k0 = 0; p.k0 < p.k; p.k0 += group {
 			p.k1 = min(p.k0+group, p.k)
 			if need := (p.k1 - p.k0) * p.strips * nr; cap(p.bp) < need {
@@ -162,17 +166,17 @@ func (p *call) run() {
 	}
 }
 
-// units cuts the column block into the rectangles of C that mul runs: one, or in parallel row
-// blocks of up to mc rows, balanced, and when those are fewer than four, column runs of whole
-// strips too, so that about four units or more share the cores.
-func (p *call) units(parallel bool) {
+// units cuts the column block into the rectangles of C that mul runs: one on one goroutine; in
+// parallel, row blocks of up to mc rows, balanced, and when those are fewer than two per worker,
+// column runs of whole strips too (each of which packs its rows of A again).
+func (p *call) units(parallel bool, workers int) {
 	if !parallel {
 		p.rows, p.cols, p.colUnits = p.m, p.strips, 1
 		return
 	}
 	rowUnits := (p.m + mc - 1) / mc
 	p.rows = roundUp((p.m+rowUnits-1)/rowUnits, mr)
-	p.colUnits = min(p.strips, (4+rowUnits-1)/rowUnits)
+	p.colUnits = min(p.strips, (2*workers+rowUnits-1)/rowUnits)
 	p.cols = (p.strips + p.colUnits - 1) / p.colUnits
 	p.colUnits = (p.strips + p.cols - 1) / p.cols
 }
