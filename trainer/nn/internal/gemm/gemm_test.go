@@ -110,12 +110,12 @@ func (o operands) shape() string {
 	return fmt.Sprintf("%dx%dx%d tA=%v tB=%v lda=%d ldb=%d ldc=%d", o.m, o.n, o.k, o.transA, o.transB, o.lda, o.ldb, o.ldc)
 }
 
-// shapes are m × n × k: ones, sizes around the tile (6 × 16) and the blocks (mc 96, kc 256),
+// shapes are m × n × k: ones, sizes around the tile (6 × 16) and the blocks (mc 144, kc 256),
 // odd sizes, a k long enough for two groups of k blocks (7 × 70 × 20000) and an n for two column
 // blocks (9 × 1100 × 1000), and the GPT's products (forward and the backward's transposed ones).
 var shapes = [][3]int{
 	{1, 1, 1}, {1, 16, 1}, {6, 1, 1}, {1, 1, 300}, {5, 15, 3}, {6, 16, 7}, {7, 17, 9},
-	{12, 32, 256}, {13, 33, 257}, {95, 31, 255}, {97, 47, 513}, {193, 65, 129}, {37, 129, 70},
+	{12, 32, 256}, {13, 33, 257}, {95, 31, 255}, {97, 47, 513}, {143, 20, 30}, {145, 33, 260}, {289, 40, 300}, {193, 65, 129}, {37, 129, 70},
 	{101, 7, 9}, {3, 500, 300}, {64, 64, 32}, {200, 3, 40}, {7, 70, 20000}, {9, 1100, 1000},
 	{768, 128, 384}, {768, 512, 128}, {768, 128, 512}, {128, 768, 512}, {384, 128, 768}, {128, 384, 768},
 }
