@@ -246,8 +246,11 @@ func FuzzSgemm(f *testing.F) {
 	})
 }
 
-// BenchmarkSgemm times the GPT's products (and the MLP's first layer) on Sgemm and on vek's MatMul_Into (which takes A and B
-// untransposed), in GFLOP/s.
+// openblasNN is the system OpenBLAS's C = A·B when built with -tags openblas (openblas_bench_test.go).
+var openblasNN func(m, n, k int, a, b, c []float32)
+
+// BenchmarkSgemm times the GPT's products (and the MLP's first layer) on Sgemm, in each transpose
+// case the GPT uses, and on vek's MatMul_Into (which takes A and B untransposed), in GFLOP/s.
 func BenchmarkSgemm(b *testing.B) {
 	r := rand.New(rand.NewPCG(7, 8))
 	for _, sh := range [][3]int{{768, 128, 384}, {768, 384, 128}, {768, 512, 128}, {768, 128, 512}, {128, 768, 512}, {128, 384, 768}, {64, 64, 32}, {64, 256, 784}, {784, 256, 64}} {
@@ -281,5 +284,13 @@ func BenchmarkSgemm(b *testing.B) {
 			}
 			b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 		})
+		if openblasNN != nil {
+			b.Run(name+"/openblas-NN", func(b *testing.B) {
+				for b.Loop() {
+					openblasNN(m, n, k, a, bb, c)
+				}
+				b.ReportMetric(flops*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
+			})
+		}
 	}
 }
