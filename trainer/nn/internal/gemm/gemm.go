@@ -237,6 +237,20 @@ func (p *call) packB(lo, hi int) {
 	}
 }
 
+// packA6Go is packA6 in Go: dst[6q + i] = a[i·lda + q] for q < kb, i < 6.
+func packA6Go(kb int, a []float32, lda int, dst []float32) {
+	a0 := a[:kb]
+	a1 := a[lda : lda+kb]
+	a2 := a[2*lda : 2*lda+kb]
+	a3 := a[3*lda : 3*lda+kb]
+	a4 := a[4*lda : 4*lda+kb]
+	a5 := a[5*lda : 5*lda+kb]
+	for q := range a0 {
+		dq := (*[mr]float32)(dst[q*mr:])
+		dq[0], dq[1], dq[2], dq[3], dq[4], dq[5] = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q]
+	}
+}
+
 // mul computes the units [lo, hi) of the current group: unit u is row run u / colUnits and
 // column run u mod colUnits. Each unit goes through its rows in blocks of up to mc, and for each
 // block through the group's k blocks in order, packing the block's A once per k block and running
@@ -278,18 +292,11 @@ func (p *call) packA(dst []float32, i0, mb, pc, kb int) {
 				clear(dq[h:])
 			}
 		case h == mr:
-			// op(A)(i, q) = a[i·lda + q]: the strip's six rows are runs of a, interleaved.
+			// op(A)(i, q) = a[i·lda + q]: the strip's six rows are runs of a, interleaved
+			// (packA6, four columns at a time).
 			o := r0*lda + pc
-			a0 := p.a[o : o+kb]
-			a1 := p.a[o+lda : o+lda+kb]
-			a2 := p.a[o+2*lda : o+2*lda+kb]
-			a3 := p.a[o+3*lda : o+3*lda+kb]
-			a4 := p.a[o+4*lda : o+4*lda+kb]
-			a5 := p.a[o+5*lda : o+5*lda+kb]
-			for q := range a0 {
-				dq := (*[mr]float32)(d[q*mr:])
-				dq[0], dq[1], dq[2], dq[3], dq[4], dq[5] = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q]
-			}
+			_ = p.a[o+(mr-1)*lda+kb-1] // packA6's last load, in range
+			packA6(kb, &p.a[o], lda, &d[0])
 		default:
 			for i := range h {
 				o := (r0+i)*lda + pc

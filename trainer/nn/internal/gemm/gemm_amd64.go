@@ -15,3 +15,9 @@ var useAsm = cpu.X86.HasAVX2 && cpu.X86.HasFMA
 //
 //go:noescape
 func kernel(kc int, a *float32, lda int, b, c *float32, ldc int, add bool)
+
+// packA6 packs a whole six-row strip of an untransposed A, kb columns from a (row stride lda
+// floats), into dst: dst[6q + i] = a[i·lda + q].
+//
+//go:noescape
+func packA6(kb int, a *float32, lda int, dst *float32)

@@ -150,3 +150,87 @@ store:
 	VMOVUPS Y11, 32(R11)(R8*2)
 	VZEROUPPER
 	RET
+
+// func packA6(kb int, a *float32, lda int, dst *float32)
+//
+// Packs a whole strip of six rows of an untransposed A: dst[6q + i] = a[i·lda + q] for q < kb,
+// i < 6. Four columns at a time: the four floats of rows 0–3 are transposed 4 × 4 in X10–X13
+// (one column each) and those of rows 4–5 interleaved in X14, X15 (two columns each), then
+// each column's six floats are stored one after another.
+TEXT ·packA6(SB), NOSPLIT, $0-32
+	MOVQ kb+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R8
+	MOVQ dst+24(FP), DI
+	SHLQ $2, R8              // bytes per row of A
+	LEAQ (SI)(R8*2), R9
+	ADDQ R8, R9              // R9: row 3
+	MOVQ CX, R10
+	SHRQ $2, R10             // groups of four columns
+	JZ   packtail
+
+pack4:
+	// Rows 0–5, columns q … q+3: a, b, c, d, e, f.
+	VMOVUPS (SI), X0
+	VMOVUPS (SI)(R8*1), X1
+	VMOVUPS (SI)(R8*2), X2
+	VMOVUPS (R9), X3
+	VMOVUPS (R9)(R8*1), X4
+	VMOVUPS (R9)(R8*2), X5
+
+	// Transpose a, b, c, d: X10 = a0 b0 c0 d0, X11 = a1 b1 c1 d1, X12 = …2, X13 = …3.
+	VUNPCKLPS X1, X0, X6     // a0 b0 a1 b1
+	VUNPCKHPS X1, X0, X7     // a2 b2 a3 b3
+	VUNPCKLPS X3, X2, X8     // c0 d0 c1 d1
+	VUNPCKHPS X3, X2, X9     // c2 d2 c3 d3
+	VMOVLHPS  X8, X6, X10    // a0 b0 c0 d0
+	VMOVHLPS  X6, X8, X11    // a1 b1 c1 d1
+	VMOVLHPS  X9, X7, X12    // a2 b2 c2 d2
+	VMOVHLPS  X7, X9, X13    // a3 b3 c3 d3
+
+	// Interleave e, f: X14 = e0 f0 e1 f1, X15 = e2 f2 e3 f3.
+	VUNPCKLPS X5, X4, X14
+	VUNPCKHPS X5, X4, X15
+
+	// Column q+j at dst + 24j: four floats of rows 0–3, then two of rows 4–5.
+	VMOVUPS X10, 0(DI)
+	VMOVQ   X14, 16(DI)
+	VMOVUPS X11, 24(DI)
+	VMOVHPS X14, 40(DI)
+	VMOVUPS X12, 48(DI)
+	VMOVQ   X15, 64(DI)
+	VMOVUPS X13, 72(DI)
+	VMOVHPS X15, 88(DI)
+
+	ADDQ $16, SI
+	ADDQ $16, R9
+	ADDQ $96, DI
+	DECQ R10
+	JNZ  pack4
+
+packtail:
+	// The last kb mod 4 columns, one float at a time.
+	ANDQ $3, CX
+	JZ   packdone
+
+pack1:
+	VMOVSS (SI), X0
+	VMOVSS X0, 0(DI)
+	VMOVSS (SI)(R8*1), X1
+	VMOVSS X1, 4(DI)
+	VMOVSS (SI)(R8*2), X2
+	VMOVSS X2, 8(DI)
+	VMOVSS (R9), X3
+	VMOVSS X3, 12(DI)
+	VMOVSS (R9)(R8*1), X4
+	VMOVSS X4, 16(DI)
+	VMOVSS (R9)(R8*2), X5
+	VMOVSS X5, 20(DI)
+	ADDQ   $4, SI
+	ADDQ   $4, R9
+	ADDQ   $24, DI
+	DECQ   CX
+	JNZ    pack1
+
+packdone:
+	RET

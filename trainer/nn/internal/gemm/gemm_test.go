@@ -200,6 +200,45 @@ func TestNoAllocations(t *testing.T) {
 	}
 }
 
+// TestPackA6: the assembly packing of a six-row strip gives packA6Go's floats, for column counts
+// with and without a tail of fewer than four.
+func TestPackA6(t *testing.T) {
+	if !Available() {
+		t.Skip("no kernel here")
+	}
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, kb := range []int{1, 3, 4, 5, 8, 255, 256} {
+		lda := kb + 3
+		a := randomSlice(r, 5*lda+kb)
+		got, want := make([]float32, 6*kb), make([]float32, 6*kb)
+		packA6(kb, &a[0], lda, &got[0])
+		packA6Go(kb, a, lda, want)
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("kb %d: dst[%d] = %v, want %v", kb, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+// BenchmarkPackA6 packs a 6 × 256 strip of a 784-column A, in assembly and in Go.
+func BenchmarkPackA6(b *testing.B) {
+	if !Available() {
+		b.Skip("no kernel here")
+	}
+	a, dst := randomSlice(rand.New(rand.NewPCG(1, 1)), 6*784), make([]float32, 6*kc)
+	b.Run("asm", func(b *testing.B) {
+		for b.Loop() {
+			packA6(kc, &a[0], 784, &dst[0])
+		}
+	})
+	b.Run("go", func(b *testing.B) {
+		for b.Loop() {
+			packA6Go(kc, a, 784, dst)
+		}
+	})
+}
+
 // TestBadShapes: strides shorter than their rows and slices shorter than their matrices are
 // errors, not panics; C stays as it was.
 func TestBadShapes(t *testing.T) {
