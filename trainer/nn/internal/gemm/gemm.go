@@ -219,8 +219,14 @@ func (p *call) packB(lo, hi int) {
 					copy(d, p.b[o:o+w])
 					clear(d[w:])
 				}
+			case w == nr:
+				// op(B)(q, j) = b[j·ldb + q]: each column of the strip is a run of b; the
+				// sixteen runs transposed (packB16T, four rows at a time).
+				o := j0*ldb + pc
+				_ = p.b[o+(nr-1)*ldb+kb-1] // packB16T's last load, in range
+				packB16T(kb, &p.b[o], ldb, &dst[0])
 			default:
-				// op(B)(q, j) = b[j·ldb + q]: each column of the strip is a run of b.
+				// A strip past n: its columns one by one, the rest zero.
 				for j := range w {
 					o := (j0+j)*ldb + pc
 					for q, v := range p.b[o : o+kb] {
@@ -248,6 +254,15 @@ func packA6Go(kb int, a []float32, lda int, dst []float32) {
 	for q := range a0 {
 		dq := (*[mr]float32)(dst[q*mr:])
 		dq[0], dq[1], dq[2], dq[3], dq[4], dq[5] = a0[q], a1[q], a2[q], a3[q], a4[q], a5[q]
+	}
+}
+
+// packB16TGo is packB16T in Go: dst[16q + j] = b[j·ldb + q] for q < kb, j < 16.
+func packB16TGo(kb int, b []float32, ldb int, dst []float32) {
+	for j := range nr {
+		for q, v := range b[j*ldb : j*ldb+kb] {
+			dst[q*nr+j] = v
+		}
 	}
 }
 

@@ -21,3 +21,9 @@ func kernel(kc int, a *float32, lda int, b, c *float32, ldc int, add bool)
 //
 //go:noescape
 func packA6(kb int, a *float32, lda int, dst *float32)
+
+// packB16T packs a whole sixteen-column strip of a transposed B, kb rows from b (stride ldb
+// floats between the strip's columns), into dst: dst[16q + j] = b[j·ldb + q].
+//
+//go:noescape
+func packB16T(kb int, b *float32, ldb int, dst *float32)

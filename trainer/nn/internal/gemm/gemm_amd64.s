@@ -234,3 +234,128 @@ pack1:
 
 packdone:
 	RET
+
+// func packB16T(kb int, b *float32, ldb int, dst *float32)
+//
+// Packs a whole sixteen-column strip of a transposed B: dst[16q + j] = b[j·ldb + q] for q < kb,
+// j < 16. Four rows q at a time: for each four runs of b, their four floats are transposed 4 × 4
+// (as in packA6) into X10–X13, one row of the strip's four columns each.
+TEXT ·packB16T(SB), NOSPLIT, $0-32
+	MOVQ kb+0(FP), CX
+	MOVQ b+8(FP), SI
+	MOVQ ldb+16(FP), R8
+	MOVQ dst+24(FP), DI
+	SHLQ $2, R8              // bytes per run of b
+	MOVQ CX, R10
+	SHRQ $2, R10             // groups of four rows
+	JZ   btail
+
+b4:
+	MOVQ SI, AX
+
+	// Columns 0–3 of the strip: runs 0–3 of b, transposed into rows q … q+3.
+	VMOVUPS   (AX), X0
+	VMOVUPS   (AX)(R8*1), X1
+	VMOVUPS   (AX)(R8*2), X2
+	LEAQ      (AX)(R8*2), BX
+	VMOVUPS   (BX)(R8*1), X3
+	VUNPCKLPS X1, X0, X6
+	VUNPCKHPS X1, X0, X7
+	VUNPCKLPS X3, X2, X8
+	VUNPCKHPS X3, X2, X9
+	VMOVLHPS  X8, X6, X10
+	VMOVHLPS  X6, X8, X11
+	VMOVLHPS  X9, X7, X12
+	VMOVHLPS  X7, X9, X13
+	VMOVUPS   X10, 0(DI)
+	VMOVUPS   X11, 64(DI)
+	VMOVUPS   X12, 128(DI)
+	VMOVUPS   X13, 192(DI)
+	LEAQ      (AX)(R8*4), AX
+
+	// Columns 4–7 of the strip: runs 4–7 of b, transposed into rows q … q+3.
+	VMOVUPS   (AX), X0
+	VMOVUPS   (AX)(R8*1), X1
+	VMOVUPS   (AX)(R8*2), X2
+	LEAQ      (AX)(R8*2), BX
+	VMOVUPS   (BX)(R8*1), X3
+	VUNPCKLPS X1, X0, X6
+	VUNPCKHPS X1, X0, X7
+	VUNPCKLPS X3, X2, X8
+	VUNPCKHPS X3, X2, X9
+	VMOVLHPS  X8, X6, X10
+	VMOVHLPS  X6, X8, X11
+	VMOVLHPS  X9, X7, X12
+	VMOVHLPS  X7, X9, X13
+	VMOVUPS   X10, 16(DI)
+	VMOVUPS   X11, 80(DI)
+	VMOVUPS   X12, 144(DI)
+	VMOVUPS   X13, 208(DI)
+	LEAQ      (AX)(R8*4), AX
+
+	// Columns 8–11 of the strip: runs 8–11 of b, transposed into rows q … q+3.
+	VMOVUPS   (AX), X0
+	VMOVUPS   (AX)(R8*1), X1
+	VMOVUPS   (AX)(R8*2), X2
+	LEAQ      (AX)(R8*2), BX
+	VMOVUPS   (BX)(R8*1), X3
+	VUNPCKLPS X1, X0, X6
+	VUNPCKHPS X1, X0, X7
+	VUNPCKLPS X3, X2, X8
+	VUNPCKHPS X3, X2, X9
+	VMOVLHPS  X8, X6, X10
+	VMOVHLPS  X6, X8, X11
+	VMOVLHPS  X9, X7, X12
+	VMOVHLPS  X7, X9, X13
+	VMOVUPS   X10, 32(DI)
+	VMOVUPS   X11, 96(DI)
+	VMOVUPS   X12, 160(DI)
+	VMOVUPS   X13, 224(DI)
+	LEAQ      (AX)(R8*4), AX
+
+	// Columns 12–15 of the strip: runs 12–15 of b, transposed into rows q … q+3.
+	VMOVUPS   (AX), X0
+	VMOVUPS   (AX)(R8*1), X1
+	VMOVUPS   (AX)(R8*2), X2
+	LEAQ      (AX)(R8*2), BX
+	VMOVUPS   (BX)(R8*1), X3
+	VUNPCKLPS X1, X0, X6
+	VUNPCKHPS X1, X0, X7
+	VUNPCKLPS X3, X2, X8
+	VUNPCKHPS X3, X2, X9
+	VMOVLHPS  X8, X6, X10
+	VMOVHLPS  X6, X8, X11
+	VMOVLHPS  X9, X7, X12
+	VMOVHLPS  X7, X9, X13
+	VMOVUPS   X10, 48(DI)
+	VMOVUPS   X11, 112(DI)
+	VMOVUPS   X12, 176(DI)
+	VMOVUPS   X13, 240(DI)
+
+	ADDQ $16, SI
+	ADDQ $256, DI
+	DECQ R10
+	JNZ  b4
+
+btail:
+	// The last kb mod 4 rows, one float at a time: row q's sixteen floats from the sixteen runs.
+	ANDQ $3, CX
+	JZ   bdone
+
+b1:
+	MOVQ SI, AX
+	MOVQ $16, R11
+
+b1col:
+	VMOVSS (AX), X0
+	VMOVSS X0, (DI)
+	ADDQ   R8, AX
+	ADDQ   $4, DI
+	DECQ   R11
+	JNZ    b1col
+	ADDQ   $4, SI
+	DECQ   CX
+	JNZ    b1
+
+bdone:
+	RET

@@ -221,20 +221,53 @@ func TestPackA6(t *testing.T) {
 	}
 }
 
-// BenchmarkPackA6 packs a 6 × 256 strip of a 784-column A, in assembly and in Go.
-func BenchmarkPackA6(b *testing.B) {
+// TestPackB16T: the assembly packing of a sixteen-column strip of a transposed B gives
+// packB16TGo's floats, for row counts with and without a tail of fewer than four.
+func TestPackB16T(t *testing.T) {
+	if !Available() {
+		t.Skip("no kernel here")
+	}
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, kb := range []int{1, 3, 4, 5, 8, 255, 256} {
+		ldb := kb + 3
+		b := randomSlice(r, 15*ldb+kb)
+		got, want := make([]float32, 16*kb), make([]float32, 16*kb)
+		packB16T(kb, &b[0], ldb, &got[0])
+		packB16TGo(kb, b, ldb, want)
+		for i := range got {
+			if got[i] != want[i] {
+				t.Fatalf("kb %d: dst[%d] = %v, want %v", kb, i, got[i], want[i])
+			}
+		}
+	}
+}
+
+// BenchmarkPack packs a 6 × 256 strip of a 784-column A and a 256 × 16 strip of a transposed
+// B (16 runs 784 floats apart), in assembly and in Go.
+func BenchmarkPack(b *testing.B) {
 	if !Available() {
 		b.Skip("no kernel here")
 	}
-	a, dst := randomSlice(rand.New(rand.NewPCG(1, 1)), 6*784), make([]float32, 6*kc)
-	b.Run("asm", func(b *testing.B) {
+	r := rand.New(rand.NewPCG(1, 1))
+	a, bt, dst := randomSlice(r, 6*784), randomSlice(r, 16*784), make([]float32, 16*kc)
+	b.Run("A6/asm", func(b *testing.B) {
 		for b.Loop() {
 			packA6(kc, &a[0], 784, &dst[0])
 		}
 	})
-	b.Run("go", func(b *testing.B) {
+	b.Run("A6/go", func(b *testing.B) {
 		for b.Loop() {
 			packA6Go(kc, a, 784, dst)
+		}
+	})
+	b.Run("B16T/asm", func(b *testing.B) {
+		for b.Loop() {
+			packB16T(kc, &bt[0], 784, &dst[0])
+		}
+	})
+	b.Run("B16T/go", func(b *testing.B) {
+		for b.Loop() {
+			packB16TGo(kc, bt, 784, dst)
 		}
 	})
 }
