@@ -2,12 +2,14 @@
 // register-tiled micro-kernel in AVX2 and FMA assembly (gemm_amd64.s), the structure of
 // GotoBLAS and BLIS:
 //
-//   - C is computed in column blocks of up to nc columns and, within them, the sum over k in blocks
-//     of up to kc terms, one block after another;
-//   - for each (column block, k block) the kc × nc panel of op(B) is packed into strips nr = 16
-//     columns wide, each strip kc rows of 16 consecutive floats, zero-padded past n;
-//   - each row block of up to mc rows of op(A) is packed into strips mr = 6 rows tall, each strip
-//     kc columns of 6 consecutive floats, zero-padded past m;
+//   - C is computed in column blocks of up to nc columns (fewer when k is long), and the sum over
+//     k in blocks of up to kc terms, one block after another;
+//   - for each column block, the panel of op(B) over its k blocks (a group of them when k is very
+//     long) is packed into strips nr = 16 columns wide, each strip kc rows of 16 consecutive
+//     floats, zero-padded past n;
+//   - each row block of up to mc rows of op(A) is packed, k block by k block, into strips mr = 6
+//     rows tall, each strip kc columns of 6 consecutive floats, zero-padded past m; whole strips of
+//     a transposed A, whose columns are already 6 consecutive floats, are read in place instead;
 //   - the micro-kernel multiplies one A strip by one B strip into a 6 × 16 tile of C held in twelve
 //     YMM registers, then stores the tile (the first k block) or adds it to C (the later ones).
 //     Tiles that stick out of C are computed into a small temporary tile and copied out.
