@@ -17,7 +17,8 @@ import (
 // BLAS names the BLAS implementation this binary uses: package gemm's packed AVX2 and FMA matrix
 // product (gonum's pure-Go BLAS for everything else) unless built with -tags openblas
 // ("openblas-panels"). On a CPU without AVX2 and FMA the products run on vek instead
-// ("vek+gonum"). Replicas whose BLAS differ do not compute bit-identical gradients.
+// ("vek+gonum"); so in this build BLAS is a variable, set from the CPU's features at start-up.
+// Replicas whose BLAS differ do not compute bit-identical gradients.
 var BLAS = pureBLASName()
 
 func pureBLASName() string {
@@ -33,7 +34,7 @@ func init() { G.Use(pureBLAS{gonum.Implementation{}}) }
 // α = 1, β = 0) on package gemm, a packed, register-tiled product in AVX2 and FMA assembly that
 // reads transposed operands as they are stored; anything else goes to the wrapped BLAS. Each
 // element of gemm's product is summed in an order fixed by the product's shape, so the result does
-// not depend on GOMAXPROCS or on how gemm splits the rows among goroutines.
+// not depend on GOMAXPROCS or on how gemm splits C among goroutines.
 //
 // On a CPU without AVX2 and FMA (or built with the purego tag) the plain products run on
 // github.com/viterin/vek instead, with transposed operands first copied out row-major. vek's kernel
@@ -41,9 +42,9 @@ func init() { G.Use(pureBLAS{gonum.Implementation{}}) }
 // (TestVekRowsIndependentOfSplit). vek itself splits a product of vekSerialMACs multiply-adds or
 // more among runtime.NumCPU new goroutines, whatever GOMAXPROCS is, and allocates for them on every
 // call; vekMatMul instead hands vek row blocks below that size, run on the calling goroutine or, for
-// products of panelMinFlops and more, concurrently by par.Runs. gemm's fused multiply-adds and
-// vek's fallback loops round differently: bit-identical results need the same CPU features as
-// well as the same build.
+// products of panelMinFlops and more, concurrently by par.Runs. gemm's fused multiply-adds, vek's
+// AVX2 kernel and vek's Go loops (on CPUs without AVX2) round differently: bit-identical results
+// need the same CPU features as well as the same build.
 type pureBLAS struct{ G.BLAS }
 
 // vekSerialMACs is the product size m·n·k from which vek32.MatMul_Into starts goroutines (unless
