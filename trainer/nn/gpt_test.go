@@ -479,24 +479,30 @@ func BenchmarkGPTGrad(b *testing.B) {
 }
 
 // TestGPTGradIndependentOfGOMAXPROCS: replicas on machines with different core counts compute the
-// same bits.
+// same bits, for a small GPT and for one whose products are large enough to be split among
+// goroutines (256 tokens of width 128: 2·m·n·k from 8 Mi up).
 func TestGPTGradIndependentOfGOMAXPROCS(t *testing.T) {
-	m := newTestGPT(t, GPTConfig{Layers: 2, Embed: 32, Heads: 4, Context: 16, Batch: 4, Seed: 1})
-	b := randomLMBatch(rand.New(rand.NewPCG(8, 8)), 256, 16, 4)
-	var first []float32
-	var firstLoss float32
-	for i, procs := range []int{1, 2, 4} {
-		old := runtime.GOMAXPROCS(procs)
-		g := make([]float32, len(m.Params()))
-		l, err := m.Grad(b, g)
-		runtime.GOMAXPROCS(old)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if i == 0 {
-			first, firstLoss = g, l
-		} else if !bitsEqual(first, g) || math.Float32bits(firstLoss) != math.Float32bits(l) {
-			t.Errorf("GOMAXPROCS %d changes the gradient", procs)
+	for _, cfg := range []GPTConfig{
+		{Layers: 2, Embed: 32, Heads: 4, Context: 16, Batch: 4, Seed: 1},
+		{Layers: 1, Embed: 128, Heads: 4, Context: 64, Batch: 4, Seed: 2},
+	} {
+		m := newTestGPT(t, cfg)
+		b := randomLMBatch(rand.New(rand.NewPCG(8, 8)), 256, cfg.Context, cfg.Batch)
+		var first []float32
+		var firstLoss float32
+		for i, procs := range []int{1, 2, 4} {
+			old := runtime.GOMAXPROCS(procs)
+			g := make([]float32, len(m.Params()))
+			l, err := m.Grad(b, g)
+			runtime.GOMAXPROCS(old)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if i == 0 {
+				first, firstLoss = g, l
+			} else if !bitsEqual(first, g) || math.Float32bits(firstLoss) != math.Float32bits(l) {
+				t.Errorf("%+v: GOMAXPROCS %d changes the gradient", cfg, procs)
+			}
 		}
 	}
 }

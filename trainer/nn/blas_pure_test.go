@@ -8,12 +8,13 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/cohortlab/cohort/trainer/nn/internal/gemm"
 	"github.com/viterin/vek/vek32"
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
 )
 
-// TestVekRowsIndependentOfSplit: vek computes each row of a product alone, so a product split
+// TestVekRowsIndependentOfSplit: on CPUs without AVX2 and FMA the products run on vek, which computes each row of a product alone, so a product split
 // among any number of goroutines (vek uses runtime.NumCPU) has the bits of the rows computed one by
 // one.
 func TestVekRowsIndependentOfSplit(t *testing.T) {
@@ -38,11 +39,12 @@ func TestVekRowsIndependentOfSplit(t *testing.T) {
 	}
 }
 
-// TestVekSgemm: every transpose combination agrees with gonum's Sgemm to rounding, and products vek
-// does not take (α ≠ 1, β ≠ 0, strided C) go to gonum unchanged.
-func TestVekSgemm(t *testing.T) {
+// TestPureSgemm: every transpose combination agrees with gonum's Sgemm to rounding, on gemm (or
+// vek without AVX2 and FMA) and on the vek fallback itself; products neither takes (α ≠ 1, β ≠ 0)
+// go to gonum unchanged; and plain products have the bits of gemm's.
+func TestPureSgemm(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
-	v, ref := vekBLAS{gonum.Implementation{}}, gonum.Implementation{}
+	v, ref := pureBLAS{gonum.Implementation{}}, gonum.Implementation{}
 	m, n, k := 33, 47, 29
 	for _, tA := range []blas.Transpose{blas.NoTrans, blas.Trans} {
 		for _, tB := range []blas.Transpose{blas.NoTrans, blas.Trans} {
@@ -66,10 +68,24 @@ func TestVekSgemm(t *testing.T) {
 				}
 				want := append([]float32(nil), c...)
 				ref.Sgemm(tA, tB, m, n, k, ab[0], a, lda, b, ldb, ab[1], want, n)
+				fallback := append([]float32(nil), c...)
 				v.Sgemm(tA, tB, m, n, k, ab[0], a, lda, b, ldb, ab[1], c, n)
+				if ab == [2]float32{1, 0} {
+					v.vekSgemm(tA, tB, m, n, k, a, lda, b, ldb, fallback)
+					if gemm.Available() {
+						g := make([]float32, m*n)
+						if err := gemm.Sgemm(tA == blas.Trans, tB == blas.Trans, m, n, k, a, lda, b, ldb, g, n); err != nil || !bitsEqual(g, c) {
+							t.Fatalf("%c%c: not gemm's product (err %v)", tA, tB, err)
+						}
+					}
+				} else {
+					v.Sgemm(tA, tB, m, n, k, ab[0], a, lda, b, ldb, ab[1], fallback, n)
+				}
 				for i := range c {
-					if math.Abs(float64(c[i]-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
-						t.Fatalf("%c%c α=%v β=%v: C[%d] = %v, want %v", tA, tB, ab[0], ab[1], i, c[i], want[i])
+					for _, got := range []float32{c[i], fallback[i]} {
+						if math.Abs(float64(got-want[i])) > 1e-4*(1+math.Abs(float64(want[i]))) {
+							t.Fatalf("%c%c α=%v β=%v: C[%d] = %v, want %v", tA, tB, ab[0], ab[1], i, got, want[i])
+						}
 					}
 				}
 			}

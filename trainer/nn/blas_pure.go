@@ -7,32 +7,45 @@ import (
 	"sync"
 
 	"github.com/cohortlab/cohort/internal/par"
+	"github.com/cohortlab/cohort/trainer/nn/internal/gemm"
 	"github.com/viterin/vek/vek32"
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
 	G "gorgonia.org/gorgonia"
 )
 
-// BLAS names the BLAS implementation this binary uses: vek's AVX2 matrix product (gonum's pure-Go
-// BLAS for everything else and on CPUs without AVX2) unless built with -tags openblas
-// ("openblas-panels"). Replicas whose BLAS differ do not compute bit-identical gradients.
-const BLAS = "vek+gonum"
+// BLAS names the BLAS implementation this binary uses: package gemm's packed AVX2 and FMA matrix
+// product (gonum's pure-Go BLAS for everything else) unless built with -tags openblas
+// ("openblas-panels"). On a CPU without AVX2 and FMA the products run on vek instead
+// ("vek+gonum"); so in this build BLAS is a variable, set from the CPU's features at start-up.
+// Replicas whose BLAS differ do not compute bit-identical gradients.
+var BLAS = pureBLASName()
 
-func init() { G.Use(vekBLAS{gonum.Implementation{}}) }
+func pureBLASName() string {
+	if gemm.Available() {
+		return "gemm-avx2+gonum"
+	}
+	return "vek+gonum"
+}
 
-// vekBLAS runs the plain single-precision products gorgonia and the kernels ask for (C = op(A)·op(B),
-// α = 1, β = 0, C dense) on github.com/viterin/vek, whose AVX2 kernel is about 3× gonum's pure-Go
-// Sgemm on this project's machines; a transposed operand is first copied out row-major. Anything
-// else goes to the wrapped BLAS.
+func init() { G.Use(pureBLAS{gonum.Implementation{}}) }
+
+// pureBLAS runs the plain single-precision products gorgonia and the kernels ask for (C = op(A)·op(B),
+// α = 1, β = 0) on package gemm, a packed, register-tiled product in AVX2 and FMA assembly that
+// reads transposed operands as they are stored; anything else goes to the wrapped BLAS. Each
+// element of gemm's product is summed in an order fixed by the product's shape, so the result does
+// not depend on GOMAXPROCS or on how gemm splits C among goroutines.
 //
-// vek's kernel computes each row of C alone, so the result does not depend on how the rows are split
+// On a CPU without AVX2 and FMA (or built with the purego tag) the plain products run on
+// github.com/viterin/vek instead, with transposed operands first copied out row-major. vek's kernel
+// computes each row of C alone, so the result does not depend on how the rows are split
 // (TestVekRowsIndependentOfSplit). vek itself splits a product of vekSerialMACs multiply-adds or
 // more among runtime.NumCPU new goroutines, whatever GOMAXPROCS is, and allocates for them on every
 // call; vekMatMul instead hands vek row blocks below that size, run on the calling goroutine or, for
-// products of panelMinFlops and more, concurrently by par.Runs. On a CPU without AVX2 vek falls back
-// to Go loops, whose sums round differently: bit-identical results need the same CPU features as
-// well as the same build.
-type vekBLAS struct{ G.BLAS }
+// products of panelMinFlops and more, concurrently by par.Runs. gemm's fused multiply-adds, vek's
+// AVX2 kernel and vek's Go loops (on CPUs without AVX2) round differently: bit-identical results
+// need the same CPU features as well as the same build.
+type pureBLAS struct{ G.BLAS }
 
 // vekSerialMACs is the product size m·n·k from which vek32.MatMul_Into starts goroutines (unless
 // the product has fewer than 4 rows).
@@ -80,13 +93,24 @@ func transposeInto(buf *[]float32, src []float32, rows, cols, ld int) []float32 
 }
 
 // Sgemm computes C = α·op(A)·op(B) + β·C.
-func (v vekBLAS) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+func (v pureBLAS) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if alpha == 1 && beta == 0 && gemm.Available() &&
+		gemm.Sgemm(tA != blas.NoTrans, tB != blas.NoTrans, m, n, k, a, lda, b, ldb, c, ldc) == nil {
+		return
+	}
+	// gemm does not run here or the product is not plain: vek for plain dense products, the
+	// wrapped BLAS (which reports bad shapes) for the rest.
 	plain := alpha == 1 && beta == 0 && ldc == n && m > 0 && n > 0 && k > 0 &&
 		(tA != blas.NoTrans || lda == k) && (tB != blas.NoTrans || ldb == n)
-	if !plain {
+	if !plain || gemm.Available() {
 		v.BLAS.Sgemm(tA, tB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 		return
 	}
+	v.vekSgemm(tA, tB, m, n, k, a, lda, b, ldb, c)
+}
+
+// vekSgemm is the plain product C = op(A)·op(B) (C dense) on vek, transposed operands copied out.
+func (v pureBLAS) vekSgemm(tA, tB blas.Transpose, m, n, k int, a []float32, lda int, b []float32, ldb int, c []float32) {
 	if tA != blas.NoTrans {
 		buf := scratch.Get().(*[]float32)
 		defer scratch.Put(buf)
