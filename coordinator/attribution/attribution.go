@@ -31,11 +31,13 @@
 //   - its new credit is its mean score tempered, mean^Power (the fourth root by default: chosen on
 //     four audited cohorts and measured on others, docs/figures.md), as a share of the round's:
 //     each round's new credit sums to 1, recorded per contributor (consensus.Influence.Credit);
-//   - and the round pays every member that is trusted, in the aggregate, not excluded and not a
-//     copy by the credit it has earned so far, this round's included (Participant.Credit): credit
-//     belongs to the contributor, not to one update, so a member whose data helped in the early
-//     rounds, when the model was young, is still paid in a later round where its update adds
-//     little to everyone else's.
+//   - and the round pays every participant that is not excluded (scaled, empty) and not a copy
+//     by the credit it has earned so far, this round's included (Participant.Credit), whether or
+//     not it is still trusted or in the aggregate: credit belongs to the contributor, not to one
+//     update, so a member whose data helped in the early rounds, when the model was young, is
+//     still paid in a later round where its update adds little to everyone else's or even, for a
+//     label-skewed shard, seems to hurt at first order. Such a member earns no new credit, so its
+//     share of a round falls as the others earn; a member that never earned is paid nothing.
 //
 // Why: first-order influence at θ_t measures what an update adds to the others' at the model the
 // cohort has (leave-one-out's question), while what a contributor is worth — the Shapley value of
@@ -331,9 +333,11 @@ func Score(sums Sums, parts []Participant, cfg Config) (Result, error) {
 			reward[a] = 0
 			ms[a].Reward = 0
 		}
-		// Paid this round: a trusted member whose update is in the aggregate, not excluded, not a
-		// copy of another's (it is paid the credit it earned so far, whatever this round's score).
-		payable[a] = ok && !p.LeftOut && ms[a].Excluded == "" && ms[a].Group == ms[a].Member && len(cs) > 0
+		// Paid this round: a member not excluded (scaled, empty) and not a copy of another's, by
+		// the credit it earned so far, whatever this round's score — also when it is no longer
+		// trusted or was left out of this round's aggregate: it earns nothing new then, but what
+		// its data taught the model while it earned is still in the model.
+		payable[a] = ms[a].Excluded == "" && ms[a].Group == ms[a].Member && len(cs) > 0
 		if reward[a] <= 0 || len(cs) == 0 {
 			continue
 		}

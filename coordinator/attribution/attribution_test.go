@@ -488,14 +488,26 @@ func TestCreditCarries(t *testing.T) {
 	if got["c"] == 0 || got["c"] < got["a"] {
 		t.Errorf("c with 2 rounds of credit is paid %d against a's %d", got["c"], got["a"])
 	}
-	// Left out of the aggregate, or not trusted, it is not.
-	parts[2].LeftOut = true
-	if got := weights(w.score(t, names, ups, parts)); got["c"] != 0 {
-		t.Errorf("left out, c is paid %d", got["c"])
-	}
-	parts[2].LeftOut = false
-	parts[2].History = []float64{5 * lcb, 5 * lcb}
-	if got := weights(w.score(t, names, ups, parts)); got["c"] != 0 {
-		t.Errorf("not trusted, c is paid %d", got["c"])
+	// Left out of the aggregate, or no longer trusted, it earns nothing new but is still paid the
+	// credit it earned: its data is in the model. Without credit it is paid nothing.
+	for _, tc := range []struct {
+		name    string
+		leftOut bool
+		history []float64
+	}{{"left out", true, []float64{-5 * lcb, -5 * lcb}}, {"not trusted", false, []float64{5 * lcb, 5 * lcb}}} {
+		parts[2].LeftOut, parts[2].History, parts[2].Credit = tc.leftOut, tc.history, 2
+		r := w.score(t, names, ups, parts)
+		if got := weights(r); got["c"] == 0 {
+			t.Errorf("%s with 2 rounds of credit, c is paid nothing", tc.name)
+		}
+		for _, x := range r.Influence {
+			if x.Contributor == "c" && x.Credit != 0 {
+				t.Errorf("%s, c earned new credit %d", tc.name, x.Credit)
+			}
+		}
+		parts[2].Credit = 0
+		if got := weights(w.score(t, names, ups, parts)); got["c"] != 0 {
+			t.Errorf("%s without credit, c is paid %d", tc.name, got["c"])
+		}
 	}
 }
