@@ -74,3 +74,33 @@ func TestEach(t *testing.T) {
 		}
 	}
 }
+
+// Runs called from inside a run (a kernel's loop calling another), and from many goroutines at
+// once, covers every index once each time and returns: the helpers never wait on one another.
+func TestRunsNestedAndConcurrent(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Go(func() {
+			for rep := 0; rep < 20; rep++ {
+				seen := make([]atomic.Int32, 64*32)
+				Runs(64, 3, func(lo, hi int) {
+					for i := lo; i < hi; i++ {
+						Runs(32, 5, func(a, b int) {
+							for j := a; j < b; j++ {
+								seen[i*32+j].Add(1)
+							}
+						})
+					}
+				})
+				for k := range seen {
+					if c := seen[k].Load(); c != 1 {
+						t.Errorf("goroutine %d, repetition %d: index %d visited %d times", g, rep, k, c)
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
