@@ -28,8 +28,8 @@
 //     positive record (updates that barely move the loss are not a contribution; judged on the
 //     record, not on this round's score alone, so an honest member whose update adds little in
 //     a late round, when the model has learnt what its data teaches, keeps earning);
-//   - its new credit is its mean score tempered, mean^Power (the fourth root by default: chosen on
-//     four audited cohorts and measured on others, docs/figures.md), as a share of the round's:
+//   - its new credit is its mean score tempered, mean^Power (the tenth root by default: chosen on
+//     ten audited cohorts and measured on two more, docs/figures.md), as a share of the round's:
 //     each round's new credit sums to 1, recorded per contributor (consensus.Influence.Credit);
 //   - and the round pays every participant that is not excluded (scaled, empty) and not a copy
 //     by the credit it has earned so far, this round's included (Participant.Credit), whether or
@@ -95,7 +95,7 @@ type Config struct {
 	// GateZ is the confidence multiplier of the across-rounds gate (Consistent over the member's
 	// per-round lower bounds, this round's included); default 0: their mean must be positive.
 	GateZ float64
-	// Power tempers the credit: a group that earns is credited mean^Power; default 0.25.
+	// Power tempers the credit: a group that earns is credited mean^Power; default 0.1.
 	Power float64
 }
 
@@ -125,7 +125,7 @@ func (c Config) withDefaults() Config {
 		c.MinCredit = 0.1
 	}
 	if c.Power == 0 {
-		c.Power = 0.25
+		c.Power = 0.1
 	}
 	return c
 }

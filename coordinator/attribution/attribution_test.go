@@ -431,16 +431,16 @@ func TestWhoEarns(t *testing.T) {
 			var sum float64
 			for _, m := range res.Members {
 				if data[m.Member] > 0 {
-					sum += math.Pow(m.Reward, 0.25)
+					sum += math.Pow(m.Reward, 0.1)
 				}
 			}
 			for _, m := range res.Members {
 				if data[m.Member] == 0 {
 					continue
 				}
-				want := math.Pow(m.Reward, 0.25) / sum * 1e12
+				want := math.Pow(m.Reward, 0.1) / sum * 1e12
 				if got := float64(data[m.Member]); math.Abs(got-want) > 1e-6*want+1 {
-					t.Errorf("%s weight %v, want (mean score)^¼ share %v", m.Member, got, want)
+					t.Errorf("%s weight %v, want (mean score)^0.1 share %v", m.Member, got, want)
 				}
 			}
 		})
